@@ -1,0 +1,142 @@
+/**
+ * Publishes task events to containerd's ttrpc Events service
+ * (`containerd.services.events.ttrpc.v1.Events/Forward`), the way shims do.
+ * Events are queued and sent in order by one sender; while containerd cannot
+ * be reached they are logged and dropped (containerd re-reads task state on
+ * reconnect, so a lost event is not a lost exit).
+ *
+ * @module
+ */
+import * as ev from "../../gen/containerd/events/task.ts";
+import { EventsDefinition } from "../../gen/containerd/services/ttrpc/events/v1/events.ts";
+import type { EventPublisher, TaskEvent } from "../../ports/event_publisher.ts";
+import { now } from "../../domain/time.ts";
+import { log } from "../../log.ts";
+import { toPbMount, toTimestamp } from "../convert.ts";
+import { TtrpcClient } from "../ttrpc/client.ts";
+import { unaryClient } from "../ttrpc/typed.ts";
+import { NAMESPACE_KEY } from "../task/task_endpoint.ts";
+
+/** Encodes an event as containerd's typeurl does: the bare message name. */
+export function encodeEvent(e: TaskEvent): { typeUrl: string; value: Uint8Array } {
+  const enc = <T>(name: string, type: { encode(m: T): { finish(): Uint8Array } }, m: T) => ({
+    typeUrl: `containerd.events.${name}`,
+    value: type.encode(m).finish(),
+  });
+  switch (e.topic) {
+    case "/tasks/create":
+      return enc("TaskCreate", ev.TaskCreate, {
+        containerId: e.containerId,
+        bundle: e.bundle,
+        rootfs: e.rootfs.map(toPbMount),
+        io: {
+          stdin: e.io.stdin,
+          stdout: e.io.stdout,
+          stderr: e.io.stderr,
+          terminal: e.io.terminal,
+        },
+        checkpoint: "",
+        pid: e.pid,
+      });
+    case "/tasks/start":
+      return enc("TaskStart", ev.TaskStart, { containerId: e.containerId, pid: e.pid });
+    case "/tasks/exit":
+      return enc("TaskExit", ev.TaskExit, {
+        containerId: e.containerId,
+        id: e.id,
+        pid: e.pid,
+        exitStatus: e.exitStatus,
+        exitedAt: toTimestamp(e.exitedAt),
+      });
+    case "/tasks/delete":
+      return enc("TaskDelete", ev.TaskDelete, {
+        containerId: e.containerId,
+        pid: e.pid,
+        exitStatus: e.exitStatus,
+        exitedAt: toTimestamp(e.exitedAt),
+        id: e.id,
+      });
+    case "/tasks/exec-added":
+      return enc("TaskExecAdded", ev.TaskExecAdded, {
+        containerId: e.containerId,
+        execId: e.execId,
+      });
+    case "/tasks/exec-started":
+      return enc("TaskExecStarted", ev.TaskExecStarted, {
+        containerId: e.containerId,
+        execId: e.execId,
+        pid: e.pid,
+      });
+    case "/tasks/oom":
+      return enc("TaskOOM", ev.TaskOOM, { containerId: e.containerId });
+    case "/tasks/paused":
+      return enc("TaskPaused", ev.TaskPaused, { containerId: e.containerId });
+    case "/tasks/resumed":
+      return enc("TaskResumed", ev.TaskResumed, { containerId: e.containerId });
+  }
+}
+
+const RETRY_MS = 5000;
+
+/** Sends events to containerd at `address` (a ttrpc unix socket), or only logs them without one. */
+export class ContainerdEventPublisher implements EventPublisher {
+  #address: string | undefined;
+  #queue: { namespace: string; event: TaskEvent }[] = [];
+  #sending: Promise<void> | undefined;
+  #client: TtrpcClient | undefined;
+  #downUntil = 0;
+  #log = log.with({ component: "events" });
+
+  constructor(address: string | undefined) {
+    this.#address = address;
+  }
+
+  publish(namespace: string, event: TaskEvent): void {
+    this.#log.debug("task event", { topic: event.topic, namespace, container: event.containerId });
+    if (!this.#address) return;
+    this.#queue.push({ namespace, event });
+    this.#sending ??= this.#drain().finally(() => (this.#sending = undefined));
+  }
+
+  async flush(): Promise<void> {
+    while (this.#sending) await this.#sending;
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    this.#client?.close();
+  }
+
+  async #drain(): Promise<void> {
+    for (let item = this.#queue.shift(); item; item = this.#queue.shift()) {
+      try {
+        await this.#send(item.namespace, item.event);
+      } catch (e) {
+        this.#client?.close();
+        this.#client = undefined;
+        this.#downUntil = Date.now() + RETRY_MS;
+        this.#log.info("cannot forward event to containerd", {
+          topic: item.event.topic,
+          address: this.#address,
+          error: e,
+        });
+      }
+    }
+  }
+
+  async #send(namespace: string, event: TaskEvent): Promise<void> {
+    if (Date.now() < this.#downUntil) throw new Error("containerd unreachable, retrying later");
+    if (!this.#client || this.#client.closed) {
+      this.#client = await TtrpcClient.connectUnix(this.#address!);
+    }
+    const events = unaryClient(this.#client, EventsDefinition);
+    await events.forward({
+      envelope: {
+        timestamp: toTimestamp(now()),
+        namespace,
+        topic: event.topic,
+        event: encodeEvent(event),
+      },
+    }, { timeoutMs: 5000, metadata: { [NAMESPACE_KEY]: namespace } });
+  }
+}

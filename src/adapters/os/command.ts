@@ -1,0 +1,87 @@
+/**
+ * Runs external programs by argv (never through a shell) and turns failures
+ * into the project's error classes.
+ *
+ * @module
+ */
+import { DeadlineExceededError, InternalError, UnavailableError } from "../../domain/errors.ts";
+import { log } from "../../log.ts";
+
+/** Result of a finished command. */
+export interface CommandResult {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Options of `runCommand`. */
+export interface RunOptions {
+  /** Bytes written to the command's stdin (which is closed afterwards). */
+  readonly stdin?: Uint8Array;
+  /** Kills the command (SIGKILL) after this many milliseconds. */
+  readonly timeoutMs?: number;
+  readonly env?: Record<string, string>;
+  readonly cwd?: string;
+}
+
+const td = new TextDecoder();
+
+/** Runs `argv` to completion; a missing binary is UNAVAILABLE, a timeout DEADLINE_EXCEEDED. */
+export async function runCommand(
+  argv: readonly string[],
+  opts: RunOptions = {},
+): Promise<CommandResult> {
+  const [bin, ...args] = argv;
+  log.trace("exec", { argv });
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(bin, {
+      args,
+      stdin: opts.stdin ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: opts.env,
+      cwd: opts.cwd,
+    }).spawn();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new UnavailableError(`Cannot run "${bin}": not found in PATH`, { cause: e });
+    }
+    throw new InternalError(`Cannot run "${bin}": ${(e as Error).message}`, { cause: e });
+  }
+  if (opts.stdin) {
+    const w = child.stdin.getWriter();
+    await w.write(opts.stdin).catch(() => {});
+    await w.close().catch(() => {});
+  }
+  let timedOut = false;
+  const timer = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, opts.timeoutMs);
+  const out = await child.output();
+  clearTimeout(timer);
+  if (timedOut) {
+    throw new DeadlineExceededError(
+      `"${bin} ${args.join(" ")}" did not finish within ${opts.timeoutMs} ms`,
+    );
+  }
+  return { code: out.code, stdout: td.decode(out.stdout), stderr: td.decode(out.stderr) };
+}
+
+/** Runs `argv` and throws `InternalError` with its stderr unless it exits 0. */
+export async function runChecked(
+  argv: readonly string[],
+  opts: RunOptions = {},
+): Promise<CommandResult> {
+  const r = await runCommand(argv, opts);
+  if (r.code !== 0) {
+    const detail = (r.stderr || r.stdout).trim().split("\n").slice(-3).join("; ");
+    throw new InternalError(
+      `"${argv.slice(0, 3).join(" ")}" failed with exit code ${r.code}: ${detail}`,
+    );
+  }
+  return r;
+}

@@ -1,0 +1,164 @@
+/**
+ * Learns about process exits from the exit records the helper writes.
+ *
+ * Every monitored process (pod holder, container init, exec) has a token;
+ * its helper renames `<dir>/<token>` into place when the process ends. One
+ * inotify watch on the directory covers all of them, including processes
+ * started by an earlier daemon that was killed: that is what keeps exit codes
+ * exact across restarts. A slow poll catches helpers that died without
+ * writing a record (SIGKILL), which are reported as lost.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { Instant } from "../../domain/time.ts";
+import { log } from "../../log.ts";
+
+/** An exit as the helper recorded it. */
+export interface ExitRecord {
+  readonly pid: number;
+  /** Exit code, or 128 + signal. */
+  readonly status: number;
+  readonly at: Instant;
+}
+
+/** What a watcher calls back. */
+export interface ExitHandlers {
+  exited(record: ExitRecord): void;
+  /** The helper is gone and left no record: the exit status is unknown. */
+  lost?(): void;
+}
+
+interface Watch {
+  readonly helperPid: number;
+  readonly handlers: ExitHandlers;
+}
+
+const POLL_MS = 2000;
+
+/** Watches one directory of exit records. */
+export class ExitWatcher {
+  readonly dir: string;
+  #watches = new Map<string, Watch>();
+  #fs: Deno.FsWatcher | undefined;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #log = log.with({ component: "exits" });
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Creates the directory and starts watching. */
+  async start(): Promise<void> {
+    await Deno.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    this.#fs = Deno.watchFs(this.dir, { recursive: false });
+    (async () => {
+      for await (const ev of this.#fs!) {
+        for (const p of ev.paths) {
+          const token = p.slice(p.lastIndexOf("/") + 1);
+          if (this.#watches.has(token)) this.#check(token);
+        }
+      }
+    })().catch((e) => this.#log.warn("exit watcher stopped", { error: e }));
+    this.#timer = setInterval(() => this.#poll(), POLL_MS);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  stop(): void {
+    this.#fs?.close();
+    clearInterval(this.#timer);
+  }
+
+  /** The record path for a token (passed to the helper as --exit-file). */
+  path(token: string): string {
+    return join(this.dir, token);
+  }
+
+  /** Whether the helper watching `token` still runs. */
+  alive(token: string, helperPid: number): Promise<boolean> {
+    return helperAlive(helperPid, this.needle(token));
+  }
+
+  /** What the helper's command line contains: its exit-file argument, NUL-terminated. */
+  needle(token: string): string {
+    return this.path(token) + "\0";
+  }
+
+  /** Registers interest in `token`; delivers at once if the record is already there. */
+  expect(token: string, helperPid: number, handlers: ExitHandlers): void {
+    this.#watches.set(token, { helperPid, handlers });
+    this.#check(token);
+  }
+
+  /** Stops watching `token` without callbacks. */
+  cancel(token: string): void {
+    this.#watches.delete(token);
+  }
+
+  /** Reads a record, or undefined if there is none (yet). */
+  async read(token: string): Promise<ExitRecord | undefined> {
+    let text: string;
+    try {
+      text = await Deno.readTextFile(this.path(token));
+    } catch {
+      return undefined;
+    }
+    try {
+      const j = JSON.parse(text);
+      return { pid: j.pid, status: j.status, at: { seconds: j.exited_sec, nanos: j.exited_nsec } };
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Deletes a record once the process it describes was deleted. */
+  async remove(token: string): Promise<void> {
+    this.#watches.delete(token);
+    await Deno.remove(this.path(token)).catch(() => {});
+    await Deno.remove(this.path(token) + ".tmp").catch(() => {});
+  }
+
+  /** Checks now (e.g. when the helper, our child, exited). */
+  check(token: string): void {
+    this.#check(token);
+  }
+
+  #check(token: string): void {
+    this.read(token).then((rec) => {
+      if (!rec) return;
+      const w = this.#watches.get(token);
+      if (!w) return;
+      this.#watches.delete(token);
+      w.handlers.exited(rec);
+    });
+  }
+
+  async #poll(): Promise<void> {
+    for (const [token, w] of [...this.#watches]) {
+      if (await this.alive(token, w.helperPid)) continue;
+      const rec = await this.read(token);
+      if (!this.#watches.has(token)) continue;
+      this.#watches.delete(token);
+      if (rec) w.handlers.exited(rec);
+      else {
+        this.#log.warn("helper vanished without an exit record", { token, helperPid: w.helperPid });
+        w.handlers.lost?.();
+      }
+    }
+  }
+}
+
+/**
+ * Whether the helper with that pid still runs: its command line must contain
+ * `needle` (its exit-file path and the NUL after it), which rules out a
+ * recycled pid. A zombie has an empty command line and counts as gone.
+ */
+export async function helperAlive(pid: number, needle: string): Promise<boolean> {
+  if (!pid) return false;
+  try {
+    const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`);
+    return cmd.includes(needle);
+  } catch {
+    return false;
+  }
+}

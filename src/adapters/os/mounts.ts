@@ -1,0 +1,59 @@
+/**
+ * Mounting container root filesystems and taking mounts down again, with
+ * util-linux's mount/umount (argv only) and /proc/self/mountinfo.
+ *
+ * @module
+ */
+import type { Mount } from "../../domain/task.ts";
+import { runChecked, runCommand } from "./command.ts";
+
+/** Decodes the octal escapes mountinfo uses for spaces and other bytes. */
+function unescape(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/** Mount points currently under `prefix` (inclusive), deepest first. */
+export async function mountsUnder(prefix: string): Promise<string[]> {
+  const text = await Deno.readTextFile("/proc/self/mountinfo");
+  const base = prefix.endsWith("/") ? prefix.slice(0, -1) : prefix;
+  const points = new Set<string>();
+  for (const line of text.split("\n")) {
+    const f = line.split(" ");
+    if (f.length < 5) continue;
+    const mp = unescape(f[4]);
+    if (mp === base || mp.startsWith(base + "/")) points.add(mp);
+  }
+  return [...points].sort((a, b) => b.length - a.length);
+}
+
+/** Whether `path` is a mount point. */
+export async function isMountPoint(path: string): Promise<boolean> {
+  return (await mountsUnder(path)).includes(path.endsWith("/") ? path.slice(0, -1) : path);
+}
+
+/** Mounts containerd rootfs mounts onto `target`, in order. */
+export async function mountAll(mounts: readonly Mount[], target: string): Promise<void> {
+  await Deno.mkdir(target, { recursive: true });
+  for (const m of mounts) {
+    const bind = m.type === "bind" || m.type === "rbind" ||
+      m.options.some((o) => o === "bind" || o === "rbind");
+    const args = ["mount"];
+    if (!bind && m.type) args.push("-t", m.type);
+    let opts = m.options;
+    if (bind && !opts.some((o) => o === "bind" || o === "rbind")) {
+      opts = [m.type === "rbind" ? "rbind" : "bind", ...opts];
+    }
+    if (opts.length) args.push("-o", opts.join(","));
+    args.push(m.source || m.type || "none", target);
+    await runChecked(args);
+  }
+}
+
+/** Lazily unmounts everything at or under `prefix`. Errors are ignored: the goal is "nothing left". */
+export async function unmountAll(prefix: string): Promise<void> {
+  for (let round = 0; round < 3; round++) {
+    const points = await mountsUnder(prefix);
+    if (!points.length) return;
+    for (const p of points) await runCommand(["umount", "-l", p]).catch(() => {});
+  }
+}

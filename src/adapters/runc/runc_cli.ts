@@ -1,0 +1,170 @@
+/**
+ * The runc command line: argv builders (pure, unit-tested) and the verbs the
+ * runC sandboxer calls, with runc's failures mapped to error classes.
+ *
+ * @module
+ */
+import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
+import { runCommand } from "../os/command.ts";
+
+/** How runc is invoked. */
+export interface RuncOptions {
+  /** runc binary (name or path). */
+  readonly binary: string;
+  /** runc --root: where runc keeps container state. */
+  readonly root: string;
+  /** Use the systemd cgroup driver (--systemd-cgroup). */
+  readonly systemdCgroup: boolean;
+}
+
+/** `runc state` output. */
+export interface RuncState {
+  readonly status: "creating" | "created" | "running" | "paused" | "stopped";
+  readonly pid: number;
+}
+
+/** A runc front end bound to one state root. */
+export class RuncCli {
+  readonly opts: RuncOptions;
+
+  constructor(opts: RuncOptions) {
+    this.opts = opts;
+  }
+
+  /** Global flags; with `logFile`, errors go there as JSON lines. */
+  global(logFile?: string): string[] {
+    const a = [this.opts.binary, "--root", this.opts.root];
+    if (logFile) a.push("--log", logFile, "--log-format", "json");
+    if (this.opts.systemdCgroup) a.push("--systemd-cgroup");
+    return a;
+  }
+
+  /** argv of `runc create` (run under the monitor helper). */
+  createArgv(
+    id: string,
+    bundle: string,
+    pidFile: string,
+    logFile: string,
+    consoleSocket?: string,
+  ): string[] {
+    const a = [...this.global(logFile), "create", "--bundle", bundle, "--pid-file", pidFile];
+    if (consoleSocket) a.push("--console-socket", consoleSocket);
+    a.push(id);
+    return a;
+  }
+
+  /** argv of `runc exec --detach` (run under the monitor helper). */
+  execArgv(
+    id: string,
+    processFile: string,
+    pidFile: string,
+    logFile: string,
+    consoleSocket?: string,
+  ): string[] {
+    const a = [
+      ...this.global(logFile),
+      "exec",
+      "--detach",
+      "--process",
+      processFile,
+      "--pid-file",
+      pidFile,
+    ];
+    if (consoleSocket) a.push("--console-socket", consoleSocket);
+    a.push(id);
+    return a;
+  }
+
+  async start(id: string): Promise<void> {
+    await this.#run(["start", id], `start container "${id}"`);
+  }
+
+  async kill(id: string, signal: number, all: boolean): Promise<void> {
+    await this.#run(
+      ["kill", ...(all ? ["--all"] : []), id, String(signal)],
+      `signal container "${id}"`,
+    );
+  }
+
+  /** Deletes the container; a container runc no longer knows is fine. */
+  async delete(id: string, force: boolean): Promise<void> {
+    try {
+      await this.#run(["delete", ...(force ? ["--force"] : []), id], `delete container "${id}"`);
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+    }
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.#run(["pause", id], `pause container "${id}"`);
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.#run(["resume", id], `resume container "${id}"`);
+  }
+
+  /** Applies OCI LinuxResources. */
+  async update(id: string, resources: unknown): Promise<void> {
+    await this.#run(
+      ["update", "--resources", "-", id],
+      `update container "${id}"`,
+      new TextEncoder().encode(JSON.stringify(resources)),
+    );
+  }
+
+  /** Pids of every process in the container. */
+  async ps(id: string): Promise<number[]> {
+    const out = await this.#run(["ps", "--format", "json", id], `list processes of "${id}"`);
+    const pids = JSON.parse(out || "[]");
+    return Array.isArray(pids) ? pids.filter((p) => Number.isInteger(p)) : [];
+  }
+
+  /** State of a container, or undefined if runc does not know it. */
+  async state(id: string): Promise<RuncState | undefined> {
+    try {
+      const s = JSON.parse(await this.#run(["state", id], `query container "${id}"`));
+      return { status: s.status, pid: s.pid };
+    } catch (e) {
+      if (e instanceof NotFoundError) return undefined;
+      throw e;
+    }
+  }
+
+  async #run(args: string[], what: string, stdin?: Uint8Array): Promise<string> {
+    const r = await runCommand([...this.global(), ...args], { stdin, timeoutMs: 60_000 });
+    if (r.code === 0) return r.stdout;
+    throw runcError(what, (r.stderr || r.stdout).trim());
+  }
+}
+
+/** Classifies a runc failure message. */
+export function runcError(what: string, message: string): Error {
+  const msg = message.replace(/^time="[^"]*" level=\w+ msg="(.*)"$/s, "$1").split("\n").pop() ??
+    message;
+  if (/does not exist|not found/i.test(msg)) return new NotFoundError(`Cannot ${what}: ${msg}`);
+  if (
+    /not running|container not paused|cannot (start|pause|resume)|is (stopped|paused|running)/i
+      .test(msg)
+  ) {
+    return new FailedPreconditionError(`Cannot ${what}: ${msg}`);
+  }
+  return new InternalError(`Cannot ${what}: ${msg || "runc failed"}`);
+}
+
+/** The last error runc wrote to its JSON log file, if any. */
+export async function lastRuncError(logFile: string): Promise<string | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(logFile);
+  } catch {
+    return undefined;
+  }
+  let last: string | undefined;
+  for (const line of text.split("\n")) {
+    try {
+      const j = JSON.parse(line);
+      if (j.level === "error" && typeof j.msg === "string") last = j.msg;
+    } catch { /* not JSON */ }
+  }
+  return last;
+}

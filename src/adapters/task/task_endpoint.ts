@@ -1,0 +1,202 @@
+/**
+ * The Task API over ttrpc: `containerd.task.v2.Task` and
+ * `containerd.task.v3.Task` (identical messages; containerd ≥ 2.1 attaches
+ * directly only to version 3) on one unix socket per pod,
+ * `<dir>/<sandbox id>/task.sock`. Handlers only decode, call the use case and
+ * encode; the scope of the connection is the pod.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { InvalidArgumentError } from "../../domain/errors.ts";
+import { processStatusNumber } from "../../domain/task.ts";
+import { TaskDefinition as TaskV2 } from "../../gen/containerd/runtime/task/v2/shim.ts";
+import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
+import { ProcessDetails } from "../../gen/containerd/types/runc/options/oci.ts";
+import type { TaskService } from "../../app/task_service.ts";
+import type { TaskEndpoint } from "../../ports/task_endpoint.ts";
+import { log } from "../../log.ts";
+import { fromPbMount, toTimestamp } from "../convert.ts";
+import { socketPath } from "../os/process_tokens.ts";
+import type { CallContext, TtrpcServer } from "../ttrpc/server.ts";
+import { type UnaryImplementation, unaryMethods } from "../ttrpc/typed.ts";
+import { VERSION } from "../../version.ts";
+
+/** Metadata key containerd puts the namespace under on ttrpc. */
+export const NAMESPACE_KEY = "containerd-namespace-ttrpc";
+/** Namespace assumed when a client sends none (Kuasar's fixed value). */
+export const DEFAULT_NAMESPACE = "k8s.io";
+
+function namespaceOf(ctx: CallContext): string {
+  return ctx.metadata.get(NAMESPACE_KEY)?.[0] || ctx.metadata.get("containerd-namespace")?.[0] ||
+    DEFAULT_NAMESPACE;
+}
+
+const EMPTY = {};
+
+/** Longest path a unix socket address holds (sun_path is 108 bytes with the NUL). */
+const MAX_SOCKET_PATH = 107;
+
+/** Task API handlers for any sandbox kind. */
+export function taskHandlers(tasks: TaskService): UnaryImplementation<typeof TaskV2> {
+  return {
+    state: (r, ctx) => {
+      const s = tasks.state(ctx.scope, r.id, r.execId);
+      return Promise.resolve({
+        id: s.id,
+        bundle: s.bundle,
+        pid: s.pid,
+        status: processStatusNumber(s.state),
+        stdin: s.io.stdin,
+        stdout: s.io.stdout,
+        stderr: s.io.stderr,
+        terminal: s.io.terminal,
+        exitStatus: s.exitStatus,
+        exitedAt: toTimestamp(s.exitedAt),
+        execId: s.execId,
+      });
+    },
+    create: async (r, ctx) => {
+      if (r.checkpoint || r.parentCheckpoint) {
+        throw new InvalidArgumentError(
+          `Cannot create container "${r.id}" from a checkpoint: not supported`,
+        );
+      }
+      const pid = await tasks.create(ctx.scope, namespaceOf(ctx), {
+        id: r.id,
+        bundle: r.bundle,
+        rootfs: r.rootfs.map(fromPbMount),
+        io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
+      });
+      return { pid };
+    },
+    start: async (r, ctx) => ({ pid: await tasks.start(ctx.scope, r.id, r.execId) }),
+    delete: async (r, ctx) => {
+      const e = await tasks.delete(ctx.scope, r.id, r.execId);
+      return { pid: e.pid, exitStatus: e.exitStatus, exitedAt: toTimestamp(e.exitedAt) };
+    },
+    pids: async (r, ctx) => ({
+      processes: (await tasks.pids(ctx.scope, r.id)).map((p) => ({
+        pid: p.pid,
+        info: p.execId
+          ? {
+            typeUrl: "containerd.runc.v1.ProcessDetails",
+            value: ProcessDetails.encode({ execId: p.execId }).finish(),
+          }
+          : undefined,
+      })),
+    }),
+    pause: async (r, ctx) => (await tasks.pause(ctx.scope, r.id), EMPTY),
+    resume: async (r, ctx) => (await tasks.resume(ctx.scope, r.id), EMPTY),
+    checkpoint: (r, ctx) => tasks.checkpoint(ctx.scope, r.id),
+    kill: async (r, ctx) => (await tasks.kill(ctx.scope, r.id, r.execId, r.signal, r.all), EMPTY),
+    exec: async (r, ctx) => {
+      let spec: unknown;
+      try {
+        spec = JSON.parse(new TextDecoder().decode(r.spec?.value ?? new Uint8Array()));
+      } catch (e) {
+        throw new InvalidArgumentError(
+          `Invalid spec of exec "${r.execId}": not JSON: ${(e as Error).message}`,
+        );
+      }
+      const io = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
+      await tasks.exec(ctx.scope, r.id, r.execId, io, spec);
+      return EMPTY;
+    },
+    resizePty: async (
+      r,
+      ctx,
+    ) => (await tasks.resizePty(ctx.scope, r.id, r.execId, r.width, r.height), EMPTY),
+    closeIO: async (r, ctx) => (await tasks.closeIo(ctx.scope, r.id, r.execId, r.stdin), EMPTY),
+    update: async (r, ctx) => (await tasks.update(ctx.scope, r.id, r.resources?.value), EMPTY),
+    wait: async (r, ctx) => {
+      const e = await tasks.wait(ctx.scope, r.id, r.execId, ctx.signal);
+      return { exitStatus: e.exitStatus, exitedAt: toTimestamp(e.exitedAt) };
+    },
+    stats: async (r, ctx) => ({ stats: await tasks.stats(ctx.scope, r.id) }),
+    connect: (r, ctx) =>
+      Promise.resolve({
+        shimPid: Deno.pid,
+        taskPid: tasks.connect(ctx.scope, r.id).taskPid,
+        version: VERSION,
+      }),
+    // One daemon serves every pod: a pod's Shutdown must not end it.
+    shutdown: () => Promise.resolve(EMPTY),
+  };
+}
+
+/** Registers the Task API (v2 and v3) on a ttrpc server. */
+export function registerTaskService(server: TtrpcServer, tasks: TaskService): void {
+  const impl = taskHandlers(tasks);
+  server.register(TaskV2.fullName, unaryMethods(TaskV2, impl));
+  server.register(
+    TaskV3.fullName,
+    unaryMethods(TaskV3, impl as UnaryImplementation<typeof TaskV3>),
+  );
+}
+
+/** Per-pod unix sockets served by one ttrpc server. */
+export class UnixTaskEndpoint implements TaskEndpoint {
+  #root: string;
+  #server: TtrpcServer;
+  #listeners = new Map<string, Deno.Listener>();
+
+  constructor(root: string, server: TtrpcServer) {
+    this.#root = root;
+    this.#server = server;
+  }
+
+  /**
+   * The socket of a pod: `<dir>/<id>/task.sock`, or a hashed name under
+   * `<dir>/s/` when that path would exceed the 107 bytes a unix socket
+   * address holds (a deep --dir with 64-character ids).
+   */
+  async socketPath(sandboxId: string): Promise<string> {
+    const plain = join(this.#root, sandboxId, "task.sock");
+    if (new TextEncoder().encode(plain).length <= MAX_SOCKET_PATH) return plain;
+    const dir = join(this.#root, "s");
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    const short = await socketPath(dir, `task@${sandboxId}`, "task.sock");
+    if (new TextEncoder().encode(short).length > MAX_SOCKET_PATH) {
+      throw new InvalidArgumentError(
+        `Cannot serve pod "${sandboxId}": --dir "${this.#root}" is too long for a socket path`,
+      );
+    }
+    return short;
+  }
+
+  async open(sandboxId: string): Promise<string> {
+    const path = await this.socketPath(sandboxId);
+    if (!this.#listeners.has(sandboxId)) {
+      await Deno.remove(path).catch(() => {});
+      const l = Deno.listen({ transport: "unix", path });
+      await Deno.chmod(path, 0o600);
+      this.#listeners.set(sandboxId, l);
+      this.#server.serve(l, sandboxId).catch((e) =>
+        log.warn("task endpoint stopped", { error: e })
+      );
+    }
+    return `ttrpc+unix://${path}`;
+  }
+
+  async close(sandboxId: string): Promise<void> {
+    const l = this.#listeners.get(sandboxId);
+    this.#listeners.delete(sandboxId);
+    try {
+      l?.close();
+    } catch { /* closed */ }
+    this.#server.closeScope(sandboxId);
+    await Deno.remove(await this.socketPath(sandboxId)).catch(() => {});
+  }
+
+  closeAll(): Promise<void> {
+    for (const [id, l] of [...this.#listeners]) {
+      this.#listeners.delete(id);
+      try {
+        l.close();
+      } catch { /* closed */ }
+      this.#server.closeScope(id);
+    }
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,308 @@
+/**
+ * A ttrpc server: unary and streaming methods over any Deno stream
+ * connection (unix sockets, vsock, a virtio-serial port).
+ *
+ * Behaviour follows containerd's Go server where the protocol leaves room:
+ * errors are answered on the stream that caused them (bad stream id,
+ * undecodable request, unknown service, oversized frame) and the connection
+ * keeps serving; a finished server stream ends with a Data frame flagged
+ * remote-closed, errors with a Response frame.
+ *
+ * @module
+ */
+import { Code } from "../../domain/errors.ts";
+import { Request, Response } from "../../gen/ttrpc/request.ts";
+import { log } from "../../log.ts";
+import { type RpcStatus, toStatus } from "../rpc_status.ts";
+import { encodeFrame, Flag, FrameDecoder, MAX_PAYLOAD, MessageType } from "./frame.ts";
+import { AsyncQueue } from "./queue.ts";
+
+/** Request metadata: lower-cased keys, possibly repeated. */
+export type Metadata = Map<string, string[]>;
+
+/** What a handler learns about its call. */
+export interface CallContext {
+  readonly service: string;
+  readonly method: string;
+  readonly metadata: Metadata;
+  /** Aborted when the deadline passes or the connection closes. */
+  readonly signal: AbortSignal;
+  /** Set by `serve`: e.g. the sandbox id a per-pod endpoint serves. */
+  readonly scope: string;
+}
+
+/** A server-side stream. */
+export interface ServerStream {
+  /** Messages from the client, until it closes its side. */
+  readonly received: AsyncIterable<Uint8Array>;
+  /** Sends one message to the client. */
+  send(payload: Uint8Array): Promise<void>;
+}
+
+/** A method of a service. */
+export type MethodHandler =
+  | { kind: "unary"; handle(payload: Uint8Array, ctx: CallContext): Promise<Uint8Array> }
+  | {
+    kind: "stream";
+    streamingClient: boolean;
+    streamingServer: boolean;
+    handle(stream: ServerStream, ctx: CallContext): Promise<Uint8Array | undefined>;
+  };
+
+/** Serves registered services on any number of connections. */
+export class TtrpcServer {
+  #services = new Map<string, Map<string, MethodHandler>>();
+  #conns = new Set<ServerConnection>();
+  #listeners = new Set<Deno.Listener>();
+  #log = log.with({ component: "ttrpc" });
+
+  /** Adds a service; `methods` is keyed by the bare RPC name (e.g. "Create"). */
+  register(service: string, methods: Record<string, MethodHandler>): void {
+    this.#services.set(service, new Map(Object.entries(methods)));
+  }
+
+  /** Looks up a method. */
+  lookup(service: string, method: string): MethodHandler | RpcStatus {
+    const s = this.#services.get(service);
+    if (!s) return { code: Code.UNIMPLEMENTED, message: `service ${service}` };
+    return s.get(method) ?? { code: Code.UNIMPLEMENTED, message: `method ${method}` };
+  }
+
+  /** Accepts connections until the listener closes. */
+  async serve(listener: Deno.Listener, scope = ""): Promise<void> {
+    this.#listeners.add(listener);
+    try {
+      for await (const conn of listener) this.handle(conn, scope);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.BadResource)) this.#log.warn("accept failed", { error: e });
+    } finally {
+      this.#listeners.delete(listener);
+    }
+  }
+
+  /** Serves one already-accepted connection; resolves when it closes. */
+  handle(conn: Deno.Conn, scope = ""): Promise<void> {
+    const c = new ServerConnection(this, conn, scope);
+    this.#conns.add(c);
+    return c.run().finally(() => this.#conns.delete(c));
+  }
+
+  /** Closes the connections accepted with `scope` (a pod's endpoint going away). */
+  closeScope(scope: string): void {
+    for (const c of this.#conns) if (c.scope === scope) c.close();
+  }
+
+  /** Stops accepting and closes every connection. */
+  close(): void {
+    for (const l of this.#listeners) {
+      try {
+        l.close();
+      } catch { /* already closed */ }
+    }
+    for (const c of this.#conns) c.close();
+  }
+}
+
+interface StreamState {
+  readonly inbox: AsyncQueue<Uint8Array>;
+}
+
+class ServerConnection {
+  readonly scope: string;
+  #server: TtrpcServer;
+  #conn: Deno.Conn;
+  #decoder = new FrameDecoder();
+  #lastStreamId = 0;
+  #streams = new Map<number, StreamState>();
+  #writes: Promise<void> = Promise.resolve();
+  #closed = new AbortController();
+  #log = log.with({ component: "ttrpc" });
+
+  constructor(server: TtrpcServer, conn: Deno.Conn, scope: string) {
+    this.#server = server;
+    this.#conn = conn;
+    this.scope = scope;
+  }
+
+  close(): void {
+    if (this.#closed.signal.aborted) return;
+    this.#closed.abort(new DOMException("connection closed", "AbortError"));
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+  }
+
+  async run(): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      while (!this.#closed.signal.aborted) {
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.#decoder.push(buf.subarray(0, n));
+        for (let d = this.#decoder.next(); d; d = this.#decoder.next()) {
+          if (d.kind === "oversized") {
+            this.#sendStatus(d.streamId, {
+              code: Code.RESOURCE_EXHAUSTED,
+              message: `message length ${d.length} exceeds maximum message size of ${MAX_PAYLOAD}`,
+            });
+            continue;
+          }
+          this.#onFrame(d.frame.streamId, d.frame.type, d.frame.flags, d.frame.payload);
+        }
+      }
+    } catch (e) {
+      if (!this.#closed.signal.aborted && !isDisconnect(e)) {
+        this.#log.debug("connection read failed", { error: e });
+      }
+    } finally {
+      for (const s of this.#streams.values()) s.inbox.close();
+      this.#streams.clear();
+      this.close();
+    }
+  }
+
+  #onFrame(streamId: number, type: number, flags: number, payload: Uint8Array): void {
+    if (streamId % 2 !== 1) {
+      this.#sendStatus(streamId, {
+        code: Code.INVALID_ARGUMENT,
+        message: "StreamID must be odd for client initiated streams",
+      });
+      return;
+    }
+    if (type === MessageType.DATA) {
+      const s = this.#streams.get(streamId);
+      if (!s) {
+        this.#sendStatus(streamId, {
+          code: Code.INVALID_ARGUMENT,
+          message: "StreamID is no longer active",
+        });
+        return;
+      }
+      if (!(flags & Flag.NO_DATA)) s.inbox.push(payload);
+      if (flags & Flag.REMOTE_CLOSED) s.inbox.close();
+      return;
+    }
+    if (type !== MessageType.REQUEST) return; // reserved for future use: ignored, as Go does
+    if (streamId <= this.#lastStreamId) {
+      this.#sendStatus(streamId, {
+        code: Code.INVALID_ARGUMENT,
+        message: "StreamID cannot be re-used and must increment",
+      });
+      return;
+    }
+    this.#lastStreamId = streamId;
+    let req: Request;
+    try {
+      req = Request.decode(payload);
+    } catch (e) {
+      this.#sendStatus(streamId, {
+        code: Code.INVALID_ARGUMENT,
+        message: `unmarshal request error: ${(e as Error).message}`,
+      });
+      return;
+    }
+    const method = this.#server.lookup(req.service, req.method);
+    if (!("kind" in method)) {
+      this.#sendStatus(streamId, method);
+      return;
+    }
+    const ctx = this.#context(req);
+    if (method.kind === "unary") {
+      method.handle(req.payload, ctx).then(
+        (out) => this.#respond(streamId, { code: Code.OK, message: "" }, out),
+        (e) => this.#respond(streamId, toStatus(e), new Uint8Array()),
+      ).finally(() => ctx.dispose());
+      return;
+    }
+    const inbox = new AsyncQueue<Uint8Array>();
+    this.#streams.set(streamId, { inbox });
+    if (req.payload.length > 0 || !method.streamingClient) inbox.push(req.payload);
+    if (!method.streamingClient || (flags & Flag.REMOTE_CLOSED)) inbox.close();
+    const stream: ServerStream = {
+      received: inbox,
+      send: (p) => {
+        if (ctx.signal.aborted) return Promise.reject(ctx.signal.reason);
+        return this.#write(encodeFrame(streamId, MessageType.DATA, 0, p));
+      },
+    };
+    method.handle(stream, ctx).then(
+      (out) => {
+        if (method.streamingServer) {
+          const f = Flag.REMOTE_CLOSED | (out ? 0 : Flag.NO_DATA);
+          return this.#write(encodeFrame(streamId, MessageType.DATA, f, out ?? new Uint8Array()));
+        }
+        return this.#respond(streamId, { code: Code.OK, message: "" }, out ?? new Uint8Array());
+      },
+      (e) => this.#respond(streamId, toStatus(e), new Uint8Array()),
+    ).catch(() => {}).finally(() => {
+      inbox.close();
+      this.#streams.delete(streamId);
+      ctx.dispose();
+    });
+  }
+
+  #context(req: Request): CallContext & { dispose(): void } {
+    const metadata: Metadata = new Map();
+    for (const kv of req.metadata) {
+      const k = kv.key.toLowerCase();
+      const list = metadata.get(k);
+      if (list) list.push(kv.value);
+      else metadata.set(k, [kv.value]);
+    }
+    const ac = new AbortController();
+    const onClose = () => ac.abort(this.#closed.signal.reason);
+    this.#closed.signal.addEventListener("abort", onClose, { once: true });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    if (req.timeoutNano > 0n) {
+      const ms = Number(req.timeoutNano / 1_000_000n);
+      timer = setTimeout(() => ac.abort(new DOMException("deadline exceeded", "TimeoutError")), ms);
+    }
+    return {
+      service: req.service,
+      method: req.method,
+      metadata,
+      signal: ac.signal,
+      scope: this.scope,
+      dispose: () => {
+        clearTimeout(timer);
+        this.#closed.signal.removeEventListener("abort", onClose);
+      },
+    };
+  }
+
+  #respond(streamId: number, status: RpcStatus, payload: Uint8Array): Promise<void> {
+    const body = Response.encode({
+      status: { code: status.code, message: status.message, details: [] },
+      payload,
+    }).finish();
+    if (body.length > MAX_PAYLOAD) {
+      return this.#respond(streamId, {
+        code: Code.RESOURCE_EXHAUSTED,
+        message: `response of ${body.length} bytes exceeds maximum message size of ${MAX_PAYLOAD}`,
+      }, new Uint8Array());
+    }
+    return this.#write(encodeFrame(streamId, MessageType.RESPONSE, 0, body));
+  }
+
+  #sendStatus(streamId: number, status: RpcStatus): void {
+    this.#respond(streamId, status, new Uint8Array()).catch(() => {});
+  }
+
+  /** Frames are written one at a time, in order. */
+  #write(bytes: Uint8Array): Promise<void> {
+    const w = this.#writes.then(() => writeAll(this.#conn, bytes));
+    this.#writes = w.catch(() => {});
+    return w;
+  }
+}
+
+/** Writes every byte (Deno's `write` may write less than asked). */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+}
+
+function isDisconnect(e: unknown): boolean {
+  return e instanceof Deno.errors.ConnectionReset || e instanceof Deno.errors.BrokenPipe ||
+    e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted;
+}

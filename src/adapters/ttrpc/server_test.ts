@@ -1,0 +1,216 @@
+import assert from "node:assert/strict";
+import { Code, InvalidArgumentError, NotFoundError } from "../../domain/errors.ts";
+import { Request, Response } from "../../gen/ttrpc/request.ts";
+import { TtrpcClient } from "./client.ts";
+import { encodeFrame, Flag, FrameDecoder, HEADER_SIZE, MAX_PAYLOAD, MessageType } from "./frame.ts";
+import { TtrpcServer, writeAll } from "./server.ts";
+
+const te = new TextEncoder();
+const td = new TextDecoder();
+
+async function withServer(fn: (path: string, server: TtrpcServer) => Promise<void>) {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/t.sock`;
+  const server = new TtrpcServer();
+  server.register("test.Echo", {
+    Echo: { kind: "unary", handle: (p) => Promise.resolve(p) },
+    Meta: {
+      kind: "unary",
+      handle: (_p, ctx) =>
+        Promise.resolve(te.encode(ctx.metadata.get("containerd-namespace-ttrpc")?.join(",") ?? "")),
+    },
+    Fail: { kind: "unary", handle: () => Promise.reject(new NotFoundError("no such thing")) },
+    Slow: {
+      kind: "unary",
+      handle: (_p, ctx) =>
+        new Promise((_r, reject) =>
+          ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason))
+        ),
+    },
+    Chat: {
+      kind: "stream",
+      streamingClient: true,
+      streamingServer: true,
+      handle: async (s) => {
+        let n = 0;
+        for await (const m of s.received) {
+          n++;
+          await s.send(te.encode(td.decode(m).toUpperCase()));
+        }
+        return te.encode(`count=${n}`);
+      },
+    },
+    Numbers: {
+      kind: "stream",
+      streamingClient: false,
+      streamingServer: true,
+      handle: async (s) => {
+        for await (const m of s.received) {
+          const count = Number(td.decode(m));
+          for (let i = 0; i < count; i++) await s.send(te.encode(String(i)));
+        }
+        return undefined;
+      },
+    },
+    Reject: {
+      kind: "unary",
+      handle: () => Promise.reject(new InvalidArgumentError("bad")),
+    },
+  });
+  const listener = Deno.listen({ transport: "unix", path });
+  const serving = server.serve(listener);
+  try {
+    await fn(path, server);
+  } finally {
+    server.close();
+    await serving;
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Sends raw bytes and returns the next decoded Response on the connection. */
+async function rawExchange(conn: Deno.Conn, bytes: Uint8Array, decoder: FrameDecoder) {
+  await writeAll(conn, bytes);
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const d = decoder.next();
+    if (d?.kind === "frame") {
+      return { streamId: d.frame.streamId, res: Response.decode(d.frame.payload) };
+    }
+    const n = await conn.read(buf);
+    if (n === null) throw new Error("closed");
+    decoder.push(buf.subarray(0, n));
+  }
+}
+
+function request(service: string, method: string, payload = new Uint8Array()): Uint8Array {
+  return Request.encode({ service, method, payload, timeoutNano: 0n, metadata: [] }).finish();
+}
+
+Deno.test("ttrpc unary calls, metadata, error statuses and unknown methods", async () => {
+  await withServer(async (path) => {
+    const c = await TtrpcClient.connectUnix(path);
+    try {
+      assert.equal(td.decode(await c.call("test.Echo", "Echo", te.encode("hi"))), "hi");
+      const ns = await c.call("test.Echo", "Meta", new Uint8Array(), {
+        metadata: { "containerd-namespace-ttrpc": "k8s.io" },
+      });
+      assert.equal(td.decode(ns), "k8s.io");
+      await assert.rejects(c.call("test.Echo", "Fail", new Uint8Array()), NotFoundError);
+      await assert.rejects(
+        c.call("test.Echo", "Nope", new Uint8Array()),
+        (e: { code: number }) => e.code === Code.UNIMPLEMENTED,
+      );
+      await assert.rejects(
+        c.call("no.Such", "Echo", new Uint8Array()),
+        (e: { code: number }) => e.code === Code.UNIMPLEMENTED,
+      );
+      await assert.rejects(
+        c.call("test.Echo", "Slow", new Uint8Array(), { timeoutMs: 50 }),
+        (e: { code: number }) => e.code === Code.DEADLINE_EXCEEDED,
+      );
+      // 50 concurrent calls on one connection
+      const all = await Promise.all(
+        Array.from({ length: 50 }, (_, i) => c.call("test.Echo", "Echo", te.encode(String(i)))),
+      );
+      assert.deepEqual(
+        all.map((b) => td.decode(b)),
+        Array.from({ length: 50 }, (_, i) => String(i)),
+      );
+    } finally {
+      c.close();
+      await c.done;
+    }
+  });
+});
+
+Deno.test("ttrpc streams: bidirectional and server streaming", async () => {
+  await withServer(async (path) => {
+    const c = await TtrpcClient.connectUnix(path);
+    try {
+      const s = await c.stream("test.Echo", "Chat", { streamingClient: true });
+      await s.send(te.encode("a"));
+      await s.send(te.encode("b"));
+      await s.closeSend();
+      const got: string[] = [];
+      for await (const m of s.received) got.push(td.decode(m));
+      assert.deepEqual(got, ["A", "B", "count=2"]);
+
+      const n = await c.stream("test.Echo", "Numbers", {
+        streamingClient: false,
+        payload: te.encode("3"),
+      });
+      const nums: string[] = [];
+      for await (const m of n.received) nums.push(td.decode(m));
+      assert.deepEqual(nums, ["0", "1", "2"]);
+    } finally {
+      c.close();
+      await c.done;
+    }
+  });
+});
+
+Deno.test("ttrpc server answers bad frames on their stream and keeps serving", async () => {
+  await withServer(async (path) => {
+    const conn = await Deno.connect({ transport: "unix", path });
+    const dec = new FrameDecoder();
+    try {
+      // Undecodable request payload.
+      let r = await rawExchange(
+        conn,
+        encodeFrame(1, MessageType.REQUEST, 0, new Uint8Array([0xff, 0xff, 0xff])),
+        dec,
+      );
+      assert.equal(r.streamId, 1);
+      assert.equal(r.res.status?.code, Code.INVALID_ARGUMENT);
+      // Even stream id.
+      r = await rawExchange(
+        conn,
+        encodeFrame(4, MessageType.REQUEST, 0, request("test.Echo", "Echo")),
+        dec,
+      );
+      assert.equal(r.streamId, 4);
+      assert.equal(r.res.status?.code, Code.INVALID_ARGUMENT);
+      // Reused stream id.
+      r = await rawExchange(
+        conn,
+        encodeFrame(1, MessageType.REQUEST, 0, request("test.Echo", "Echo")),
+        dec,
+      );
+      assert.equal(r.res.status?.code, Code.INVALID_ARGUMENT);
+      // Oversized frame: header announcing 4 MiB + 1, then the payload.
+      const big = new Uint8Array(HEADER_SIZE + MAX_PAYLOAD + 1);
+      new DataView(big.buffer).setUint32(0, MAX_PAYLOAD + 1);
+      new DataView(big.buffer).setUint32(4, 5);
+      big[8] = MessageType.REQUEST;
+      r = await rawExchange(conn, big, dec);
+      assert.equal(r.streamId, 5);
+      assert.equal(r.res.status?.code, Code.RESOURCE_EXHAUSTED);
+      // Data on a stream that was never opened.
+      r = await rawExchange(
+        conn,
+        encodeFrame(7, MessageType.DATA, Flag.REMOTE_CLOSED, new Uint8Array()),
+        dec,
+      );
+      assert.equal(r.res.status?.code, Code.INVALID_ARGUMENT);
+      // Still serving on the same connection.
+      r = await rawExchange(
+        conn,
+        encodeFrame(9, MessageType.REQUEST, 0, request("test.Echo", "Echo", te.encode("ok"))),
+        dec,
+      );
+      assert.equal(r.res.status?.code ?? 0, 0);
+      assert.equal(td.decode(r.res.payload), "ok");
+    } finally {
+      conn.close();
+    }
+    // And serving new connections after garbage closed one.
+    const g = await Deno.connect({ transport: "unix", path });
+    await writeAll(g, crypto.getRandomValues(new Uint8Array(300)));
+    g.close();
+    const c = await TtrpcClient.connectUnix(path);
+    assert.equal(td.decode(await c.call("test.Echo", "Echo", te.encode("alive"))), "alive");
+    c.close();
+    await c.done;
+  });
+});

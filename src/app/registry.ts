@@ -1,0 +1,143 @@
+/**
+ * The in-memory view of every sandbox of this daemon, backed by the store:
+ * records, per-sandbox locks, and the latches Wait calls block on.
+ *
+ * @module
+ */
+import { NotFoundError } from "../domain/errors.ts";
+import type { SandboxExit, SandboxRecord } from "../domain/sandbox.ts";
+import type { ContainerRecord, ExecRecord, ProcessExit } from "../domain/task.ts";
+import type { SandboxStore } from "../ports/sandbox_store.ts";
+import { KeyedMutex, Latch } from "./sync.ts";
+
+/** Records, locks and exit latches of all sandboxes. */
+export class SandboxRegistry {
+  readonly store: SandboxStore;
+  /** Serialises every mutation of one sandbox (and its containers). */
+  readonly lock: KeyedMutex = new KeyedMutex();
+  #records = new Map<string, SandboxRecord>();
+  #sandboxExits = new Map<string, Latch<SandboxExit>>();
+  #processExits = new Map<string, Latch<ProcessExit>>();
+  #saves = new Map<string, { tail: Promise<void>; queued?: Promise<void> }>();
+  /** container id → sandbox id, so ids stay unique across pods. */
+  #containers = new Map<string, string>();
+
+  constructor(store: SandboxStore) {
+    this.store = store;
+  }
+
+  /** The record of `id`, or NOT_FOUND. */
+  get(id: string): SandboxRecord {
+    const r = this.#records.get(id);
+    if (!r) throw new NotFoundError(`Sandbox "${id}" not found`);
+    return r;
+  }
+
+  find(id: string): SandboxRecord | undefined {
+    return this.#records.get(id);
+  }
+
+  has(id: string): boolean {
+    return this.#records.has(id);
+  }
+
+  all(): SandboxRecord[] {
+    return [...this.#records.values()];
+  }
+
+  /** Registers a record (after Create or recovery). */
+  add(record: SandboxRecord): void {
+    this.#records.set(record.id, record);
+    const latch = new Latch<SandboxExit>();
+    if (record.state === "stopped" && record.exit) latch.set(record.exit);
+    this.#sandboxExits.set(record.id, latch);
+    for (const c of Object.values(record.containers)) this.addContainer(record.id, c);
+  }
+
+  /** Forgets a sandbox; pending waiters are released with its exit (or a synthetic one). */
+  remove(id: string, exit: SandboxExit): void {
+    const r = this.#records.get(id);
+    if (!r) return;
+    for (const cid of Object.keys(r.containers)) this.removeContainer(cid);
+    this.#sandboxExits.get(id)?.set(exit);
+    this.#sandboxExits.delete(id);
+    this.#records.delete(id);
+  }
+
+  /**
+   * Persists a sandbox record. Records are mutated in place, so saves of one
+   * sandbox coalesce: while a write runs, later calls share one queued write,
+   * which stores the latest state.
+   */
+  save(record: SandboxRecord): Promise<void> {
+    const id = record.id;
+    const st = this.#saves.get(id);
+    if (st?.queued) return st.queued;
+    const prev = st?.tail ?? Promise.resolve();
+    const queued: Promise<void> = prev.catch(() => {}).then(() => {
+      const cur = this.#saves.get(id);
+      if (cur?.queued === queued) cur.queued = undefined;
+      // A sandbox removed meanwhile must not reappear on disk.
+      if (this.#records.get(id) !== record) return;
+      return this.store.save(record);
+    });
+    this.#saves.set(id, { tail: queued, queued });
+    queued.finally(() => {
+      if (this.#saves.get(id)?.tail === queued) this.#saves.delete(id);
+    }).catch(() => {});
+    return queued;
+  }
+
+  /** Resolves once no write of `id` is running or queued. */
+  async flushSaves(id: string): Promise<void> {
+    for (let st = this.#saves.get(id); st; st = this.#saves.get(id)) {
+      await st.tail.catch(() => {});
+    }
+  }
+
+  sandboxExit(id: string): Latch<SandboxExit> {
+    const l = this.#sandboxExits.get(id);
+    if (!l) throw new NotFoundError(`Sandbox "${id}" not found`);
+    return l;
+  }
+
+  /** The sandbox holding container `cid`, if any. */
+  sandboxOfContainer(cid: string): string | undefined {
+    return this.#containers.get(cid);
+  }
+
+  addContainer(sandboxId: string, c: ContainerRecord): void {
+    this.#containers.set(c.id, sandboxId);
+    this.#processExits.set(c.id, latchFor(c));
+    for (const e of Object.values(c.execs)) this.addExec(c.id, e);
+  }
+
+  removeContainer(cid: string): void {
+    this.#containers.delete(cid);
+    for (const k of [...this.#processExits.keys()]) {
+      if (k === cid || k.startsWith(cid + "/")) this.#processExits.delete(k);
+    }
+  }
+
+  addExec(cid: string, e: ExecRecord): void {
+    this.#processExits.set(`${cid}/${e.id}`, latchFor(e));
+  }
+
+  removeExec(cid: string, execId: string): void {
+    this.#processExits.delete(`${cid}/${execId}`);
+  }
+
+  /** The exit latch of a container's init (no exec id) or of an exec process. */
+  processExit(cid: string, execId?: string): Latch<ProcessExit> {
+    const key = execId ? `${cid}/${execId}` : cid;
+    const l = this.#processExits.get(key);
+    if (!l) throw new NotFoundError(`Process "${key}" not found`);
+    return l;
+  }
+}
+
+function latchFor(p: { exit?: ProcessExit; state: string }): Latch<ProcessExit> {
+  const l = new Latch<ProcessExit>();
+  if (p.state === "stopped" && p.exit) l.set(p.exit);
+  return l;
+}

@@ -1,0 +1,554 @@
+/**
+ * The Task API (containerd.task.v2/v3.Task) semantics shared by every sandbox
+ * kind: validation, lifecycle rules, persistence, exit bookkeeping and
+ * events. What a kind does to really run a process is behind the
+ * `ContainerRuntime` port.
+ *
+ * Every call is scoped to the sandbox whose task endpoint received it: a
+ * container of another pod is NOT_FOUND there.
+ *
+ * @module
+ */
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnimplementedError,
+} from "../domain/errors.ts";
+import { validateId } from "../domain/ids.ts";
+import type { SandboxRecord } from "../domain/sandbox.ts";
+import {
+  checkDeletable,
+  checkProcessTransition,
+  type ContainerRecord,
+  type ExecRecord,
+  type Io,
+  type Mount,
+  type ProcessExit,
+  type ProcessRecord,
+  type ProcessState,
+} from "../domain/task.ts";
+import { type Instant, now } from "../domain/time.ts";
+import type {
+  ContainerRuntime,
+  ProcessExitListener,
+  ProcessInfo,
+  StoredAnyBytes,
+} from "../ports/container_runtime.ts";
+import type { EventPublisher } from "../ports/event_publisher.ts";
+import { log } from "../log.ts";
+import type { SandboxRegistry } from "./registry.ts";
+import { withTimeout } from "./sync.ts";
+
+/** Task.Create input. */
+export interface CreateTaskInput {
+  readonly id: string;
+  readonly bundle: string;
+  readonly rootfs: readonly Mount[];
+  readonly io: Io;
+}
+
+/** What Task.State reports. */
+export interface TaskState {
+  readonly id: string;
+  readonly execId: string;
+  readonly bundle: string;
+  readonly pid: number;
+  readonly state: ProcessState;
+  readonly io: Io;
+  readonly exitStatus: number;
+  readonly exitedAt?: Instant;
+}
+
+/** What Task.Delete and Task.Wait report. */
+export interface TaskExit {
+  readonly pid: number;
+  readonly exitStatus: number;
+  readonly exitedAt?: Instant;
+}
+
+const SIGKILL = 9;
+const SIGTERM = 15;
+/** How long a forced kill may take before Stop gives up waiting. */
+const KILL_GRACE_MS = 10_000;
+
+/** Task API use cases. */
+export class TaskService implements ProcessExitListener {
+  #reg: SandboxRegistry;
+  #runtime: ContainerRuntime;
+  #events: EventPublisher;
+  #log = log.with({ component: "tasks" });
+
+  constructor(registry: SandboxRegistry, runtime: ContainerRuntime, events: EventPublisher) {
+    this.#reg = registry;
+    this.#runtime = runtime;
+    this.#events = events;
+    runtime.setExitListener(this);
+  }
+
+  // ------------------------------------------------------------------ lookups
+
+  #container(sb: SandboxRecord, id: string): ContainerRecord {
+    const c = sb.containers[id];
+    if (!c) throw new NotFoundError(`Container "${id}" not found in sandbox "${sb.id}"`);
+    return c;
+  }
+
+  #process(sb: SandboxRecord, id: string, execId: string): ContainerRecord | ExecRecord {
+    const c = this.#container(sb, id);
+    if (!execId) return c;
+    const e = c.execs[execId];
+    if (!e) throw new NotFoundError(`Exec process "${execId}" not found in container "${id}"`);
+    return e;
+  }
+
+  // ------------------------------------------------------------------ Task API
+
+  /** Task.Create: makes the container and its (not yet started) init process. */
+  create(sandboxId: string, namespace: string, input: CreateTaskInput): Promise<number> {
+    validateId("container", input.id);
+    if (!input.bundle.startsWith("/")) {
+      throw new InvalidArgumentError(
+        `Invalid bundle "${input.bundle}": an absolute path is required`,
+      );
+    }
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      if (sb.state !== "running") {
+        throw new FailedPreconditionError(
+          `Cannot create container "${input.id}": sandbox "${sandboxId}" is ${sb.state}`,
+        );
+      }
+      const owner = this.#reg.sandboxOfContainer(input.id);
+      if (owner) {
+        throw new AlreadyExistsError(
+          `Container "${input.id}" already exists in sandbox "${owner}"`,
+        );
+      }
+      const c: ContainerRecord = {
+        id: input.id,
+        sandboxId,
+        namespace,
+        bundle: input.bundle,
+        rootfs: input.rootfs,
+        io: input.io,
+        createdAt: now(),
+        state: "created",
+        pid: 0,
+        execs: {},
+        backend: {},
+        pending: "create",
+      };
+      sb.containers[c.id] = c;
+      this.#reg.addContainer(sandboxId, c);
+      await this.#reg.save(sb);
+      try {
+        await this.#runtime.create(sb, c);
+      } catch (e) {
+        await this.#runtime.delete(sb, c).catch((err) =>
+          this.#log.warn("cleanup of failed create failed", { container: c.id, error: err })
+        );
+        delete sb.containers[c.id];
+        this.#reg.removeContainer(c.id);
+        await this.#reg.save(sb);
+        throw e;
+      }
+      c.pending = undefined;
+      await this.#reg.save(sb);
+      this.#events.publish(namespace, {
+        topic: "/tasks/create",
+        containerId: c.id,
+        bundle: c.bundle,
+        rootfs: c.rootfs,
+        io: c.io,
+        pid: c.pid,
+      });
+      return c.pid;
+    });
+  }
+
+  /** Task.Start: starts the init process, or an exec process added by Exec. */
+  start(sandboxId: string, id: string, execId: string): Promise<number> {
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      if (!execId) {
+        checkProcessTransition(`container "${id}"`, c.state, "running");
+        await this.#runtime.start(sb, c);
+        // The process may already have exited (and been recorded) meanwhile.
+        if (c.state === "created") c.state = "running";
+        await this.#reg.save(sb);
+        this.#events.publish(c.namespace, { topic: "/tasks/start", containerId: id, pid: c.pid });
+        return c.pid;
+      }
+      const e = this.#process(sb, id, execId) as ExecRecord;
+      checkProcessTransition(`exec process "${execId}"`, e.state, "running");
+      if (c.state !== "running") {
+        throw new FailedPreconditionError(
+          `Cannot start exec "${execId}": container "${id}" is ${c.state}`,
+        );
+      }
+      e.pending = "start";
+      await this.#reg.save(sb);
+      try {
+        await this.#runtime.startExec(sb, c, e);
+      } catch (err) {
+        e.pending = undefined;
+        await this.#reg.save(sb);
+        throw err;
+      }
+      e.pending = undefined;
+      if (e.state === "created") e.state = "running";
+      await this.#reg.save(sb);
+      this.#events.publish(c.namespace, {
+        topic: "/tasks/exec-started",
+        containerId: id,
+        execId,
+        pid: e.pid,
+      });
+      return e.pid;
+    });
+  }
+
+  /** Task.Delete: removes a stopped (or never started) process and reports its exit. */
+  delete(sandboxId: string, id: string, execId: string): Promise<TaskExit> {
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      if (execId) {
+        const e = this.#process(sb, id, execId) as ExecRecord;
+        checkDeletable(`exec process "${execId}"`, e.state);
+        await this.#runtime.deleteExec(sb, c, e);
+        delete c.execs[execId];
+        this.#reg.removeExec(id, execId);
+        await this.#reg.save(sb);
+        return exitOf(e);
+      }
+      checkDeletable(`container "${id}"`, c.state);
+      for (const e of Object.values(c.execs)) {
+        if (e.state === "running" || e.state === "paused") {
+          await this.#runtime.kill(sb, c, e, SIGKILL, false).catch(() => {});
+        }
+        await this.#runtime.deleteExec(sb, c, e).catch(() => {});
+      }
+      await this.#runtime.delete(sb, c);
+      delete sb.containers[id];
+      this.#reg.removeContainer(id);
+      await this.#reg.save(sb);
+      const exit = exitOf(c);
+      this.#events.publish(c.namespace, {
+        topic: "/tasks/delete",
+        containerId: id,
+        id,
+        pid: c.pid,
+        exitStatus: exit.exitStatus,
+        exitedAt: exit.exitedAt ?? now(),
+      });
+      return exit;
+    });
+  }
+
+  /** Task.Exec: registers an exec process; Task.Start runs it. */
+  exec(sandboxId: string, id: string, execId: string, io: Io, spec: unknown): Promise<void> {
+    validateId("exec", execId);
+    if (!spec || typeof spec !== "object") {
+      throw new InvalidArgumentError(
+        `Invalid spec of exec "${execId}": an OCI process object is required`,
+      );
+    }
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      if (c.state !== "running") {
+        throw new FailedPreconditionError(`Cannot exec in container "${id}": it is ${c.state}`);
+      }
+      if (c.execs[execId]) {
+        throw new AlreadyExistsError(
+          `Exec process "${execId}" already exists in container "${id}"`,
+        );
+      }
+      const e: ExecRecord = { id: execId, io, spec, state: "created", pid: 0, backend: {} };
+      c.execs[execId] = e;
+      this.#reg.addExec(id, e);
+      await this.#reg.save(sb);
+      this.#events.publish(c.namespace, { topic: "/tasks/exec-added", containerId: id, execId });
+    });
+  }
+
+  /** Task.State. */
+  state(sandboxId: string, id: string, execId: string): TaskState {
+    const sb = this.#reg.get(sandboxId);
+    const c = this.#container(sb, id);
+    const p = this.#process(sb, id, execId);
+    return {
+      id,
+      execId,
+      bundle: c.bundle,
+      pid: p.pid,
+      state: p.state,
+      io: p.io,
+      exitStatus: p.exit?.status ?? 0,
+      exitedAt: p.exit?.at,
+    };
+  }
+
+  /** Task.Kill. A process that already exited is NOT_FOUND, as containerd's shims answer. */
+  kill(sandboxId: string, id: string, execId: string, signal: number, all: boolean): Promise<void> {
+    if (!Number.isInteger(signal) || signal < 1 || signal > 64) {
+      throw new InvalidArgumentError(`Invalid signal ${signal}`);
+    }
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      const p = this.#process(sb, id, execId);
+      if (p.state === "stopped" && !(all && !execId)) {
+        throw new NotFoundError(`Cannot signal process "${execId || id}": it already exited`);
+      }
+      await this.#runtime.kill(sb, c, execId ? p as ExecRecord : undefined, signal, all);
+    });
+  }
+
+  /** Task.Pids. */
+  pids(sandboxId: string, id: string): Promise<ProcessInfo[]> {
+    const sb = this.#reg.get(sandboxId);
+    const c = this.#container(sb, id);
+    return this.#runtime.pids(sb, c);
+  }
+
+  /** Task.Pause. */
+  pause(sandboxId: string, id: string): Promise<void> {
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      checkProcessTransition(`container "${id}"`, c.state, "paused");
+      await this.#runtime.pause(sb, c);
+      c.state = "paused";
+      await this.#reg.save(sb);
+      this.#events.publish(c.namespace, { topic: "/tasks/paused", containerId: id });
+    });
+  }
+
+  /** Task.Resume. */
+  resume(sandboxId: string, id: string): Promise<void> {
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      if (c.state !== "paused") {
+        throw new FailedPreconditionError(`Cannot resume container "${id}": it is ${c.state}`);
+      }
+      await this.#runtime.resume(sb, c);
+      if (c.state === "paused") c.state = "running";
+      await this.#reg.save(sb);
+      this.#events.publish(c.namespace, { topic: "/tasks/resumed", containerId: id });
+    });
+  }
+
+  /** Task.Checkpoint: not offered (no CRIU integration). */
+  checkpoint(sandboxId: string, id: string): never {
+    this.#container(this.#reg.get(sandboxId), id);
+    throw new UnimplementedError(
+      `Cannot checkpoint container "${id}": checkpoints are not supported`,
+    );
+  }
+
+  /** Task.ResizePty. */
+  async resizePty(sandboxId: string, id: string, execId: string, width: number, height: number) {
+    const sb = this.#reg.get(sandboxId);
+    const c = this.#container(sb, id);
+    const p = this.#process(sb, id, execId);
+    if (!p.io.terminal) {
+      throw new FailedPreconditionError(
+        `Cannot resize process "${execId || id}": it has no terminal`,
+      );
+    }
+    if (p.state === "stopped") return;
+    await this.#runtime.resizePty(sb, c, execId ? p as ExecRecord : undefined, width, height);
+  }
+
+  /** Task.CloseIO. */
+  async closeIo(sandboxId: string, id: string, execId: string, stdin: boolean): Promise<void> {
+    const sb = this.#reg.get(sandboxId);
+    const c = this.#container(sb, id);
+    const p = this.#process(sb, id, execId);
+    if (!stdin || p.state === "stopped") return;
+    await this.#runtime.closeStdin(sb, c, execId ? p as ExecRecord : undefined);
+  }
+
+  /** Task.Update: `resources` is OCI LinuxResources JSON. */
+  update(sandboxId: string, id: string, resources: Uint8Array | undefined): Promise<void> {
+    let parsed: unknown = {};
+    if (resources && resources.length) {
+      try {
+        parsed = JSON.parse(new TextDecoder().decode(resources));
+      } catch (e) {
+        throw new InvalidArgumentError(`Invalid resources: not JSON: ${(e as Error).message}`);
+      }
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+        throw new InvalidArgumentError("Invalid resources: a LinuxResources object is required");
+      }
+    }
+    return this.#reg.lock.run(sandboxId, async () => {
+      const sb = this.#reg.get(sandboxId);
+      const c = this.#container(sb, id);
+      if (c.state === "stopped") {
+        throw new FailedPreconditionError(`Cannot update container "${id}": it is stopped`);
+      }
+      await this.#runtime.update(sb, c, parsed);
+    });
+  }
+
+  /** Task.Wait: resolves when the process exits. */
+  async wait(
+    sandboxId: string,
+    id: string,
+    execId: string,
+    signal?: AbortSignal,
+  ): Promise<TaskExit> {
+    const sb = this.#reg.get(sandboxId);
+    const p = this.#process(sb, id, execId);
+    const exit = await this.#reg.processExit(id, execId || undefined).wait(signal);
+    return { pid: p.pid, exitStatus: exit.status, exitedAt: exit.at };
+  }
+
+  /** Task.Stats. */
+  stats(sandboxId: string, id: string): Promise<StoredAnyBytes> {
+    const sb = this.#reg.get(sandboxId);
+    return this.#runtime.stats(sb, this.#container(sb, id));
+  }
+
+  /** Task.Connect: the task pid of a container. */
+  connect(sandboxId: string, id: string): { taskPid: number } {
+    const sb = this.#reg.get(sandboxId);
+    return { taskPid: this.#container(sb, id).pid };
+  }
+
+  // ------------------------------------------------------------ sandbox-wide
+
+  /**
+   * Stops every process of a sandbox: SIGTERM, then SIGKILL once `timeoutMs`
+   * passed. Resolves when all have exited or the kill grace ran out too.
+   */
+  async stopAll(sb: SandboxRecord, timeoutMs: number): Promise<void> {
+    const live = Object.values(sb.containers).filter((c) => c.state !== "stopped");
+    if (!live.length) return;
+    const exited = Promise.all(live.map((c) => this.#reg.processExit(c.id).wait()));
+    if (timeoutMs > 0) {
+      await Promise.all(
+        live.map((c) =>
+          this.#runtime.kill(sb, c, undefined, c.state === "created" ? SIGKILL : SIGTERM, false)
+            .catch((e) => this.#log.debug("SIGTERM failed", { container: c.id, error: e }))
+        ),
+      );
+      if (await withTimeout(exited, timeoutMs)) return;
+    }
+    await Promise.all(
+      live.map((c) =>
+        c.state === "stopped" ? undefined : this.#runtime.kill(sb, c, undefined, SIGKILL, true)
+          .catch((e) => this.#log.debug("SIGKILL failed", { container: c.id, error: e }))
+      ),
+    );
+    if (!await withTimeout(exited, KILL_GRACE_MS)) {
+      this.#log.warn("containers did not exit after SIGKILL", { sandbox: sb.id });
+    }
+  }
+
+  /** Deletes every container of a sandbox (Shutdown), whatever its state. */
+  async deleteAll(sb: SandboxRecord): Promise<void> {
+    for (const c of Object.values(sb.containers)) {
+      for (const e of Object.values(c.execs)) {
+        await this.#runtime.deleteExec(sb, c, e).catch((err) =>
+          this.#log.warn("cannot delete exec", { container: c.id, exec: e.id, error: err })
+        );
+      }
+      await this.#runtime.delete(sb, c).catch((err) =>
+        this.#log.warn("cannot delete container", { container: c.id, error: err })
+      );
+      delete sb.containers[c.id];
+      this.#reg.removeContainer(c.id);
+    }
+  }
+
+  /**
+   * Reattaches the containers of a recovered sandbox: undoes what never
+   * finished, adopts what runs, and records exits that happened meanwhile.
+   */
+  async recover(sb: SandboxRecord): Promise<void> {
+    for (const c of Object.values(sb.containers)) {
+      if (c.pending === "create") {
+        this.#log.info("undoing unfinished create", { sandbox: sb.id, container: c.id });
+        await this.#runtime.delete(sb, c).catch(() => {});
+        delete sb.containers[c.id];
+        this.#reg.removeContainer(c.id);
+        continue;
+      }
+      for (const e of Object.values(c.execs)) await this.#recoverProcess(sb, c, e);
+      await this.#recoverProcess(sb, c, undefined);
+    }
+  }
+
+  async #recoverProcess(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord | undefined) {
+    const p: ProcessRecord = e ?? c;
+    if (p.state === "stopped" || (e && p.state === "created" && !p.pending)) return;
+    if (e && e.pending === "start") {
+      // Start never returned: the exec may or may not run; make sure it does not.
+      await this.#runtime.kill(sb, c, e, SIGKILL, false).catch(() => {});
+      e.pending = undefined;
+    }
+    try {
+      const exit = await this.#runtime.recover(sb, c, e);
+      if (exit) this.processExited(sb.id, c.id, e?.id, exit);
+    } catch (err) {
+      this.#log.warn("cannot recover process", { container: c.id, exec: e?.id, error: err });
+      this.processExited(sb.id, c.id, e?.id, { status: 255, at: now() });
+    }
+  }
+
+  // ------------------------------------------------------------ notifications
+
+  /**
+   * Records an exit reported by the runtime. The in-memory update is
+   * synchronous (so it needs no lock and cannot deadlock with Stop waiting
+   * for it); persistence follows asynchronously.
+   */
+  processExited(
+    sandboxId: string,
+    cid: string,
+    execId: string | undefined,
+    exit: ProcessExit,
+  ): void {
+    const sb = this.#reg.find(sandboxId);
+    const c = sb?.containers[cid];
+    const p: ProcessRecord | undefined = execId ? c?.execs[execId] : c;
+    if (!sb || !c || !p || p.state === "stopped") return;
+    p.state = "stopped";
+    p.exit = exit;
+    this.#reg.save(sb).catch((e) =>
+      this.#log.error("cannot persist exit", { sandbox: sandboxId, error: e })
+    );
+    this.#log.debug("process exited", {
+      sandbox: sandboxId,
+      container: cid,
+      exec: execId,
+      status: exit.status,
+    });
+    this.#events.publish(c.namespace, {
+      topic: "/tasks/exit",
+      containerId: cid,
+      id: execId ?? cid,
+      pid: p.pid,
+      exitStatus: exit.status,
+      exitedAt: exit.at,
+    });
+    this.#reg.processExit(cid, execId).set(exit);
+  }
+
+  processOom(sandboxId: string, cid: string): void {
+    const c = this.#reg.find(sandboxId)?.containers[cid];
+    if (c) this.#events.publish(c.namespace, { topic: "/tasks/oom", containerId: cid });
+  }
+}
+
+function exitOf(p: ProcessRecord): TaskExit {
+  return { pid: p.pid, exitStatus: p.exit?.status ?? 0, exitedAt: p.exit?.at };
+}

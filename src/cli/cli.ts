@@ -1,0 +1,172 @@
+/**
+ * Command line: `kuasar <kind> [flags]` runs a sandboxer (Kuasar's flags and
+ * defaults), `kuasar ctl …` inspects and drives one, and the binary answers
+ * to Kuasar's names (`runc-sandboxer`, `kuasar-ctl`…) through symlinks.
+ *
+ * Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+ *
+ * @module
+ */
+import { Command, CommanderError, Option } from "commander";
+import { Code, codeOf, messageOf } from "../domain/errors.ts";
+import { Logger, type LogLevel, parseLogLevel } from "../log.ts";
+import { startDaemon } from "../daemon/daemon.ts";
+import { loadConfig } from "../daemon/config.ts";
+import type { SandboxKind } from "../daemon/kind.ts";
+import { kindForBinaryName, KINDS } from "../daemon/kinds.ts";
+import { BUILD_TIME, VERSION } from "../version.ts";
+import { addCtlCommand } from "./ctl.ts";
+
+/** Thrown for bad flags or config; exits 2. */
+export class UsageError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+function versionText(): string {
+  return `Version: ${VERSION}\nBuild Time: ${BUILD_TIME}\n`;
+}
+
+interface DaemonFlags {
+  listen: string;
+  dir: string;
+  config?: string;
+  logLevel?: string;
+  helper?: string;
+  helperDir?: string;
+  containerdAddress?: string;
+  taskApiVersion?: string;
+  version?: boolean;
+}
+
+async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
+  if (flags.version) {
+    await Deno.stdout.write(new TextEncoder().encode(versionText()));
+    return;
+  }
+  let config;
+  try {
+    config = await loadConfig(
+      flags.config ?? kind.defaultConfig,
+      kind.name,
+      kind.settingsSchema,
+      !!flags.config,
+    );
+  } catch (e) {
+    throw new UsageError(messageOf(e));
+  }
+  const s = config.sandbox;
+  let level: LogLevel = "info";
+  try {
+    level = parseLogLevel(flags.logLevel ?? s.log_level ?? "info");
+  } catch (e) {
+    throw new UsageError(messageOf(e));
+  }
+  Logger.setLevel(level);
+  const apiVersion = Number(flags.taskApiVersion ?? s.task_api_version ?? 3);
+  if (apiVersion !== 2 && apiVersion !== 3) {
+    throw new UsageError(`Invalid --task-api-version "${flags.taskApiVersion}": expected 2 or 3`);
+  }
+  const daemon = await startDaemon(kind, {
+    listen: flags.listen,
+    dir: flags.dir,
+    helper: flags.helper ?? s.helper,
+    helperDir: flags.helperDir ?? s.helper_dir ?? "/var/lib/kuasar/bin",
+    containerdAddress: flags.containerdAddress ?? s.containerd_address ??
+      "/run/containerd/containerd.sock.ttrpc",
+    taskApiVersion: apiVersion,
+    stopTimeoutMs: (s.stop_timeout_secs ?? 10) * 1000,
+    settings: config.kind,
+  });
+  for (const sig of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(sig, () => daemon.stop());
+  }
+  await daemon.finished;
+}
+
+/** Builds the command tree. */
+export function buildProgram(): Command {
+  const program = new Command("kuasar")
+    .description(
+      "Multi-sandbox container runtime: one sandboxer daemon per node for containerd's Sandbox API",
+    )
+    .addOption(new Option("-v, --version", "print version and build time"))
+    .exitOverride()
+    .action(async (opts: { version?: boolean }) => {
+      if (opts.version) await Deno.stdout.write(new TextEncoder().encode(versionText()));
+      else program.help();
+    });
+  for (const kind of KINDS) {
+    program.command(kind.name)
+      .description(
+        `run the ${kind.name} sandboxer: ${kind.description} (also "${kind.binaryName}")`,
+      )
+      .option(
+        "-l, --listen <path>",
+        "unix socket of the Sandbox Controller (gRPC)",
+        kind.defaultListen,
+      )
+      .option(
+        "-d, --dir <path>",
+        "working directory, one sub-directory per sandbox",
+        kind.defaultDir,
+      )
+      .option(
+        "-c, --config <file>",
+        `TOML config${kind.defaultConfig ? ` (default ${kind.defaultConfig})` : ""}`,
+      )
+      .option("--log-level <level>", "trace, debug, info, warn or error")
+      .option("--helper <path>", "use this kuasar-helper binary instead of the embedded one")
+      .option(
+        "--helper-dir <path>",
+        "where the embedded helper is installed (default /var/lib/kuasar/bin)",
+      )
+      .option("--containerd-address <path>", "containerd ttrpc socket for task events")
+      .option("--task-api-version <n>", "Task API version Start reports: 3 (containerd 2.1+) or 2")
+      .addOption(new Option("-v, --version", "print version and build time"))
+      .action((flags: DaemonFlags) => runKind(kind, flags));
+  }
+  addCtlCommand(program);
+  return program;
+}
+
+/**
+ * The arguments as the user meant them: called through a symlink named like
+ * one of Kuasar's binaries, the kind (or `ctl`) is implied.
+ */
+export function effectiveArgs(argv0: string, args: string[]): string[] {
+  const name = argv0.slice(argv0.lastIndexOf("/") + 1);
+  const kind = kindForBinaryName(name);
+  if (kind) return [kind.name, ...args];
+  if (name === "kuasar-ctl") return ["ctl", ...args];
+  return args;
+}
+
+/** argv[0] as invoked (Deno resolves symlinks in execPath, /proc/self/cmdline does not). */
+export function invokedName(): string {
+  try {
+    const cmd = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
+    // From source, argv is "deno run … main.ts": only a compiled binary has a meaningful argv[0].
+    return cmd[0] ?? "";
+  } catch {
+    return "";
+  }
+}
+
+/** Runs the CLI; resolves with the process exit code. */
+export async function main(args: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(effectiveArgs(invokedName(), args), { from: "user" });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.exitCode === 0 ? 0 : 2;
+    }
+    const usage = e instanceof UsageError || codeOf(e) === Code.INVALID_ARGUMENT;
+    console.error(`kuasar: ${messageOf(e)}`);
+    return usage ? 2 : 1;
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * `kuasar ctl`: list, inspect and drive the sandboxes of a running
+ * sandboxer through its Controller socket (and, for `list`, its --dir,
+ * since the Controller API has no List).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { type Command, Option } from "commander";
+import { ControllerClient } from "../adapters/grpc/controller_client.ts";
+import { fromTimestamp } from "../adapters/convert.ts";
+import { KINDS } from "../daemon/kinds.ts";
+import type { Instant } from "../domain/time.ts";
+import { validateId } from "../domain/ids.ts";
+
+interface CtlFlags {
+  kind: string;
+  listen?: string;
+  dir?: string;
+  json?: boolean;
+}
+
+function target(flags: CtlFlags): { listen: string; dir: string } {
+  const k = KINDS.find((x) => x.name === flags.kind);
+  if (!k) {
+    throw new Error(
+      `Unknown kind "${flags.kind}": expected ${KINDS.map((x) => x.name).join(", ")}`,
+    );
+  }
+  return { listen: flags.listen ?? k.defaultListen, dir: flags.dir ?? k.defaultDir };
+}
+
+function iso(t: Instant | undefined): string {
+  if (!t) return "";
+  return new Date(t.seconds * 1000 + Math.floor(t.nanos / 1e6)).toISOString();
+}
+
+function out(s: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(s + "\n"));
+}
+
+async function withClient<T>(flags: CtlFlags, fn: (c: ControllerClient) => Promise<T>): Promise<T> {
+  const c = new ControllerClient(target(flags).listen);
+  try {
+    return await fn(c);
+  } finally {
+    c.close();
+  }
+}
+
+/** Sandbox ids found under --dir. */
+async function sandboxIds(dir: string): Promise<string[]> {
+  const ids: string[] = [];
+  for await (const e of Deno.readDir(dir)) {
+    if (!e.isDirectory) continue;
+    try {
+      await Deno.stat(join(dir, e.name, "sandbox.json"));
+      ids.push(validateId("sandbox", e.name));
+    } catch { /* not a sandbox */ }
+  }
+  return ids.sort();
+}
+
+/** Adds `ctl` and its subcommands to the program. */
+export function addCtlCommand(program: Command): void {
+  const ctl = program.command("ctl")
+    .description('inspect and drive the sandboxes of a running sandboxer (also "kuasar-ctl")')
+    .addOption(new Option("-k, --kind <kind>", "sandboxer kind, for default paths").default("runc"))
+    .option("-l, --listen <path>", "Controller socket (default: the kind's)")
+    .option("-d, --dir <path>", "sandboxer --dir (default: the kind's)")
+    .option("--json", "print JSON");
+  const flags = () => ctl.opts<CtlFlags>();
+
+  ctl.command("list").description("list sandboxes with their state").action(async () => {
+    const f = flags();
+    const ids = await sandboxIds(target(f).dir);
+    const rows = await withClient(f, (c) =>
+      Promise.all(ids.map(async (id) => {
+        try {
+          const s = await c.status(id, true);
+          return {
+            id,
+            state: s.state,
+            pid: s.pid,
+            containers: Number(s.info.containers ?? 0),
+            created: iso(fromTimestamp(s.createdAt)),
+            address: s.address,
+          };
+        } catch (e) {
+          return {
+            id,
+            state: `unknown (${(e as Error).message})`,
+            pid: 0,
+            containers: 0,
+            created: "",
+            address: "",
+          };
+        }
+      })));
+    if (f.json) return out(JSON.stringify(rows, null, 2));
+    out(["SANDBOX", "STATE", "PID", "CONTAINERS", "CREATED"].join("\t"));
+    for (const r of rows) out([r.id, r.state, r.pid, r.containers, r.created].join("\t"));
+  });
+
+  ctl.command("status <id>").description("print a sandbox's status").option(
+    "--verbose",
+    "include details",
+  )
+    .action(async (id: string, o: { verbose?: boolean }) => {
+      const s = await withClient(flags(), (c) => c.status(id, !!o.verbose));
+      out(JSON.stringify(
+        {
+          id: s.sandboxId,
+          state: s.state,
+          pid: s.pid,
+          created: iso(fromTimestamp(s.createdAt)),
+          exited: iso(fromTimestamp(s.exitedAt)),
+          address: s.address,
+          version: s.version,
+          info: s.info,
+        },
+        null,
+        2,
+      ));
+    });
+
+  ctl.command("stop <id>").description("stop a sandbox (SIGTERM, then SIGKILL after the timeout)")
+    .option("-t, --timeout <secs>", "grace period in seconds", "10")
+    .action(async (id: string, o: { timeout: string }) => {
+      await withClient(flags(), (c) => c.stop(id, Number(o.timeout)));
+    });
+
+  ctl.command("shutdown <id>").description("delete a sandbox and everything it holds")
+    .action(async (id: string) => {
+      await withClient(flags(), (c) => c.shutdown(id));
+    });
+
+  ctl.command("wait <id>").description("wait until a sandbox stops; print its exit status")
+    .action(async (id: string) => {
+      const w = await withClient(flags(), (c) => c.wait(id));
+      out(`${w.exitStatus}\t${iso(fromTimestamp(w.exitedAt))}`);
+    });
+}

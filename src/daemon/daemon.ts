@@ -1,0 +1,112 @@
+/**
+ * The sandboxer daemon, the same for every kind: recover what is on disk,
+ * serve the Controller on --listen, serve each pod's Task API, tell systemd
+ * when ready, and shut down on SIGTERM/SIGINT without touching running pods
+ * (they are recovered by the next start).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { SandboxRegistry } from "../app/registry.ts";
+import { SandboxService } from "../app/sandbox_service.ts";
+import { TaskService } from "../app/task_service.ts";
+import { ContainerdEventPublisher } from "../adapters/events/containerd_events.ts";
+import { ensureSocketFree, serveController } from "../adapters/grpc/controller_server.ts";
+import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
+import { installHelper } from "../adapters/os/helper.ts";
+import { runCommand } from "../adapters/os/command.ts";
+import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
+import { registerTaskService, UnixTaskEndpoint } from "../adapters/task/task_endpoint.ts";
+import { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { log } from "../log.ts";
+import type { SandboxKind } from "./kind.ts";
+
+/** Daemon settings (flags merged over the config file). */
+export interface DaemonOptions {
+  readonly listen: string;
+  readonly dir: string;
+  /** Explicit helper binary; otherwise the embedded one is installed under `helperDir`. */
+  readonly helper?: string;
+  readonly helperDir: string;
+  /** containerd's ttrpc address for task events; none = events are only logged. */
+  readonly containerdAddress?: string;
+  /** Task API version Start reports (3 for containerd ≥ 2.1; 2 for Kuasar's peers). */
+  readonly taskApiVersion: number;
+  readonly stopTimeoutMs: number;
+  /** Kind-specific settings. */
+  readonly settings: Readonly<Record<string, unknown>>;
+}
+
+/** A running daemon. */
+export interface Daemon {
+  readonly sandboxes: SandboxService;
+  /** Resolves when the daemon stopped serving. */
+  readonly finished: Promise<void>;
+  /** Stops serving; pods keep running. */
+  stop(): Promise<void>;
+}
+
+/** Starts a sandboxer of `kind`. */
+export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promise<Daemon> {
+  const l = log.with({ kind: kind.name });
+  await Deno.mkdir(opts.dir, { recursive: true, mode: 0o700 });
+  // Refuse early, before touching any pod, if another daemon serves this socket.
+  await ensureSocketFree(opts.listen);
+  const helper = await installHelper({ path: opts.helper, installDir: opts.helperDir });
+  const exits = new ExitWatcher(join(opts.dir, "exits"));
+  await exits.start();
+
+  const ttrpc = new TtrpcServer();
+  const parts = await kind.create({ dir: opts.dir, helper, exits, ttrpc, settings: opts.settings });
+  const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir));
+  const events = new ContainerdEventPublisher(opts.containerdAddress);
+  const tasks = new TaskService(registry, parts.runtime, events);
+  registerTaskService(ttrpc, tasks);
+  const endpoint = new UnixTaskEndpoint(opts.dir, ttrpc);
+  const sandboxes = new SandboxService(registry, parts.backend, tasks, endpoint, {
+    kind: kind.name,
+    taskApiVersion: opts.taskApiVersion,
+    defaultStopTimeoutMs: opts.stopTimeoutMs,
+  });
+
+  await sandboxes.recover();
+  const server = await serveController(opts.listen, sandboxes);
+  l.info("sandboxer ready", { listen: opts.listen, dir: opts.dir, pid: Deno.pid });
+  await notifySystemd(helper, "READY=1", `MAINPID=${Deno.pid}`);
+  const watchdog = startWatchdog(helper);
+
+  let resolveFinished!: () => void;
+  const finished = new Promise<void>((r) => (resolveFinished = r));
+  let stopping: Promise<void> | undefined;
+  const stop = () =>
+    stopping ??= (async () => {
+      l.info("sandboxer stopping");
+      clearInterval(watchdog);
+      await notifySystemd(helper, "STOPPING=1");
+      await server.close();
+      await endpoint.closeAll();
+      ttrpc.close();
+      exits.stop();
+      await events.close();
+      await parts.close?.();
+      resolveFinished();
+    })();
+  return { sandboxes, finished, stop };
+}
+
+async function notifySystemd(helper: string, ...state: string[]): Promise<void> {
+  if (!Deno.env.get("NOTIFY_SOCKET")) return;
+  const r = await runCommand([helper, "notify", ...state]).catch((e) => ({
+    code: -1,
+    stderr: String(e),
+  }));
+  if (r.code !== 0) log.warn("sd_notify failed", { state, error: r.stderr });
+}
+
+/** WATCHDOG=1 every WATCHDOG_USEC/2, as systemd's Type=notify units expect. */
+function startWatchdog(helper: string): ReturnType<typeof setInterval> | undefined {
+  const usec = Number(Deno.env.get("WATCHDOG_USEC") ?? 0);
+  if (!usec || !Deno.env.get("NOTIFY_SOCKET")) return undefined;
+  const t = setInterval(() => notifySystemd(helper, "WATCHDOG=1"), Math.max(1000, usec / 2000));
+  return t;
+}

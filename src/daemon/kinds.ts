@@ -1,0 +1,15 @@
+/**
+ * Every sandbox kind this binary serves, by subcommand.
+ *
+ * @module
+ */
+import { runcKind } from "../adapters/runc/mod.ts";
+import type { SandboxKind } from "./kind.ts";
+
+/** The kinds, in the order `--help` lists them. */
+export const KINDS: readonly SandboxKind[] = [runcKind];
+
+/** The kind a binary name (argv[0] through a symlink) stands for. */
+export function kindForBinaryName(name: string): SandboxKind | undefined {
+  return KINDS.find((k) => k.binaryName === name);
+}

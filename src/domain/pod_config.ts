@@ -1,0 +1,88 @@
+/**
+ * The part of CRI's PodSandboxConfig a sandboxer acts on, in plain domain
+ * types. The gRPC adapter decodes the protobuf and fills this in; the raw
+ * protobuf is kept in the record too, for backends that forward it.
+ *
+ * @module
+ */
+
+/** CRI NamespaceMode: which namespace a pod's containers share. */
+export type NamespaceMode = "pod" | "container" | "node" | "target";
+
+const NAMESPACE_MODES: readonly NamespaceMode[] = ["pod", "container", "node", "target"];
+
+/** Maps CRI's enum number (POD=0, CONTAINER=1, NODE=2, TARGET=3). */
+export function namespaceModeFromNumber(n: number): NamespaceMode {
+  return NAMESPACE_MODES[n] ?? "pod";
+}
+
+/** DNS settings of a pod. */
+export interface DnsConfig {
+  readonly servers: readonly string[];
+  readonly searches: readonly string[];
+  readonly options: readonly string[];
+}
+
+/** Linux resources of a pod (CRI LinuxContainerResources subset). */
+export interface PodResources {
+  readonly cpuPeriod: number;
+  readonly cpuQuota: number;
+  readonly cpuShares: number;
+  readonly memoryLimitInBytes: number;
+  readonly cpusetCpus: string;
+  readonly cpusetMems: string;
+}
+
+/** What a sandboxer needs from PodSandboxConfig. */
+export interface PodConfig {
+  readonly name: string;
+  readonly namespace: string;
+  readonly uid: string;
+  readonly hostname: string;
+  readonly logDirectory: string;
+  readonly dns?: DnsConfig;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly annotations: Readonly<Record<string, string>>;
+  readonly cgroupParent: string;
+  readonly sysctls: Readonly<Record<string, string>>;
+  readonly network: NamespaceMode;
+  readonly pid: NamespaceMode;
+  readonly ipc: NamespaceMode;
+  readonly privileged: boolean;
+  readonly resources?: PodResources;
+  readonly overhead?: PodResources;
+}
+
+/** The config of a pod created without options (e.g. by a bare Controller client). */
+export function emptyPodConfig(): PodConfig {
+  return {
+    name: "",
+    namespace: "",
+    uid: "",
+    hostname: "",
+    logDirectory: "",
+    labels: {},
+    annotations: {},
+    cgroupParent: "",
+    sysctls: {},
+    network: "pod",
+    pid: "container",
+    ipc: "pod",
+    privileged: false,
+  };
+}
+
+/**
+ * resolv.conf text for a pod, in Kuasar's order (search, nameservers,
+ * options), or `undefined` when the pod configures no DNS.
+ */
+export function resolvConf(dns: DnsConfig | undefined): string | undefined {
+  if (!dns || (!dns.servers.length && !dns.searches.length && !dns.options.length)) {
+    return undefined;
+  }
+  let out = "";
+  if (dns.searches.length) out += `search ${dns.searches.join(" ")}\n`;
+  for (const s of dns.servers) out += `nameserver ${s}\n`;
+  if (dns.options.length) out += `options ${dns.options.join(" ")}\n`;
+  return out;
+}

@@ -1,0 +1,200 @@
+/**
+ * The runC sandboxer end to end: the real daemon, real runc, a busybox
+ * rootfs, our own gRPC and ttrpc clients.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
+import { processSpec } from "../support/oci.ts";
+import { createContainer, startPod } from "../support/pod.ts";
+import { runcUnavailable, skipUnless } from "../support/env.ts";
+
+const skip = skipUnless(runcUnavailable(), "runC lifecycle");
+
+Deno.test({
+  name: "runC: a container prints hello to its stdout FIFO and Wait returns 42",
+  ...skip,
+  async fn() {
+    const d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d);
+      assert.match(pod.address, /^ttrpc\+unix:\/\/.*\/task\.sock$/);
+      assert.ok(pod.pid > 0);
+      const st = await d.controller.status(pod.id);
+      assert.equal(st.state, "SANDBOX_READY");
+      assert.equal(st.pid, pod.pid);
+
+      const fifo = join(d.base, "stdout");
+      await mkfifo(fifo);
+      const out = readFifo(fifo);
+      const c = await createContainer(d, pod, {
+        args: ["sh", "-c", "echo hello; exit 42"],
+        stdout: fifo,
+      });
+      const t = await taskClient(pod.address);
+      try {
+        const state = await t.task.state({ id: c.id, execId: "" }, K8S_NS);
+        assert.equal(state.status, 1); // CREATED
+        assert.equal(state.pid, c.pid);
+        const waiting = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+        const w = await waiting;
+        assert.equal(w.exitStatus, 42);
+        assert.ok(w.exitedAt && w.exitedAt.seconds > 0n);
+        assert.equal(await out.text, "hello\n");
+        const after = await t.task.state({ id: c.id, execId: "" }, K8S_NS);
+        assert.equal(after.status, 3); // STOPPED
+        assert.equal(after.exitStatus, 42);
+        const del = await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+        assert.equal(del.exitStatus, 42);
+        await assert.rejects(t.task.state({ id: c.id, execId: "" }, K8S_NS), /not found/);
+      } finally {
+        t.close();
+      }
+      await d.controller.stop(pod.id, 5);
+      const w = await d.controller.wait(pod.id);
+      assert.ok(w.exitedAt);
+      assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_NOTREADY");
+      await d.controller.shutdown(pod.id);
+      await assert.rejects(d.controller.status(pod.id), /not found/);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "runC: exec, kill, pids, stats, update and a pty",
+  ...skip,
+  async fn() {
+    const d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d, { hostname: "mypod" });
+      const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
+      const t = await taskClient(pod.address);
+      try {
+        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+
+        // exec: hostname comes from the pod's uts namespace
+        const execOut = join(d.base, "exec-out");
+        await mkfifo(execOut);
+        const eo = readFifo(execOut);
+        const spec = new TextEncoder().encode(
+          JSON.stringify(processSpec(["sh", "-c", "hostname; exit 3"])),
+        );
+        await t.task.exec({
+          id: c.id,
+          execId: "e1",
+          terminal: false,
+          stdin: "",
+          stdout: execOut,
+          stderr: "",
+          spec: {
+            typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process",
+            value: spec,
+          },
+        }, K8S_NS);
+        const ew = t.task.wait({ id: c.id, execId: "e1" }, K8S_NS);
+        const started = await t.task.start({ id: c.id, execId: "e1" }, K8S_NS);
+        assert.ok(started.pid > 0);
+        assert.equal((await ew).exitStatus, 3);
+        assert.equal(await eo.text, "mypod\n");
+        await t.task.delete({ id: c.id, execId: "e1" }, K8S_NS);
+
+        // pids
+        const pids = await t.task.pids({ id: c.id }, K8S_NS);
+        assert.ok(pids.processes.some((p) => p.pid === c.pid));
+
+        // stats: cgroup v1 metrics with a memory usage
+        const stats = await t.task.stats({ id: c.id }, K8S_NS);
+        assert.match(stats.stats?.typeUrl ?? "", /^io\.containerd\.cgroups\.v[12]\.Metrics$/);
+        assert.ok((stats.stats?.value.length ?? 0) > 0);
+
+        // update: a memory limit lands in the container's cgroup
+        const res = new TextEncoder().encode(
+          JSON.stringify({ memory: { limit: 64 * 1024 * 1024 } }),
+        );
+        await t.task.update(
+          { id: c.id, resources: { typeUrl: "x", value: res }, annotations: {} },
+          K8S_NS,
+        );
+
+        // a pty exec: output arrives through the monitor's pty copy
+        const ptyOut = join(d.base, "pty-out");
+        await mkfifo(ptyOut);
+        const po = readFifo(ptyOut);
+        await t.task.exec({
+          id: c.id,
+          execId: "tty",
+          terminal: true,
+          stdin: "",
+          stdout: ptyOut,
+          stderr: "",
+          spec: {
+            typeUrl: "x",
+            value: new TextEncoder().encode(
+              JSON.stringify(processSpec(["sh", "-c", "sleep 0.3; tty; stty size"], true)),
+            ),
+          },
+        }, K8S_NS);
+        const tw = t.task.wait({ id: c.id, execId: "tty" }, K8S_NS);
+        await t.task.start({ id: c.id, execId: "tty" }, K8S_NS);
+        await t.task.resizePty({ id: c.id, execId: "tty", width: 100, height: 40 }, K8S_NS);
+        assert.equal((await tw).exitStatus, 0);
+        const ptyText = await po.text;
+        assert.match(ptyText, /\/dev\/pts\/\d+/);
+        assert.match(ptyText, /40 100/);
+
+        // kill: SIGTERM to sleep as PID 1 of its pid namespace is ignored; SIGKILL is 137
+        const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+        await t.task.kill({ id: c.id, execId: "", signal: 9, all: false }, K8S_NS);
+        assert.equal((await w).exitStatus, 137);
+        await assert.rejects(
+          t.task.kill({ id: c.id, execId: "", signal: 9, all: false }, K8S_NS),
+          /already exited/,
+        );
+        await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+      } finally {
+        t.close();
+      }
+      await d.controller.shutdown(pod.id);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "runC: containers of a pod share its network, ipc and uts namespaces",
+  ...skip,
+  async fn() {
+    const d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d, { hostname: "shared" });
+      const a = await createContainer(d, pod, { args: ["sleep", "1000"] });
+      const t = await taskClient(pod.address);
+      try {
+        await t.task.start({ id: a.id, execId: "" }, K8S_NS);
+        for (const ns of ["net", "ipc", "uts"]) {
+          const want = await Deno.readLink(`/proc/${pod.pid}/ns/${ns}`);
+          assert.equal(await Deno.readLink(`/proc/${a.pid}/ns/${ns}`), want, `${ns} namespace`);
+        }
+        assert.notEqual(
+          await Deno.readLink(`/proc/${a.pid}/ns/pid`),
+          await Deno.readLink(`/proc/${pod.pid}/ns/pid`),
+        );
+      } finally {
+        t.close();
+      }
+      await d.controller.shutdown(pod.id);
+    } finally {
+      await d.cleanup();
+    }
+  },
+});

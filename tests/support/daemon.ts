@@ -1,0 +1,164 @@
+/**
+ * Runs the real sandboxer daemon (from source, as a separate process) for
+ * integration tests, with its own socket and --dir, and clients for both of
+ * its APIs.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { ControllerClient } from "../../src/adapters/grpc/controller_client.ts";
+import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
+import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts";
+import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const MAIN = join(ROOT, "src/main.ts");
+
+/** Options of a test daemon. */
+export interface TestDaemonOptions {
+  readonly kind?: string;
+  readonly extraArgs?: string[];
+  /** Reuse an existing directory (restart scenarios). */
+  readonly base?: string;
+}
+
+/** A sandboxer process under test. */
+export class TestDaemon {
+  readonly base: string;
+  readonly dir: string;
+  readonly listen: string;
+  readonly logFile: string;
+  readonly kind: string;
+  #child: Deno.ChildProcess | undefined;
+  #client: ControllerClient | undefined;
+  #extra: string[];
+
+  private constructor(base: string, kind: string, extra: string[]) {
+    this.base = base;
+    this.kind = kind;
+    this.dir = join(base, "state");
+    this.listen = join(base, "sandboxer.sock");
+    this.logFile = join(base, "daemon.log");
+    this.#extra = extra;
+  }
+
+  /** Starts a daemon in a fresh (or the given) base directory and waits until it serves. */
+  static async start(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
+    const base = opts.base ?? await Deno.makeTempDir({ prefix: "k-" });
+    const d = new TestDaemon(base, opts.kind ?? "runc", opts.extraArgs ?? []);
+    await d.spawn();
+    return d;
+  }
+
+  /** The Controller client (one per daemon process). */
+  get controller(): ControllerClient {
+    this.#client ??= new ControllerClient(this.listen);
+    return this.#client;
+  }
+
+  get pid(): number {
+    return this.#child?.pid ?? 0;
+  }
+
+  /** Starts the process (again) and waits for its socket to answer. */
+  async spawn(): Promise<void> {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        MAIN,
+        this.kind,
+        "--listen",
+        this.listen,
+        "--dir",
+        this.dir,
+        "--log-level",
+        "debug",
+        "--helper-dir",
+        join(this.base, "bin"),
+        "--containerd-address",
+        "",
+        ...this.#extra,
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    // stderr carries the JSON log; both streams go to the log file
+    for (const s of [this.#child.stdout, this.#child.stderr]) {
+      const f = await Deno.open(this.logFile, { append: true, create: true, write: true });
+      s.pipeTo(f.writable).catch(() => {});
+    }
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      try {
+        const c = await Deno.connect({ transport: "unix", path: this.listen });
+        c.close();
+        return;
+      } catch { /* not yet */ }
+      const st = await Promise.race([
+        this.#child.status,
+        new Promise((r) => setTimeout(() => r(undefined), 50)),
+      ]);
+      if (st) throw new Error(`daemon exited during start-up:\n${await this.logs()}`);
+    }
+    throw new Error(`daemon did not listen within 60 s:\n${await this.logs()}`);
+  }
+
+  /** Daemon log so far (for failure messages). */
+  async logs(): Promise<string> {
+    return await Deno.readTextFile(this.logFile).catch(() => "");
+  }
+
+  /** SIGKILL: no cleanup at all, as in a crash. */
+  async kill9(): Promise<void> {
+    this.#client?.close();
+    this.#client = undefined;
+    this.#child?.kill("SIGKILL");
+    await this.#child?.status;
+    this.#child = undefined;
+  }
+
+  /** SIGTERM and wait. */
+  async stop(): Promise<Deno.CommandStatus | undefined> {
+    this.#client?.close();
+    this.#client = undefined;
+    if (!this.#child) return undefined;
+    this.#child.kill("SIGTERM");
+    const st = await this.#child.status;
+    this.#child = undefined;
+    return st;
+  }
+
+  /** Stops the daemon and removes its base directory (after Shutdown of every pod). */
+  async cleanup(): Promise<void> {
+    await this.stop();
+    await Deno.remove(this.base, { recursive: true }).catch(() => {});
+  }
+}
+
+/** A typed Task API (v3) client connected to a task address. */
+export async function taskClient(
+  address: string,
+): Promise<{ task: UnaryClient<typeof TaskDefinition>; close(): void }> {
+  const path = address.replace(/^ttrpc\+unix:\/\//, "").replace(/^unix:\/\//, "");
+  const c = await TtrpcClient.connectUnix(path);
+  return { task: unaryClient(c, TaskDefinition), close: () => c.close() };
+}
+
+/** Metadata containerd sends with task calls. */
+export const K8S_NS = { metadata: { "containerd-namespace-ttrpc": "k8s.io" } };
+
+/** Makes a FIFO (mkfifo, as containerd's cio does). */
+export async function mkfifo(path: string): Promise<void> {
+  const r = await new Deno.Command("mkfifo", { args: ["-m", "0600", path] }).output();
+  if (!r.success) throw new Error(`mkfifo ${path} failed`);
+}
+
+/** Opens a FIFO for reading without blocking on a writer and collects everything until EOF. */
+export function readFifo(path: string): { text: Promise<string> } {
+  // A reader opened with O_RDWR never sees EOF, so use a child `cat` that opens read-only.
+  const p = new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "null" }).spawn();
+  return { text: p.output().then((o) => new TextDecoder().decode(o.stdout)) };
+}

@@ -1,0 +1,30 @@
+/**
+ * What the machine offers the integration tests, probed for real; a test
+ * that needs something missing is skipped with the reason printed.
+ *
+ * @module
+ */
+
+/** Whether `bin` can be executed (found in PATH); its exit status does not matter. */
+export function has(bin: string): boolean {
+  try {
+    new Deno.Command(bin, { args: ["--help"], stdout: "null", stderr: "null" }).outputSync();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Why runC integration tests cannot run here, or undefined if they can. */
+export function runcUnavailable(): string | undefined {
+  if (Deno.uid() !== 0) return "needs root (runc, mounts, namespaces)";
+  if (!has("runc")) return "runc is not installed";
+  if (!has("busybox")) return "busybox-static is not installed (it provides the test rootfs)";
+  return undefined;
+}
+
+/** `Deno.test` options that skip with a printed reason when `reason` is set. */
+export function skipUnless(reason: string | undefined, name: string): { ignore: boolean } {
+  if (reason) console.log(`SKIP ${name}: ${reason}`);
+  return { ignore: !!reason };
+}

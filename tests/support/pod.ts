@@ -1,0 +1,102 @@
+/**
+ * Pod and container helpers on top of a TestDaemon: what containerd's CRI
+ * plugin would do, done with our own clients.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { PodSandboxConfig } from "../../src/gen/cri/api.ts";
+import { type BundleOptions, writeBundle } from "./oci.ts";
+import { overlayRootfs } from "./rootfs.ts";
+import { K8S_NS, taskClient, type TestDaemon } from "./daemon.ts";
+
+/** A started pod. */
+export interface TestPod {
+  readonly id: string;
+  readonly pid: number;
+  readonly address: string;
+}
+
+/** A random 64-hex id, like CRI's. */
+export function randomId(): string {
+  return Array.from(
+    crypto.getRandomValues(new Uint8Array(32)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+/** Options of a pod's PodSandboxConfig. */
+export interface PodOptions {
+  readonly hostname?: string;
+  readonly sharePid?: boolean;
+  readonly hostNetwork?: boolean;
+  readonly netnsPath?: string;
+  readonly cgroupParent?: string;
+}
+
+/** Creates and starts a pod, passing a PodSandboxConfig like containerd does. */
+export async function startPod(d: TestDaemon, o: PodOptions = {}): Promise<TestPod> {
+  const id = randomId();
+  const config = PodSandboxConfig.fromPartial({
+    metadata: {
+      name: `pod-${id.slice(0, 6)}`,
+      namespace: "default",
+      uid: id.slice(0, 8),
+      attempt: 0,
+    },
+    hostname: o.hostname ?? `pod-${id.slice(0, 6)}`,
+    linux: {
+      cgroupParent: o.cgroupParent ?? "",
+      securityContext: {
+        namespaceOptions: { network: o.hostNetwork ? 2 : 0, pid: o.sharePid ? 0 : 1, ipc: 0 },
+      },
+    },
+  });
+  await d.controller.create({
+    sandboxId: id,
+    netnsPath: o.netnsPath ?? "",
+    options: {
+      typeUrl: "runtime.v1.PodSandboxConfig",
+      value: PodSandboxConfig.encode(config).finish(),
+    },
+  });
+  const s = await d.controller.start(id);
+  return { id, pid: s.pid, address: s.address };
+}
+
+/** Options of a test container. */
+export interface ContainerOptions extends Omit<BundleOptions, "sandboxPid" | "sandboxId"> {
+  readonly stdin?: string;
+  readonly stdout?: string;
+  readonly stderr?: string;
+}
+
+/** Writes a bundle and calls Task.Create with an overlay rootfs; returns the container id and pid. */
+export async function createContainer(
+  d: TestDaemon,
+  pod: TestPod,
+  o: ContainerOptions,
+  id = randomId(),
+): Promise<{ id: string; pid: number; bundle: string }> {
+  const bundle = join(d.base, "bundles", id);
+  await writeBundle(bundle, id, { ...o, sandboxPid: pod.pid, sandboxId: pod.id });
+  const rootfs = await overlayRootfs(join(d.base, "snapshots", id));
+  const t = await taskClient(pod.address);
+  try {
+    const r = await t.task.create({
+      id,
+      bundle,
+      rootfs: rootfs.map((m) => ({ ...m, options: [...m.options] })),
+      terminal: o.terminal ?? false,
+      stdin: o.stdin ?? "",
+      stdout: o.stdout ?? "",
+      stderr: o.stderr ?? "",
+      checkpoint: "",
+      parentCheckpoint: "",
+      options: undefined,
+    }, K8S_NS);
+    return { id, pid: r.pid, bundle };
+  } finally {
+    t.close();
+  }
+}
