@@ -48,6 +48,7 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
@@ -99,6 +100,16 @@ static void detach_stdio(const char *log) {
   dup2(out, 2);
   if (out != nul) close(out);
   close(nul);
+}
+
+// close_inherited_fds drops every descriptor but stdio: the daemon's runtime
+// does not mark all of its sockets close-on-exec, and a helper that outlives
+// the daemon must not keep its listening socket (or anything else) alive.
+static void close_inherited_fds(void) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 3, ~0U, 0) == 0) return;
+#endif
+  for (int fd = 3; fd < 65536; fd++) close(fd);
 }
 
 static void report(const char *word, long value) {
@@ -532,6 +543,7 @@ static int cmd_notify(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  close_inherited_fds();
   if (argc >= 2 && !strcmp(argv[1], "hold")) return cmd_hold(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "monitor")) return cmd_monitor(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "notify")) return cmd_notify(argc - 2, argv + 2);

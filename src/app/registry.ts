@@ -5,6 +5,7 @@
  * @module
  */
 import { NotFoundError } from "../domain/errors.ts";
+import { validateId } from "../domain/ids.ts";
 import type { SandboxExit, SandboxRecord } from "../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../domain/task.ts";
 import type { SandboxStore } from "../ports/sandbox_store.ts";
@@ -26,15 +27,16 @@ export class SandboxRegistry {
     this.store = store;
   }
 
-  /** The record of `id`, or NOT_FOUND. */
+  /** The record of `id`: INVALID_ARGUMENT for a malformed id, NOT_FOUND for an unknown one. */
   get(id: string): SandboxRecord {
-    const r = this.#records.get(id);
+    const r = this.#records.get(validateId("sandbox", id));
     if (!r) throw new NotFoundError(`Sandbox "${id}" not found`);
     return r;
   }
 
+  /** The record of `id` if known (INVALID_ARGUMENT for a malformed id). */
   find(id: string): SandboxRecord | undefined {
-    return this.#records.get(id);
+    return this.#records.get(validateId("sandbox", id));
   }
 
   has(id: string): boolean {
@@ -96,7 +98,7 @@ export class SandboxRegistry {
   }
 
   sandboxExit(id: string): Latch<SandboxExit> {
-    const l = this.#sandboxExits.get(id);
+    const l = this.#sandboxExits.get(validateId("sandbox", id));
     if (!l) throw new NotFoundError(`Sandbox "${id}" not found`);
     return l;
   }

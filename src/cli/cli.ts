@@ -69,7 +69,17 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
   if (apiVersion !== 2 && apiVersion !== 3) {
     throw new UsageError(`Invalid --task-api-version "${flags.taskApiVersion}": expected 2 or 3`);
   }
-  const daemon = await startDaemon(kind, {
+  // Signals are handled from the start: one arriving during recovery or right
+  // after READY=1 must still mean a clean stop.
+  let stopRequested = false;
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  for (const sig of ["SIGTERM", "SIGINT"] as const) {
+    Deno.addSignalListener(sig, () => {
+      stopRequested = true;
+      daemon?.stop();
+    });
+  }
+  daemon = await startDaemon(kind, {
     listen: flags.listen,
     dir: flags.dir,
     helper: flags.helper ?? s.helper,
@@ -80,9 +90,7 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
     stopTimeoutMs: (s.stop_timeout_secs ?? 10) * 1000,
     settings: config.kind,
   });
-  for (const sig of ["SIGTERM", "SIGINT"] as const) {
-    Deno.addSignalListener(sig, () => daemon.stop());
-  }
+  if (stopRequested) daemon.stop();
   await daemon.finished;
 }
 
@@ -93,6 +101,8 @@ export function buildProgram(): Command {
       "Multi-sandbox container runtime: one sandboxer daemon per node for containerd's Sandbox API",
     )
     .addOption(new Option("-v, --version", "print version and build time"))
+    // Root options only before the subcommand, so `kuasar runc --version` is runc's flag.
+    .enablePositionalOptions()
     .exitOverride()
     .action(async (opts: { version?: boolean }) => {
       if (opts.version) await Deno.stdout.write(new TextEncoder().encode(versionText()));

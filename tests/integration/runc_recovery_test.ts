@@ -1,0 +1,153 @@
+/**
+ * Crash recovery of the runC sandboxer: SIGKILL the daemon while pods run,
+ * start it again, and nothing is lost (state, exit codes) or left behind
+ * after Shutdown (processes, mounts, cgroups, files).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
+import { createContainer, startPod, type TestPod } from "../support/pod.ts";
+import { runcUnavailable, skipUnless } from "../support/env.ts";
+import { leftovers } from "../support/leaks.ts";
+
+const skip = skipUnless(runcUnavailable(), "runC recovery");
+
+Deno.test({
+  name: "runC: SIGKILL of the daemon with 5 running pods loses nothing and leaks nothing",
+  ...skip,
+  async fn() {
+    let d = await TestDaemon.start();
+    const cgroupParent = `/kuasar-it-${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      const pods: { pod: TestPod; cid: string; pid: number }[] = [];
+      for (let i = 0; i < 5; i++) {
+        const pod = await startPod(d, { cgroupParent });
+        if (i === 0) await mkfifo(join(d.base, "out0"));
+        // Each container waits for a file, then exits with its own code.
+        const c = await createContainer(d, pod, {
+          args: [
+            "sh",
+            "-c",
+            `while [ ! -e /tmp/go ]; do sleep 0.1; done; echo bye-${i}; exit ${10 + i}`,
+          ],
+          cgroupParent,
+          stdout: i === 0 ? join(d.base, "out0") : "",
+        });
+        const t = await taskClient(pod.address);
+        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+        t.close();
+        pods.push({ pod, cid: c.id, pid: c.pid });
+      }
+      // Pod 4 loses its container while the daemon is down: the exit must still be exact.
+      const early = pods[4];
+      await Deno.writeTextFile(`/proc/${early.pid}/root/tmp/go`, "");
+
+      await d.kill9();
+      await new Promise((r) => setTimeout(r, 500));
+      // The container of pod 4 has exited by now; the others still run.
+      d = await TestDaemon.start({ base: d.base });
+
+      for (const { pod } of pods) {
+        const st = await d.controller.status(pod.id, true);
+        assert.equal(st.state, "SANDBOX_READY", `pod ${pod.id}`);
+        assert.equal(st.pid, pod.pid);
+        assert.equal(st.address, pod.address);
+      }
+      {
+        const t = await taskClient(early.pod.address);
+        const w = await t.task.wait({ id: early.cid, execId: "" }, K8S_NS);
+        assert.equal(w.exitStatus, 14, "exit while the daemon was down");
+        t.close();
+      }
+      // pod 0: stdout still flows to its FIFO after the restart
+      const fifoReader = readFifo(join(d.base, "out0"));
+      for (let i = 0; i < 4; i++) {
+        const { pod, cid, pid } = pods[i];
+        const t = await taskClient(pod.address);
+        const state = await t.task.state({ id: cid, execId: "" }, K8S_NS);
+        assert.equal(state.status, 2, "still running after restart");
+        const w = t.task.wait({ id: cid, execId: "" }, K8S_NS);
+        await Deno.writeTextFile(`/proc/${pid}/root/tmp/go`, "");
+        assert.equal((await w).exitStatus, 10 + i, `true exit code of pod ${i}`);
+        await t.task.delete({ id: cid, execId: "" }, K8S_NS);
+        t.close();
+      }
+      assert.equal(await fifoReader.text, "bye-0\n");
+      {
+        const t = await taskClient(early.pod.address);
+        await t.task.delete({ id: early.cid, execId: "" }, K8S_NS);
+        t.close();
+      }
+      // The leak check sees a live sandboxer's files and processes (it is not vacuous).
+      assert.ok((await leftovers(d, pods.map((p) => p.pod.id), cgroupParent)).length > 0);
+      for (const { pod } of pods) {
+        await d.controller.stop(pod.id, 1);
+        await d.controller.shutdown(pod.id);
+      }
+      const left = await leftovers(d, pods.map((p) => p.pod.id), cgroupParent);
+      assert.deepEqual(left, [], "nothing left after Shutdown");
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "runC: a restart while a container is created but not started keeps it startable",
+  ...skip,
+  async fn() {
+    let d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d);
+      const c = await createContainer(d, pod, { args: ["sh", "-c", "exit 5"] });
+      await d.kill9();
+      d = await TestDaemon.start({ base: d.base });
+      const t = await taskClient(pod.address);
+      const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal((await w).exitStatus, 5);
+      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+      t.close();
+      await d.controller.shutdown(pod.id);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  name: "runC: a pod whose holder is killed reports its exit through Wait",
+  ...skip,
+  async fn() {
+    const d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d);
+      const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
+      const t = await taskClient(pod.address);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      const waiting = d.controller.wait(pod.id);
+      Deno.kill(pod.pid, "SIGKILL");
+      const w = await waiting;
+      assert.equal(w.exitStatus, 137);
+      assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_NOTREADY");
+      // Containers do not outlive their pod.
+      const cw = await t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal(cw.exitStatus, 137);
+      t.close();
+      await d.controller.shutdown(pod.id);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});

@@ -1,0 +1,63 @@
+/**
+ * What a sandboxer left behind: processes, mounts, cgroups and files. Tests
+ * assert this is empty after Shutdown.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { TestDaemon } from "./daemon.ts";
+
+async function walk(dir: string, out: string[]): Promise<void> {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(dir));
+  } catch {
+    return;
+  }
+  for (const e of entries) {
+    const p = join(dir, e.name);
+    if (e.isDirectory) {
+      const before = out.length;
+      await walk(p, out);
+      // An empty directory of the daemon's own layout is not a leak.
+      if (out.length === before && !["exits", "s", "runc"].includes(e.name)) out.push(`${p}/`);
+    } else {
+      out.push(p);
+    }
+  }
+}
+
+/** Everything of `pods` still present: processes, mounts, cgroups, files under --dir. */
+export async function leftovers(
+  d: TestDaemon,
+  pods: string[],
+  cgroupParent = "/kuasar-test",
+): Promise<string[]> {
+  const found: string[] = [];
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name) || Number(e.name) === d.pid) continue;
+    try {
+      const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
+      if (cmd.includes(d.dir) || pods.some((p) => cmd.includes(p))) {
+        found.push(`process ${e.name}: ${cmd}`);
+      }
+    } catch { /* gone */ }
+  }
+  const mounts = await Deno.readTextFile("/proc/self/mountinfo");
+  for (const line of mounts.split("\n")) {
+    const mp = line.split(" ")[4];
+    if (mp && mp.startsWith(d.base)) found.push(`mount ${mp}`);
+  }
+  for (const ctrl of ["memory", "cpu", "pids", "unified"]) {
+    const dir = join("/sys/fs/cgroup", ctrl, cgroupParent);
+    try {
+      for await (const c of Deno.readDir(dir)) {
+        if (c.isDirectory) found.push(`cgroup ${join(dir, c.name)}`);
+      }
+    } catch { /* no such parent: nothing left */ }
+  }
+  const files: string[] = [];
+  await walk(d.dir, files);
+  found.push(...files.filter((f) => !f.endsWith("/task.sock")).map((f) => `file ${f}`));
+  return found;
+}
