@@ -10,7 +10,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { Code, codeOf, messageOf } from "../domain/errors.ts";
 import { Logger, type LogLevel, parseLogLevel } from "../log.ts";
-import { startDaemon } from "../daemon/daemon.ts";
+import { type Daemon, startDaemon } from "../daemon/daemon.ts";
 import { loadConfig } from "../daemon/config.ts";
 import type { SandboxKind } from "../daemon/kind.ts";
 import { kindForBinaryName, KINDS } from "../daemon/kinds.ts";
@@ -71,15 +71,14 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
   }
   // Signals are handled from the start: one arriving during recovery or right
   // after READY=1 must still mean a clean stop.
-  let stopRequested = false;
-  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  const running: { daemon?: Daemon; stopRequested: boolean } = { stopRequested: false };
   for (const sig of ["SIGTERM", "SIGINT"] as const) {
     Deno.addSignalListener(sig, () => {
-      stopRequested = true;
-      daemon?.stop();
+      running.stopRequested = true;
+      running.daemon?.stop();
     });
   }
-  daemon = await startDaemon(kind, {
+  const daemon = running.daemon = await startDaemon(kind, {
     listen: flags.listen,
     dir: flags.dir,
     helper: flags.helper ?? s.helper,
@@ -90,7 +89,7 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
     stopTimeoutMs: (s.stop_timeout_secs ?? 10) * 1000,
     settings: config.kind,
   });
-  if (stopRequested) daemon.stop();
+  if (running.stopRequested) daemon.stop();
   await daemon.finished;
 }
 
