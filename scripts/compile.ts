@@ -20,7 +20,7 @@ const bundle = await new Deno.Command(Deno.execPath(), {
 if (!bundle.success) Deno.exit(1);
 
 const targets: [string, string, string[]][] = [
-  ["dist/kuasar.js", "dist/kuasar", ["--unstable-vsock"]],
+  ["dist/kuasar.js", "dist/kuasar", ["--unstable-vsock", "--v8-flags=--expose-gc"]],
 ];
 try {
   await Deno.stat(join(root, "dist/kuasar-agent.js"));

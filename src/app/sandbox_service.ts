@@ -7,7 +7,12 @@
  * @module
  */
 import { base64Decode } from "../domain/encoding.ts";
-import { AlreadyExistsError, InvalidArgumentError, messageOf } from "../domain/errors.ts";
+import {
+  AlreadyExistsError,
+  InternalError,
+  InvalidArgumentError,
+  messageOf,
+} from "../domain/errors.ts";
 import { validateId } from "../domain/ids.ts";
 import type { PodConfig } from "../domain/pod_config.ts";
 import {
@@ -97,6 +102,9 @@ export class SandboxService implements SandboxExitListener {
   #endpoint: TaskEndpoint;
   #opts: SandboxServiceOptions;
   #log = log.with({ component: "sandboxes" });
+  /** Sandboxes whose Start is running, and exits reported meanwhile. */
+  #starting = new Set<string>();
+  #earlyExits = new Map<string, SandboxExit>();
 
   constructor(
     registry: SandboxRegistry,
@@ -114,14 +122,14 @@ export class SandboxService implements SandboxExitListener {
   }
 
   /** Controller.Create. A failed create leaves nothing behind. */
-  create(input: CreateSandboxInput): Promise<void> {
+  async create(input: CreateSandboxInput): Promise<void> {
     validateId("sandbox", input.id);
     if (input.netnsPath && !input.netnsPath.startsWith("/")) {
       throw new InvalidArgumentError(
         `Invalid netns path "${input.netnsPath}": an absolute path is required`,
       );
     }
-    return this.#reg.lock.run(input.id, async () => {
+    return await this.#reg.lock.run(input.id, async () => {
       if (this.#reg.has(input.id)) {
         throw new AlreadyExistsError(`Sandbox "${input.id}" already exists`);
       }
@@ -163,16 +171,28 @@ export class SandboxService implements SandboxExitListener {
     return this.#reg.lock.run(id, async () => {
       const sb = this.#reg.get(id);
       checkSandboxTransition(id, sb.state, "running");
+      this.#starting.add(id);
       try {
         await this.#backend.start(sb);
         sb.taskAddress = await this.#endpoint.open(id);
+        const early = this.#earlyExits.get(id);
+        if (early) {
+          throw new InternalError(
+            `Sandbox "${id}" exited during start with status ${early.status}`,
+          );
+        }
       } catch (e) {
         this.#log.warn("sandbox start failed", { sandbox: id, error: e });
         await this.#endpoint.close(id).catch(() => {});
         await this.#backend.stop(sb, 0).catch(() => {});
         sb.pid = 0;
+        const early = this.#earlyExits.get(id);
+        if (early) this.#markStopped(sb, early);
         await this.#reg.save(sb);
         throw e;
+      } finally {
+        this.#starting.delete(id);
+        this.#earlyExits.delete(id);
       }
       if (sb.state === "created") {
         sb.state = "running";
@@ -293,9 +313,7 @@ export class SandboxService implements SandboxExitListener {
         }
         const next = parseTaskResources(base64Decode(any.value));
         const prevAny = sb.extensions[TASKS_EXTENSION];
-        const prev: TaskResources = prevAny
-          ? parseTaskResources(base64Decode(prevAny.value))
-          : { tasks: [] };
+        const prev = this.#storedTasks(id, prevAny?.value);
         const diff = diffTaskResources(prev, next);
         this.#log.debug("tasks extension updated", {
           sandbox: id,
@@ -310,6 +328,17 @@ export class SandboxService implements SandboxExitListener {
       }
       await this.#reg.save(sb);
     });
+  }
+
+  /** The stored tasks document; one that never parsed (e.g. set by Create) counts as empty. */
+  #storedTasks(id: string, value: string | undefined): TaskResources {
+    if (!value) return { tasks: [] };
+    try {
+      return parseTaskResources(base64Decode(value));
+    } catch (e) {
+      this.#log.warn("ignoring unreadable stored tasks document", { sandbox: id, error: e });
+      return { tasks: [] };
+    }
   }
 
   /** Reloads every sandbox under the state directory and reattaches to what still runs. */
@@ -349,8 +378,11 @@ export class SandboxService implements SandboxExitListener {
   async #recoverOne(sb: SandboxRecord): Promise<void> {
     this.#reg.add(sb);
     const r = await this.#backend.recover(sb);
-    if (sb.state === "running" && !r.alive) this.#markStopped(sb, r.exit);
+    const died = sb.state === "running" && !r.alive;
+    if (died) this.#markStopped(sb, r.exit);
     await this.#tasks.recover(sb);
+    // The pod died while we were down: its containers go too, as at run time.
+    if (died) this.#tasks.stopAll(sb, 0).catch(() => {});
     if (sb.state === "running" || Object.keys(sb.containers).length) {
       const address = await this.#endpoint.open(sb.id);
       if (sb.taskAddress && address !== sb.taskAddress) {
@@ -368,6 +400,11 @@ export class SandboxService implements SandboxExitListener {
   /** The boundary went away by itself (holder killed, VM crashed). */
   sandboxExited(id: string, exit: SandboxExit): void {
     const sb = this.#reg.find(id);
+    if (sb && this.#starting.has(id)) {
+      // Start is still running: it sees this and fails.
+      this.#earlyExits.set(id, exit);
+      return;
+    }
     if (!sb || sb.state !== "running") return;
     this.#log.warn("sandbox exited", { sandbox: id, status: exit.status });
     this.#markStopped(sb, exit);

@@ -13,6 +13,7 @@ import {
   AlreadyExistsError,
   FailedPreconditionError,
   InvalidArgumentError,
+  InvalidTransitionError,
   NotFoundError,
   UnimplementedError,
 } from "../domain/errors.ts";
@@ -79,12 +80,31 @@ export class TaskService implements ProcessExitListener {
   #runtime: ContainerRuntime;
   #events: EventPublisher;
   #log = log.with({ component: "tasks" });
+  /** Exit announcements held back while a Start of that process runs. */
+  #held = new Map<string, (() => void)[]>();
 
   constructor(registry: SandboxRegistry, runtime: ContainerRuntime, events: EventPublisher) {
     this.#reg = registry;
     this.#runtime = runtime;
     this.#events = events;
     runtime.setExitListener(this);
+  }
+
+  /**
+   * Runs a Start. An exit reported while it runs is held back and announced
+   * after it, so /tasks/exit never precedes /tasks/start (as containerd's
+   * shims guarantee).
+   */
+  async #starting(cid: string, execId: string | undefined, fn: () => Promise<void>): Promise<void> {
+    const key = processKey(cid, execId);
+    this.#held.set(key, []);
+    try {
+      await fn();
+    } finally {
+      const held = this.#held.get(key) ?? [];
+      this.#held.delete(key);
+      for (const release of held) release();
+    }
   }
 
   // ------------------------------------------------------------------ lookups
@@ -106,14 +126,14 @@ export class TaskService implements ProcessExitListener {
   // ------------------------------------------------------------------ Task API
 
   /** Task.Create: makes the container and its (not yet started) init process. */
-  create(sandboxId: string, namespace: string, input: CreateTaskInput): Promise<number> {
+  async create(sandboxId: string, namespace: string, input: CreateTaskInput): Promise<number> {
     validateId("container", input.id);
     if (!input.bundle.startsWith("/")) {
       throw new InvalidArgumentError(
         `Invalid bundle "${input.bundle}": an absolute path is required`,
       );
     }
-    return this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.lock.run(sandboxId, async () => {
       const sb = this.#reg.get(sandboxId);
       if (sb.state !== "running") {
         throw new FailedPreconditionError(
@@ -174,16 +194,23 @@ export class TaskService implements ProcessExitListener {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (!execId) {
-        checkProcessTransition(`container "${id}"`, c.state, "running");
-        await this.#runtime.start(sb, c);
-        // The process may already have exited (and been recorded) meanwhile.
-        if (c.state === "created") c.state = "running";
-        await this.#reg.save(sb);
-        this.#events.publish(c.namespace, { topic: "/tasks/start", containerId: id, pid: c.pid });
+        // Start is only for a created process: paused → running is Resume.
+        if (c.state !== "created") {
+          throw new InvalidTransitionError(`container "${id}"`, c.state, "running");
+        }
+        await this.#starting(c.id, undefined, async () => {
+          await this.#runtime.start(sb, c);
+          // The process may already have exited (and been recorded) meanwhile.
+          if (c.state === "created") c.state = "running";
+          await this.#reg.save(sb);
+          this.#events.publish(c.namespace, { topic: "/tasks/start", containerId: id, pid: c.pid });
+        });
         return c.pid;
       }
       const e = this.#process(sb, id, execId) as ExecRecord;
-      checkProcessTransition(`exec process "${execId}"`, e.state, "running");
+      if (e.state !== "created") {
+        throw new InvalidTransitionError(`exec process "${execId}"`, e.state, "running");
+      }
       if (c.state !== "running") {
         throw new FailedPreconditionError(
           `Cannot start exec "${execId}": container "${id}" is ${c.state}`,
@@ -191,21 +218,23 @@ export class TaskService implements ProcessExitListener {
       }
       e.pending = "start";
       await this.#reg.save(sb);
-      try {
-        await this.#runtime.startExec(sb, c, e);
-      } catch (err) {
+      await this.#starting(c.id, execId, async () => {
+        try {
+          await this.#runtime.startExec(sb, c, e);
+        } catch (err) {
+          e.pending = undefined;
+          await this.#reg.save(sb);
+          throw err;
+        }
         e.pending = undefined;
+        if (e.state === "created") e.state = "running";
         await this.#reg.save(sb);
-        throw err;
-      }
-      e.pending = undefined;
-      if (e.state === "created") e.state = "running";
-      await this.#reg.save(sb);
-      this.#events.publish(c.namespace, {
-        topic: "/tasks/exec-started",
-        containerId: id,
-        execId,
-        pid: e.pid,
+        this.#events.publish(c.namespace, {
+          topic: "/tasks/exec-started",
+          containerId: id,
+          execId,
+          pid: e.pid,
+        });
       });
       return e.pid;
     });
@@ -220,6 +249,7 @@ export class TaskService implements ProcessExitListener {
         const e = this.#process(sb, id, execId) as ExecRecord;
         checkDeletable(`exec process "${execId}"`, e.state);
         await this.#runtime.deleteExec(sb, c, e);
+        this.#releaseWaiters(c, e);
         delete c.execs[execId];
         this.#reg.removeExec(id, execId);
         await this.#reg.save(sb);
@@ -233,6 +263,7 @@ export class TaskService implements ProcessExitListener {
         await this.#runtime.deleteExec(sb, c, e).catch(() => {});
       }
       await this.#runtime.delete(sb, c);
+      this.#releaseWaiters(c);
       delete sb.containers[id];
       this.#reg.removeContainer(id);
       await this.#reg.save(sb);
@@ -250,14 +281,14 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Exec: registers an exec process; Task.Start runs it. */
-  exec(sandboxId: string, id: string, execId: string, io: Io, spec: unknown): Promise<void> {
+  async exec(sandboxId: string, id: string, execId: string, io: Io, spec: unknown): Promise<void> {
     validateId("exec", execId);
     if (!spec || typeof spec !== "object") {
       throw new InvalidArgumentError(
         `Invalid spec of exec "${execId}": an OCI process object is required`,
       );
     }
-    return this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.lock.run(sandboxId, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (c.state !== "running") {
@@ -294,11 +325,17 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Kill. A process that already exited is NOT_FOUND, as containerd's shims answer. */
-  kill(sandboxId: string, id: string, execId: string, signal: number, all: boolean): Promise<void> {
+  async kill(
+    sandboxId: string,
+    id: string,
+    execId: string,
+    signal: number,
+    all: boolean,
+  ): Promise<void> {
     if (!Number.isInteger(signal) || signal < 1 || signal > 64) {
       throw new InvalidArgumentError(`Invalid signal ${signal}`);
     }
-    return this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.lock.run(sandboxId, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       const p = this.#process(sb, id, execId);
@@ -323,7 +360,8 @@ export class TaskService implements ProcessExitListener {
       const c = this.#container(sb, id);
       checkProcessTransition(`container "${id}"`, c.state, "paused");
       await this.#runtime.pause(sb, c);
-      c.state = "paused";
+      // The process may have exited (and been recorded) meanwhile.
+      if (c.state === "running") c.state = "paused";
       await this.#reg.save(sb);
       this.#events.publish(c.namespace, { topic: "/tasks/paused", containerId: id });
     });
@@ -376,7 +414,7 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Update: `resources` is OCI LinuxResources JSON. */
-  update(sandboxId: string, id: string, resources: Uint8Array | undefined): Promise<void> {
+  async update(sandboxId: string, id: string, resources: Uint8Array | undefined): Promise<void> {
     let parsed: unknown = {};
     if (resources && resources.length) {
       try {
@@ -388,7 +426,7 @@ export class TaskService implements ProcessExitListener {
         throw new InvalidArgumentError("Invalid resources: a LinuxResources object is required");
       }
     }
-    return this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.lock.run(sandboxId, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (c.state === "stopped") {
@@ -464,6 +502,7 @@ export class TaskService implements ProcessExitListener {
       await this.#runtime.delete(sb, c).catch((err) =>
         this.#log.warn("cannot delete container", { container: c.id, error: err })
       );
+      this.#releaseWaiters(c);
       delete sb.containers[c.id];
       this.#reg.removeContainer(c.id);
     }
@@ -504,6 +543,20 @@ export class TaskService implements ProcessExitListener {
     }
   }
 
+  /**
+   * A process deleted before it exited (never started, or forced) still
+   * answers the Waits pending on it: a created init was killed by the
+   * delete (137), an exec that never started had no process (0).
+   */
+  #releaseWaiters(c: ContainerRecord, exec?: ExecRecord): void {
+    const release = (execId: string | undefined, p: ProcessRecord) => {
+      if (!p.exit) this.#reg.processExit(c.id, execId).set({ status: p.pid ? 137 : 0, at: now() });
+    };
+    if (exec) return release(exec.id, exec);
+    for (const e of Object.values(c.execs)) release(e.id, e);
+    release(undefined, c);
+  }
+
   // ------------------------------------------------------------ notifications
 
   /**
@@ -532,21 +585,30 @@ export class TaskService implements ProcessExitListener {
       exec: execId,
       status: exit.status,
     });
-    this.#events.publish(c.namespace, {
-      topic: "/tasks/exit",
-      containerId: cid,
-      id: execId ?? cid,
-      pid: p.pid,
-      exitStatus: exit.status,
-      exitedAt: exit.at,
-    });
-    this.#reg.processExit(cid, execId).set(exit);
+    const announce = () => {
+      this.#events.publish(c.namespace, {
+        topic: "/tasks/exit",
+        containerId: cid,
+        id: execId ?? cid,
+        pid: p.pid,
+        exitStatus: exit.status,
+        exitedAt: exit.at,
+      });
+      this.#reg.processExit(cid, execId).set(exit);
+    };
+    const held = this.#held.get(processKey(cid, execId));
+    if (held) held.push(announce);
+    else announce();
   }
 
   processOom(sandboxId: string, cid: string): void {
     const c = this.#reg.find(sandboxId)?.containers[cid];
     if (c) this.#events.publish(c.namespace, { topic: "/tasks/oom", containerId: cid });
   }
+}
+
+function processKey(cid: string, execId: string | undefined): string {
+  return execId ? `${cid}/${execId}` : cid;
 }
 
 function exitOf(p: ProcessRecord): TaskExit {

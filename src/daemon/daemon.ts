@@ -14,6 +14,7 @@ import { ContainerdEventPublisher } from "../adapters/events/containerd_events.t
 import { ensureSocketFree, serveController } from "../adapters/grpc/controller_server.ts";
 import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
 import { installHelper } from "../adapters/os/helper.ts";
+import { IdleReclaimer } from "../adapters/os/memory.ts";
 import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
 import { registerTaskService, UnixTaskEndpoint } from "../adapters/task/task_endpoint.ts";
@@ -56,7 +57,9 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   const exits = new ExitWatcher(join(opts.dir, "exits"));
   await exits.start();
 
+  const reclaimer = new IdleReclaimer();
   const ttrpc = new TtrpcServer();
+  ttrpc.onCall = () => reclaimer.touch();
   const parts = await kind.create({ dir: opts.dir, helper, exits, ttrpc, settings: opts.settings });
   const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir));
   const events = new ContainerdEventPublisher(opts.containerdAddress);
@@ -70,7 +73,8 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   });
 
   await sandboxes.recover();
-  const server = await serveController(opts.listen, sandboxes);
+  const server = await serveController(opts.listen, sandboxes, () => reclaimer.touch());
+  reclaimer.touch();
   l.info("sandboxer ready", { listen: opts.listen, dir: opts.dir, pid: Deno.pid });
   await notifySystemd(helper, "READY=1", `MAINPID=${Deno.pid}`);
   const watchdog = startWatchdog(helper);
@@ -82,6 +86,7 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
     stopping ??= (async () => {
       l.info("sandboxer stopping");
       clearInterval(watchdog);
+      reclaimer.stop();
       await notifySystemd(helper, "STOPPING=1");
       await server.close();
       await endpoint.closeAll();

@@ -51,8 +51,13 @@ export function grpcServiceDefinition(def: ServiceDefinition): grpc.ServiceDefin
 
 type Handler = (req: never, signal: AbortSignal) => Promise<unknown>;
 
-function unary(name: string, fn: Handler): grpc.handleUnaryCall<unknown, unknown> {
+function unaryHandler(
+  name: string,
+  fn: Handler,
+  onCall?: () => void,
+): grpc.handleUnaryCall<unknown, unknown> {
   return (call, callback) => {
+    onCall?.();
     const ac = new AbortController();
     call.on("cancelled", () => ac.abort(new DOMException("cancelled", "AbortError")));
     const req = call.request;
@@ -84,8 +89,12 @@ function unary(name: string, fn: Handler): grpc.handleUnaryCall<unknown, unknown
   };
 }
 
-/** Handlers of the Controller service over a SandboxService. */
-export function controllerHandlers(svc: SandboxService): grpc.UntypedServiceImplementation {
+/** Handlers of the Controller service over a SandboxService; `onCall` hears every call. */
+export function controllerHandlers(
+  svc: SandboxService,
+  onCall?: () => void,
+): grpc.UntypedServiceImplementation {
+  const unary = (name: string, fn: Handler) => unaryHandler(name, fn, onCall);
   return {
     Create: unary("Create", async (r: {
       sandboxId: string;
@@ -184,10 +193,11 @@ export interface ControllerServer {
 export async function serveController(
   path: string,
   svc: SandboxService,
+  onCall?: () => void,
 ): Promise<ControllerServer> {
   await ensureSocketFree(path);
   const server = new grpc.Server({ "grpc.max_receive_message_length": 16 << 20 });
-  server.addService(grpcServiceDefinition(ControllerDefinition), controllerHandlers(svc));
+  server.addService(grpcServiceDefinition(ControllerDefinition), controllerHandlers(svc, onCall));
   await new Promise<void>((resolve, reject) =>
     server.bindAsync(
       `unix://${path}`,

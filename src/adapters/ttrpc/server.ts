@@ -51,6 +51,8 @@ export type MethodHandler =
 
 /** Serves registered services on any number of connections. */
 export class TtrpcServer {
+  /** Called on every request (the daemon's idle memory reclaimer listens). */
+  onCall: (() => void) | undefined;
   #services = new Map<string, Map<string, MethodHandler>>();
   #conns = new Set<ServerConnection>();
   #listeners = new Set<Deno.Listener>();
@@ -201,6 +203,7 @@ class ServerConnection {
       });
       return;
     }
+    this.#server.onCall?.();
     const method = this.#server.lookup(req.service, req.method);
     if (!("kind" in method)) {
       this.#sendStatus(streamId, method);
