@@ -23,7 +23,9 @@ const sections: Record<string, () => Promise<void>> = {
       );
     }
     console.log(
-      `\nmarginal PSS per sandbox (daemon growth + holder): **${kib(r.marginalSandboxOnlyKiB)}** (target ≤ 512 KiB)`,
+      `\nmarginal PSS per sandbox (daemon growth + holder): **${
+        kib(r.marginalSandboxOnlyKiB)
+      }** (target ≤ 512 KiB)`,
     );
     console.log(`marginal PSS per pod with its container monitor: **${kib(r.marginalKiB)}**`);
   },

@@ -37,7 +37,12 @@ async function measure(d: TestDaemon, pods: number): Promise<MemoryPoint> {
   const daemonKiB = await settledPss(d.pid);
   const holders = await pidsMatching("\0hold\0--exit-file\0" + d.dir);
   const monitors = await pidsMatching("\0monitor\0--exit-file\0" + d.dir);
-  return { pods, daemonKiB, holdersKiB: await sumPss(holders), monitorsKiB: await sumPss(monitors) };
+  return {
+    pods,
+    daemonKiB,
+    holdersKiB: await sumPss(holders),
+    monitorsKiB: await sumPss(monitors),
+  };
 }
 
 /** Runs the benchmark with `counts` (e.g. [10, 50]) pods of one `sleep` container each. */
