@@ -198,3 +198,50 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "runC: a pod joins the CNI netns it is given, and its holder reaps orphans",
+  ...skip,
+  async fn() {
+    const name = `kuasar-it-${crypto.randomUUID().slice(0, 8)}`;
+    const add = await new Deno.Command("ip", { args: ["netns", "add", name] }).output();
+    assert.ok(add.success, "ip netns add");
+    const d = await TestDaemon.start();
+    try {
+      const netns = `/var/run/netns/${name}`;
+      const pod = await startPod(d, { netnsPath: netns, sharePid: true });
+      const want = (await Deno.stat(netns)).ino;
+      const holderNet = await Deno.readLink(`/proc/${pod.pid}/ns/net`);
+      assert.equal(holderNet, `net:[${want}]`);
+      // A container in the shared pid namespace leaves an orphan behind when
+      // its init exits; the pod's init (the holder) must reap it.
+      const c = await createContainer(d, pod, {
+        args: ["sh", "-c", "(sleep 0.3; exit 0) & exit 0"],
+        sharePid: true,
+      });
+      const t = await taskClient(pod.address);
+      const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal((await w).exitStatus, 0);
+      t.close();
+      await new Promise((r) => setTimeout(r, 800));
+      const zombies: string[] = [];
+      for await (const e of Deno.readDir("/proc")) {
+        if (!/^\d+$/.test(e.name)) continue;
+        try {
+          const st = await Deno.readTextFile(`/proc/${e.name}/stat`);
+          const fields = st.slice(st.lastIndexOf(")") + 2).split(" ");
+          if (fields[0] === "Z" && Number(fields[1]) === pod.pid) zombies.push(e.name);
+        } catch { /* gone */ }
+      }
+      assert.deepEqual(zombies, [], "no zombie children of the pod's init");
+      await d.controller.shutdown(pod.id);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+      await new Deno.Command("ip", { args: ["netns", "delete", name] }).output();
+    }
+  },
+});
