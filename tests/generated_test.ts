@@ -22,6 +22,6 @@ Deno.test("generated protobuf code is up to date with proto/", async () => {
   assert.match(await check("scripts/gen_proto.ts"), /up to date/);
 });
 
-Deno.test("the embedded helper binary is up to date with native/kuasar-helper.c", async () => {
+Deno.test("the embedded helper binary is up to date with native/*.c", async () => {
   assert.match(await check("scripts/gen_helper.ts"), /up to date/);
 });

@@ -13,11 +13,12 @@ import { TaskService } from "../app/task_service.ts";
 import { ContainerdEventPublisher } from "../adapters/events/containerd_events.ts";
 import { ensureSocketFree, serveController } from "../adapters/grpc/controller_server.ts";
 import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
-import { installHelper } from "../adapters/os/helper.ts";
+import { installHelper, installShimStub } from "../adapters/os/helper.ts";
 import { IdleReclaimer } from "../adapters/os/memory.ts";
 import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
-import { registerTaskService, UnixTaskEndpoint } from "../adapters/task/task_endpoint.ts";
+import { registerTaskService, RelayTaskEndpoint } from "../adapters/task/task_endpoint.ts";
+import { Relay, relayPaths } from "../adapters/os/relay.ts";
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import { log } from "../log.ts";
 import type { SandboxKind } from "./kind.ts";
@@ -54,6 +55,7 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   // Refuse early, before touching any pod, if another daemon serves this socket.
   await ensureSocketFree(opts.listen);
   const helper = await installHelper({ path: opts.helper, installDir: opts.helperDir });
+  await installShimStub(helper, opts.helperDir, kind.name);
   const exits = new ExitWatcher(join(opts.dir, "exits"));
   await exits.start();
 
@@ -65,13 +67,16 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   const events = new ContainerdEventPublisher(opts.containerdAddress);
   const tasks = new TaskService(registry, parts.runtime, events);
   registerTaskService(ttrpc, tasks);
-  const endpoint = new UnixTaskEndpoint(opts.dir, ttrpc);
+  const relay = new Relay(helper, relayPaths(opts.dir));
+  const endpoint = new RelayTaskEndpoint(opts.dir, ttrpc, relay);
   const sandboxes = new SandboxService(registry, parts.backend, tasks, endpoint, {
     kind: kind.name,
     taskApiVersion: opts.taskApiVersion,
     defaultStopTimeoutMs: opts.stopTimeoutMs,
   });
 
+  // Serve relayed task connections before recovery re-registers the pods' sockets.
+  await endpoint.start();
   await sandboxes.recover();
   const server = await serveController(opts.listen, sandboxes, () => reclaimer.touch());
   reclaimer.touch();
@@ -89,8 +94,8 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
       reclaimer.stop();
       await notifySystemd(helper, "STOPPING=1");
       await server.close();
+      // The relay keeps the pods' task connections for the next daemon.
       await endpoint.closeAll();
-      ttrpc.close();
       exits.stop();
       await events.close();
       await parts.close?.();

@@ -151,3 +151,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "runC: task connections survive a daemon restart; a Wait in flight returns the true exit code",
+  ...skip,
+  async fn() {
+    let d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d);
+      const c = await createContainer(d, pod, {
+        args: ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 23"],
+      });
+      // One connection, as containerd keeps it, across the whole restart.
+      const t = await taskClient(pod.address);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      const waiting = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      await new Promise((r) => setTimeout(r, 200));
+      await d.kill9();
+      d = await TestDaemon.start({ base: d.base });
+      // The same connection answers new calls...
+      const st = await t.task.state({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal(st.status, 2);
+      // ...and the Wait sent to the old daemon is answered by the new one.
+      await Deno.writeTextFile(`/proc/${c.pid}/root/tmp/go`, "");
+      assert.equal((await waiting).exitStatus, 23);
+      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+      t.close();
+      await d.controller.shutdown(pod.id);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});

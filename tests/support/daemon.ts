@@ -131,9 +131,26 @@ export class TestDaemon {
     return st;
   }
 
-  /** Stops the daemon and removes its base directory (after Shutdown of every pod). */
+  /**
+   * Stops the daemon and removes its base directory. Whatever a failed test
+   * left (helpers of pods never shut down, the relay) is killed first.
+   */
   async cleanup(): Promise<void> {
     await this.stop();
+    for await (const e of Deno.readDir("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      try {
+        const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`);
+        if (cmd.includes(this.dir)) Deno.kill(Number(e.name), "SIGKILL");
+      } catch { /* gone */ }
+    }
+    const mounts = await Deno.readTextFile("/proc/self/mountinfo");
+    const points = mounts.split("\n").map((l) => l.split(" ")[4]).filter((p) =>
+      p?.startsWith(this.base)
+    );
+    for (const p of points.sort((a, b) => b.length - a.length)) {
+      await new Deno.Command("umount", { args: ["-l", p] }).output();
+    }
     await Deno.remove(this.base, { recursive: true }).catch(() => {});
   }
 }

@@ -7,6 +7,9 @@
 import { join } from "node:path";
 import type { TestDaemon } from "./daemon.ts";
 
+/** The daemon's own files, there while it runs, whatever its pods. */
+const DAEMON_FILES = new Set(["exits", "s", "runc", "task-backend.sock", "relay.log"]);
+
 async function walk(dir: string, out: string[]): Promise<void> {
   let entries: Deno.DirEntry[];
   try {
@@ -20,8 +23,8 @@ async function walk(dir: string, out: string[]): Promise<void> {
       const before = out.length;
       await walk(p, out);
       // An empty directory of the daemon's own layout is not a leak.
-      if (out.length === before && !["exits", "s", "runc"].includes(e.name)) out.push(`${p}/`);
-    } else {
+      if (out.length === before && !DAEMON_FILES.has(e.name)) out.push(`${p}/`);
+    } else if (!DAEMON_FILES.has(e.name)) {
       out.push(p);
     }
   }

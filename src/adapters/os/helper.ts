@@ -72,6 +72,24 @@ export async function installHelper(loc: HelperLocation): Promise<string> {
   return target;
 }
 
+/**
+ * Links the helper as `containerd-shim-kuasar-<kind>-v1` in `dir`: containerd
+ * requires a binary named after the runtime_type even when it attaches to a
+ * sandboxer directly (put `dir` on containerd's PATH, or give runtime_type
+ * as this absolute path).
+ */
+export async function installShimStub(helper: string, dir: string, kind: string): Promise<string> {
+  const link = join(dir, `containerd-shim-kuasar-${kind}-v1`);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  try {
+    if (await Deno.readLink(link) === helper) return link;
+  } catch { /* absent or not a link */ }
+  const tmp = `${link}.${crypto.randomUUID()}`;
+  await Deno.symlink(helper, tmp);
+  await Deno.rename(tmp, link);
+  return link;
+}
+
 async function isExecutable(path: string): Promise<boolean> {
   try {
     const st = await Deno.stat(path);

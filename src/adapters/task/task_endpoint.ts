@@ -18,6 +18,8 @@ import type { TaskEndpoint } from "../../ports/task_endpoint.ts";
 import { log } from "../../log.ts";
 import { fromPbMount, toTimestamp } from "../convert.ts";
 import { socketPath } from "../os/process_tokens.ts";
+import { readPreamble, type Relay } from "../os/relay.ts";
+import { validateId } from "../../domain/ids.ts";
 import type { CallContext, TtrpcServer } from "../ttrpc/server.ts";
 import { type UnaryImplementation, unaryMethods } from "../ttrpc/typed.ts";
 import { VERSION } from "../../version.ts";
@@ -135,15 +137,52 @@ export function registerTaskService(server: TtrpcServer, tasks: TaskService): vo
   );
 }
 
-/** Per-pod unix sockets served by one ttrpc server. */
-export class UnixTaskEndpoint implements TaskEndpoint {
+/**
+ * Per-pod task sockets owned by the relay helper, whose connections this
+ * daemon serves through one backend socket (see src/adapters/os/relay.ts).
+ * Closing the daemon leaves the pods' sockets and connections to the relay.
+ */
+export class RelayTaskEndpoint implements TaskEndpoint {
   #root: string;
   #server: TtrpcServer;
-  #listeners = new Map<string, Deno.Listener>();
+  #relay: Relay;
+  #backend: Deno.Listener | undefined;
+  /** Pods served; with none left the relay has nothing to keep and quits. */
+  #open = new Set<string>();
 
-  constructor(root: string, server: TtrpcServer) {
+  constructor(root: string, server: TtrpcServer, relay: Relay) {
     this.#root = root;
     this.#server = server;
+    this.#relay = relay;
+  }
+
+  /** Serves the backend socket and makes sure a relay runs. */
+  async start(): Promise<void> {
+    const path = this.#relay.paths.backend;
+    await Deno.remove(path).catch(() => {});
+    this.#backend = Deno.listen({ transport: "unix", path });
+    await Deno.chmod(path, 0o600);
+    this.#accept(this.#backend);
+  }
+
+  async #accept(listener: Deno.Listener): Promise<void> {
+    try {
+      for await (const conn of listener) {
+        readPreamble(conn).then(({ scope, rest }) => {
+          validateId("sandbox", scope);
+          return this.#server.handle(conn, scope, rest);
+        }).catch((e) => {
+          log.warn("rejected backend connection", { error: e });
+          try {
+            conn.close();
+          } catch { /* closed */ }
+        });
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.BadResource)) {
+        log.warn("backend listener stopped", { error: e });
+      }
+    }
   }
 
   /**
@@ -167,36 +206,24 @@ export class UnixTaskEndpoint implements TaskEndpoint {
 
   async open(sandboxId: string): Promise<string> {
     const path = await this.socketPath(sandboxId);
-    if (!this.#listeners.has(sandboxId)) {
-      await Deno.remove(path).catch(() => {});
-      const l = Deno.listen({ transport: "unix", path });
-      await Deno.chmod(path, 0o600);
-      this.#listeners.set(sandboxId, l);
-      this.#server.serve(l, sandboxId).catch((e) =>
-        log.warn("task endpoint stopped", { error: e })
-      );
-    }
+    await this.#relay.listen(sandboxId, path);
+    this.#open.add(sandboxId);
     return `ttrpc+unix://${path}`;
   }
 
   async close(sandboxId: string): Promise<void> {
-    const l = this.#listeners.get(sandboxId);
-    this.#listeners.delete(sandboxId);
-    try {
-      l?.close();
-    } catch { /* closed */ }
+    await this.#relay.close(sandboxId);
     this.#server.closeScope(sandboxId);
-    await Deno.remove(await this.socketPath(sandboxId)).catch(() => {});
+    this.#open.delete(sandboxId);
+    if (!this.#open.size) await this.#relay.quit();
   }
 
+  /** Stops serving relayed connections; the relay keeps the pods' sockets for the next daemon. */
   closeAll(): Promise<void> {
-    for (const [id, l] of [...this.#listeners]) {
-      this.#listeners.delete(id);
-      try {
-        l.close();
-      } catch { /* closed */ }
-      this.#server.closeScope(id);
-    }
+    try {
+      this.#backend?.close();
+    } catch { /* closed */ }
+    this.#server.close();
     return Promise.resolve();
   }
 }

@@ -82,9 +82,13 @@ export class TtrpcServer {
     }
   }
 
-  /** Serves one already-accepted connection; resolves when it closes. */
-  handle(conn: Deno.Conn, scope = ""): Promise<void> {
+  /**
+   * Serves one already-accepted connection; resolves when it closes.
+   * `initial` holds bytes already read from it (after a preamble).
+   */
+  handle(conn: Deno.Conn, scope = "", initial?: Uint8Array): Promise<void> {
     const c = new ServerConnection(this, conn, scope);
+    if (initial?.length) c.prime(initial);
     this.#conns.add(c);
     return c.run().finally(() => this.#conns.delete(c));
   }
@@ -126,6 +130,11 @@ class ServerConnection {
     this.scope = scope;
   }
 
+  /** Feeds bytes that were read before this connection was handed over. */
+  prime(bytes: Uint8Array): void {
+    this.#decoder.push(bytes);
+  }
+
   close(): void {
     if (this.#closed.signal.aborted) return;
     this.#closed.abort(new DOMException("connection closed", "AbortError"));
@@ -135,12 +144,9 @@ class ServerConnection {
   }
 
   async run(): Promise<void> {
-    const buf = new Uint8Array(64 * 1024);
+    const buf = new Uint8Array(16 * 1024);
     try {
       while (!this.#closed.signal.aborted) {
-        const n = await this.#conn.read(buf);
-        if (n === null) break;
-        this.#decoder.push(buf.subarray(0, n));
         for (let d = this.#decoder.next(); d; d = this.#decoder.next()) {
           if (d.kind === "oversized") {
             this.#sendStatus(d.streamId, {
@@ -151,6 +157,9 @@ class ServerConnection {
           }
           this.#onFrame(d.frame.streamId, d.frame.type, d.frame.flags, d.frame.payload);
         }
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.#decoder.push(buf.subarray(0, n));
       }
     } catch (e) {
       if (!this.#closed.signal.aborted && !isDisconnect(e)) {

@@ -1,0 +1,34 @@
+// Shared pieces of kuasar-helper (see main.c for what the helper is for).
+#ifndef KUASAR_HELPER_H
+#define KUASAR_HELPER_H
+#define _GNU_SOURCE
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+// A growable byte buffer.
+struct buf {
+  char *p;
+  size_t len, cap;
+};
+void buf_append(struct buf *b, const void *data, size_t n);
+void buf_consume(struct buf *b, size_t n);
+void buf_free(struct buf *b);
+
+void die(const char *what);
+int status_code(int wait_status);
+void write_exit_record(const char *path, pid_t pid, int status);
+void detach_stdio(const char *log);
+void report(const char *word, long value);
+int listen_unix(const char *path, int nonblock);
+int connect_unix(const char *path);
+void write_all(int fd, const char *buf, size_t n);
+int set_nonblock(int fd);
+long long now_ms(void);
+
+int cmd_hold(int argc, char **argv);
+int cmd_monitor(int argc, char **argv);
+int cmd_relay(int argc, char **argv);
+int cmd_notify(int argc, char **argv);
+int cmd_shim_stub(int argc, char **argv);
+#endif

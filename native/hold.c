@@ -1,0 +1,112 @@
+// hold: a pod's namespace holder.
+//
+// Makes new pid/ipc/uts/mount namespaces (joining the CNI netns, a new one,
+// or the host's; ipc and uts may stay the host's for host-network/host-IPC
+// pods), forks the namespace init — PID 1 of the new pid namespace, which only
+// reaps orphans until SIGTERM/SIGINT/SIGKILL — prints "ready <init pid>",
+// waits for it, and writes its exit record.
+#include "helper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <stdio.h>
+
+static void loopback_up(void) {
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strcpy(ifr.ifr_name, "lo");
+  if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    ioctl(s, SIOCSIFFLAGS, &ifr);
+  }
+  close(s);
+}
+
+// Signals stay blocked and are taken synchronously, which also counts as
+// "handled" for the kernel's protection of a namespace init.
+static void namespace_init(void) {
+  sigset_t all;
+  sigfillset(&all);
+  sigprocmask(SIG_BLOCK, &all, NULL);
+  detach_stdio(NULL);
+  for (int fd = 3; fd < 1024; fd++) close(fd);
+  for (;;) {
+    siginfo_t si;
+    int sig = sigwaitinfo(&all, &si);
+    if (sig == SIGCHLD) {
+      while (waitpid(-1, NULL, WNOHANG) > 0) {
+      }
+    } else if (sig == SIGTERM || sig == SIGINT || sig == SIGHUP) {
+      _exit(0);
+    }
+  }
+}
+
+int cmd_hold(int argc, char **argv) {
+  const char *exit_file = NULL, *netns = NULL, *hostname = NULL, *log = NULL;
+  int new_netns = 0, host_ipc = 0, host_uts = 0;
+  for (int i = 0; i < argc; i++) {
+    if (!strcmp(argv[i], "--exit-file") && i + 1 < argc) exit_file = argv[++i];
+    else if (!strcmp(argv[i], "--netns") && i + 1 < argc) netns = argv[++i];
+    else if (!strcmp(argv[i], "--hostname") && i + 1 < argc) hostname = argv[++i];
+    else if (!strcmp(argv[i], "--log") && i + 1 < argc) log = argv[++i];
+    else if (!strcmp(argv[i], "--new-netns")) new_netns = 1;
+    else if (!strcmp(argv[i], "--host-netns")) new_netns = 0;
+    else if (!strcmp(argv[i], "--host-ipc")) host_ipc = 1;
+    else if (!strcmp(argv[i], "--host-uts")) host_uts = 1;
+    else {
+      dprintf(2, "kuasar-helper hold: unknown argument \"%s\"\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!exit_file) {
+    dprintf(2, "kuasar-helper hold: --exit-file is required\n");
+    return 2;
+  }
+  setsid();
+  if (netns) {
+    int fd = open(netns, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) die("open netns");
+    if (setns(fd, CLONE_NEWNET) < 0) die("setns net");
+    close(fd);
+  }
+  int flags = CLONE_NEWPID | CLONE_NEWNS;
+  if (!host_ipc) flags |= CLONE_NEWIPC;
+  if (!host_uts) flags |= CLONE_NEWUTS;
+  if (new_netns) flags |= CLONE_NEWNET;
+  if (unshare(flags) < 0) die("unshare");
+  // Keep mounts made inside the pod from propagating back to the host.
+  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
+  if (hostname && !host_uts && sethostname(hostname, strlen(hostname)) < 0) die("sethostname");
+  if (new_netns) loopback_up();
+
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  pid_t child = fork();
+  if (child < 0) die("fork");
+  if (child == 0) namespace_init();
+
+  signal(SIGINT, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGPIPE, SIG_IGN);
+  report("ready", child);
+  detach_stdio(log);
+  int st = 0;
+  while (waitpid(child, &st, 0) < 0 && errno == EINTR) {
+  }
+  write_exit_record(exit_file, child, status_code(st));
+  return 0;
+}

@@ -1,0 +1,55 @@
+// kuasar-helper: the few process-level jobs a Deno daemon cannot do itself.
+//
+// Deno cannot fork without exec, place arbitrary file descriptors on a
+// child's stdio, receive descriptors over SCM_RIGHTS, or leave behind a
+// process that outlives it. Sandboxers still need all of that: a
+// namespace-holding process per pod; for every container process a parent
+// that owns its stdio and captures its exact exit status even after the
+// daemon was killed and restarted; and task sockets whose connections to
+// containerd survive that restart. This helper does those jobs. It is small
+// and static (musl) because one runs per pod and per container process.
+//
+//   kuasar-helper hold    --exit-file F [--netns P | --new-netns | --host-netns]
+//                         [--host-ipc] [--host-uts] [--hostname H] [--log L]
+//   kuasar-helper monitor --exit-file F --pid-file P [--stdin S] [--stdout O]
+//                         [--stderr E] [--console-socket C] [--control K]
+//                         [--io-socket I] [--log L] -- <runtime argv...>
+//   kuasar-helper relay   --control C --backend B [--log L]
+//   kuasar-helper notify  READY=1 [MAINPID=N ...]
+//   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name)
+//
+// Exit records: {"pid":N,"status":S,"exited_sec":T,"exited_nsec":U}; status is
+// the exit code, or 128+signal for a killed process.
+#include "helper.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+// close_inherited_fds drops every descriptor but stdio: the daemon's runtime
+// does not mark all of its sockets close-on-exec, and a helper that outlives
+// the daemon must not keep its listening socket (or anything else) alive.
+static void close_inherited_fds(void) {
+#ifdef SYS_close_range
+  if (syscall(SYS_close_range, 3, ~0U, 0) == 0) return;
+#endif
+  for (int fd = 3; fd < 65536; fd++) close(fd);
+}
+
+int main(int argc, char **argv) {
+  close_inherited_fds();
+  const char *base = strrchr(argv[0], '/');
+  base = base ? base + 1 : argv[0];
+  if (!strncmp(base, "containerd-shim-", 16)) return cmd_shim_stub(argc, argv);
+  if (argc >= 2 && !strcmp(argv[1], "hold")) return cmd_hold(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "monitor")) return cmd_monitor(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "relay")) return cmd_relay(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "notify")) return cmd_notify(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "version")) {
+    dprintf(1, "kuasar-helper 2\n");
+    return 0;
+  }
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|version ...\n");
+  return 2;
+}

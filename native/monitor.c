@@ -1,0 +1,533 @@
+// monitor: the parent of one container process (init or exec).
+//
+// Becomes a child subreaper, runs the OCI runtime (runc create / exec
+// --detach, which writes the pid file) with the container's stdio, prints
+// "ready <pid>" (or "failed <status>"), then waits for that process and
+// writes its exit record. Stdio is either
+//   - a path (FIFO or file) handed straight to the container, so the daemon
+//     stays out of the data path (containerd's default FIFO IO), or
+//   - "@stream": a pipe the monitor owns and serves on --io-socket, framed as
+//     [tag u8][length u32 BE][data] with tag 0 stdin (daemon → monitor),
+//     1 stdout, 2 stderr, and length 0 meaning end of that stream. Output is
+//     buffered (bounded) while no daemon is connected, so a daemon restart
+//     loses nothing; the monitor lingers after the exit until it is delivered.
+// With --console-socket it receives the pty master from the runtime and
+// copies between it and the stdio; --control takes "resize <w> <h>" and
+// "close-stdin" lines.
+#include "helper.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#define MAX_EARLY 64
+#define OUT_LIMIT (1 << 20)    // buffered output before the container is made to wait
+#define DRAIN_MS 2000          // how long output may trail the process exit
+#define LINGER_MS 60000        // how long undelivered output waits for a daemon
+
+static const char STREAM[] = "@stream";
+
+static int recv_fd(int conn) {
+  char data[1];
+  char ctl[CMSG_SPACE(sizeof(int))];
+  struct iovec iov = {data, sizeof data};
+  struct msghdr msg;
+  memset(&msg, 0, sizeof msg);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = ctl;
+  msg.msg_controllen = sizeof ctl;
+  // runc sends the pty name as data; the descriptor arrives with the first byte.
+  if (recvmsg(conn, &msg, MSG_CMSG_CLOEXEC) < 0) return -1;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return fd;
+    }
+  }
+  errno = EBADMSG;
+  return -1;
+}
+
+// strip_scheme accepts containerd's "file://" stdio URIs as plain paths.
+static const char *strip_scheme(const char *p) {
+  if (p && !strncmp(p, "file://", 7)) return p + 7;
+  return p;
+}
+
+// open_output gives FIFOs O_RDWR, so the container never gets SIGPIPE or
+// blocks on open while containerd (the reader) restarts; files are appended to.
+static int open_output(const char *path) {
+  path = strip_scheme(path);
+  if (!path || !*path) return open("/dev/null", O_WRONLY | O_CLOEXEC);
+  struct stat st;
+  if (stat(path, &st) == 0 && S_ISFIFO(st.st_mode)) return open(path, O_RDWR | O_CLOEXEC);
+  return open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+}
+
+static void on_alarm(int sig) { (void)sig; }
+
+// open_input opens the stdin FIFO for reading. A blocking open meets the
+// writer containerd has already queued, so the first read cannot see a false
+// EOF; the alarm bounds the wait when no writer ever comes.
+static int open_input(const char *path, int nonblock) {
+  path = strip_scheme(path);
+  if (!path || !*path) return open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (nonblock) return open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  struct sigaction sa, old;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, &old);
+  alarm(10);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  alarm(0);
+  sigaction(SIGALRM, &old, NULL);
+  if (fd < 0 && errno == EINTR) return open("/dev/null", O_RDONLY | O_CLOEXEC);
+  return fd;
+}
+
+static long read_pid_file(const char *path) {
+  char buf[32];
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  return strtol(buf, NULL, 10);
+}
+
+static int is_stream(const char *p) { return p && !strcmp(p, STREAM); }
+
+// The monitor's state after the runtime has run.
+struct mon {
+  int master;                 // pty master, or -1
+  int out_fd;                 // terminal output to a path (FIFO/file), or -1
+  int src[3];                 // fds read for stdin (FIFO) / stdout / stderr (pipes or master), -1 if none
+  int src_open[3];            // tag whose stream has not ended yet
+  int stdin_fifo;             // terminal stdin from a FIFO (read and copied to the master)
+  int in_w;                   // where stdin data goes: pipe write end or the master, -1 if none
+  int in_closing;             // close in_w once inq drains
+  struct buf inq;             // stdin bytes waiting for in_w
+  struct buf outq;            // framed output waiting for the io client
+  size_t head_sent;           // bytes of outq's first frame already sent
+  int io_listen, io_client;   // io socket
+  struct buf ioin;            // partial frame from the io client
+  int streamed[3];            // which stdio go through the io socket
+};
+
+static void enqueue(struct mon *m, int tag, const char *data, uint32_t n) {
+  unsigned char h[5] = {(unsigned char)tag, n >> 24, n >> 16, n >> 8, n};
+  buf_append(&m->outq, h, 5);
+  if (n) buf_append(&m->outq, data, n);
+}
+
+// flush_out sends whole frames to the io client; a client that goes away
+// mid-frame gets the frame again from its start on the next connection.
+static void flush_out(struct mon *m) {
+  while (m->io_client >= 0 && m->outq.len >= 5) {
+    unsigned char *h = (unsigned char *)m->outq.p;
+    size_t flen = 5 + ((size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4]);
+    ssize_t w = send(m->io_client, m->outq.p + m->head_sent, flen - m->head_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      close(m->io_client);
+      m->io_client = -1;
+      m->head_sent = 0;
+      return;
+    }
+    m->head_sent += (size_t)w;
+    if (m->head_sent < flen) return;
+    buf_consume(&m->outq, flen);
+    m->head_sent = 0;
+  }
+}
+
+static void flush_in(struct mon *m) {
+  while (m->in_w >= 0 && m->inq.len) {
+    ssize_t w = write(m->in_w, m->inq.p, m->inq.len);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EINTR) return;
+      m->inq.len = 0;  // the reader is gone
+      break;
+    }
+    buf_consume(&m->inq, (size_t)w);
+  }
+  if (m->in_w >= 0 && m->in_closing && !m->inq.len && m->in_w != m->master) {
+    close(m->in_w);
+    m->in_w = -1;
+  }
+}
+
+// io_read takes stdin frames from the io client.
+static void io_read(struct mon *m) {
+  char tmp[32768];
+  ssize_t r = read(m->io_client, tmp, sizeof tmp);
+  if (r <= 0) {
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    close(m->io_client);
+    m->io_client = -1;
+    m->head_sent = 0;
+    buf_free(&m->ioin);
+    return;
+  }
+  buf_append(&m->ioin, tmp, (size_t)r);
+  while (m->ioin.len >= 5) {
+    unsigned char *h = (unsigned char *)m->ioin.p;
+    uint32_t n = (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
+    if (m->ioin.len < 5 + (size_t)n) break;
+    if (h[0] == 0 && m->streamed[0]) {
+      if (n) buf_append(&m->inq, m->ioin.p + 5, n);
+      else m->in_closing = 1;
+    }
+    buf_consume(&m->ioin, 5 + n);
+  }
+  flush_in(m);
+}
+
+static void handle_control(int lsock, struct mon *m) {
+  int c = accept4(lsock, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return;
+  struct pollfd p = {c, POLLIN, 0};
+  char buf[128];
+  ssize_t n = 0;
+  if (poll(&p, 1, 1000) > 0) n = read(c, buf, sizeof buf - 1);
+  if (n > 0) {
+    buf[n] = 0;
+    unsigned w, h;
+    if (sscanf(buf, "resize %u %u", &w, &h) == 2 && m->master >= 0) {
+      struct winsize ws;
+      memset(&ws, 0, sizeof ws);
+      ws.ws_col = w;
+      ws.ws_row = h;
+      ioctl(m->master, TIOCSWINSZ, &ws);
+    } else if (!strncmp(buf, "close-stdin", 11)) {
+      if (m->stdin_fifo >= 0) {
+        close(m->stdin_fifo);
+        m->stdin_fifo = m->src[0] = -1;
+      }
+      if (m->streamed[0]) m->in_closing = 1;
+      flush_in(m);
+    }
+    write_all(c, "ok\n", 3);
+  }
+  close(c);
+}
+
+// pump reads one source: output goes to the io queue or the output path.
+static void pump(struct mon *m, int tag) {
+  char buf[32768];
+  ssize_t r = read(m->src[tag], buf, sizeof buf);
+  if (r > 0) {
+    if (tag == 0) {  // terminal stdin from a FIFO
+      buf_append(&m->inq, buf, (size_t)r);
+      flush_in(m);
+    } else if (m->streamed[tag]) {
+      enqueue(m, tag, buf, (uint32_t)r);
+      flush_out(m);
+    } else {
+      write_all(m->out_fd, buf, (size_t)r);
+    }
+    return;
+  }
+  if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
+  // EOF, or EIO on a master whose every slave is closed.
+  if (tag == 0) {  // the stdin FIFO's writer went away
+    close(m->src[0]);
+    m->src[0] = m->stdin_fifo = -1;
+    return;
+  }
+  if (m->src[tag] == m->master) {
+    close(m->master);
+    if (m->in_w == m->master) m->in_w = -1;
+    m->master = -1;
+  } else {
+    close(m->src[tag]);
+  }
+  m->src[tag] = -1;
+  if (m->src_open[tag] && m->streamed[tag]) enqueue(m, tag, NULL, 0);
+  m->src_open[tag] = 0;
+  flush_out(m);
+}
+
+int cmd_monitor(int argc, char **argv) {
+  const char *exit_file = NULL, *pid_file = NULL, *in = NULL, *out = NULL, *err = NULL;
+  const char *console = NULL, *control = NULL, *iosock = NULL, *log = NULL;
+  int i = 0;
+  for (; i < argc; i++) {
+    if (!strcmp(argv[i], "--")) {
+      i++;
+      break;
+    }
+    if (i + 1 >= argc) break;
+    if (!strcmp(argv[i], "--exit-file")) exit_file = argv[++i];
+    else if (!strcmp(argv[i], "--pid-file")) pid_file = argv[++i];
+    else if (!strcmp(argv[i], "--stdin")) in = argv[++i];
+    else if (!strcmp(argv[i], "--stdout")) out = argv[++i];
+    else if (!strcmp(argv[i], "--stderr")) err = argv[++i];
+    else if (!strcmp(argv[i], "--console-socket")) console = argv[++i];
+    else if (!strcmp(argv[i], "--control")) control = argv[++i];
+    else if (!strcmp(argv[i], "--io-socket")) iosock = argv[++i];
+    else if (!strcmp(argv[i], "--log")) log = argv[++i];
+    else {
+      dprintf(2, "kuasar-helper monitor: unknown argument \"%s\"\n", argv[i]);
+      return 2;
+    }
+  }
+  struct mon m;
+  memset(&m, 0, sizeof m);
+  m.streamed[0] = is_stream(in);
+  m.streamed[1] = is_stream(out);
+  m.streamed[2] = is_stream(err);
+  if (!exit_file || !pid_file || i >= argc) {
+    dprintf(2, "kuasar-helper monitor: --exit-file, --pid-file and a command are required\n");
+    return 2;
+  }
+  if ((m.streamed[0] || m.streamed[1] || m.streamed[2]) && !iosock) {
+    dprintf(2, "kuasar-helper monitor: @stream stdio needs --io-socket\n");
+    return 2;
+  }
+  char **cmd = argv + i;
+  setsid();
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
+  signal(SIGPIPE, SIG_IGN);
+
+  int terminal = console != NULL;
+  m.master = m.out_fd = m.stdin_fifo = m.in_w = m.io_listen = m.io_client = -1;
+  for (int t = 0; t < 3; t++) m.src[t] = -1;
+  // What the runtime (and so the container) gets as fds 0-2.
+  int child_fd[3] = {-1, -1, -1};
+  int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (terminal) {
+    if (m.streamed[0]) {
+      // stdin frames are copied to the master once it arrives
+    } else if (in && *in) {
+      m.stdin_fifo = open_input(in, 1);
+    }
+    if (!m.streamed[1]) m.out_fd = open_output(out);
+    for (int t = 0; t < 3; t++) child_fd[t] = nul;
+  } else {
+    int p[2];
+    if (m.streamed[0]) {
+      if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
+      child_fd[0] = p[0];
+      m.in_w = p[1];
+      set_nonblock(m.in_w);
+    } else {
+      child_fd[0] = open_input(in, 0);
+    }
+    const char *paths[3] = {NULL, out, err};
+    for (int t = 1; t < 3; t++) {
+      if (m.streamed[t]) {
+        if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
+        child_fd[t] = p[1];
+        m.src[t] = p[0];
+        m.src_open[t] = 1;
+        set_nonblock(p[0]);
+      } else {
+        child_fd[t] = open_output(paths[t]);
+      }
+    }
+  }
+  for (int t = 0; t < 3; t++) {
+    if (child_fd[t] < 0) die("open stdio");
+  }
+  int console_sock = -1, control_sock = -1;
+  if (terminal && (console_sock = listen_unix(console, 1)) < 0) die("listen console socket");
+  if (control && (control_sock = listen_unix(control, 1)) < 0) die("listen control socket");
+  if (iosock && (m.io_listen = listen_unix(iosock, 1)) < 0) die("listen io socket");
+
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &chld, NULL);
+  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sfd < 0) die("signalfd");
+
+  pid_t runtime = fork();
+  if (runtime < 0) die("fork");
+  if (runtime == 0) {
+    sigprocmask(SIG_UNBLOCK, &chld, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    for (int t = 0; t < 3; t++) dup2(child_fd[t], t);
+    execvp(cmd[0], cmd);
+    dprintf(2, "kuasar-helper: exec %s: %s\n", cmd[0], strerror(errno));
+    _exit(127);
+  }
+  // The container holds its own copies of its stdio now.
+  for (int t = 0; t < 3; t++) {
+    if (child_fd[t] != nul) close(child_fd[t]);
+  }
+  close(nul);
+
+  // Reap until the runtime exits, taking the pty master on the way. Processes
+  // that exit before their pid is known are remembered by pid.
+  pid_t early_pid[MAX_EARLY];
+  int early_st[MAX_EARLY], early_n = 0, runtime_st = -1;
+  while (runtime_st < 0) {
+    struct pollfd p[2] = {{sfd, POLLIN, 0}, {console_sock, POLLIN, 0}};
+    if (poll(p, console_sock >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) die("poll");
+    if (console_sock >= 0 && (p[1].revents & POLLIN)) {
+      int c = accept4(console_sock, NULL, NULL, SOCK_CLOEXEC);
+      if (c >= 0) {
+        m.master = recv_fd(c);
+        close(c);
+      }
+      if (m.master >= 0) {
+        close(console_sock);
+        console_sock = -1;
+        unlink(console);
+      }
+    }
+    struct signalfd_siginfo si;
+    while (read(sfd, &si, sizeof si) > 0) {
+    }
+    int st;
+    pid_t w;
+    while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+      if (w == runtime) runtime_st = st;
+      else if (early_n < MAX_EARLY) {
+        early_pid[early_n] = w;
+        early_st[early_n++] = st;
+      }
+    }
+  }
+  if (console_sock >= 0) {
+    close(console_sock);
+    unlink(console);
+  }
+  long pid = read_pid_file(pid_file);
+  if (runtime_st != 0 || pid <= 0 || (terminal && m.master < 0)) {
+    report("failed", runtime_st != 0 ? status_code(runtime_st) : 255);
+    if (control) unlink(control);
+    if (iosock) unlink(iosock);
+    return 1;
+  }
+  report("ready", pid);
+  detach_stdio(log);
+
+  if (terminal) {
+    set_nonblock(m.master);
+    m.src[1] = m.master;
+    m.src_open[1] = 1;
+    m.in_w = (m.streamed[0] || m.stdin_fifo >= 0) ? m.master : -1;
+    m.src[0] = m.stdin_fifo;
+  }
+
+  int done = 0, status = 0;
+  for (int k = 0; k < early_n; k++) {
+    if (early_pid[k] == pid) {
+      done = 1;
+      status = status_code(early_st[k]);
+    }
+  }
+  long long exited_at = done ? now_ms() : 0;
+  if (done) write_exit_record(exit_file, pid, status);
+  for (;;) {
+    int outputs_open = m.src_open[1] || m.src_open[2];
+    if (done) {
+      long long since = now_ms() - exited_at;
+      // Output that trails the exit (an orphan holding the pipe) is cut off.
+      if (outputs_open && since > DRAIN_MS) {
+        for (int t = 1; t < 3; t++) {
+          if (!m.src_open[t]) continue;
+          if (m.src[t] >= 0 && m.src[t] != m.master) close(m.src[t]);
+          m.src[t] = -1;
+          if (m.streamed[t]) enqueue(&m, t, NULL, 0);
+          m.src_open[t] = 0;
+        }
+        flush_out(&m);
+        outputs_open = 0;
+      }
+      int undelivered = m.outq.len > 0;
+      if (!outputs_open && (!undelivered || since > LINGER_MS)) break;
+    }
+    struct pollfd p[8];
+    int n = 0, isig, ictl = -1, ilis = -1, icli = -1, isrc[3] = {-1, -1, -1}, iin = -1;
+    isig = n;
+    p[n++] = (struct pollfd){sfd, POLLIN, 0};
+    if (control_sock >= 0) {
+      ictl = n;
+      p[n++] = (struct pollfd){control_sock, POLLIN, 0};
+    }
+    if (m.io_listen >= 0) {
+      ilis = n;
+      p[n++] = (struct pollfd){m.io_listen, POLLIN, 0};
+    }
+    if (m.io_client >= 0) {
+      icli = n;
+      short ev = m.inq.len < OUT_LIMIT ? POLLIN : 0;
+      if (m.outq.len) ev |= POLLOUT;
+      p[n++] = (struct pollfd){m.io_client, ev, 0};
+    }
+    for (int t = 0; t < 3; t++) {
+      if (m.src[t] < 0) continue;
+      if (t > 0 && m.outq.len > OUT_LIMIT) continue;  // backpressure
+      isrc[t] = n;
+      p[n++] = (struct pollfd){m.src[t], POLLIN, 0};
+    }
+    if (m.in_w >= 0 && m.inq.len && m.in_w != m.master) {
+      iin = n;
+      p[n++] = (struct pollfd){m.in_w, POLLOUT, 0};
+    }
+    int timeout = done ? 200 : -1;
+    if (poll(p, n, timeout) < 0) {
+      if (errno == EINTR) continue;
+      die("poll");
+    }
+    if (ictl >= 0 && (p[ictl].revents & POLLIN)) handle_control(control_sock, &m);
+    if (ilis >= 0 && (p[ilis].revents & POLLIN)) {
+      int c = accept4(m.io_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (c >= 0) {
+        // A new daemon connection replaces the old one; resend from a frame start.
+        if (m.io_client >= 0) close(m.io_client);
+        m.io_client = c;
+        m.head_sent = 0;
+        buf_free(&m.ioin);
+        flush_out(&m);
+        continue;
+      }
+    }
+    if (icli >= 0 && m.io_client >= 0) {
+      if (p[icli].revents & (POLLIN | POLLHUP | POLLERR)) io_read(&m);
+      if (m.io_client >= 0 && (p[icli].revents & POLLOUT)) flush_out(&m);
+    }
+    for (int t = 0; t < 3; t++) {
+      if (isrc[t] >= 0 && m.src[t] >= 0 && p[isrc[t]].revents) pump(&m, t);
+    }
+    if (iin >= 0 && p[iin].revents) flush_in(&m);
+    if (m.in_w == m.master && m.master >= 0 && m.inq.len) flush_in(&m);
+    if (p[isig].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      while (read(sfd, &si, sizeof si) > 0) {
+      }
+      int st;
+      pid_t w;
+      while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (w == pid && !done) {
+          done = 1;
+          status = status_code(st);
+          exited_at = now_ms();
+          write_exit_record(exit_file, pid, status);
+        }
+      }
+    }
+  }
+  if (m.master >= 0) close(m.master);
+  if (control) unlink(control);
+  if (iosock) unlink(iosock);
+  return 0;
+}

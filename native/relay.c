@@ -1,0 +1,441 @@
+// relay: keeps containerd's task connections alive across sandboxer restarts.
+//
+// containerd treats the loss of a task connection as the death of the shim
+// behind it: it marks every container of that connection exited (255). A
+// sandboxer daemon that restarts would therefore kill the pods it meant to
+// keep. So the daemon does not own the task sockets; this relay does. It
+// listens on each pod's task socket and, for every connection containerd
+// makes, opens one to the daemon's backend socket (first line:
+// "KUASAR-RELAY 1 <sandbox id>\n"), then copies ttrpc frames both ways.
+//
+// When the daemon goes away, client connections stay open: the relay stops
+// reading from them, retries the backend every 100 ms, and on reconnection
+// replays every request that has not been answered yet (a Task.Wait, say),
+// in stream-id order. For a client stream it replays the request and the
+// first data frame (containerd's StreamInit) and drops the new daemon's
+// second acknowledgement. Only whole frames are forwarded to the client, so
+// a daemon that dies mid-frame never corrupts a connection.
+//
+// Control socket, one line per connection: "listen <id> <path>", "close <id>",
+// "ping", "quit"; answers "ok" or "err <reason>". With no pod left for 60 s
+// and no control traffic, the relay exits.
+#include "helper.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HDR 10
+#define MAX_PAYLOAD (4u << 20)
+#define T_REQUEST 1
+#define T_RESPONSE 2
+#define T_DATA 3
+#define F_REMOTE_CLOSED 1
+#define F_REMOTE_OPEN 2
+#define BUF_LIMIT (8u << 20)
+#define RETRY_MS 100
+#define IDLE_EXIT_MS 60000
+
+enum kind { K_CONTROL, K_LISTENER, K_CLIENT, K_BACKEND };
+
+struct tag {
+  enum kind kind;
+  void *obj;
+};
+
+struct listener {
+  struct tag tag;
+  int fd;
+  char scope[96];
+  char path[108];
+  struct listener *next;
+};
+
+// An unanswered request: replayed to a new daemon.
+struct pending {
+  uint32_t id;
+  int streaming;        // the client keeps sending data (REMOTE_OPEN)
+  int acked;            // the server already answered with data once
+  int drop_next;        // drop the next server data frame (a replayed ack)
+  struct buf req;       // the request frame
+  struct buf first;     // the stream's first client data frame
+  struct pending *next;
+};
+
+struct conn {
+  struct tag ctag, btag;
+  int cfd, bfd;
+  char scope[96];
+  struct buf cin, tob, bin, toc;
+  uint32_t cskip, bskip;  // bytes of an oversized frame still to pass through
+  struct pending *pend;
+  long long retry_at;
+  struct conn *next;
+};
+
+static int ep;
+static const char *backend_path, *control_path;
+static struct listener *listeners;
+static struct conn *conns;
+static long long last_activity;
+static struct tag control_tag = {K_CONTROL, NULL};
+
+static uint32_t be32(const unsigned char *p) {
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void watch(int fd, struct tag *t, uint32_t events, int add) {
+  struct epoll_event ev = {.events = events, .data.ptr = t};
+  epoll_ctl(ep, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev);
+}
+
+static void update_events(struct conn *c) {
+  uint32_t cev = EPOLLRDHUP;
+  if (c->bfd >= 0 && c->tob.len < BUF_LIMIT) cev |= EPOLLIN;
+  if (c->toc.len) cev |= EPOLLOUT;
+  watch(c->cfd, &c->ctag, cev, 0);
+  if (c->bfd >= 0) {
+    uint32_t bev = 0;
+    if (c->toc.len < BUF_LIMIT) bev |= EPOLLIN;
+    if (c->tob.len) bev |= EPOLLOUT;
+    watch(c->bfd, &c->btag, bev, 0);
+  }
+}
+
+static struct pending *find_pending(struct conn *c, uint32_t id) {
+  for (struct pending *p = c->pend; p; p = p->next) {
+    if (p->id == id) return p;
+  }
+  return NULL;
+}
+
+static void drop_pending(struct conn *c, uint32_t id) {
+  for (struct pending **pp = &c->pend; *pp; pp = &(*pp)->next) {
+    if ((*pp)->id == id) {
+      struct pending *p = *pp;
+      *pp = p->next;
+      buf_free(&p->req);
+      buf_free(&p->first);
+      free(p);
+      return;
+    }
+  }
+}
+
+// A whole frame from containerd: remember what a new daemon would need.
+static void client_frame(struct conn *c, const char *f, size_t n) {
+  const unsigned char *h = (const unsigned char *)f;
+  uint32_t id = be32(h + 4);
+  if (h[8] == T_REQUEST) {
+    struct pending *p = calloc(1, sizeof *p);
+    if (!p) die("out of memory");
+    p->id = id;
+    p->streaming = (h[9] & F_REMOTE_OPEN) != 0;
+    buf_append(&p->req, f, n);
+    struct pending **pp = &c->pend;
+    while (*pp) pp = &(*pp)->next;
+    *pp = p;
+  } else if (h[8] == T_DATA) {
+    struct pending *p = find_pending(c, id);
+    if (p && p->streaming && !p->first.len) buf_append(&p->first, f, n);
+  }
+  if (c->bfd >= 0) buf_append(&c->tob, f, n);
+}
+
+// A whole frame from the daemon: settle what it answers, then pass it on.
+static void backend_frame(struct conn *c, const char *f, size_t n) {
+  const unsigned char *h = (const unsigned char *)f;
+  uint32_t id = be32(h + 4);
+  struct pending *p = find_pending(c, id);
+  if (p && h[8] == T_DATA && p->drop_next) {
+    p->drop_next = 0;
+    return;
+  }
+  if (p && h[8] == T_DATA) p->acked = 1;
+  if (h[8] == T_RESPONSE || (h[8] == T_DATA && (h[9] & F_REMOTE_CLOSED))) drop_pending(c, id);
+  buf_append(&c->toc, f, n);
+}
+
+// parse takes whole frames out of `in`; oversized ones pass through raw to `raw`.
+static void parse(struct conn *c, struct buf *in, uint32_t *skip, struct buf *raw,
+                  void (*frame)(struct conn *, const char *, size_t)) {
+  for (;;) {
+    if (*skip) {
+      size_t n = in->len < *skip ? in->len : *skip;
+      if (!n) return;
+      if (raw) buf_append(raw, in->p, n);
+      buf_consume(in, n);
+      *skip -= (uint32_t)n;
+      continue;
+    }
+    if (in->len < HDR) return;
+    uint32_t len = be32((unsigned char *)in->p);
+    if (len > MAX_PAYLOAD) {
+      if (raw) buf_append(raw, in->p, HDR);
+      buf_consume(in, HDR);
+      *skip = len;
+      continue;
+    }
+    if (in->len < HDR + (size_t)len) return;
+    frame(c, in->p, HDR + len);
+    buf_consume(in, HDR + len);
+  }
+}
+
+static void close_conn(struct conn *c) {
+  close(c->cfd);
+  if (c->bfd >= 0) close(c->bfd);
+  buf_free(&c->cin);
+  buf_free(&c->tob);
+  buf_free(&c->bin);
+  buf_free(&c->toc);
+  while (c->pend) drop_pending(c, c->pend->id);
+  for (struct conn **pp = &conns; *pp; pp = &(*pp)->next) {
+    if (*pp == c) {
+      *pp = c->next;
+      break;
+    }
+  }
+  free(c);
+}
+
+static void backend_down(struct conn *c) {
+  if (c->bfd >= 0) close(c->bfd);
+  c->bfd = -1;
+  buf_free(&c->tob);
+  buf_free(&c->bin);
+  c->bskip = 0;
+  c->retry_at = now_ms() + RETRY_MS;
+  update_events(c);
+}
+
+static int backend_up(struct conn *c) {
+  int fd = connect_unix(backend_path);
+  if (fd < 0) {
+    c->retry_at = now_ms() + RETRY_MS;
+    return 0;
+  }
+  set_nonblock(fd);
+  c->bfd = fd;
+  char line[160];
+  int n = snprintf(line, sizeof line, "KUASAR-RELAY 1 %s\n", c->scope);
+  buf_append(&c->tob, line, (size_t)n);
+  // Replay what the previous daemon never answered, oldest first.
+  for (struct pending *p = c->pend; p; p = p->next) {
+    buf_append(&c->tob, p->req.p, p->req.len);
+    if (p->first.len) buf_append(&c->tob, p->first.p, p->first.len);
+    p->drop_next = p->streaming && p->acked;
+  }
+  watch(fd, &c->btag, EPOLLIN, 1);
+  update_events(c);
+  return 1;
+}
+
+static void accept_client(struct listener *l) {
+  for (;;) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) return;
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) die("out of memory");
+    c->ctag = (struct tag){K_CLIENT, c};
+    c->btag = (struct tag){K_BACKEND, c};
+    c->cfd = fd;
+    c->bfd = -1;
+    snprintf(c->scope, sizeof c->scope, "%s", l->scope);
+    c->next = conns;
+    conns = c;
+    watch(fd, &c->ctag, EPOLLRDHUP, 1);
+    backend_up(c);
+    update_events(c);
+  }
+}
+
+static int pump_read(int fd, struct buf *b) {
+  char tmp[65536];
+  for (;;) {
+    ssize_t r = read(fd, tmp, sizeof tmp);
+    if (r > 0) {
+      buf_append(b, tmp, (size_t)r);
+      if (b->len >= BUF_LIMIT) return 1;
+      continue;
+    }
+    if (r == 0) return 0;
+    return errno == EAGAIN || errno == EINTR ? 1 : 0;
+  }
+}
+
+static int pump_write(int fd, struct buf *b) {
+  while (b->len) {
+    ssize_t w = send(fd, b->p, b->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w < 0) return errno == EAGAIN || errno == EINTR ? 1 : 0;
+    buf_consume(b, (size_t)w);
+  }
+  return 1;
+}
+
+static void on_client(struct conn *c, uint32_t ev) {
+  if (ev & EPOLLIN) {
+    if (!pump_read(c->cfd, &c->cin)) return close_conn(c);
+    parse(c, &c->cin, &c->cskip, c->bfd >= 0 ? &c->tob : NULL, client_frame);
+  } else if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+    return close_conn(c);
+  }
+  if ((ev & EPOLLOUT) && !pump_write(c->cfd, &c->toc)) return close_conn(c);
+  if (c->bfd >= 0 && !pump_write(c->bfd, &c->tob)) backend_down(c);
+  update_events(c);
+}
+
+static void on_backend(struct conn *c, uint32_t ev) {
+  if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    int alive = pump_read(c->bfd, &c->bin);
+    parse(c, &c->bin, &c->bskip, &c->toc, backend_frame);
+    if (!alive) {
+      backend_down(c);
+    }
+  }
+  if (c->bfd >= 0 && (ev & EPOLLOUT) && !pump_write(c->bfd, &c->tob)) backend_down(c);
+  if (!pump_write(c->cfd, &c->toc)) return close_conn(c);
+  update_events(c);
+}
+
+static struct listener *find_listener(const char *scope) {
+  for (struct listener *l = listeners; l; l = l->next) {
+    if (!strcmp(l->scope, scope)) return l;
+  }
+  return NULL;
+}
+
+static const char *control_command(char *line) {
+  char scope[96], path[108];
+  line[strcspn(line, "\r\n")] = 0;
+  if (!strcmp(line, "ping")) return "ok";
+  if (!strcmp(line, "quit")) {
+    for (struct listener *l = listeners; l; l = l->next) unlink(l->path);
+    unlink(control_path);
+    exit(0);
+  }
+  if (sscanf(line, "listen %95s %107s", scope, path) == 2) {
+    struct listener *l = find_listener(scope);
+    if (l && !strcmp(l->path, path)) return "ok";
+    if (l) return "err scope listens on another path";
+    int fd = listen_unix(path, 1);
+    if (fd < 0) return "err cannot listen";
+    l = calloc(1, sizeof *l);
+    if (!l) die("out of memory");
+    l->tag = (struct tag){K_LISTENER, l};
+    l->fd = fd;
+    snprintf(l->scope, sizeof l->scope, "%s", scope);
+    snprintf(l->path, sizeof l->path, "%s", path);
+    l->next = listeners;
+    listeners = l;
+    watch(fd, &l->tag, EPOLLIN, 1);
+    return "ok";
+  }
+  if (sscanf(line, "close %95s", scope) == 1) {
+    for (struct listener **pp = &listeners; *pp; pp = &(*pp)->next) {
+      if (!strcmp((*pp)->scope, scope)) {
+        struct listener *l = *pp;
+        *pp = l->next;
+        close(l->fd);
+        unlink(l->path);
+        free(l);
+        break;
+      }
+    }
+    for (struct conn *c = conns, *next; c; c = next) {
+      next = c->next;
+      if (!strcmp(c->scope, scope)) close_conn(c);
+    }
+    return "ok";
+  }
+  return "err unknown command";
+}
+
+static void on_control(int lfd) {
+  int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+  if (c < 0) return;
+  char line[300];
+  ssize_t n = 0;
+  struct pollfd p = {c, POLLIN, 0};
+  if (poll(&p, 1, 1000) > 0) n = read(c, line, sizeof line - 1);
+  if (n > 0) {
+    line[n] = 0;
+    const char *answer = control_command(line);
+    write_all(c, answer, strlen(answer));
+    write_all(c, "\n", 1);
+  }
+  close(c);
+}
+
+int cmd_relay(int argc, char **argv) {
+  const char *log = NULL;
+  for (int i = 0; i + 1 < argc; i += 2) {
+    if (!strcmp(argv[i], "--control")) control_path = argv[i + 1];
+    else if (!strcmp(argv[i], "--backend")) backend_path = argv[i + 1];
+    else if (!strcmp(argv[i], "--log")) log = argv[i + 1];
+    else {
+      dprintf(2, "kuasar-helper relay: unknown argument \"%s\"\n", argv[i]);
+      return 2;
+    }
+  }
+  if (!control_path || !backend_path) {
+    dprintf(2, "kuasar-helper relay: --control and --backend are required\n");
+    return 2;
+  }
+  setsid();
+  signal(SIGPIPE, SIG_IGN);
+  signal(SIGHUP, SIG_IGN);
+  signal(SIGINT, SIG_IGN);
+  ep = epoll_create1(EPOLL_CLOEXEC);
+  if (ep < 0) die("epoll");
+  int lfd = listen_unix(control_path, 1);
+  if (lfd < 0) die("listen control socket");
+  watch(lfd, &control_tag, EPOLLIN, 1);
+  report("ready", getpid());
+  detach_stdio(log);
+  last_activity = now_ms();
+  for (;;) {
+    long long now = now_ms(), next = now + 1000;
+    for (struct conn *c = conns; c; c = c->next) {
+      if (c->bfd < 0 && c->retry_at < next) next = c->retry_at;
+    }
+    struct epoll_event evs[64];
+    int timeout = next > now ? (int)(next - now) : 0;
+    int n = epoll_wait(ep, evs, 64, timeout);
+    if (n < 0 && errno != EINTR) die("epoll_wait");
+    for (int i = 0; i < n; i++) {
+      struct tag *t = evs[i].data.ptr;
+      last_activity = now_ms();
+      switch (t->kind) {
+        case K_CONTROL:
+          on_control(lfd);
+          break;
+        case K_LISTENER:
+          accept_client(t->obj);
+          break;
+        case K_CLIENT:
+          on_client(t->obj, evs[i].events);
+          break;
+        case K_BACKEND:
+          on_backend(t->obj, evs[i].events);
+          break;
+      }
+      // close_conn may have freed objects later events point at.
+      if (t->kind == K_CLIENT || t->kind == K_BACKEND) break;
+    }
+    now = now_ms();
+    for (struct conn *c = conns; c; c = c->next) {
+      if (c->bfd < 0 && c->retry_at <= now) backend_up(c);
+    }
+    if (!listeners && !conns && now - last_activity > IDLE_EXIT_MS) {
+      unlink(control_path);
+      return 0;
+    }
+  }
+}

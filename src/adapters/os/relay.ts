@@ -1,0 +1,148 @@
+/**
+ * The task-socket relay (native/relay.c): a helper process that owns every
+ * pod's task socket, so containerd's task connections outlive a restart of
+ * this daemon (containerd takes a dropped task connection for a dead shim
+ * and marks its containers exited). The daemon serves the relayed
+ * connections on one backend socket; each starts with the line
+ * `KUASAR-RELAY 1 <sandbox id>`.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { InternalError, UnavailableError } from "../../domain/errors.ts";
+import { log } from "../../log.ts";
+import { startHelper } from "./helper.ts";
+
+/** Where a daemon's relay lives. */
+export interface RelayPaths {
+  readonly control: string;
+  readonly backend: string;
+  readonly log: string;
+}
+
+/** The relay paths under a sandboxer's --dir. */
+export function relayPaths(dir: string): RelayPaths {
+  return {
+    control: join(dir, "relay.sock"),
+    backend: join(dir, "task-backend.sock"),
+    log: join(dir, "relay.log"),
+  };
+}
+
+/** Client of a relay; starts one when none answers. */
+export class Relay {
+  readonly paths: RelayPaths;
+  #helper: string;
+
+  constructor(helper: string, paths: RelayPaths) {
+    this.#helper = helper;
+    this.paths = paths;
+  }
+
+  /** Makes sure a relay serves the control socket (an existing one is kept, with its connections). */
+  async ensure(): Promise<void> {
+    if (await this.#try("ping") === "ok") return;
+    await startHelper(this.#helper, [
+      "relay",
+      "--control",
+      this.paths.control,
+      "--backend",
+      this.paths.backend,
+      "--log",
+      this.paths.log,
+    ]);
+    if (await this.#try("ping") !== "ok") {
+      throw new UnavailableError(`Task relay does not answer on "${this.paths.control}"`);
+    }
+    log.info("task relay started", { control: this.paths.control });
+  }
+
+  /** Serves pod `scope`'s task socket at `path` (idempotent). */
+  async listen(scope: string, path: string): Promise<void> {
+    await this.#command(`listen ${scope} ${path}`);
+  }
+
+  /** Stops serving pod `scope` and drops its connections. */
+  async close(scope: string): Promise<void> {
+    await this.#command(`close ${scope}`);
+  }
+
+  /** Ends the relay (only when no pod is left). */
+  async quit(): Promise<void> {
+    await this.#try("quit");
+  }
+
+  async #command(line: string): Promise<void> {
+    let answer = await this.#try(line);
+    if (answer === undefined) {
+      await this.ensure();
+      answer = await this.#try(line);
+    }
+    if (answer !== "ok") {
+      throw new InternalError(
+        `Task relay refused "${line.split(" ")[0]}": ${answer ?? "no answer"}`,
+      );
+    }
+  }
+
+  /** One command on a fresh control connection; undefined if nobody answers. */
+  async #try(line: string): Promise<string | undefined> {
+    let conn: Deno.Conn;
+    try {
+      conn = await Deno.connect({ transport: "unix", path: this.paths.control });
+    } catch {
+      return undefined;
+    }
+    try {
+      await conn.write(new TextEncoder().encode(line + "\n"));
+      const buf = new Uint8Array(256);
+      let text = "";
+      for (;;) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+        if (text.includes("\n")) break;
+      }
+      return text.trim() || undefined;
+    } catch {
+      return undefined;
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }
+}
+
+const PREAMBLE = "KUASAR-RELAY 1 ";
+
+/**
+ * Reads the relay's preamble from a backend connection. Resolves with the
+ * pod it serves and the bytes read past the line; throws on anything else.
+ */
+export async function readPreamble(
+  conn: Deno.Conn,
+  timeoutMs = 5000,
+): Promise<{ scope: string; rest: Uint8Array }> {
+  const buf = new Uint8Array(256);
+  let have = new Uint8Array(0);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const nl = have.indexOf(10);
+    if (nl >= 0) {
+      const line = new TextDecoder().decode(have.subarray(0, nl));
+      if (!line.startsWith(PREAMBLE)) {
+        throw new InternalError("Backend connection without relay preamble");
+      }
+      return { scope: line.slice(PREAMBLE.length).trim(), rest: have.slice(nl + 1) };
+    }
+    if (have.length > 200) break;
+    const n = await conn.read(buf);
+    if (n === null) break;
+    const merged = new Uint8Array(have.length + n);
+    merged.set(have);
+    merged.set(buf.subarray(0, n), have.length);
+    have = merged;
+  }
+  throw new InternalError("Backend connection without relay preamble");
+}
