@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything kuasar needs to build, run and test on a Debian/Ubuntu node:
 # Debian packages, a pinned Deno (from the npm registry) under .tools/, the project's
-# npm dependencies, and (with --e2e) containerd 2.x, crictl and critest built with Go.
+# npm dependencies, and containerd 2.x, crictl and critest built with Go (a failure there is
+# only a warning, as the containerd end-to-end tests then skip; with --e2e it is an error).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +63,8 @@ fi
 "$ROOT/.tools/bin/deno" install --frozen >/dev/null
 
 # --- containerd 2.x, crictl, critest (Go, cached) ---------------------------------------
-if ((want_e2e)); then
-  "$ROOT/scripts/install_go_tools.sh" "$TOOLS_CACHE"
+if ! "$ROOT/scripts/install_go_tools.sh" "$TOOLS_CACHE"; then
+  ((want_e2e)) && exit 1
+  log "warning: containerd/crictl/critest are not installed; the containerd e2e tests will skip"
 fi
 log "ok"

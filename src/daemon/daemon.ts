@@ -20,6 +20,7 @@ import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
 import { registerTaskService, RelayTaskEndpoint } from "../adapters/task/task_endpoint.ts";
 import { Relay, relayPaths } from "../adapters/os/relay.ts";
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { StreamHub } from "../adapters/task/streaming.ts";
 import { log } from "../log.ts";
 import type { SandboxKind } from "./kind.ts";
 
@@ -62,7 +63,16 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   const reclaimer = new IdleReclaimer();
   const ttrpc = new TtrpcServer();
   ttrpc.onCall = () => reclaimer.touch();
-  const parts = await kind.create({ dir: opts.dir, helper, exits, ttrpc, settings: opts.settings });
+  const streams = new StreamHub();
+  streams.register(ttrpc);
+  const parts = await kind.create({
+    dir: opts.dir,
+    helper,
+    exits,
+    ttrpc,
+    streams,
+    settings: opts.settings,
+  });
   const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir));
   const events = new ContainerdEventPublisher(opts.containerdAddress);
   const tasks = new TaskService(registry, parts.runtime, events);

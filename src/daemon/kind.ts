@@ -9,6 +9,7 @@ import type { ContainerRuntime } from "../ports/container_runtime.ts";
 import type { SandboxBackend } from "../ports/sandbox_backend.ts";
 import type { ExitWatcher } from "../adapters/os/exit_watcher.ts";
 import type { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import type { StreamHub } from "../adapters/task/streaming.ts";
 
 /** Shared services a kind's factory may use. */
 export interface KindContext {
@@ -18,8 +19,10 @@ export interface KindContext {
   readonly helper: string;
   /** Exit records of helper-monitored processes. */
   readonly exits: ExitWatcher;
-  /** The ttrpc server pods' task endpoints use (a kind may add services, e.g. Streaming). */
+  /** The ttrpc server pods' task endpoints use (a kind may add services). */
   readonly ttrpc: TtrpcServer;
+  /** Channels of containerd's Streaming service (streamed stdio). */
+  readonly streams: StreamHub;
   /** Kind-specific settings from the config file and flags. */
   readonly settings: Readonly<Record<string, unknown>>;
 }

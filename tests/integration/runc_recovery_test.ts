@@ -17,11 +17,10 @@ Deno.test({
   ...skip,
   async fn() {
     let d = await TestDaemon.start();
-    const cgroupParent = `/kuasar-it-${crypto.randomUUID().slice(0, 8)}`;
     try {
       const pods: { pod: TestPod; cid: string; pid: number }[] = [];
       for (let i = 0; i < 5; i++) {
-        const pod = await startPod(d, { cgroupParent });
+        const pod = await startPod(d, { cgroupParent: d.cgroupParent });
         if (i === 0) await mkfifo(join(d.base, "out0"));
         // Each container waits for a file, then exits with its own code.
         const c = await createContainer(d, pod, {
@@ -30,7 +29,6 @@ Deno.test({
             "-c",
             `while [ ! -e /tmp/go ]; do sleep 0.1; done; echo bye-${i}; exit ${10 + i}`,
           ],
-          cgroupParent,
           stdout: i === 0 ? join(d.base, "out0") : "",
         });
         const t = await taskClient(pod.address);
@@ -79,12 +77,12 @@ Deno.test({
         t.close();
       }
       // The leak check sees a live sandboxer's files and processes (it is not vacuous).
-      assert.ok((await leftovers(d, pods.map((p) => p.pod.id), cgroupParent)).length > 0);
+      assert.ok((await leftovers(d, pods.map((p) => p.pod.id))).length > 0);
       for (const { pod } of pods) {
         await d.controller.stop(pod.id, 1);
         await d.controller.shutdown(pod.id);
       }
-      const left = await leftovers(d, pods.map((p) => p.pod.id), cgroupParent);
+      const left = await leftovers(d, pods.map((p) => p.pod.id));
       assert.deepEqual(left, [], "nothing left after Shutdown");
     } catch (e) {
       console.error(await d.logs());

@@ -30,6 +30,8 @@ export class TestDaemon {
   readonly listen: string;
   readonly logFile: string;
   readonly kind: string;
+  /** cgroup parent of this daemon's test containers (so tests never see each other's). */
+  readonly cgroupParent: string;
   #child: Deno.ChildProcess | undefined;
   #client: ControllerClient | undefined;
   #extra: string[];
@@ -40,6 +42,7 @@ export class TestDaemon {
     this.dir = join(base, "state");
     this.listen = join(base, "sandboxer.sock");
     this.logFile = join(base, "daemon.log");
+    this.cgroupParent = `/kuasar-it/${base.slice(base.lastIndexOf("/") + 1)}`;
     this.#extra = extra;
   }
 
@@ -85,11 +88,9 @@ export class TestDaemon {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    // stderr carries the JSON log; both streams go to the log file
-    for (const s of [this.#child.stdout, this.#child.stderr]) {
-      const f = await Deno.open(this.logFile, { append: true, create: true, write: true });
-      s.pipeTo(f.writable).catch(() => {});
-    }
+    // stderr carries the JSON log; both streams go to the log file as they
+    // come (pipeTo into a file only lands once the child has exited).
+    for (const s of [this.#child.stdout, this.#child.stderr]) copyToFile(s, this.logFile);
     const deadline = Date.now() + 60_000;
     while (Date.now() < deadline) {
       try {
@@ -137,6 +138,14 @@ export class TestDaemon {
    */
   async cleanup(): Promise<void> {
     await this.stop();
+    // Containers a failed test never deleted: runc removes their cgroups.
+    const runcRoot = join(this.dir, "runc");
+    try {
+      for await (const e of Deno.readDir(runcRoot)) {
+        await new Deno.Command("runc", { args: ["--root", runcRoot, "delete", "--force", e.name] })
+          .output();
+      }
+    } catch { /* no runc state */ }
     for await (const e of Deno.readDir("/proc")) {
       if (!/^\d+$/.test(e.name)) continue;
       try {
@@ -152,6 +161,37 @@ export class TestDaemon {
       await new Deno.Command("umount", { args: ["-l", p] }).output();
     }
     await Deno.remove(this.base, { recursive: true }).catch(() => {});
+    for (
+      const ctrl of [
+        "memory",
+        "cpu",
+        "cpuacct",
+        "pids",
+        "blkio",
+        "devices",
+        "freezer",
+        "cpuset",
+        "systemd",
+        "unified",
+      ]
+    ) {
+      await Deno.remove(join("/sys/fs/cgroup", ctrl, this.cgroupParent)).catch(() => {});
+    }
+  }
+}
+
+/** Appends everything a stream yields to a file, write by write. */
+async function copyToFile(stream: ReadableStream<Uint8Array>, path: string): Promise<void> {
+  const f = await Deno.open(path, { append: true, create: true, write: true });
+  try {
+    for await (const chunk of stream) {
+      let off = 0;
+      while (off < chunk.length) off += await f.write(chunk.subarray(off));
+    }
+  } catch {
+    /* the child went away */
+  } finally {
+    f.close();
   }
 }
 

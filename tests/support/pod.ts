@@ -79,7 +79,12 @@ export async function createContainer(
   id = randomId(),
 ): Promise<{ id: string; pid: number; bundle: string }> {
   const bundle = join(d.base, "bundles", id);
-  await writeBundle(bundle, id, { ...o, sandboxPid: pod.pid, sandboxId: pod.id });
+  await writeBundle(bundle, id, {
+    cgroupParent: d.cgroupParent,
+    ...o,
+    sandboxPid: pod.pid,
+    sandboxId: pod.id,
+  });
   const rootfs = await overlayRootfs(join(d.base, "snapshots", id));
   const t = await taskClient(pod.address);
   try {

@@ -42,6 +42,7 @@ export const runcKind: SandboxKind = {
         helper: ctx.helper,
         exits: ctx.exits,
         runc,
+        streams: ctx.streams,
       }),
     });
   },

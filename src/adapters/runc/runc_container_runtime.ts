@@ -29,8 +29,9 @@ import { cgroupMetrics, type CgroupPaths, cgroupPathsOf, oomKills } from "../os/
 import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
 import { HelperFailedError, startHelper } from "../os/helper.ts";
 import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
-import { execToken, initToken, socketPath } from "../os/process_tokens.ts";
-import { writeAll } from "../ttrpc/server.ts";
+import { execToken, initToken } from "../os/process_tokens.ts";
+import { ProcessIo } from "../os/process_io.ts";
+import type { StreamHub } from "../task/streaming.ts";
 import { lastRuncError, type RuncCli } from "./runc_cli.ts";
 
 /** What the runC container runtime needs. */
@@ -40,6 +41,8 @@ export interface RuncContainerRuntimeOptions {
   readonly helper: string;
   readonly exits: ExitWatcher;
   readonly runc: RuncCli;
+  /** The Streaming service's channels, for containerd's streaming IO. */
+  readonly streams: StreamHub;
 }
 
 /** Backend state kept in a container or exec record. */
@@ -59,9 +62,12 @@ export class RuncContainerRuntime implements ContainerRuntime {
   #listener: ProcessExitListener | undefined;
   #log = log.with({ component: "runc" });
 
+  #io: ProcessIo;
+
   constructor(opts: RuncContainerRuntimeOptions) {
     this.#opts = opts;
     this.#runc = opts.runc;
+    this.#io = new ProcessIo(opts.streams, join(opts.dir, "s"));
   }
 
   setExitListener(listener: ProcessExitListener): void {
@@ -71,10 +77,6 @@ export class RuncContainerRuntime implements ContainerRuntime {
   /** Per-container state directory (pid files, process specs, logs). */
   stateDir(sandboxId: string, containerId: string): string {
     return join(this.#opts.dir, sandboxId, "c", containerId);
-  }
-
-  #socketDir(): string {
-    return join(this.#opts.dir, "s");
   }
 
   async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
@@ -112,6 +114,7 @@ export class RuncContainerRuntime implements ContainerRuntime {
     backend.ownPidNs = hasOwnPidNamespace(spec);
     backend.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
     this.#watchInit(sb.id, c, helperPid);
+    await this.#io.attach(sb.id, token, c.io);
   }
 
   /** Runs `argv(consoleSocket)` under a monitor; resolves with the process pid. */
@@ -126,26 +129,16 @@ export class RuncContainerRuntime implements ContainerRuntime {
   ): Promise<{ helperPid: number; pid: number }> {
     const exits = this.#opts.exits;
     await exits.remove(token);
-    const args = ["monitor", "--exit-file", exits.path(token), "--pid-file", pidFile];
-    for (
-      const [flag, path] of [["--stdin", io.stdin], ["--stdout", io.stdout], [
-        "--stderr",
-        io.stderr,
-      ]]
-    ) {
-      if (path) args.push(flag, checkStdio(path));
-    }
-    let consoleSocket: string | undefined;
-    if (io.terminal) {
-      await Deno.mkdir(this.#socketDir(), { recursive: true, mode: 0o700 });
-      consoleSocket = await socketPath(this.#socketDir(), token, "console");
-      args.push(
-        "--console-socket",
-        consoleSocket,
-        "--control",
-        await socketPath(this.#socketDir(), token, "ctl"),
-      );
-    }
+    const stdio = await this.#io.monitorArgs(token, io);
+    const args = [
+      "monitor",
+      "--exit-file",
+      exits.path(token),
+      "--pid-file",
+      pidFile,
+      ...stdio.args,
+    ];
+    const consoleSocket = stdio.consoleSocket;
     args.push("--log", join(state, "monitor.log"), "--", ...argv(consoleSocket));
     try {
       const h = await startHelper(this.#opts.helper, args);
@@ -218,6 +211,7 @@ export class RuncContainerRuntime implements ContainerRuntime {
         this.#listener?.processExited(sb.id, c.id, e.id, { status: r.status, at: r.at }),
       lost: () => this.#lost(sb.id, c, e),
     });
+    await this.#io.attach(sb.id, token, e.io);
   }
 
   async kill(
@@ -260,23 +254,17 @@ export class RuncContainerRuntime implements ContainerRuntime {
     const rootfs = (c.backend as ProcBackend).rootfs ?? join(c.bundle, "rootfs");
     if ((await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
     await exits.remove(token);
-    await this.#removeSockets(token);
+    await this.#io.release(sb.id, token, c.io);
     await Deno.remove(this.stateDir(sb.id, c.id), { recursive: true }).catch(() => {});
   }
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
     const token = execToken(c.id, e.id);
     await this.#opts.exits.remove(token);
-    await this.#removeSockets(token);
+    await this.#io.release(sb.id, token, e.io);
     const state = this.stateDir(sb.id, c.id);
     for (const f of [`exec-${e.id}.json`, `exec-${e.id}.pid`, `exec-${e.id}.log.json`]) {
       await Deno.remove(join(state, f)).catch(() => {});
-    }
-  }
-
-  async #removeSockets(token: string): Promise<void> {
-    for (const s of ["console", "ctl"]) {
-      await Deno.remove(await socketPath(this.#socketDir(), token, s)).catch(() => {});
     }
   }
 
@@ -310,7 +298,10 @@ export class RuncContainerRuntime implements ContainerRuntime {
     width: number,
     height: number,
   ): Promise<void> {
-    await this.#control(e ? execToken(c.id, e.id) : initToken(c.id), `resize ${width} ${height}\n`);
+    await this.#io.control(
+      e ? execToken(c.id, e.id) : initToken(c.id),
+      `resize ${width} ${height}`,
+    );
   }
 
   async closeStdin(
@@ -318,28 +309,8 @@ export class RuncContainerRuntime implements ContainerRuntime {
     c: ContainerRecord,
     e: ExecRecord | undefined,
   ): Promise<void> {
-    const p = e ?? c;
-    // Without a terminal the process reads the FIFO itself and sees EOF when
-    // the writer closes; with one, the monitor stops copying.
-    if (p.io.terminal) {
-      await this.#control(e ? execToken(c.id, e.id) : initToken(c.id), "close-stdin\n");
-    }
-  }
-
-  async #control(token: string, line: string): Promise<void> {
-    const path = await socketPath(this.#socketDir(), token, "ctl");
-    let conn: Deno.Conn;
-    try {
-      conn = await Deno.connect({ transport: "unix", path });
-    } catch {
-      return; // the process exited and its monitor is gone
-    }
-    try {
-      await writeAll(conn, new TextEncoder().encode(line));
-      await conn.read(new Uint8Array(16));
-    } finally {
-      conn.close();
-    }
+    // A FIFO stdin needs nothing: the process reads it and sees EOF when the writer closes.
+    await this.#io.closeStdin(e ? execToken(c.id, e.id) : initToken(c.id), (e ?? c).io);
   }
 
   async recover(
@@ -350,6 +321,8 @@ export class RuncContainerRuntime implements ContainerRuntime {
     const exits = this.#opts.exits;
     const token = e ? execToken(c.id, e.id) : initToken(c.id);
     const helperPid = Number(((e ?? c).backend as ProcBackend).helperPid ?? 0);
+    // Streamed output may still wait in a monitor, even after the exit.
+    if (await exits.alive(token, helperPid)) await this.#io.attach(sb.id, token, (e ?? c).io);
     const rec = await exits.read(token);
     if (rec) return { status: rec.status, at: rec.at };
     if (await exits.alive(token, helperPid)) {
@@ -392,16 +365,6 @@ async function readSpec(bundle: string): Promise<OciSpec> {
       `Invalid bundle "${bundle}": config.json is not JSON: ${(e as Error).message}`,
     );
   }
-}
-
-/** Accepts plain paths and file:// URIs; other schemes need a transport this runtime lacks. */
-function checkStdio(path: string): string {
-  if (path.includes("://") && !path.startsWith("file://")) {
-    throw new InvalidArgumentError(
-      `Unsupported stdio "${path}": only FIFO or file paths are supported here`,
-    );
-  }
-  return path;
 }
 
 const SIGNALS: Record<number, Deno.Signal> = {

@@ -1,0 +1,129 @@
+/**
+ * Stdio of processes run under the monitor helper: which flags the monitor
+ * gets for a Task API `Io`, and the bridges that carry streamed stdio
+ * (containerd's `io_type = "streaming"`) between the monitor's io socket and
+ * the Streaming service. FIFO and file paths go to the process directly; the
+ * daemon is then not in the data path at all.
+ *
+ * @module
+ */
+import { InvalidArgumentError } from "../../domain/errors.ts";
+import type { Io } from "../../domain/task.ts";
+import { type StreamHub, streamingId } from "../task/streaming.ts";
+import { writeAll } from "../ttrpc/server.ts";
+import { MonitorIo } from "./monitor_io.ts";
+import { socketPath } from "./process_tokens.ts";
+
+/** What the monitor is told about a process's stdio. */
+export interface MonitorStdio {
+  readonly args: string[];
+  /** Set for a terminal: where the runtime sends the pty master. */
+  readonly consoleSocket?: string;
+}
+
+/** Stream ids of a process's streamed stdio. */
+function streamIds(io: Io): { stdin?: string; stdout?: string; stderr?: string } {
+  return {
+    stdin: io.stdin ? streamingId(io.stdin) : undefined,
+    stdout: io.stdout ? streamingId(io.stdout) : undefined,
+    stderr: io.stderr ? streamingId(io.stderr) : undefined,
+  };
+}
+
+/** Accepts FIFO/file paths and file:// URIs; other URLs need a transport the monitor lacks. */
+function checkPath(path: string): string {
+  if (path.includes("://") && !path.startsWith("file://")) {
+    throw new InvalidArgumentError(
+      `Unsupported stdio "${path}": expected a FIFO or file path, file://, or a streaming URL`,
+    );
+  }
+  return path;
+}
+
+/** Stdio plumbing of monitored processes. */
+export class ProcessIo {
+  #hub: StreamHub;
+  #socketDir: string;
+  #bridges = new Map<string, MonitorIo>();
+
+  constructor(hub: StreamHub, socketDir: string) {
+    this.#hub = hub;
+    this.#socketDir = socketDir;
+  }
+
+  /** The monitor flags for `io` of the process `token`. */
+  async monitorArgs(token: string, io: Io): Promise<MonitorStdio> {
+    const ids = streamIds(io);
+    const args: string[] = [];
+    const flags = [["--stdin", io.stdin, ids.stdin], ["--stdout", io.stdout, ids.stdout], [
+      "--stderr",
+      io.stderr,
+      ids.stderr,
+    ]] as const;
+    for (const [flag, path, id] of flags) {
+      if (path) args.push(flag, id ? "@stream" : checkPath(path));
+    }
+    await Deno.mkdir(this.#socketDir, { recursive: true, mode: 0o700 });
+    if (ids.stdin || ids.stdout || ids.stderr) {
+      args.push("--io-socket", await this.#socket(token, "io"));
+    }
+    if (!io.terminal) return { args };
+    const consoleSocket = await this.#socket(token, "console");
+    args.push("--console-socket", consoleSocket, "--control", await this.#socket(token, "ctl"));
+    return { args, consoleSocket };
+  }
+
+  /** Connects streamed stdio of a ready (or recovered) process to its streams. */
+  async attach(scope: string, token: string, io: Io): Promise<void> {
+    const ids = streamIds(io);
+    if (!ids.stdin && !ids.stdout && !ids.stderr) return;
+    this.#bridges.get(token)?.close();
+    const out = [undefined, ids.stdout, ids.stderr] as const;
+    const bridge = new MonitorIo(await this.#socket(token, "io"), (tag, data) => {
+      const id = out[tag];
+      if (!id) return;
+      const ch = this.#hub.output(scope, id);
+      if (data) ch.push(data);
+      else ch.end();
+    });
+    this.#bridges.set(token, bridge);
+    if (ids.stdin) await this.#hub.input(scope, ids.stdin).setSink((d) => bridge.sendStdin(d));
+  }
+
+  /** Forgets a deleted process: closes its bridge, ends its streams, removes its sockets. */
+  async release(scope: string, token: string, io: Io): Promise<void> {
+    this.#bridges.get(token)?.close();
+    this.#bridges.delete(token);
+    const ids = Object.values(streamIds(io)).filter((x): x is string => !!x);
+    this.#hub.remove(scope, ids);
+    for (const s of ["console", "ctl", "io"]) {
+      await Deno.remove(await this.#socket(token, s)).catch(() => {});
+    }
+  }
+
+  /** Sends a control line ("resize W H", "close-stdin") to the process's monitor. */
+  async control(token: string, line: string): Promise<void> {
+    let conn: Deno.Conn;
+    try {
+      conn = await Deno.connect({ transport: "unix", path: await this.#socket(token, "ctl") });
+    } catch {
+      return; // the process exited and its monitor is gone
+    }
+    try {
+      await writeAll(conn, new TextEncoder().encode(line + "\n"));
+      await conn.read(new Uint8Array(16));
+    } finally {
+      conn.close();
+    }
+  }
+
+  /** Ends stdin of a streamed process (CloseIO). */
+  async closeStdin(token: string, io: Io): Promise<void> {
+    if (streamIds(io).stdin) await this.#bridges.get(token)?.sendStdin(null);
+    else if (io.terminal) await this.control(token, "close-stdin");
+  }
+
+  #socket(token: string, suffix: string): Promise<string> {
+    return socketPath(this.#socketDir, token, suffix);
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * A Streaming service client that behaves like containerd's: StreamInit,
+ * wait for the ack, then WindowUpdate-driven stdout/stderr and
+ * window-respecting stdin.
+ *
+ * @module
+ */
+import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
+import type { ClientStream } from "../../src/adapters/ttrpc/client.ts";
+import { Any } from "../../src/gen/containerd/google/protobuf/any.ts";
+import { StreamInit } from "../../src/gen/containerd/services/streaming/v1/streaming.ts";
+import { Data, WindowUpdate } from "../../src/gen/containerd/types/transfer/streaming.ts";
+
+const SERVICE = "containerd.services.streaming.v1.Streaming";
+
+function any(typeUrl: string, value: Uint8Array): Uint8Array {
+  return Any.encode({ typeUrl, value }).finish();
+}
+
+/** The stdio URL containerd would give Task.Create for stream `id` at `address`. */
+export function streamUrl(address: string, id: string): string {
+  return `${address}?streaming_id=${id}`;
+}
+
+/** An attached stream on its own connection, as containerd opens them. */
+export interface TestStream {
+  readonly stream: ClientStream;
+  readonly it: AsyncIterator<Uint8Array>;
+  close(): void;
+}
+
+/** Opens stream `id` on the task socket of `address` and waits for the ack. */
+export async function openStream(address: string, id: string): Promise<TestStream> {
+  const client = await TtrpcClient.connectUnix(address.replace("ttrpc+unix://", ""));
+  const stream = await client.stream(SERVICE, "Stream", { streamingClient: true });
+  await stream.send(
+    any("containerd.services.streaming.v1.StreamInit", StreamInit.encode({ id }).finish()),
+  );
+  const it = stream.received[Symbol.asyncIterator]();
+  const ack = await it.next();
+  if (ack.done) throw new Error(`stream ${id} closed before its ack`);
+  return { stream, it, close: () => client.close() };
+}
+
+/** Reads an output stream to its end, granting window as containerd does. */
+export async function readOutput(s: TestStream): Promise<string> {
+  await s.stream.send(
+    any("containerd.types.transfer.WindowUpdate", WindowUpdate.encode({ update: 65536 }).finish()),
+  );
+  let text = "";
+  for (let m = await s.it.next(); !m.done; m = await s.it.next()) {
+    const a = Any.decode(m.value);
+    if (!a.typeUrl.endsWith("Data")) continue;
+    const d = Data.decode(a.value).data;
+    text += new TextDecoder().decode(d);
+    await s.stream.send(
+      any(
+        "containerd.types.transfer.WindowUpdate",
+        WindowUpdate.encode({ update: d.length }).finish(),
+      ),
+    );
+  }
+  return text;
+}
+
+/** Writes `text` to an input stream once the server grants a window, then closes it. */
+export async function writeInput(s: TestStream, text: string): Promise<void> {
+  const first = await s.it.next();
+  if (first.done || !Any.decode(first.value).typeUrl.endsWith("WindowUpdate")) {
+    throw new Error("stdin stream: expected a WindowUpdate before sending");
+  }
+  await s.stream.send(
+    any(
+      "containerd.types.transfer.Data",
+      Data.encode({ data: new TextEncoder().encode(text) }).finish(),
+    ),
+  );
+  await s.stream.closeSend();
+}
