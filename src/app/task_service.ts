@@ -346,11 +346,16 @@ export class TaskService implements ProcessExitListener {
     });
   }
 
-  /** Task.Pids. */
-  pids(sandboxId: string, id: string): Promise<ProcessInfo[]> {
+  /**
+   * Task.Pids. Never empty for a known task: containerd deletes a task whose
+   * Pids comes back empty when it restarts, exited-but-undeleted ones included.
+   */
+  async pids(sandboxId: string, id: string): Promise<ProcessInfo[]> {
     const sb = this.#reg.get(sandboxId);
     const c = this.#container(sb, id);
-    return this.#runtime.pids(sb, c);
+    if (c.state === "stopped") return [{ pid: c.pid }];
+    const list = await this.#runtime.pids(sb, c);
+    return list.length ? list : [{ pid: c.pid }];
   }
 
   /** Task.Pause. */

@@ -9,7 +9,7 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { Code, codeOf, messageOf } from "../domain/errors.ts";
-import { Logger, type LogLevel, parseLogLevel } from "../log.ts";
+import { log, Logger, type LogLevel, parseLogLevel } from "../log.ts";
 import { type Daemon, startDaemon } from "../daemon/daemon.ts";
 import { loadConfig } from "../daemon/config.ts";
 import type { SandboxKind } from "../daemon/kind.ts";
@@ -69,6 +69,13 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
   if (apiVersion !== 2 && apiVersion !== 3) {
     throw new UsageError(`Invalid --task-api-version "${flags.taskApiVersion}": expected 2 or 3`);
   }
+  // A daemon must not die of one forgotten promise: log it and keep serving.
+  globalThis.addEventListener("unhandledrejection", (ev) => {
+    ev.preventDefault();
+    log.error("unhandled rejection", {
+      error: ev.reason instanceof Error ? ev.reason.stack ?? ev.reason.message : String(ev.reason),
+    });
+  });
   // Signals are handled from the start: one arriving during recovery or right
   // after READY=1 must still mean a clean stop.
   const running: { daemon?: Daemon; stopRequested: boolean } = { stopRequested: false };

@@ -593,6 +593,26 @@ export class TestContainerd {
     ], { ...opts, timeoutMs: timeoutMs + 5_000 });
   }
 
+  /**
+   * crictl with a pseudo-terminal as its stdin/stdout (for `exec -t`), made
+   * by Python's pty.spawn with an argv list (no shell).
+   */
+  async crictlTty(args: readonly string[], opts: CmdOptions = {}): Promise<CmdResult> {
+    const endpoint = `unix://${this.address}`;
+    return await runCmd("python3", [
+      "-c",
+      "import os, pty, sys; sys.exit(os.waitstatus_to_exitcode(pty.spawn(sys.argv[1:])))",
+      this.crictlBin,
+      "--config",
+      this.crictlConfig,
+      "--runtime-endpoint",
+      endpoint,
+      "--image-endpoint",
+      endpoint,
+      ...args,
+    ], { ...opts, timeoutMs: opts.timeoutMs ?? 60_000 });
+  }
+
   /** crictl that must succeed: its trimmed stdout, or an error with its stderr. */
   async crictlOk(args: readonly string[], opts: CmdOptions = {}): Promise<string> {
     const r = await this.crictl(args, opts);

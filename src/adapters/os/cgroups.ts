@@ -281,3 +281,52 @@ export async function cgroupMetrics(paths: CgroupPaths): Promise<StoredAnyBytes>
     value: v1.Metrics.encode(await metricsV1(paths)).finish(),
   };
 }
+
+/**
+ * Adds `b` into `a` field by field: counters (bigints) are summed (limits
+ * and maxima take the larger value), nested
+ * messages recursed into, per-CPU arrays summed element-wise; other arrays
+ * (per-device entries) are concatenated.
+ */
+function addInto(a: Record<string, unknown>, b: Record<string, unknown>): void {
+  for (const [k, bv] of Object.entries(b)) {
+    const av = a[k];
+    if (typeof bv === "bigint") {
+      const prev = typeof av === "bigint" ? av : 0n;
+      // Limits and high-water marks do not add up: the pod's is the largest.
+      a[k] = /limit|max/i.test(k) ? (prev > bv ? prev : bv) : prev + bv;
+    } else if (Array.isArray(bv)) {
+      if (!Array.isArray(av)) a[k] = [...bv];
+      else if (bv.every((x) => typeof x === "bigint")) {
+        a[k] = Array.from(
+          { length: Math.max(av.length, bv.length) },
+          (_, i) => (av[i] ?? 0n) + (bv[i] ?? 0n),
+        );
+      } else av.push(...bv);
+    } else if (bv && typeof bv === "object") {
+      if (av && typeof av === "object") {
+        addInto(av as Record<string, unknown>, bv as Record<string, unknown>);
+      } else a[k] = structuredClone(bv);
+    }
+  }
+}
+
+/** The sum of several cgroups' metrics, as one Any (an empty set gives zeroed metrics). */
+export async function summedCgroupMetrics(list: readonly CgroupPaths[]): Promise<StoredAnyBytes> {
+  if (isUnified()) {
+    const total = v2.Metrics.fromPartial({}) as unknown as Record<string, unknown>;
+    for (const p of list) {
+      addInto(total, await metricsV2(p[""] ?? "/") as unknown as Record<string, unknown>);
+    }
+    return {
+      typeUrl: "io.containerd.cgroups.v2.Metrics",
+      value: v2.Metrics.encode(total as unknown as v2.Metrics).finish(),
+    };
+  }
+  const total = v1.Metrics.fromPartial({}) as unknown as Record<string, unknown>;
+  for (const p of list) addInto(total, await metricsV1(p) as unknown as Record<string, unknown>);
+  return {
+    typeUrl: "io.containerd.cgroups.v1.Metrics",
+    value: v1.Metrics.encode(total as unknown as v1.Metrics).finish(),
+  };
+}

@@ -36,7 +36,7 @@ export const runcKind: SandboxKind = {
       systemdCgroup: s.systemd_cgroup ?? false,
     });
     return Promise.resolve({
-      backend: new RuncSandboxBackend({ helper: ctx.helper, exits: ctx.exits }),
+      backend: new RuncSandboxBackend({ dir: ctx.dir, helper: ctx.helper, exits: ctx.exits }),
       runtime: new RuncContainerRuntime({
         dir: ctx.dir,
         helper: ctx.helper,

@@ -29,6 +29,7 @@ import { cgroupMetrics, type CgroupPaths, cgroupPathsOf, oomKills } from "../os/
 import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
 import { HelperFailedError, startHelper } from "../os/helper.ts";
 import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
+import { addPodFileMounts } from "../os/pod_files.ts";
 import { execToken, initToken } from "../os/process_tokens.ts";
 import { ProcessIo } from "../os/process_io.ts";
 import type { StreamHub } from "../task/streaming.ts";
@@ -87,6 +88,7 @@ export class RuncContainerRuntime implements ContainerRuntime {
       uts: `/proc/${sb.pid}/ns/uts`,
       pid: `/proc/${sb.pid}/ns/pid`,
     });
+    await addPodFileMounts(spec, join(this.#opts.dir, sb.id));
     await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
@@ -270,7 +272,8 @@ export class RuncContainerRuntime implements ContainerRuntime {
 
   async pids(_sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
     const byPid = new Map(Object.values(c.execs).map((e) => [e.pid, e.id]));
-    return (await this.#runc.ps(c.id)).map((pid) => ({ pid, execId: byPid.get(pid) }));
+    const pids = await this.#runc.ps(c.id).catch(() => [c.pid]);
+    return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
   }
 
   async pause(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {

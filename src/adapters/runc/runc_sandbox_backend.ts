@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { now } from "../../domain/time.ts";
@@ -17,13 +18,22 @@ import type {
 } from "../../ports/sandbox_backend.ts";
 import { Latch, withTimeout } from "../../app/sync.ts";
 import { log } from "../../log.ts";
-import { cgroupExists, cgroupMetrics, cgroupPathsFor } from "../os/cgroups.ts";
+import {
+  cgroupExists,
+  cgroupMetrics,
+  type CgroupPaths,
+  cgroupPathsFor,
+  summedCgroupMetrics,
+} from "../os/cgroups.ts";
+import { preparePodFiles } from "../os/pod_files.ts";
 import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
 import { startHelper } from "../os/helper.ts";
 import { holderToken, killByCommandLine } from "../os/process_tokens.ts";
 
 /** What the runC sandbox backend needs. */
 export interface RuncSandboxBackendOptions {
+  /** The sandboxer's --dir (a pod's files live in `<dir>/<id>/`). */
+  readonly dir: string;
   readonly helper: string;
   readonly exits: ExitWatcher;
 }
@@ -62,6 +72,7 @@ export class RuncSandboxBackend implements SandboxBackend {
         );
       }
     }
+    await preparePodFiles(join(this.#opts.dir, record.id), record);
   }
 
   async start(record: SandboxRecord): Promise<void> {
@@ -70,7 +81,10 @@ export class RuncSandboxBackend implements SandboxBackend {
     if (record.netnsPath) args.push("--netns", record.netnsPath);
     else if (record.pod.network === "node") args.push("--host-netns");
     else args.push("--new-netns");
-    if (record.pod.hostname) args.push("--hostname", record.pod.hostname);
+    // Host-network pods share the node's UTS namespace too, as in Kubernetes.
+    if (record.pod.network === "node") args.push("--host-uts");
+    else if (record.pod.hostname) args.push("--hostname", record.pod.hostname);
+    if (record.pod.ipc === "node") args.push("--host-ipc");
     const h = await startHelper(this.#opts.helper, args);
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };
@@ -158,10 +172,15 @@ export class RuncSandboxBackend implements SandboxBackend {
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
     // The pod's cgroup is its parent (the kubelet's pod cgroup): it holds
-    // every container. Without one there is no pod-level cgroup to report.
-    if (!record.pod.cgroupParent) return undefined;
-    const paths = cgroupPathsFor(record.pod.cgroupParent);
-    if (!await cgroupExists(paths)) return undefined;
-    return await cgroupMetrics(paths);
+    // every container. Without one (crictl, plain clients) the pod's usage is
+    // the sum over its containers' cgroups.
+    if (record.pod.cgroupParent) {
+      const paths = cgroupPathsFor(record.pod.cgroupParent);
+      if (await cgroupExists(paths)) return await cgroupMetrics(paths);
+    }
+    const each = Object.values(record.containers)
+      .map((c) => (c.backend as { cgroups?: CgroupPaths }).cgroups)
+      .filter((p): p is CgroupPaths => !!p);
+    return await summedCgroupMetrics(each);
   }
 }

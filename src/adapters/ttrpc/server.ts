@@ -223,7 +223,9 @@ class ServerConnection {
       method.handle(req.payload, ctx).then(
         (out) => this.#respond(streamId, { code: Code.OK, message: "" }, out),
         (e) => this.#respond(streamId, toStatus(e), new Uint8Array()),
-      ).finally(() => ctx.dispose());
+      ).catch(() => {
+        // The connection went away before the answer: nobody is left to tell.
+      }).finally(() => ctx.dispose());
       return;
     }
     const inbox = new AsyncQueue<Uint8Array>();

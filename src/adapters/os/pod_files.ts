@@ -1,0 +1,90 @@
+/**
+ * Files a pod's containers share: /etc/hostname, /etc/hosts and
+ * /etc/resolv.conf (from the PodSandboxConfig), and a /dev/shm tmpfs.
+ *
+ * containerd only creates these for its own pause-container sandboxes; with
+ * a sandboxer it bind-mounts them if they exist in *its* sandbox directory,
+ * which it deletes on every restart. So the sandboxer provides them (as
+ * Kuasar's microVM sandboxer does) and adds the mounts to container specs
+ * that do not mount those paths themselves (kubelet, for one, mounts its own
+ * /etc/hosts).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { resolvConf } from "../../domain/pod_config.ts";
+import type { OciSpec } from "../../domain/oci.ts";
+import type { SandboxRecord } from "../../domain/sandbox.ts";
+import { runChecked } from "./command.ts";
+
+/** Size of a pod's shared /dev/shm, as containerd gives pause-container pods. */
+const SHM_SIZE = "64m";
+
+/** Directory of a pod's shared files. */
+export function podFilesDir(sandboxDir: string): string {
+  return join(sandboxDir, "files");
+}
+
+/** Writes hostname, hosts and resolv.conf, and mounts the shm tmpfs (unless the pod uses host IPC). */
+export async function preparePodFiles(sandboxDir: string, record: SandboxRecord): Promise<void> {
+  const dir = podFilesDir(sandboxDir);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  const hostname = record.pod.hostname || Deno.hostname();
+  await Deno.writeTextFile(join(dir, "hostname"), hostname + "\n");
+  const hosts = await Deno.readTextFile("/etc/hosts").catch(() => "127.0.0.1\tlocalhost\n");
+  await Deno.writeTextFile(join(dir, "hosts"), hosts);
+  const resolv = resolvConf(record.pod.dns) ??
+    await Deno.readTextFile("/etc/resolv.conf").catch(() => "");
+  await Deno.writeTextFile(join(dir, "resolv.conf"), resolv);
+  if (record.pod.ipc !== "node") {
+    const shm = join(dir, "shm");
+    await Deno.mkdir(shm, { recursive: true });
+    await runChecked([
+      "mount",
+      "-t",
+      "tmpfs",
+      "-o",
+      `nosuid,nodev,noexec,mode=1777,size=${SHM_SIZE}`,
+      "shm",
+      shm,
+    ]);
+  }
+}
+
+/**
+ * Adds bind mounts of the pod's files to a container spec, for each path
+ * the spec does not mount itself; a tmpfs /dev/shm of the spec's own becomes
+ * the pod's shared one. Returns whether the spec changed.
+ */
+export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promise<boolean> {
+  const dir = podFilesDir(sandboxDir);
+  const mounts = spec.mounts ??= [];
+  const has = (dest: string) => mounts.some((m) => m.destination.replace(/\/+$/, "") === dest);
+  const ro = spec.root?.readonly ? "ro" : "rw";
+  let changed = false;
+  for (const f of ["hostname", "hosts", "resolv.conf"]) {
+    if (has(`/etc/${f}`)) continue;
+    mounts.push({
+      destination: `/etc/${f}`,
+      type: "bind",
+      source: join(dir, f),
+      options: ["rbind", "rprivate", ro],
+    });
+    changed = true;
+  }
+  const shm = join(dir, "shm");
+  const exists = await Deno.stat(shm).then(() => true, () => false);
+  const own = mounts.findIndex((m) => m.destination === "/dev/shm");
+  if (exists && (own < 0 || mounts[own].type === "tmpfs")) {
+    const m = {
+      destination: "/dev/shm",
+      type: "bind",
+      source: shm,
+      options: ["rbind", "rprivate", "rw"],
+    };
+    if (own >= 0) mounts[own] = m;
+    else mounts.push(m);
+    changed = true;
+  }
+  return changed;
+}

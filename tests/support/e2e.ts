@@ -1,0 +1,129 @@
+/**
+ * A sandboxer and a real containerd wired together, as on a node: the
+ * daemon's Controller socket is containerd's proxy sandbox plugin, with two
+ * CRI runtime handlers on it — `kuasar-<kind>` (FIFO IO) and
+ * `kuasar-<kind>-stream` (`io_type = "streaming"`).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { TestContainerd } from "./containerd.ts";
+import { TestDaemon } from "./daemon.ts";
+import { BUSYBOX_IMAGE } from "./images.ts";
+
+/** A running pair. */
+export interface E2E {
+  readonly d: TestDaemon;
+  readonly ctd: TestContainerd;
+  /** Handler names: FIFO IO and streaming IO. */
+  readonly fifo: string;
+  readonly stream: string;
+  cleanup(): Promise<void>;
+}
+
+/** Starts a sandboxer of `kind` and a containerd that uses it. */
+export async function startE2E(kind = "runc"): Promise<E2E> {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
+  const sock = join(base, "sandboxer.sock");
+  const fifo = `kuasar-${kind}`, stream = `kuasar-${kind}-stream`;
+  const ctd = await TestContainerd.start({
+    runtimes: [
+      { name: fifo, sandboxerSocket: sock, ioType: "fifo", kind },
+      { name: stream, sandboxerSocket: sock, ioType: "streaming", kind },
+    ],
+    shimDir: join(base, "bin"),
+  });
+  let d: TestDaemon;
+  try {
+    d = await TestDaemon.start({
+      base,
+      kind,
+      extraArgs: ["--containerd-address", ctd.ttrpcAddress],
+    });
+  } catch (e) {
+    await ctd.cleanup();
+    throw e;
+  }
+  return {
+    d,
+    ctd,
+    fifo,
+    stream,
+    cleanup: async () => {
+      await ctd.crictl(["rmp", "--all", "--force"], { timeoutMs: 60_000 }).catch(() => {});
+      await ctd.cleanup();
+      await d.cleanup();
+    },
+  };
+}
+
+let seq = 0;
+
+/** A pod config for crictl. */
+export function podConfig(e: E2E, opts: { hostNetwork?: boolean; name?: string } = {}) {
+  const name = opts.name ?? `pod${++seq}`;
+  return {
+    metadata: { name, namespace: "default", uid: crypto.randomUUID(), attempt: 0 },
+    hostname: name,
+    log_directory: join(e.ctd.base, "logs", name),
+    linux: {
+      cgroup_parent: e.d.cgroupParent,
+      security_context: { namespace_options: { network: opts.hostNetwork ? 2 : 0, pid: 1 } },
+    },
+  };
+}
+
+/** A container config for crictl. */
+export function containerConfig(
+  name: string,
+  command: string[],
+  opts: { tty?: boolean; stdin?: boolean; image?: string } = {},
+) {
+  return {
+    metadata: { name },
+    image: { image: opts.image ?? BUSYBOX_IMAGE },
+    command,
+    log_path: `${name}.log`,
+    tty: opts.tty ?? false,
+    stdin: opts.stdin ?? false,
+    linux: {},
+  };
+}
+
+/** Polls `crictl inspect` until the container's state is `state`; returns the status. */
+export async function waitState(
+  e: E2E,
+  id: string,
+  state: string,
+  timeoutMs = 30_000,
+): Promise<{ state: string; exitCode: number }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const s = JSON.parse(await e.ctd.crictlOk(["inspect", "--output", "json", id])) as {
+      status: { state: string; exitCode?: number };
+    };
+    if (s.status.state === state || Date.now() > deadline) {
+      return { state: s.status.state, exitCode: s.status.exitCode ?? 0 };
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** `crictl runp` + `create` + `start` of one container; returns the ids and the config paths. */
+export async function runContainer(
+  e: E2E,
+  handler: string,
+  command: string[],
+  opts: { hostNetwork?: boolean; tty?: boolean; stdin?: boolean; image?: string } = {},
+): Promise<{ pod: string; cid: string; podJson: string }> {
+  const pc = podConfig(e, { hostNetwork: opts.hostNetwork });
+  const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
+  const pod = await e.ctd.crictlOk(["runp", "--runtime", handler, podJson]);
+  const ctrJson = await e.ctd.writeJson(
+    `${pc.metadata.name}-c.json`,
+    containerConfig("c", command, opts),
+  );
+  const cid = await e.ctd.crictlOk(["create", pod, ctrJson, podJson]);
+  await e.ctd.crictlOk(["start", cid]);
+  return { pod, cid, podJson };
+}
