@@ -705,7 +705,7 @@ Deno.test("Task.Pids, Stats and Connect answer from the runtime and the record",
   assert.equal(stats.typeUrl, "fake.Stats");
   assert.deepEqual(h.tasks.connect("sb1", "c1"), { taskPid: cpid });
   assert.throws(() => h.tasks.connect("sb1", "nope"), NotFoundError);
-  assert.throws(() => h.tasks.pids("sb1", "nope"), NotFoundError);
+  await assert.rejects(h.tasks.pids("sb1", "nope"), NotFoundError);
 });
 
 Deno.test("Task.Checkpoint is UNIMPLEMENTED for existing containers, NOT_FOUND otherwise", async () => {
@@ -870,4 +870,11 @@ Deno.test("recover of a dead sandbox records exits the runtime reports for its c
   // The containers of a stopped pod are still served (so they can be deleted).
   assert.ok(h2.endpoint.serving.has("sb1"));
   await h2.tasks.delete("sb1", "c1", "");
+});
+
+Deno.test("Task.Pids of a stopped container still lists its init pid", async () => {
+  const h = await withContainer();
+  const pid = h.tasks.state("sb1", "c1", "").pid;
+  h.runtime.exit("sb1", "c1", undefined, 0);
+  assert.deepEqual(await h.tasks.pids("sb1", "c1"), [{ pid }]);
 });
