@@ -53,8 +53,31 @@ static void namespace_init(void) {
   }
 }
 
+// set_sysctl writes "key=value" under /proc/sys. Namespaced sysctls (net.*,
+// kernel.shm*, ...) apply to the namespaces of the writing process: the
+// pod's, once setns/unshare are done.
+static void set_sysctl(const char *kv) {
+  char path[512] = "/proc/sys/";
+  const char *eq = strchr(kv, '=');
+  if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof path - 11) {
+    errno = EINVAL;
+    die("bad sysctl");
+  }
+  size_t n = strlen(path);
+  for (const char *p = kv; p < eq; p++) path[n++] = *p == '.' ? '/' : *p;
+  path[n] = 0;
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0 || write(fd, eq + 1, strlen(eq + 1)) < 0) {
+    dprintf(2, "kuasar-helper hold: cannot set sysctl %.*s: %s\n", (int)(eq - kv), kv, strerror(errno));
+    _exit(125);
+  }
+  close(fd);
+}
+
 int cmd_hold(int argc, char **argv) {
   const char *exit_file = NULL, *netns = NULL, *hostname = NULL, *log = NULL;
+  const char *sysctls[64];
+  int nsysctls = 0;
   int new_netns = 0, host_ipc = 0, host_uts = 0;
   for (int i = 0; i < argc; i++) {
     if (!strcmp(argv[i], "--exit-file") && i + 1 < argc) exit_file = argv[++i];
@@ -65,6 +88,7 @@ int cmd_hold(int argc, char **argv) {
     else if (!strcmp(argv[i], "--host-netns")) new_netns = 0;
     else if (!strcmp(argv[i], "--host-ipc")) host_ipc = 1;
     else if (!strcmp(argv[i], "--host-uts")) host_uts = 1;
+    else if (!strcmp(argv[i], "--sysctl") && i + 1 < argc && nsysctls < 64) sysctls[nsysctls++] = argv[++i];
     else {
       dprintf(2, "kuasar-helper hold: unknown argument \"%s\"\n", argv[i]);
       return 2;
@@ -90,6 +114,7 @@ int cmd_hold(int argc, char **argv) {
   if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
   if (hostname && !host_uts && sethostname(hostname, strlen(hostname)) < 0) die("sethostname");
   if (new_netns) loopback_up();
+  for (int i = 0; i < nsysctls; i++) set_sysctl(sysctls[i]);
 
   sigset_t chld;
   sigemptyset(&chld);

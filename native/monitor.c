@@ -3,7 +3,8 @@
 // Becomes a child subreaper, runs the OCI runtime (runc create / exec
 // --detach, which writes the pid file) with the container's stdio, prints
 // "ready <pid>" (or "failed <status>"), then waits for that process and
-// writes its exit record. Stdio is either
+// writes its exit record. Without --pid-file the command is the process
+// itself (a Wasm engine's CLI, say): it is reported ready once started. Stdio is either
 //   - a path (FIFO or file) handed straight to the container, so the daemon
 //     stays out of the data path (containerd's default FIFO IO), or
 //   - "@stream": a pipe the monitor owns and serves on --io-socket, framed as
@@ -292,8 +293,8 @@ int cmd_monitor(int argc, char **argv) {
   m.streamed[0] = is_stream(in);
   m.streamed[1] = is_stream(out);
   m.streamed[2] = is_stream(err);
-  if (!exit_file || !pid_file || i >= argc) {
-    dprintf(2, "kuasar-helper monitor: --exit-file, --pid-file and a command are required\n");
+  if (!exit_file || i >= argc) {
+    dprintf(2, "kuasar-helper monitor: --exit-file and a command are required\n");
     return 2;
   }
   if ((m.streamed[0] || m.streamed[1] || m.streamed[2]) && !iosock) {
@@ -374,9 +375,10 @@ int cmd_monitor(int argc, char **argv) {
   close(nul);
 
   // Reap until the runtime exits, taking the pty master on the way. Processes
-  // that exit before their pid is known are remembered by pid.
+  // that exit before their pid is known are remembered by pid. In direct
+  // mode (no pid file) the command is the process: nothing to wait for.
   pid_t early_pid[MAX_EARLY];
-  int early_st[MAX_EARLY], early_n = 0, runtime_st = -1;
+  int early_st[MAX_EARLY], early_n = 0, runtime_st = pid_file ? -1 : 0;
   while (runtime_st < 0) {
     struct pollfd p[2] = {{sfd, POLLIN, 0}, {console_sock, POLLIN, 0}};
     if (poll(p, console_sock >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) die("poll");
@@ -409,7 +411,7 @@ int cmd_monitor(int argc, char **argv) {
     close(console_sock);
     unlink(console);
   }
-  long pid = read_pid_file(pid_file);
+  long pid = pid_file ? read_pid_file(pid_file) : runtime;
   if (runtime_st != 0 || pid <= 0 || (terminal && m.master < 0)) {
     report("failed", runtime_st != 0 ? status_code(runtime_st) : 255);
     if (control) unlink(control);

@@ -411,8 +411,9 @@ int cmd_relay(int argc, char **argv) {
     if (n < 0 && errno != EINTR) die("epoll_wait");
     for (int i = 0; i < n; i++) {
       struct tag *t = evs[i].data.ptr;
+      enum kind k = t->kind;  // `t` may be freed by the handler (close_conn)
       last_activity = now_ms();
-      switch (t->kind) {
+      switch (k) {
         case K_CONTROL:
           on_control(lfd);
           break;
@@ -426,8 +427,10 @@ int cmd_relay(int argc, char **argv) {
           on_backend(t->obj, evs[i].events);
           break;
       }
-      // close_conn may have freed objects later events point at.
-      if (t->kind == K_CLIENT || t->kind == K_BACKEND) break;
+      // Handling a connection or a control command may free connections that
+      // later events of this batch point at; level-triggered epoll reports
+      // those events again on the next wait.
+      if (k != K_LISTENER) break;
     }
     now = now_ms();
     for (struct conn *c = conns; c; c = c->next) {

@@ -68,6 +68,8 @@ export interface TestContainerdOptions {
   readonly portmap?: boolean;
   /** Parent of the instance's temp dir; default `/tmp` (keep it short). */
   readonly parentDir?: string;
+  /** An existing (empty) directory to use as the base instead of a new temp dir. */
+  readonly base?: string;
   /** TOML appended to the generated config (new tables only). */
   readonly extraToml?: string;
   /** How long containerd may take to serve CRI; default 60 s. */
@@ -434,7 +436,7 @@ export class TestContainerd {
   /** Writes the config, starts containerd and waits until CRI serves (and imports the images). */
   static async start(opts: TestContainerdOptions = {}): Promise<TestContainerd> {
     const parent = opts.parentDir ?? "/tmp";
-    const base = await Deno.makeTempDir({ dir: parent, prefix: "ctd-" });
+    const base = opts.base ?? await Deno.makeTempDir({ dir: parent, prefix: "ctd-" });
     // shim sockets are <socket_dir>/<64 hex>; a unix socket path has at most 107 bytes
     if (join(base, "s", "x".repeat(64)).length > 107) {
       await Deno.remove(base);

@@ -21,6 +21,8 @@ export interface TestDaemonOptions {
   readonly extraArgs?: string[];
   /** Reuse an existing directory (restart scenarios). */
   readonly base?: string;
+  /** Entry module to run instead of src/main.ts (e.g. the single-file bundle). */
+  readonly entry?: string;
 }
 
 /** A sandboxer process under test. */
@@ -35,8 +37,9 @@ export class TestDaemon {
   #child: Deno.ChildProcess | undefined;
   #client: ControllerClient | undefined;
   #extra: string[];
+  #entry: string;
 
-  private constructor(base: string, kind: string, extra: string[]) {
+  private constructor(base: string, kind: string, extra: string[], entry = MAIN) {
     this.base = base;
     this.kind = kind;
     this.dir = join(base, "state");
@@ -44,12 +47,13 @@ export class TestDaemon {
     this.logFile = join(base, "daemon.log");
     this.cgroupParent = `/kuasar-it/${base.slice(base.lastIndexOf("/") + 1)}`;
     this.#extra = extra;
+    this.#entry = entry;
   }
 
   /** Starts a daemon in a fresh (or the given) base directory and waits until it serves. */
   static async start(opts: TestDaemonOptions = {}): Promise<TestDaemon> {
     const base = opts.base ?? await Deno.makeTempDir({ prefix: "k-" });
-    const d = new TestDaemon(base, opts.kind ?? "runc", opts.extraArgs ?? []);
+    const d = new TestDaemon(base, opts.kind ?? "runc", opts.extraArgs ?? [], opts.entry);
     await d.spawn();
     return d;
   }
@@ -70,7 +74,9 @@ export class TestDaemon {
       args: [
         "run",
         "-A",
-        MAIN,
+        // The daemon gives memory back after bursts when it may run the GC.
+        "--v8-flags=--expose-gc",
+        this.#entry,
         this.kind,
         "--listen",
         this.listen,

@@ -21,28 +21,38 @@ export interface E2E {
   cleanup(): Promise<void>;
 }
 
-/** Starts a sandboxer of `kind` and a containerd that uses it. */
-export async function startE2E(kind = "runc"): Promise<E2E> {
+/**
+ * Starts a sandboxer of `kind` and a containerd that uses it. The sandboxer
+ * comes first: it installs the shim stub containerd introspects at start-up.
+ */
+export async function startE2E(kind = "runc", opts: { entry?: string } = {}): Promise<E2E> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
+  const ctdBase = await Deno.makeTempDir({ prefix: "ctd-" });
   const sock = join(base, "sandboxer.sock");
   const fifo = `kuasar-${kind}`, stream = `kuasar-${kind}-stream`;
-  const ctd = await TestContainerd.start({
-    runtimes: [
-      { name: fifo, sandboxerSocket: sock, ioType: "fifo", kind },
-      { name: stream, sandboxerSocket: sock, ioType: "streaming", kind },
-    ],
-    shimDir: join(base, "bin"),
+  const d = await TestDaemon.start({
+    base,
+    kind,
+    entry: opts.entry,
+    extraArgs: ["--containerd-address", join(ctdBase, "c.sock.ttrpc")],
   });
-  let d: TestDaemon;
+  let ctd: TestContainerd;
   try {
-    d = await TestDaemon.start({
-      base,
-      kind,
-      extraArgs: ["--containerd-address", ctd.ttrpcAddress],
+    ctd = await TestContainerd.start({
+      base: ctdBase,
+      runtimes: [
+        { name: fifo, sandboxerSocket: sock, ioType: "fifo", kind },
+        { name: stream, sandboxerSocket: sock, ioType: "streaming", kind },
+      ],
+      shimDir: join(base, "bin"),
     });
   } catch (e) {
-    await ctd.cleanup();
+    await d.cleanup();
+    await Deno.remove(ctdBase, { recursive: true }).catch(() => {});
     throw e;
+  }
+  if (ctd.ttrpcAddress !== join(ctdBase, "c.sock.ttrpc")) {
+    throw new Error(`containerd's ttrpc address moved to ${ctd.ttrpcAddress}`);
   }
   return {
     d,

@@ -57,6 +57,11 @@ export class Relay {
     log.info("task relay started", { control: this.paths.control });
   }
 
+  /** Whether a relay answers. */
+  async alive(): Promise<boolean> {
+    return await this.#try("ping") === "ok";
+  }
+
   /** Serves pod `scope`'s task socket at `path` (idempotent). */
   async listen(scope: string, path: string): Promise<void> {
     await this.#command(`listen ${scope} ${path}`);

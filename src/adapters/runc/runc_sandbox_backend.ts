@@ -8,6 +8,7 @@
  */
 import { join } from "node:path";
 import { InvalidArgumentError } from "../../domain/errors.ts";
+import { checkPodSysctls, podSysctls } from "../../domain/sysctls.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { now } from "../../domain/time.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
@@ -72,6 +73,7 @@ export class RuncSandboxBackend implements SandboxBackend {
         );
       }
     }
+    checkPodSysctls(record.pod);
     await preparePodFiles(join(this.#opts.dir, record.id), record);
   }
 
@@ -85,6 +87,7 @@ export class RuncSandboxBackend implements SandboxBackend {
     if (record.pod.network === "node") args.push("--host-uts");
     else if (record.pod.hostname) args.push("--hostname", record.pod.hostname);
     if (record.pod.ipc === "node") args.push("--host-ipc");
+    for (const [k, v] of podSysctls(record.pod)) args.push("--sysctl", `${k}=${v}`);
     const h = await startHelper(this.#opts.helper, args);
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };

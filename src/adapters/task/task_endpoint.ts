@@ -36,6 +36,9 @@ function namespaceOf(ctx: CallContext): string {
 
 const EMPTY = {};
 
+/** How often the daemon checks that the relay still runs. */
+const RELAY_CHECK_MS = 2000;
+
 /** Longest path a unix socket address holds (sun_path is 108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
 
@@ -149,6 +152,7 @@ export class RelayTaskEndpoint implements TaskEndpoint {
   #backend: Deno.Listener | undefined;
   /** Pods served; with none left the relay has nothing to keep and quits. */
   #open = new Set<string>();
+  #watchdog: ReturnType<typeof setInterval> | undefined;
 
   constructor(root: string, server: TtrpcServer, relay: Relay) {
     this.#root = root;
@@ -156,13 +160,31 @@ export class RelayTaskEndpoint implements TaskEndpoint {
     this.#relay = relay;
   }
 
-  /** Serves the backend socket and makes sure a relay runs. */
+  /** Serves the backend socket, and watches the relay. */
   async start(): Promise<void> {
     const path = this.#relay.paths.backend;
     await Deno.remove(path).catch(() => {});
     this.#backend = Deno.listen({ transport: "unix", path });
     await Deno.chmod(path, 0o600);
     this.#accept(this.#backend);
+    this.#watchdog = setInterval(() => this.#checkRelay(), RELAY_CHECK_MS);
+    Deno.unrefTimer(this.#watchdog);
+  }
+
+  /**
+   * A relay that died took the pods' task connections with it (containerd
+   * sees those tasks as dead); new connections must still work, so a new
+   * relay takes over every pod's socket.
+   */
+  async #checkRelay(): Promise<void> {
+    if (!this.#open.size || await this.#relay.alive()) return;
+    log.error("task relay is gone: restarting it", { pods: this.#open.size });
+    try {
+      await this.#relay.ensure();
+      for (const id of this.#open) await this.#relay.listen(id, await this.socketPath(id));
+    } catch (e) {
+      log.error("cannot restart the task relay", { error: e });
+    }
   }
 
   async #accept(listener: Deno.Listener): Promise<void> {
@@ -220,6 +242,7 @@ export class RelayTaskEndpoint implements TaskEndpoint {
 
   /** Stops serving relayed connections; the relay keeps the pods' sockets for the next daemon. */
   closeAll(): Promise<void> {
+    clearInterval(this.#watchdog);
     try {
       this.#backend?.close();
     } catch { /* closed */ }
