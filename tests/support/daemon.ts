@@ -167,22 +167,27 @@ export class TestDaemon {
       await new Deno.Command("umount", { args: ["-l", p] }).output();
     }
     await Deno.remove(this.base, { recursive: true }).catch(() => {});
-    for (
-      const ctrl of [
-        "memory",
-        "cpu",
-        "cpuacct",
-        "pids",
-        "blkio",
-        "devices",
-        "freezer",
-        "cpuset",
-        "systemd",
-        "unified",
-      ]
-    ) {
-      await Deno.remove(join("/sys/fs/cgroup", ctrl, this.cgroupParent)).catch(() => {});
-    }
+    await removeCgroupParent(this.cgroupParent);
+  }
+}
+
+/** Removes a (by now empty) cgroup parent from every v1 hierarchy and v2. */
+export async function removeCgroupParent(parent: string): Promise<void> {
+  const hierarchies = [
+    "memory",
+    "cpu",
+    "cpuacct",
+    "pids",
+    "blkio",
+    "devices",
+    "freezer",
+    "cpuset",
+    "systemd",
+    "unified",
+    "",
+  ];
+  for (const h of hierarchies) {
+    await Deno.remove(join("/sys/fs/cgroup", h, parent)).catch(() => {});
   }
 }
 

@@ -79,11 +79,26 @@ export class RuncCli {
     await this.#run(["start", id], `start container "${id}"`);
   }
 
+  /**
+   * Signals the container. A container whose init already exited (its exit
+   * not yet recorded) is NOT_FOUND, as containerd's runc shim answers, so
+   * containerd's StopPodSandbox treats it as stopped instead of failing.
+   */
   async kill(id: string, signal: number, all: boolean): Promise<void> {
-    await this.#run(
-      ["kill", ...(all ? ["--all"] : []), id, String(signal)],
-      `signal container "${id}"`,
-    );
+    try {
+      await this.#run(
+        ["kill", ...(all ? ["--all"] : []), id, String(signal)],
+        `signal container "${id}"`,
+      );
+    } catch (e) {
+      if (
+        e instanceof FailedPreconditionError &&
+        /not running|process already finished/.test(e.message)
+      ) {
+        throw new NotFoundError(e.message);
+      }
+      throw e;
+    }
   }
 
   /** Deletes the container; a container runc no longer knows is fine. */
