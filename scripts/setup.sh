@@ -67,4 +67,8 @@ if ! "$ROOT/scripts/install_go_tools.sh" "$TOOLS_CACHE"; then
   ((want_e2e)) && exit 1
   log "warning: containerd/crictl/critest are not installed; the containerd e2e tests will skip"
 fi
+# --- Wasmtime's C library for the wasmtime Wasm engine (PyPI wheel, cached) -------------
+if ! wasmtime_lib=$("$ROOT/scripts/install_wasmtime.sh" "$TOOLS_CACHE") || [ -z "$wasmtime_lib" ]; then
+  log "warning: libwasmtime is not installed; the wasmtime engine's tests will skip"
+fi
 log "ok"

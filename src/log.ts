@@ -41,6 +41,11 @@ export class Logger {
     Logger.#threshold = RANK[level];
   }
 
+  /** The process-wide threshold (passed on to processes this one starts). */
+  static get level(): LogLevel {
+    return (Object.keys(RANK) as LogLevel[]).find((l) => RANK[l] === Logger.#threshold)!;
+  }
+
   /** Replaces the output (tests). */
   static setSink(sink: (line: string) => void): void {
     Logger.#sink = sink;

@@ -15,6 +15,7 @@ import { loadConfig } from "../daemon/config.ts";
 import type { SandboxKind } from "../daemon/kind.ts";
 import { kindForBinaryName, KINDS } from "../daemon/kinds.ts";
 import { BUILD_TIME, VERSION } from "../version.ts";
+import { serveWasmHost } from "../adapters/wasm/host/host.ts";
 import { addCtlCommand } from "./ctl.ts";
 
 /** Thrown for bad flags or config; exits 2. */
@@ -100,6 +101,15 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
   await daemon.finished;
 }
 
+interface WasmHostFlags {
+  control: string;
+  warm: string;
+  wasmtimeLib?: string;
+  wasmtime?: string;
+  wasmedge?: string;
+  logLevel: string;
+}
+
 /** Builds the command tree. */
 export function buildProgram(): Command {
   const program = new Command("kuasar")
@@ -145,6 +155,24 @@ export function buildProgram(): Command {
       .action((flags: DaemonFlags) => runKind(kind, flags));
   }
   addCtlCommand(program);
+  // Internal: the Wasm sandboxer starts this process itself (src/adapters/wasm/host/host.ts).
+  program.command("wasm-host", { hidden: true })
+    .requiredOption("--control <path>", "control socket")
+    .option("--warm <n>", "embedded-engine workers kept ready", "2")
+    .option("--wasmtime-lib <path>", "libwasmtime.so for the Wasmtime engine")
+    .option("--wasmtime <path>", "wasmtime CLI, when the library is not installed")
+    .option("--wasmedge <path>", "wasmedge CLI")
+    .option("--log-level <level>", "trace, debug, info, warn or error", "info")
+    .action(async (o: WasmHostFlags) => {
+      Logger.setLevel(parseLogLevel(o.logLevel));
+      await serveWasmHost({
+        control: o.control,
+        warm: Number(o.warm) || 0,
+        wasmtimeLib: o.wasmtimeLib,
+        wasmtimeCli: o.wasmtime,
+        wasmedge: o.wasmedge,
+      });
+    });
   return program;
 }
 

@@ -4,10 +4,11 @@
  * @module
  */
 import { runcKind } from "../adapters/runc/mod.ts";
+import { wasmKind } from "../adapters/wasm/mod.ts";
 import type { SandboxKind } from "./kind.ts";
 
 /** The kinds, in the order `--help` lists them. */
-export const KINDS: readonly SandboxKind[] = [runcKind];
+export const KINDS: readonly SandboxKind[] = [runcKind, wasmKind];
 
 /** The kind a binary name (argv[0] through a symlink) stands for. */
 export function kindForBinaryName(name: string): SandboxKind | undefined {

@@ -8,7 +8,15 @@ import { join } from "node:path";
 import type { TestDaemon } from "./daemon.ts";
 
 /** The daemon's own files, there while it runs, whatever its pods. */
-const DAEMON_FILES = new Set(["exits", "s", "runc", "task-backend.sock", "relay.log"]);
+const DAEMON_FILES = new Set([
+  "exits",
+  "s",
+  "runc",
+  "task-backend.sock",
+  "relay.log",
+  "wasm-host.log",
+  "wasm-io",
+]);
 
 async function walk(dir: string, out: string[]): Promise<void> {
   let entries: Deno.DirEntry[];

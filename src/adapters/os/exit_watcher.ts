@@ -32,6 +32,8 @@ export interface ExitHandlers {
 interface Watch {
   readonly helperPid: number;
   readonly handlers: ExitHandlers;
+  /** What the writer's command line contains while it runs. */
+  readonly needle: string;
 }
 
 const POLL_MS = 2000;
@@ -84,9 +86,19 @@ export class ExitWatcher {
     return this.path(token) + "\0";
   }
 
-  /** Registers interest in `token`; delivers at once if the record is already there. */
-  expect(token: string, helperPid: number, handlers: ExitHandlers): void {
-    this.#watches.set(token, { helperPid, handlers });
+  /**
+   * Registers interest in `token`; delivers at once if the record is already
+   * there. The record's writer is `helperPid`, recognised by `needle` in its
+   * command line (by default its --exit-file argument; a process writing
+   * records for many tokens, like the Wasm host, passes its own).
+   */
+  expect(
+    token: string,
+    helperPid: number,
+    handlers: ExitHandlers,
+    needle = this.needle(token),
+  ): void {
+    this.#watches.set(token, { helperPid, handlers, needle });
     this.#check(token);
   }
 
@@ -135,7 +147,7 @@ export class ExitWatcher {
 
   async #poll(): Promise<void> {
     for (const [token, w] of [...this.#watches]) {
-      if (await this.alive(token, w.helperPid)) continue;
+      if (await helperAlive(w.helperPid, w.needle)) continue;
       const rec = await this.read(token);
       if (!this.#watches.has(token)) continue;
       this.#watches.delete(token);

@@ -21,6 +21,16 @@ export interface MonitorStdio {
   readonly consoleSocket?: string;
 }
 
+/** Where each stdio stream of a process goes. */
+export interface StdioPlan {
+  /** A FIFO or file path, or "@stream"; absent when the process has none. */
+  readonly stdin?: string;
+  readonly stdout?: string;
+  readonly stderr?: string;
+  /** Socket the streamed ("@stream") ones are framed over. */
+  readonly ioSocket?: string;
+}
+
 /** Stream ids of a process's streamed stdio. */
 function streamIds(io: Io): { stdin?: string; stdout?: string; stderr?: string } {
   return {
@@ -51,22 +61,32 @@ export class ProcessIo {
     this.#socketDir = socketDir;
   }
 
+  /**
+   * Where a process's stdio goes: each stream a FIFO/file path or "@stream"
+   * (then framed over `ioSocket`). Shared by the monitor helper and the Wasm host.
+   */
+  async stdioPlan(token: string, io: Io): Promise<StdioPlan> {
+    const ids = streamIds(io);
+    const pick = (path: string, id: string | undefined) =>
+      path ? (id ? "@stream" : checkPath(path)) : undefined;
+    await Deno.mkdir(this.#socketDir, { recursive: true, mode: 0o700 });
+    const streamed = !!(ids.stdin || ids.stdout || ids.stderr);
+    return {
+      stdin: pick(io.stdin, ids.stdin),
+      stdout: pick(io.stdout, ids.stdout),
+      stderr: pick(io.stderr, ids.stderr),
+      ioSocket: streamed ? await this.#socket(token, "io") : undefined,
+    };
+  }
+
   /** The monitor flags for `io` of the process `token`. */
   async monitorArgs(token: string, io: Io): Promise<MonitorStdio> {
-    const ids = streamIds(io);
+    const plan = await this.stdioPlan(token, io);
     const args: string[] = [];
-    const flags = [["--stdin", io.stdin, ids.stdin], ["--stdout", io.stdout, ids.stdout], [
-      "--stderr",
-      io.stderr,
-      ids.stderr,
-    ]] as const;
-    for (const [flag, path, id] of flags) {
-      if (path) args.push(flag, id ? "@stream" : checkPath(path));
-    }
-    await Deno.mkdir(this.#socketDir, { recursive: true, mode: 0o700 });
-    if (ids.stdin || ids.stdout || ids.stderr) {
-      args.push("--io-socket", await this.#socket(token, "io"));
-    }
+    if (plan.stdin) args.push("--stdin", plan.stdin);
+    if (plan.stdout) args.push("--stdout", plan.stdout);
+    if (plan.stderr) args.push("--stderr", plan.stderr);
+    if (plan.ioSocket) args.push("--io-socket", plan.ioSocket);
     if (!io.terminal) return { args };
     const consoleSocket = await this.#socket(token, "console");
     args.push("--console-socket", consoleSocket, "--control", await this.#socket(token, "ctl"));

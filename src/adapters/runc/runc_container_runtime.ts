@@ -8,12 +8,8 @@
  * @module
  */
 import { join } from "node:path";
-import {
-  FailedPreconditionError,
-  InternalError,
-  InvalidArgumentError,
-} from "../../domain/errors.ts";
-import { hasOwnPidNamespace, joinPodNamespaces, type OciSpec } from "../../domain/oci.ts";
+import { FailedPreconditionError, InternalError } from "../../domain/errors.ts";
+import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
@@ -32,6 +28,8 @@ import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { execToken, initToken } from "../os/process_tokens.ts";
 import { ProcessIo } from "../os/process_io.ts";
+import { readSpec } from "../os/bundle.ts";
+import { signalName } from "../os/signals.ts";
 import type { StreamHub } from "../task/streaming.ts";
 import { lastRuncError, type RuncCli } from "./runc_cli.ts";
 
@@ -350,45 +348,4 @@ export class RuncContainerRuntime implements ContainerRuntime {
     }
     return { status: 255, at: now() };
   }
-}
-
-async function readSpec(bundle: string): Promise<OciSpec> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(join(bundle, "config.json"));
-  } catch (e) {
-    throw new InvalidArgumentError(
-      `Invalid bundle "${bundle}": cannot read config.json: ${(e as Error).message}`,
-    );
-  }
-  try {
-    return JSON.parse(text);
-  } catch (e) {
-    throw new InvalidArgumentError(
-      `Invalid bundle "${bundle}": config.json is not JSON: ${(e as Error).message}`,
-    );
-  }
-}
-
-const SIGNALS: Record<number, Deno.Signal> = {
-  1: "SIGHUP",
-  2: "SIGINT",
-  3: "SIGQUIT",
-  6: "SIGABRT",
-  9: "SIGKILL",
-  10: "SIGUSR1",
-  12: "SIGUSR2",
-  14: "SIGALRM",
-  15: "SIGTERM",
-  17: "SIGCHLD",
-  18: "SIGCONT",
-  19: "SIGSTOP",
-  20: "SIGTSTP",
-  28: "SIGWINCH",
-};
-
-function signalName(n: number): Deno.Signal {
-  const s = SIGNALS[n];
-  if (!s) throw new InvalidArgumentError(`Unsupported signal ${n} for exec processes`);
-  return s;
 }

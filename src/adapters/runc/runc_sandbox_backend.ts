@@ -29,6 +29,7 @@ import {
 import { preparePodFiles } from "../os/pod_files.ts";
 import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
 import { startHelper } from "../os/helper.ts";
+import { goArch } from "../os/platform.ts";
 import { holderToken, killByCommandLine } from "../os/process_tokens.ts";
 
 /** What the runC sandbox backend needs. */
@@ -37,12 +38,6 @@ export interface RuncSandboxBackendOptions {
   readonly dir: string;
   readonly helper: string;
   readonly exits: ExitWatcher;
-}
-
-/** Go's name for the host architecture, as containerd's platforms use it. */
-export function goArch(): string {
-  return ({ x86_64: "amd64", aarch64: "arm64" } as Record<string, string>)[Deno.build.arch] ??
-    Deno.build.arch;
 }
 
 const KILL_WAIT_MS = 10_000;

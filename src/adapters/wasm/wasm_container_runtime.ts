@@ -1,0 +1,212 @@
+/**
+ * Containers of Wasm pods: each is one module run by the Wasm host with the
+ * engine its sandboxer (or annotation) picks. The rootfs is mounted as for
+ * runc, the module found and checked in Task.Create, the host told to
+ * prepare it; exits come back as exit records, like the monitor's, so
+ * they survive a restart of this daemon.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { NotFoundError, UnimplementedError } from "../../domain/errors.ts";
+import type { SandboxRecord } from "../../domain/sandbox.ts";
+import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
+import { now } from "../../domain/time.ts";
+import type {
+  ContainerRuntime,
+  ProcessExitListener,
+  ProcessInfo,
+  StoredAnyBytes,
+} from "../../ports/container_runtime.ts";
+import { readSpec } from "../os/bundle.ts";
+import type { ExitWatcher } from "../os/exit_watcher.ts";
+import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
+import { ProcessIo } from "../os/process_io.ts";
+import { initToken } from "../os/process_tokens.ts";
+import type { StreamHub } from "../task/streaming.ts";
+import type { EngineName } from "./host/protocol.ts";
+import type { WasmHostClient } from "./host_client.ts";
+import {
+  annotatedWasm,
+  checkIsWasm,
+  engineOf,
+  memoryLimitOf,
+  modulePath,
+  preopensOf,
+  rootfsOf,
+  wasmEntry,
+} from "./wasm_spec.ts";
+
+/** What the Wasm container runtime needs. */
+export interface WasmContainerRuntimeOptions {
+  readonly dir: string;
+  readonly exits: ExitWatcher;
+  readonly host: WasmHostClient;
+  readonly streams: StreamHub;
+  /** Engine of containers that do not ask for one. */
+  readonly engine: EngineName;
+}
+
+interface WasmBackend {
+  hostPid?: number;
+  rootfs?: string;
+  engine?: EngineName;
+}
+
+/** Wasm modules as containers. */
+export class WasmContainerRuntime implements ContainerRuntime {
+  #opts: WasmContainerRuntimeOptions;
+  #io: ProcessIo;
+  #listener: ProcessExitListener | undefined;
+
+  constructor(opts: WasmContainerRuntimeOptions) {
+    this.#opts = opts;
+    this.#io = new ProcessIo(opts.streams, join(opts.dir, "s"));
+  }
+
+  setExitListener(listener: ProcessExitListener): void {
+    this.#listener = listener;
+  }
+
+  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    const spec = await readSpec(c.bundle);
+    const entry = wasmEntry(spec);
+    const engine = engineOf(spec, sb.annotations, this.#opts.engine);
+    const rootfs = rootfsOf(c.bundle, spec);
+    const b = c.backend as WasmBackend;
+    b.engine = engine;
+    if (c.rootfs.length) {
+      b.rootfs = rootfs;
+      await mountAll(c.rootfs, rootfs);
+    }
+    try {
+      const module = modulePath(rootfs, entry, spec.process?.cwd);
+      await checkIsWasm(module, entry, annotatedWasm(spec));
+      const token = initToken(c.id);
+      const exits = this.#opts.exits;
+      await exits.remove(token);
+      const stdio = await this.#io.stdioPlan(token, c.io);
+      const host = this.#opts.host;
+      const hostPid = await host.ensure();
+      await host.create({
+        token: `${sb.id}/${c.id}`,
+        exitFile: exits.path(token),
+        engine,
+        module,
+        func: entry.func,
+        args: spec.process?.args ?? [],
+        env: spec.process?.env ?? [],
+        preopens: await preopensOf(spec, rootfs),
+        memoryLimit: memoryLimitOf(spec),
+        ...stdio,
+      });
+      c.pid = hostPid;
+      b.hostPid = hostPid;
+      this.#watch(sb.id, c, hostPid);
+      await this.#io.attach(sb.id, token, c.io);
+    } catch (e) {
+      if (b.rootfs) await unmountAll(rootfs).catch(() => {});
+      throw e;
+    }
+  }
+
+  #watch(sandboxId: string, c: ContainerRecord, hostPid: number): void {
+    this.#opts.exits.expect(initToken(c.id), hostPid, {
+      exited: (r) =>
+        this.#listener?.processExited(sandboxId, c.id, undefined, { status: r.status, at: r.at }),
+      // The host died with the module: its exit status is unknown.
+      lost: () =>
+        this.#listener?.processExited(sandboxId, c.id, undefined, { status: 255, at: now() }),
+    }, this.#opts.host.needle);
+  }
+
+  async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    await this.#opts.host.start(`${sb.id}/${c.id}`);
+  }
+
+  startExec(): Promise<void> {
+    return Promise.reject(
+      new UnimplementedError("Exec is not supported in Wasm containers: a module has no processes"),
+    );
+  }
+
+  async kill(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+    signal: number,
+  ): Promise<void> {
+    if (e) throw new NotFoundError(`Wasm containers have no exec process "${e.id}"`);
+    await this.#opts.host.kill(`${sb.id}/${c.id}`, signal);
+  }
+
+  async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    const token = initToken(c.id);
+    this.#opts.exits.cancel(token);
+    if (await this.#opts.host.alive()) await this.#opts.host.delete(`${sb.id}/${c.id}`);
+    const rootfs = (c.backend as WasmBackend).rootfs;
+    if (rootfs && (await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
+    await this.#opts.exits.remove(token);
+    await this.#io.release(sb.id, token, c.io);
+  }
+
+  deleteExec(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  pids(_sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
+    return Promise.resolve([{ pid: c.pid }]);
+  }
+
+  pause(): Promise<void> {
+    return Promise.reject(new UnimplementedError("Pause is not supported for Wasm containers"));
+  }
+
+  resume(): Promise<void> {
+    return Promise.reject(new UnimplementedError("Resume is not supported for Wasm containers"));
+  }
+
+  update(): Promise<void> {
+    return Promise.reject(
+      new UnimplementedError(
+        "Update is not supported for Wasm containers: the memory limit is fixed when the module is created",
+      ),
+    );
+  }
+
+  stats(): Promise<StoredAnyBytes> {
+    return Promise.reject(
+      new UnimplementedError("Stats are not available for Wasm containers (they have no cgroup)"),
+    );
+  }
+
+  resizePty(): Promise<void> {
+    return Promise.resolve(); // no pty: a module writes plain output
+  }
+
+  async closeStdin(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    await this.#opts.host.closeStdin(`${sb.id}/${c.id}`).catch((e) => {
+      if (!(e instanceof NotFoundError)) throw e;
+    });
+  }
+
+  async recover(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+  ): Promise<ProcessExit | undefined> {
+    if (e) return { status: 255, at: now() };
+    const token = initToken(c.id);
+    const rec = await this.#opts.exits.read(token);
+    if (rec) return { status: rec.status, at: rec.at };
+    const hostPid = Number((c.backend as WasmBackend).hostPid ?? 0);
+    const host = this.#opts.host;
+    const tasks = await host.alive() ? await host.list() : [];
+    const t = tasks.find((x) => x.token === `${sb.id}/${c.id}`);
+    // The host that ran it is gone (a new one knows nothing of it): the status is unknown.
+    if (!t || (await host.ensure()) !== hostPid) return { status: 255, at: now() };
+    await this.#io.attach(sb.id, token, c.io);
+    this.#watch(sb.id, c, hostPid);
+    return undefined;
+  }
+}
