@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { ensureBusyboxRootfs } from "./rootfs.ts";
+import { buildWasmModules, wasmToolsUnavailable } from "./wasm.ts";
 
 /** critest's default container image (`defaultTestContainerImage`). */
 export const BUSYBOX_IMAGE = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
@@ -24,6 +25,8 @@ export const HOSTNET_WEB_SERVER_IMAGE =
   `gcr.io/k8s-staging-cri-tools/hostnet-nginx-${goArch()}:latest`;
 /** containerd 2.4's default sandbox ("pause") image, needed by the podsandbox controller. */
 export const PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2";
+/** The Wasm test image (see `wasmImageDef`). */
+export const WASM_IMAGE = "localhost/kuasar-test/wasm-echo:1";
 /** Every image `importTestImages` provides. */
 export const TEST_IMAGES: readonly string[] = [
   BUSYBOX_IMAGE,
@@ -118,10 +121,12 @@ users:x:100:
 nogroup:x:65534:
 `;
 
-/** A file of an extra layer: path relative to the image root, content and mode. */
+/** A file of an extra layer: path relative to the image root, content (or a file to copy) and mode. */
 interface ExtraFile {
   readonly path: string;
   readonly content: string;
+  /** Copied instead of `content` when set (binary files). */
+  readonly source?: string;
   readonly mode: number;
 }
 
@@ -132,6 +137,8 @@ interface ImageDef {
   readonly config: Record<string, unknown>;
   /** Files of a second layer, if any (directories are created as needed). */
   readonly extra?: readonly ExtraFile[];
+  /** No busybox base layer: the extra layer is the whole image (Wasm images). */
+  readonly bare?: boolean;
 }
 
 /** Files added to the busybox rootfs in the base layer of every image. */
@@ -254,7 +261,8 @@ async function writeFiles(dir: string, files: readonly ExtraFile[]): Promise<voi
   for (const f of files) {
     const p = join(dir, f.path);
     await Deno.mkdir(join(p, ".."), { recursive: true, mode: 0o755 });
-    await Deno.writeTextFile(p, f.content);
+    if (f.source) await Deno.copyFile(f.source, p);
+    else await Deno.writeTextFile(p, f.content);
     await Deno.chmod(p, f.mode);
   }
 }
@@ -298,13 +306,39 @@ async function stageRootfs(src: string, dest: string): Promise<void> {
   }
 }
 
+/**
+ * A Wasm image: one layer holding the echo module as /app.wasm, its entrypoint, and nothing
+ * else (no shell, no libc), as images built for Wasm runtimes are. Left out when the Wasm
+ * toolchain is missing.
+ */
+async function wasmImageDef(): Promise<ImageDef | undefined> {
+  if (wasmToolsUnavailable()) return undefined;
+  const modules = await buildWasmModules();
+  return {
+    name: WASM_IMAGE,
+    bare: true,
+    config: {
+      Env: ["GREETING=hello from a wasm image"],
+      Entrypoint: ["/app.wasm"],
+      Cmd: ["from-cmd"],
+    },
+    extra: [{ path: "app.wasm", content: "", source: modules.echo, mode: 0o755 }],
+  };
+}
+
+/** Every image of the archive. */
+async function imageDefs(): Promise<readonly ImageDef[]> {
+  const wasm = await wasmImageDef();
+  return wasm ? [...IMAGE_DEFS, wasm] : IMAGE_DEFS;
+}
+
 /** The cache key: everything the archive's content depends on. */
-async function archiveKey(): Promise<string> {
+async function archiveKey(defs: readonly ImageDef[]): Promise<string> {
   const rootfs = await ensureBusyboxRootfs();
   const busybox = await Deno.stat(join(rootfs, "bin/busybox"));
   const key = JSON.stringify({
     FORMAT,
-    IMAGE_DEFS,
+    defs,
     BASE_EXTRA,
     arch: goArch(),
     busybox: busybox.size,
@@ -318,7 +352,8 @@ async function archiveKey(): Promise<string> {
  * `ctr images import` uses as the image name.
  */
 export async function buildTestImagesArchive(): Promise<string> {
-  const out = join(IMAGE_CACHE, `test-images-${await archiveKey()}.tar`);
+  const defs = await imageDefs();
+  const out = join(IMAGE_CACHE, `test-images-${await archiveKey(defs)}.tar`);
   try {
     await Deno.stat(out);
     return out;
@@ -337,8 +372,8 @@ export async function buildTestImagesArchive(): Promise<string> {
     const extras = new Map<readonly ExtraFile[], Descriptor>();
     // An uncompressed layer's diff id is its own digest.
     const manifests: Descriptor[] = [];
-    for (const def of IMAGE_DEFS) {
-      const layers = [base];
+    for (const def of defs) {
+      const layers = def.bare ? [] : [base];
       if (def.extra) {
         let layer = extras.get(def.extra);
         if (!layer) extras.set(def.extra, layer = await extraLayer(blobs, def.extra, scratch));

@@ -80,7 +80,7 @@ export class WasmContainerRuntime implements ContainerRuntime {
       await mountAll(c.rootfs, rootfs);
     }
     try {
-      const module = modulePath(rootfs, entry, spec.process?.cwd);
+      const module = modulePath(rootfs, entry, spec.process?.cwd, spec.process?.env);
       await checkIsWasm(module, entry, annotatedWasm(spec));
       const token = initToken(c.id);
       const exits = this.#opts.exits;

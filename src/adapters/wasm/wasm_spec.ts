@@ -51,17 +51,37 @@ export function annotatedWasm(spec: OciSpec): boolean {
   return Object.entries(WASM_ANNOTATIONS).some(([k, v]) => a[k] === v);
 }
 
-/** Host path of the entrypoint inside `rootfs`, resolved without leaving it. */
-export function modulePath(rootfs: string, entry: WasmEntry, cwd = "/"): string {
-  try {
-    const base = cwd.split("/").filter((c) => c && c !== ".");
-    return resolveIn(rootfs, base, entry.path, true);
-  } catch (e) {
-    if (e instanceof PathError) {
-      throw new FailedPreconditionError(`Cannot find the entrypoint "${entry.path}": ${e.message}`);
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * Host path of the entrypoint inside `rootfs`, resolved without leaving it. A
+ * bare name is looked up in the process's PATH, as runc does for a native
+ * entrypoint, so `sh` is found (and refused as not Wasm) like `/bin/sh`.
+ */
+export function modulePath(
+  rootfs: string,
+  entry: WasmEntry,
+  cwd = "/",
+  env: string[] = [],
+): string {
+  const base = cwd.split("/").filter((c) => c && c !== ".");
+  const candidates = entry.path.includes("/") ? [entry.path] : [
+    ...(env.find((e) => e.startsWith("PATH="))?.slice(5) ?? DEFAULT_PATH).split(":")
+      .filter((d) => d.startsWith("/")).map((d) => `${d}/${entry.path}`),
+    entry.path,
+  ];
+  let why = "";
+  for (const c of candidates) {
+    try {
+      const host = resolveIn(rootfs, base, c, true);
+      Deno.statSync(host);
+      return host;
+    } catch (e) {
+      if (!(e instanceof PathError) && !(e instanceof Deno.errors.NotFound)) throw e;
+      why ||= e instanceof PathError ? e.message : "no such file";
     }
-    throw e;
   }
+  throw new FailedPreconditionError(`Cannot find the entrypoint "${entry.path}": ${why}`);
 }
 
 /**

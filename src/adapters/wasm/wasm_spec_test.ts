@@ -84,3 +84,23 @@ Deno.test("modulePath, checkIsWasm and preopensOf against a real directory", asy
     await Deno.remove(root, { recursive: true });
   }
 });
+
+Deno.test("modulePath looks a bare name up in PATH inside the rootfs", async () => {
+  const root = await Deno.makeTempDir({ prefix: "kuasar-wasm-path-" });
+  try {
+    await Deno.mkdir(join(root, "bin"));
+    await Deno.writeTextFile(join(root, "bin/sh"), "#!/bin/sh\n");
+    await Deno.writeTextFile(join(root, "here.wasm"), "");
+    assert.equal(modulePath(root, { path: "sh", func: "_start" }), join(root, "bin/sh"));
+    assert.equal(
+      modulePath(root, { path: "here.wasm", func: "_start" }, "/", ["PATH=/nowhere"]),
+      join(root, "here.wasm"),
+    );
+    assert.throws(
+      () => modulePath(root, { path: "sh", func: "_start" }, "/", ["PATH=/usr/bin"]),
+      /Cannot find the entrypoint "sh"/,
+    );
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
