@@ -2,11 +2,19 @@
 // as a markdown table with medians and, where a baseline exists, ratios
 // measured in the same run. Never part of the test suite (no timing asserts).
 //
-// Sections: runc-memory, cri.
+// Sections: runc-memory, cri, wasm.
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { criBench, summary } from "./bench/cri.ts";
 import { runcMemory } from "./bench/runc_memory.ts";
+import {
+  engineBench,
+  type EngineResult,
+  stats,
+  wasmtimeCli,
+  wasmtimeRunBaseline,
+} from "./bench/wasm.ts";
+import { wasmtimeUnavailable } from "../tests/support/wasm.ts";
 import { barChart, lineChart } from "./bench/svg.ts";
 
 const DOCS = fileURLToPath(new URL("../docs/benchmarks/", import.meta.url));
@@ -15,6 +23,59 @@ const kib = (x: number) => `${Math.round(x)} KiB`;
 const mib = (x: number) => `${(x / 1024).toFixed(1)} MiB`;
 
 const sections: Record<string, () => Promise<void>> = {
+  wasm: async () => {
+    const n = Number(Deno.env.get("KUASAR_BENCH_WASM_TASKS") ?? 1000), c = 8, idle = 20;
+    const results: EngineResult[] = [await engineBench("embedded", n, c, idle)];
+    const notes: string[] = [];
+    const lib = wasmtimeUnavailable();
+    if (lib) notes.push(`Wasmtime engine not measured: ${lib}.`);
+    else results.push(await engineBench("wasmtime", n, c, idle));
+    const cli = wasmtimeCli();
+    if (cli) results.push(await wasmtimeRunBaseline(cli, n, c, idle));
+    else notes.push("Baseline not measured: no `wasmtime` CLI (cargo install wasmtime-cli).");
+    const base = results.find((r) => r.name.startsWith("wasmtime run"));
+    const ms = (x: number) => `${x.toFixed(2)} ms`;
+    const lines = [
+      `# Wasm task throughput`,
+      "",
+      `Run ${
+        new Date().toISOString()
+      } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs).`,
+      `${n} tasks of a hello module (WAT, writes one line), each Task.Create → Start → Wait → Delete`,
+      `through the Task API (ttrpc) of one Wasm pod; serially, then ${c} clients at a time.`,
+      `The baseline runs \`wasmtime run hello.wasm\` as a process per task. Idle PSS: ${idle}`,
+      "modules blocked reading stdin, the host's PSS growth (or the processes' PSS) per module.",
+      "",
+      "| engine | serial tasks/s | serial p50 | serial p99 | 8× tasks/s | 8× p50 | 8× p99 | PSS per idle module |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      ...results.map((r) => {
+        const s = stats(r.serial), p = stats(r.parallel);
+        return `| ${r.name} | ${s.tasksPerSec.toFixed(0)} | ${ms(s.p50)} | ${ms(s.p99)} | ${
+          p.tasksPerSec.toFixed(0)
+        } | ${ms(p.p50)} | ${ms(p.p99)} | ${kib(r.idleModuleKiB)} |`;
+      }),
+      "",
+      ...(base
+        ? results.filter((r) => r !== base).map((r) =>
+          `${r.name}: ${
+            (stats(r.parallel).tasksPerSec / stats(base.parallel).tasksPerSec).toFixed(1)
+          }× ` +
+          `the baseline's tasks/s at 8 at a time, ${
+            (r.idleModuleKiB / base.idleModuleKiB * 100).toFixed(0)
+          }% of its idle PSS.`
+        )
+        : []),
+      "",
+      `Target (issue 4): ≥ 500 tasks/s at 8 at a time for the embedded engine (runwasi publishes ≈330`,
+      `tasks/s for its Wasmtime shim).`,
+      ...(notes.length ? ["", ...notes] : []),
+      "",
+    ];
+    const md = lines.join("\n");
+    console.log("\n" + md);
+    await Deno.mkdir(DOCS, { recursive: true });
+    await Deno.writeTextFile(join(DOCS, "wasm.md"), md);
+  },
   "runc-memory": async () => {
     const r = await runcMemory([10, 50]);
     console.log("\n## runC sandboxer memory (PSS), one `sleep` container per pod\n");

@@ -1,14 +1,21 @@
 // Single-file bundles of the entry points in dist/, runnable with
 // `deno run -A dist/kuasar.js …` on a node that has only Deno. The build time
 // and git revision are stamped into the version output.
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const entries: [string, string][] = [["src/main.ts", "dist/kuasar.js"]];
+// The Wasm host's worker script is its own bundle: workers load a module by URL, and the
+// host finds it next to the main bundle (src/adapters/wasm/host/worker_pool.ts).
+// Usage: bundle.ts [out-dir] (default dist/).
+const outDir = Deno.args[0] ?? "dist";
+const entries: [string, string][] = [
+  ["src/main.ts", join(outDir, "kuasar.js")],
+  ["src/adapters/wasm/host/worker.ts", join(outDir, "kuasar-wasm-worker.js")],
+];
 try {
   await Deno.stat(join(root, "src/agent/main.ts"));
-  entries.push(["src/agent/main.ts", "dist/kuasar-agent.js"]);
+  entries.push(["src/agent/main.ts", join(outDir, "kuasar-agent.js")]);
 } catch { /* no guest agent in this tree */ }
 
 async function gitDescribe(): Promise<string> {
@@ -25,18 +32,19 @@ async function gitDescribe(): Promise<string> {
 
 const rev = await gitDescribe();
 const stamp = `${new Date().toISOString()}${rev ? ` (git ${rev})` : ""}`;
-await Deno.mkdir(join(root, "dist"), { recursive: true });
+await Deno.mkdir(resolve(root, outDir), { recursive: true });
 for (const [src, out] of entries) {
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["bundle", "--platform", "deno", "-o", join(root, out), join(root, src)],
+    args: ["bundle", "--platform", "deno", "-o", resolve(root, out), join(root, src)],
     cwd: root,
     stdout: "inherit",
     stderr: "inherit",
   }).output();
   if (!r.success) Deno.exit(1);
-  const text = await Deno.readTextFile(join(root, out));
+  const text = await Deno.readTextFile(resolve(root, out));
   const placeholder = '"unknown (run from source)"';
-  if (!text.includes(placeholder)) throw new Error(`${out}: build time placeholder not found`);
-  await Deno.writeTextFile(join(root, out), text.replace(placeholder, JSON.stringify(stamp)));
+  if (text.includes(placeholder)) {
+    await Deno.writeTextFile(resolve(root, out), text.replace(placeholder, JSON.stringify(stamp)));
+  } else if (src.endsWith("main.ts")) throw new Error(`${out}: build time placeholder not found`);
   console.log(`bundled ${src} -> ${out}`);
 }

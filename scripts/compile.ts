@@ -20,7 +20,13 @@ const bundle = await new Deno.Command(Deno.execPath(), {
 if (!bundle.success) Deno.exit(1);
 
 const targets: [string, string, string[]][] = [
-  ["dist/kuasar.js", "dist/kuasar", ["--unstable-vsock", "--v8-flags=--expose-gc"]],
+  // The Wasm host's worker bundle goes inside: it is loaded next to kuasar.js at run time.
+  ["dist/kuasar.js", "dist/kuasar", [
+    "--unstable-vsock",
+    "--v8-flags=--expose-gc",
+    "--include",
+    join(root, "dist/kuasar-wasm-worker.js"),
+  ]],
 ];
 try {
   await Deno.stat(join(root, "dist/kuasar-agent.js"));

@@ -9,13 +9,25 @@ import { validateId } from "../domain/ids.ts";
 import type { SandboxExit, SandboxRecord } from "../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../domain/task.ts";
 import type { SandboxStore } from "../ports/sandbox_store.ts";
-import { KeyedMutex, Latch } from "./sync.ts";
+import { KeyedMutex, KeyedRwMutex, Latch } from "./sync.ts";
 
 /** Records, locks and exit latches of all sandboxes. */
 export class SandboxRegistry {
   readonly store: SandboxStore;
   /** Serialises every mutation of one sandbox (and its containers). */
-  readonly lock: KeyedMutex = new KeyedMutex();
+  /**
+   * Per-sandbox lock: pod-level calls (Controller) take it alone, container
+   * calls (Task API) share it and take their container's `containerLock`, so
+   * tasks of one pod proceed side by side but never during a pod's Stop.
+   */
+  readonly lock: KeyedRwMutex = new KeyedRwMutex();
+  /** Per-container lock, by container id (ids are unique across pods). */
+  readonly containerLock: KeyedMutex = new KeyedMutex();
+
+  /** Runs a Task API call on container `id` of `sandboxId` under both locks. */
+  withContainer<T>(sandboxId: string, id: string, fn: () => Promise<T>): Promise<T> {
+    return this.lock.runShared(sandboxId, () => this.containerLock.run(id, fn));
+  }
   #records = new Map<string, SandboxRecord>();
   #sandboxExits = new Map<string, Latch<SandboxExit>>();
   #processExits = new Map<string, Latch<ProcessExit>>();

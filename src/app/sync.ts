@@ -28,6 +28,71 @@ export class KeyedMutex {
   }
 }
 
+interface RwState {
+  readers: number;
+  writer: boolean;
+  queue: { exclusive: boolean; go: () => void }[];
+}
+
+/**
+ * A keyed reader-writer lock: `runShared` calls for a key run together,
+ * `run` runs alone. Waiting exclusive calls hold back later shared ones, so
+ * a pod's Stop is not starved by a stream of container calls.
+ */
+export class KeyedRwMutex {
+  #states = new Map<string, RwState>();
+
+  /** Runs `fn` alone for `key`. */
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return this.#with(key, true, fn);
+  }
+
+  /** Runs `fn` alongside other shared calls for `key`. */
+  runShared<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    return this.#with(key, false, fn);
+  }
+
+  async #with<T>(key: string, exclusive: boolean, fn: () => Promise<T>): Promise<T> {
+    await this.#acquire(key, exclusive);
+    try {
+      return await fn();
+    } finally {
+      this.#release(key, exclusive);
+    }
+  }
+
+  #acquire(key: string, exclusive: boolean): Promise<void> {
+    let s = this.#states.get(key);
+    if (!s) this.#states.set(key, s = { readers: 0, writer: false, queue: [] });
+    if (!s.queue.length && this.#grantable(s, exclusive)) {
+      this.#grant(s, exclusive);
+      return Promise.resolve();
+    }
+    return new Promise((go) => s.queue.push({ exclusive, go }));
+  }
+
+  #grantable(s: RwState, exclusive: boolean): boolean {
+    return exclusive ? !s.writer && !s.readers : !s.writer;
+  }
+
+  #grant(s: RwState, exclusive: boolean): void {
+    if (exclusive) s.writer = true;
+    else s.readers++;
+  }
+
+  #release(key: string, exclusive: boolean): void {
+    const s = this.#states.get(key)!;
+    if (exclusive) s.writer = false;
+    else s.readers--;
+    while (s.queue.length && this.#grantable(s, s.queue[0].exclusive)) {
+      const next = s.queue.shift()!;
+      this.#grant(s, next.exclusive);
+      next.go();
+    }
+    if (!s.writer && !s.readers && !s.queue.length) this.#states.delete(key);
+  }
+}
+
 /** A value that is set once; `wait` resolves when it is. */
 export class Latch<T> {
   #value: T | undefined;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { KeyedMutex, Latch, sleep, withTimeout } from "./sync.ts";
+import { KeyedMutex, KeyedRwMutex, Latch, sleep, withTimeout } from "./sync.ts";
 
 /** A promise with its resolve function exposed. */
 function deferred<T = void>(): { promise: Promise<T>; resolve: (v: T) => void } {
@@ -164,4 +164,41 @@ Deno.test("withTimeout passes a rejection on and clears its timer", async () => 
 
 Deno.test("sleep resolves", async () => {
   await sleep(0);
+});
+
+Deno.test("KeyedRwMutex: shared calls overlap, exclusive ones run alone and are not starved", async () => {
+  const m = new KeyedRwMutex();
+  const log: string[] = [];
+  let release1!: () => void, release2!: () => void;
+  const r1 = m.runShared("k", async () => {
+    log.push("r1+");
+    await new Promise<void>((r) => (release1 = r));
+    log.push("r1-");
+  });
+  const r2 = m.runShared("k", async () => {
+    log.push("r2+");
+    await new Promise<void>((r) => (release2 = r));
+    log.push("r2-");
+  });
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(log, ["r1+", "r2+"]); // both inside at once
+  const w = m.run("k", () => {
+    log.push("w");
+    return Promise.resolve();
+  });
+  const r3 = m.runShared("k", () => {
+    log.push("r3");
+    return Promise.resolve();
+  });
+  const other = m.run("other", () => {
+    log.push("other");
+    return Promise.resolve();
+  });
+  await other;
+  release1();
+  await r1;
+  assert.ok(!log.includes("w"), "the writer waits for every reader");
+  release2();
+  await Promise.all([r2, w, r3]);
+  assert.deepEqual(log.slice(-3), ["r2-", "w", "r3"]); // r3 queued behind the writer
 });

@@ -133,7 +133,7 @@ export class TaskService implements ProcessExitListener {
         `Invalid bundle "${input.bundle}": an absolute path is required`,
       );
     }
-    return await this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.withContainer(sandboxId, input.id, async () => {
       const sb = this.#reg.get(sandboxId);
       if (sb.state !== "running") {
         throw new FailedPreconditionError(
@@ -190,7 +190,7 @@ export class TaskService implements ProcessExitListener {
 
   /** Task.Start: starts the init process, or an exec process added by Exec. */
   start(sandboxId: string, id: string, execId: string): Promise<number> {
-    return this.#reg.lock.run(sandboxId, async () => {
+    return this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (!execId) {
@@ -242,7 +242,7 @@ export class TaskService implements ProcessExitListener {
 
   /** Task.Delete: removes a stopped (or never started) process and reports its exit. */
   delete(sandboxId: string, id: string, execId: string): Promise<TaskExit> {
-    return this.#reg.lock.run(sandboxId, async () => {
+    return this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (execId) {
@@ -288,7 +288,7 @@ export class TaskService implements ProcessExitListener {
         `Invalid spec of exec "${execId}": an OCI process object is required`,
       );
     }
-    return await this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (c.state !== "running") {
@@ -335,7 +335,7 @@ export class TaskService implements ProcessExitListener {
     if (!Number.isInteger(signal) || signal < 1 || signal > 64) {
       throw new InvalidArgumentError(`Invalid signal ${signal}`);
     }
-    return await this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       const p = this.#process(sb, id, execId);
@@ -360,7 +360,7 @@ export class TaskService implements ProcessExitListener {
 
   /** Task.Pause. */
   pause(sandboxId: string, id: string): Promise<void> {
-    return this.#reg.lock.run(sandboxId, async () => {
+    return this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       checkProcessTransition(`container "${id}"`, c.state, "paused");
@@ -374,7 +374,7 @@ export class TaskService implements ProcessExitListener {
 
   /** Task.Resume. */
   resume(sandboxId: string, id: string): Promise<void> {
-    return this.#reg.lock.run(sandboxId, async () => {
+    return this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (c.state !== "paused") {
@@ -431,7 +431,7 @@ export class TaskService implements ProcessExitListener {
         throw new InvalidArgumentError("Invalid resources: a LinuxResources object is required");
       }
     }
-    return await this.#reg.lock.run(sandboxId, async () => {
+    return await this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       if (c.state === "stopped") {

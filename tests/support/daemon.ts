@@ -76,6 +76,8 @@ export class TestDaemon {
         "-A",
         // The daemon gives memory back after bursts when it may run the GC.
         "--v8-flags=--expose-gc",
+        // Extra Deno flags for profiling runs (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
+        ...(Deno.env.get("KUASAR_TEST_DENO_FLAGS")?.split(" ").filter(Boolean) ?? []),
         this.#entry,
         this.kind,
         "--listen",

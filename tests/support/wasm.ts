@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { K8S_NS, taskClient, type TestDaemon } from "./daemon.ts";
 import { has } from "./env.ts";
 import { randomId, type TestPod } from "./pod.ts";
@@ -111,6 +112,24 @@ export async function createWasmContainer(
   o: WasmContainerOptions,
   id = randomId(),
 ): Promise<{ id: string; pid: number; bundle: string }> {
+  const req = await prepareWasmContainer(d, pod, modules, o, id);
+  const t = await taskClient(pod.address);
+  try {
+    const r = await t.task.create(req, K8S_NS);
+    return { id, pid: r.pid, bundle: req.bundle };
+  } finally {
+    t.close();
+  }
+}
+
+/** Writes the layer and bundle of `createWasmContainer`; returns its Task.Create request. */
+export async function prepareWasmContainer(
+  d: TestDaemon,
+  pod: TestPod,
+  modules: WasmModules,
+  o: WasmContainerOptions,
+  id = randomId(),
+): Promise<CreateTaskRequest> {
   const layer = join(d.base, "layers", id);
   await Deno.mkdir(join(layer, "etc"), { recursive: true });
   await Deno.copyFile(modules[o.module], join(layer, "app.wasm"));
@@ -147,27 +166,21 @@ export async function createWasmContainer(
     },
   };
   await Deno.writeTextFile(join(bundle, "config.json"), JSON.stringify(spec));
-  const t = await taskClient(pod.address);
-  try {
-    const r = await t.task.create({
-      id,
-      bundle,
-      rootfs: [{
-        type: "overlay",
-        source: "overlay",
-        target: "",
-        options: [`lowerdir=${layer}`, `upperdir=${upper}`, `workdir=${work}`],
-      }],
-      terminal: false,
-      stdin: o.stdin ?? "",
-      stdout: o.stdout ?? "",
-      stderr: o.stderr ?? "",
-      checkpoint: "",
-      parentCheckpoint: "",
-      options: undefined,
-    }, K8S_NS);
-    return { id, pid: r.pid, bundle };
-  } finally {
-    t.close();
-  }
+  return {
+    id,
+    bundle,
+    rootfs: [{
+      type: "overlay",
+      source: "overlay",
+      target: "",
+      options: [`lowerdir=${layer}`, `upperdir=${upper}`, `workdir=${work}`],
+    }],
+    terminal: false,
+    stdin: o.stdin ?? "",
+    stdout: o.stdout ?? "",
+    stderr: o.stderr ?? "",
+    checkpoint: "",
+    parentCheckpoint: "",
+    options: undefined,
+  };
 }

@@ -56,7 +56,10 @@ export class ExitWatcher {
     this.#fs = Deno.watchFs(this.dir, { recursive: false });
     (async () => {
       for await (const ev of this.#fs!) {
+        // Records are renamed into place: their .tmp files and removals say nothing.
+        if (ev.kind === "remove") continue;
         for (const p of ev.paths) {
+          if (p.endsWith(".tmp")) continue;
           const token = p.slice(p.lastIndexOf("/") + 1);
           if (this.#watches.has(token)) this.#check(token);
         }

@@ -6,6 +6,7 @@
  */
 import type { Mount } from "../../domain/task.ts";
 import { runChecked, runCommand } from "./command.ts";
+import { mountSyscall, SyscallError, syscallsAvailable, unmountSyscall } from "./syscalls.ts";
 
 /** Decodes the octal escapes mountinfo uses for spaces and other bytes. */
 function unescape(s: string): string {
@@ -37,6 +38,18 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
   for (const m of mounts) {
     const bind = m.type === "bind" || m.type === "rbind" ||
       m.options.some((o) => o === "bind" || o === "rbind");
+    if (syscallsAvailable()) {
+      const opts = bind && !m.options.some((o) => o === "bind" || o === "rbind")
+        ? [m.type === "rbind" ? "rbind" : "bind", ...m.options]
+        : m.options;
+      try {
+        await mountSyscall(m.source || m.type || "none", target, bind ? "" : m.type, opts);
+        continue;
+      } catch (e) {
+        // mount(8) knows more (helpers like mount.fuse): let it try and report.
+        if (!(e instanceof SyscallError)) throw e;
+      }
+    }
     const args = ["mount"];
     if (!bind && m.type) args.push("-t", m.type);
     let opts = m.options;
@@ -54,6 +67,12 @@ export async function unmountAll(prefix: string): Promise<void> {
   for (let round = 0; round < 3; round++) {
     const points = await mountsUnder(prefix);
     if (!points.length) return;
-    for (const p of points) await runCommand(["umount", "-l", p]).catch(() => {});
+    for (const p of points) {
+      try {
+        await unmountSyscall(p);
+      } catch {
+        await runCommand(["umount", "-l", p]).catch(() => {});
+      }
+    }
   }
 }

@@ -115,6 +115,7 @@ export class ProcessIo {
     this.#bridges.get(token)?.close();
     this.#bridges.delete(token);
     const ids = Object.values(streamIds(io)).filter((x): x is string => !!x);
+    if (!ids.length && !io.terminal) return; // it never had sockets
     this.#hub.remove(scope, ids);
     for (const s of ["console", "ctl", "io"]) {
       await Deno.remove(await this.#socket(token, s)).catch(() => {});

@@ -42,6 +42,7 @@ export class WasmHostClient {
   #pending = new Map<number, Pending>();
   #nextId = 1;
   #pid = 0;
+  #writes: Promise<void> = Promise.resolve();
   #log = log.with({ component: "wasm-host-client" });
 
   constructor(cfg: WasmHostConfig) {
@@ -127,8 +128,13 @@ export class WasmHostClient {
     const reply = new Promise<Record<string, unknown>>((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
     });
-    try {
+    // Writes go out one after another: a partial write must not interleave with another call's.
+    const write = this.#writes.then(async () => {
       for (let off = 0; off < line.length;) off += await conn.write(line.subarray(off));
+    });
+    this.#writes = write.catch(() => {});
+    try {
+      await write;
     } catch (e) {
       this.#pending.delete(id);
       this.#drop(conn);

@@ -21,6 +21,7 @@ import type {
 import { readSpec } from "../os/bundle.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
+import { unmountSyscall } from "../os/syscalls.ts";
 import { ProcessIo } from "../os/process_io.ts";
 import { initToken } from "../os/process_tokens.ts";
 import type { StreamHub } from "../task/streaming.ts";
@@ -145,7 +146,14 @@ export class WasmContainerRuntime implements ContainerRuntime {
     this.#opts.exits.cancel(token);
     if (await this.#opts.host.alive()) await this.#opts.host.delete(`${sb.id}/${c.id}`);
     const rootfs = (c.backend as WasmBackend).rootfs;
-    if (rootfs && (await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
+    if (rootfs) {
+      // The rootfs is the one mount made here: detach it directly, and only
+      // read the mount table (costly with many pods) when that did not work.
+      try {
+        await unmountSyscall(rootfs);
+      } catch { /* not mounted, or no libc */ }
+      if ((await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
+    }
     await this.#opts.exits.remove(token);
     await this.#io.release(sb.id, token, c.io);
   }

@@ -1,0 +1,202 @@
+/**
+ * Wasm task throughput: N hello-module tasks create→start→exit→delete
+ * through the Task API, serially and C at a time, per engine (embedded V8,
+ * Wasmtime's C API when installed), with a `wasmtime run` process per task
+ * as the baseline when the Wasmtime CLI is installed; and the memory an idle
+ * running module costs (modules blocked reading stdin).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { K8S_NS, mkfifo, taskClient, TestDaemon } from "../../tests/support/daemon.ts";
+import { startPod, type TestPod } from "../../tests/support/pod.ts";
+import {
+  buildWasmModules,
+  prepareWasmContainer,
+  type WasmModules,
+} from "../../tests/support/wasm.ts";
+import { findExecutable } from "../../src/adapters/os/executables.ts";
+import type { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
+import { median, percentile, pidsMatching, settledPss, sumPss } from "./pss.ts";
+
+/** Latencies and throughput of one mode. */
+export interface Throughput {
+  readonly tasks: number;
+  readonly concurrency: number;
+  readonly wallMs: number;
+  readonly latenciesMs: number[];
+}
+
+/** One engine's (or the baseline's) numbers. */
+export interface EngineResult {
+  readonly name: string;
+  readonly serial: Throughput;
+  readonly parallel: Throughput;
+  /** PSS per idle running module, KiB. */
+  readonly idleModuleKiB: number;
+}
+
+export function stats(t: Throughput) {
+  return {
+    tasksPerSec: (t.tasks / t.wallMs) * 1000,
+    p50: median(t.latenciesMs),
+    p99: percentile(t.latenciesMs, 99),
+  };
+}
+
+/** Where the Wasmtime CLI baseline comes from, if installed. */
+export function wasmtimeCli(): string | undefined {
+  const home = Deno.env.get("HOME") ?? "/root";
+  return findExecutable("wasmtime") ??
+    findExecutable(join(home, ".cache/kuasar-tools/wasmtime-cli/bin/wasmtime"));
+}
+
+async function oneTask(
+  t: Awaited<ReturnType<typeof taskClient>>,
+  req: CreateTaskRequest,
+): Promise<number> {
+  const t0 = performance.now();
+  await t.task.create(req, K8S_NS);
+  const w = t.task.wait({ id: req.id, execId: "" }, K8S_NS);
+  await t.task.start({ id: req.id, execId: "" }, K8S_NS);
+  const exit = await w;
+  if (exit.exitStatus !== 0) throw new Error(`task ${req.id} exited ${exit.exitStatus}`);
+  await t.task.delete({ id: req.id, execId: "" }, K8S_NS);
+  return performance.now() - t0;
+}
+
+/** Runs `reqs` with `concurrency` clients; returns latencies and wall time. */
+async function drive(
+  pod: TestPod,
+  reqs: CreateTaskRequest[],
+  concurrency: number,
+): Promise<Throughput> {
+  const clients = await Promise.all(
+    Array.from({ length: concurrency }, () => taskClient(pod.address)),
+  );
+  const latenciesMs: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(clients.map(async (c) => {
+    while (next < reqs.length) latenciesMs.push(await oneTask(c, reqs[next++]));
+  }));
+  const wallMs = performance.now() - t0;
+  for (const c of clients) c.close();
+  return { tasks: reqs.length, concurrency, wallMs, latenciesMs };
+}
+
+/** PSS of the Wasm host per idle running module (cat blocked on an unwritten stdin). */
+async function idleModules(
+  d: TestDaemon,
+  pod: TestPod,
+  m: WasmModules,
+  engine: string,
+  n: number,
+): Promise<number> {
+  const host = await pidsMatching(`\0${join(d.dir, "wasm-host.sock")}\0`);
+  const before = await settledPss(host[0]);
+  const t = await taskClient(pod.address);
+  const ids: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const stdin = join(d.base, `idle-${engine}-${i}`);
+    await mkfifo(stdin);
+    const req = await prepareWasmContainer(d, pod, m, {
+      module: "cat",
+      stdin,
+      annotations: { "io.kuasar.wasm.engine": engine },
+    });
+    await t.task.create(req, K8S_NS);
+    await t.task.start({ id: req.id, execId: "" }, K8S_NS);
+    ids.push(req.id);
+  }
+  await new Promise((r) => setTimeout(r, 1000));
+  const after = await settledPss(host[0]);
+  for (const id of ids) {
+    await t.task.kill({ id, execId: "", signal: 9, all: false }, K8S_NS).catch(() => {});
+    await t.task.wait({ id, execId: "" }, K8S_NS).catch(() => {});
+    await t.task.delete({ id, execId: "" }, K8S_NS).catch(() => {});
+  }
+  t.close();
+  return (after - before) / n;
+}
+
+/** The Task API numbers of one engine. */
+export async function engineBench(
+  engine: string,
+  n: number,
+  concurrency: number,
+  idle: number,
+): Promise<EngineResult> {
+  const m = await buildWasmModules();
+  const d = await TestDaemon.start({ kind: "wasm", extraArgs: ["--log-level", "warn"] });
+  try {
+    const pod = await startPod(d);
+    const on = { annotations: { "io.kuasar.wasm.engine": engine } };
+    const make = async (count: number) => {
+      const reqs: CreateTaskRequest[] = [];
+      for (let i = 0; i < count; i++) {
+        reqs.push(await prepareWasmContainer(d, pod, m, { ...on, module: "hello" }));
+      }
+      return reqs;
+    };
+    await drive(pod, await make(20), concurrency); // warm-up: workers, compiled module
+    const serial = await drive(pod, await make(n), 1);
+    const parallel = await drive(pod, await make(n), concurrency);
+    const idleModuleKiB = await idleModules(d, pod, m, engine, idle);
+    await d.controller.shutdown(pod.id);
+    return { name: engine, serial, parallel, idleModuleKiB };
+  } finally {
+    await d.cleanup();
+  }
+}
+
+/** The baseline: a `wasmtime run` process per task. */
+export async function wasmtimeRunBaseline(
+  cli: string,
+  n: number,
+  concurrency: number,
+  idle: number,
+): Promise<EngineResult> {
+  const m = await buildWasmModules();
+  const runOne = async () => {
+    const t0 = performance.now();
+    const r = await new Deno.Command(cli, {
+      args: ["run", m.hello],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    if (!r.success) throw new Error(`wasmtime run exited ${r.code}`);
+    return performance.now() - t0;
+  };
+  const mode = async (c: number): Promise<Throughput> => {
+    const latenciesMs: number[] = [];
+    let left = n;
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: c }, async () => {
+      while (left-- > 0) latenciesMs.push(await runOne());
+    }));
+    return { tasks: n, concurrency: c, wallMs: performance.now() - t0, latenciesMs };
+  };
+  for (let i = 0; i < 5; i++) await runOne();
+  const serial = await mode(1);
+  const parallel = await mode(concurrency);
+  // Idle: processes blocked reading a stdin pipe that stays open.
+  const procs = Array.from(
+    { length: idle },
+    () =>
+      new Deno.Command(cli, {
+        args: ["run", m.cat],
+        stdin: "piped",
+        stdout: "null",
+        stderr: "null",
+      })
+        .spawn(),
+  );
+  await new Promise((r) => setTimeout(r, 1500));
+  const idleModuleKiB = (await sumPss(procs.map((p) => p.pid))) / idle;
+  for (const p of procs) {
+    p.kill("SIGKILL");
+    await p.status;
+  }
+  return { name: "wasmtime run (process per task)", serial, parallel, idleModuleKiB };
+}
