@@ -1,30 +1,43 @@
-// The README's first command: starts a sandboxer, runs a demo pod with a
-// busybox container in it, shows what the sandboxer reports, then cleans up
-// (Ctrl-C stops earlier). Everything goes through the sandboxer's real APIs.
+// The README's first command: starts a sandboxer, runs a demo pod in it,
+// shows what the sandboxer reports, then cleans up (Ctrl-C stops earlier).
+// Everything goes through the sandboxer's real APIs.
+//
+// `demo.ts` (default) is a Wasm pod on the embedded V8/WASI engine, which
+// needs nothing installed; `demo.ts runc` is a runC pod with a busybox container.
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../tests/support/daemon.ts";
 import { createContainer, startPod } from "../tests/support/pod.ts";
+import { buildWasmModules, createWasmContainer } from "../tests/support/wasm.ts";
 
 const say = (s: string) => console.log(`\x1b[1m==> ${s}\x1b[0m`);
-const d = await TestDaemon.start({ kind: Deno.args[0] ?? "runc" });
+const kind = Deno.args[0] ?? "wasm";
+const d = await TestDaemon.start({ kind });
 say(`sandboxer "${d.kind}" (pid ${d.pid}) serves ${d.listen}; state in ${d.dir}; log ${d.logFile}`);
 let podId = "";
 try {
   const pod = await startPod(d, { hostname: "demo" });
   podId = pod.id;
-  say(`pod ${pod.id.slice(0, 12)} is up: holder pid ${pod.pid}, Task API at ${pod.address}`);
+  say(`pod ${pod.id.slice(0, 12)} is up: pid ${pod.pid}, Task API at ${pod.address}`);
   const fifo = join(d.base, "demo.stdout");
   await mkfifo(fifo);
   const out = readFifo(fifo);
-  const c = await createContainer(d, pod, {
-    args: [
-      "sh",
-      "-c",
-      'echo "hello from $(hostname): pid $$ in $(cat /proc/1/comm)"; uname -a; exit 7',
-    ],
-    stdout: fifo,
-    stderr: fifo,
-  });
+  const c = kind === "wasm"
+    ? await createWasmContainer(d, pod, await buildWasmModules(), {
+      module: "echo",
+      args: ["hello", "from a Wasm module"],
+      env: ["KUASAR_DEMO=embedded V8 + WASI"],
+      stdout: fifo,
+      stderr: fifo,
+    })
+    : await createContainer(d, pod, {
+      args: [
+        "sh",
+        "-c",
+        'echo "hello from $(hostname): pid $$ in $(cat /proc/1/comm)"; uname -a; exit 7',
+      ],
+      stdout: fifo,
+      stderr: fifo,
+    });
   const t = await taskClient(pod.address);
   const waiting = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
   await t.task.start({ id: c.id, execId: "" }, K8S_NS);
