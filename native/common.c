@@ -112,7 +112,7 @@ int listen_unix(const char *path, int nonblock) {
   unlink(path);
   int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
   if (s < 0) return -1;
-  if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, 0600) < 0 || listen(s, 64) < 0) {
+  if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0 || chmod(path, 0600) < 0 || listen(s, 1024) < 0) {
     int e = errno;
     close(s);
     errno = e;

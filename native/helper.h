@@ -32,4 +32,5 @@ int cmd_relay(int argc, char **argv);
 int cmd_notify(int argc, char **argv);
 int cmd_shim_stub(int argc, char **argv);
 int cmd_detach(int argc, char **argv);
+int cmd_pause(void);
 #endif

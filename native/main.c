@@ -14,9 +14,11 @@
 //   kuasar-helper monitor --exit-file F [--pid-file P] [--stdin S] [--stdout O]
 //                         [--stderr E] [--console-socket C] [--control K]
 //                         [--io-socket I] [--log L] -- <runtime argv...>
+//                         [-- <wait argv...>]   (exit status from its {"exitStatus":N})
 //   kuasar-helper relay   --control C --backend B [--log L]
 //   kuasar-helper notify  READY=1 [MAINPID=N ...]
 //   kuasar-helper detach  [--log L] -- <argv...>
+//   kuasar-helper pause   (a sandbox's root process: reaps, exits on TERM/INT)
 //   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name)
 //
 // Exit records: {"pid":N,"status":S,"exited_sec":T,"exited_nsec":U}; status is
@@ -48,10 +50,11 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "relay")) return cmd_relay(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "notify")) return cmd_notify(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "detach")) return cmd_detach(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "pause")) return cmd_pause();
   if (argc >= 2 && !strcmp(argv[1], "version")) {
     dprintf(1, "kuasar-helper 2\n");
     return 0;
   }
-  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|version ...\n");
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|pause|version ...\n");
   return 2;
 }

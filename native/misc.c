@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,4 +163,25 @@ int cmd_detach(int argc, char **argv) {
   }
   report("ready", child);
   return 0;
+}
+
+// cmd_pause is a pod's root process where the runtime needs one (the init of
+// a gVisor sandbox): it reaps children and exits 0 on SIGTERM or SIGINT.
+int cmd_pause(void) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGCHLD);
+  sigprocmask(SIG_BLOCK, &set, NULL);
+  for (;;) {
+    int sig;
+    if (sigwait(&set, &sig) != 0) continue;
+    if (sig == SIGCHLD) {
+      while (waitpid(-1, NULL, WNOHANG) > 0) {
+      }
+      continue;
+    }
+    return 0;
+  }
 }

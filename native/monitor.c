@@ -264,6 +264,60 @@ static void pump(struct mon *m, int tag) {
   flush_out(m);
 }
 
+// start_waiter runs the wait command (every "{pid}" argument replaced by the
+// process's pid) with its stdout on a pipe returned in *out.
+static pid_t start_waiter(char **cmd, long pid, int *out) {
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
+  char pidstr[24];
+  snprintf(pidstr, sizeof pidstr, "%ld", pid);
+  for (char **a = cmd; *a; a++) {
+    if (!strcmp(*a, "{pid}")) *a = pidstr;
+  }
+  pid_t w = fork();
+  if (w < 0) die("fork");
+  if (w == 0) {
+    int nul = open("/dev/null", O_RDWR);
+    dup2(nul, 0);
+    dup2(p[1], 1);
+    dup2(p[1], 2);
+    signal(SIGPIPE, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvp(cmd[0], cmd);
+    _exit(127);
+  }
+  close(p[1]);
+  set_nonblock(p[0]);
+  *out = p[0];
+  return w;
+}
+
+// read_some appends what is readable; returns 0 at end of file or error.
+static int read_some(int fd, struct buf *b) {
+  char tmp[1024];
+  ssize_t n = read(fd, tmp, sizeof tmp);
+  if (n > 0) {
+    if (b->len < 65536) buf_append(b, tmp, (size_t)n);
+    return 1;
+  }
+  return n < 0 && errno == EAGAIN;
+}
+
+// waited_status is the "exitStatus" the waiter printed, or 255 when it
+// printed none (the waiter failed: the status is unknown).
+static int waited_status(struct buf *b, int waiter_status) {
+  buf_append(b, "", 1);
+  const char *k = strstr(b->p, "\"exitStatus\":");
+  if (!k) {
+    (void)waiter_status;
+    return 255;
+  }
+  long v = strtol(k + 13, NULL, 10);
+  return v < 0 || v > 255 ? 255 : (int)v;
+}
+
 int cmd_monitor(int argc, char **argv) {
   const char *exit_file = NULL, *pid_file = NULL, *in = NULL, *out = NULL, *err = NULL;
   const char *console = NULL, *control = NULL, *iosock = NULL, *log = NULL;
@@ -302,6 +356,21 @@ int cmd_monitor(int argc, char **argv) {
     return 2;
   }
   char **cmd = argv + i;
+  // Waiter mode: "-- <runtime argv> -- <wait argv>". For runtimes whose
+  // container processes are not host processes (gVisor), the exit comes from a
+  // waiter command that prints {"exitStatus":N} when the container ends.
+  char **wait_cmd = NULL;
+  for (int j = i; j < argc; j++) {
+    if (!strcmp(argv[j], "--")) {
+      argv[j] = NULL;
+      wait_cmd = argv + j + 1;
+      break;
+    }
+  }
+  if (wait_cmd && !wait_cmd[0]) {
+    dprintf(2, "kuasar-helper monitor: the wait command after the second -- is empty\n");
+    return 2;
+  }
   setsid();
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
   signal(SIGPIPE, SIG_IGN);
@@ -430,10 +499,17 @@ int cmd_monitor(int argc, char **argv) {
   }
 
   int done = 0, status = 0;
-  for (int k = 0; k < early_n; k++) {
-    if (early_pid[k] == pid) {
-      done = 1;
-      status = status_code(early_st[k]);
+  pid_t waiter = -1;
+  int wait_out = -1;
+  struct buf wbuf = {0};
+  if (wait_cmd) {
+    waiter = start_waiter(wait_cmd, pid, &wait_out);
+  } else {
+    for (int k = 0; k < early_n; k++) {
+      if (early_pid[k] == pid) {
+        done = 1;
+        status = status_code(early_st[k]);
+      }
     }
   }
   long long exited_at = done ? now_ms() : 0;
@@ -485,6 +561,11 @@ int cmd_monitor(int argc, char **argv) {
       iin = n;
       p[n++] = (struct pollfd){m.in_w, POLLOUT, 0};
     }
+    int iwait = -1;
+    if (wait_out >= 0) {
+      iwait = n;
+      p[n++] = (struct pollfd){wait_out, POLLIN, 0};
+    }
     int timeout = done ? 200 : -1;
     if (poll(p, n, timeout) < 0) {
       if (errno == EINTR) continue;
@@ -511,6 +592,10 @@ int cmd_monitor(int argc, char **argv) {
       if (isrc[t] >= 0 && m.src[t] >= 0 && p[isrc[t]].revents) pump(&m, t);
     }
     if (iin >= 0 && p[iin].revents) flush_in(&m);
+    if (iwait >= 0 && p[iwait].revents && !read_some(wait_out, &wbuf)) {
+      close(wait_out);
+      wait_out = -1;
+    }
     if (m.in_w == m.master && m.master >= 0 && m.inq.len) flush_in(&m);
     if (p[isig].revents & POLLIN) {
       struct signalfd_siginfo si;
@@ -519,7 +604,27 @@ int cmd_monitor(int argc, char **argv) {
       int st;
       pid_t w;
       while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (w == pid && !done) {
+        if (w == waiter && !done) {
+          if (wait_out >= 0) {
+            while (read_some(wait_out, &wbuf)) {
+            }
+            close(wait_out);
+            wait_out = -1;
+          }
+          // A created container cannot be waited for until it is started:
+          // ask again until it is (or the answer is something else).
+          buf_append(&wbuf, "", 1);
+          if (!strstr(wbuf.p, "\"exitStatus\":") && strstr(wbuf.p, "not started")) {
+            buf_free(&wbuf);
+            usleep(100 * 1000);
+            waiter = start_waiter(wait_cmd, pid, &wait_out);
+            continue;
+          }
+          done = 1;
+          status = waited_status(&wbuf, st);
+          exited_at = now_ms();
+          write_exit_record(exit_file, pid, status);
+        } else if (w == pid && !done && !wait_cmd) {
           done = 1;
           status = status_code(st);
           exited_at = now_ms();
@@ -531,5 +636,6 @@ int cmd_monitor(int argc, char **argv) {
   if (m.master >= 0) close(m.master);
   if (control) unlink(control);
   if (iosock) unlink(iosock);
+  buf_free(&wbuf);
   return 0;
 }
