@@ -138,10 +138,13 @@ export class ProcessIo {
     }
   }
 
-  /** Ends stdin of a streamed process (CloseIO). */
-  async closeStdin(token: string, io: Io): Promise<void> {
-    if (streamIds(io).stdin) await this.#bridges.get(token)?.sendStdin(null);
+  /** Ends stdin of a streamed or pty process (CloseIO); false when stdin is neither. */
+  async closeStdin(scope: string, token: string, io: Io): Promise<boolean> {
+    const stdin = streamIds(io).stdin;
+    // Through the stream's channel, so it follows the bytes the stream still carries.
+    if (stdin) await this.#hub.input(scope, stdin).close();
     else if (io.terminal) await this.control(token, "close-stdin");
+    return !!stdin || io.terminal;
   }
 
   #socket(token: string, suffix: string): Promise<string> {

@@ -306,12 +306,12 @@ export class RuncContainerRuntime implements ContainerRuntime {
   }
 
   async closeStdin(
-    _sb: SandboxRecord,
+    sb: SandboxRecord,
     c: ContainerRecord,
     e: ExecRecord | undefined,
   ): Promise<void> {
     // A FIFO stdin needs nothing: the process reads it and sees EOF when the writer closes.
-    await this.#io.closeStdin(e ? execToken(c.id, e.id) : initToken(c.id), (e ?? c).io);
+    await this.#io.closeStdin(sb.id, e ? execToken(c.id, e.id) : initToken(c.id), (e ?? c).io);
   }
 
   async recover(

@@ -98,21 +98,68 @@ class OutChannel {
   }
 }
 
-/** Input of a process (stdin) from containerd. */
+/** How long CloseIO waits for an attached stdin stream to deliver what it carries. */
+const STDIN_DRAIN_MS = 2000;
+
+/**
+ * Input of a process (stdin) from containerd. Data and the end of input reach
+ * the sink strictly in arrival order, whichever of attach and delivery comes
+ * first.
+ */
 class InChannel {
   #pending: (Uint8Array | null)[] = [];
   #sink: ((data: Uint8Array | null) => Promise<void>) | undefined;
+  #pump: Promise<void> = Promise.resolve();
+  #ended = false;
+  #streamDone: (() => void) | undefined;
+  #streamEnded: Promise<void> | undefined;
   owner: symbol | undefined;
 
   /** Where stdin goes; `null` means end of input. Buffered data is delivered first. */
-  async setSink(sink: (data: Uint8Array | null) => Promise<void>): Promise<void> {
+  setSink(sink: (data: Uint8Array | null) => Promise<void>): Promise<void> {
     this.#sink = sink;
-    for (let d = this.#pending.shift(); d !== undefined; d = this.#pending.shift()) await sink(d);
+    return this.#drain();
   }
 
-  async deliver(data: Uint8Array | null): Promise<void> {
-    if (this.#sink) await this.#sink(data);
-    else this.#pending.push(data);
+  deliver(data: Uint8Array | null): Promise<void> {
+    if (this.#ended) return Promise.resolve(); // input already ended (stream EOF and CloseIO both end it)
+    this.#ended = data === null;
+    this.#pending.push(data);
+    return this.#drain();
+  }
+
+  /** A stdin stream is attached; `close` waits for it to end. */
+  streamOpened(): void {
+    this.#streamEnded = new Promise((r) => (this.#streamDone = r));
+  }
+
+  streamClosed(): void {
+    this.#streamDone?.();
+  }
+
+  /**
+   * Ends input (CloseIO). containerd sends CloseIO on another connection than
+   * the stdin stream, so it can overtake the last bytes of that stream: let an
+   * attached stream finish first (it ends input itself), within a bound.
+   */
+  async close(): Promise<void> {
+    if (this.#streamEnded) {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        this.#streamEnded,
+        new Promise((r) => (timer = setTimeout(r, STDIN_DRAIN_MS))),
+      ]);
+      clearTimeout(timer);
+    }
+    await this.deliver(null);
+  }
+
+  #drain(): Promise<void> {
+    const run = this.#pump.then(async () => {
+      while (this.#sink && this.#pending.length) await this.#sink(this.#pending.shift()!);
+    });
+    this.#pump = run.catch(() => {});
+    return run;
   }
 }
 
@@ -239,16 +286,23 @@ export class StreamHub {
   ): Promise<undefined> {
     const me = Symbol();
     ch.owner = me;
-    await s.send(any(TYPE_WINDOW, WindowUpdate.encode({ update: STDIN_WINDOW }).finish()));
-    for (let m = await it.next(); !m.done; m = await it.next()) {
-      if (ch.owner !== me) throw new FailedPreconditionError("Stream is preempted by a newer one");
-      const a = Any.decode(m.value);
-      if (!a.typeUrl.endsWith("Data")) continue;
-      const data = Data.decode(a.value).data;
-      await ch.deliver(data);
-      await s.send(any(TYPE_WINDOW, WindowUpdate.encode({ update: data.length }).finish()));
+    ch.streamOpened();
+    try {
+      await s.send(any(TYPE_WINDOW, WindowUpdate.encode({ update: STDIN_WINDOW }).finish()));
+      for (let m = await it.next(); !m.done; m = await it.next()) {
+        if (ch.owner !== me) {
+          throw new FailedPreconditionError("Stream is preempted by a newer one");
+        }
+        const a = Any.decode(m.value);
+        if (!a.typeUrl.endsWith("Data")) continue;
+        const data = Data.decode(a.value).data;
+        await ch.deliver(data);
+        await s.send(any(TYPE_WINDOW, WindowUpdate.encode({ update: data.length }).finish()));
+      }
+      if (ch.owner === me) await ch.deliver(null);
+    } finally {
+      if (ch.owner === me) ch.streamClosed();
     }
-    if (ch.owner === me) await ch.deliver(null);
     return undefined;
   }
 }

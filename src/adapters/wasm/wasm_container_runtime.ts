@@ -193,6 +193,8 @@ export class WasmContainerRuntime implements ContainerRuntime {
   }
 
   async closeStdin(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    // Streamed stdin ends in order with its stream's data; FIFO stdin at the host.
+    if (await this.#io.closeStdin(sb.id, initToken(c.id), c.io)) return;
     await this.#opts.host.closeStdin(`${sb.id}/${c.id}`).catch((e) => {
       if (!(e instanceof NotFoundError)) throw e;
     });
