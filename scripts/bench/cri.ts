@@ -107,7 +107,7 @@ async function runPod(e: E2E, handler: string): Promise<void> {
     `${pc.metadata.name}-c.json`,
     containerConfig("c", ["sleep", "100000"]),
   );
-  await e.ctd.crictlOk(["run", "--runtime", handler, ctrJson, podJson]);
+  await e.ctd.crictlOk(["run", "--no-pull", "--runtime", handler, ctrJson, podJson]);
 }
 
 async function removeAll(e: E2E): Promise<void> {
