@@ -18,6 +18,7 @@
 //   kuasar-helper relay   --control C --backend B [--log L]
 //   kuasar-helper notify  READY=1 [MAINPID=N ...]
 //   kuasar-helper detach  [--log L] -- <argv...>
+//   kuasar-helper exec    -- <argv...>   (runs argv without the daemon's descriptors)
 //   kuasar-helper pause   (a sandbox's root process: reaps, exits on TERM/INT)
 //   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name)
 //
@@ -25,6 +26,7 @@
 // the exit code, or 128+signal for a killed process.
 #include "helper.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -51,10 +53,17 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "notify")) return cmd_notify(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "detach")) return cmd_detach(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "pause")) return cmd_pause();
+  // exec: for runtimes that leave long-lived processes behind (runsc's
+  // sandbox and gofer), which would otherwise keep the daemon's sockets.
+  if (argc >= 4 && !strcmp(argv[1], "exec") && !strcmp(argv[2], "--")) {
+    execvp(argv[3], argv + 3);
+    dprintf(2, "kuasar-helper exec %s: %s\n", argv[3], strerror(errno));
+    return 127;
+  }
   if (argc >= 2 && !strcmp(argv[1], "version")) {
     dprintf(1, "kuasar-helper 2\n");
     return 0;
   }
-  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|pause|version ...\n");
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|version ...\n");
   return 2;
 }

@@ -28,3 +28,8 @@ export function skipUnless(reason: string | undefined, name: string): { ignore: 
   if (reason) console.log(`SKIP ${name}: ${reason}`);
   return { ignore: !!reason };
 }
+
+/** Why gVisor integration tests cannot run here, or undefined if they can. */
+export function runscUnavailable(): string | undefined {
+  return runcUnavailable() ?? (has("runsc") ? undefined : "runsc (gVisor) is not installed");
+}

@@ -12,11 +12,15 @@ const DAEMON_FILES = new Set([
   "exits",
   "s",
   "runc",
+  "runsc",
   "task-backend.sock",
   "relay.log",
   "wasm-host.log",
   "wasm-io",
 ]);
+
+/** Daemon-wide directories whose content no pod owns (the gVisor pods' shared pause rootfs). */
+const DAEMON_TREES = new Set(["pause-rootfs"]);
 
 async function walk(dir: string, out: string[]): Promise<void> {
   let entries: Deno.DirEntry[];
@@ -27,6 +31,7 @@ async function walk(dir: string, out: string[]): Promise<void> {
   }
   for (const e of entries) {
     const p = join(dir, e.name);
+    if (e.isDirectory && DAEMON_TREES.has(e.name)) continue;
     if (e.isDirectory) {
       const before = out.length;
       await walk(p, out);

@@ -330,3 +330,27 @@ export async function summedCgroupMetrics(list: readonly CgroupPaths[]): Promise
     value: v1.Metrics.encode(total as unknown as v1.Metrics).finish(),
   };
 }
+
+/**
+ * Removes cgroup `path` from every hierarchy it exists in (runsc leaves its
+ * sandbox's cgroup behind on cgroup v1). Retries briefly while the last
+ * processes are still leaving it.
+ */
+export async function removeCgroup(path: string): Promise<void> {
+  const rel = path.replace(/^\/+/, "");
+  if (!rel || rel.split("/").includes("..")) return;
+  const dirs = isUnified() ? [ROOT] : (await Array.fromAsync(Deno.readDir(ROOT)).catch(() => []))
+    .filter((e) => e.isDirectory).map((e) => join(ROOT, e.name));
+  for (const d of dirs) {
+    const target = join(d, rel);
+    for (let i = 0; i < 20; i++) {
+      try {
+        await Deno.remove(target);
+        break;
+      } catch (e) {
+        if (e instanceof Deno.errors.NotFound) break;
+        await new Promise((r) => setTimeout(r, 50)); // busy: processes still leaving
+      }
+    }
+  }
+}

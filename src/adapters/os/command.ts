@@ -22,6 +22,11 @@ export interface RunOptions {
   readonly timeoutMs?: number;
   readonly env?: Record<string, string>;
   readonly cwd?: string;
+  /**
+   * Output to /dev/null: for commands that leave processes behind holding
+   * their stdio (runsc create), whose pipes would never reach EOF.
+   */
+  readonly discardOutput?: boolean;
 }
 
 const td = new TextDecoder();
@@ -38,8 +43,8 @@ export async function runCommand(
     child = new Deno.Command(bin, {
       args,
       stdin: opts.stdin ? "piped" : "null",
-      stdout: "piped",
-      stderr: "piped",
+      stdout: opts.discardOutput ? "null" : "piped",
+      stderr: opts.discardOutput ? "null" : "piped",
       env: opts.env,
       cwd: opts.cwd,
     }).spawn();
@@ -61,7 +66,9 @@ export async function runCommand(
       child.kill("SIGKILL");
     } catch { /* already gone */ }
   }, opts.timeoutMs);
-  const out = await child.output();
+  const out = opts.discardOutput
+    ? { code: (await child.status).code, stdout: new Uint8Array(), stderr: new Uint8Array() }
+    : await child.output();
   clearTimeout(timer);
   if (timedOut) {
     throw new DeadlineExceededError(

@@ -15,6 +15,13 @@ export interface RuncOptions {
   readonly root: string;
   /** Use the systemd cgroup driver (--systemd-cgroup). */
   readonly systemdCgroup: boolean;
+  /** More global flags, before the verb (runsc's --platform, --network…). */
+  readonly globalFlags?: readonly string[];
+  /**
+   * Prefix of every command the daemon runs directly (`kuasar-helper exec --`),
+   * so processes the runtime leaves behind inherit none of the daemon's descriptors.
+   */
+  readonly launcher?: readonly string[];
 }
 
 /** `runc state` output. */
@@ -36,6 +43,7 @@ export class RuncCli {
     const a = [this.opts.binary, "--root", this.opts.root];
     if (logFile) a.push("--log", logFile, "--log-format", "json");
     if (this.opts.systemdCgroup) a.push("--systemd-cgroup");
+    a.push(...this.opts.globalFlags ?? []);
     return a;
   }
 
@@ -76,7 +84,7 @@ export class RuncCli {
   }
 
   async start(id: string): Promise<void> {
-    await this.#run(["start", id], `start container "${id}"`);
+    await this.run(["start", id], `start container "${id}"`);
   }
 
   /**
@@ -86,7 +94,7 @@ export class RuncCli {
    */
   async kill(id: string, signal: number, all: boolean): Promise<void> {
     try {
-      await this.#run(
+      await this.run(
         ["kill", ...(all ? ["--all"] : []), id, String(signal)],
         `signal container "${id}"`,
       );
@@ -104,23 +112,23 @@ export class RuncCli {
   /** Deletes the container; a container runc no longer knows is fine. */
   async delete(id: string, force: boolean): Promise<void> {
     try {
-      await this.#run(["delete", ...(force ? ["--force"] : []), id], `delete container "${id}"`);
+      await this.run(["delete", ...(force ? ["--force"] : []), id], `delete container "${id}"`);
     } catch (e) {
       if (!(e instanceof NotFoundError)) throw e;
     }
   }
 
   async pause(id: string): Promise<void> {
-    await this.#run(["pause", id], `pause container "${id}"`);
+    await this.run(["pause", id], `pause container "${id}"`);
   }
 
   async resume(id: string): Promise<void> {
-    await this.#run(["resume", id], `resume container "${id}"`);
+    await this.run(["resume", id], `resume container "${id}"`);
   }
 
   /** Applies OCI LinuxResources. */
   async update(id: string, resources: unknown): Promise<void> {
-    await this.#run(
+    await this.run(
       ["update", "--resources", "-", id],
       `update container "${id}"`,
       new TextEncoder().encode(JSON.stringify(resources)),
@@ -129,7 +137,7 @@ export class RuncCli {
 
   /** Pids of every process in the container. */
   async ps(id: string): Promise<number[]> {
-    const out = await this.#run(["ps", "--format", "json", id], `list processes of "${id}"`);
+    const out = await this.run(["ps", "--format", "json", id], `list processes of "${id}"`);
     const pids = JSON.parse(out || "[]");
     return Array.isArray(pids) ? pids.filter((p) => Number.isInteger(p)) : [];
   }
@@ -137,7 +145,7 @@ export class RuncCli {
   /** State of a container, or undefined if runc does not know it. */
   async state(id: string): Promise<RuncState | undefined> {
     try {
-      const s = JSON.parse(await this.#run(["state", id], `query container "${id}"`));
+      const s = JSON.parse(await this.run(["state", id], `query container "${id}"`));
       return { status: s.status, pid: s.pid };
     } catch (e) {
       if (e instanceof NotFoundError) return undefined;
@@ -145,10 +153,34 @@ export class RuncCli {
     }
   }
 
-  async #run(args: string[], what: string, stdin?: Uint8Array): Promise<string> {
-    const r = await runCommand([...this.global(), ...args], { stdin, timeoutMs: 60_000 });
+  /** Runs a verb with the global flags; failures are mapped by `runcError`. */
+  async run(args: string[], what: string, stdin?: Uint8Array): Promise<string> {
+    const argv = [...this.opts.launcher ?? [], ...this.global(), ...args];
+    const r = await runCommand(argv, { stdin, timeoutMs: 60_000 });
     if (r.code === 0) return r.stdout;
     throw runcError(what, (r.stderr || r.stdout).trim());
+  }
+
+  /**
+   * `create` run directly (not under a monitor), its output discarded: with
+   * runsc the sandbox keeps the command's stdio. Errors come from the log file.
+   */
+  async createDetached(
+    id: string,
+    bundle: string,
+    pidFile: string,
+    logFile: string,
+    extraFlags: readonly string[] = [],
+  ): Promise<void> {
+    await Deno.remove(logFile).catch(() => {});
+    const argv = [...this.global(logFile), ...extraFlags, "create", "--bundle", bundle];
+    const r = await runCommand([...this.opts.launcher ?? [], ...argv, "--pid-file", pidFile, id], {
+      timeoutMs: 60_000,
+      discardOutput: true,
+    });
+    if (r.code !== 0) {
+      throw runcError(`create container "${id}"`, await lastRuncError(logFile) ?? "");
+    }
   }
 }
 

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { FailedPreconditionError, InternalError } from "../../domain/errors.ts";
 import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
-import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
+import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
 import type {
   ContainerRuntime,
@@ -23,7 +23,8 @@ import { sleep } from "../../app/sync.ts";
 import { log } from "../../log.ts";
 import { cgroupMetrics, type CgroupPaths, cgroupPathsOf, oomKills } from "../os/cgroups.ts";
 import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
-import { HelperFailedError, startHelper } from "../os/helper.ts";
+import { HelperFailedError } from "../os/helper.ts";
+import { startMonitored } from "../os/monitored.ts";
 import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { execToken, initToken } from "../os/process_tokens.ts";
@@ -121,29 +122,15 @@ export class RuncContainerRuntime implements ContainerRuntime {
   async #monitor(
     sandboxId: string,
     token: string,
-    io: { stdin: string; stdout: string; stderr: string; terminal: boolean },
+    io: Io,
     pidFile: string,
-    state: string,
+    stateDir: string,
     argv: (consoleSocket?: string) => string[],
     logFile: string,
   ): Promise<{ helperPid: number; pid: number }> {
-    const exits = this.#opts.exits;
-    await exits.remove(token);
-    const stdio = await this.#io.monitorArgs(token, io);
-    const args = [
-      "monitor",
-      "--exit-file",
-      exits.path(token),
-      "--pid-file",
-      pidFile,
-      ...stdio.args,
-    ];
-    const consoleSocket = stdio.consoleSocket;
-    args.push("--log", join(state, "monitor.log"), "--", ...argv(consoleSocket));
+    const deps = { helper: this.#opts.helper, exits: this.#opts.exits, io: this.#io };
     try {
-      const h = await startHelper(this.#opts.helper, args);
-      h.exited.then(() => exits.check(token));
-      return { helperPid: h.helperPid, pid: h.pid };
+      return await startMonitored(deps, { token, io, pidFile, stateDir, argv });
     } catch (e) {
       if (e instanceof HelperFailedError) {
         const why = await lastRuncError(logFile) ?? e.message;

@@ -16,8 +16,13 @@ const RECORD = "sandbox.json";
 /** Version of the record layout, bumped on incompatible changes. */
 const FORMAT = 1;
 
-/** Directory names under --dir that are not sandboxes. */
-const RESERVED = new Set(["exits", "s", "runc"]);
+/**
+ * Directory names under --dir that are not sandboxes (daemon-wide state of
+ * the kinds: exit records, sockets, runc's and runsc's roots, the gVisor
+ * pods' pause rootfs, the Wasm host's io sockets); a restart must not take
+ * them for the remains of a crashed Create.
+ */
+const RESERVED = new Set(["exits", "s", "runc", "runsc", "pause-rootfs", "wasm-io"]);
 
 /** JSON-file store rooted at the sandboxer's --dir. */
 export class JsonSandboxStore implements SandboxStore {

@@ -1,0 +1,272 @@
+/**
+ * The gVisor sandbox: a pod is one runsc sandbox. Its root container runs the
+ * helper's `pause` from a rootfs the sandboxer provides (no pause image to
+ * pull), in the pod's CNI netns; containers join it as subcontainers.
+ *
+ * The root container is made with `runsc create` and started under a monitor
+ * in waiter mode: the monitor runs `runsc start`, then `runsc wait`, and
+ * records the exit, so a restarted daemon still learns how the pod ended.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { InternalError, InvalidArgumentError } from "../../domain/errors.ts";
+import type { OciSpec } from "../../domain/oci.ts";
+import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
+import { checkPodSysctls, podSysctls } from "../../domain/sysctls.ts";
+import { now } from "../../domain/time.ts";
+import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type {
+  RecoveredSandbox,
+  SandboxBackend,
+  SandboxExitListener,
+} from "../../ports/sandbox_backend.ts";
+import { Latch, withTimeout } from "../../app/sync.ts";
+import { log } from "../../log.ts";
+import { cgroupMetrics, cgroupPathsOf, removeCgroup } from "../os/cgroups.ts";
+import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
+import { HelperFailedError, startHelper } from "../os/helper.ts";
+import { goArch } from "../os/platform.ts";
+import { preparePodFiles } from "../os/pod_files.ts";
+import { holderToken, killByCommandLine } from "../os/process_tokens.ts";
+import { lastRuncError, type RuncCli } from "../runc/runc_cli.ts";
+
+/** What the gVisor sandbox backend needs. */
+export interface GvisorSandboxBackendOptions {
+  /** The sandboxer's --dir (a pod's files live in `<dir>/<id>/`). */
+  readonly dir: string;
+  readonly helper: string;
+  readonly exits: ExitWatcher;
+  readonly runsc: RuncCli;
+}
+
+const SIGTERM = 15, SIGKILL = 9;
+const KILL_WAIT_MS = 10_000;
+
+/** CRI annotations runsc reads to tell a sandbox's root container from its subcontainers. */
+export const CONTAINER_TYPE = "io.kubernetes.cri.container-type";
+export const SANDBOX_ID = "io.kubernetes.cri.sandbox-id";
+
+/** The OCI spec of a pod's root container. */
+export function rootContainerSpec(
+  record: SandboxRecord,
+  rootfs: string,
+  cgroupsPath: string,
+): OciSpec {
+  const namespaces: { type: string; path?: string }[] = [
+    { type: "pid" },
+    { type: "ipc" },
+    { type: "uts" },
+    { type: "mount" },
+  ];
+  if (record.netnsPath) namespaces.push({ type: "network", path: record.netnsPath });
+  const sysctl = Object.fromEntries(podSysctls(record.pod));
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: ["/pause", "pause"],
+      env: ["PATH=/"],
+      cwd: "/",
+    },
+    root: { path: rootfs, readonly: true },
+    hostname: record.pod.network === "node"
+      ? Deno.hostname()
+      : record.pod.hostname || record.id.slice(0, 12),
+    mounts: [{ destination: "/proc", type: "proc", source: "proc" }],
+    annotations: { [CONTAINER_TYPE]: "sandbox", [SANDBOX_ID]: record.id },
+    linux: { namespaces, cgroupsPath, ...(Object.keys(sysctl).length ? { sysctl } : {}) },
+  };
+}
+
+/**
+ * runsc's network mode for a pod, overriding the configured one where the pod
+ * decides: a host-network pod uses the host's stack; a pod without a netns
+ * (no CNI) gets loopback only, as runsc will not run its own stack in the
+ * host's netns.
+ */
+export function networkFlags(record: SandboxRecord): string[] {
+  if (record.pod.network === "node") return ["--network=host"];
+  if (!record.netnsPath) return ["--network=none"];
+  return [];
+}
+
+/** Pod lifecycle for the gVisor sandboxer. */
+export class GvisorSandboxBackend implements SandboxBackend {
+  readonly platform = { os: "linux", architecture: goArch(), variant: "" };
+  #opts: GvisorSandboxBackendOptions;
+  #listener: SandboxExitListener | undefined;
+  #exits = new Map<string, Latch<SandboxExit>>();
+  #log = log.with({ component: "gvisor-sandbox" });
+
+  constructor(opts: GvisorSandboxBackendOptions) {
+    this.#opts = opts;
+  }
+
+  setExitListener(listener: SandboxExitListener): void {
+    this.#listener = listener;
+  }
+
+  /** The bundle of a pod's root container. */
+  #bundle(id: string): string {
+    return join(this.#opts.dir, id, "sandbox");
+  }
+
+  async create(record: SandboxRecord): Promise<void> {
+    if (record.netnsPath) {
+      try {
+        await Deno.stat(record.netnsPath);
+      } catch {
+        throw new InvalidArgumentError(
+          `Invalid netns path "${record.netnsPath}": it does not exist`,
+        );
+      }
+    }
+    checkPodSysctls(record.pod);
+    await preparePodFiles(join(this.#opts.dir, record.id), record);
+  }
+
+  /** The read-only rootfs every pod's root container shares: just the pause binary. */
+  async #pauseRootfs(): Promise<string> {
+    const root = join(this.#opts.dir, "pause-rootfs");
+    const bin = join(root, "pause");
+    const want = (await Deno.stat(this.#opts.helper)).size;
+    const have = await Deno.stat(bin).then((s) => s.size, () => -1);
+    if (have !== want) {
+      await Deno.mkdir(join(root, "proc"), { recursive: true, mode: 0o755 });
+      const tmp = `${bin}.${crypto.randomUUID()}`;
+      await Deno.copyFile(this.#opts.helper, tmp);
+      await Deno.chmod(tmp, 0o755);
+      await Deno.rename(tmp, bin);
+    }
+    return root;
+  }
+
+  async start(record: SandboxRecord): Promise<void> {
+    const runsc = this.#opts.runsc;
+    const bundle = this.#bundle(record.id);
+    await Deno.mkdir(bundle, { recursive: true, mode: 0o700 });
+    const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-gvisor", record.id);
+    const spec = rootContainerSpec(record, await this.#pauseRootfs(), cgroupsPath);
+    await Deno.writeTextFile(join(bundle, "config.json"), JSON.stringify(spec));
+    const pidFile = join(bundle, "pid");
+    const flags = networkFlags(record);
+    await runsc.createDetached(record.id, bundle, pidFile, join(bundle, "log.json"), flags);
+    const token = holderToken(record.id);
+    const startLog = join(bundle, "start.log.json");
+    let h;
+    try {
+      h = await startHelper(this.#opts.helper, [
+        "monitor",
+        "--exit-file",
+        this.#opts.exits.path(token),
+        "--pid-file",
+        pidFile,
+        "--log",
+        join(bundle, "monitor.log"),
+        "--",
+        ...runsc.global(startLog),
+        ...flags, // runsc sets the network up at start
+        "start",
+        record.id,
+        "--",
+        ...runsc.global(),
+        "wait",
+        record.id,
+      ]);
+    } catch (e) {
+      await runsc.delete(record.id, true).catch(() => {});
+      if (!(e instanceof HelperFailedError)) throw e;
+      const why = await lastRuncError(startLog) ?? e.message;
+      throw new InternalError(`runsc cannot start sandbox "${record.id}": ${why}`);
+    }
+    record.pid = h.pid;
+    record.backend = { ...record.backend, holderPid: h.helperPid, cgroupsPath };
+    this.#watch(record.id, h.helperPid);
+    h.exited.then(() => this.#opts.exits.check(token));
+  }
+
+  #watch(id: string, helperPid: number): Latch<SandboxExit> {
+    const latch = new Latch<SandboxExit>();
+    this.#exits.set(id, latch);
+    this.#opts.exits.expect(holderToken(id), helperPid, {
+      exited: (r: ExitRecord) => this.#exited(id, latch, { status: r.status, at: r.at }),
+      lost: () => this.#exited(id, latch, { status: 255, at: now() }),
+    });
+    return latch;
+  }
+
+  #exited(id: string, latch: Latch<SandboxExit>, exit: SandboxExit): void {
+    latch.set(exit);
+    this.#listener?.sandboxExited(id, exit);
+  }
+
+  async stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
+    const latch = this.#exits.get(record.id);
+    if (!latch || !record.pid) return { status: 0, at: now() };
+    if (latch.isSet) return latch.value!;
+    if (timeoutMs > 0) {
+      await this.#signal(record.id, SIGTERM);
+      const exit = await withTimeout(latch.wait(), timeoutMs);
+      if (exit) return exit;
+    }
+    await this.#signal(record.id, SIGKILL);
+    const exit = await withTimeout(latch.wait(), KILL_WAIT_MS);
+    if (!exit) {
+      this.#log.warn("sandbox did not stop after SIGKILL", { sandbox: record.id, pid: record.pid });
+    }
+    return exit ?? { status: 137, at: now() };
+  }
+
+  async #signal(id: string, signal: number): Promise<void> {
+    await this.#opts.runsc.kill(id, signal, false).catch((e) =>
+      this.#log.debug("signalling the sandbox failed", { sandbox: id, error: e })
+    );
+  }
+
+  async cleanup(record: SandboxRecord): Promise<void> {
+    const token = holderToken(record.id);
+    // Destroys the sandbox with whatever still runs in it.
+    await this.#opts.runsc.delete(record.id, true).catch((e) =>
+      this.#log.warn("runsc delete failed", { sandbox: record.id, error: e })
+    );
+    const latch = this.#exits.get(record.id);
+    if (latch && !latch.isSet) await withTimeout(latch.wait(), KILL_WAIT_MS);
+    // A monitor of a Start that never completed goes too.
+    await killByCommandLine(this.#opts.exits.needle(token));
+    this.#exits.delete(record.id);
+    await this.#opts.exits.remove(token);
+    if (typeof record.backend.cgroupsPath === "string") {
+      await removeCgroup(record.backend.cgroupsPath);
+    }
+  }
+
+  async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
+    const token = holderToken(record.id);
+    const exits = this.#opts.exits;
+    if (record.state !== "running") {
+      if (record.state === "created") {
+        // A Start that never returned may have left a sandbox and its monitor.
+        await killByCommandLine(exits.needle(token));
+        await this.#opts.runsc.delete(record.id, true).catch(() => {});
+        record.pid = 0;
+      }
+      return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
+    }
+    const helperPid = Number(record.backend.holderPid ?? 0);
+    const rec = await exits.read(token);
+    if (rec) return { alive: false, exit: { status: rec.status, at: rec.at } };
+    if (!await exits.alive(token, helperPid)) {
+      return { alive: false, exit: { status: 255, at: now() } };
+    }
+    this.#watch(record.id, helperPid);
+    return { alive: true };
+  }
+
+  async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
+    // The whole sandbox (sentry, gofer, every container) lives in the root container's cgroup.
+    if (!record.pid) return undefined;
+    return await cgroupMetrics(await cgroupPathsOf(record.pid));
+  }
+}

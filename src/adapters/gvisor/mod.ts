@@ -1,0 +1,84 @@
+/**
+ * The gVisor sandbox kind: `kuasar gvisor` / `gvisor-sandboxer`. A pod is one
+ * runsc sandbox (an application kernel in user space); its containers are
+ * runsc subcontainers of that sandbox.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { z } from "zod";
+import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
+import { InvalidArgumentError } from "../../domain/errors.ts";
+import { findExecutable } from "../os/executables.ts";
+import { RuncCli } from "../runc/runc_cli.ts";
+import { GvisorContainerRuntime } from "./gvisor_container_runtime.ts";
+import { GvisorSandboxBackend } from "./gvisor_sandbox_backend.ts";
+
+/** `[gvisor]` of the config file. */
+export const gvisorSettings = z.strictObject({
+  /** runsc binary (name or path). */
+  binary: z.string().min(1).optional(),
+  /** runsc --root: where runsc keeps its state; default `<dir>/runsc`. */
+  root: z.string().min(1).optional(),
+  /** How the sentry intercepts syscalls; runsc's own default when unset. */
+  platform: z.enum(["ptrace", "systrap", "kvm"]).optional(),
+  /** sandbox: gVisor's own network stack in the pod's netns; host: the host's stack; none. */
+  network: z.enum(["sandbox", "host", "none"]).optional(),
+  /** Directory for runsc's debug logs (`--debug --debug-log <dir>/`); off when unset. */
+  debug_log_dir: z.string().min(1).optional(),
+});
+
+export type GvisorSettings = z.infer<typeof gvisorSettings>;
+
+/** runsc's global flags for `s`. */
+export function runscFlags(s: GvisorSettings): string[] {
+  const flags: string[] = [];
+  if (s.platform) flags.push(`--platform=${s.platform}`);
+  if (s.network) flags.push(`--network=${s.network}`);
+  if (s.debug_log_dir) flags.push("--debug", `--debug-log=${s.debug_log_dir.replace(/\/?$/, "/")}`);
+  return flags;
+}
+
+/** Descriptor of the gVisor kind. */
+export const gvisorKind: SandboxKind = {
+  name: "gvisor",
+  binaryName: "gvisor-sandboxer",
+  description: "pods as gVisor sandboxes (runsc), containers as its subcontainers",
+  defaultListen: "/run/gvisor-sandboxer.sock",
+  defaultDir: "/run/kuasar-gvisor",
+  settingsSchema: gvisorSettings,
+  async create(ctx: KindContext): Promise<KindParts> {
+    const s = ctx.settings as GvisorSettings;
+    const binary = findExecutable(s.binary ?? "runsc");
+    if (!binary) {
+      throw new InvalidArgumentError(
+        `gvisor.binary: "${
+          s.binary ?? "runsc"
+        }" is not an executable file (install gVisor's runsc or set [gvisor] binary)`,
+      );
+    }
+    if (s.debug_log_dir) await Deno.mkdir(s.debug_log_dir, { recursive: true, mode: 0o700 });
+    const runsc = new RuncCli({
+      binary,
+      root: s.root ?? join(ctx.dir, "runsc"),
+      systemdCgroup: false,
+      globalFlags: runscFlags(s),
+      launcher: [ctx.helper, "exec", "--"],
+    });
+    return {
+      backend: new GvisorSandboxBackend({
+        dir: ctx.dir,
+        helper: ctx.helper,
+        exits: ctx.exits,
+        runsc,
+      }),
+      runtime: new GvisorContainerRuntime({
+        dir: ctx.dir,
+        helper: ctx.helper,
+        exits: ctx.exits,
+        runsc,
+        streams: ctx.streams,
+      }),
+    };
+  },
+};
