@@ -54,11 +54,17 @@ function execRequest(
 }
 
 /** Runs a container to its end; resolves with its exit status and stdout. */
-async function runToEnd(d: TestDaemon, pod: TestPod, args: string[], name: string) {
+async function runToEnd(
+  d: TestDaemon,
+  pod: TestPod,
+  args: string[],
+  name: string,
+  terminal = false,
+) {
   const fifo = join(d.base, name);
   await mkfifo(fifo);
   const out = readFifo(fifo);
-  const c = await createContainer(d, pod, { args, stdout: fifo });
+  const c = await createContainer(d, pod, { args, stdout: fifo, terminal });
   const t = await taskClient(pod.address);
   try {
     const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
@@ -164,8 +170,17 @@ Deno.test({
         assert.equal(await po.text, "via-pty\r\n");
 
         // a second container of the pod reaches the first over the pod's loopback
-        const b = await runToEnd(d, pod, ["nc", "127.0.0.1", "7777"], "out-b");
+        // (stdin held open, so the client does not leave before the reply)
+        const b = await runToEnd(d, pod, [
+          "sh",
+          "-c",
+          "sleep 1 | nc 127.0.0.1 7777",
+        ], "out-b");
         assert.equal(b.text.trim(), "from-a");
+
+        // a container with a terminal (runsc hands its pty out at create)
+        const tc = await runToEnd(d, pod, ["sh", "-c", "echo tty-ctr; exit 4"], "out-t", true);
+        assert.deepEqual(tc, { status: 4, text: "tty-ctr\r\n" });
 
         // SIGKILL of the init: 137
         const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);

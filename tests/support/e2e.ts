@@ -25,7 +25,10 @@ export interface E2E {
  * Starts a sandboxer of `kind` and a containerd that uses it. The sandboxer
  * comes first: it installs the shim stub containerd introspects at start-up.
  */
-export async function startE2E(kind = "runc", opts: { entry?: string } = {}): Promise<E2E> {
+export async function startE2E(
+  kind = "runc",
+  opts: { entry?: string; config?: string } = {},
+): Promise<E2E> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const ctdBase = await Deno.makeTempDir({ prefix: "ctd-" });
   const sock = join(base, "sandboxer.sock");
@@ -34,7 +37,11 @@ export async function startE2E(kind = "runc", opts: { entry?: string } = {}): Pr
     base,
     kind,
     entry: opts.entry,
-    extraArgs: ["--containerd-address", join(ctdBase, "c.sock.ttrpc")],
+    extraArgs: [
+      "--containerd-address",
+      join(ctdBase, "c.sock.ttrpc"),
+      ...(opts.config ? ["--config", await writeConfig(base, opts.config)] : []),
+    ],
   });
   let ctd: TestContainerd;
   try {
@@ -65,6 +72,12 @@ export async function startE2E(kind = "runc", opts: { entry?: string } = {}): Pr
       await d.cleanup();
     },
   };
+}
+
+async function writeConfig(dir: string, text: string): Promise<string> {
+  const path = join(dir, "sandboxer.toml");
+  await Deno.writeTextFile(path, text);
+  return path;
 }
 
 let seq = 0;

@@ -92,6 +92,16 @@ export function networkFlags(record: SandboxRecord): string[] {
   return [];
 }
 
+/** What an operator can do about a known runsc failure. */
+function hintFor(why: string): string {
+  if (why.includes("cannot run with network enabled in root network namespace")) {
+    // runsc before 2023 takes /proc/sys/net/core/rmem_default for a sign of
+    // the root netns; kernels since 5.x have it in every netns.
+    return ' (this runsc mistakes the pod\'s netns for the root one on newer kernels: set [gvisor] network = "host", or install a newer runsc)';
+  }
+  return "";
+}
+
 /** Pod lifecycle for the gVisor sandboxer. */
 export class GvisorSandboxBackend implements SandboxBackend {
   readonly platform = { os: "linux", architecture: goArch(), variant: "" };
@@ -179,7 +189,7 @@ export class GvisorSandboxBackend implements SandboxBackend {
       await runsc.delete(record.id, true).catch(() => {});
       if (!(e instanceof HelperFailedError)) throw e;
       const why = await lastRuncError(startLog) ?? e.message;
-      throw new InternalError(`runsc cannot start sandbox "${record.id}": ${why}`);
+      throw new InternalError(`runsc cannot start sandbox "${record.id}": ${why}${hintFor(why)}`);
     }
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, cgroupsPath };
