@@ -174,7 +174,7 @@ export class SandboxService implements SandboxExitListener {
       this.#starting.add(id);
       try {
         await this.#backend.start(sb);
-        sb.taskAddress = await this.#endpoint.open(id);
+        sb.taskAddress = this.#backend.ownTaskAddress?.(sb) ?? await this.#endpoint.open(id);
         const early = this.#earlyExits.get(id);
         if (early) {
           throw new InternalError(
@@ -320,6 +320,7 @@ export class SandboxService implements SandboxExitListener {
           added: diff.addedTasks.map((t) => t.task_id),
           removed: diff.removedTasks,
         });
+        await this.#backend.tasksChanged?.(sb, diff);
         sb.extensions[TASKS_EXTENSION] = any;
       }
       if (input.fields.includes("labels")) sb.labels = { ...input.labels };
@@ -383,7 +384,9 @@ export class SandboxService implements SandboxExitListener {
     await this.#tasks.recover(sb);
     // The pod died while we were down: its containers go too, as at run time.
     if (died) this.#tasks.stopAll(sb, 0).catch(() => {});
-    if (sb.state === "running" || Object.keys(sb.containers).length) {
+    const own = this.#backend.ownTaskAddress?.(sb);
+    if (own) sb.taskAddress ||= own;
+    else if (sb.state === "running" || Object.keys(sb.containers).length) {
       const address = await this.#endpoint.open(sb.id);
       if (sb.taskAddress && address !== sb.taskAddress) {
         this.#log.warn("task address changed on recovery", {

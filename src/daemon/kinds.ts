@@ -4,12 +4,13 @@
  * @module
  */
 import { gvisorKind } from "../adapters/gvisor/mod.ts";
+import { quarkKind } from "../adapters/quark/mod.ts";
 import { runcKind } from "../adapters/runc/mod.ts";
 import { wasmKind } from "../adapters/wasm/mod.ts";
 import type { SandboxKind } from "./kind.ts";
 
 /** The kinds, in the order `--help` lists them. */
-export const KINDS: readonly SandboxKind[] = [runcKind, wasmKind, gvisorKind];
+export const KINDS: readonly SandboxKind[] = [runcKind, wasmKind, gvisorKind, quarkKind];
 
 /** The kind a binary name (argv[0] through a symlink) stands for. */
 export function kindForBinaryName(name: string): SandboxKind | undefined {

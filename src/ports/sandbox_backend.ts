@@ -6,6 +6,7 @@
  * @module
  */
 import type { SandboxExit, SandboxRecord } from "../domain/sandbox.ts";
+import type { TasksDiff } from "../domain/tasks_extension.ts";
 import type { StoredAnyBytes } from "./container_runtime.ts";
 
 /** Called by a backend when a pod's isolation boundary goes away by itself. */
@@ -36,4 +37,11 @@ export interface SandboxBackend {
   /** Pod-level cgroup metrics as a protobuf Any, or undefined. */
   metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined>;
   setExitListener(listener: SandboxExitListener): void;
+  /**
+   * For sandboxes that serve the Task API themselves (Quark): the address
+   * Start returns instead of the daemon's own task endpoint.
+   */
+  ownTaskAddress?(record: SandboxRecord): string | undefined;
+  /** Containers and execs announced or withdrawn through `extensions.tasks` (Controller.Update). */
+  tasksChanged?(record: SandboxRecord, diff: TasksDiff): Promise<void>;
 }

@@ -93,6 +93,24 @@ Deno.test({
       assert.match(r.stderr, /Cannot parse/);
       r = await kuasar(["runc", "--config", join(dir, "missing.toml")]);
       assert.equal(r.code, 2);
+      // A kind's own table is checked too, values and the binaries it names.
+      const gvisor = [
+        "gvisor",
+        "--config",
+        cfg,
+        "--listen",
+        join(dir, "s"),
+        "--dir",
+        join(dir, "d"),
+      ];
+      await Deno.writeTextFile(cfg, "[gvisor]\nplatform = 'xen'\n");
+      r = await kuasar(gvisor);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /gvisor\.platform/);
+      await Deno.writeTextFile(cfg, "[gvisor]\nbinary = '/nonexistent/runsc'\n");
+      r = await kuasar(gvisor);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /gvisor\.binary: "\/nonexistent\/runsc" is not an executable/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }

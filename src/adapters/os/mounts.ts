@@ -76,3 +76,16 @@ export async function unmountAll(prefix: string): Promise<void> {
     }
   }
 }
+
+/** Bind-mounts `source` (a file or a directory, recursively) onto an existing `target`. */
+export async function bindMount(source: string, target: string): Promise<void> {
+  if (syscallsAvailable()) {
+    try {
+      await mountSyscall(source, target, "", ["rbind"]);
+      return;
+    } catch (e) {
+      if (!(e instanceof SyscallError)) throw e;
+    }
+  }
+  await runChecked(["mount", "--rbind", source, target]);
+}

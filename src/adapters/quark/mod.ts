@@ -1,0 +1,80 @@
+/**
+ * The Quark sandbox kind: `kuasar quark` / `quark-sandboxer`. Quark (QVisor)
+ * serves each pod's Task API itself; the sandboxer starts and watches it and
+ * prepares the bundles it reads.
+ *
+ * @module
+ */
+import { z } from "zod";
+import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
+import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
+import type { ContainerRuntime } from "../../ports/container_runtime.ts";
+import { findExecutable } from "../os/executables.ts";
+import { QuarkSandboxBackend } from "./quark_sandbox_backend.ts";
+
+/** `[quark]` of the config file. */
+export const quarkSettings = z.strictObject({
+  /** quark binary (name or path). */
+  binary: z.string().min(1).optional(),
+});
+
+/**
+ * The Task API of a Quark pod is Quark's own (the address Start returns), so
+ * no call for it reaches the daemon; anything that does is answered plainly.
+ */
+function quarkServesTasks(): ContainerRuntime {
+  const refuse = () =>
+    Promise.reject(
+      new UnimplementedError(
+        "Quark pods serve the Task API themselves, at the address Start returned",
+      ),
+    );
+  return {
+    create: refuse,
+    start: refuse,
+    startExec: refuse,
+    kill: refuse,
+    delete: () => Promise.resolve(),
+    deleteExec: () => Promise.resolve(),
+    pids: refuse,
+    pause: refuse,
+    resume: refuse,
+    update: refuse,
+    stats: refuse,
+    resizePty: refuse,
+    closeStdin: refuse,
+    recover: () => Promise.resolve(undefined),
+    setExitListener: () => {},
+  };
+}
+
+/** Descriptor of the Quark kind. */
+export const quarkKind: SandboxKind = {
+  name: "quark",
+  binaryName: "quark-sandboxer",
+  description: "pods as Quark (QVisor) sandboxes, which serve their own Task API",
+  defaultListen: "/run/quark-sandboxer.sock",
+  defaultDir: "/var/lib/kuasar-quark",
+  settingsSchema: quarkSettings,
+  create(ctx: KindContext): Promise<KindParts> {
+    const s = ctx.settings as z.infer<typeof quarkSettings>;
+    const binary = findExecutable(s.binary ?? "quark");
+    if (!binary) {
+      return Promise.reject(
+        new InvalidArgumentError(
+          `quark.binary: "${
+            s.binary ?? "quark"
+          }" is not an executable file (install Quark or set [quark] binary)`,
+        ),
+      );
+    }
+    return Promise.resolve({
+      backend: new QuarkSandboxBackend({
+        dir: ctx.dir,
+        binary,
+        launcher: [ctx.helper, "exec", "--"],
+      }),
+      runtime: quarkServesTasks(),
+    });
+  },
+};
