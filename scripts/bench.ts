@@ -28,6 +28,29 @@ function percentileOf(xs: readonly number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
 }
 
+/**
+ * Runs `fn` with TMPDIR on a fresh tmpfs: the sandboxer's state then lives in
+ * memory, as under its default `/run/...` --dir on a node (this machine's
+ * /run is on disk, where every state write pays an fsync).
+ */
+async function onTmpfs<T>(fn: () => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-bench-" });
+  const mount = (args: string[]) => new Deno.Command(args[0], { args: args.slice(1) }).output();
+  if (!(await mount(["mount", "-t", "tmpfs", "-o", "size=4g", "tmpfs", dir])).success) {
+    throw new Error(`cannot mount a tmpfs at ${dir}`);
+  }
+  const before = Deno.env.get("TMPDIR");
+  Deno.env.set("TMPDIR", dir);
+  try {
+    return await fn();
+  } finally {
+    if (before === undefined) Deno.env.delete("TMPDIR");
+    else Deno.env.set("TMPDIR", before);
+    await mount(["umount", "-l", dir]);
+    await Deno.remove(dir).catch(() => {});
+  }
+}
+
 const sections: Record<string, () => Promise<void>> = {
   gvisor: async () => {
     const n = Number(Deno.env.get("KUASAR_BENCH_GVISOR_PODS") ?? 20);
@@ -79,14 +102,17 @@ const sections: Record<string, () => Promise<void>> = {
   },
   wasm: async () => {
     const n = Number(Deno.env.get("KUASAR_BENCH_WASM_TASKS") ?? 1000), c = 8, idle = 20;
-    const results: EngineResult[] = [await engineBench("embedded", n, c, idle)];
     const notes: string[] = [];
-    const lib = wasmtimeUnavailable();
-    if (lib) notes.push(`Wasmtime engine not measured: ${lib}.`);
-    else results.push(await engineBench("wasmtime", n, c, idle));
-    const cli = wasmtimeCli();
-    if (cli) results.push(await wasmtimeRunBaseline(cli, n, c, idle));
-    else notes.push("Baseline not measured: no `wasmtime` CLI (cargo install wasmtime-cli).");
+    const results = await onTmpfs(async () => {
+      const rs: EngineResult[] = [await engineBench("embedded", n, c, idle)];
+      const lib = wasmtimeUnavailable();
+      if (lib) notes.push(`Wasmtime engine not measured: ${lib}.`);
+      else rs.push(await engineBench("wasmtime", n, c, idle));
+      const cli = wasmtimeCli();
+      if (cli) rs.push(await wasmtimeRunBaseline(cli, n, c, idle));
+      else notes.push("Baseline not measured: no `wasmtime` CLI (cargo install wasmtime-cli).");
+      return rs;
+    });
     const base = results.find((r) => r.name.startsWith("wasmtime run"));
     const ms = (x: number) => `${x.toFixed(2)} ms`;
     const lines = [
@@ -99,6 +125,7 @@ const sections: Record<string, () => Promise<void>> = {
       `through the Task API (ttrpc) of one Wasm pod; serially, then ${c} clients at a time.`,
       `The baseline runs \`wasmtime run hello.wasm\` as a process per task. Idle PSS: ${idle}`,
       "modules blocked reading stdin, the host's PSS growth (or the processes' PSS) per module.",
+      "The sandboxer's --dir and the rootfs snapshots are on a tmpfs, as `/run` is on nodes.",
       "",
       "| engine | serial tasks/s | serial p50 | serial p99 | 8× tasks/s | 8× p50 | 8× p99 | PSS per idle module |",
       "|---|---:|---:|---:|---:|---:|---:|---:|",
