@@ -17,7 +17,7 @@
 // a daemon that dies mid-frame never corrupts a connection.
 //
 // Control socket, one line per connection: "listen <id> <path>", "close <id>",
-// "ping", "quit"; answers "ok" or "err <reason>". With no pod left for 60 s
+// "ping", "quit" (refused while a pod is served); answers "ok" or "err <reason>". With no pod left for 60 s
 // and no control traffic, the relay exits.
 #include "helper.h"
 
@@ -316,7 +316,9 @@ static const char *control_command(char *line) {
   line[strcspn(line, "\r\n")] = 0;
   if (!strcmp(line, "ping")) return "ok";
   if (!strcmp(line, "quit")) {
-    for (struct listener *l = listeners; l; l = l->next) unlink(l->path);
+    // Only an idle relay quits: a pod opened while the daemon decided to
+    // stop it must keep its socket.
+    if (listeners) return "err pods are still served";
     unlink(control_path);
     exit(0);
   }

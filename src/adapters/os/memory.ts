@@ -44,13 +44,22 @@ export class IdleReclaimer {
     this.#quietMs = quietMs;
   }
 
-  /** Notes activity; the reclaim happens `quietMs` after the last one. */
+  /**
+   * Notes activity; the reclaim happens `quietMs` after the last one, and
+   * once more a while later: work that trails the calls (exit records, relay
+   * and monitor traffic) allocates again after the first pass.
+   */
   touch(): void {
+    this.#schedule(this.#quietMs, true);
+  }
+
+  #schedule(ms: number, again: boolean): void {
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       reclaimMemory();
-    }, this.#quietMs);
+      if (again) this.#schedule(ms * 4, false);
+    }, ms);
     Deno.unrefTimer(this.#timer);
   }
 

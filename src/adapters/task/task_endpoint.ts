@@ -153,6 +153,7 @@ export class RelayTaskEndpoint implements TaskEndpoint {
   /** Pods served; with none left the relay has nothing to keep and quits. */
   #open = new Set<string>();
   #watchdog: ReturnType<typeof setInterval> | undefined;
+  #relayOps: Promise<void> = Promise.resolve();
 
   constructor(root: string, server: TtrpcServer, relay: Relay) {
     this.#root = root;
@@ -226,18 +227,32 @@ export class RelayTaskEndpoint implements TaskEndpoint {
     return short;
   }
 
+  /**
+   * Runs relay commands one at a time: the last pod's close stops the relay,
+   * and a pod opened meanwhile (another pod's lock) must not land in between.
+   */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#relayOps.then(fn);
+    this.#relayOps = run.then(() => {}, () => {});
+    return run;
+  }
+
   async open(sandboxId: string): Promise<string> {
     const path = await this.socketPath(sandboxId);
-    await this.#relay.listen(sandboxId, path);
-    this.#open.add(sandboxId);
+    await this.#serial(async () => {
+      await this.#relay.listen(sandboxId, path);
+      this.#open.add(sandboxId);
+    });
     return `ttrpc+unix://${path}`;
   }
 
-  async close(sandboxId: string): Promise<void> {
-    await this.#relay.close(sandboxId);
-    this.#server.closeScope(sandboxId);
-    this.#open.delete(sandboxId);
-    if (!this.#open.size) await this.#relay.quit();
+  close(sandboxId: string): Promise<void> {
+    return this.#serial(async () => {
+      await this.#relay.close(sandboxId);
+      this.#server.closeScope(sandboxId);
+      this.#open.delete(sandboxId);
+      if (!this.#open.size) await this.#relay.quit();
+    });
   }
 
   /** Stops serving relayed connections; the relay keeps the pods' sockets for the next daemon. */
