@@ -88,3 +88,34 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "relay: a pod started while the last other one shuts down keeps its task socket",
+  ...skip,
+  async fn() {
+    const d = await TestDaemon.start();
+    try {
+      let pods = await Promise.all(Array.from({ length: 8 }, () => startPod(d)));
+      for (let round = 0; round < 6; round++) {
+        // Shutting down the last pods stops the relay; the starts race it.
+        const [, next] = await Promise.all([
+          Promise.all(pods.map((p) => d.controller.shutdown(p.id))),
+          Promise.all(Array.from({ length: 8 }, () => startPod(d))),
+        ]);
+        for (const p of next) {
+          const t = await taskClient(p.address);
+          await assert.rejects(t.task.state({ id: "none", execId: "" }, K8S_NS), /not found/);
+          t.close();
+        }
+        pods = next;
+      }
+      for (const p of pods) await d.controller.shutdown(p.id);
+      assert.deepEqual(await leftovers(d, pods.map((p) => p.id)), []);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});
