@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { runscUnavailable, skipUnless } from "../support/env.ts";
-import { type E2E, runContainer, startE2E, waitState } from "../support/e2e.ts";
+import { type E2E, fetchWhenUp, runContainer, waitState, withE2E } from "../support/e2e.ts";
 import { leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(
@@ -15,23 +15,12 @@ const skip = skipUnless(
   "containerd + gVisor sandboxer",
 );
 
-async function withE2E(fn: (e: E2E) => Promise<void>): Promise<void> {
-  // network = "host": this runsc (Debian's 2022 build) refuses its own network
-  // stack in a CNI netns on this kernel (see gvisor_sandbox_backend.ts, hintFor).
-  const e = await startE2E("gvisor", {
-    config: `[gvisor]\nplatform = "ptrace"\nnetwork = "host"\n`,
-  });
-  try {
-    await fn(e);
-  } catch (err) {
-    console.error(`--- sandboxer log ---\n${(await e.d.logs()).split("\n").slice(-60).join("\n")}`);
-    console.error(
-      `--- containerd log ---\n${(await e.ctd.logs()).split("\n").slice(-60).join("\n")}`,
-    );
-    throw err;
-  } finally {
-    await e.cleanup();
-  }
+// network = "host": this runsc (Debian's 2022 build) refuses its own network
+// stack in a CNI netns on this kernel (see gvisor_sandbox_backend.ts, hintFor).
+const CONFIG = `[gvisor]\nplatform = "ptrace"\nnetwork = "host"\n`;
+
+function withGvisor(fn: (e: E2E) => Promise<void>): Promise<void> {
+  return withE2E("gvisor", fn, { config: CONFIG });
 }
 
 async function logsOf(e: E2E, cid: string, want: RegExp): Promise<string> {
@@ -48,7 +37,7 @@ for (const io of ["fifo", "stream"] as const) {
     name: `crictl + gvisor (${io} IO): logs, exit code, exec, stats, stop and removal`,
     ...skip,
     fn: () =>
-      withE2E(async (e) => {
+      withGvisor(async (e) => {
         const { ctd } = e;
         const handler = io === "fifo" ? e.fifo : e.stream;
         const once = await runContainer(e, handler, [
@@ -95,7 +84,7 @@ Deno.test({
   name: "crictl + gvisor: a CNI pod's IP answers from the host; pods survive a sandboxer restart",
   ...skip,
   fn: () =>
-    withE2E(async (e) => {
+    withGvisor(async (e) => {
       const { ctd } = e;
       const web = await runContainer(e, e.fifo, [
         "sh",
@@ -105,14 +94,7 @@ Deno.test({
       await waitState(e, web.cid, "CONTAINER_RUNNING");
       const ip =
         JSON.parse(await ctd.crictlOk(["inspectp", "--output", "json", web.pod])).status.network.ip;
-      const get = async () => {
-        let body = "";
-        for (let i = 0; i < 50 && !body; i++) {
-          body = await fetch(`http://${ip}:8080/`).then((r) => r.text(), () => "");
-          if (!body) await new Promise((r) => setTimeout(r, 100));
-        }
-        return body;
-      };
+      const get = () => fetchWhenUp(`http://${ip}:8080/`);
       assert.equal(await get(), "gvisor-page\n");
 
       await e.d.kill9();

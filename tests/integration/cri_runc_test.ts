@@ -7,28 +7,13 @@
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
-import { type E2E, runContainer, startE2E, waitState } from "../support/e2e.ts";
+import { type E2E, fetchWhenUp, runContainer, waitState, withE2E } from "../support/e2e.ts";
 import { leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(
   runcUnavailable() ?? containerdUnavailable(),
   "containerd + runC sandboxer",
 );
-
-async function withE2E(fn: (e: E2E) => Promise<void>): Promise<void> {
-  const e = await startE2E("runc");
-  try {
-    await fn(e);
-  } catch (err) {
-    console.error(`--- sandboxer log ---\n${(await e.d.logs()).split("\n").slice(-60).join("\n")}`);
-    console.error(
-      `--- containerd log ---\n${(await e.ctd.logs()).split("\n").slice(-60).join("\n")}`,
-    );
-    throw err;
-  } finally {
-    await e.cleanup();
-  }
-}
 
 async function lifecycle(e: E2E, handler: string): Promise<void> {
   const { ctd } = e;
@@ -107,20 +92,20 @@ async function lifecycle(e: E2E, handler: string): Promise<void> {
 Deno.test({
   name: "crictl: pod and container lifecycle with FIFO IO",
   ...skip,
-  fn: () => withE2E((e) => lifecycle(e, e.fifo)),
+  fn: () => withE2E("runc", (e) => lifecycle(e, e.fifo)),
 });
 
 Deno.test({
   name: "crictl: pod and container lifecycle with streaming IO",
   ...skip,
-  fn: () => withE2E((e) => lifecycle(e, e.stream)),
+  fn: () => withE2E("runc", (e) => lifecycle(e, e.stream)),
 });
 
 Deno.test({
   name: "crictl: a host-network pod and a CNI pod whose IP answers from the host",
   ...skip,
   fn: () =>
-    withE2E(async (e) => {
+    withE2E("runc", async (e) => {
       const { ctd } = e;
       const web = await runContainer(e, e.fifo, [
         "sh",
@@ -131,12 +116,7 @@ Deno.test({
       const ip =
         JSON.parse(await ctd.crictlOk(["inspectp", "--output", "json", web.pod])).status.network.ip;
       assert.ok(ip.startsWith(ctd.subnet.replace(/0\/24$/, "")), `pod ip ${ip} in ${ctd.subnet}`);
-      let body = "";
-      for (let i = 0; i < 50 && !body; i++) {
-        body = await fetch(`http://${ip}:8080/`).then((r) => r.text(), () => "");
-        if (!body) await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.equal(body, "pod-page\n");
+      assert.equal(await fetchWhenUp(`http://${ip}:8080/`), "pod-page\n");
 
       const host = await runContainer(e, e.fifo, ["sleep", "1000"], { hostNetwork: true });
       await waitState(e, host.cid, "CONTAINER_RUNNING");
@@ -156,7 +136,7 @@ Deno.test({
   name: "crictl: pods survive a containerd restart and a sandboxer restart",
   ...skip,
   fn: () =>
-    withE2E(async (e) => {
+    withE2E("runc", async (e) => {
       const { ctd } = e;
       const a = await runContainer(e, e.fifo, ["sh", "-c", "while :; do sleep 0.2; done"]);
       const b = await runContainer(e, e.stream, [

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { skipUnless } from "../support/env.ts";
-import { type E2E, runContainer, startE2E, waitState } from "../support/e2e.ts";
+import { type E2E, runContainer, waitState, withE2E } from "../support/e2e.ts";
 import { WASM_IMAGE } from "../support/images.ts";
 import { leftovers } from "../support/leaks.ts";
 import { wasmToolsUnavailable } from "../support/wasm.ts";
@@ -17,21 +17,6 @@ const skip = skipUnless(
     containerdUnavailable(),
   "containerd + Wasm sandboxer",
 );
-
-async function withE2E(fn: (e: E2E) => Promise<void>): Promise<void> {
-  const e = await startE2E("wasm");
-  try {
-    await fn(e);
-  } catch (err) {
-    console.error(`--- sandboxer log ---\n${(await e.d.logs()).split("\n").slice(-60).join("\n")}`);
-    console.error(
-      `--- containerd log ---\n${(await e.ctd.logs()).split("\n").slice(-60).join("\n")}`,
-    );
-    throw err;
-  } finally {
-    await e.cleanup();
-  }
-}
 
 /** `crictl logs` (which prints the container's stderr lines on its own stderr), both streams. */
 async function logsOf(e: E2E, cid: string, want: RegExp): Promise<{ out: string; err: string }> {
@@ -50,7 +35,7 @@ for (const io of ["fifo", "stream"] as const) {
     name: `crictl + wasm (${io} IO): the image's module runs, exits and crictl logs shows it`,
     ...skip,
     async fn() {
-      await withE2E(async (e) => {
+      await withE2E("wasm", async (e) => {
         const handler = io === "fifo" ? e.fifo : e.stream;
         // No command: the image's entrypoint (/app.wasm) and Cmd run, with the image's env.
         const { pod, cid } = await runContainer(e, handler, [], { image: WASM_IMAGE });
@@ -82,7 +67,7 @@ Deno.test({
   name: "crictl + wasm: a native image is refused with a clear error; the pod stays usable",
   ...skip,
   async fn() {
-    await withE2E(async (e) => {
+    await withE2E("wasm", async (e) => {
       const r = await runContainer(e, e.fifo, ["sh", "-c", "echo hi"]).catch((err) => err);
       assert.ok(r instanceof Error);
       assert.match(String(r.message), /not WebAssembly.*runc handler/);
@@ -94,7 +79,7 @@ Deno.test({
   name: "crictl + wasm: the pod and its exited container survive a sandboxer restart",
   ...skip,
   async fn() {
-    await withE2E(async (e) => {
+    await withE2E("wasm", async (e) => {
       const { pod, cid, podJson } = await runContainer(e, e.fifo, [], { image: WASM_IMAGE });
       await waitState(e, cid, "CONTAINER_EXITED");
       await e.d.kill9();

@@ -150,3 +150,33 @@ export async function runContainer(
   await e.ctd.crictlOk(["start", cid]);
   return { pod, cid, podJson };
 }
+
+/** Runs `fn` against a fresh sandboxer of `kind` and containerd; prints both logs on failure. */
+export async function withE2E(
+  kind: string,
+  fn: (e: E2E) => Promise<void>,
+  opts: { config?: string } = {},
+): Promise<void> {
+  const e = await startE2E(kind, opts);
+  try {
+    await fn(e);
+  } catch (err) {
+    console.error(`--- sandboxer log ---\n${(await e.d.logs()).split("\n").slice(-60).join("\n")}`);
+    console.error(
+      `--- containerd log ---\n${(await e.ctd.logs()).split("\n").slice(-60).join("\n")}`,
+    );
+    throw err;
+  } finally {
+    await e.cleanup();
+  }
+}
+
+/** GETs `url` until it answers (a pod's server may still be starting); "" if it never does. */
+export async function fetchWhenUp(url: string, tries = 50): Promise<string> {
+  for (let i = 0; i < tries; i++) {
+    const body = await fetch(url).then((r) => r.text(), () => "");
+    if (body) return body;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return "";
+}

@@ -10,10 +10,10 @@
  * @module
  */
 import { join } from "node:path";
-import { InternalError, InvalidArgumentError } from "../../domain/errors.ts";
+import { InternalError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
-import { checkPodSysctls, podSysctls } from "../../domain/sysctls.ts";
+import { podSysctls } from "../../domain/sysctls.ts";
 import { now } from "../../domain/time.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
 import type {
@@ -21,14 +21,14 @@ import type {
   SandboxBackend,
   SandboxExitListener,
 } from "../../ports/sandbox_backend.ts";
-import { Latch, withTimeout } from "../../app/sync.ts";
 import { log } from "../../log.ts";
 import { cgroupMetrics, cgroupPathsOf, removeCgroup } from "../os/cgroups.ts";
-import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
+import type { ExitWatcher } from "../os/exit_watcher.ts";
+import { PodHolders } from "../os/pod_holders.ts";
 import { HelperFailedError, startHelper } from "../os/helper.ts";
 import { goArch } from "../os/platform.ts";
-import { preparePodFiles } from "../os/pod_files.ts";
-import { holderToken, killByCommandLine } from "../os/process_tokens.ts";
+import { preparePod } from "../os/pod_files.ts";
+import { holderToken } from "../os/process_tokens.ts";
 import { lastRuncError, type RuncCli } from "../runc/runc_cli.ts";
 
 /** What the gVisor sandbox backend needs. */
@@ -41,7 +41,6 @@ export interface GvisorSandboxBackendOptions {
 }
 
 const SIGTERM = 15, SIGKILL = 9;
-const KILL_WAIT_MS = 10_000;
 
 /** CRI annotations runsc reads to tell a sandbox's root container from its subcontainers. */
 export const CONTAINER_TYPE = "io.kubernetes.cri.container-type";
@@ -107,11 +106,15 @@ export class GvisorSandboxBackend implements SandboxBackend {
   readonly platform = { os: "linux", architecture: goArch(), variant: "" };
   #opts: GvisorSandboxBackendOptions;
   #listener: SandboxExitListener | undefined;
-  #exits = new Map<string, Latch<SandboxExit>>();
+  #holders: PodHolders;
   #log = log.with({ component: "gvisor-sandbox" });
 
   constructor(opts: GvisorSandboxBackendOptions) {
     this.#opts = opts;
+    this.#holders = new PodHolders(
+      opts.exits,
+      (id, exit) => this.#listener?.sandboxExited(id, exit),
+    );
   }
 
   setExitListener(listener: SandboxExitListener): void {
@@ -124,17 +127,7 @@ export class GvisorSandboxBackend implements SandboxBackend {
   }
 
   async create(record: SandboxRecord): Promise<void> {
-    if (record.netnsPath) {
-      try {
-        await Deno.stat(record.netnsPath);
-      } catch {
-        throw new InvalidArgumentError(
-          `Invalid netns path "${record.netnsPath}": it does not exist`,
-        );
-      }
-    }
-    checkPodSysctls(record.pod);
-    await preparePodFiles(join(this.#opts.dir, record.id), record);
+    await preparePod(join(this.#opts.dir, record.id), record);
   }
 
   /** The read-only rootfs every pod's root container shares: just the pause binary. */
@@ -193,85 +186,40 @@ export class GvisorSandboxBackend implements SandboxBackend {
     }
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, cgroupsPath };
-    this.#watch(record.id, h.helperPid);
+    this.#holders.watch(record.id, h.helperPid);
     h.exited.then(() => this.#opts.exits.check(token));
   }
 
-  #watch(id: string, helperPid: number): Latch<SandboxExit> {
-    const latch = new Latch<SandboxExit>();
-    this.#exits.set(id, latch);
-    this.#opts.exits.expect(holderToken(id), helperPid, {
-      exited: (r: ExitRecord) => this.#exited(id, latch, { status: r.status, at: r.at }),
-      lost: () => this.#exited(id, latch, { status: 255, at: now() }),
+  stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
+    return this.#holders.stop(record, timeoutMs, async (r, sig) => {
+      await this.#opts.runsc.kill(r.id, sig === "SIGTERM" ? SIGTERM : SIGKILL, false).catch((e) =>
+        this.#log.debug("signalling the sandbox failed", { sandbox: r.id, error: e })
+      );
     });
-    return latch;
-  }
-
-  #exited(id: string, latch: Latch<SandboxExit>, exit: SandboxExit): void {
-    latch.set(exit);
-    this.#listener?.sandboxExited(id, exit);
-  }
-
-  async stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    const latch = this.#exits.get(record.id);
-    if (!latch || !record.pid) return { status: 0, at: now() };
-    if (latch.isSet) return latch.value!;
-    if (timeoutMs > 0) {
-      await this.#signal(record.id, SIGTERM);
-      const exit = await withTimeout(latch.wait(), timeoutMs);
-      if (exit) return exit;
-    }
-    await this.#signal(record.id, SIGKILL);
-    const exit = await withTimeout(latch.wait(), KILL_WAIT_MS);
-    if (!exit) {
-      this.#log.warn("sandbox did not stop after SIGKILL", { sandbox: record.id, pid: record.pid });
-    }
-    return exit ?? { status: 137, at: now() };
-  }
-
-  async #signal(id: string, signal: number): Promise<void> {
-    await this.#opts.runsc.kill(id, signal, false).catch((e) =>
-      this.#log.debug("signalling the sandbox failed", { sandbox: id, error: e })
-    );
   }
 
   async cleanup(record: SandboxRecord): Promise<void> {
-    const token = holderToken(record.id);
     // Destroys the sandbox with whatever still runs in it.
     await this.#opts.runsc.delete(record.id, true).catch((e) =>
       this.#log.warn("runsc delete failed", { sandbox: record.id, error: e })
     );
-    const latch = this.#exits.get(record.id);
-    if (latch && !latch.isSet) await withTimeout(latch.wait(), KILL_WAIT_MS);
+    await this.#holders.waitGone(record.id);
     // A monitor of a Start that never completed goes too.
-    await killByCommandLine(this.#opts.exits.needle(token));
-    this.#exits.delete(record.id);
-    await this.#opts.exits.remove(token);
+    await this.#holders.forget(record.id);
     if (typeof record.backend.cgroupsPath === "string") {
       await removeCgroup(record.backend.cgroupsPath);
     }
   }
 
   async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
-    const token = holderToken(record.id);
-    const exits = this.#opts.exits;
-    if (record.state !== "running") {
-      if (record.state === "created") {
-        // A Start that never returned may have left a sandbox and its monitor.
-        await killByCommandLine(exits.needle(token));
-        await this.#opts.runsc.delete(record.id, true).catch(() => {});
-        record.pid = 0;
-      }
-      return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
+    if (record.state === "running") return await this.#holders.recoverRunning(record);
+    if (record.state === "created") {
+      // A Start that never returned may have left a sandbox and its monitor.
+      await this.#holders.killUnfinished(record.id);
+      await this.#opts.runsc.delete(record.id, true).catch(() => {});
+      record.pid = 0;
     }
-    const helperPid = Number(record.backend.holderPid ?? 0);
-    const rec = await exits.read(token);
-    if (rec) return { alive: false, exit: { status: rec.status, at: rec.at } };
-    if (!await exits.alive(token, helperPid)) {
-      return { alive: false, exit: { status: 255, at: now() } };
-    }
-    this.#watch(record.id, helperPid);
-    return { alive: true };
+    return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {

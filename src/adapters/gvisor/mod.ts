@@ -76,7 +76,7 @@ export const gvisorKind: SandboxKind = {
         dir: ctx.dir,
         helper: ctx.helper,
         exits: ctx.exits,
-        runsc,
+        cli: runsc,
         streams: ctx.streams,
       }),
     };

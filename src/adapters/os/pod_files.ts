@@ -11,6 +11,8 @@
  *
  * @module
  */
+import { InvalidArgumentError } from "../../domain/errors.ts";
+import { checkPodSysctls } from "../../domain/sysctls.ts";
 import { join } from "node:path";
 import { resolvConf } from "../../domain/pod_config.ts";
 import type { OciSpec } from "../../domain/oci.ts";
@@ -87,4 +89,21 @@ export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promi
     changed = true;
   }
   return changed;
+}
+
+/**
+ * Controller.Create for pods made of host processes (runC, gVisor): the CNI
+ * netns must exist, sysctls must be ones a pod may set, and the pod's shared
+ * files are written.
+ */
+export async function preparePod(sandboxDir: string, record: SandboxRecord): Promise<void> {
+  if (record.netnsPath) {
+    try {
+      await Deno.stat(record.netnsPath);
+    } catch {
+      throw new InvalidArgumentError(`Invalid netns path "${record.netnsPath}": it does not exist`);
+    }
+  }
+  checkPodSysctls(record.pod);
+  await preparePodFiles(sandboxDir, record);
 }

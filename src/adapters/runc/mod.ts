@@ -41,7 +41,7 @@ export const runcKind: SandboxKind = {
         dir: ctx.dir,
         helper: ctx.helper,
         exits: ctx.exits,
-        runc,
+        cli: runc,
         streams: ctx.streams,
       }),
     });

@@ -7,8 +7,8 @@
  * @module
  */
 import { join } from "node:path";
-import { InvalidArgumentError } from "../../domain/errors.ts";
-import { checkPodSysctls, podSysctls } from "../../domain/sysctls.ts";
+
+import { podSysctls } from "../../domain/sysctls.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { now } from "../../domain/time.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
@@ -17,7 +17,6 @@ import type {
   SandboxBackend,
   SandboxExitListener,
 } from "../../ports/sandbox_backend.ts";
-import { Latch, withTimeout } from "../../app/sync.ts";
 import { log } from "../../log.ts";
 import {
   cgroupExists,
@@ -26,11 +25,12 @@ import {
   cgroupPathsFor,
   summedCgroupMetrics,
 } from "../os/cgroups.ts";
-import { preparePodFiles } from "../os/pod_files.ts";
-import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
+import { preparePod } from "../os/pod_files.ts";
+import type { ExitWatcher } from "../os/exit_watcher.ts";
+import { PodHolders } from "../os/pod_holders.ts";
 import { startHelper } from "../os/helper.ts";
 import { goArch } from "../os/platform.ts";
-import { holderToken, killByCommandLine } from "../os/process_tokens.ts";
+import { holderToken } from "../os/process_tokens.ts";
 
 /** What the runC sandbox backend needs. */
 export interface RuncSandboxBackendOptions {
@@ -40,18 +40,20 @@ export interface RuncSandboxBackendOptions {
   readonly exits: ExitWatcher;
 }
 
-const KILL_WAIT_MS = 10_000;
-
 /** Pod lifecycle for the runC sandboxer. */
 export class RuncSandboxBackend implements SandboxBackend {
   readonly platform = { os: "linux", architecture: goArch(), variant: "" };
   #opts: RuncSandboxBackendOptions;
   #listener: SandboxExitListener | undefined;
-  #exits = new Map<string, Latch<SandboxExit>>();
+  #holders: PodHolders;
   #log = log.with({ component: "runc-sandbox" });
 
   constructor(opts: RuncSandboxBackendOptions) {
     this.#opts = opts;
+    this.#holders = new PodHolders(
+      opts.exits,
+      (id, exit) => this.#listener?.sandboxExited(id, exit),
+    );
   }
 
   setExitListener(listener: SandboxExitListener): void {
@@ -59,17 +61,7 @@ export class RuncSandboxBackend implements SandboxBackend {
   }
 
   async create(record: SandboxRecord): Promise<void> {
-    if (record.netnsPath) {
-      try {
-        await Deno.stat(record.netnsPath);
-      } catch {
-        throw new InvalidArgumentError(
-          `Invalid netns path "${record.netnsPath}": it does not exist`,
-        );
-      }
-    }
-    checkPodSysctls(record.pod);
-    await preparePodFiles(join(this.#opts.dir, record.id), record);
+    await preparePod(join(this.#opts.dir, record.id), record);
   }
 
   async start(record: SandboxRecord): Promise<void> {
@@ -86,86 +78,40 @@ export class RuncSandboxBackend implements SandboxBackend {
     const h = await startHelper(this.#opts.helper, args);
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };
-    this.#watch(record.id, h.helperPid);
+    this.#holders.watch(record.id, h.helperPid);
     h.exited.then(() => this.#opts.exits.check(token));
   }
 
-  #watch(id: string, helperPid: number): Latch<SandboxExit> {
-    const latch = new Latch<SandboxExit>();
-    this.#exits.set(id, latch);
-    const token = holderToken(id);
-    this.#opts.exits.expect(token, helperPid, {
-      exited: (r: ExitRecord) => {
-        const exit = { status: r.status, at: r.at };
-        latch.set(exit);
-        this.#listener?.sandboxExited(id, exit);
-      },
-      lost: () => {
-        const exit = { status: 255, at: now() };
-        latch.set(exit);
-        this.#listener?.sandboxExited(id, exit);
-      },
+  stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
+    return this.#holders.stop(record, timeoutMs, (r, sig) => {
+      try {
+        Deno.kill(r.pid, sig);
+      } catch { /* already gone */ }
+      return Promise.resolve();
     });
-    return latch;
-  }
-
-  async stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    const latch = this.#exits.get(record.id);
-    if (!latch || !record.pid) return { status: 0, at: now() };
-    if (latch.isSet) return latch.value!;
-    if (timeoutMs > 0) {
-      this.#signal(record.pid, "SIGTERM");
-      const exit = await withTimeout(latch.wait(), timeoutMs);
-      if (exit) return exit;
-    }
-    this.#signal(record.pid, "SIGKILL");
-    const exit = await withTimeout(latch.wait(), KILL_WAIT_MS);
-    if (!exit) {
-      this.#log.warn("holder did not exit after SIGKILL", { sandbox: record.id, pid: record.pid });
-    }
-    return exit ?? { status: 137, at: now() };
-  }
-
-  #signal(pid: number, sig: Deno.Signal): void {
-    try {
-      Deno.kill(pid, sig);
-    } catch { /* already gone */ }
   }
 
   async cleanup(record: SandboxRecord): Promise<void> {
-    const token = holderToken(record.id);
-    const latch = this.#exits.get(record.id);
-    if (latch && !latch.isSet && record.pid) {
-      this.#signal(record.pid, "SIGKILL");
-      await withTimeout(latch.wait(), KILL_WAIT_MS);
+    if (this.#holders.running(record.id) && record.pid) {
+      try {
+        Deno.kill(record.pid, "SIGKILL");
+      } catch { /* already gone */ }
+      await this.#holders.waitGone(record.id);
     }
     // Whatever still carries this pod's exit file (a holder of a Start that
     // never completed) goes too.
-    await killByCommandLine(this.#opts.exits.needle(token));
-    this.#exits.delete(record.id);
-    await this.#opts.exits.remove(token);
+    await this.#holders.forget(record.id);
   }
 
   async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
-    const token = holderToken(record.id);
-    const exits = this.#opts.exits;
-    if (record.state !== "running") {
-      // A Start that never returned may have left a holder behind.
-      if (record.state === "created") {
-        const n = await killByCommandLine(exits.needle(token));
-        if (n) this.#log.info("killed holder of an unfinished start", { sandbox: record.id });
-        record.pid = 0;
-      }
-      return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
+    if (record.state === "running") return await this.#holders.recoverRunning(record);
+    // A Start that never returned may have left a holder behind.
+    if (record.state === "created") {
+      const n = await this.#holders.killUnfinished(record.id);
+      if (n) this.#log.info("killed holder of an unfinished start", { sandbox: record.id });
+      record.pid = 0;
     }
-    const helperPid = Number(record.backend.holderPid ?? 0);
-    const rec = await exits.read(token);
-    if (rec) return { alive: false, exit: { status: rec.status, at: rec.at } };
-    if (!await exits.alive(token, helperPid)) {
-      return { alive: false, exit: { status: 255, at: now() } };
-    }
-    this.#watch(record.id, helperPid);
-    return { alive: true };
+    return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {

@@ -1,0 +1,249 @@
+/**
+ * What runc and runsc containers have in common: an OCI runtime CLI
+ * (RuncCli) makes them, each process runs under a monitor helper that owns
+ * its stdio and records its exit, and the daemon finds all of it again
+ * after a restart. Subclasses say how a container is created and started,
+ * how an exec is signalled, and where stats come from.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { FailedPreconditionError, InternalError } from "../../domain/errors.ts";
+import type { SandboxRecord } from "../../domain/sandbox.ts";
+import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
+import { now } from "../../domain/time.ts";
+import type {
+  ContainerRuntime,
+  ProcessExitListener,
+  ProcessInfo,
+  StoredAnyBytes,
+} from "../../ports/container_runtime.ts";
+import { sleep } from "../../app/sync.ts";
+import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
+import { HelperFailedError, type HelperProcess } from "../os/helper.ts";
+import { startMonitored } from "../os/monitored.ts";
+import { mountsUnder, unmountAll } from "../os/mounts.ts";
+import { ProcessIo } from "../os/process_io.ts";
+import { execToken, initToken } from "../os/process_tokens.ts";
+import type { StreamHub } from "../task/streaming.ts";
+import { lastRuncError, type RuncCli } from "./runc_cli.ts";
+
+/** What a runtime of monitored OCI containers needs. */
+export interface MonitoredContainersOptions {
+  /** The sandboxer's --dir. */
+  readonly dir: string;
+  readonly helper: string;
+  readonly exits: ExitWatcher;
+  /** The runtime CLI (runc, or runsc through the same flags). */
+  readonly cli: RuncCli;
+  /** The Streaming service's channels, for containerd's streaming IO. */
+  readonly streams: StreamHub;
+}
+
+/** Backend state every monitored process keeps in its record. */
+export interface MonitoredBackend {
+  /** Pid of the monitor helper. */
+  helperPid?: number;
+  /** Where the rootfs mounts of Task.Create were mounted. */
+  rootfs?: string;
+}
+
+/** How a monitored process is launched. */
+export interface LaunchCommand {
+  /** The runtime command; given the console socket when the process has a terminal. */
+  readonly argv: (consoleSocket?: string) => string[];
+  /** A command printing the exit (`{"exitStatus":N}`), for processes that are not host processes. */
+  readonly waitArgv?: string[];
+  /** The runtime's JSON log, read for the reason of a failure. */
+  readonly logFile: string;
+}
+
+/** Containers made by an OCI runtime CLI and run under monitors. */
+export abstract class MonitoredContainers implements ContainerRuntime {
+  protected readonly opts: MonitoredContainersOptions;
+  protected readonly cli: RuncCli;
+  protected readonly io: ProcessIo;
+  protected listener: ProcessExitListener | undefined;
+  /** The runtime's name in error messages ("runc", "runsc"). */
+  protected abstract readonly runtimeName: string;
+
+  constructor(opts: MonitoredContainersOptions) {
+    this.opts = opts;
+    this.cli = opts.cli;
+    this.io = new ProcessIo(opts.streams, join(opts.dir, "s"));
+  }
+
+  abstract create(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
+  abstract start(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
+  abstract startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void>;
+  abstract pids(sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]>;
+  abstract update(sb: SandboxRecord, c: ContainerRecord, resources: unknown): Promise<void>;
+  abstract stats(sb: SandboxRecord, c: ContainerRecord): Promise<StoredAnyBytes>;
+  /** Signals a started exec process that still runs. */
+  protected abstract signalExec(c: ContainerRecord, e: ExecRecord, signal: number): Promise<void>;
+
+  setExitListener(listener: ProcessExitListener): void {
+    this.listener = listener;
+  }
+
+  /** Per-container state directory (pid files, process specs, logs). */
+  stateDir(sandboxId: string, containerId: string): string {
+    return join(this.opts.dir, sandboxId, "c", containerId);
+  }
+
+  /** Runs a process under a monitor; a runtime failure becomes an error with the runtime's reason. */
+  protected async launch(
+    sandboxId: string,
+    token: string,
+    io: Io,
+    pidFile: string,
+    stateDir: string,
+    cmd: LaunchCommand,
+  ): Promise<HelperProcess> {
+    const deps = { helper: this.opts.helper, exits: this.opts.exits, io: this.io };
+    try {
+      return await startMonitored(deps, { token, io, pidFile, stateDir, ...cmd });
+    } catch (e) {
+      if (e instanceof HelperFailedError) {
+        const why = await lastRuncError(cmd.logFile) ?? e.message;
+        throw new InternalError(`${this.runtimeName} failed in sandbox "${sandboxId}": ${why}`);
+      }
+      throw e;
+    }
+  }
+
+  /** Follows a process's monitor until its exit record arrives. */
+  protected watch(
+    sandboxId: string,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+    helperPid: number,
+  ): void {
+    const token = e ? execToken(c.id, e.id) : initToken(c.id);
+    this.opts.exits.expect(token, helperPid, {
+      exited: (r) => e ? this.#exited(sandboxId, c, e, r) : this.initExited(sandboxId, c, r),
+      lost: () => this.#lost(sandboxId, c, e),
+    });
+  }
+
+  #exited(sandboxId: string, c: ContainerRecord, e: ExecRecord, r: ExitRecord): void {
+    this.listener?.processExited(sandboxId, c.id, e.id, { status: r.status, at: r.at });
+  }
+
+  /** A container's init exited (a subclass may do more first). */
+  protected initExited(sandboxId: string, c: ContainerRecord, r: ExitRecord): Promise<void> {
+    this.listener?.processExited(sandboxId, c.id, undefined, { status: r.status, at: r.at });
+    return Promise.resolve();
+  }
+
+  /** The monitor died without a record: wait until the runtime sees the container stopped. */
+  async #lost(sandboxId: string, c: ContainerRecord, e: ExecRecord | undefined): Promise<void> {
+    if (!e) {
+      for (;;) {
+        const st = await this.cli.state(c.id).catch(() => undefined);
+        if (!st || st.status === "stopped") break;
+        await sleep(2000);
+      }
+    }
+    this.listener?.processExited(sandboxId, c.id, e?.id, { status: 255, at: now() });
+  }
+
+  async kill(
+    _sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+    signal: number,
+    all: boolean,
+  ): Promise<void> {
+    if (!e) return await this.cli.kill(c.id, signal, all);
+    const helperPid = Number((e.backend as MonitoredBackend).helperPid ?? 0);
+    if (!e.pid) {
+      throw new FailedPreconditionError(`Cannot signal exec "${e.id}": it was not started`);
+    }
+    // Already exited: its exit is being recorded.
+    if (!await this.opts.exits.alive(execToken(c.id, e.id), helperPid)) return;
+    await this.signalExec(c, e, signal);
+  }
+
+  async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    const token = initToken(c.id);
+    const exits = this.opts.exits;
+    exits.cancel(token);
+    await this.cli.delete(c.id, true);
+    // Let the monitor write its record before it is removed, so none is left behind.
+    const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
+    for (let i = 0; i < 50 && helperPid && await exits.alive(token, helperPid); i++) {
+      await sleep(50);
+    }
+    const rootfs = (c.backend as MonitoredBackend).rootfs ?? join(c.bundle, "rootfs");
+    if ((await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
+    await exits.remove(token);
+    await this.io.release(sb.id, token, c.io);
+    await Deno.remove(this.stateDir(sb.id, c.id), { recursive: true }).catch(() => {});
+  }
+
+  async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+    const token = execToken(c.id, e.id);
+    await this.opts.exits.remove(token);
+    await this.io.release(sb.id, token, e.io);
+    const state = this.stateDir(sb.id, c.id);
+    const prefix = `exec-${e.id}.`;
+    const files = await Array.fromAsync(Deno.readDir(state)).catch(() => []);
+    for (const f of files) {
+      if (f.name.startsWith(prefix)) await Deno.remove(join(state, f.name)).catch(() => {});
+    }
+  }
+
+  async pause(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    await this.cli.pause(c.id);
+  }
+
+  async resume(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    await this.cli.resume(c.id);
+  }
+
+  async resizePty(
+    _sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+    width: number,
+    height: number,
+  ): Promise<void> {
+    await this.io.control(e ? execToken(c.id, e.id) : initToken(c.id), `resize ${width} ${height}`);
+  }
+
+  async closeStdin(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord | undefined) {
+    // A FIFO stdin needs nothing: the process reads it and sees EOF when the writer closes.
+    await this.io.closeStdin(sb.id, e ? execToken(c.id, e.id) : initToken(c.id), (e ?? c).io);
+  }
+
+  async recover(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+  ): Promise<ProcessExit | undefined> {
+    const exits = this.opts.exits;
+    const token = e ? execToken(c.id, e.id) : initToken(c.id);
+    const helperPid = Number(((e ?? c).backend as MonitoredBackend).helperPid ?? 0);
+    const alive = helperPid > 0 && await exits.alive(token, helperPid);
+    // Streamed output may still wait in a monitor, even after the exit.
+    if (alive) await this.io.attach(sb.id, token, (e ?? c).io);
+    const rec = await exits.read(token);
+    if (rec) return { status: rec.status, at: rec.at };
+    if (alive) {
+      this.watch(sb.id, c, e, helperPid);
+      return undefined;
+    }
+    if (!e) {
+      const st = await this.cli.state(c.id).catch(() => undefined);
+      // Created without a monitor (runsc: the monitor comes with Start): still startable.
+      if (st?.status === "created" && !helperPid) return undefined;
+      // No record and no monitor, but the process may still run (monitor killed).
+      if (st && st.status !== "stopped") {
+        this.#lost(sb.id, c, undefined);
+        return undefined;
+      }
+    }
+    return { status: 255, at: now() };
+  }
+}
