@@ -13,4 +13,6 @@ export PATH="$PWD/.tools/bin:$PATH"
 deno fmt --check
 deno lint
 deno task check
+# The microVM tests boot this image (kernel + initramfs with the guest agent); cached.
+deno task guest-image
 deno task test

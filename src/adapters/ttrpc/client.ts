@@ -7,6 +7,7 @@
 import { Code, UnavailableError } from "../../domain/errors.ts";
 import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { fromStatus } from "../rpc_status.ts";
+import type { ByteStream } from "./frame.ts";
 import { encodeFrame, Flag, FrameDecoder, MessageType } from "./frame.ts";
 import { AsyncQueue } from "./queue.ts";
 import { writeAll } from "./server.ts";
@@ -35,7 +36,7 @@ interface Pending {
 
 /** A ttrpc client. */
 export class TtrpcClient {
-  #conn: Deno.Conn;
+  #conn: ByteStream;
   #decoder = new FrameDecoder();
   #nextId = 1;
   #pending = new Map<number, Pending>();
@@ -44,7 +45,7 @@ export class TtrpcClient {
   #closedReason: unknown;
   readonly done: Promise<void>;
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: ByteStream) {
     this.#conn = conn;
     this.done = this.#readLoop();
   }

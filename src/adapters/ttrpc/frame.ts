@@ -111,3 +111,13 @@ export class FrameDecoder {
     return { kind: "frame", frame: { streamId, type, flags, payload } };
   }
 }
+
+/**
+ * What ttrpc runs over: a unix or vsock connection, or a character device
+ * such as a guest's virtio-serial port.
+ */
+export interface ByteStream {
+  read(p: Uint8Array): Promise<number | null>;
+  write(p: Uint8Array): Promise<number>;
+  close(): void;
+}

@@ -14,6 +14,7 @@ import { Code } from "../../domain/errors.ts";
 import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { log } from "../../log.ts";
 import { type RpcStatus, toStatus } from "../rpc_status.ts";
+import type { ByteStream } from "./frame.ts";
 import { encodeFrame, Flag, FrameDecoder, MAX_PAYLOAD, MessageType } from "./frame.ts";
 import { AsyncQueue } from "./queue.ts";
 
@@ -86,7 +87,7 @@ export class TtrpcServer {
    * Serves one already-accepted connection; resolves when it closes.
    * `initial` holds bytes already read from it (after a preamble).
    */
-  handle(conn: Deno.Conn, scope = "", initial?: Uint8Array): Promise<void> {
+  handle(conn: ByteStream, scope = "", initial?: Uint8Array): Promise<void> {
     const c = new ServerConnection(this, conn, scope);
     if (initial?.length) c.prime(initial);
     this.#conns.add(c);
@@ -116,7 +117,7 @@ interface StreamState {
 class ServerConnection {
   readonly scope: string;
   #server: TtrpcServer;
-  #conn: Deno.Conn;
+  #conn: ByteStream;
   #decoder = new FrameDecoder();
   #lastStreamId = 0;
   #streams = new Map<number, StreamState>();
@@ -124,7 +125,7 @@ class ServerConnection {
   #closed = new AbortController();
   #log = log.with({ component: "ttrpc" });
 
-  constructor(server: TtrpcServer, conn: Deno.Conn, scope: string) {
+  constructor(server: TtrpcServer, conn: ByteStream, scope: string) {
     this.#server = server;
     this.#conn = conn;
     this.scope = scope;
@@ -311,7 +312,7 @@ class ServerConnection {
 }
 
 /** Writes every byte (Deno's `write` may write less than asked). */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+export async function writeAll(conn: ByteStream, bytes: Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }

@@ -1,0 +1,121 @@
+/**
+ * The QEMU command line of a microVM pod, as an argv array (pure), and the
+ * probe that decides between KVM and TCG: /dev/kvm existing is not enough
+ * (nested setups expose it without vmx/svm, and KVM guests then hang), so
+ * KVM is used only when the device opens and the CPU offers virtualization.
+ *
+ * @module
+ */
+
+/** What a VM is made of. */
+export interface QemuVmSpec {
+  readonly name: string;
+  readonly binary: string;
+  readonly kernel: string;
+  readonly initrd: string;
+  /** Extra kernel command line (after the console settings). */
+  readonly kernelParams?: string;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  readonly accel: "kvm" | "tcg";
+  /** QMP control socket (unix, QEMU listens). */
+  readonly qmpSocket: string;
+  /** The guest console (serial) goes to this file. */
+  readonly consoleLog: string;
+  /** The agent's virtio-serial port, a unix socket QEMU listens on; unset: none. */
+  readonly agentSocket?: string;
+  /** vhost-vsock context id of the guest; unset: no vsock device. */
+  readonly vsockCid?: number;
+  /** Shared directories: virtiofsd sockets and their tags. */
+  readonly virtiofs?: readonly { socket: string; tag: string }[];
+}
+
+/** The name the agent looks for (src/agent/channel.ts). */
+export const AGENT_PORT_NAME = "agent.0";
+
+/** argv of `qemu-system-x86_64` for `vm`. */
+export function qemuArgv(vm: QemuVmSpec): string[] {
+  const a = [
+    vm.binary,
+    "-name",
+    vm.name,
+    "-machine",
+    `q35,accel=${vm.accel}`,
+    "-cpu",
+    vm.accel === "kvm" ? "host" : "max",
+    "-m",
+    `${vm.memoryMiB}M`,
+    "-smp",
+    String(vm.vcpus),
+    "-nodefaults",
+    "-nographic",
+    // A guest poweroff or reboot ends QEMU: the pod is over.
+    "-no-reboot",
+    "-kernel",
+    vm.kernel,
+    "-initrd",
+    vm.initrd,
+    "-append",
+    ["console=ttyS0", "panic=-1", "quiet", vm.kernelParams ?? ""].filter(Boolean).join(" "),
+    "-serial",
+    `file:${vm.consoleLog}`,
+    "-qmp",
+    `unix:${vm.qmpSocket},server=on,wait=off`,
+  ];
+  if (vm.agentSocket) {
+    a.push(
+      "-device",
+      "virtio-serial-pci,id=vser0",
+      "-chardev",
+      `socket,id=agent,path=${vm.agentSocket},server=on,wait=off`,
+      "-device",
+      `virtserialport,bus=vser0.0,chardev=agent,name=${AGENT_PORT_NAME}`,
+    );
+  }
+  if (vm.vsockCid !== undefined) {
+    a.push("-device", `vhost-vsock-pci,id=vsock0,guest-cid=${vm.vsockCid}`);
+  }
+  if (vm.virtiofs?.length) {
+    // virtiofs needs the guest's memory shared with virtiofsd.
+    a.push(
+      "-object",
+      `memory-backend-memfd,id=mem,size=${vm.memoryMiB}M,share=on`,
+      "-numa",
+      "node,memdev=mem",
+    );
+    vm.virtiofs.forEach((fs, i) => {
+      a.push(
+        "-chardev",
+        `socket,id=fs${i},path=${fs.socket}`,
+        "-device",
+        `vhost-user-fs-pci,chardev=fs${i},tag=${fs.tag}`,
+      );
+    });
+  }
+  return a;
+}
+
+/** Whether KVM can really be used here (device usable and CPU virtualization present). */
+export function kvmUsable(cpuinfo?: string): { usable: boolean; why: string } {
+  try {
+    const f = Deno.openSync("/dev/kvm", { read: true, write: true });
+    f.close();
+  } catch (e) {
+    return { usable: false, why: `/dev/kvm cannot be opened: ${(e as Error).message}` };
+  }
+  const info = cpuinfo ?? Deno.readTextFileSync("/proc/cpuinfo");
+  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(info)) {
+    return { usable: false, why: "the CPU shows no vmx/svm flag (KVM guests would hang)" };
+  }
+  return { usable: true, why: "/dev/kvm opens and the CPU has vmx/svm" };
+}
+
+/** Whether the host can give the guest a vsock device. */
+export function vhostVsockUsable(): boolean {
+  try {
+    Deno.openSync("/dev/vhost-vsock", { read: true, write: true }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}

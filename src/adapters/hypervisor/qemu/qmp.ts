@@ -1,0 +1,121 @@
+/**
+ * A QMP client (QEMU Machine Protocol) on a unix socket: the greeting,
+ * capabilities negotiation, commands one at a time, and events.
+ *
+ * @module
+ */
+import { InternalError, UnavailableError } from "../../../domain/errors.ts";
+
+/** A QMP event. */
+export interface QmpEvent {
+  readonly event: string;
+  readonly data?: Record<string, unknown>;
+  readonly timestamp?: { seconds: number; microseconds: number };
+}
+
+/** One QMP connection. */
+export class QmpClient {
+  #conn: Deno.Conn;
+  #buf = "";
+  #queue: Record<string, unknown>[] = [];
+  #wake: (() => void) | undefined;
+  #closed = false;
+  #commands: Promise<unknown> = Promise.resolve();
+  /** Called for every event QEMU sends. */
+  onEvent: ((e: QmpEvent) => void) | undefined;
+  /** QEMU's version from the greeting. */
+  version = "";
+
+  private constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+    this.#readLoop();
+  }
+
+  /** Connects, retrying while QEMU has not created the socket yet; negotiates capabilities. */
+  static async connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        const c = new QmpClient(await Deno.connect({ transport: "unix", path }));
+        const greeting = await c.#next();
+        const qemu = (greeting.QMP as { version?: { qemu?: Record<string, number> } })?.version
+          ?.qemu;
+        if (qemu) c.version = `${qemu.major}.${qemu.minor}.${qemu.micro}`;
+        await c.execute("qmp_capabilities");
+        return c;
+      } catch (e) {
+        if (Date.now() > deadline) {
+          throw new UnavailableError(`Cannot reach QMP at "${path}": ${(e as Error).message}`);
+        }
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+
+  /** Runs a command; resolves with its "return" value, throws with its "error". */
+  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    const run = this.#commands.then(async () => {
+      const line = JSON.stringify(
+        args ? { execute: command, arguments: args } : { execute: command },
+      );
+      await this.#conn.write(new TextEncoder().encode(line + "\n"));
+      for (;;) {
+        const msg = await this.#next();
+        if ("return" in msg) return msg.return;
+        if ("error" in msg) {
+          const err = msg.error as { class?: string; desc?: string };
+          throw new InternalError(`QMP ${command} failed: ${err.class}: ${err.desc}`);
+        }
+      }
+    });
+    this.#commands = run.catch(() => {});
+    return run;
+  }
+
+  /** The VM's run state ("running", "paused", "shutdown"…). */
+  async status(): Promise<string> {
+    const r = await this.execute("query-status") as { status?: string };
+    return r.status ?? "unknown";
+  }
+
+  close(): void {
+    this.#closed = true;
+    try {
+      this.#conn.close();
+    } catch { /* closed */ }
+    this.#wake?.();
+  }
+
+  async #next(): Promise<Record<string, unknown>> {
+    for (;;) {
+      const m = this.#queue.shift();
+      if (m) return m;
+      if (this.#closed) throw new UnavailableError("QMP connection closed");
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  async #readLoop(): Promise<void> {
+    const buf = new Uint8Array(16384);
+    const td = new TextDecoder();
+    try {
+      for (;;) {
+        const n = await this.#conn.read(buf);
+        if (n === null) break;
+        this.#buf += td.decode(buf.subarray(0, n), { stream: true });
+        let nl: number;
+        while ((nl = this.#buf.indexOf("\n")) >= 0) {
+          const line = this.#buf.slice(0, nl).trim();
+          this.#buf = this.#buf.slice(nl + 1);
+          if (!line) continue;
+          const msg = JSON.parse(line) as Record<string, unknown>;
+          if ("event" in msg) this.onEvent?.(msg as unknown as QmpEvent);
+          else this.#queue.push(msg);
+          this.#wake?.();
+        }
+      }
+    } catch { /* closed */ }
+    this.#closed = true;
+    this.#wake?.();
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * How the host reaches the agent: a vsock port where the host has
+ * vhost-vsock, a virtio-serial port (named by the host, e.g. "agent.0")
+ * where it does not. Both carry ttrpc.
+ *
+ * @module
+ */
+import type { ByteStream } from "../adapters/ttrpc/frame.ts";
+
+/** The agent's vsock port (Kuasar's). */
+export const AGENT_VSOCK_PORT = 1024;
+/** The name the host gives the agent's virtio-serial port. */
+export const AGENT_PORT_NAME = "agent.0";
+
+/** The /dev node of the virtio-serial port named `name`, if the guest has one. */
+export function findVirtioPort(
+  name: string,
+  sysDir = "/sys/class/virtio-ports",
+): string | undefined {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(sysDir)];
+  } catch {
+    return undefined;
+  }
+  for (const e of entries) {
+    try {
+      if (Deno.readTextFileSync(`${sysDir}/${e.name}/name`).trim() === name) {
+        return `/dev/${e.name}`;
+      }
+    } catch { /* no name */ }
+  }
+  return undefined;
+}
+
+const O_RDWR = 2, O_CLOEXEC = 0o2000000;
+
+type Libc = {
+  open(path: Uint8Array, flags: number): number;
+  read(fd: number, buf: Uint8Array, n: bigint): Promise<bigint>;
+  write(fd: number, buf: Uint8Array, n: bigint): Promise<bigint>;
+  close(fd: number): number;
+};
+
+let libc: Libc | undefined;
+
+function lib(): Libc {
+  if (libc) return libc;
+  const l = Deno.dlopen("libc.so.6", {
+    open: { parameters: ["buffer", "i32"], result: "i32" },
+    // On threads of their own: a read blocked on the port must not hold up a write.
+    read: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+    write: { parameters: ["i32", "buffer", "usize"], result: "isize", nonblocking: true },
+    close: { parameters: ["i32"], result: "i32" },
+  });
+  libc = {
+    open: (p, f) => l.symbols.open(p, f) as number,
+    read: (fd, b, n) => l.symbols.read(fd, b, n) as Promise<bigint>,
+    write: (fd, b, n) => l.symbols.write(fd, b, n) as Promise<bigint>,
+    close: (fd) => l.symbols.close(fd) as number,
+  };
+  return libc;
+}
+
+/**
+ * A character device as a ttrpc byte stream. Deno's file handles run one
+ * operation at a time, so a read waiting for the host's next request would
+ * block the reply to the last one; libc's read and write on their own
+ * threads do not (and virtio-serial allows a single open, so no second handle).
+ */
+export function openPort(path: string): Promise<ByteStream> {
+  const c = lib();
+  const fd = c.open(new TextEncoder().encode(path + "\0"), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return Promise.reject(new Error(`cannot open ${path}`));
+  let closed = false;
+  return Promise.resolve({
+    read: async (p: Uint8Array) => {
+      for (;;) {
+        if (closed) return null;
+        const n = Number(await c.read(fd, p, BigInt(p.length)));
+        if (n < 0) throw new Error(`read ${path} failed`);
+        if (n > 0) return n;
+        // 0: no host on the other end (yet, or any more); the port stays ours.
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    write: async (p: Uint8Array) => {
+      const n = Number(await c.write(fd, p, BigInt(p.length)));
+      if (n < 0) throw new Error(`write ${path} failed`);
+      return n;
+    },
+    close: () => {
+      if (closed) return;
+      closed = true;
+      c.close(fd);
+    },
+  });
+}

@@ -1,0 +1,65 @@
+/**
+ * kuasar-agent: PID 1 of a microVM pod (after the image's /init has mounted
+ * the basic file systems and loaded the drivers). It serves Kuasar's
+ * `grpc.SandboxService` over ttrpc to the host's sandboxer, on vsock port
+ * 1024 where the host has vhost-vsock and on the virtio-serial port
+ * "agent.0" otherwise, reaps orphans and powers the VM off on request.
+ *
+ * @module
+ */
+import { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { unaryMethods } from "../adapters/ttrpc/typed.ts";
+import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
+import { AGENT_PORT_NAME, AGENT_VSOCK_PORT, findVirtioPort, openPort } from "./channel.ts";
+import { powerOff, startReaper } from "./pid1.ts";
+
+function say(msg: string, fields: Record<string, unknown> = {}): void {
+  console.error(JSON.stringify({ time: new Date().toISOString(), agent: msg, ...fields }));
+}
+
+const server = new TtrpcServer();
+server.register(
+  SandboxServiceDefinition.fullName,
+  unaryMethods(SandboxServiceDefinition, {
+    check: () => Promise.resolve({}),
+  }),
+);
+
+/** Serves the virtio-serial port (kept open across host reconnections; reopened if it fails). */
+async function serveSerial(path: string): Promise<void> {
+  for (;;) {
+    const port = await openPort(path);
+    await server.handle(port);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function serveVsock(): boolean {
+  let listener: Deno.Listener;
+  try {
+    // VMADDR_CID_ANY
+    listener = Deno.listen({ transport: "vsock", cid: 0xffffffff, port: AGENT_VSOCK_PORT });
+  } catch (e) {
+    say("no vsock", { error: String(e) });
+    return false;
+  }
+  (async () => {
+    for await (const conn of listener) server.handle(conn);
+  })();
+  return true;
+}
+
+if (Deno.pid === 1) startReaper();
+Deno.addSignalListener("SIGTERM", () => powerOff());
+const vsock = serveVsock();
+// The virtio-serial port shows up once the driver has probed the device: give it a moment.
+let port = findVirtioPort(AGENT_PORT_NAME);
+for (let i = 0; i < 100 && !port; i++) {
+  await new Promise((r) => setTimeout(r, 50));
+  port = findVirtioPort(AGENT_PORT_NAME);
+}
+if (port) serveSerial(port);
+if (!vsock && !port) {
+  say("no channel to the host: neither vsock nor a virtio-serial port named " + AGENT_PORT_NAME);
+}
+say("kuasar-agent ready", { pid: Deno.pid, vsock, port: port ?? null });
