@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { kvmUsable, qemuArgv, type QemuVmSpec } from "./qemu_command.ts";
+
+const base: QemuVmSpec = {
+  name: "pod1",
+  binary: "qemu-system-x86_64",
+  kernel: "/g/vmlinuz",
+  initrd: "/g/initramfs.img",
+  memoryMiB: 512,
+  vcpus: 2,
+  accel: "tcg",
+  qmpSocket: "/p/qmp.sock",
+  consoleLog: "/p/console.log",
+};
+
+function after(argv: string[], flag: string): string[] {
+  return argv.flatMap((a, i) => (a === flag ? [argv[i + 1]] : []));
+}
+
+Deno.test("qemuArgv: machine, accel, memory, kernel, console and QMP as separate argv entries", () => {
+  const a = qemuArgv(base);
+  assert.equal(a[0], "qemu-system-x86_64");
+  assert.deepEqual(after(a, "-machine"), ["q35,accel=tcg"]);
+  assert.deepEqual(after(a, "-cpu"), ["max"]);
+  assert.deepEqual(after(a, "-m"), ["512M"]);
+  assert.deepEqual(after(a, "-smp"), ["2"]);
+  assert.deepEqual(after(a, "-kernel"), ["/g/vmlinuz"]);
+  assert.deepEqual(after(a, "-initrd"), ["/g/initramfs.img"]);
+  assert.match(after(a, "-append")[0], /^console=ttyS0 /);
+  assert.deepEqual(after(a, "-serial"), ["file:/p/console.log"]);
+  assert.deepEqual(after(a, "-qmp"), ["unix:/p/qmp.sock,server=on,wait=off"]);
+  assert.ok(a.includes("-no-reboot") && a.includes("-nodefaults"));
+  assert.ok(!a.some((x) => x.includes("vsock") || x.includes("virtserialport")));
+  assert.deepEqual(after(qemuArgv({ ...base, accel: "kvm" }), "-cpu"), ["host"]);
+});
+
+Deno.test("qemuArgv: the agent's channels (virtio-serial port agent.0, vsock) and virtiofs shares", () => {
+  const a = qemuArgv({
+    ...base,
+    agentSocket: "/p/agent.sock",
+    vsockCid: 7,
+    virtiofs: [{ socket: "/p/fs.sock", tag: "kuasar" }],
+  });
+  const devices = after(a, "-device");
+  assert.ok(devices.includes("virtserialport,bus=vser0.0,chardev=agent,name=agent.0"));
+  assert.ok(devices.includes("vhost-vsock-pci,id=vsock0,guest-cid=7"));
+  assert.ok(devices.includes("vhost-user-fs-pci,chardev=fs0,tag=kuasar"));
+  assert.ok(after(a, "-chardev").includes("socket,id=agent,path=/p/agent.sock,server=on,wait=off"));
+  // virtiofs needs shared guest memory
+  assert.ok(after(a, "-object").includes("memory-backend-memfd,id=mem,size=512M,share=on"));
+});
+
+Deno.test("kvmUsable: no vmx/svm flag means no KVM, whatever /dev/kvm says", () => {
+  const r = kvmUsable("processor : 0\nflags : fpu vme de pse tsc msr sse sse2\n");
+  assert.equal(r.usable, false);
+  assert.match(r.why, /vmx\/svm|\/dev\/kvm/);
+});
