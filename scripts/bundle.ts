@@ -45,6 +45,6 @@ for (const [src, out] of entries) {
   const placeholder = '"unknown (run from source)"';
   if (text.includes(placeholder)) {
     await Deno.writeTextFile(resolve(root, out), text.replace(placeholder, JSON.stringify(stamp)));
-  } else if (src.endsWith("main.ts")) throw new Error(`${out}: build time placeholder not found`);
+  } else if (src === "src/main.ts") throw new Error(`${out}: build time placeholder not found`);
   console.log(`bundled ${src} -> ${out}`);
 }
