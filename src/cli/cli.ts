@@ -51,7 +51,7 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
   try {
     config = await loadConfig(
       flags.config ?? kind.defaultConfig,
-      kind.name,
+      kind.configTable ?? kind.name,
       kind.settingsSchema,
       !!flags.config,
     );

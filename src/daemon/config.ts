@@ -23,6 +23,8 @@ export const sandboxSection = z.strictObject({
   helper: z.string().optional(),
   /** Where the embedded helper is written (must allow exec). */
   helper_dir: z.string().optional(),
+  /** Kuasar's OTLP tracing switch: accepted so its config files load; tracing is not implemented. */
+  enable_tracing: z.boolean().optional(),
 });
 
 /** Daemon-wide settings. */

@@ -45,6 +45,8 @@ export interface SandboxKind {
   readonly defaultDir: string;
   /** Config file read when --config is not given (a missing default file is fine). */
   readonly defaultConfig?: string;
+  /** The kind's config table when it is not named after the kind (vmm: Kuasar's `[hypervisor]`). */
+  readonly configTable?: string;
   /** Schema of the kind's own config table, e.g. `[runc]`; its output is `KindContext.settings`. */
   readonly settingsSchema: z.ZodType;
   create(ctx: KindContext): Promise<KindParts>;

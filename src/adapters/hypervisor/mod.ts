@@ -1,0 +1,105 @@
+/**
+ * The microVM sandbox kind: `kuasar vmm` / `vmm-sandboxer`, on QEMU. Pods
+ * boot and are managed (Start, Stop, Wait, crash, recovery); containers in
+ * them are not there yet.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
+import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
+import type { ContainerRuntime } from "../../ports/container_runtime.ts";
+import { log } from "../../log.ts";
+import { findExecutable } from "../os/executables.ts";
+import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
+import { DEFAULT_GUEST_DIR, type HypervisorSettings, hypervisorSettings } from "./vmm_config.ts";
+import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
+
+/** Containers of VM pods: not implemented yet, answered plainly. */
+function noContainersYet(): ContainerRuntime {
+  const refuse = () =>
+    Promise.reject(new UnimplementedError("Containers in microVM pods are not implemented yet"));
+  return {
+    create: refuse,
+    start: refuse,
+    startExec: refuse,
+    kill: refuse,
+    delete: () => Promise.resolve(),
+    deleteExec: () => Promise.resolve(),
+    pids: refuse,
+    pause: refuse,
+    resume: refuse,
+    update: refuse,
+    stats: refuse,
+    resizePty: refuse,
+    closeStdin: refuse,
+    recover: () => Promise.resolve(undefined),
+    setExitListener: () => {},
+  };
+}
+
+function existing(path: string, key: string): string {
+  try {
+    if (Deno.statSync(path).isFile) return path;
+  } catch { /* below */ }
+  throw new InvalidArgumentError(
+    `hypervisor.${key}: "${path}" does not exist (deno task guest-image builds the guest image)`,
+  );
+}
+
+/** Descriptor of the vmm kind. */
+export const vmmKind: SandboxKind = {
+  name: "vmm",
+  binaryName: "vmm-sandboxer",
+  description: "pods as microVMs on QEMU, with a guest agent as PID 1",
+  defaultListen: "/run/vmm-sandboxer.sock",
+  defaultDir: "/run/kuasar-vmm",
+  defaultConfig: "/var/lib/kuasar/config.toml",
+  configTable: "hypervisor",
+  settingsSchema: hypervisorSettings,
+  create(ctx: KindContext): Promise<KindParts> {
+    const s = ctx.settings as HypervisorSettings;
+    const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
+    if (!qemu) {
+      return Promise.reject(
+        new InvalidArgumentError(`hypervisor.qemu_path: "${s.qemu_path}" is not an executable`),
+      );
+    }
+    let accel: "kvm" | "tcg";
+    const forced = s.machine_accelerators?.trim();
+    if (forced === "kvm" || forced === "tcg") accel = forced;
+    else if (forced) {
+      return Promise.reject(
+        new InvalidArgumentError(`hypervisor.machine_accelerators: "${forced}" is not kvm or tcg`),
+      );
+    } else {
+      const k = kvmUsable();
+      accel = k.usable ? "kvm" : "tcg";
+      if (!k.usable) log.warn("KVM is not usable: VMs run under TCG (slow)", { why: k.why });
+    }
+    try {
+      return Promise.resolve({
+        backend: new VmmSandboxBackend({
+          dir: ctx.dir,
+          helper: ctx.helper,
+          exits: ctx.exits,
+          qemu,
+          kernel: existing(s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"), "kernel_path"),
+          initrd: existing(
+            s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),
+            "initrd_path",
+          ),
+          kernelParams: s.kernel_params ?? "",
+          memoryMiB: s.memory_in_mb ?? 1024,
+          vcpus: s.vcpus ?? 1,
+          accel,
+          vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
+          bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
+        }),
+        runtime: noContainersYet(),
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  },
+};

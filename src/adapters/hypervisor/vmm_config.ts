@@ -1,0 +1,73 @@
+/**
+ * `[hypervisor]` of the vmm sandboxer's config, with Kuasar's QEMU keys
+ * (kuasar-spec §3.4) so its config files load unchanged. Every key is
+ * optional: `kuasar vmm` without a config finds the guest image that
+ * `deno task guest-image` installs. Unknown keys are errors.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+const virtiofsd = z.strictObject({
+  path: z.string().min(1).optional(),
+  log_level: z.string().optional(),
+  cache: z.string().optional(),
+  thread_pool_size: z.number().int().min(0).optional(),
+  socket_path: z.string().optional(),
+  shared_dir: z.string().optional(),
+  syslog: z.boolean().optional(),
+});
+
+export const hypervisorSettings = z.strictObject({
+  // Used.
+  qemu_path: z.string().min(1).optional(),
+  vcpus: z.number().int().min(1).max(256).optional(),
+  memory_in_mb: z.number().int().min(128).optional(),
+  kernel_path: z.string().min(1).optional(),
+  initrd_path: z.string().min(1).optional(),
+  kernel_params: z.string().optional(),
+  /** "kvm" or "tcg" forces the accelerator; empty: probed (KVM when it really works). */
+  machine_accelerators: z.string().optional(),
+  use_vsock: z.boolean().optional(),
+  /** Ours: how long Start waits for the agent (TCG boots take seconds). */
+  boot_timeout_secs: z.number().int().min(1).optional(),
+  // Kuasar's, accepted so its files load; not used yet (docs/vmm.md).
+  machine_type: z.enum(["pc", "q35"]).optional(),
+  image_path: z.string().optional(),
+  firmware_path: z.string().optional(),
+  firmware: z.string().optional(),
+  cpu_features: z.string().optional(),
+  cpu_model: z.string().optional(),
+  default_bridges: z.number().int().optional(),
+  default_max_vcpus: z.number().int().optional(),
+  entropy_source: z.string().optional(),
+  mem_slots: z.number().int().optional(),
+  mem_offset: z.number().int().optional(),
+  memory_path: z.string().optional(),
+  file_backend_mem_path: z.string().optional(),
+  mem_prealloc: z.boolean().optional(),
+  enable_mem_prealloc: z.boolean().optional(),
+  hugepages: z.boolean().optional(),
+  enable_vhost_user_store: z.boolean().optional(),
+  enable_swap: z.boolean().optional(),
+  msize_9p: z.number().int().optional(),
+  virtio_9p_direct_io: z.boolean().optional(),
+  virtio_9p_multidevs: z.string().optional(),
+  enable_iothreads: z.boolean().optional(),
+  block_device_driver: z.enum(["VirtioBlk", "VirtioScsi", "VirtioMmio"]).optional(),
+  disable_nvdimm: z.boolean().optional(),
+  share_fs: z.enum(["Virtio9P", "VirtioFS"]).optional(),
+  debug: z.boolean().optional(),
+  virtiofs_daemon_path: z.string().optional(),
+  virtiofs_cache: z.string().optional(),
+  virtiofs_extra_args: z.array(z.string()).optional(),
+  virtiofs_cache_size: z.number().int().optional(),
+  virtiofsd: virtiofsd.optional(),
+  task: z.strictObject({ debug: z.boolean().optional(), enable_tracing: z.boolean().optional() })
+    .optional(),
+});
+
+export type HypervisorSettings = z.infer<typeof hypervisorSettings>;
+
+/** Where `deno task guest-image` puts the guest image. */
+export const DEFAULT_GUEST_DIR = "/var/lib/kuasar/guest";

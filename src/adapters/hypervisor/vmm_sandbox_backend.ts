@@ -1,0 +1,208 @@
+/**
+ * microVM pods on QEMU: a pod is a VM booted from the guest image, whose
+ * agent (PID 1) the sandboxer reaches over vsock or virtio-serial. QEMU runs
+ * under the monitor helper, so its exit is recorded even while the daemon is
+ * down, and a restarted daemon finds the VM again.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { DeadlineExceededError } from "../../domain/errors.ts";
+import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
+import { now } from "../../domain/time.ts";
+import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type {
+  RecoveredSandbox,
+  SandboxBackend,
+  SandboxExitListener,
+} from "../../ports/sandbox_backend.ts";
+import { log } from "../../log.ts";
+import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
+import type { ExitWatcher } from "../os/exit_watcher.ts";
+import { startHelper } from "../os/helper.ts";
+import { goArch } from "../os/platform.ts";
+import { preparePod } from "../os/pod_files.ts";
+import { PodHolders } from "../os/pod_holders.ts";
+import { holderToken, socketPath } from "../os/process_tokens.ts";
+import { TtrpcClient } from "../ttrpc/client.ts";
+import { unaryClient } from "../ttrpc/typed.ts";
+import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
+import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
+import { QmpClient } from "./qemu/qmp.ts";
+
+/** How the vmm backend makes VMs. */
+export interface VmmBackendOptions {
+  readonly dir: string;
+  readonly helper: string;
+  readonly exits: ExitWatcher;
+  readonly qemu: string;
+  readonly kernel: string;
+  readonly initrd: string;
+  readonly kernelParams: string;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  readonly accel: "kvm" | "tcg";
+  /** Give VMs a vhost-vsock device (the host has /dev/vhost-vsock). */
+  readonly vsock: boolean;
+  readonly bootTimeoutMs: number;
+}
+
+/** A VM's control sockets and console, by pod. */
+async function vmPaths(dir: string, id: string) {
+  const s = join(dir, "s");
+  await Deno.mkdir(s, { recursive: true, mode: 0o700 });
+  const token = `vm@${id}`;
+  return {
+    qmp: await socketPath(s, token, "qmp"),
+    agent: await socketPath(s, token, "agent"),
+    console: join(dir, id, "console.log"),
+  };
+}
+
+/** A vsock context id for a pod (3 and up; 0-2 are reserved). */
+export function vsockCid(id: string): number {
+  let h = 0;
+  for (const ch of id) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
+  return 3 + (h % 0x7ffffff0);
+}
+
+/** Pod lifecycle for the vmm sandboxer. */
+export class VmmSandboxBackend implements SandboxBackend {
+  readonly platform = { os: "linux", architecture: goArch(), variant: "" };
+  #opts: VmmBackendOptions;
+  #listener: SandboxExitListener | undefined;
+  #holders: PodHolders;
+  #log = log.with({ component: "vmm-sandbox" });
+
+  constructor(opts: VmmBackendOptions) {
+    this.#opts = opts;
+    this.#holders = new PodHolders(
+      opts.exits,
+      (id, exit) => this.#listener?.sandboxExited(id, exit),
+    );
+  }
+
+  setExitListener(listener: SandboxExitListener): void {
+    this.#listener = listener;
+  }
+
+  async create(record: SandboxRecord): Promise<void> {
+    await preparePod(join(this.#opts.dir, record.id), record);
+  }
+
+  async start(record: SandboxRecord): Promise<void> {
+    const o = this.#opts;
+    const p = await vmPaths(o.dir, record.id);
+    for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
+    const spec: QemuVmSpec = {
+      name: `kuasar-${record.id.slice(0, 12)}`,
+      binary: o.qemu,
+      kernel: o.kernel,
+      initrd: o.initrd,
+      kernelParams: o.kernelParams,
+      memoryMiB: o.memoryMiB,
+      vcpus: o.vcpus,
+      accel: o.accel,
+      qmpSocket: p.qmp,
+      consoleLog: p.console,
+      agentSocket: p.agent,
+      vsockCid: o.vsock ? vsockCid(record.id) : undefined,
+    };
+    // In the pod's netns, so its devices (taps) are the pod's.
+    const argv = record.netnsPath
+      ? ["nsenter", `--net=${record.netnsPath}`, "--", ...qemuArgv(spec)]
+      : qemuArgv(spec);
+    const t0 = performance.now();
+    const h = await startHelper(o.helper, [
+      "monitor",
+      "--exit-file",
+      o.exits.path(holderToken(record.id)),
+      "--log",
+      join(o.dir, record.id, "monitor.log"),
+      "--",
+      ...argv,
+    ]);
+    record.pid = h.pid;
+    record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
+    this.#holders.watch(record.id, h.helperPid);
+    h.exited.then(() => o.exits.check(holderToken(record.id)));
+    const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
+    const vmm = performance.now() - t0;
+    try {
+      await this.#waitAgent(p.agent, t0 + o.bootTimeoutMs);
+    } finally {
+      qmp.close();
+    }
+    this.#log.info("vm ready", {
+      sandbox: record.id,
+      accel: o.accel,
+      vmmMs: Math.round(vmm),
+      agentReadyMs: Math.round(performance.now() - t0),
+    });
+  }
+
+  /** Waits until the agent answers Check on its channel. */
+  async #waitAgent(path: string, deadline: number): Promise<void> {
+    let last: unknown;
+    while (performance.now() < deadline) {
+      let client: TtrpcClient | undefined;
+      try {
+        client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
+        const agent = unaryClient(client, SandboxServiceDefinition);
+        await agent.check({ service: "" }, {
+          timeoutMs: Math.max(500, Math.min(5_000, deadline - performance.now())),
+        });
+        return;
+      } catch (e) {
+        last = e;
+        await new Promise((r) => setTimeout(r, 100));
+      } finally {
+        client?.close();
+      }
+    }
+    throw new DeadlineExceededError(`The VM's agent did not answer: ${String(last)}`);
+  }
+
+  stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
+    return this.#holders.stop(record, timeoutMs, async (r, sig) => {
+      if (sig === "SIGTERM") {
+        // QEMU's own orderly exit (the guest has nothing that must be flushed yet).
+        const p = await vmPaths(this.#opts.dir, r.id);
+        const qmp = await QmpClient.connect(p.qmp, 2000).catch(() => undefined);
+        await qmp?.execute("quit").catch(() => {});
+        qmp?.close();
+        return;
+      }
+      try {
+        Deno.kill(r.pid, "SIGKILL");
+      } catch { /* gone */ }
+    });
+  }
+
+  async cleanup(record: SandboxRecord): Promise<void> {
+    if (this.#holders.running(record.id) && record.pid) {
+      try {
+        Deno.kill(record.pid, "SIGKILL");
+      } catch { /* gone */ }
+      await this.#holders.waitGone(record.id);
+    }
+    await this.#holders.forget(record.id);
+    const p = await vmPaths(this.#opts.dir, record.id);
+    for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
+  }
+
+  async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
+    if (record.state === "running") return await this.#holders.recoverRunning(record);
+    if (record.state === "created") {
+      // A Start that never returned may have left a VM behind.
+      await this.#holders.killUnfinished(record.id);
+      record.pid = 0;
+    }
+    return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
+  }
+
+  async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
+    if (!record.pid) return undefined;
+    return await cgroupMetrics(await cgroupPathsOf(record.pid));
+  }
+}
