@@ -111,6 +111,16 @@ Deno.test({
       r = await kuasar(gvisor);
       assert.equal(r.code, 2);
       assert.match(r.stderr, /gvisor\.binary: "\/nonexistent\/runsc" is not an executable/);
+      // vmm reads Kuasar's [hypervisor] table; unknown keys and a missing guest image are errors.
+      const vmm = ["vmm", "--config", cfg, "--listen", join(dir, "s"), "--dir", join(dir, "d")];
+      await Deno.writeTextFile(cfg, "[hypervisor]\nvcpus = 1\nbogus_key = 1\n");
+      r = await kuasar(vmm);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /bogus_key/);
+      await Deno.writeTextFile(cfg, "[hypervisor]\ninitrd_path = '/nonexistent/initrd'\n");
+      r = await kuasar(vmm);
+      assert.equal(r.code, 2);
+      assert.match(r.stderr, /hypervisor\.(kernel|initrd)_path: .* does not exist/);
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
