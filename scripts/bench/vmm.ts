@@ -1,0 +1,106 @@
+/**
+ * microVM pod start through the vmm sandboxer, split into phases, beside a
+ * bare QEMU boot of the same kernel and initramfs to init (busybox as init,
+ * powering off at once) in the same run; and the host-side memory of a VM
+ * pod besides QEMU itself.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { TestDaemon } from "../../tests/support/daemon.ts";
+import { startPod } from "../../tests/support/pod.ts";
+import { qemuArgv } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
+import { pssKiB } from "./pss.ts";
+
+const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
+
+/** One pod start, in milliseconds (and the guest's uptime at /init, in ms). */
+export interface VmStart {
+  readonly vmm: number;
+  readonly guestInit: number;
+  readonly agentReady: number;
+  readonly total: number;
+}
+
+/** A bare boot: QEMU spawn → busybox as init powers off → QEMU exits. */
+async function bareBoot(dir: string, i: number): Promise<number> {
+  const argv = qemuArgv({
+    name: `bare-${i}`,
+    binary: "qemu-system-x86_64",
+    kernel: join(IMAGE, "vmlinuz"),
+    initrd: join(IMAGE, "initramfs.img"),
+    kernelParams: "rdinit=/bin/busybox -- poweroff -f",
+    memoryMiB: 512,
+    vcpus: 1,
+    accel: "tcg",
+    qmpSocket: join(dir, `bare-${i}.qmp`),
+    consoleLog: join(dir, `bare-${i}.log`),
+  });
+  const t0 = performance.now();
+  const st = await new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  if (!st.success) throw new Error(`bare boot ${i} failed (${st.code})`);
+  return performance.now() - t0;
+}
+
+/** `n` VM pods and `n` bare boots, alternating; PSS with all pods running. */
+export async function vmmBench(n: number) {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
+  const config = join(base, "vmm.toml");
+  await Deno.writeTextFile(
+    config,
+    `[hypervisor]\nkernel_path = "${IMAGE}/vmlinuz"\ninitrd_path = "${IMAGE}/initramfs.img"\n` +
+      `memory_in_mb = 512\nvcpus = 1\nmachine_accelerators = "tcg"\n`,
+  );
+  const d = await TestDaemon.start({ base, kind: "vmm", extraArgs: ["--config", config] });
+  const ours: VmStart[] = [], bare: number[] = [];
+  try {
+    // Both of the daemon's idle memory reclaims (2 s and 8 s after the last call) have run.
+    const settle = () => new Promise((r) => setTimeout(r, 11_000));
+    await settle();
+    const idleDaemon = await pssKiB(d.pid);
+    const pods: { id: string; pid: number }[] = [];
+    for (let i = 0; i < n; i++) {
+      const t0 = performance.now();
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      const total = performance.now() - t0;
+      pods.push(pod);
+      const logs = (await d.logs()).split("\n").filter((l) => l.includes('"vm ready"'));
+      const ready = JSON.parse(logs.find((l) => l.includes(pod.id)) ?? "{}");
+      const consoleLog = await Deno.readTextFile(join(d.dir, pod.id, "console.log"));
+      const uptime = Number(/kuasar-init: ([\d.]+)s/.exec(consoleLog)?.[1] ?? NaN);
+      ours.push({
+        vmm: ready.vmmMs,
+        guestInit: uptime * 1000,
+        agentReady: ready.agentReadyMs,
+        total,
+      });
+      bare.push(await bareBoot(base, i));
+    }
+    await settle();
+    const daemon = await pssKiB(d.pid);
+    let qemu = 0, monitors = 0;
+    for (const p of pods) qemu += await pssKiB(p.pid);
+    for await (const e of Deno.readDir("/proc")) {
+      if (!/^\d+$/.test(e.name)) continue;
+      const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+      if (cmd.includes("\0monitor\0") && cmd.includes(d.dir)) {
+        monitors += await pssKiB(Number(e.name));
+      }
+    }
+    for (const p of pods) await d.controller.shutdown(p.id);
+    return {
+      ours,
+      bare,
+      perPodHostKiB: (Math.max(0, daemon - idleDaemon) + monitors) / n,
+      perPodQemuKiB: qemu / n,
+    };
+  } finally {
+    await d.cleanup();
+    await Deno.remove(base, { recursive: true }).catch(() => {});
+  }
+}
