@@ -14,20 +14,12 @@ import { InternalError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { podSysctls } from "../../domain/sysctls.ts";
-import { now } from "../../domain/time.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
-import type {
-  RecoveredSandbox,
-  SandboxBackend,
-  SandboxExitListener,
-} from "../../ports/sandbox_backend.ts";
 import { log } from "../../log.ts";
 import { cgroupMetrics, cgroupPathsOf, removeCgroup } from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { PodHolders } from "../os/pod_holders.ts";
+import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { HelperFailedError, startHelper } from "../os/helper.ts";
-import { goArch } from "../os/platform.ts";
-import { preparePod } from "../os/pod_files.ts";
 import { holderToken } from "../os/process_tokens.ts";
 import { lastRuncError, type RuncCli } from "../runc/runc_cli.ts";
 
@@ -102,44 +94,24 @@ function hintFor(why: string): string {
 }
 
 /** Pod lifecycle for the gVisor sandboxer. */
-export class GvisorSandboxBackend implements SandboxBackend {
-  readonly platform = { os: "linux", architecture: goArch(), variant: "" };
-  #opts: GvisorSandboxBackendOptions;
-  #listener: SandboxExitListener | undefined;
-  #holders: PodHolders;
+export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackendOptions> {
   #log = log.with({ component: "gvisor-sandbox" });
-
-  constructor(opts: GvisorSandboxBackendOptions) {
-    this.#opts = opts;
-    this.#holders = new PodHolders(
-      opts.exits,
-      (id, exit) => this.#listener?.sandboxExited(id, exit),
-    );
-  }
-
-  setExitListener(listener: SandboxExitListener): void {
-    this.#listener = listener;
-  }
 
   /** The bundle of a pod's root container. */
   #bundle(id: string): string {
-    return join(this.#opts.dir, id, "sandbox");
-  }
-
-  async create(record: SandboxRecord): Promise<void> {
-    await preparePod(join(this.#opts.dir, record.id), record);
+    return join(this.opts.dir, id, "sandbox");
   }
 
   /** The read-only rootfs every pod's root container shares: just the pause binary. */
   async #pauseRootfs(): Promise<string> {
-    const root = join(this.#opts.dir, "pause-rootfs");
+    const root = join(this.opts.dir, "pause-rootfs");
     const bin = join(root, "pause");
-    const want = (await Deno.stat(this.#opts.helper)).size;
+    const want = (await Deno.stat(this.opts.helper)).size;
     const have = await Deno.stat(bin).then((s) => s.size, () => -1);
     if (have !== want) {
       await Deno.mkdir(join(root, "proc"), { recursive: true, mode: 0o755 });
       const tmp = `${bin}.${crypto.randomUUID()}`;
-      await Deno.copyFile(this.#opts.helper, tmp);
+      await Deno.copyFile(this.opts.helper, tmp);
       await Deno.chmod(tmp, 0o755);
       await Deno.rename(tmp, bin);
     }
@@ -147,7 +119,7 @@ export class GvisorSandboxBackend implements SandboxBackend {
   }
 
   async start(record: SandboxRecord): Promise<void> {
-    const runsc = this.#opts.runsc;
+    const runsc = this.opts.runsc;
     const bundle = this.#bundle(record.id);
     await Deno.mkdir(bundle, { recursive: true, mode: 0o700 });
     const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-gvisor", record.id);
@@ -160,10 +132,10 @@ export class GvisorSandboxBackend implements SandboxBackend {
     const startLog = join(bundle, "start.log.json");
     let h;
     try {
-      h = await startHelper(this.#opts.helper, [
+      h = await startHelper(this.opts.helper, [
         "monitor",
         "--exit-file",
-        this.#opts.exits.path(token),
+        this.opts.exits.path(token),
         "--pid-file",
         pidFile,
         "--log",
@@ -186,13 +158,13 @@ export class GvisorSandboxBackend implements SandboxBackend {
     }
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, cgroupsPath };
-    this.#holders.watch(record.id, h.helperPid);
-    h.exited.then(() => this.#opts.exits.check(token));
+    this.holders.watch(record.id, h.helperPid);
+    h.exited.then(() => this.opts.exits.check(token));
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    return this.#holders.stop(record, timeoutMs, async (r, sig) => {
-      await this.#opts.runsc.kill(r.id, sig === "SIGTERM" ? SIGTERM : SIGKILL, false).catch((e) =>
+    return this.holders.stop(record, timeoutMs, async (r, sig) => {
+      await this.opts.runsc.kill(r.id, sig === "SIGTERM" ? SIGTERM : SIGKILL, false).catch((e) =>
         this.#log.debug("signalling the sandbox failed", { sandbox: r.id, error: e })
       );
     });
@@ -200,26 +172,21 @@ export class GvisorSandboxBackend implements SandboxBackend {
 
   async cleanup(record: SandboxRecord): Promise<void> {
     // Destroys the sandbox with whatever still runs in it.
-    await this.#opts.runsc.delete(record.id, true).catch((e) =>
+    await this.opts.runsc.delete(record.id, true).catch((e) =>
       this.#log.warn("runsc delete failed", { sandbox: record.id, error: e })
     );
-    await this.#holders.waitGone(record.id);
+    await this.holders.waitGone(record.id);
     // A monitor of a Start that never completed goes too.
-    await this.#holders.forget(record.id);
+    await this.holders.forget(record.id);
     if (typeof record.backend.cgroupsPath === "string") {
       await removeCgroup(record.backend.cgroupsPath);
     }
   }
 
-  async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
-    if (record.state === "running") return await this.#holders.recoverRunning(record);
-    if (record.state === "created") {
-      // A Start that never returned may have left a sandbox and its monitor.
-      await this.#holders.killUnfinished(record.id);
-      await this.#opts.runsc.delete(record.id, true).catch(() => {});
-      record.pid = 0;
-    }
-    return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
+  protected override async abandonStart(record: SandboxRecord): Promise<void> {
+    // The Start may have left a sandbox and its monitor.
+    await this.holders.killUnfinished(record.id);
+    await this.opts.runsc.delete(record.id, true).catch(() => {});
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {

@@ -7,36 +7,13 @@
  */
 import { join } from "node:path";
 import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
-import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
-import type { ContainerRuntime } from "../../ports/container_runtime.ts";
+import { InvalidArgumentError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
 import { findExecutable } from "../os/executables.ts";
+import { unsupportedRuntime } from "../task/unsupported_runtime.ts";
 import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
 import { DEFAULT_GUEST_DIR, type HypervisorSettings, hypervisorSettings } from "./vmm_config.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
-
-/** Containers of VM pods: not implemented yet, answered plainly. */
-function noContainersYet(): ContainerRuntime {
-  const refuse = () =>
-    Promise.reject(new UnimplementedError("Containers in microVM pods are not implemented yet"));
-  return {
-    create: refuse,
-    start: refuse,
-    startExec: refuse,
-    kill: refuse,
-    delete: () => Promise.resolve(),
-    deleteExec: () => Promise.resolve(),
-    pids: refuse,
-    pause: refuse,
-    resume: refuse,
-    update: refuse,
-    stats: refuse,
-    resizePty: refuse,
-    closeStdin: refuse,
-    recover: () => Promise.resolve(undefined),
-    setExitListener: () => {},
-  };
-}
 
 function existing(path: string, key: string): string {
   try {
@@ -96,7 +73,7 @@ export const vmmKind: SandboxKind = {
           vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
           bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
         }),
-        runtime: noContainersYet(),
+        runtime: unsupportedRuntime("Containers in microVM pods are not implemented yet"),
       });
     } catch (e) {
       return Promise.reject(e);

@@ -9,20 +9,12 @@
 import { join } from "node:path";
 import { DeadlineExceededError } from "../../domain/errors.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
-import { now } from "../../domain/time.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
-import type {
-  RecoveredSandbox,
-  SandboxBackend,
-  SandboxExitListener,
-} from "../../ports/sandbox_backend.ts";
 import { log } from "../../log.ts";
 import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { startHelper } from "../os/helper.ts";
-import { goArch } from "../os/platform.ts";
-import { preparePod } from "../os/pod_files.ts";
-import { PodHolders } from "../os/pod_holders.ts";
+import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { holderToken, socketPath } from "../os/process_tokens.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
@@ -67,31 +59,11 @@ export function vsockCid(id: string): number {
 }
 
 /** Pod lifecycle for the vmm sandboxer. */
-export class VmmSandboxBackend implements SandboxBackend {
-  readonly platform = { os: "linux", architecture: goArch(), variant: "" };
-  #opts: VmmBackendOptions;
-  #listener: SandboxExitListener | undefined;
-  #holders: PodHolders;
+export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   #log = log.with({ component: "vmm-sandbox" });
 
-  constructor(opts: VmmBackendOptions) {
-    this.#opts = opts;
-    this.#holders = new PodHolders(
-      opts.exits,
-      (id, exit) => this.#listener?.sandboxExited(id, exit),
-    );
-  }
-
-  setExitListener(listener: SandboxExitListener): void {
-    this.#listener = listener;
-  }
-
-  async create(record: SandboxRecord): Promise<void> {
-    await preparePod(join(this.#opts.dir, record.id), record);
-  }
-
   async start(record: SandboxRecord): Promise<void> {
-    const o = this.#opts;
+    const o = this.opts;
     const p = await vmPaths(o.dir, record.id);
     for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
     const spec: QemuVmSpec = {
@@ -124,7 +96,7 @@ export class VmmSandboxBackend implements SandboxBackend {
     ]);
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
-    this.#holders.watch(record.id, h.helperPid);
+    this.holders.watch(record.id, h.helperPid);
     h.exited.then(() => o.exits.check(holderToken(record.id)));
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
@@ -164,10 +136,10 @@ export class VmmSandboxBackend implements SandboxBackend {
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    return this.#holders.stop(record, timeoutMs, async (r, sig) => {
+    return this.holders.stop(record, timeoutMs, async (r, sig) => {
       if (sig === "SIGTERM") {
         // QEMU's own orderly exit (the guest has nothing that must be flushed yet).
-        const p = await vmPaths(this.#opts.dir, r.id);
+        const p = await vmPaths(this.opts.dir, r.id);
         const qmp = await QmpClient.connect(p.qmp, 2000).catch(() => undefined);
         await qmp?.execute("quit").catch(() => {});
         qmp?.close();
@@ -180,25 +152,15 @@ export class VmmSandboxBackend implements SandboxBackend {
   }
 
   async cleanup(record: SandboxRecord): Promise<void> {
-    if (this.#holders.running(record.id) && record.pid) {
+    if (this.holders.running(record.id) && record.pid) {
       try {
         Deno.kill(record.pid, "SIGKILL");
       } catch { /* gone */ }
-      await this.#holders.waitGone(record.id);
+      await this.holders.waitGone(record.id);
     }
-    await this.#holders.forget(record.id);
-    const p = await vmPaths(this.#opts.dir, record.id);
+    await this.holders.forget(record.id);
+    const p = await vmPaths(this.opts.dir, record.id);
     for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
-  }
-
-  async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
-    if (record.state === "running") return await this.#holders.recoverRunning(record);
-    if (record.state === "created") {
-      // A Start that never returned may have left a VM behind.
-      await this.#holders.killUnfinished(record.id);
-      record.pid = 0;
-    }
-    return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {

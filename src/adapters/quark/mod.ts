@@ -7,9 +7,9 @@
  */
 import { z } from "zod";
 import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
-import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
-import type { ContainerRuntime } from "../../ports/container_runtime.ts";
+import { InvalidArgumentError } from "../../domain/errors.ts";
 import { findExecutable } from "../os/executables.ts";
+import { unsupportedRuntime } from "../task/unsupported_runtime.ts";
 import { QuarkSandboxBackend } from "./quark_sandbox_backend.ts";
 
 /** `[quark]` of the config file. */
@@ -17,36 +17,6 @@ export const quarkSettings = z.strictObject({
   /** quark binary (name or path). */
   binary: z.string().min(1).optional(),
 });
-
-/**
- * The Task API of a Quark pod is Quark's own (the address Start returns), so
- * no call for it reaches the daemon; anything that does is answered plainly.
- */
-function quarkServesTasks(): ContainerRuntime {
-  const refuse = () =>
-    Promise.reject(
-      new UnimplementedError(
-        "Quark pods serve the Task API themselves, at the address Start returned",
-      ),
-    );
-  return {
-    create: refuse,
-    start: refuse,
-    startExec: refuse,
-    kill: refuse,
-    delete: () => Promise.resolve(),
-    deleteExec: () => Promise.resolve(),
-    pids: refuse,
-    pause: refuse,
-    resume: refuse,
-    update: refuse,
-    stats: refuse,
-    resizePty: refuse,
-    closeStdin: refuse,
-    recover: () => Promise.resolve(undefined),
-    setExitListener: () => {},
-  };
-}
 
 /** Descriptor of the Quark kind. */
 export const quarkKind: SandboxKind = {
@@ -74,7 +44,9 @@ export const quarkKind: SandboxKind = {
         binary,
         launcher: [ctx.helper, "exec", "--"],
       }),
-      runtime: quarkServesTasks(),
+      runtime: unsupportedRuntime(
+        "Quark pods serve the Task API themselves, at the address Start returned",
+      ),
     });
   },
 };

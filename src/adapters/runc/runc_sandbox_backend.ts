@@ -6,17 +6,10 @@
  *
  * @module
  */
-import { join } from "node:path";
 
 import { podSysctls } from "../../domain/sysctls.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
-import { now } from "../../domain/time.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
-import type {
-  RecoveredSandbox,
-  SandboxBackend,
-  SandboxExitListener,
-} from "../../ports/sandbox_backend.ts";
 import { log } from "../../log.ts";
 import {
   cgroupExists,
@@ -25,11 +18,9 @@ import {
   cgroupPathsFor,
   summedCgroupMetrics,
 } from "../os/cgroups.ts";
-import { preparePod } from "../os/pod_files.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { PodHolders } from "../os/pod_holders.ts";
+import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { startHelper } from "../os/helper.ts";
-import { goArch } from "../os/platform.ts";
 import { holderToken } from "../os/process_tokens.ts";
 
 /** What the runC sandbox backend needs. */
@@ -41,32 +32,12 @@ export interface RuncSandboxBackendOptions {
 }
 
 /** Pod lifecycle for the runC sandboxer. */
-export class RuncSandboxBackend implements SandboxBackend {
-  readonly platform = { os: "linux", architecture: goArch(), variant: "" };
-  #opts: RuncSandboxBackendOptions;
-  #listener: SandboxExitListener | undefined;
-  #holders: PodHolders;
+export class RuncSandboxBackend extends PodProcessBackend<RuncSandboxBackendOptions> {
   #log = log.with({ component: "runc-sandbox" });
-
-  constructor(opts: RuncSandboxBackendOptions) {
-    this.#opts = opts;
-    this.#holders = new PodHolders(
-      opts.exits,
-      (id, exit) => this.#listener?.sandboxExited(id, exit),
-    );
-  }
-
-  setExitListener(listener: SandboxExitListener): void {
-    this.#listener = listener;
-  }
-
-  async create(record: SandboxRecord): Promise<void> {
-    await preparePod(join(this.#opts.dir, record.id), record);
-  }
 
   async start(record: SandboxRecord): Promise<void> {
     const token = holderToken(record.id);
-    const args = ["hold", "--exit-file", this.#opts.exits.path(token)];
+    const args = ["hold", "--exit-file", this.opts.exits.path(token)];
     if (record.netnsPath) args.push("--netns", record.netnsPath);
     else if (record.pod.network === "node") args.push("--host-netns");
     else args.push("--new-netns");
@@ -75,15 +46,15 @@ export class RuncSandboxBackend implements SandboxBackend {
     else if (record.pod.hostname) args.push("--hostname", record.pod.hostname);
     if (record.pod.ipc === "node") args.push("--host-ipc");
     for (const [k, v] of podSysctls(record.pod)) args.push("--sysctl", `${k}=${v}`);
-    const h = await startHelper(this.#opts.helper, args);
+    const h = await startHelper(this.opts.helper, args);
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };
-    this.#holders.watch(record.id, h.helperPid);
-    h.exited.then(() => this.#opts.exits.check(token));
+    this.holders.watch(record.id, h.helperPid);
+    h.exited.then(() => this.opts.exits.check(token));
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    return this.#holders.stop(record, timeoutMs, (r, sig) => {
+    return this.holders.stop(record, timeoutMs, (r, sig) => {
       try {
         Deno.kill(r.pid, sig);
       } catch { /* already gone */ }
@@ -92,26 +63,20 @@ export class RuncSandboxBackend implements SandboxBackend {
   }
 
   async cleanup(record: SandboxRecord): Promise<void> {
-    if (this.#holders.running(record.id) && record.pid) {
+    if (this.holders.running(record.id) && record.pid) {
       try {
         Deno.kill(record.pid, "SIGKILL");
       } catch { /* already gone */ }
-      await this.#holders.waitGone(record.id);
+      await this.holders.waitGone(record.id);
     }
     // Whatever still carries this pod's exit file (a holder of a Start that
     // never completed) goes too.
-    await this.#holders.forget(record.id);
+    await this.holders.forget(record.id);
   }
 
-  async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
-    if (record.state === "running") return await this.#holders.recoverRunning(record);
-    // A Start that never returned may have left a holder behind.
-    if (record.state === "created") {
-      const n = await this.#holders.killUnfinished(record.id);
-      if (n) this.#log.info("killed holder of an unfinished start", { sandbox: record.id });
-      record.pid = 0;
-    }
-    return { alive: false, exit: record.exit ?? { status: 0, at: now() } };
+  protected override async abandonStart(record: SandboxRecord): Promise<void> {
+    const n = await this.holders.killUnfinished(record.id);
+    if (n) this.#log.info("killed holder of an unfinished start", { sandbox: record.id });
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
