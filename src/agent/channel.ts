@@ -62,37 +62,61 @@ function lib(): Libc {
   return libc;
 }
 
+/** The agent's end of a virtio-serial port: one ttrpc session per host connection. */
+export interface PortSessions {
+  /** Waits for the host to connect (and send); the session ends when the host goes away. */
+  nextSession(): Promise<ByteStream>;
+}
+
 /**
- * A character device as a ttrpc byte stream. Deno's file handles run one
+ * A virtio-serial port, opened once for good. Deno's file handles run one
  * operation at a time, so a read waiting for the host's next request would
  * block the reply to the last one; libc's read and write on their own
- * threads do not (and virtio-serial allows a single open, so no second handle).
+ * threads do not (and the port allows a single open, so no second handle).
+ * A read returns 0 while no host is connected: that ends a session, and the
+ * next host connection (a restarted sandboxer) gets a fresh one, since its
+ * ttrpc stream ids start again.
  */
-export function openPort(path: string): Promise<ByteStream> {
+export function openPort(path: string): PortSessions {
   const c = lib();
   const fd = c.open(new TextEncoder().encode(path + "\0"), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return Promise.reject(new Error(`cannot open ${path}`));
-  let closed = false;
-  return Promise.resolve({
-    read: async (p: Uint8Array) => {
-      for (;;) {
-        if (closed) return null;
-        const n = Number(await c.read(fd, p, BigInt(p.length)));
-        if (n < 0) throw new Error(`read ${path} failed`);
-        if (n > 0) return n;
-        // 0: no host on the other end (yet, or any more); the port stays ours.
-        await new Promise((r) => setTimeout(r, 20));
-      }
+  if (fd < 0) throw new Error(`cannot open ${path}`);
+  const buf = new Uint8Array(64 * 1024);
+  const readSome = async () => {
+    const n = Number(await c.read(fd, buf, BigInt(buf.length)));
+    if (n < 0) throw new Error(`read ${path} failed`);
+    return n;
+  };
+  return {
+    async nextSession(): Promise<ByteStream> {
+      let n: number;
+      while ((n = await readSome()) === 0) await new Promise((r) => setTimeout(r, 20));
+      let pending: Uint8Array | undefined = buf.slice(0, n);
+      let ended = false;
+      return {
+        read: async (p: Uint8Array) => {
+          if (pending) {
+            const k = Math.min(p.length, pending.length);
+            p.set(pending.subarray(0, k));
+            pending = k < pending.length ? pending.subarray(k) : undefined;
+            return k;
+          }
+          if (ended) return null;
+          const m = Number(await c.read(fd, p, BigInt(p.length)));
+          if (m < 0) throw new Error(`read ${path} failed`);
+          if (m === 0) ended = true; // the host went away
+          return m === 0 ? null : m;
+        },
+        write: async (p: Uint8Array) => {
+          const m = Number(await c.write(fd, p, BigInt(p.length)));
+          if (m < 0) throw new Error(`write ${path} failed`);
+          return m;
+        },
+        // The port stays open for the next host connection.
+        close: () => {
+          ended = true;
+        },
+      };
     },
-    write: async (p: Uint8Array) => {
-      const n = Number(await c.write(fd, p, BigInt(p.length)));
-      if (n < 0) throw new Error(`write ${path} failed`);
-      return n;
-    },
-    close: () => {
-      if (closed) return;
-      closed = true;
-      c.close(fd);
-    },
-  });
+  };
 }

@@ -12,6 +12,7 @@ import { unaryMethods } from "../adapters/ttrpc/typed.ts";
 import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import { AGENT_PORT_NAME, AGENT_VSOCK_PORT, findVirtioPort, openPort } from "./channel.ts";
 import { powerOff, startReaper } from "./pid1.ts";
+import { sandboxService } from "./sandbox_service.ts";
 
 function say(msg: string, fields: Record<string, unknown> = {}): void {
   console.error(JSON.stringify({ time: new Date().toISOString(), agent: msg, ...fields }));
@@ -20,18 +21,13 @@ function say(msg: string, fields: Record<string, unknown> = {}): void {
 const server = new TtrpcServer();
 server.register(
   SandboxServiceDefinition.fullName,
-  unaryMethods(SandboxServiceDefinition, {
-    check: () => Promise.resolve({}),
-  }),
+  unaryMethods(SandboxServiceDefinition, sandboxService()),
 );
 
-/** Serves the virtio-serial port (kept open across host reconnections; reopened if it fails). */
+/** Serves the virtio-serial port, a ttrpc session per host connection. */
 async function serveSerial(path: string): Promise<void> {
-  for (;;) {
-    const port = await openPort(path);
-    await server.handle(port);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  const port = openPort(path);
+  for (;;) await server.handle(await port.nextSession());
 }
 
 function serveVsock(): boolean {

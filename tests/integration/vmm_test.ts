@@ -10,6 +10,10 @@ import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
 import { has, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
+import { socketPath } from "../../src/adapters/os/process_tokens.ts";
+import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
+import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
+import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
 
 const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
 
@@ -43,6 +47,13 @@ async function startVmm(base?: string): Promise<TestDaemon> {
   return await TestDaemon.start({ base, kind: "vmm", extraArgs: ["--config", config] });
 }
 
+/** A client of the pod's agent, on the socket the sandboxer gave QEMU's virtio-serial port. */
+async function agentClient(d: TestDaemon, podId: string) {
+  const path = await socketPath(join(d.dir, "s"), `vm@${podId}`, "agent");
+  const client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
+  return { client, svc: unaryClient(client, SandboxServiceDefinition) };
+}
+
 function qemuAlive(pid: number): boolean {
   try {
     return Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("qemu-system");
@@ -58,11 +69,41 @@ Deno.test({
     let d = await startVmm();
     try {
       // A pod boots: its pid is QEMU's, its console shows the agent as PID 1.
-      const a = await startPod(d, { cgroupParent: d.cgroupParent });
+      const a = {
+        ...await startPod(d, { cgroupParent: d.cgroupParent, hostname: "vm-pod-a" }),
+        hostname: "vm-pod-a",
+      };
       assert.ok(qemuAlive(a.pid), "the pod's pid is a QEMU process");
       assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
       const guestLog = await Deno.readTextFile(join(d.dir, a.id, "console.log"));
       assert.match(guestLog, /kuasar-agent ready","pid":1/);
+      // The agent's SandboxService, on the pod's virtio-serial channel: the VM runs its own
+      // kernel, and Start's SetupSandbox gave it the pod's hostname.
+      const agent = await agentClient(d, a.id);
+      try {
+        const hostRelease = Deno.osRelease();
+        const uname =
+          (await agent.svc.execVMProcess({ command: "uname -r", stdin: new Uint8Array() })).out;
+        assert.match(uname, /cloud-amd64/);
+        assert.notEqual(uname.trim(), hostRelease);
+        const hostname =
+          (await agent.svc.execVMProcess({ command: "hostname", stdin: new Uint8Array() })).out;
+        assert.equal(hostname.trim(), a.hostname);
+        await assert.rejects(
+          agent.svc.execVMProcess({ command: "exit 4", stdin: new Uint8Array() }),
+          /exited with 4/,
+        );
+        await assert.rejects(
+          agent.svc.setupSandbox({
+            config: { typeUrl: "Other", value: new Uint8Array() },
+            interfaces: [],
+            routes: [],
+          }),
+          /not supported/,
+        );
+      } finally {
+        agent.client.close();
+      }
       // Containers are not there yet: a clear UNIMPLEMENTED.
       await assert.rejects(
         createContainer(d, a, { args: ["true"] }),

@@ -101,7 +101,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
     try {
-      await this.#waitAgent(p.agent, t0 + o.bootTimeoutMs);
+      await this.#initAgent(record, p.agent, t0 + o.bootTimeoutMs);
     } finally {
       qmp.close();
     }
@@ -113,23 +113,40 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     });
   }
 
-  /** Waits until the agent answers Check on its channel. */
-  async #waitAgent(path: string, deadline: number): Promise<void> {
+  /**
+   * Waits until the agent answers Check, then hands it the pod's settings
+   * (SetupSandbox: hostname, sysctls, DNS) and sets its clock (SyncClock).
+   */
+  async #initAgent(record: SandboxRecord, path: string, deadline: number): Promise<void> {
+    const client = await this.#connectAgent(path, deadline);
+    try {
+      const agent = unaryClient(client, SandboxServiceDefinition);
+      await agent.setupSandbox({
+        config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
+        interfaces: [],
+        routes: [],
+      }, { timeoutMs: 10_000 });
+      await syncClock(agent);
+    } finally {
+      client.close();
+    }
+  }
+
+  /** A connection to the agent once it answers Check (it boots meanwhile). */
+  async #connectAgent(path: string, deadline: number): Promise<TtrpcClient> {
     let last: unknown;
     while (performance.now() < deadline) {
       let client: TtrpcClient | undefined;
       try {
         client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
-        const agent = unaryClient(client, SandboxServiceDefinition);
-        await agent.check({ service: "" }, {
+        await unaryClient(client, SandboxServiceDefinition).check({ service: "" }, {
           timeoutMs: Math.max(500, Math.min(5_000, deadline - performance.now())),
         });
-        return;
+        return client;
       } catch (e) {
         last = e;
-        await new Promise((r) => setTimeout(r, 100));
-      } finally {
         client?.close();
+        await new Promise((r) => setTimeout(r, 100));
       }
     }
     throw new DeadlineExceededError(`The VM's agent did not answer: ${String(last)}`);
@@ -166,5 +183,35 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
     if (!record.pid) return undefined;
     return await cgroupMetrics(await cgroupPathsOf(record.pid));
+  }
+}
+
+/** The pod's settings as Kuasar's host sends them to the agent: PodSandboxConfig as JSON. */
+export function podSandboxJson(record: SandboxRecord): Uint8Array {
+  const pod = record.pod;
+  return new TextEncoder().encode(JSON.stringify({
+    metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid },
+    hostname: pod.hostname,
+    dns_config: pod.dns
+      ? { servers: pod.dns.servers, searches: pod.dns.searches, options: pod.dns.options }
+      : undefined,
+    linux: { sysctls: pod.sysctls },
+  }));
+}
+
+/** Kuasar's two-step clock sync: measure the offset, then have the guest apply it. */
+async function syncClock(agent: ReturnType<typeof unaryClient<typeof SandboxServiceDefinition>>) {
+  const ns = () => BigInt(Date.now()) * 1_000_000n;
+  const p = await agent.syncClock({
+    ClientSendTime: ns(),
+    ClientArriveTime: 0n,
+    ServerSendTime: 0n,
+    ServerArriveTime: 0n,
+    Delta: 0n,
+  }, { timeoutMs: 1000 });
+  const arrived = ns();
+  const delta = ((p.ClientSendTime - p.ClientArriveTime) + (arrived - p.ServerSendTime)) / 2n;
+  if (delta > 10_000_000n || delta < -10_000_000n) {
+    await agent.syncClock({ ...p, ServerArriveTime: arrived, Delta: delta }, { timeoutMs: 1000 });
   }
 }

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { NotFoundError } from "../domain/errors.ts";
+import { sandboxService } from "./sandbox_service.ts";
+import type { CallContext } from "../adapters/ttrpc/server.ts";
+
+const ctx = {} as CallContext;
+const json = (x: unknown) => new TextEncoder().encode(JSON.stringify(x));
+
+Deno.test("agent SandboxService: ExecVMProcess runs a shell command, a failure names its exit code", async () => {
+  const s = sandboxService();
+  assert.deepEqual(await s.execVMProcess!({ command: "echo hi", stdin: new Uint8Array() }, ctx), {
+    out: "hi\n",
+  });
+  assert.deepEqual(
+    await s.execVMProcess!({ command: "tr a-z A-Z", stdin: new TextEncoder().encode("x") }, ctx),
+    { out: "X" },
+  );
+  await assert.rejects(
+    s.execVMProcess!({ command: "echo bad >&2; exit 3", stdin: new Uint8Array() }, ctx),
+    /exited with 3: bad/,
+  );
+});
+
+Deno.test("agent SandboxService: SyncClock's first step stamps the guest's times", async () => {
+  const s = sandboxService();
+  const before = BigInt(Date.now()) * 1_000_000n;
+  const p = {
+    ClientSendTime: 1n,
+    ClientArriveTime: 0n,
+    ServerSendTime: 0n,
+    ServerArriveTime: 0n,
+    Delta: 0n,
+  };
+  const r = await s.syncClock!(p, ctx);
+  assert.ok(r.ClientArriveTime >= before && r.ServerSendTime >= r.ClientArriveTime);
+  assert.equal(r.ClientSendTime, 1n);
+});
+
+Deno.test("agent SandboxService: SetupSandbox writes sysctls, hostname and DNS; other configs are NOT_FOUND", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const procSys = join(dir, "sys");
+    for (const d of ["kernel", "net/ipv4"]) await Deno.mkdir(join(procSys, d), { recursive: true });
+    const s = sandboxService({ procSys, resolvConf: join(dir, "resolv.conf") });
+    const pod = {
+      hostname: "vm-pod",
+      dns_config: { servers: ["10.0.0.10"], searches: ["svc.local"], options: ["ndots:5"] },
+      linux: { sysctls: { "net.ipv4.ip_forward": "1" } },
+    };
+    await s.setupSandbox!({
+      config: { typeUrl: "PodSandboxConfig", value: json(pod) },
+      interfaces: [],
+      routes: [],
+    }, ctx);
+    assert.equal(await Deno.readTextFile(join(procSys, "kernel/hostname")), "vm-pod");
+    assert.equal(await Deno.readTextFile(join(procSys, "net/ipv4/ip_forward")), "1");
+    assert.equal(
+      await Deno.readTextFile(join(dir, "resolv.conf")),
+      "search svc.local\nnameserver 10.0.0.10\noptions ndots:5\n",
+    );
+    await assert.rejects(
+      s.setupSandbox!(
+        { config: { typeUrl: "Other", value: json({}) }, interfaces: [], routes: [] },
+        ctx,
+      ),
+      NotFoundError,
+    );
+    await assert.rejects(
+      s.setupSandbox!({
+        config: {
+          typeUrl: "PodSandboxConfig",
+          value: json({ linux: { sysctls: { "../x": "1" } } }),
+        },
+        interfaces: [],
+        routes: [],
+      }, ctx),
+      /Invalid sysctl/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
