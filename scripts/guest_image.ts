@@ -32,6 +32,9 @@ export const MODULES = [
   "fs/fuse/virtiofs.ko",
   "fs/overlayfs/overlay.ko",
   "drivers/block/virtio_blk.ko",
+  "net/core/failover.ko",
+  "drivers/net/net_failover.ko",
+  "drivers/net/virtio_net.ko",
 ];
 
 const INIT = `#!/bin/busybox sh
@@ -47,6 +50,7 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
+ip link set lo up
 for m in ${MODULES.map((m) => m.slice(m.lastIndexOf("/") + 1, -3)).join(" ")}; do
   insmod /lib/modules/$m.ko 2>/tmp/insmod.err || echo "kuasar-init: $m: $(cat /tmp/insmod.err)" > /dev/console
 done

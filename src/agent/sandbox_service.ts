@@ -1,18 +1,18 @@
 /**
  * Kuasar's `grpc.SandboxService` in the guest (kuasar-spec §4.5, §8.4):
- * Check, ExecVMProcess, SyncClock and SetupSandbox (hostname, sysctls, DNS).
- * Interface and route setup are not implemented yet and say so.
+ * Check, ExecVMProcess, SyncClock, SetupSandbox (hostname, sysctls, DNS,
+ * interfaces, routes), UpdateInterfaces and UpdateRoutes (busybox `ip`).
  *
  * @module
  */
-import {
-  InternalError,
-  InvalidArgumentError,
-  NotFoundError,
-  UnimplementedError,
-} from "../domain/errors.ts";
+import { InternalError, InvalidArgumentError, NotFoundError } from "../domain/errors.ts";
 import type { UnaryImplementation } from "../adapters/ttrpc/typed.ts";
-import type { SandboxServiceDefinition, SyncClockPacket } from "../gen/kuasar/sandbox.ts";
+import type {
+  Interface,
+  Route,
+  SandboxServiceDefinition,
+  SyncClockPacket,
+} from "../gen/kuasar/sandbox.ts";
 import { ownChild, realtimeNs, setRealtimeNs } from "./pid1.ts";
 
 /** The part of a PodSandboxConfig (as Kuasar's host sends it: JSON, snake_case) the guest uses. */
@@ -30,9 +30,10 @@ export interface GuestPaths {
 
 const td = new TextDecoder();
 
-async function execShell(command: string, stdin: Uint8Array): Promise<string> {
-  const child = new Deno.Command("/bin/sh", {
-    args: ["-c", command],
+/** Runs a program (argv, no shell of ours) as a child the reaper leaves to Deno. */
+async function run(argv: string[], stdin: Uint8Array = new Uint8Array()): Promise<string> {
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -44,10 +45,69 @@ async function execShell(command: string, stdin: Uint8Array): Promise<string> {
   const out = await child.output().finally(release);
   if (out.code !== 0) {
     throw new InternalError(
-      `command exited with ${out.code}: ${td.decode(out.stderr).trim() || "no stderr"}`,
+      `${argv[0]} exited with ${out.code}: ${td.decode(out.stderr).trim() || "no stderr"}`,
     );
   }
   return td.decode(out.stdout);
+}
+
+/** ExecVMProcess: a command line for the guest's shell. */
+function execShell(command: string, stdin: Uint8Array): Promise<string> {
+  return run(["/bin/sh", "-c", command], stdin).catch((e) => {
+    throw new InternalError((e as Error).message.replace(/^\/bin\/sh exited/, "command exited"));
+  });
+}
+
+/** The guest link whose MAC is `mac`. */
+function linkByMac(mac: string, sysNet = "/sys/class/net"): string | undefined {
+  for (const e of Deno.readDirSync(sysNet)) {
+    try {
+      const a = Deno.readTextFileSync(`${sysNet}/${e.name}/address`).trim();
+      if (a.toLowerCase() === mac.toLowerCase()) return e.name;
+    } catch { /* no address */ }
+  }
+  return undefined;
+}
+
+/** Gives the NICs with the interfaces' MACs their names, addresses and MTU (kuasar-spec §8.5). */
+async function configureInterfaces(ifs: readonly Interface[]): Promise<void> {
+  for (const i of ifs) {
+    const dev = linkByMac(i.hwAddr);
+    if (!dev) throw new NotFoundError(`No guest link has the MAC ${i.hwAddr} of "${i.name}"`);
+    await run(["ip", "link", "set", "dev", dev, "down"]);
+    await run(["ip", "addr", "flush", "dev", dev]);
+    const name = i.name || dev;
+    if (name !== dev) await run(["ip", "link", "set", "dev", dev, "name", name]);
+    for (const a of i.IPAddresses) {
+      await run([
+        "ip",
+        ...(a.family === 1 ? ["-6"] : []),
+        "addr",
+        "add",
+        `${a.address}/${a.mask}`,
+        "dev",
+        name,
+      ]);
+    }
+    if (i.mtu > 0n) await run(["ip", "link", "set", "dev", name, "mtu", String(i.mtu)]);
+    await run(["ip", "link", "set", "dev", name, "up"]);
+  }
+}
+
+/** Adds the pod's routes: direct ones first, then those through a gateway. */
+async function configureRoutes(routes: readonly Route[]): Promise<void> {
+  const ordered = [...routes.filter((r) => !r.gateway), ...routes.filter((r) => r.gateway)];
+  for (const r of ordered) {
+    const argv = ["ip", ...(r.family === 1 ? ["-6"] : []), "route", "add", r.dest || "default"];
+    if (r.gateway) argv.push("via", r.gateway);
+    if (r.device) argv.push("dev", r.device);
+    if (r.source) argv.push("src", r.source);
+    if (r.scope === 253) argv.push("scope", "link");
+    await run(argv).catch((e) => {
+      // The kernel adds the routes of an address's own subnet itself.
+      if (!/exists/i.test((e as Error).message)) throw e;
+    });
+  }
 }
 
 /** Applies the pod's settings to the guest. */
@@ -84,6 +144,14 @@ export function sandboxService(
       setRealtimeNs(realtimeNs() + p.Delta);
       return Promise.resolve(p);
     },
+    updateInterfaces: async (req) => {
+      await configureInterfaces(req.interfaces);
+      return {};
+    },
+    updateRoutes: async (req) => {
+      await configureRoutes(req.routes);
+      return {};
+    },
     setupSandbox: async (req) => {
       if (req.config?.typeUrl !== "PodSandboxConfig") {
         throw new NotFoundError(
@@ -97,9 +165,8 @@ export function sandboxService(
         throw new InvalidArgumentError(`PodSandboxConfig is not JSON: ${(e as Error).message}`);
       }
       await setupSandbox(pod, paths);
-      if (req.interfaces.length || req.routes.length) {
-        throw new UnimplementedError("Guest interfaces and routes are not implemented yet");
-      }
+      await configureInterfaces(req.interfaces);
+      await configureRoutes(req.routes);
       return {};
     },
   };

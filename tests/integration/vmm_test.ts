@@ -141,3 +141,63 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "vmm: a pod's CNI interface is mirrored into the VM (tap + tc redirect) and its IP answers",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  async fn() {
+    const tag = crypto.randomUUID().slice(0, 6);
+    const ns = `kuasar-vm-${tag}`, hostIf = `vh${tag}`;
+    const net = 10 + Math.floor(Math.random() * 240);
+    const ip = async (...args: string[]) => {
+      const r = await new Deno.Command("ip", { args, stderr: "piped" }).output();
+      assert.ok(r.success, `ip ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+    };
+    // What a CNI bridge/ptp plugin leaves: eth0 with the pod IP and a default route.
+    await ip("netns", "add", ns);
+    const d = await startVmm();
+    try {
+      await ip("link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns);
+      await ip("addr", "add", `10.233.${net}.1/24`, "dev", hostIf);
+      await ip("link", "set", hostIf, "up");
+      await ip("-n", ns, "addr", "add", `10.233.${net}.2/24`, "dev", "eth0");
+      await ip("-n", ns, "link", "set", "eth0", "up");
+      await ip("-n", ns, "link", "set", "lo", "up");
+      await ip("-n", ns, "route", "add", "default", "via", `10.233.${net}.1`);
+
+      const pod = await startPod(d, { netnsPath: `/var/run/netns/${ns}`, hostname: "vm-net" });
+      const agent = await agentClient(d, pod.id);
+      try {
+        const exec = async (command: string) =>
+          (await agent.svc.execVMProcess({ command, stdin: new Uint8Array() })).out;
+        assert.match(await exec("ip addr show eth0"), new RegExp(`10\\.233\\.${net}\\.2/24`));
+        assert.match(await exec("ip route"), new RegExp(`default via 10\\.233\\.${net}\\.1`));
+        await exec(
+          // httpd daemonizes: its stdio must not be the pipes ExecVMProcess waits on.
+          "mkdir -p /tmp/www && echo vm-page > /tmp/www/index.html && " +
+            "httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1",
+        );
+      } finally {
+        agent.client.close();
+      }
+      let body = "";
+      for (let i = 0; i < 100 && !body; i++) {
+        body = await fetch(`http://10.233.${net}.2:8080/`, { signal: AbortSignal.timeout(2000) })
+          .then((r) => r.text(), () => "");
+        if (!body) await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.equal(body, "vm-page\n", "the pod IP answers from the host, served inside the VM");
+      await d.controller.shutdown(pod.id);
+      assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+      const links = await new Deno.Command("ip", { args: ["-n", ns, "-o", "link"] }).output();
+      assert.doesNotMatch(new TextDecoder().decode(links.stdout), /tap\d+_kuasar/, "taps removed");
+    } catch (e) {
+      console.error((await d.logs()).split("\n").slice(-40).join("\n"));
+      throw e;
+    } finally {
+      await d.cleanup();
+      await new Deno.Command("ip", { args: ["link", "del", hostIf] }).output();
+      await new Deno.Command("ip", { args: ["netns", "del", ns] }).output();
+    }
+  },
+});

@@ -174,7 +174,8 @@ export async function withE2E(
 /** GETs `url` until it answers (a pod's server may still be starting); "" if it never does. */
 export async function fetchWhenUp(url: string, tries = 50): Promise<string> {
   for (let i = 0; i < tries; i++) {
-    const body = await fetch(url).then((r) => r.text(), () => "");
+    const body = await fetch(url, { signal: AbortSignal.timeout(2000) })
+      .then((r) => r.text(), () => "");
     if (body) return body;
     await new Promise((r) => setTimeout(r, 100));
   }

@@ -18,7 +18,9 @@ import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { holderToken, socketPath } from "../os/process_tokens.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
-import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
+import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
+import { runCommand } from "../os/command.ts";
+import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
 import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
 import { QmpClient } from "./qemu/qmp.ts";
 
@@ -66,6 +68,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const o = this.opts;
     const p = await vmPaths(o.dir, record.id);
     for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
+    // The CNI interfaces, mirrored onto taps the VM's NICs use.
+    const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath) : [];
+    record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
+    const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
     const spec: QemuVmSpec = {
       name: `kuasar-${record.id.slice(0, 12)}`,
       binary: o.qemu,
@@ -79,10 +85,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       consoleLog: p.console,
       agentSocket: p.agent,
       vsockCid: o.vsock ? vsockCid(record.id) : undefined,
+      nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
     };
-    // In the pod's netns, so its devices (taps) are the pod's.
+    // In the pod's netns, so its devices (taps) are the pod's. No "--" after nsenter's
+    // options: the monitor takes a second "--" for the start of a wait command.
     const argv = record.netnsPath
-      ? ["nsenter", `--net=${record.netnsPath}`, "--", ...qemuArgv(spec)]
+      ? ["nsenter", `--net=${record.netnsPath}`, ...qemuArgv(spec)]
       : qemuArgv(spec);
     const t0 = performance.now();
     const h = await startHelper(o.helper, [
@@ -96,12 +104,13 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     ]);
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
+    const network = { interfaces: guestInterfaces(nics), routes };
     this.holders.watch(record.id, h.helperPid);
     h.exited.then(() => o.exits.check(holderToken(record.id)));
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
     try {
-      await this.#initAgent(record, p.agent, t0 + o.bootTimeoutMs);
+      await this.#initAgent(record, p.agent, t0 + o.bootTimeoutMs, network);
     } finally {
       qmp.close();
     }
@@ -117,14 +126,18 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
    * Waits until the agent answers Check, then hands it the pod's settings
    * (SetupSandbox: hostname, sysctls, DNS) and sets its clock (SyncClock).
    */
-  async #initAgent(record: SandboxRecord, path: string, deadline: number): Promise<void> {
+  async #initAgent(
+    record: SandboxRecord,
+    path: string,
+    deadline: number,
+    network: { interfaces: Interface[]; routes: Route[] },
+  ): Promise<void> {
     const client = await this.#connectAgent(path, deadline);
     try {
       const agent = unaryClient(client, SandboxServiceDefinition);
       await agent.setupSandbox({
         config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
-        interfaces: [],
-        routes: [],
+        ...network,
       }, { timeoutMs: 10_000 });
       await syncClock(agent);
     } finally {
@@ -176,6 +189,21 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       await this.holders.waitGone(record.id);
     }
     await this.holders.forget(record.id);
+    const taps = record.backend.taps;
+    if (record.netnsPath && Array.isArray(taps)) {
+      for (const tap of taps) {
+        await runCommand([
+          "nsenter",
+          `--net=${record.netnsPath}`,
+          "--",
+          "ip",
+          "link",
+          "del",
+          String(tap),
+        ])
+          .catch(() => {});
+      }
+    }
     const p = await vmPaths(this.opts.dir, record.id);
     for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
   }

@@ -27,7 +27,11 @@ export interface MonitoredProcess {
   readonly pidFile: string;
   /** Directory for the monitor's own log. */
   readonly stateDir: string;
-  /** The runtime command; given the console socket when the process has a terminal. */
+  /**
+   * The runtime command; given the console socket when the process has a
+   * terminal. It must not contain "--": the monitor reads a second "--" as
+   * the start of the wait command.
+   */
   readonly argv: (consoleSocket?: string) => string[];
   /**
    * A command whose output carries the exit (`{"exitStatus":N}`), for

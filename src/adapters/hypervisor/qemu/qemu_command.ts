@@ -26,6 +26,8 @@ export interface QemuVmSpec {
   readonly agentSocket?: string;
   /** vhost-vsock context id of the guest; unset: no vsock device. */
   readonly vsockCid?: number;
+  /** Network devices: a tap (in QEMU's netns) and the MAC the guest's NIC takes. */
+  readonly nics?: readonly { tap: string; mac: string }[];
   /** Shared directories: virtiofsd sockets and their tags. */
   readonly virtiofs?: readonly { socket: string; tag: string }[];
 }
@@ -72,6 +74,14 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
       `virtserialport,bus=vser0.0,chardev=agent,name=${AGENT_PORT_NAME}`,
     );
   }
+  vm.nics?.forEach((nic, i) => {
+    a.push(
+      "-netdev",
+      `tap,id=net${i},ifname=${nic.tap},script=no,downscript=no`,
+      "-device",
+      `virtio-net-pci,netdev=net${i},mac=${nic.mac}`,
+    );
+  });
   if (vm.vsockCid !== undefined) {
     a.push("-device", `vhost-vsock-pci,id=vsock0,guest-cid=${vm.vsockCid}`);
   }

@@ -1,0 +1,143 @@
+/**
+ * A VM pod's network: the CNI plugin configured interfaces in the pod's
+ * netns; each gets a tap next to it, joined to it by tc mirred redirects in
+ * both directions (as Kata and Kuasar do), and QEMU gives the guest a
+ * virtio-net device on the tap with the interface's MAC. The guest agent
+ * then takes the addresses and routes (SetupSandbox).
+ *
+ * @module
+ */
+import { runChecked } from "../os/command.ts";
+import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
+
+/** One CNI interface mirrored into the VM. */
+export interface MirroredInterface {
+  readonly name: string;
+  readonly tap: string;
+  readonly mac: string;
+  readonly mtu: number;
+  readonly addresses: readonly { family: "inet" | "inet6"; local: string; prefixlen: number }[];
+}
+
+interface IpAddrJson {
+  ifname: string;
+  address?: string;
+  mtu?: number;
+  link_type?: string;
+  addr_info?: { family: string; local: string; prefixlen: number; scope?: string }[];
+}
+
+interface IpRouteJson {
+  dst: string;
+  gateway?: string;
+  dev?: string;
+  prefsrc?: string;
+  scope?: string;
+  protocol?: string;
+}
+
+function inNetns(netns: string, argv: string[]): string[] {
+  return ["nsenter", `--net=${netns}`, "--", ...argv];
+}
+
+/** The interfaces of a pod's netns worth mirroring: not loopback, with a global address. */
+export async function podInterfaces(netns: string): Promise<IpAddrJson[]> {
+  const r = await runChecked(inNetns(netns, ["ip", "-j", "addr", "show"]));
+  return (JSON.parse(r.stdout) as IpAddrJson[]).filter((i) =>
+    i.link_type !== "loopback" && !i.ifname.startsWith("tap") &&
+    (i.addr_info ?? []).some((a) => a.scope === "global")
+  );
+}
+
+/** Creates a tap per interface and the tc redirects between them. */
+export async function mirrorInterfaces(netns: string): Promise<MirroredInterface[]> {
+  const out: MirroredInterface[] = [];
+  const links = await podInterfaces(netns);
+  for (const [i, link] of links.entries()) {
+    const tap = `tap${i}_kuasar`;
+    const ns = (argv: string[]) => runChecked(inNetns(netns, argv));
+    await ns(["ip", "tuntap", "add", "dev", tap, "mode", "tap"]);
+    await ns(["ip", "link", "set", "dev", tap, "mtu", String(link.mtu ?? 1500), "up"]);
+    for (const [from, to] of [[link.ifname, tap], [tap, link.ifname]]) {
+      await ns(["tc", "qdisc", "add", "dev", from, "ingress"]);
+      await ns([
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        from,
+        "parent",
+        "ffff:",
+        "protocol",
+        "all",
+        "u32",
+        "match",
+        "u8",
+        "0",
+        "0",
+        "action",
+        "mirred",
+        "egress",
+        "redirect",
+        "dev",
+        to,
+      ]);
+    }
+    out.push({
+      name: link.ifname,
+      tap,
+      mac: link.address ?? "",
+      mtu: link.mtu ?? 1500,
+      addresses: (link.addr_info ?? [])
+        .filter((a) => a.scope === "global" && (a.family === "inet" || a.family === "inet6"))
+        .map((a) => ({
+          family: a.family as "inet" | "inet6",
+          local: a.local,
+          prefixlen: a.prefixlen,
+        })),
+    });
+  }
+  return out;
+}
+
+/** The pod netns's routes over the mirrored interfaces, for the guest. */
+export async function podRoutes(
+  netns: string,
+  ifs: readonly MirroredInterface[],
+): Promise<Route[]> {
+  const names = new Set(ifs.map((i) => i.name));
+  const routes: Route[] = [];
+  for (const [flag, family] of [["-4", 0], ["-6", 1]] as const) {
+    const r = await runChecked(inNetns(netns, ["ip", flag, "-j", "route", "show"]));
+    for (const rt of JSON.parse(r.stdout || "[]") as IpRouteJson[]) {
+      if (!rt.dev || !names.has(rt.dev) || rt.protocol === "kernel") continue;
+      routes.push({
+        dest: rt.dst === "default" ? "" : rt.dst,
+        gateway: rt.gateway ?? "",
+        device: rt.dev,
+        source: rt.prefsrc ?? "",
+        scope: rt.scope === "link" ? 253 : 0,
+        family,
+        flags: 0,
+      });
+    }
+  }
+  return routes;
+}
+
+/** The mirrored interfaces as SetupSandbox describes them. */
+export function guestInterfaces(ifs: readonly MirroredInterface[]): Interface[] {
+  return ifs.map((i) => ({
+    device: i.name,
+    name: i.name,
+    IPAddresses: i.addresses.map((a) => ({
+      family: a.family === "inet" ? 0 : 1,
+      address: a.local,
+      mask: String(a.prefixlen),
+    })),
+    mtu: BigInt(i.mtu),
+    hwAddr: i.mac,
+    type: "",
+    rawFlags: 0,
+  }));
+}
