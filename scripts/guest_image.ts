@@ -54,6 +54,9 @@ ip link set lo up
 for m in ${MODULES.map((m) => m.slice(m.lastIndexOf("/") + 1, -3)).join(" ")}; do
   insmod /lib/modules/$m.ko 2>/tmp/insmod.err || echo "kuasar-init: $m: $(cat /tmp/insmod.err)" > /dev/console
 done
+# The pod's shared directory (virtiofs tag "kuasar"), when the host gives one.
+mkdir -p /run/kuasar/shared
+mount -t virtiofs kuasar /run/kuasar/shared 2>/dev/null
 echo "kuasar-init: $(cut -d' ' -f1 /proc/uptime)s, starting the agent" > /dev/console
 export HOME=/run DENO_DIR=/run/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 exec /usr/bin/deno run -A --unstable-vsock --v8-flags=--max-semi-space-size=1 /agent/kuasar-agent.js

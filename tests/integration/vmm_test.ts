@@ -93,6 +93,16 @@ Deno.test({
           agent.svc.execVMProcess({ command: "exit 4", stdin: new Uint8Array() }),
           /exited with 4/,
         );
+        // The pod's shared directory (virtiofs), both ways.
+        const shared = join(d.dir, a.id, "shared");
+        await Deno.writeTextFile(join(shared, "from-host.txt"), "host-data");
+        const seen = await agent.svc.execVMProcess({
+          command:
+            "cat /run/kuasar/shared/from-host.txt && echo vm-data > /run/kuasar/shared/from-vm.txt",
+          stdin: new Uint8Array(),
+        });
+        assert.equal(seen.out, "host-data");
+        assert.equal(await Deno.readTextFile(join(shared, "from-vm.txt")), "vm-data\n");
         await assert.rejects(
           agent.svc.setupSandbox({
             config: { typeUrl: "Other", value: new Uint8Array() },

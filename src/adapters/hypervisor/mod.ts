@@ -72,6 +72,7 @@ export const vmmKind: SandboxKind = {
           accel,
           vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
           bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
+          virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
         }),
         runtime: unsupportedRuntime("Containers in microVM pods are not implemented yet"),
       });

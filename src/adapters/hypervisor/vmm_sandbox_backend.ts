@@ -15,7 +15,7 @@ import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { startHelper } from "../os/helper.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
-import { holderToken, socketPath } from "../os/process_tokens.ts";
+import { holderToken, killByCommandLine, sharedFsToken, socketPath } from "../os/process_tokens.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
 import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
@@ -39,7 +39,12 @@ export interface VmmBackendOptions {
   /** Give VMs a vhost-vsock device (the host has /dev/vhost-vsock). */
   readonly vsock: boolean;
   readonly bootTimeoutMs: number;
+  /** QEMU's virtiofsd, sharing `<dir>/<id>/shared` as the guest's /run/kuasar/shared; unset: none. */
+  readonly virtiofsd?: string;
 }
+
+/** Where the guest mounts the pod's shared directory. */
+export const GUEST_SHARED_DIR = "/run/kuasar/shared";
 
 /** A VM's control sockets and console, by pod. */
 async function vmPaths(dir: string, id: string) {
@@ -49,6 +54,8 @@ async function vmPaths(dir: string, id: string) {
   return {
     qmp: await socketPath(s, token, "qmp"),
     agent: await socketPath(s, token, "agent"),
+    fs: await socketPath(s, token, "fs"),
+    shared: join(dir, id, "shared"),
     console: join(dir, id, "console.log"),
   };
 }
@@ -72,6 +79,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
     const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
+    const virtiofs = o.virtiofsd
+      ? [{ socket: await this.#startVirtiofsd(record, p), tag: "kuasar" }]
+      : [];
     const spec: QemuVmSpec = {
       name: `kuasar-${record.id.slice(0, 12)}`,
       binary: o.qemu,
@@ -86,6 +96,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       agentSocket: p.agent,
       vsockCid: o.vsock ? vsockCid(record.id) : undefined,
       nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
+      virtiofs,
     };
     // In the pod's netns, so its devices (taps) are the pod's. No "--" after nsenter's
     // options: the monitor takes a second "--" for the start of a wait command.
@@ -120,6 +131,35 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       vmmMs: Math.round(vmm),
       agentReadyMs: Math.round(performance.now() - t0),
     });
+  }
+
+  /** Starts virtiofsd on the pod's shared directory; resolves with its socket once it listens. */
+  async #startVirtiofsd(record: SandboxRecord, p: { fs: string; shared: string }): Promise<string> {
+    await Deno.mkdir(p.shared, { recursive: true, mode: 0o700 });
+    await Deno.remove(p.fs).catch(() => {});
+    await startHelper(this.opts.helper, [
+      "monitor",
+      "--exit-file",
+      this.opts.exits.path(sharedFsToken(record.id)),
+      "--log",
+      join(this.opts.dir, record.id, "virtiofsd.log"),
+      "--",
+      this.opts.virtiofsd!,
+      `--socket-path=${p.fs}`,
+      "-o",
+      `source=${p.shared}`,
+      "-o",
+      "cache=none",
+      "-o",
+      "sandbox=chroot",
+      "-o",
+      "announce_submounts",
+    ]);
+    for (let i = 0; i < 250; i++) {
+      if (await Deno.stat(p.fs).then(() => true, () => false)) return p.fs;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new DeadlineExceededError(`virtiofsd did not create ${p.fs}`);
   }
 
   /**
@@ -204,8 +244,11 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
           .catch(() => {});
       }
     }
+    // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
+    await killByCommandLine(this.opts.exits.needle(sharedFsToken(record.id)));
+    await this.opts.exits.remove(sharedFsToken(record.id));
     const p = await vmPaths(this.opts.dir, record.id);
-    for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
+    for (const f of [p.qmp, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {

@@ -14,6 +14,11 @@ export function holderToken(sandboxId: string): string {
   return `s@${sandboxId}`;
 }
 
+/** Exit-record token of a pod's shared-file-system daemon (a VM's virtiofsd). */
+export function sharedFsToken(sandboxId: string): string {
+  return `v@${sandboxId}`;
+}
+
 /** Exit-record token of a container's init process. */
 export function initToken(containerId: string): string {
   return `c@${containerId}`;
