@@ -74,7 +74,8 @@ const sections: Record<string, () => Promise<void>> = {
       "agent (kernel boot, from the console), agent ready (Start's own timing, from the spawn).",
       "Container start is not measured: containers in VM pods are not implemented yet.",
       "Bare: the same kernel and initramfs with busybox as init powering off at once",
-      "(`rdinit=/bin/busybox -- poweroff -f`), from spawn to QEMU's exit.",
+      "(`rdinit=/bin/busybox -- poweroff -f`), from spawn to QEMU's exit, without the pod's",
+      "virtiofs share (memfd-backed guest memory and virtiofsd), which the pods have.",
       "",
       "| | p50 | p90 |",
       "|---|---:|---:|",
@@ -88,7 +89,7 @@ const sections: Record<string, () => Promise<void>> = {
         (percentileOf(total, 50) / percentileOf(r.bare, 50)).toFixed(2)
       }× (target ≤ 1.3×, which includes a first container, not measured yet).`,
       "",
-      `Host-side PSS per VM pod besides QEMU (sandboxer growth + monitor helper): ${
+      `Host-side PSS per VM pod besides QEMU (sandboxer growth, monitor helpers, virtiofsd): ${
         Math.round(r.perPodHostKiB)
       } KiB; QEMU itself: ${(r.perPodQemuKiB / 1024).toFixed(1)} MiB per pod.`,
       "",

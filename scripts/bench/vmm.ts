@@ -88,7 +88,8 @@ export async function vmmBench(n: number) {
     for await (const e of Deno.readDir("/proc")) {
       if (!/^\d+$/.test(e.name)) continue;
       const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
-      if (cmd.includes("\0monitor\0") && cmd.includes(d.dir)) {
+      // The monitor helpers and each pod's virtiofsd.
+      if (cmd.includes(d.dir) && (cmd.includes("\0monitor\0") || cmd.includes("virtiofsd"))) {
         monitors += await pssKiB(Number(e.name));
       }
     }
