@@ -1,6 +1,6 @@
 // `deno task guest-image [--out DIR]`: builds the microVM guest image, a
 // kernel and an initramfs, from Debian packages (linux-image-*-cloud-amd64,
-// busybox-static), this Deno binary and the guest agent's bundle. The
+// busybox-static, runc), this Deno binary and the guest agent's bundle. The
 // initramfs's /init mounts the basic file systems, loads the virtio drivers
 // and execs the agent as PID 1. The result is cached: a second run with the
 // same inputs does nothing. Default output: /var/lib/kuasar/guest (where
@@ -40,7 +40,7 @@ export const MODULES = [
 const INIT = `#!/bin/busybox sh
 # kuasar guest /init: basic file systems and drivers, then the agent as PID 1.
 /bin/busybox --install -s /bin
-export PATH=/bin:/usr/bin
+export PATH=/bin:/usr/bin:/usr/sbin
 mkdir -p /proc /sys /dev /run /tmp
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -106,6 +106,7 @@ async function libsOf(bin: string): Promise<string[]> {
 
 async function main(): Promise<void> {
   const busybox = "/bin/busybox";
+  const runc = "/usr/sbin/runc";
   const deno = Deno.execPath();
   const bundle = await Deno.makeTempDir({ prefix: "kuasar-agent-" });
   await run(Deno.execPath(), [
@@ -122,6 +123,7 @@ async function main(): Promise<void> {
     kernel: kernel.name,
     deb: await fileHash(kernel.path),
     busybox: await fileHash(busybox),
+    runc: await fileHash(runc),
     deno: await fileHash(deno),
     agent: await fileHash(agent),
     init: INIT,
@@ -163,7 +165,11 @@ async function main(): Promise<void> {
     }
     await Deno.copyFile(busybox, join(rootfs, "bin/busybox"));
     await Deno.copyFile(deno, join(rootfs, "usr/bin/deno"));
-    for (const lib of await libsOf(deno)) {
+    // runc, for the pod's containers.
+    await Deno.mkdir(join(rootfs, "usr/sbin"), { recursive: true });
+    await Deno.copyFile(runc, join(rootfs, "usr/sbin/runc"));
+    await Deno.chmod(join(rootfs, "usr/sbin/runc"), 0o755);
+    for (const lib of [...await libsOf(deno), ...await libsOf(runc)]) {
       const target = join(rootfs, lib);
       await Deno.mkdir(join(target, ".."), { recursive: true });
       await Deno.copyFile(lib, target);

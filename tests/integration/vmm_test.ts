@@ -10,6 +10,7 @@ import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
 import { has, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
+import { ensureBusyboxRootfs } from "../support/rootfs.ts";
 import { socketPath } from "../../src/adapters/os/process_tokens.ts";
 import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
@@ -52,6 +53,31 @@ async function agentClient(d: TestDaemon, podId: string) {
   const path = await socketPath(join(d.dir, "s"), `vm@${podId}`, "agent");
   const client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
   return { client, svc: unaryClient(client, SandboxServiceDefinition) };
+}
+
+/** A container spec for runc in the guest: busybox, prints the kernel release, exits 42. */
+function guestSpec() {
+  return {
+    ociVersion: "1.0.2",
+    process: {
+      terminal: false,
+      user: { uid: 0, gid: 0 },
+      args: ["sh", "-c", "uname -r; echo in-container; exit 42"],
+      env: ["PATH=/bin"],
+      cwd: "/",
+    },
+    root: { path: "rootfs", readonly: false },
+    hostname: "c1",
+    mounts: [{ destination: "/proc", type: "proc", source: "proc" }],
+    linux: {
+      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
+    },
+  };
+}
+
+async function copyTree(from: string, to: string): Promise<void> {
+  const r = await new Deno.Command("cp", { args: ["-a", from, to] }).output();
+  assert.ok(r.success, `cp -a ${from} ${to}`);
 }
 
 function qemuAlive(pid: number): boolean {
@@ -103,6 +129,18 @@ Deno.test({
         });
         assert.equal(seen.out, "host-data");
         assert.equal(await Deno.readTextFile(join(shared, "from-vm.txt")), "vm-data\n");
+        // runc in the guest runs a container from a bundle in the shared directory, on the
+        // guest's kernel. (--no-pivot: the guest's root is the initramfs, where pivot_root fails.)
+        const bundle = join(shared, "b1");
+        await Deno.mkdir(bundle);
+        await copyTree(await ensureBusyboxRootfs(), join(bundle, "rootfs"));
+        await Deno.writeTextFile(join(bundle, "config.json"), JSON.stringify(guestSpec()));
+        const ran = await agent.svc.execVMProcess({
+          command: "runc --root /run/runc run --no-pivot --bundle /run/kuasar/shared/b1 c1; " +
+            "echo rc=$?",
+          stdin: new Uint8Array(),
+        });
+        assert.equal(ran.out, `${uname.trim()}\nin-container\nrc=42\n`);
         await assert.rejects(
           agent.svc.setupSandbox({
             config: { typeUrl: "Other", value: new Uint8Array() },
