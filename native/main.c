@@ -13,8 +13,9 @@
 //                         [--host-ipc] [--host-uts] [--hostname H] [--log L]
 //   kuasar-helper monitor --exit-file F [--pid-file P] [--stdin S] [--stdout O]
 //                         [--stderr E] [--console-socket C] [--control K]
-//                         [--io-socket I] [--log L] -- <runtime argv...>
-//                         [-- <wait argv...>]   (exit status from its {"exitStatus":N})
+//                         [--io-socket I] [--log L] [--wait N <N args>]
+//                         -- <runtime argv...>   (--wait: exit status from the
+//                         {"exitStatus":N} that command prints)
 //   kuasar-helper relay   --control C --backend B [--log L]
 //   kuasar-helper notify  READY=1 [MAINPID=N ...]
 //   kuasar-helper detach  [--log L] -- <argv...>

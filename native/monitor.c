@@ -321,6 +321,11 @@ static int waited_status(struct buf *b, int waiter_status) {
 int cmd_monitor(int argc, char **argv) {
   const char *exit_file = NULL, *pid_file = NULL, *in = NULL, *out = NULL, *err = NULL;
   const char *console = NULL, *control = NULL, *iosock = NULL, *log = NULL;
+  // Waiter mode: "--wait N <N args>". For runtimes whose container processes
+  // are not host processes (gVisor), the exit comes from a waiter command that
+  // prints {"exitStatus":N} when the container ends. Counted, so the runtime
+  // command after "--" may hold any argument ("--" of nsenter included).
+  char **wait_cmd = NULL;
   int i = 0;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -337,7 +342,17 @@ int cmd_monitor(int argc, char **argv) {
     else if (!strcmp(argv[i], "--control")) control = argv[++i];
     else if (!strcmp(argv[i], "--io-socket")) iosock = argv[++i];
     else if (!strcmp(argv[i], "--log")) log = argv[++i];
-    else {
+    else if (!strcmp(argv[i], "--wait")) {
+      int n = atoi(argv[++i]);
+      if (n < 1 || i + n >= argc) {
+        dprintf(2, "kuasar-helper monitor: --wait needs a count and that many arguments\n");
+        return 2;
+      }
+      wait_cmd = calloc((size_t)n + 1, sizeof *wait_cmd);
+      if (!wait_cmd) die("out of memory");
+      for (int k = 0; k < n; k++) wait_cmd[k] = argv[i + 1 + k];
+      i += n;
+    } else {
       dprintf(2, "kuasar-helper monitor: unknown argument \"%s\"\n", argv[i]);
       return 2;
     }
@@ -356,21 +371,6 @@ int cmd_monitor(int argc, char **argv) {
     return 2;
   }
   char **cmd = argv + i;
-  // Waiter mode: "-- <runtime argv> -- <wait argv>". For runtimes whose
-  // container processes are not host processes (gVisor), the exit comes from a
-  // waiter command that prints {"exitStatus":N} when the container ends.
-  char **wait_cmd = NULL;
-  for (int j = i; j < argc; j++) {
-    if (!strcmp(argv[j], "--")) {
-      argv[j] = NULL;
-      wait_cmd = argv + j + 1;
-      break;
-    }
-  }
-  if (wait_cmd && !wait_cmd[0]) {
-    dprintf(2, "kuasar-helper monitor: the wait command after the second -- is empty\n");
-    return 2;
-  }
   setsid();
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
   signal(SIGPIPE, SIG_IGN);

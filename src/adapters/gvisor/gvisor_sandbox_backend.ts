@@ -19,7 +19,8 @@ import { log } from "../../log.ts";
 import { cgroupMetrics, cgroupPathsOf, removeCgroup } from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
-import { HelperFailedError, startHelper } from "../os/helper.ts";
+import { HelperFailedError } from "../os/helper.ts";
+import { startMonitored } from "../os/monitored.ts";
 import { holderToken } from "../os/process_tokens.ts";
 import { lastRuncError, type RuncCli } from "../runc/runc_cli.ts";
 
@@ -132,24 +133,14 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
     const startLog = join(bundle, "start.log.json");
     let h;
     try {
-      h = await startHelper(this.opts.helper, [
-        "monitor",
-        "--exit-file",
-        this.opts.exits.path(token),
-        "--pid-file",
+      h = await startMonitored({ helper: this.opts.helper, exits: this.opts.exits }, {
+        token,
         pidFile,
-        "--log",
-        join(bundle, "monitor.log"),
-        "--",
-        ...runsc.global(startLog),
-        ...flags, // runsc sets the network up at start
-        "start",
-        record.id,
-        "--",
-        ...runsc.global(),
-        "wait",
-        record.id,
-      ]);
+        monitorLog: join(bundle, "monitor.log"),
+        // runsc sets the network up at start
+        argv: () => [...runsc.global(startLog), ...flags, "start", record.id],
+        waitArgv: [...runsc.global(), "wait", record.id],
+      });
     } catch (e) {
       await runsc.delete(record.id, true).catch(() => {});
       if (!(e instanceof HelperFailedError)) throw e;
@@ -159,7 +150,6 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, cgroupsPath };
     this.holders.watch(record.id, h.helperPid);
-    h.exited.then(() => this.opts.exits.check(token));
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {

@@ -13,7 +13,7 @@ import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../log.ts";
 import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { startHelper } from "../os/helper.ts";
+import { startMonitored } from "../os/monitored.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { holderToken, killByCommandLine, sharedFsToken, socketPath } from "../os/process_tokens.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
@@ -98,26 +98,20 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
       virtiofs,
     };
-    // In the pod's netns, so its devices (taps) are the pod's. No "--" after nsenter's
-    // options: the monitor takes a second "--" for the start of a wait command.
+    // In the pod's netns, so its devices (taps) are the pod's.
     const argv = record.netnsPath
-      ? ["nsenter", `--net=${record.netnsPath}`, ...qemuArgv(spec)]
+      ? ["nsenter", `--net=${record.netnsPath}`, "--", ...qemuArgv(spec)]
       : qemuArgv(spec);
     const t0 = performance.now();
-    const h = await startHelper(o.helper, [
-      "monitor",
-      "--exit-file",
-      o.exits.path(holderToken(record.id)),
-      "--log",
-      join(o.dir, record.id, "monitor.log"),
-      "--",
-      ...argv,
-    ]);
+    const h = await startMonitored({ helper: o.helper, exits: o.exits }, {
+      token: holderToken(record.id),
+      monitorLog: join(o.dir, record.id, "monitor.log"),
+      argv: () => argv,
+    });
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
     const network = { interfaces: guestInterfaces(nics), routes };
     this.holders.watch(record.id, h.helperPid);
-    h.exited.then(() => o.exits.check(holderToken(record.id)));
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
     try {
@@ -137,24 +131,22 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   async #startVirtiofsd(record: SandboxRecord, p: { fs: string; shared: string }): Promise<string> {
     await Deno.mkdir(p.shared, { recursive: true, mode: 0o700 });
     await Deno.remove(p.fs).catch(() => {});
-    await startHelper(this.opts.helper, [
-      "monitor",
-      "--exit-file",
-      this.opts.exits.path(sharedFsToken(record.id)),
-      "--log",
-      join(this.opts.dir, record.id, "virtiofsd.log"),
-      "--",
-      this.opts.virtiofsd!,
-      `--socket-path=${p.fs}`,
-      "-o",
-      `source=${p.shared}`,
-      "-o",
-      "cache=none",
-      "-o",
-      "sandbox=chroot",
-      "-o",
-      "announce_submounts",
-    ]);
+    await startMonitored({ helper: this.opts.helper, exits: this.opts.exits }, {
+      token: sharedFsToken(record.id),
+      monitorLog: join(this.opts.dir, record.id, "virtiofsd.log"),
+      argv: () => [
+        this.opts.virtiofsd!,
+        `--socket-path=${p.fs}`,
+        "-o",
+        `source=${p.shared}`,
+        "-o",
+        "cache=none",
+        "-o",
+        "sandbox=chroot",
+        "-o",
+        "announce_submounts",
+      ],
+    });
     for (let i = 0; i < 250; i++) {
       if (await Deno.stat(p.fs).then(() => true, () => false)) return p.fs;
       await new Promise((r) => setTimeout(r, 20));

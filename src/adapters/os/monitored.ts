@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import type { Io } from "../../domain/task.ts";
 import type { ExitWatcher } from "./exit_watcher.ts";
 import { type HelperProcess, startHelper } from "./helper.ts";
@@ -15,23 +14,21 @@ import type { ProcessIo } from "./process_io.ts";
 export interface MonitorDeps {
   readonly helper: string;
   readonly exits: ExitWatcher;
-  readonly io: ProcessIo;
+  /** Needed when a process has Task API stdio. */
+  readonly io?: ProcessIo;
 }
 
 /** One process to launch. */
 export interface MonitoredProcess {
   /** Exit-record token (process_tokens.ts). */
   readonly token: string;
-  readonly io: Io;
-  /** Where the runtime writes the process pid. */
-  readonly pidFile: string;
-  /** Directory for the monitor's own log. */
-  readonly stateDir: string;
-  /**
-   * The runtime command; given the console socket when the process has a
-   * terminal. It must not contain "--": the monitor reads a second "--" as
-   * the start of the wait command.
-   */
+  /** The Task API's stdio; unset: /dev/null. */
+  readonly io?: Io;
+  /** Where the runtime writes the process pid; unset: the command is the process. */
+  readonly pidFile?: string;
+  /** The monitor's own log. */
+  readonly monitorLog: string;
+  /** The runtime command; given the console socket when the process has a terminal. */
   readonly argv: (consoleSocket?: string) => string[];
   /**
    * A command whose output carries the exit (`{"exitStatus":N}`), for
@@ -46,20 +43,16 @@ export async function startMonitored(
   p: MonitoredProcess,
 ): Promise<HelperProcess> {
   await deps.exits.remove(p.token);
-  const stdio = await deps.io.monitorArgs(p.token, p.io);
-  const args = [
-    "monitor",
-    "--exit-file",
-    deps.exits.path(p.token),
-    "--pid-file",
-    p.pidFile,
-    ...stdio.args,
-    "--log",
-    join(p.stateDir, "monitor.log"),
-    "--",
-    ...p.argv(stdio.consoleSocket),
-  ];
-  if (p.waitArgv) args.push("--", ...p.waitArgv);
+  let stdio: { args: string[]; consoleSocket?: string } = { args: [] };
+  if (p.io) {
+    if (!deps.io) throw new Error("startMonitored: stdio without a ProcessIo");
+    stdio = await deps.io.monitorArgs(p.token, p.io);
+  }
+  const args = ["monitor", "--exit-file", deps.exits.path(p.token)];
+  if (p.pidFile) args.push("--pid-file", p.pidFile);
+  args.push(...stdio.args, "--log", p.monitorLog);
+  if (p.waitArgv) args.push("--wait", String(p.waitArgv.length), ...p.waitArgv);
+  args.push("--", ...p.argv(stdio.consoleSocket));
   const h = await startHelper(deps.helper, args);
   h.exited.then(() => deps.exits.check(p.token));
   return h;

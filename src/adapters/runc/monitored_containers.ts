@@ -102,7 +102,8 @@ export abstract class MonitoredContainers implements ContainerRuntime {
   ): Promise<HelperProcess> {
     const deps = { helper: this.opts.helper, exits: this.opts.exits, io: this.io };
     try {
-      return await startMonitored(deps, { token, io, pidFile, stateDir, ...cmd });
+      const monitorLog = join(stateDir, "monitor.log");
+      return await startMonitored(deps, { token, io, pidFile, monitorLog, ...cmd });
     } catch (e) {
       if (e instanceof HelperFailedError) {
         const why = await lastRuncError(cmd.logFile) ?? e.message;
