@@ -25,7 +25,7 @@ import { readSpec } from "../os/bundle.ts";
 import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
 import { mountAll, unmountAll } from "../os/mounts.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
-import { execToken, initToken } from "../os/process_tokens.ts";
+import { initToken } from "../os/process_tokens.ts";
 import { type MonitoredBackend, MonitoredContainers } from "../runc/monitored_containers.ts";
 import { CONTAINER_TYPE, SANDBOX_ID } from "./gvisor_sandbox_backend.ts";
 
@@ -117,31 +117,13 @@ export class GvisorContainerRuntime extends MonitoredContainers {
     await this.io.attach(sb.id, token, c.io);
   }
 
-  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
-    const state = this.stateDir(sb.id, c.id);
-    const processFile = join(state, `exec-${e.id}.json`);
-    const spec = { ...(e.spec as Record<string, unknown>), terminal: e.io.terminal };
-    await Deno.writeTextFile(processFile, JSON.stringify(spec));
-    const token = execToken(c.id, e.id);
-    const pidFile = join(state, `exec-${e.id}.pid`);
-    const innerPidFile = join(state, `exec-${e.id}.inner-pid`);
-    const logFile = join(state, `exec-${e.id}.log.json`);
-    const h = await this.launch(sb.id, token, e.io, pidFile, state, {
-      argv: (console) => [
-        ...this.cli.execArgv(c.id, processFile, pidFile, logFile, console).slice(0, -1),
-        "--internal-pid-file",
-        innerPidFile,
-        c.id,
-      ],
-      logFile,
-    });
-    e.pid = h.pid;
-    const b = e.backend as GvisorBackend;
-    b.helperPid = h.helperPid;
-    b.innerPid = Number((await Deno.readTextFile(innerPidFile).catch(() => "")).trim()) ||
-      undefined;
-    this.watch(sb.id, c, e, h.helperPid);
-    await this.io.attach(sb.id, token, e.io);
+  protected override execFlags(stateDir: string, e: ExecRecord): string[] {
+    return ["--internal-pid-file", join(stateDir, `exec-${e.id}.inner-pid`)];
+  }
+
+  protected override async execStarted(stateDir: string, e: ExecRecord): Promise<void> {
+    const text = await Deno.readTextFile(join(stateDir, `exec-${e.id}.inner-pid`)).catch(() => "");
+    (e.backend as GvisorBackend).innerPid = Number(text.trim()) || undefined;
   }
 
   protected async signalExec(c: ContainerRecord, e: ExecRecord, signal: number): Promise<void> {

@@ -75,10 +75,39 @@ export abstract class MonitoredContainers implements ContainerRuntime {
 
   abstract create(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
   abstract start(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
-  abstract startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void>;
   abstract pids(sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]>;
   abstract update(sb: SandboxRecord, c: ContainerRecord, resources: unknown): Promise<void>;
   abstract stats(sb: SandboxRecord, c: ContainerRecord): Promise<StoredAnyBytes>;
+  /** More `exec` flags of the runtime (runsc: where to write the pid inside the sandbox). */
+  protected execFlags(_stateDir: string, _e: ExecRecord): string[] {
+    return [];
+  }
+
+  /** Called once an exec process runs, before its exit is followed. */
+  protected execStarted(_stateDir: string, _e: ExecRecord): Promise<void> {
+    return Promise.resolve();
+  }
+
+  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+    const state = this.stateDir(sb.id, c.id);
+    const processFile = join(state, `exec-${e.id}.json`);
+    const spec = { ...(e.spec as Record<string, unknown>), terminal: e.io.terminal };
+    await Deno.writeTextFile(processFile, JSON.stringify(spec));
+    const token = execToken(c.id, e.id);
+    const pidFile = join(state, `exec-${e.id}.pid`);
+    const logFile = join(state, `exec-${e.id}.log.json`);
+    const flags = this.execFlags(state, e);
+    const h = await this.launch(sb.id, token, e.io, pidFile, state, {
+      argv: (console) => this.cli.execArgv(c.id, processFile, pidFile, logFile, console, flags),
+      logFile,
+    });
+    e.pid = h.pid;
+    (e.backend as MonitoredBackend).helperPid = h.helperPid;
+    await this.execStarted(state, e);
+    this.watch(sb.id, c, e, h.helperPid);
+    await this.io.attach(sb.id, token, e.io);
+  }
+
   /** Signals a started exec process that still runs. */
   protected abstract signalExec(c: ContainerRecord, e: ExecRecord, signal: number): Promise<void>;
 

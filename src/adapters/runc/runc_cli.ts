@@ -68,6 +68,7 @@ export class RuncCli {
     pidFile: string,
     logFile: string,
     consoleSocket?: string,
+    extraFlags: readonly string[] = [],
   ): string[] {
     const a = [
       ...this.global(logFile),
@@ -79,7 +80,7 @@ export class RuncCli {
       pidFile,
     ];
     if (consoleSocket) a.push("--console-socket", consoleSocket);
-    a.push(id);
+    a.push(...extraFlags, id);
     return a;
   }
 

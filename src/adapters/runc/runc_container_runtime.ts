@@ -17,7 +17,7 @@ import { cgroupMetrics, type CgroupPaths, cgroupPathsOf, oomKills } from "../os/
 import type { ExitRecord } from "../os/exit_watcher.ts";
 import { mountAll } from "../os/mounts.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
-import { execToken, initToken } from "../os/process_tokens.ts";
+import { initToken } from "../os/process_tokens.ts";
 import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
 import { type MonitoredBackend, MonitoredContainers } from "./monitored_containers.ts";
@@ -85,24 +85,6 @@ export class RuncContainerRuntime extends MonitoredContainers {
 
   async start(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     await this.cli.start(c.id);
-  }
-
-  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
-    const state = this.stateDir(sb.id, c.id);
-    const processFile = join(state, `exec-${e.id}.json`);
-    const spec = { ...(e.spec as Record<string, unknown>), terminal: e.io.terminal };
-    await Deno.writeTextFile(processFile, JSON.stringify(spec));
-    const token = execToken(c.id, e.id);
-    const pidFile = join(state, `exec-${e.id}.pid`);
-    const logFile = join(state, `exec-${e.id}.log.json`);
-    const { helperPid, pid } = await this.launch(sb.id, token, e.io, pidFile, state, {
-      argv: (console) => this.cli.execArgv(c.id, processFile, pidFile, logFile, console),
-      logFile,
-    });
-    e.pid = pid;
-    (e.backend as ProcBackend).helperPid = helperPid;
-    this.watch(sb.id, c, e, helperPid);
-    await this.io.attach(sb.id, token, e.io);
   }
 
   protected signalExec(_c: ContainerRecord, e: ExecRecord, signal: number): Promise<void> {
