@@ -15,6 +15,38 @@ export type OutputSink = (tag: 1 | 2, data: Uint8Array | null) => void;
 
 const RETRY_MS = 200;
 
+/** One io frame: `[tag][length u32 BE][data]`; no data (or `null`) ends stream `tag`. */
+export function ioFrame(tag: number, data: Uint8Array | null): Uint8Array {
+  const frame = new Uint8Array(5 + (data?.length ?? 0));
+  frame[0] = tag;
+  new DataView(frame.buffer).setUint32(1, data?.length ?? 0);
+  if (data) frame.set(data, 5);
+  return frame;
+}
+
+/** Reads io frames from `conn` until it closes; `data` is `null` for an end-of-stream frame. */
+export async function readIoFrames(
+  conn: Deno.Conn,
+  onFrame: (tag: number, data: Uint8Array | null) => void,
+): Promise<void> {
+  const buf = new Uint8Array(32 * 1024);
+  let have = new Uint8Array(0);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) return;
+    const merged = new Uint8Array(have.length + n);
+    merged.set(have);
+    merged.set(buf.subarray(0, n), have.length);
+    have = merged;
+    while (have.length >= 5) {
+      const len = new DataView(have.buffer, have.byteOffset).getUint32(1);
+      if (have.length < 5 + len) break;
+      onFrame(have[0], len ? have.slice(5, 5 + len) : null);
+      have = have.subarray(5 + len);
+    }
+  }
+}
+
 /** A connection to one monitor's io socket, re-established while the monitor lives. */
 export class MonitorIo {
   #path: string;
@@ -35,9 +67,7 @@ export class MonitorIo {
 
   /** Sends stdin bytes, or the end of stdin (`null`). */
   sendStdin(data: Uint8Array | null): Promise<void> {
-    const frame = new Uint8Array(5 + (data?.length ?? 0));
-    new DataView(frame.buffer).setUint32(1, data?.length ?? 0);
-    if (data) frame.set(data, 5);
+    const frame = ioFrame(0, data);
     const w = this.#writes.then(async () => {
       await this.#connected;
       if (this.#conn) await writeAll(this.#conn, frame);
@@ -78,26 +108,11 @@ export class MonitorIo {
     }
   }
 
-  async #read(conn: Deno.Conn): Promise<void> {
-    const buf = new Uint8Array(32 * 1024);
-    let have = new Uint8Array(0);
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) return;
-      const merged = new Uint8Array(have.length + n);
-      merged.set(have);
-      merged.set(buf.subarray(0, n), have.length);
-      have = merged;
-      while (have.length >= 5) {
-        const len = new DataView(have.buffer, have.byteOffset).getUint32(1);
-        if (have.length < 5 + len) break;
-        const tag = have[0];
-        if (tag === 1 || tag === 2) {
-          if (len === 0) this.#end(tag);
-          else this.#sink(tag, have.slice(5, 5 + len));
-        }
-        have = have.subarray(5 + len);
-      }
-    }
+  #read(conn: Deno.Conn): Promise<void> {
+    return readIoFrames(conn, (tag, data) => {
+      if (tag !== 1 && tag !== 2) return;
+      if (data) this.#sink(tag, data);
+      else this.#end(tag);
+    });
   }
 }

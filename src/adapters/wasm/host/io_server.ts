@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { ioFrame, readIoFrames } from "../../os/monitor_io.ts";
 
 /** Largest buffered output before writers are told to wait. */
 const LIMIT = 1 << 20;
@@ -43,10 +44,7 @@ export class IoServer {
 
   /** Queues output of stream `tag` (empty data ends it); resolves once under the buffer limit. */
   async write(tag: 1 | 2, data: Uint8Array): Promise<void> {
-    const frame = new Uint8Array(5 + data.length);
-    frame[0] = tag;
-    new DataView(frame.buffer).setUint32(1, data.length);
-    frame.set(data, 5);
+    const frame = ioFrame(tag, data);
     this.#queue.push(frame);
     this.#queued += frame.length;
     this.#flush();
@@ -83,23 +81,10 @@ export class IoServer {
   }
 
   async #read(conn: Deno.Conn): Promise<void> {
-    const buf = new Uint8Array(32 * 1024);
-    let have = new Uint8Array(0);
     try {
-      for (;;) {
-        const n = await conn.read(buf);
-        if (n === null) return;
-        const merged = new Uint8Array(have.length + n);
-        merged.set(have);
-        merged.set(buf.subarray(0, n), have.length);
-        have = merged;
-        while (have.length >= 5) {
-          const len = new DataView(have.buffer, have.byteOffset).getUint32(1);
-          if (have.length < 5 + len) break;
-          if (have[0] === 0) this.#onStdin(len ? have.slice(5, 5 + len) : null);
-          have = have.subarray(5 + len);
-        }
-      }
+      await readIoFrames(conn, (tag, data) => {
+        if (tag === 0) this.#onStdin(data);
+      });
     } catch { /* the daemon went away: it reconnects */ }
   }
 
