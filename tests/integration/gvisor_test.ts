@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { processSpec } from "../support/oci.ts";
 import { createContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runscUnavailable, skipUnless } from "../support/env.ts";
@@ -13,23 +13,11 @@ import { leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(runscUnavailable(), "gVisor sandboxer");
 
-async function startGvisor(base?: string): Promise<TestDaemon> {
-  base ??= await Deno.makeTempDir({ prefix: "k-" });
+async function startGvisor(): Promise<TestDaemon> {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "gvisor.toml");
   await Deno.writeTextFile(config, `[gvisor]\nplatform = "ptrace"\n`);
   return await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
-}
-
-async function withDaemon(fn: (d: TestDaemon) => Promise<void>): Promise<void> {
-  const d = await startGvisor();
-  try {
-    await fn(d);
-  } catch (e) {
-    console.error((await d.logs()).split("\n").slice(-80).join("\n"));
-    throw e;
-  } finally {
-    await d.cleanup();
-  }
 }
 
 function execRequest(
@@ -107,7 +95,7 @@ Deno.test({
       assert.ok((await d.controller.wait(pod.id)).exitedAt);
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
-    }),
+    }, startGvisor),
 });
 
 Deno.test({
@@ -192,15 +180,14 @@ Deno.test({
       }
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
-    }),
+    }, startGvisor),
 });
 
 Deno.test({
   name: "gVisor: SIGKILL of the sandboxer loses no pod, container or exit code",
   ...skip,
-  async fn() {
-    let d = await startGvisor();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d, { cgroupParent: d.cgroupParent });
       const goPath = "/tmp/go";
       const running = await createContainer(d, pod, {
@@ -212,7 +199,7 @@ Deno.test({
       t.close();
 
       await d.kill9();
-      d = await startGvisor(d.base);
+      await d.spawn();
       assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_READY");
       t = await taskClient(pod.address);
       try {
@@ -236,11 +223,5 @@ Deno.test({
       }
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
-    } catch (e) {
-      console.error((await d.logs()).split("\n").slice(-80).join("\n"));
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }, startGvisor),
 });

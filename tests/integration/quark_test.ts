@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { mkfifo, TestDaemon } from "../support/daemon.ts";
+import { mkfifo, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { has, runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { startPod } from "../support/pod.ts";
@@ -16,8 +16,8 @@ import { overlayRootfs } from "../support/rootfs.ts";
 
 const FAKE = new URL("../quark/fake-quark.sh", import.meta.url).pathname;
 
-async function startQuark(binary: string, base?: string): Promise<TestDaemon> {
-  base ??= await Deno.makeTempDir({ prefix: "k-" });
+async function startQuark(binary: string): Promise<TestDaemon> {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "quark.toml");
   await Deno.writeTextFile(config, `[quark]\nbinary = "${binary}"\n`);
   return await TestDaemon.start({ base, kind: "quark", extraArgs: ["--config", config] });
@@ -50,9 +50,8 @@ async function mountPoints(prefix: string): Promise<string[]> {
 Deno.test({
   name: "quark contract: the command line, spec, task address and bundles handed to Quark",
   ...skipUnless(runcUnavailable(), "Quark contract (needs root for the bundle mounts)"),
-  async fn() {
-    let d = await startQuark(FAKE);
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d, { hostname: "qpod" });
       const podDir = join(d.dir, pod.id);
       const bundle = join(podDir, "sandbox");
@@ -133,7 +132,7 @@ Deno.test({
 
       // The sandboxer keeps its pods across a restart (Kuasar's own forgets them).
       await d.kill9();
-      d = await startQuark(FAKE, d.base);
+      await d.spawn();
       assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_READY");
       assert.equal((await d.controller.status(pod.id)).address, pod.address);
 
@@ -144,13 +143,7 @@ Deno.test({
       assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_NOTREADY");
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }, () => startQuark(FAKE)),
 });
 
 Deno.test({

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, taskClient, type TestDaemon, withDaemon } from "../support/daemon.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
@@ -24,9 +24,8 @@ async function relayPid(d: TestDaemon): Promise<number> {
 Deno.test({
   name: "relay: hundreds of short connections, some cut mid-request, leave it serving",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const path = pod.address.replace("ttrpc+unix://", "");
       const pid = await relayPid(d);
@@ -45,18 +44,14 @@ Deno.test({
       t.close();
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "relay: a killed relay is replaced and pods' task sockets work again",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, { args: ["sleep", "100"] });
       const pid = await relayPid(d);
@@ -80,21 +75,14 @@ Deno.test({
       assert.ok(ok, "the pod's task socket answers through the new relay");
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "relay: a pod started while the last other one shuts down keeps its task socket",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       let pods = await Promise.all(Array.from({ length: 8 }, () => startPod(d)));
       for (let round = 0; round < 6; round++) {
         // Shutting down the last pods stops the relay; the starts race it.
@@ -111,11 +99,5 @@ Deno.test({
       }
       for (const p of pods) await d.controller.shutdown(p.id);
       assert.deepEqual(await leftovers(d, pods.map((p) => p.id)), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { has, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
@@ -29,8 +29,8 @@ function unavailable(): string | undefined {
   return undefined;
 }
 
-async function startVmm(base?: string): Promise<TestDaemon> {
-  base ??= await Deno.makeTempDir({ prefix: "k-" });
+async function startVmm(): Promise<TestDaemon> {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "vmm.toml");
   await Deno.writeTextFile(
     config,
@@ -91,9 +91,8 @@ function qemuAlive(pid: number): boolean {
 Deno.test({
   name: "vmm: VM pods boot, crash, stop and survive a sandboxer SIGKILL; nothing is left",
   ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
-  async fn() {
-    let d = await startVmm();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       // A pod boots: its pid is QEMU's, its console shows the agent as PID 1.
       const a = {
         ...await startPod(d, { cgroupParent: d.cgroupParent, hostname: "vm-pod-a" }),
@@ -169,7 +168,7 @@ Deno.test({
       // A second pod survives a SIGKILL of the sandboxer, then stops.
       const b = await startPod(d, { cgroupParent: d.cgroupParent });
       await d.kill9();
-      d = await startVmm(d.base);
+      await d.spawn();
       assert.equal((await d.controller.status(b.id)).state, "SANDBOX_READY");
       assert.equal((await d.controller.status(b.id)).pid, b.pid);
       assert.ok(qemuAlive(b.pid));
@@ -181,13 +180,7 @@ Deno.test({
       assert.equal((await d.controller.wait(b.id)).exitStatus, 0, "QEMU quit cleanly");
       await d.controller.shutdown(b.id);
       assert.deepEqual(await leftovers(d, [a.id, b.id], d.cgroupParent), []);
-    } catch (e) {
-      console.error((await d.logs()).split("\n").slice(-40).join("\n"));
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }, startVmm),
 });
 
 Deno.test({

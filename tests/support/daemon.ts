@@ -232,3 +232,23 @@ export function readFifo(path: string): { text: Promise<string> } {
   const p = new Deno.Command("cat", { args: [path], stdout: "piped", stderr: "null" }).spawn();
   return { text: p.output().then((o) => new TextDecoder().decode(o.stdout)) };
 }
+
+/**
+ * Runs `fn` against a daemon from `start` (a plain runC sandboxer by default):
+ * the end of its log is printed when `fn` fails, and it is always cleaned up.
+ * A test that restarts the daemon does it on the same object (`kill9`, `spawn`).
+ */
+export async function withDaemon(
+  fn: (d: TestDaemon) => Promise<void>,
+  start: () => Promise<TestDaemon> = () => TestDaemon.start(),
+): Promise<void> {
+  const d = await start();
+  try {
+    await fn(d);
+  } catch (e) {
+    console.error((await d.logs()).split("\n").slice(-80).join("\n"));
+    throw e;
+  } finally {
+    await d.cleanup();
+  }
+}
