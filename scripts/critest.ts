@@ -133,12 +133,9 @@ const loc = (l?: CodeLocation) =>
     ? `${l.FileName.replace(/^.*\/pkg\/validate\//, "pkg/validate/")}:${l.LineNumber}`
     : "";
 
-/** Turns Ginkgo's JSON report into counts and spec lists. */
-export function summarise(reports: SuiteReport[]): Pick<
-  CritestSummary,
-  "counts" | "failed" | "suiteFailures" | "skippedAtRuntime" | "passed" | "suiteSucceeded" | "seed"
-> {
-  const counts = {
+/** Spec counts before any spec ran. */
+function noCounts() {
+  return {
     total: 0,
     passed: 0,
     failed: 0,
@@ -147,6 +144,14 @@ export function summarise(reports: SuiteReport[]): Pick<
     skippedAtRuntime: 0,
     pending: 0,
   };
+}
+
+/** Turns Ginkgo's JSON report into counts and spec lists. */
+export function summarise(reports: SuiteReport[]): Pick<
+  CritestSummary,
+  "counts" | "failed" | "suiteFailures" | "skippedAtRuntime" | "passed" | "suiteSucceeded" | "seed"
+> {
+  const counts = noCounts();
   const failed: FailedSpec[] = [], suiteFailures: FailedSpec[] = [], passed: string[] = [];
   const skippedAtRuntime: { name: string; reason: string }[] = [];
   let suiteSucceeded = reports.length > 0;
@@ -424,15 +429,7 @@ async function worker(): Promise<number> {
     command: [],
     skip,
     focus: values.focus,
-    counts: {
-      total: 0,
-      passed: 0,
-      failed: 0,
-      skipped: 0,
-      skippedByFilter: 0,
-      skippedAtRuntime: 0,
-      pending: 0,
-    },
+    counts: noCounts(),
     suiteSucceeded: false,
     critestExitCode: null,
     interrupted: false,
