@@ -72,8 +72,18 @@ export function reapZombies(): number {
 
 /** Reaps on every SIGCHLD (and once a second, as signals coalesce). */
 export function startReaper(): void {
-  Deno.addSignalListener("SIGCHLD", () => reapZombies());
-  const t = setInterval(() => reapZombies(), 1000);
+  // A burst of exits is one /proc scan, not one per signal.
+  let pending = false;
+  const reapSoon = () => {
+    if (pending) return;
+    pending = true;
+    setTimeout(() => {
+      pending = false;
+      reapZombies();
+    }, 10);
+  };
+  Deno.addSignalListener("SIGCHLD", reapSoon);
+  const t = setInterval(reapSoon, 1000);
   Deno.unrefTimer(t);
 }
 
