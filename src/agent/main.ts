@@ -11,23 +11,26 @@ import { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import { unaryMethods } from "../adapters/ttrpc/typed.ts";
 import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import { AGENT_PORT_NAME, AGENT_VSOCK_PORT, findVirtioPort, openPort } from "./channel.ts";
-import { powerOff, startReaper } from "./pid1.ts";
+import { ownChild, powerOff, startReaper } from "./pid1.ts";
+import { trackChildren } from "../adapters/os/children.ts";
 import { sandboxService } from "./sandbox_service.ts";
+import { GUEST_SCOPE, GuestEvents, serveGuestTasks } from "./tasks.ts";
 
 function say(msg: string, fields: Record<string, unknown> = {}): void {
   console.error(JSON.stringify({ time: new Date().toISOString(), agent: msg, ...fields }));
 }
 
 const server = new TtrpcServer();
+const events = new GuestEvents();
 server.register(
   SandboxServiceDefinition.fullName,
-  unaryMethods(SandboxServiceDefinition, sandboxService()),
+  unaryMethods(SandboxServiceDefinition, sandboxService(undefined, () => events.next())),
 );
 
 /** Serves the virtio-serial port, a ttrpc session per host connection. */
 async function serveSerial(path: string): Promise<void> {
   const port = openPort(path);
-  for (;;) await server.handle(await port.nextSession());
+  for (;;) await server.handle(await port.nextSession(), GUEST_SCOPE);
 }
 
 function serveVsock(): boolean {
@@ -40,13 +43,19 @@ function serveVsock(): boolean {
     return false;
   }
   (async () => {
-    for await (const conn of listener) server.handle(conn);
+    for await (const conn of listener) server.handle(conn, GUEST_SCOPE);
   })();
   return true;
 }
 
-if (Deno.pid === 1) startReaper();
+if (Deno.pid === 1) {
+  trackChildren(ownChild);
+  startReaper();
+}
 Deno.addSignalListener("SIGTERM", () => powerOff());
+await serveGuestTasks(server, events).catch((e) =>
+  say("no Task API: cannot set up containers", { error: String(e) })
+);
 const vsock = serveVsock();
 // The virtio-serial port shows up once the driver has probed the device: give it a moment.
 let port = findVirtioPort(AGENT_PORT_NAME);

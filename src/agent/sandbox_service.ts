@@ -13,7 +13,9 @@ import type {
   SandboxServiceDefinition,
   SyncClockPacket,
 } from "../gen/kuasar/sandbox.ts";
-import { ownChild, realtimeNs, setRealtimeNs } from "./pid1.ts";
+import type { Envelope } from "../gen/kuasar/github.com/containerd/containerd/api/services/ttrpc/events/v1/events.ts";
+import { spawned } from "../adapters/os/children.ts";
+import { realtimeNs, setRealtimeNs } from "./pid1.ts";
 
 /** The part of a PodSandboxConfig (as Kuasar's host sends it: JSON, snake_case) the guest uses. */
 interface PodSandboxJson {
@@ -32,17 +34,16 @@ const td = new TextDecoder();
 
 /** Runs a program (argv, no shell of ours) as a child the reaper leaves to Deno. */
 async function run(argv: string[], stdin: Uint8Array = new Uint8Array()): Promise<string> {
-  const child = new Deno.Command(argv[0], {
+  const child = spawned(new Deno.Command(argv[0], {
     args: argv.slice(1),
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
-  }).spawn();
-  const release = ownChild(child.pid);
+  }).spawn());
   const w = child.stdin.getWriter();
   if (stdin.length) await w.write(stdin).catch(() => {});
   await w.close().catch(() => {});
-  const out = await child.output().finally(release);
+  const out = await child.output();
   if (out.code !== 0) {
     throw new InternalError(
       `${argv[0]} exited with ${out.code}: ${td.decode(out.stderr).trim() || "no stderr"}`,
@@ -132,9 +133,12 @@ export async function setupSandbox(pod: PodSandboxJson, paths: GuestPaths): Prom
 /** The service's handlers. */
 export function sandboxService(
   paths: GuestPaths = { procSys: "/proc/sys", resolvConf: "/etc/resolv.conf" },
+  nextEvent?: () => Promise<Envelope>,
 ): UnaryImplementation<typeof SandboxServiceDefinition> {
   return {
     check: () => Promise.resolve({}),
+    // Kuasar's host long-polls: each call answers with the next task event.
+    getEvents: nextEvent && (() => nextEvent()),
     execVMProcess: async (req) => ({ out: await execShell(req.command, req.stdin) }),
     syncClock: (p: SyncClockPacket) => {
       if (p.Delta === 0n) {

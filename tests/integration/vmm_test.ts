@@ -1,20 +1,17 @@
 /**
- * The vmm sandboxer's pods on real QEMU (TCG here): Start boots the guest
- * image and waits for the agent; killing QEMU makes Wait return; Stop ends
- * the VM; a SIGKILL of the sandboxer loses no VM; nothing is left after
- * Shutdown. Containers in VM pods are not implemented yet and say so.
+ * The vmm sandboxer's pods on real QEMU (TCG here), driven like containerd
+ * does (Controller + Task API, host FIFOs, overlay rootfs, bind volumes):
+ * containers run by the guest's runc on the guest's kernel; exec, pty,
+ * stats; a SIGKILL of the sandboxer loses nothing; a dead VM takes its
+ * containers with it; Stop ends the VM; nothing is left after Shutdown.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
+import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
+import { processSpec } from "../support/oci.ts";
 import { has, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
-import { ensureBusyboxRootfs } from "../support/rootfs.ts";
-import { socketPath } from "../../src/adapters/os/process_tokens.ts";
-import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
-import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
-import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
 
 const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
 
@@ -48,38 +45,6 @@ async function startVmm(): Promise<TestDaemon> {
   return await TestDaemon.start({ base, kind: "vmm", extraArgs: ["--config", config] });
 }
 
-/** A client of the pod's agent, on the socket the sandboxer gave QEMU's virtio-serial port. */
-async function agentClient(d: TestDaemon, podId: string) {
-  const path = await socketPath(join(d.dir, "s"), `vm@${podId}`, "agent");
-  const client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
-  return { client, svc: unaryClient(client, SandboxServiceDefinition) };
-}
-
-/** A container spec for runc in the guest: busybox, prints the kernel release, exits 42. */
-function guestSpec() {
-  return {
-    ociVersion: "1.0.2",
-    process: {
-      terminal: false,
-      user: { uid: 0, gid: 0 },
-      args: ["sh", "-c", "uname -r; echo in-container; exit 42"],
-      env: ["PATH=/bin"],
-      cwd: "/",
-    },
-    root: { path: "rootfs", readonly: false },
-    hostname: "c1",
-    mounts: [{ destination: "/proc", type: "proc", source: "proc" }],
-    linux: {
-      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }],
-    },
-  };
-}
-
-async function copyTree(from: string, to: string): Promise<void> {
-  const r = await new Deno.Command("cp", { args: ["-a", from, to] }).output();
-  assert.ok(r.success, `cp -a ${from} ${to}`);
-}
-
 function qemuAlive(pid: number): boolean {
   try {
     return Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("qemu-system");
@@ -88,96 +53,140 @@ function qemuAlive(pid: number): boolean {
   }
 }
 
+const PROCESS_SPEC = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
+
 Deno.test({
-  name: "vmm: VM pods boot, crash, stop and survive a sandboxer SIGKILL; nothing is left",
+  name:
+    "vmm: containers in VM pods (guest kernel, volume, exec, pty), recovery, crash, no leftovers",
   ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
   fn: () =>
     withDaemon(async (d) => {
       // A pod boots: its pid is QEMU's, its console shows the agent as PID 1.
-      const a = {
-        ...await startPod(d, { cgroupParent: d.cgroupParent, hostname: "vm-pod-a" }),
-        hostname: "vm-pod-a",
-      };
+      const a = await startPod(d, { cgroupParent: d.cgroupParent, hostname: "vm-pod-a" });
       assert.ok(qemuAlive(a.pid), "the pod's pid is a QEMU process");
       assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
       const guestLog = await Deno.readTextFile(join(d.dir, a.id, "console.log"));
       assert.match(guestLog, /kuasar-agent ready","pid":1/);
-      // The agent's SandboxService, on the pod's virtio-serial channel: the VM runs its own
-      // kernel, and Start's SetupSandbox gave it the pod's hostname.
-      const agent = await agentClient(d, a.id);
-      try {
-        const hostRelease = Deno.osRelease();
-        const uname =
-          (await agent.svc.execVMProcess({ command: "uname -r", stdin: new Uint8Array() })).out;
-        assert.match(uname, /cloud-amd64/);
-        assert.notEqual(uname.trim(), hostRelease);
-        const hostname =
-          (await agent.svc.execVMProcess({ command: "hostname", stdin: new Uint8Array() })).out;
-        assert.equal(hostname.trim(), a.hostname);
-        await assert.rejects(
-          agent.svc.execVMProcess({ command: "exit 4", stdin: new Uint8Array() }),
-          /exited with 4/,
-        );
-        // The pod's shared directory (virtiofs), both ways.
-        const shared = join(d.dir, a.id, "shared");
-        await Deno.writeTextFile(join(shared, "from-host.txt"), "host-data");
-        const seen = await agent.svc.execVMProcess({
-          command:
-            "cat /run/kuasar/shared/from-host.txt && echo vm-data > /run/kuasar/shared/from-vm.txt",
-          stdin: new Uint8Array(),
-        });
-        assert.equal(seen.out, "host-data");
-        assert.equal(await Deno.readTextFile(join(shared, "from-vm.txt")), "vm-data\n");
-        // runc in the guest runs a container from a bundle in the shared directory, on the
-        // guest's kernel. (--no-pivot: the guest's root is the initramfs, where pivot_root fails.)
-        const bundle = join(shared, "b1");
-        await Deno.mkdir(bundle);
-        await copyTree(await ensureBusyboxRootfs(), join(bundle, "rootfs"));
-        await Deno.writeTextFile(join(bundle, "config.json"), JSON.stringify(guestSpec()));
-        const ran = await agent.svc.execVMProcess({
-          command: "runc --root /run/runc run --no-pivot --bundle /run/kuasar/shared/b1 c1; " +
-            "echo rc=$?",
-          stdin: new Uint8Array(),
-        });
-        assert.equal(ran.out, `${uname.trim()}\nin-container\nrc=42\n`);
-        await assert.rejects(
-          agent.svc.setupSandbox({
-            config: { typeUrl: "Other", value: new Uint8Array() },
-            interfaces: [],
-            routes: [],
-          }),
-          /not supported/,
-        );
-      } finally {
-        agent.client.close();
-      }
-      // Containers are not there yet: a clear UNIMPLEMENTED.
-      await assert.rejects(
-        createContainer(d, a, { args: ["true"] }),
-        /not implemented yet/,
-      );
 
-      // QEMU killed: Wait returns, the pod is NOTREADY.
-      const waiting = d.controller.wait(a.id);
-      Deno.kill(a.pid, "SIGKILL");
-      const w = await waiting;
-      assert.equal(w.exitStatus, 137);
-      assert.equal((await d.controller.status(a.id)).state, "SANDBOX_NOTREADY");
+      // A container prints through its stdout FIFO and exits 42: it runs on the guest's
+      // kernel, with the pod's hostname, and writes to a host volume.
+      const vol = join(d.base, "vol");
+      await Deno.mkdir(vol);
+      const volume = { destination: "/data", type: "bind", source: vol, options: ["rbind", "rw"] };
+      const out1 = join(d.base, "c1-out");
+      await mkfifo(out1);
+      const o1 = readFifo(out1);
+      const c1 = await createContainer(d, a, {
+        args: ["sh", "-c", "uname -r; hostname; echo from-vm > /data/out.txt; echo hello; exit 42"],
+        stdout: out1,
+        mounts: [volume],
+      });
+      const t = await taskClient(a.address);
+      try {
+        assert.equal((await t.task.state({ id: c1.id, execId: "" }, K8S_NS)).status, 1); // CREATED
+        const w1 = t.task.wait({ id: c1.id, execId: "" }, K8S_NS);
+        await t.task.start({ id: c1.id, execId: "" }, K8S_NS);
+        assert.equal((await w1).exitStatus, 42);
+        const [release, hostname, hello] = (await o1.text).trim().split("\n");
+        assert.match(release, /cloud-amd64/);
+        assert.notEqual(release, Deno.osRelease(), "the guest's kernel, not the host's");
+        assert.equal(hostname, "vm-pod-a");
+        assert.equal(hello, "hello");
+        assert.equal(await Deno.readTextFile(join(vol, "out.txt")), "from-vm\n");
+        assert.equal((await t.task.delete({ id: c1.id, execId: "" }, K8S_NS)).exitStatus, 42);
+        await assert.rejects(t.task.state({ id: c1.id, execId: "" }, K8S_NS), /not found/);
+
+        // A long-running container: exec, pids, stats, a pty; it exits when the host
+        // drops a file into its volume.
+        const c2 = await createContainer(d, a, {
+          args: ["sh", "-c", "while [ ! -f /data/stop ]; do sleep 0.2; done; exit 7"],
+          mounts: [volume],
+        });
+        await t.task.start({ id: c2.id, execId: "" }, K8S_NS);
+        const execOut = join(d.base, "e1-out");
+        await mkfifo(execOut);
+        const eo = readFifo(execOut);
+        await t.task.exec({
+          id: c2.id,
+          execId: "e1",
+          terminal: false,
+          stdin: "",
+          stdout: execOut,
+          stderr: "",
+          spec: {
+            typeUrl: PROCESS_SPEC,
+            value: json(processSpec(["sh", "-c", "echo exec-out; exit 3"])),
+          },
+        }, K8S_NS);
+        const ew = t.task.wait({ id: c2.id, execId: "e1" }, K8S_NS);
+        assert.ok((await t.task.start({ id: c2.id, execId: "e1" }, K8S_NS)).pid > 0);
+        assert.equal((await ew).exitStatus, 3);
+        assert.equal(await eo.text, "exec-out\n");
+        await t.task.delete({ id: c2.id, execId: "e1" }, K8S_NS);
+        const pids = await t.task.pids({ id: c2.id }, K8S_NS);
+        assert.ok(pids.processes.length >= 1);
+        const stats = await t.task.stats({ id: c2.id }, K8S_NS);
+        assert.match(stats.stats?.typeUrl ?? "", /^io\.containerd\.cgroups\.v[12]\.Metrics$/);
+        const ptyOut = join(d.base, "pty-out");
+        await mkfifo(ptyOut);
+        const po = readFifo(ptyOut);
+        await t.task.exec({
+          id: c2.id,
+          execId: "tty",
+          terminal: true,
+          stdin: "",
+          stdout: ptyOut,
+          stderr: "",
+          spec: { typeUrl: PROCESS_SPEC, value: json(processSpec(["tty"], true)) },
+        }, K8S_NS);
+        const pw = t.task.wait({ id: c2.id, execId: "tty" }, K8S_NS);
+        await t.task.start({ id: c2.id, execId: "tty" }, K8S_NS);
+        assert.equal((await pw).exitStatus, 0);
+        assert.match(await po.text, /\/dev\/pts\/\d+/);
+        await t.task.delete({ id: c2.id, execId: "tty" }, K8S_NS);
+        t.close();
+
+        // SIGKILL of the sandboxer: the VM and its container keep running, and the
+        // container's later exit is reported by the new daemon with its true code.
+        await d.kill9();
+        await d.spawn();
+        assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
+        assert.ok(qemuAlive(a.pid));
+        const t2 = await taskClient(a.address);
+        try {
+          assert.equal((await t2.task.state({ id: c2.id, execId: "" }, K8S_NS)).status, 2); // RUNNING
+          const w2 = t2.task.wait({ id: c2.id, execId: "" }, K8S_NS);
+          await Deno.writeTextFile(join(vol, "stop"), "");
+          assert.equal((await w2).exitStatus, 7);
+          await t2.task.delete({ id: c2.id, execId: "" }, K8S_NS);
+        } finally {
+          t2.close();
+        }
+      } finally {
+        t.close();
+      }
+      // Stop: the VM ends (QEMU quits cleanly).
+      await d.controller.stop(a.id, 10);
+      assert.ok(!qemuAlive(a.pid), "Stop ended the VM");
+      assert.equal((await d.controller.wait(a.id)).exitStatus, 0, "QEMU quit cleanly");
       await d.controller.shutdown(a.id);
 
-      // A second pod survives a SIGKILL of the sandboxer, then stops.
+      // A VM that dies takes its containers with it: their Wait returns 137, as does the pod's.
       const b = await startPod(d, { cgroupParent: d.cgroupParent });
-      await d.kill9();
-      await d.spawn();
-      assert.equal((await d.controller.status(b.id)).state, "SANDBOX_READY");
-      assert.equal((await d.controller.status(b.id)).pid, b.pid);
-      assert.ok(qemuAlive(b.pid));
-      const t = await taskClient(b.address);
-      await assert.rejects(t.task.state({ id: "none", execId: "" }, K8S_NS), /not found/);
-      t.close();
-      await d.controller.stop(b.id, 10);
-      assert.ok(!qemuAlive(b.pid), "Stop ended the VM");
-      assert.equal((await d.controller.wait(b.id)).exitStatus, 0, "QEMU quit cleanly");
+      const c3 = await createContainer(d, b, { args: ["sleep", "1000"] });
+      const t3 = await taskClient(b.address);
+      try {
+        await t3.task.start({ id: c3.id, execId: "" }, K8S_NS);
+        const w3 = t3.task.wait({ id: c3.id, execId: "" }, K8S_NS);
+        const waiting = d.controller.wait(b.id);
+        Deno.kill(b.pid, "SIGKILL");
+        assert.equal((await waiting).exitStatus, 137);
+        assert.equal((await w3).exitStatus, 137);
+        assert.equal((await d.controller.status(b.id)).state, "SANDBOX_NOTREADY");
+      } finally {
+        t3.close();
+      }
       await d.controller.shutdown(b.id);
       assert.deepEqual(await leftovers(d, [a.id, b.id], d.cgroupParent), []);
     }, startVmm),
@@ -207,19 +216,32 @@ Deno.test({
       await ip("-n", ns, "route", "add", "default", "via", `10.233.${net}.1`);
 
       const pod = await startPod(d, { netnsPath: `/var/run/netns/${ns}`, hostname: "vm-net" });
-      const agent = await agentClient(d, pod.id);
+      // Containers share the VM's network: the mirrored interface and routes, and a server.
+      const netOut = join(d.base, "net-out");
+      await mkfifo(netOut);
+      const no = readFifo(netOut);
+      const probe = await createContainer(d, pod, {
+        args: ["sh", "-c", "ip addr show eth0; ip route"],
+        stdout: netOut,
+      });
+      const t = await taskClient(pod.address);
       try {
-        const exec = async (command: string) =>
-          (await agent.svc.execVMProcess({ command, stdin: new Uint8Array() })).out;
-        assert.match(await exec("ip addr show eth0"), new RegExp(`10\\.233\\.${net}\\.2/24`));
-        assert.match(await exec("ip route"), new RegExp(`default via 10\\.233\\.${net}\\.1`));
-        await exec(
-          // httpd daemonizes: its stdio must not be the pipes ExecVMProcess waits on.
-          "mkdir -p /tmp/www && echo vm-page > /tmp/www/index.html && " +
-            "httpd -p 8080 -h /tmp/www </dev/null >/dev/null 2>&1",
-        );
+        const pw = t.task.wait({ id: probe.id, execId: "" }, K8S_NS);
+        await t.task.start({ id: probe.id, execId: "" }, K8S_NS);
+        assert.equal((await pw).exitStatus, 0);
+        const text = await no.text;
+        assert.match(text, new RegExp(`10\\.233\\.${net}\\.2/24`));
+        assert.match(text, new RegExp(`default via 10\\.233\\.${net}\\.1`));
+        const web = await createContainer(d, pod, {
+          args: [
+            "sh",
+            "-c",
+            "mkdir -p /tmp/www && echo vm-page > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www",
+          ],
+        });
+        await t.task.start({ id: web.id, execId: "" }, K8S_NS);
       } finally {
-        agent.client.close();
+        t.close();
       }
       let body = "";
       for (let i = 0; i < 100 && !body; i++) {

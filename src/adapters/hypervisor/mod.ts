@@ -1,7 +1,7 @@
 /**
- * The microVM sandbox kind: `kuasar vmm` / `vmm-sandboxer`, on QEMU. Pods
- * boot and are managed (Start, Stop, Wait, crash, recovery); containers in
- * them are not there yet.
+ * The microVM sandbox kind: `kuasar vmm` / `vmm-sandboxer`, on QEMU: a VM
+ * per pod, containers run by the guest agent's runc, the Task API relayed
+ * from the host daemon.
  *
  * @module
  */
@@ -10,9 +10,9 @@ import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
 import { findExecutable } from "../os/executables.ts";
-import { unsupportedRuntime } from "../task/unsupported_runtime.ts";
 import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
 import { DEFAULT_GUEST_DIR, type HypervisorSettings, hypervisorSettings } from "./vmm_config.ts";
+import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 
 function existing(path: string, key: string): string {
@@ -55,27 +55,30 @@ export const vmmKind: SandboxKind = {
       if (!k.usable) log.warn("KVM is not usable: VMs run under TCG (slow)", { why: k.why });
     }
     try {
-      return Promise.resolve({
-        backend: new VmmSandboxBackend({
-          dir: ctx.dir,
-          helper: ctx.helper,
-          exits: ctx.exits,
-          qemu,
-          kernel: existing(s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"), "kernel_path"),
-          initrd: existing(
-            s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),
-            "initrd_path",
-          ),
-          kernelParams: s.kernel_params ?? "",
-          memoryMiB: s.memory_in_mb ?? 1024,
-          vcpus: s.vcpus ?? 1,
-          accel,
-          vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
-          bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
-          virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
-        }),
-        runtime: unsupportedRuntime("Containers in microVM pods are not implemented yet"),
+      const backend = new VmmSandboxBackend({
+        dir: ctx.dir,
+        helper: ctx.helper,
+        exits: ctx.exits,
+        qemu,
+        kernel: existing(s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"), "kernel_path"),
+        initrd: existing(
+          s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),
+          "initrd_path",
+        ),
+        kernelParams: s.kernel_params ?? "",
+        memoryMiB: s.memory_in_mb ?? 1024,
+        vcpus: s.vcpus ?? 1,
+        accel,
+        vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
+        bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
+        virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
       });
+      const runtime = new VmContainerRuntime({
+        dir: ctx.dir,
+        links: backend.links,
+        vmRunning: (id) => backend.vmRunning(id),
+      });
+      return Promise.resolve({ backend, runtime });
     } catch (e) {
       return Promise.reject(e);
     }

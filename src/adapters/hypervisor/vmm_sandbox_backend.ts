@@ -16,7 +16,7 @@ import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { startMonitored } from "../os/monitored.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { holderToken, killByCommandLine, sharedFsToken, socketPath } from "../os/process_tokens.ts";
-import { TtrpcClient } from "../ttrpc/client.ts";
+import { AgentLinks } from "./agent_links.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
 import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { runCommand } from "../os/command.ts";
@@ -70,6 +70,10 @@ export function vsockCid(id: string): number {
 /** Pod lifecycle for the vmm sandboxer. */
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   #log = log.with({ component: "vmm-sandbox" });
+  /** The connections to the pods' agents, shared with the containers' runtime. */
+  readonly links: AgentLinks = new AgentLinks(async (id) =>
+    (await vmPaths(this.opts.dir, id)).agent
+  );
 
   async start(record: SandboxRecord): Promise<void> {
     const o = this.opts;
@@ -115,7 +119,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
     try {
-      await this.#initAgent(record, p.agent, t0 + o.bootTimeoutMs, network);
+      await this.#initAgent(record, t0 + o.bootTimeoutMs, network);
     } finally {
       qmp.close();
     }
@@ -160,41 +164,23 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
    */
   async #initAgent(
     record: SandboxRecord,
-    path: string,
     deadline: number,
     network: { interfaces: Interface[]; routes: Route[] },
   ): Promise<void> {
-    const client = await this.#connectAgent(path, deadline);
-    try {
-      const agent = unaryClient(client, SandboxServiceDefinition);
-      await agent.setupSandbox({
-        config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
-        ...network,
-      }, { timeoutMs: 10_000 });
-      await syncClock(agent);
-    } finally {
-      client.close();
-    }
+    const agent = unaryClient(
+      await this.links.connect(record.id, deadline),
+      SandboxServiceDefinition,
+    );
+    await agent.setupSandbox({
+      config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
+      ...network,
+    }, { timeoutMs: 10_000 });
+    await syncClock(agent);
   }
 
-  /** A connection to the agent once it answers Check (it boots meanwhile). */
-  async #connectAgent(path: string, deadline: number): Promise<TtrpcClient> {
-    let last: unknown;
-    while (performance.now() < deadline) {
-      let client: TtrpcClient | undefined;
-      try {
-        client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
-        await unaryClient(client, SandboxServiceDefinition).check({ service: "" }, {
-          timeoutMs: Math.max(500, Math.min(5_000, deadline - performance.now())),
-        });
-        return client;
-      } catch (e) {
-        last = e;
-        client?.close();
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    throw new DeadlineExceededError(`The VM's agent did not answer: ${String(last)}`);
+  /** Whether the pod's VM runs (its QEMU has not exited). */
+  vmRunning(id: string): boolean {
+    return this.holders.running(id);
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
@@ -221,6 +207,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       await this.holders.waitGone(record.id);
     }
     await this.holders.forget(record.id);
+    await this.links.drop(record.id);
     const taps = record.backend.taps;
     if (record.netnsPath && Array.isArray(taps)) {
       for (const tap of taps) {

@@ -6,6 +6,7 @@
  */
 import { DeadlineExceededError, InternalError, UnavailableError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
+import { spawned } from "./children.ts";
 
 /** Result of a finished command. */
 export interface CommandResult {
@@ -40,14 +41,16 @@ export async function runCommand(
   log.trace("exec", { argv });
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(bin, {
-      args,
-      stdin: opts.stdin ? "piped" : "null",
-      stdout: opts.discardOutput ? "null" : "piped",
-      stderr: opts.discardOutput ? "null" : "piped",
-      env: opts.env,
-      cwd: opts.cwd,
-    }).spawn();
+    child = spawned(
+      new Deno.Command(bin, {
+        args,
+        stdin: opts.stdin ? "piped" : "null",
+        stdout: opts.discardOutput ? "null" : "piped",
+        stderr: opts.discardOutput ? "null" : "piped",
+        env: opts.env,
+        cwd: opts.cwd,
+      }).spawn(),
+    );
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
       throw new UnavailableError(`Cannot run "${bin}": not found in PATH`, { cause: e });

@@ -11,6 +11,7 @@
 import { dirname, join } from "node:path";
 import { InternalError, UnavailableError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
+import { spawned } from "./children.ts";
 
 /** Where the helper comes from. */
 export interface HelperLocation {
@@ -111,8 +112,9 @@ export async function startHelper(
 ): Promise<HelperProcess> {
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command(helper, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-      .spawn();
+    child = spawned(
+      new Deno.Command(helper, { args, stdin: "null", stdout: "piped", stderr: "piped" }).spawn(),
+    );
   } catch (e) {
     throw new UnavailableError(`Cannot start helper "${helper}": ${(e as Error).message}`, {
       cause: e,

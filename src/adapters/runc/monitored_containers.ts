@@ -38,6 +38,8 @@ export interface MonitoredContainersOptions {
   readonly cli: RuncCli;
   /** The Streaming service's channels, for containerd's streaming IO. */
   readonly streams: StreamHub;
+  /** Running as a VM's guest agent: the pod is the VM, specs are ready as they come. */
+  readonly guest?: boolean;
 }
 
 /** Backend state every monitored process keeps in its record. */

@@ -22,6 +22,8 @@ export interface RuncOptions {
    * so processes the runtime leaves behind inherit none of the daemon's descriptors.
    */
   readonly launcher?: readonly string[];
+  /** More flags of `create` (`--no-pivot` where the root is an initramfs, as in a VM). */
+  readonly createFlags?: readonly string[];
 }
 
 /** `runc state` output. */
@@ -57,7 +59,7 @@ export class RuncCli {
   ): string[] {
     const a = [...this.global(logFile), "create", "--bundle", bundle, "--pid-file", pidFile];
     if (consoleSocket) a.push("--console-socket", consoleSocket);
-    a.push(id);
+    a.push(...this.opts.createFlags ?? [], id);
     return a;
   }
 

@@ -36,14 +36,17 @@ export class RuncContainerRuntime extends MonitoredContainers {
 
   async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     const spec = await readSpec(c.bundle);
-    joinPodNamespaces(spec, {
-      network: `/proc/${sb.pid}/ns/net`,
-      ipc: `/proc/${sb.pid}/ns/ipc`,
-      uts: `/proc/${sb.pid}/ns/uts`,
-      pid: `/proc/${sb.pid}/ns/pid`,
-    });
-    await addPodFileMounts(spec, join(this.opts.dir, sb.id));
-    await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
+    // In a VM the pod is the whole guest: the spec comes prepared by the host.
+    if (!this.opts.guest) {
+      joinPodNamespaces(spec, {
+        network: `/proc/${sb.pid}/ns/net`,
+        ipc: `/proc/${sb.pid}/ns/ipc`,
+        uts: `/proc/${sb.pid}/ns/uts`,
+        pid: `/proc/${sb.pid}/ns/pid`,
+      });
+      await addPodFileMounts(spec, join(this.opts.dir, sb.id));
+      await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
+    }
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
     const backend = c.backend as ProcBackend;

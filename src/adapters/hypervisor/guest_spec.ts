@@ -1,0 +1,61 @@
+/**
+ * A container spec as the guest must see it. containerd writes specs for the
+ * host: namespace files under the host's /proc, bind mounts of host paths
+ * (volumes, /etc/hosts, the pod's /dev/shm), a host cgroup path. In a VM the
+ * pod is the whole guest, so:
+ *
+ * - network, ipc and uts are the VM's own (the entries are dropped: runc
+ *   then keeps the agent's); other namespaces are new ones (paths dropped);
+ *   a pod-shared pid namespace is not offered (each container gets its own);
+ * - every bind mount of a host path is shared into the guest: the host
+ *   bind-mounts the source under the container's shared directory, and the
+ *   guest spec names it there;
+ * - the rootfs is `rootfs` in the shared bundle; the cgroup is
+ *   `/kuasar/<container>` in the guest's hierarchy; hooks (host programs) go.
+ *
+ * Pure: the host performs the returned shares.
+ *
+ * @module
+ */
+import type { OciSpec } from "../../domain/oci.ts";
+
+/** A host path the guest spec expects under the container's shared directory. */
+export interface Share {
+  /** Host path (file or directory). */
+  readonly source: string;
+  /** Name under the container's shared directory, e.g. `m0`. */
+  readonly name: string;
+}
+
+/** The guest's spec and what the host must share for it. */
+export interface GuestSpec {
+  readonly spec: OciSpec;
+  readonly shares: readonly Share[];
+}
+
+const VM_NAMESPACES = new Set(["network", "net", "ipc", "uts"]);
+
+function isBind(m: { type?: string; options?: string[] }): boolean {
+  return m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
+}
+
+/** Rewrites `spec` (a copy) for container `id` whose bundle is `guestBundle` in the guest. */
+export function guestSpec(spec: OciSpec, id: string, guestBundle: string): GuestSpec {
+  const s: OciSpec = structuredClone(spec);
+  const shares: Share[] = [];
+  s.root = { ...s.root, path: "rootfs" };
+  s.mounts = (s.mounts ?? []).map((m) => {
+    if (!isBind(m) || !m.source?.startsWith("/")) return m;
+    const name = `m${shares.length}`;
+    shares.push({ source: m.source, name });
+    return { ...m, source: `${guestBundle}/${name}` };
+  });
+  if (s.linux) {
+    s.linux.namespaces = (s.linux.namespaces ?? [])
+      .filter((n) => !VM_NAMESPACES.has(n.type))
+      .map((n) => ({ type: n.type }));
+    s.linux.cgroupsPath = `/kuasar/${id}`;
+  }
+  delete s.hooks;
+  return { spec: s, shares };
+}

@@ -1,0 +1,46 @@
+import assert from "node:assert/strict";
+import { guestSpec } from "./guest_spec.ts";
+
+Deno.test("guestSpec: VM namespaces dropped, the others made new", () => {
+  const { spec } = guestSpec(
+    {
+      linux: {
+        namespaces: [
+          { type: "network", path: "/proc/77/ns/net" },
+          { type: "ipc", path: "/proc/77/ns/ipc" },
+          { type: "uts" },
+          { type: "pid", path: "/proc/77/ns/pid" },
+          { type: "mount" },
+        ],
+        cgroupsPath: "kubepods-besteffort.slice:cri-containerd:c1",
+      },
+    },
+    "c1",
+    "/run/kuasar/shared/c1",
+  );
+  assert.deepEqual(spec.linux?.namespaces, [{ type: "pid" }, { type: "mount" }]);
+  assert.deepEqual(spec.linux?.cgroupsPath, "/kuasar/c1");
+});
+
+Deno.test("guestSpec: host bind mounts become shares, the rest pass through", () => {
+  const input = {
+    root: { path: "/var/lib/containerd/x/rootfs", readonly: true },
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc" },
+      { destination: "/etc/hosts", type: "bind", source: "/var/lib/c/hosts", options: ["rbind"] },
+      { destination: "/data", source: "/srv/vol", options: ["rbind", "rw"] },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm" },
+    ],
+    hooks: { prestart: [{ path: "/usr/bin/host-hook" }] },
+  };
+  const { spec, shares } = guestSpec(input, "c1", "/g/c1");
+  assert.deepEqual(spec.root, { path: "rootfs", readonly: true });
+  assert.deepEqual(shares, [
+    { source: "/var/lib/c/hosts", name: "m0" },
+    { source: "/srv/vol", name: "m1" },
+  ]);
+  assert.deepEqual(spec.mounts?.map((m) => m.source), ["proc", "/g/c1/m0", "/g/c1/m1", "shm"]);
+  assert.deepEqual(spec.hooks, undefined);
+  // The input is left alone.
+  assert.deepEqual(input.mounts[1].source, "/var/lib/c/hosts");
+});

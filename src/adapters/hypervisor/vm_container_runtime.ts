@@ -1,0 +1,326 @@
+/**
+ * Containers of VM pods, seen from the host. containerd (unchanged, 2.x)
+ * talks to the host daemon's task address with host paths; this runtime
+ * makes them visible in the guest and relays each call to the agent's Task
+ * API, which runs the container with the guest's runc:
+ *
+ * - the rootfs mounts are mounted, and every host bind mount of the spec is
+ *   bind-mounted, under `<dir>/<pod>/shared/<container>/`, which the guest
+ *   sees over virtiofs as `/run/kuasar/shared/<container>/`, next to the
+ *   spec rewritten for the guest (guest_spec.ts);
+ * - stdio paths stay on the host, copied to and from the agent's streams
+ *   (guest_io.ts);
+ * - every process has a Task.Wait pending at the agent; its answer is the
+ *   exit. A VM that dies takes its processes with it: they exit 137.
+ *
+ * State lives in the guest; after a restart the host asks the agent (State)
+ * and re-attaches the waits and the stdio copies.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { Code, codeOf, UnavailableError } from "../../domain/errors.ts";
+import type { SandboxRecord } from "../../domain/sandbox.ts";
+import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
+import { now } from "../../domain/time.ts";
+import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
+import { Status } from "../../gen/containerd/types/task/task.ts";
+import { log } from "../../log.ts";
+import type {
+  ContainerRuntime,
+  ProcessExitListener,
+  ProcessInfo,
+  StoredAnyBytes,
+} from "../../ports/container_runtime.ts";
+import { sleep } from "../../app/sync.ts";
+import { fromTimestamp } from "../convert.ts";
+import { readSpec } from "../os/bundle.ts";
+import { bindMount, mountAll, unmountAll } from "../os/mounts.ts";
+import type { TtrpcClient } from "../ttrpc/client.ts";
+import { unaryClient } from "../ttrpc/typed.ts";
+import type { AgentLinks } from "./agent_links.ts";
+import { guestIo, GuestStdio } from "./guest_io.ts";
+import { guestSpec } from "./guest_spec.ts";
+import { GUEST_SHARED_DIR } from "./vmm_sandbox_backend.ts";
+
+/** What the runtime needs from the pod side. */
+export interface VmContainerOptions {
+  /** The sandboxer's --dir. */
+  readonly dir: string;
+  readonly links: AgentLinks;
+  /** Whether the pod's VM is running (its QEMU has not exited). */
+  readonly vmRunning: (sandboxId: string) => boolean;
+}
+
+/** Exit status of a process whose VM died: killed. */
+const VM_GONE_STATUS = 128 + 9;
+const PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+const te = new TextEncoder();
+
+function key(sandboxId: string, cid: string, execId?: string): string {
+  return `${sandboxId}/${cid}/${execId ?? ""}`;
+}
+
+/** The name a process's streams and shares go by: the container id, `.exec` for an exec. */
+function streamBase(cid: string, execId?: string): string {
+  return execId ? `${cid}.${execId}` : cid;
+}
+
+/** Containers relayed to the guest agent. */
+export class VmContainerRuntime implements ContainerRuntime {
+  #o: VmContainerOptions;
+  #listener: ProcessExitListener | undefined;
+  #stdio = new Map<string, GuestStdio>();
+  /** Processes whose exit is awaited; removing a key ends its wait. */
+  #watched = new Set<string>();
+  #log = log.with({ component: "vm-containers" });
+
+  constructor(opts: VmContainerOptions) {
+    this.#o = opts;
+  }
+
+  setExitListener(listener: ProcessExitListener): void {
+    this.#listener = listener;
+  }
+
+  async #agent(sandboxId: string) {
+    if (!this.#o.vmRunning(sandboxId)) {
+      throw new UnavailableError(`The VM of sandbox "${sandboxId}" is not running`);
+    }
+    return unaryClient(await this.#o.links.get(sandboxId), TaskV3);
+  }
+
+  #sharedDir(sandboxId: string, cid: string): string {
+    return join(this.#o.dir, sandboxId, "shared", cid);
+  }
+
+  // ------------------------------------------------------------- processes
+
+  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    const shared = this.#sharedDir(sb.id, c.id);
+    const guestBundle = `${GUEST_SHARED_DIR}/${c.id}`;
+    try {
+      const spec = await readSpec(c.bundle);
+      const g = guestSpec(spec, c.id, guestBundle);
+      const rootfs = join(shared, "rootfs");
+      await Deno.mkdir(rootfs, { recursive: true, mode: 0o755 });
+      if (c.rootfs.length) await mountAll(c.rootfs, rootfs);
+      else await bindMount(join(c.bundle, spec.root?.path ?? "rootfs"), rootfs);
+      for (const s of g.shares) {
+        const target = join(shared, s.name);
+        if ((await Deno.stat(s.source)).isDirectory) await Deno.mkdir(target);
+        else await Deno.writeFile(target, new Uint8Array());
+        await bindMount(s.source, target);
+      }
+      await Deno.writeTextFile(join(shared, "config.json"), JSON.stringify(g.spec));
+      const agent = await this.#agent(sb.id);
+      const io = guestIo(c.io, streamBase(c.id));
+      this.#attach(await this.#o.links.get(sb.id), sb.id, c, undefined);
+      const r = await agent.create({
+        id: c.id,
+        bundle: guestBundle,
+        rootfs: [],
+        ...io,
+        checkpoint: "",
+        parentCheckpoint: "",
+        options: undefined,
+      });
+      c.pid = r.pid;
+      this.#watch(sb.id, c, undefined);
+    } catch (e) {
+      await this.#release(sb.id, c.id, undefined);
+      await unmountAll(shared);
+      await Deno.remove(shared, { recursive: true }).catch(() => {});
+      throw e;
+    }
+  }
+
+  async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    const r = await (await this.#agent(sb.id)).start({ id: c.id, execId: "" });
+    c.pid = r.pid;
+  }
+
+  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+    const agent = await this.#agent(sb.id);
+    const io = guestIo(e.io, streamBase(c.id, e.id));
+    this.#attach(await this.#o.links.get(sb.id), sb.id, c, e);
+    try {
+      await agent.exec({
+        id: c.id,
+        execId: e.id,
+        ...io,
+        spec: { typeUrl: PROCESS_SPEC_TYPE, value: te.encode(JSON.stringify(e.spec)) },
+      });
+      e.pid = (await agent.start({ id: c.id, execId: e.id })).pid;
+    } catch (err) {
+      await agent.delete({ id: c.id, execId: e.id }).catch(() => {});
+      await this.#release(sb.id, c.id, e.id);
+      throw err;
+    }
+    this.#watch(sb.id, c, e);
+  }
+
+  async kill(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+    signal: number,
+    all: boolean,
+  ): Promise<void> {
+    if (!this.#o.vmRunning(sb.id)) {
+      // Nothing runs in a VM that is gone.
+      this.#vmGone(sb.id, c, e ? [e] : [undefined, ...Object.values(c.execs)]);
+      return;
+    }
+    await (await this.#agent(sb.id)).kill({ id: c.id, execId: e?.id ?? "", signal, all });
+  }
+
+  async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    if (this.#o.vmRunning(sb.id)) {
+      await (await this.#agent(sb.id)).delete({ id: c.id, execId: "" }).catch((err) => {
+        if (codeOf(err) !== Code.NOT_FOUND) throw err;
+      });
+    }
+    await this.#release(sb.id, c.id, undefined);
+    const shared = this.#sharedDir(sb.id, c.id);
+    await unmountAll(shared);
+    await Deno.remove(shared, { recursive: true }).catch(() => {});
+  }
+
+  async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+    if (this.#o.vmRunning(sb.id)) {
+      await (await this.#agent(sb.id)).delete({ id: c.id, execId: e.id }).catch((err) => {
+        if (codeOf(err) !== Code.NOT_FOUND) throw err;
+      });
+    }
+    await this.#release(sb.id, c.id, e.id);
+  }
+
+  async pids(sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
+    const byPid = new Map(Object.values(c.execs).map((e) => [e.pid, e.id]));
+    const r = await (await this.#agent(sb.id)).pids({ id: c.id });
+    return r.processes.map((p) => ({ pid: p.pid, execId: byPid.get(p.pid) }));
+  }
+
+  async pause(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    await (await this.#agent(sb.id)).pause({ id: c.id });
+  }
+
+  async resume(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    await (await this.#agent(sb.id)).resume({ id: c.id });
+  }
+
+  async update(sb: SandboxRecord, c: ContainerRecord, resources: unknown): Promise<void> {
+    await (await this.#agent(sb.id)).update({
+      id: c.id,
+      resources: { typeUrl: RESOURCES_TYPE, value: te.encode(JSON.stringify(resources)) },
+      annotations: {},
+    });
+  }
+
+  async stats(sb: SandboxRecord, c: ContainerRecord): Promise<StoredAnyBytes> {
+    const r = await (await this.#agent(sb.id)).stats({ id: c.id });
+    if (!r.stats) throw new UnavailableError(`The agent sent no stats for "${c.id}"`);
+    return r.stats;
+  }
+
+  async resizePty(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+    width: number,
+    height: number,
+  ): Promise<void> {
+    await (await this.#agent(sb.id)).resizePty({ id: c.id, execId: e?.id ?? "", width, height });
+  }
+
+  async closeStdin(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+  ): Promise<void> {
+    await (await this.#agent(sb.id)).closeIO({ id: c.id, execId: e?.id ?? "", stdin: true });
+  }
+
+  async recover(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+  ): Promise<ProcessExit | undefined> {
+    if (!this.#o.vmRunning(sb.id)) return { status: VM_GONE_STATUS, at: now() };
+    const s = await (await this.#agent(sb.id)).state({ id: c.id, execId: e?.id ?? "" });
+    if (s.status === Status.STOPPED) {
+      return { status: s.exitStatus, at: fromTimestamp(s.exitedAt) ?? now() };
+    }
+    this.#attach(await this.#o.links.get(sb.id), sb.id, c, e);
+    this.#watch(sb.id, c, e);
+    return undefined;
+  }
+
+  // ------------------------------------------------------------- internals
+
+  /** Starts the stdio copies of a process (again, after a restart). */
+  #attach(
+    client: TtrpcClient,
+    sandboxId: string,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+  ): void {
+    const io = (e ?? c).io;
+    if (!io.stdin && !io.stdout && !io.stderr) return;
+    this.#stdio.set(
+      key(sandboxId, c.id, e?.id),
+      new GuestStdio(client, io, streamBase(c.id, e?.id)),
+    );
+  }
+
+  /** Waits at the agent for the exit of a process and reports it. */
+  #watch(sandboxId: string, c: ContainerRecord, e: ExecRecord | undefined): void {
+    const k = key(sandboxId, c.id, e?.id);
+    this.#watched.add(k);
+    (async () => {
+      while (this.#watched.has(k)) {
+        try {
+          const r = await (await this.#agent(sandboxId)).wait({ id: c.id, execId: e?.id ?? "" });
+          await this.#stdio.get(k)?.drained();
+          this.#report(sandboxId, c.id, e?.id, {
+            status: r.exitStatus,
+            at: fromTimestamp(r.exitedAt) ?? now(),
+          });
+          return;
+        } catch (err) {
+          if (!this.#watched.has(k)) return;
+          if (!this.#o.vmRunning(sandboxId)) {
+            this.#report(sandboxId, c.id, e?.id, { status: VM_GONE_STATUS, at: now() });
+            return;
+          }
+          this.#log.debug("wait at the agent failed; retrying", { process: k, error: err });
+          await sleep(500);
+        }
+      }
+    })();
+  }
+
+  #vmGone(sandboxId: string, c: ContainerRecord, procs: (ExecRecord | undefined)[]): void {
+    for (const e of procs) {
+      if ((e ?? c).state === "stopped") continue;
+      this.#report(sandboxId, c.id, e?.id, { status: VM_GONE_STATUS, at: now() });
+    }
+  }
+
+  #report(sandboxId: string, cid: string, execId: string | undefined, exit: ProcessExit): void {
+    const k = key(sandboxId, cid, execId);
+    if (!this.#watched.delete(k)) return;
+    this.#listener?.processExited(sandboxId, cid, execId, exit);
+  }
+
+  async #release(sandboxId: string, cid: string, execId: string | undefined): Promise<void> {
+    const k = key(sandboxId, cid, execId);
+    this.#watched.delete(k);
+    const io = this.#stdio.get(k);
+    this.#stdio.delete(k);
+    await io?.close();
+  }
+}

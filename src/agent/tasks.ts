@@ -1,0 +1,112 @@
+/**
+ * The Task API in the guest: containers of the pod run by the guest's runc,
+ * with the same TaskService, runtime and Streaming service the host's runC
+ * sandboxer uses. The whole VM is the pod: one sandbox record, scope
+ * `GUEST_SCOPE`, specs and bundles prepared by the host in the shared
+ * directory. Task events are queued for the host's GetEvents.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { SandboxRegistry } from "../app/registry.ts";
+import { TaskService } from "../app/task_service.ts";
+import { encodeEvent } from "../adapters/events/containerd_events.ts";
+import { toTimestamp } from "../adapters/convert.ts";
+import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
+import { installHelper } from "../adapters/os/helper.ts";
+import { RuncCli } from "../adapters/runc/runc_cli.ts";
+import { RuncContainerRuntime } from "../adapters/runc/runc_container_runtime.ts";
+import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
+import { StreamHub } from "../adapters/task/streaming.ts";
+import { registerTaskService } from "../adapters/task/task_endpoint.ts";
+import type { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { emptyPodConfig } from "../domain/pod_config.ts";
+import { now } from "../domain/time.ts";
+import type { EventPublisher, TaskEvent } from "../ports/event_publisher.ts";
+import type { Envelope } from "../gen/kuasar/github.com/containerd/containerd/api/services/ttrpc/events/v1/events.ts";
+
+/** The sandbox id every Task API call of the host is scoped to. */
+export const GUEST_SCOPE = "pod";
+/** Where the agent keeps its state (the initramfs root is memory anyway). */
+const STATE_DIR = "/run/kuasar/agent";
+/** Events kept for the host while it does not ask; the oldest go first. */
+const MAX_QUEUED_EVENTS = 1024;
+
+/** Task events waiting for the host's GetEvents. */
+export class GuestEvents implements EventPublisher {
+  #queue: Envelope[] = [];
+  #waiters: ((e: Envelope) => void)[] = [];
+
+  publish(namespace: string, event: TaskEvent): void {
+    const env: Envelope = {
+      timestamp: toTimestamp(now()),
+      namespace,
+      topic: event.topic,
+      event: encodeEvent(event),
+    };
+    const w = this.#waiters.shift();
+    if (w) return w(env);
+    this.#queue.push(env);
+    if (this.#queue.length > MAX_QUEUED_EVENTS) this.#queue.shift();
+  }
+
+  /** The next event; waits for one. */
+  next(): Promise<Envelope> {
+    const e = this.#queue.shift();
+    if (e) return Promise.resolve(e);
+    return new Promise((r) => this.#waiters.push(r));
+  }
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** Registers the Task API and Streaming service on the agent's server. */
+export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents): Promise<void> {
+  await Deno.mkdir(STATE_DIR, { recursive: true, mode: 0o700 });
+  const helper = await installHelper({ installDir: "/run/kuasar/bin" });
+  const exits = new ExitWatcher(join(STATE_DIR, "exits"));
+  await exits.start();
+  const streams = new StreamHub();
+  streams.register(server);
+  const runtime = new RuncContainerRuntime({
+    dir: STATE_DIR,
+    helper,
+    exits,
+    // The root is the initramfs, where pivot_root cannot work.
+    cli: new RuncCli({
+      binary: "/usr/sbin/runc",
+      root: join(STATE_DIR, "runc"),
+      systemdCgroup: false,
+      createFlags: ["--no-pivot"],
+    }),
+    streams,
+    guest: true,
+  });
+  const store = new JsonSandboxStore(STATE_DIR);
+  const registry = new SandboxRegistry(store);
+  await store.prepare(GUEST_SCOPE);
+  registry.add({
+    id: GUEST_SCOPE,
+    kind: "vm",
+    state: "running",
+    createdAt: now(),
+    startedAt: now(),
+    pid: Deno.pid,
+    netnsPath: "",
+    pod: emptyPodConfig(),
+    annotations: {},
+    labels: {},
+    extensions: {},
+    taskAddress: "",
+    taskApiVersion: 3,
+    backend: {},
+    containers: {},
+  });
+  registerTaskService(server, new TaskService(registry, runtime, events));
+}
