@@ -1,8 +1,9 @@
 /**
- * Stdio of processes in a VM. containerd hands the host daemon FIFO (or
- * file) paths the guest cannot open; the guest's runtime gets streaming
- * URLs instead, and the host copies between each path and a stream of the
- * agent's Streaming service, playing containerd's side of that protocol
+ * Stdio of processes in a VM. containerd hands the host daemon FIFO or file
+ * paths, or (`io_type = "streaming"`) streams of the host's Streaming
+ * service; the guest can use neither. The guest's runtime gets streaming
+ * URLs of the agent instead, and the host copies between each host end and
+ * its agent stream, playing containerd's side of the Streaming protocol
  * (StreamInit, then Data one way and WindowUpdate the other). A stream that
  * is opened again (a restarted daemon) takes over from the old one and
  * receives what was not yet sent.
@@ -15,7 +16,9 @@ import { Any } from "../../gen/containerd/google/protobuf/any.ts";
 import { StreamInit } from "../../gen/containerd/services/streaming/v1/streaming.ts";
 import { Data, WindowUpdate } from "../../gen/containerd/types/transfer/streaming.ts";
 import { log } from "../../log.ts";
+import { type StreamHub, streamingId } from "../task/streaming.ts";
 import type { ClientStream, TtrpcClient } from "../ttrpc/client.ts";
+import { AsyncQueue } from "../ttrpc/queue.ts";
 import { writeAll } from "../ttrpc/server.ts";
 
 const SERVICE = "containerd.services.streaming.v1.Streaming";
@@ -28,19 +31,24 @@ function streamUrl(id: string): string {
   return `ttrpc+agent://kuasar?streaming_id=${encodeURIComponent(id)}`;
 }
 
-function hostPath(stdio: string): string {
-  if (stdio.startsWith("file://")) return new URL(stdio).pathname;
+/** A host stdio: a path (FIFO or file), or a stream id of the host's Streaming service. */
+type HostEnd = { path: string } | { stream: string };
+
+function hostEnd(stdio: string): HostEnd {
+  const stream = streamingId(stdio);
+  if (stream) return { stream };
+  if (stdio.startsWith("file://")) return { path: new URL(stdio).pathname };
   if (stdio.includes("://")) {
     throw new InvalidArgumentError(
-      `Unsupported stdio "${stdio}" for a VM pod: expected a FIFO or file path, or file://`,
+      `Unsupported stdio "${stdio}" for a VM pod: expected a FIFO or file path, file://, or a streaming URL`,
     );
   }
-  return stdio;
+  return { path: stdio };
 }
 
 /** The guest's view of `io`: a stream per stdio the process has, named after `base`. */
 export function guestIo(io: Io, base: string): Io {
-  for (const p of [io.stdin, io.stdout, io.stderr]) if (p) hostPath(p);
+  for (const p of [io.stdin, io.stdout, io.stderr]) if (p) hostEnd(p);
   return {
     stdin: io.stdin ? streamUrl(`${base}-stdin`) : "",
     stdout: io.stdout ? streamUrl(`${base}-stdout`) : "",
@@ -51,6 +59,10 @@ export function guestIo(io: Io, base: string): Io {
 }
 
 const any = (typeUrl: string, value: Uint8Array) => Any.encode({ typeUrl, value }).finish();
+const windowUpdate = (n: number) =>
+  any("containerd.types.transfer.WindowUpdate", WindowUpdate.encode({ update: n }).finish());
+const data = (d: Uint8Array) =>
+  any("containerd.types.transfer.Data", Data.encode({ data: d }).finish());
 
 async function openStream(client: TtrpcClient, id: string): Promise<ClientStream> {
   const s = await client.stream(SERVICE, "Stream", { streamingClient: true });
@@ -60,37 +72,36 @@ async function openStream(client: TtrpcClient, id: string): Promise<ClientStream
   return s;
 }
 
-/** Copies a guest output stream into a host path; resolves when the stream ends. */
-async function pumpOut(client: TtrpcClient, id: string, path: string): Promise<void> {
+/** Where output goes on the host. */
+interface OutSink {
+  write(d: Uint8Array): Promise<void>;
+  close(): void;
+}
+
+/** Where input comes from on the host: chunks until the end of input. */
+type InSource = AsyncIterable<Uint8Array>;
+
+/** Copies a guest output stream into a host sink; resolves when the stream ends. */
+async function pumpOut(client: TtrpcClient, id: string, open: () => Promise<OutSink>) {
   const s = await openStream(client, id);
   const it = s.received[Symbol.asyncIterator]();
   await it.next(); // the acknowledgement of StreamInit
-  const f = await Deno.open(path, { write: true, append: true });
+  const sink = await open();
   try {
     for (let m = await it.next(); !m.done; m = await it.next()) {
       const a = Any.decode(m.value);
       if (!a.typeUrl.endsWith("Data")) continue;
-      const data = Data.decode(a.value).data;
-      await writeAll(f, data);
-      await s.send(
-        any(
-          "containerd.types.transfer.WindowUpdate",
-          WindowUpdate.encode({ update: data.length }).finish(),
-        ),
-      );
+      const d = Data.decode(a.value).data;
+      await sink.write(d);
+      await s.send(windowUpdate(d.length));
     }
   } finally {
-    f.close();
+    sink.close();
   }
 }
 
-/** Copies a host path into a guest stdin stream until the path's end of input. */
-async function pumpIn(
-  client: TtrpcClient,
-  id: string,
-  path: string,
-  opened: (f: Deno.FsFile) => void,
-): Promise<void> {
+/** Copies a host source into a guest stdin stream, then ends the stream's input. */
+async function pumpIn(client: TtrpcClient, id: string, source: InSource): Promise<void> {
   const s = await openStream(client, id);
   let credit = 0;
   let wake: (() => void) | undefined;
@@ -105,29 +116,30 @@ async function pumpIn(
     ended = true;
     wake?.();
   });
+  for await (const chunk of source) {
+    for (let off = 0; off < chunk.length;) {
+      while (credit <= 0 && !ended) await new Promise<void>((r) => (wake = r));
+      if (ended) return;
+      const len = Math.min(credit, chunk.length - off);
+      await s.send(data(chunk.subarray(off, off + len)));
+      credit -= len;
+      off += len;
+    }
+  }
+  await s.closeSend();
+}
+
+/** Chunks read from a host path until its end (a FIFO's last writer closed). */
+async function* readPath(path: string, opened: (f: Deno.FsFile) => void): InSource {
   const f = await Deno.open(path, { read: true });
   opened(f);
   const buf = new Uint8Array(CHUNK);
   try {
     for (;;) {
       const n = await f.read(buf).catch(() => null);
-      if (n === null) break;
-      let off = 0;
-      while (off < n) {
-        while (credit <= 0 && !ended) await new Promise<void>((r) => (wake = r));
-        if (ended) return;
-        const len = Math.min(credit, n - off);
-        await s.send(
-          any(
-            "containerd.types.transfer.Data",
-            Data.encode({ data: buf.slice(off, off + len) }).finish(),
-          ),
-        );
-        credit -= len;
-        off += len;
-      }
+      if (n === null) return;
+      yield buf.slice(0, n);
     }
-    await s.closeSend();
   } finally {
     try {
       f.close();
@@ -140,22 +152,45 @@ export class GuestStdio {
   readonly #output: Promise<unknown>;
   #stdinPath: string | undefined;
   #stdinFile: Deno.FsFile | undefined;
+  #stdinQueue: AsyncQueue<Uint8Array> | undefined;
   #stdin: Promise<void> | undefined;
 
-  /** Starts copying between the host paths of `io` and the guest streams named after `base`. */
-  constructor(client: TtrpcClient, io: Io, base: string) {
+  /**
+   * Starts copying between the host ends of `io` (paths, or streams of pod
+   * `scope` in `hub`) and the guest streams named after `base`.
+   */
+  constructor(client: TtrpcClient, io: Io, base: string, hub: StreamHub, scope: string) {
     const l = log.with({ component: "vm-stdio", stream: base });
-    const out = (p: string, kind: string) =>
-      pumpOut(client, `${base}-${kind}`, hostPath(p)).catch((e) =>
+    const out = (stdio: string, kind: string) => {
+      const end = hostEnd(stdio);
+      const open = async (): Promise<OutSink> => {
+        if ("stream" in end) {
+          const ch = hub.output(scope, end.stream);
+          return { write: (d) => Promise.resolve(ch.push(d)), close: () => ch.end() };
+        }
+        const f = await Deno.open(end.path, { write: true, append: true });
+        return { write: (d) => writeAll(f, d), close: () => f.close() };
+      };
+      return pumpOut(client, `${base}-${kind}`, open).catch((e) =>
         l.debug("output copy ended", { kind, error: e })
       );
+    };
     this.#output = Promise.all([
       io.stdout ? out(io.stdout, "stdout") : undefined,
       io.stderr && !io.terminal ? out(io.stderr, "stderr") : undefined,
     ]);
     if (io.stdin) {
-      this.#stdinPath = hostPath(io.stdin);
-      this.#stdin = pumpIn(client, `${base}-stdin`, this.#stdinPath, (f) => (this.#stdinFile = f))
+      const end = hostEnd(io.stdin);
+      let source: InSource;
+      if ("stream" in end) {
+        const q = this.#stdinQueue = new AsyncQueue<Uint8Array>();
+        hub.input(scope, end.stream).setSink((d) => Promise.resolve(d ? q.push(d) : q.close()));
+        source = q;
+      } else {
+        this.#stdinPath = end.path;
+        source = readPath(end.path, (f) => (this.#stdinFile = f));
+      }
+      this.#stdin = pumpIn(client, `${base}-stdin`, source)
         .catch((e) => l.debug("input copy ended", { error: e }));
     }
   }
@@ -170,6 +205,7 @@ export class GuestStdio {
   /** Stops the input copy (also when it still waits for a writer to open the FIFO). */
   async close(): Promise<void> {
     if (!this.#stdin) return;
+    this.#stdinQueue?.close();
     if (this.#stdinFile) {
       try {
         this.#stdinFile.close();

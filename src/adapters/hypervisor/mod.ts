@@ -77,6 +77,7 @@ export const vmmKind: SandboxKind = {
         dir: ctx.dir,
         links: backend.links,
         vmRunning: (id) => backend.vmRunning(id),
+        streams: ctx.streams,
       });
       return Promise.resolve({ backend, runtime });
     } catch (e) {

@@ -8,8 +8,8 @@
  *   bind-mounted, under `<dir>/<pod>/shared/<container>/`, which the guest
  *   sees over virtiofs as `/run/kuasar/shared/<container>/`, next to the
  *   spec rewritten for the guest (guest_spec.ts);
- * - stdio paths stay on the host, copied to and from the agent's streams
- *   (guest_io.ts);
+ * - stdio (FIFOs, files, or containerd's streams) stays on the host, copied
+ *   to and from the agent's streams (guest_io.ts);
  * - every process has a Task.Wait pending at the agent; its answer is the
  *   exit. A VM that dies takes its processes with it: they exit 137.
  *
@@ -21,7 +21,7 @@
 import { join } from "node:path";
 import { Code, codeOf, UnavailableError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
-import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
+import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
 import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
 import { Status } from "../../gen/containerd/types/task/task.ts";
@@ -36,6 +36,7 @@ import { sleep } from "../../app/sync.ts";
 import { fromTimestamp } from "../convert.ts";
 import { readSpec } from "../os/bundle.ts";
 import { bindMount, mountAll, unmountAll } from "../os/mounts.ts";
+import { type StreamHub, streamingId } from "../task/streaming.ts";
 import type { TtrpcClient } from "../ttrpc/client.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
@@ -50,6 +51,8 @@ export interface VmContainerOptions {
   readonly links: AgentLinks;
   /** Whether the pod's VM is running (its QEMU has not exited). */
   readonly vmRunning: (sandboxId: string) => boolean;
+  /** The host's Streaming service, for containerd's streaming IO. */
+  readonly streams: StreamHub;
 }
 
 /** Exit status of a process whose VM died: killed. */
@@ -130,7 +133,7 @@ export class VmContainerRuntime implements ContainerRuntime {
       c.pid = r.pid;
       this.#watch(sb.id, c, undefined);
     } catch (e) {
-      await this.#release(sb.id, c.id, undefined);
+      await this.#release(sb.id, c.io, c.id, undefined);
       await unmountAll(shared);
       await Deno.remove(shared, { recursive: true }).catch(() => {});
       throw e;
@@ -156,7 +159,7 @@ export class VmContainerRuntime implements ContainerRuntime {
       e.pid = (await agent.start({ id: c.id, execId: e.id })).pid;
     } catch (err) {
       await agent.delete({ id: c.id, execId: e.id }).catch(() => {});
-      await this.#release(sb.id, c.id, e.id);
+      await this.#release(sb.id, e.io, c.id, e.id);
       throw err;
     }
     this.#watch(sb.id, c, e);
@@ -183,7 +186,7 @@ export class VmContainerRuntime implements ContainerRuntime {
         if (codeOf(err) !== Code.NOT_FOUND) throw err;
       });
     }
-    await this.#release(sb.id, c.id, undefined);
+    await this.#release(sb.id, c.io, c.id, undefined);
     const shared = this.#sharedDir(sb.id, c.id);
     await unmountAll(shared);
     await Deno.remove(shared, { recursive: true }).catch(() => {});
@@ -195,7 +198,7 @@ export class VmContainerRuntime implements ContainerRuntime {
         if (codeOf(err) !== Code.NOT_FOUND) throw err;
       });
     }
-    await this.#release(sb.id, c.id, e.id);
+    await this.#release(sb.id, e.io, c.id, e.id);
   }
 
   async pids(sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
@@ -272,7 +275,7 @@ export class VmContainerRuntime implements ContainerRuntime {
     if (!io.stdin && !io.stdout && !io.stderr) return;
     this.#stdio.set(
       key(sandboxId, c.id, e?.id),
-      new GuestStdio(client, io, streamBase(c.id, e?.id)),
+      new GuestStdio(client, io, streamBase(c.id, e?.id), this.#o.streams, sandboxId),
     );
   }
 
@@ -316,11 +319,15 @@ export class VmContainerRuntime implements ContainerRuntime {
     this.#listener?.processExited(sandboxId, cid, execId, exit);
   }
 
-  async #release(sandboxId: string, cid: string, execId: string | undefined): Promise<void> {
+  /** Forgets a deleted process: its wait, its stdio copies, the host streams it had. */
+  async #release(sandboxId: string, io: Io, cid: string, execId: string | undefined) {
     const k = key(sandboxId, cid, execId);
+    const streams = [io.stdin, io.stdout, io.stderr].map((x) => x && streamingId(x))
+      .filter((x): x is string => !!x);
+    this.#o.streams.remove(sandboxId, streams);
     this.#watched.delete(k);
-    const io = this.#stdio.get(k);
+    const copies = this.#stdio.get(k);
     this.#stdio.delete(k);
-    await io?.close();
+    await copies?.close();
   }
 }
