@@ -24,7 +24,10 @@ const server = new TtrpcServer();
 const events = new GuestEvents();
 server.register(
   SandboxServiceDefinition.fullName,
-  unaryMethods(SandboxServiceDefinition, sandboxService(undefined, () => events.next())),
+  unaryMethods(
+    SandboxServiceDefinition,
+    sandboxService(undefined, (signal) => events.next(signal)),
+  ),
 );
 
 /** Serves the virtio-serial port, a ttrpc session per host connection. */

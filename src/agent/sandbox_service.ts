@@ -133,12 +133,12 @@ export async function setupSandbox(pod: PodSandboxJson, paths: GuestPaths): Prom
 /** The service's handlers. */
 export function sandboxService(
   paths: GuestPaths = { procSys: "/proc/sys", resolvConf: "/etc/resolv.conf" },
-  nextEvent?: () => Promise<Envelope>,
+  nextEvent?: (signal: AbortSignal) => Promise<Envelope>,
 ): UnaryImplementation<typeof SandboxServiceDefinition> {
   return {
     check: () => Promise.resolve({}),
     // Kuasar's host long-polls: each call answers with the next task event.
-    getEvents: nextEvent && (() => nextEvent()),
+    getEvents: nextEvent && ((_req, ctx) => nextEvent(ctx.signal)),
     execVMProcess: async (req) => ({ out: await execShell(req.command, req.stdin) }),
     syncClock: (p: SyncClockPacket) => {
       if (p.Delta === 0n) {

@@ -50,11 +50,22 @@ export class GuestEvents implements EventPublisher {
     if (this.#queue.length > MAX_QUEUED_EVENTS) this.#queue.shift();
   }
 
-  /** The next event; waits for one. */
-  next(): Promise<Envelope> {
+  /** The next event; waits for one (an aborted wait takes none, so none is lost). */
+  next(signal?: AbortSignal): Promise<Envelope> {
     const e = this.#queue.shift();
     if (e) return Promise.resolve(e);
-    return new Promise((r) => this.#waiters.push(r));
+    return new Promise((resolve, reject) => {
+      const w = (env: Envelope) => {
+        signal?.removeEventListener("abort", abort);
+        resolve(env);
+      };
+      const abort = () => {
+        this.#waiters = this.#waiters.filter((x) => x !== w);
+        reject(signal?.reason ?? new Error("aborted"));
+      };
+      this.#waiters.push(w);
+      signal?.addEventListener("abort", abort, { once: true });
+    });
   }
 
   flush(): Promise<void> {

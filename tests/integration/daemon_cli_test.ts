@@ -6,10 +6,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { EventsDefinition } from "../../src/gen/containerd/services/ttrpc/events/v1/events.ts";
 import { TaskExit } from "../../src/gen/containerd/events/task.ts";
-import { TtrpcServer } from "../../src/adapters/ttrpc/server.ts";
-import { unaryMethods } from "../../src/adapters/ttrpc/typed.ts";
+import { startEventsSink } from "../support/events.ts";
 import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { has, runcUnavailable, skipUnless } from "../support/env.ts";
@@ -224,27 +222,9 @@ Deno.test({
   ...skip,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "k-" });
-    const events: { topic: string; namespace: string; typeUrl: string; value: Uint8Array }[] = [];
-    const server = new TtrpcServer();
-    server.register(
-      EventsDefinition.fullName,
-      unaryMethods(EventsDefinition, {
-        forward: (r) => {
-          const e = r.envelope!;
-          events.push({
-            topic: e.topic,
-            namespace: e.namespace,
-            typeUrl: e.event!.typeUrl,
-            value: e.event!.value,
-          });
-          return Promise.resolve({});
-        },
-      }),
-    );
-    const sock = join(dir, "containerd.sock.ttrpc");
-    const listener = Deno.listen({ transport: "unix", path: sock });
-    const serving = server.serve(listener);
-    const d = await TestDaemon.start({ extraArgs: ["--containerd-address", sock] });
+    const sink = startEventsSink(dir);
+    const events = sink.events;
+    const d = await TestDaemon.start({ extraArgs: ["--containerd-address", sink.address] });
     try {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, { args: ["sh", "-c", "exit 9"] });
@@ -254,9 +234,7 @@ Deno.test({
       await w;
       await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
       t.close();
-      for (let i = 0; i < 100 && events.length < 4; i++) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      await sink.until((e) => e.length >= 4);
       assert.deepEqual(events.map((e) => e.topic), [
         "/tasks/create",
         "/tasks/start",
@@ -271,8 +249,7 @@ Deno.test({
       await d.controller.shutdown(pod.id);
     } finally {
       await d.cleanup();
-      server.close();
-      await serving;
+      await sink.close();
       await Deno.remove(dir, { recursive: true });
     }
   },

@@ -9,6 +9,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { processSpec } from "../support/oci.ts";
+import { startEventsSink } from "../support/events.ts";
+import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 import { has, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
@@ -26,7 +28,7 @@ function unavailable(): string | undefined {
   return undefined;
 }
 
-async function startVmm(): Promise<TestDaemon> {
+async function startVmm(extraArgs: string[] = []): Promise<TestDaemon> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "vmm.toml");
   await Deno.writeTextFile(
@@ -42,7 +44,11 @@ async function startVmm(): Promise<TestDaemon> {
       "",
     ].join("\n"),
   );
-  return await TestDaemon.start({ base, kind: "vmm", extraArgs: ["--config", config] });
+  return await TestDaemon.start({
+    base,
+    kind: "vmm",
+    extraArgs: ["--config", config, ...extraArgs],
+  });
 }
 
 function qemuAlive(pid: number): boolean {
@@ -261,6 +267,43 @@ Deno.test({
       await d.cleanup();
       await new Deno.Command("ip", { args: ["link", "del", hostIf] }).output();
       await new Deno.Command("ip", { args: ["netns", "del", ns] }).output();
+    }
+  },
+});
+
+Deno.test({
+  name: "vmm: an out-of-memory kill in the guest reaches containerd as /tasks/oom",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "k-ev-" });
+    const sink = startEventsSink(dir);
+    try {
+      await withDaemon(async (d) => {
+        const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+        // A shell string of 64 MiB in a container limited to 16 MiB.
+        const c = await createContainer(d, pod, {
+          args: ["sh", "-c", "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived"],
+          memoryLimit: 16 * 1024 * 1024,
+        });
+        const t = await taskClient(pod.address);
+        try {
+          const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+          await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+          assert.equal((await w).exitStatus, 137);
+          await sink.until((e) => e.some((x) => x.topic === "/tasks/oom"), 10_000);
+          const oom = sink.events.find((x) => x.topic === "/tasks/oom");
+          assert.ok(oom, `no /tasks/oom among ${sink.events.map((x) => x.topic)}`);
+          assert.equal(TaskOOM.decode(oom.value).containerId, c.id);
+          await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+        } finally {
+          t.close();
+        }
+        await d.controller.shutdown(pod.id);
+        assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+      }, () => startVmm(["--containerd-address", sink.address]));
+    } finally {
+      await sink.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -11,7 +11,8 @@
  * - stdio (FIFOs, files, or containerd's streams) stays on the host, copied
  *   to and from the agent's streams (guest_io.ts);
  * - every process has a Task.Wait pending at the agent; its answer is the
- *   exit. A VM that dies takes its processes with it: they exit 137.
+ *   exit. A VM that dies takes its processes with it: they exit 137. The
+ *   agent's GetEvents is followed for what only the guest sees (OOM kills).
  *
  * State lives in the guest; after a restart the host asks the agent (State)
  * and re-attaches the waits and the stdio copies.
@@ -23,7 +24,9 @@ import { Code, codeOf, UnavailableError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
+import { TaskOOM } from "../../gen/containerd/events/task.ts";
 import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
+import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { Status } from "../../gen/containerd/types/task/task.ts";
 import { log } from "../../log.ts";
 import type {
@@ -78,6 +81,8 @@ export class VmContainerRuntime implements ContainerRuntime {
   #stdio = new Map<string, GuestStdio>();
   /** Processes whose exit is awaited; removing a key ends its wait. */
   #watched = new Set<string>();
+  /** Pods whose agent events are followed. */
+  #following = new Set<string>();
   #log = log.with({ component: "vm-containers" });
 
   constructor(opts: VmContainerOptions) {
@@ -283,6 +288,7 @@ export class VmContainerRuntime implements ContainerRuntime {
   #watch(sandboxId: string, c: ContainerRecord, e: ExecRecord | undefined): void {
     const k = key(sandboxId, c.id, e?.id);
     this.#watched.add(k);
+    this.#followEvents(sandboxId);
     (async () => {
       while (this.#watched.has(k)) {
         try {
@@ -304,6 +310,28 @@ export class VmContainerRuntime implements ContainerRuntime {
         }
       }
     })();
+  }
+
+  /**
+   * Long-polls the agent's GetEvents while the VM runs. Exits already come
+   * from the waits; what only the guest sees is an out-of-memory kill.
+   */
+  #followEvents(sandboxId: string): void {
+    if (this.#following.has(sandboxId)) return;
+    this.#following.add(sandboxId);
+    (async () => {
+      while (this.#o.vmRunning(sandboxId)) {
+        try {
+          const agent = unaryClient(await this.#o.links.get(sandboxId), SandboxServiceDefinition);
+          const env = await agent.getEvents({});
+          if (env.topic === "/tasks/oom" && env.event) {
+            this.#listener?.processOom?.(sandboxId, TaskOOM.decode(env.event.value).containerId);
+          }
+        } catch {
+          await sleep(500);
+        }
+      }
+    })().finally(() => this.#following.delete(sandboxId));
   }
 
   #vmGone(sandboxId: string, c: ContainerRecord, procs: (ExecRecord | undefined)[]): void {
