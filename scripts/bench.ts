@@ -69,10 +69,11 @@ const sections: Record<string, () => Promise<void>> = {
       "(KVM is not usable here), 512 MiB, 1 vCPU, the image of `deno task guest-image`;",
       `${n} pods and ${n} bare boots, alternating.`,
       "",
-      "Phases of Controller Create + Start (Start returns once the agent answers Check):",
-      "QMP reachable after the QEMU spawn (VMM spawn), the guest's uptime when /init starts the",
-      "agent (kernel boot, from the console), agent ready (Start's own timing, from the spawn).",
-      "Container start is not measured: containers in VM pods are not implemented yet.",
+      "Phases, as containerd drives them: Controller Create + Start (Start returns once the agent",
+      "answers Check), then Task.Create + Task.Start of a first container (busybox `sleep`, an",
+      "overlay rootfs shared over virtiofs, runc in the guest). Inside the Start: QMP reachable",
+      "after the QEMU spawn (VMM spawn), the guest's uptime when /init starts the agent (kernel",
+      "boot, from the console), agent ready (Start's own timing, from the spawn).",
       "Bare: the same kernel and initramfs with busybox as init powering off at once",
       "(`rdinit=/bin/busybox -- poweroff -f`), from spawn to QEMU's exit, without the pod's",
       "virtiofs share (memfd-backed guest memory and virtiofsd), which the pods have.",
@@ -82,19 +83,24 @@ const sections: Record<string, () => Promise<void>> = {
       row("VMM spawn (QMP up)", r.ours.map((o) => o.vmm)),
       row("kernel boot (guest uptime at /init)", r.ours.map((o) => o.guestInit)),
       row("agent ready (from spawn)", r.ours.map((o) => o.agentReady)),
-      row("**Controller Create + Start**", total),
+      row("Controller Create + Start", r.ours.map((o) => o.pod)),
+      row("first container: Task.Create + Task.Start", r.ours.map((o) => o.container)),
+      row("**Controller Create → first container running**", total),
       row("**bare QEMU boot to init**", r.bare),
       "",
-      `Ratio pod start / bare boot: p50 ${
+      `Ratio (pod start + first container) / bare boot: p50 ${
         (percentileOf(total, 50) / percentileOf(r.bare, 50)).toFixed(2)
-      }× (target ≤ 1.3×, which includes a first container, not measured yet).`,
+      }× (target ≤ 1.3×); pod start alone: ${
+        (percentileOf(r.ours.map((o) => o.pod), 50) / percentileOf(r.bare, 50)).toFixed(2)
+      }×.`,
       "",
       `Host-side PSS per VM pod besides QEMU (sandboxer growth, monitor helpers, virtiofsd): ${
         Math.round(r.perPodHostKiB)
       } KiB; QEMU itself: ${(r.perPodQemuKiB / 1024).toFixed(1)} MiB per pod.`,
       "",
-      "The distance to the bare boot is the agent: Deno (96 MB of the 102 MB initramfs) unpacked",
-      "and started under software emulation.",
+      "The distance to the bare boot is the agent: Deno (96 MB of the 113 MB initramfs) started",
+      "under software emulation (V8 runs --jitless, with a code cache made at image build), and",
+      "the first container's runc in the guest.",
       "",
     ];
     const md = lines.join("\n");

@@ -95,9 +95,10 @@ Deno.test({
         agent.close();
       }
       const uptime = /kuasar-init: ([\d.]+)s/.exec(guestLog)?.[1];
+      const agentStart = /"sinceExecMs":(\d+)/.exec(guestLog)?.[1];
       console.log(
         `boot (${spec.accel}): agent ready ${Math.round(ready)} ms after spawn; ` +
-          `guest uptime at /init ${uptime} s`,
+          `guest uptime at /init ${uptime} s; agent up ${agentStart} ms after its exec`,
       );
       await qmp.execute("quit").catch(() => {}); // QEMU may close before it answers
       const st = await qemu.status;

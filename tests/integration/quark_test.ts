@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { mkfifo, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { has, runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
-import { startPod } from "../support/pod.ts";
+import { startPod, tasksUpdate } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
 
 const FAKE = new URL("../quark/fake-quark.sh", import.meta.url).pathname;
@@ -21,25 +21,6 @@ async function startQuark(binary: string): Promise<TestDaemon> {
   const config = join(base, "quark.toml");
   await Deno.writeTextFile(config, `[quark]\nbinary = "${binary}"\n`);
   return await TestDaemon.start({ base, kind: "quark", extraArgs: ["--config", config] });
-}
-
-function tasksUpdate(podId: string, doc: unknown) {
-  return {
-    sandboxId: podId,
-    fields: ["extensions.tasks"],
-    sandbox: {
-      sandboxId: podId,
-      runtime: undefined,
-      spec: undefined,
-      labels: {},
-      createdAt: undefined,
-      updatedAt: undefined,
-      extensions: {
-        tasks: { typeUrl: "x", value: new TextEncoder().encode(JSON.stringify(doc)) },
-      },
-      sandboxer: "",
-    },
-  };
 }
 
 async function mountPoints(prefix: string): Promise<string[]> {

@@ -8,12 +8,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
-import { processSpec } from "../support/oci.ts";
+import { processSpec, writeBundle } from "../support/oci.ts";
 import { startEventsSink } from "../support/events.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 import { has, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
-import { createContainer, startPod } from "../support/pod.ts";
+import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
+import { overlayRootfs } from "../support/rootfs.ts";
 
 const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
 
@@ -102,6 +103,30 @@ Deno.test({
         assert.equal(await Deno.readTextFile(join(vol, "out.txt")), "from-vm\n");
         assert.equal((await t.task.delete({ id: c1.id, execId: "" }, K8S_NS)).exitStatus, 42);
         await assert.rejects(t.task.state({ id: c1.id, execId: "" }, K8S_NS), /not found/);
+
+        // Announced in extensions.tasks (iSulad, Kuasar's containerd): shared into the guest
+        // before Task.Create, which then uses that share.
+        const x1 = randomId();
+        const announced = join(d.base, "announced", x1);
+        await writeBundle(announced, x1, {
+          args: ["sh", "-c", "exit 0"],
+          sandboxPid: a.pid,
+          sandboxId: a.id,
+          cgroupParent: d.cgroupParent,
+        });
+        const spec = JSON.parse(await Deno.readTextFile(join(announced, "config.json")));
+        const rootfs = await overlayRootfs(join(d.base, "snap-x1"));
+        await d.controller.update(tasksUpdate(a.id, { tasks: [{ task_id: x1, spec, rootfs }] }));
+        const share = join(d.dir, a.id, "shared", x1);
+        assert.ok((await Deno.stat(join(share, "rootfs", "bin", "sh"))).isFile, "rootfs shared");
+        const guestView = JSON.parse(await Deno.readTextFile(join(share, "config.json")));
+        assert.equal(guestView.root.path, "rootfs");
+        await createContainer(d, a, { args: ["sh", "-c", "exit 0"] }, x1);
+        const wx = t.task.wait({ id: x1, execId: "" }, K8S_NS);
+        await t.task.start({ id: x1, execId: "" }, K8S_NS);
+        assert.equal((await wx).exitStatus, 0);
+        await t.task.delete({ id: x1, execId: "" }, K8S_NS);
+        await assert.rejects(Deno.stat(share), /No such file/, "Delete removes the share");
 
         // A long-running container: exec, pids, stats, a pty; it exits when the host
         // drops a file into its volume.

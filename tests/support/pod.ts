@@ -105,3 +105,23 @@ export async function createContainer(
     t.close();
   }
 }
+
+/** Controller.Update announcing containers in `extensions.tasks`, as iSulad and Kuasar's containerd do. */
+export function tasksUpdate(podId: string, doc: unknown) {
+  return {
+    sandboxId: podId,
+    fields: ["extensions.tasks"],
+    sandbox: {
+      sandboxId: podId,
+      runtime: undefined,
+      spec: undefined,
+      labels: {},
+      createdAt: undefined,
+      updatedAt: undefined,
+      extensions: {
+        tasks: { typeUrl: "x", value: new TextEncoder().encode(JSON.stringify(doc)) },
+      },
+      sandboxer: "",
+    },
+  };
+}

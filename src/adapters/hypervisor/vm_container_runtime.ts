@@ -38,14 +38,12 @@ import type {
 import { sleep } from "../../app/sync.ts";
 import { fromTimestamp } from "../convert.ts";
 import { readSpec } from "../os/bundle.ts";
-import { bindMount, mountAll, unmountAll } from "../os/mounts.ts";
 import { type StreamHub, streamingId } from "../task/streaming.ts";
 import type { TtrpcClient } from "../ttrpc/client.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
 import { guestIo, GuestStdio } from "./guest_io.ts";
-import { guestSpec } from "./guest_spec.ts";
-import { GUEST_SHARED_DIR } from "./vmm_sandbox_backend.ts";
+import { guestBundle, makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 
 /** What the runtime needs from the pod side. */
 export interface VmContainerOptions {
@@ -100,35 +98,24 @@ export class VmContainerRuntime implements ContainerRuntime {
     return unaryClient(await this.#o.links.get(sandboxId), TaskV3);
   }
 
-  #sharedDir(sandboxId: string, cid: string): string {
-    return join(this.#o.dir, sandboxId, "shared", cid);
-  }
-
   // ------------------------------------------------------------- processes
 
   async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
-    const shared = this.#sharedDir(sb.id, c.id);
-    const guestBundle = `${GUEST_SHARED_DIR}/${c.id}`;
+    const share = shareDir(this.#o.dir, sb.id, c.id);
+    const t0 = performance.now();
     try {
-      const spec = await readSpec(c.bundle);
-      const g = guestSpec(spec, c.id, guestBundle);
-      const rootfs = join(shared, "rootfs");
-      await Deno.mkdir(rootfs, { recursive: true, mode: 0o755 });
-      if (c.rootfs.length) await mountAll(c.rootfs, rootfs);
-      else await bindMount(join(c.bundle, spec.root?.path ?? "rootfs"), rootfs);
-      for (const s of g.shares) {
-        const target = join(shared, s.name);
-        if ((await Deno.stat(s.source)).isDirectory) await Deno.mkdir(target);
-        else await Deno.writeFile(target, new Uint8Array());
-        await bindMount(s.source, target);
+      // Made already when the engine announced the container (extensions.tasks).
+      if (!await shared(share)) {
+        const spec = await readSpec(c.bundle);
+        await makeShare(share, c.id, spec, c.rootfs, join(c.bundle, spec.root?.path ?? "rootfs"));
       }
-      await Deno.writeTextFile(join(shared, "config.json"), JSON.stringify(g.spec));
       const agent = await this.#agent(sb.id);
+      const t1 = performance.now();
       const io = guestIo(c.io, streamBase(c.id));
       this.#attach(await this.#o.links.get(sb.id), sb.id, c, undefined);
       const r = await agent.create({
         id: c.id,
-        bundle: guestBundle,
+        bundle: guestBundle(c.id),
         rootfs: [],
         ...io,
         checkpoint: "",
@@ -137,10 +124,15 @@ export class VmContainerRuntime implements ContainerRuntime {
       });
       c.pid = r.pid;
       this.#watch(sb.id, c, undefined);
+      this.#log.debug("container created in the guest", {
+        sandbox: sb.id,
+        container: c.id,
+        shareMs: Math.round(t1 - t0),
+        agentMs: Math.round(performance.now() - t1),
+      });
     } catch (e) {
       await this.#release(sb.id, c.io, c.id, undefined);
-      await unmountAll(shared);
-      await Deno.remove(shared, { recursive: true }).catch(() => {});
+      await removeShare(share);
       throw e;
     }
   }
@@ -192,9 +184,7 @@ export class VmContainerRuntime implements ContainerRuntime {
       });
     }
     await this.#release(sb.id, c.io, c.id, undefined);
-    const shared = this.#sharedDir(sb.id, c.id);
-    await unmountAll(shared);
-    await Deno.remove(shared, { recursive: true }).catch(() => {});
+    await removeShare(shareDir(this.#o.dir, sb.id, c.id));
   }
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {

@@ -7,7 +7,11 @@
  * @module
  */
 import { join } from "node:path";
-import { DeadlineExceededError } from "../../domain/errors.ts";
+import { DeadlineExceededError, InvalidArgumentError } from "../../domain/errors.ts";
+import { validateId } from "../../domain/ids.ts";
+import type { OciSpec } from "../../domain/oci.ts";
+import type { TasksDiff } from "../../domain/tasks_extension.ts";
+import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../log.ts";
@@ -42,9 +46,6 @@ export interface VmmBackendOptions {
   /** QEMU's virtiofsd, sharing `<dir>/<id>/shared` as the guest's /run/kuasar/shared; unset: none. */
   readonly virtiofsd?: string;
 }
-
-/** Where the guest mounts the pod's shared directory. */
-export const GUEST_SHARED_DIR = "/run/kuasar/shared";
 
 /** A VM's control sockets and console, by pod. */
 async function vmPaths(dir: string, id: string) {
@@ -228,6 +229,34 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     await this.opts.exits.remove(sharedFsToken(record.id));
     const p = await vmPaths(this.opts.dir, record.id);
     for (const f of [p.qmp, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
+  }
+
+  /**
+   * Shares announced containers into the guest ahead of their Task.Create
+   * (iSulad, Kuasar's containerd); withdrawn ones that were never created go.
+   */
+  async tasksChanged(record: SandboxRecord, diff: TasksDiff): Promise<void> {
+    for (const t of diff.addedTasks) {
+      const cid = validateId("container", t.task_id);
+      if (!t.spec || typeof t.spec !== "object") {
+        throw new InvalidArgumentError(`Task "${cid}" in extensions.tasks has no spec`);
+      }
+      const spec = t.spec as OciSpec;
+      const share = shareDir(this.opts.dir, record.id, cid);
+      if (await shared(share)) continue;
+      const root = spec.root?.path ?? "";
+      if (!t.rootfs.length && !root.startsWith("/")) {
+        throw new InvalidArgumentError(
+          `Task "${cid}" in extensions.tasks has neither rootfs mounts nor an absolute root path`,
+        );
+      }
+      await makeShare(share, cid, spec, t.rootfs.map((m) => ({ ...m, target: "" })), root);
+      this.#log.debug("container shared in advance", { sandbox: record.id, container: cid });
+    }
+    for (const cid of diff.removedTasks) {
+      if (record.containers[cid]) continue; // Task.Delete removes it
+      await removeShare(shareDir(this.opts.dir, record.id, validateId("container", cid)));
+    }
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
