@@ -326,6 +326,10 @@ int cmd_monitor(int argc, char **argv) {
   // prints {"exitStatus":N} when the container ends. Counted, so the runtime
   // command after "--" may hold any argument ("--" of nsenter included).
   char **wait_cmd = NULL;
+  // cgroup.procs files the command starts in (a VM pod's QEMU): joined by the
+  // monitor before it forks, so all the command allocates is charged there.
+  const char *cgroups[16];
+  int ncgroups = 0;
   int i = 0;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -342,7 +346,13 @@ int cmd_monitor(int argc, char **argv) {
     else if (!strcmp(argv[i], "--control")) control = argv[++i];
     else if (!strcmp(argv[i], "--io-socket")) iosock = argv[++i];
     else if (!strcmp(argv[i], "--log")) log = argv[++i];
-    else if (!strcmp(argv[i], "--wait")) {
+    else if (!strcmp(argv[i], "--cgroup")) {
+      if (ncgroups == (int)(sizeof cgroups / sizeof *cgroups)) {
+        dprintf(2, "kuasar-helper monitor: too many --cgroup\n");
+        return 2;
+      }
+      cgroups[ncgroups++] = argv[++i];
+    } else if (!strcmp(argv[i], "--wait")) {
       int n = atoi(argv[++i]);
       if (n < 1 || i + n >= argc) {
         dprintf(2, "kuasar-helper monitor: --wait needs a count and that many arguments\n");
@@ -371,6 +381,14 @@ int cmd_monitor(int argc, char **argv) {
     return 2;
   }
   char **cmd = argv + i;
+  for (int k = 0; k < ncgroups; k++) {
+    int fd = open(cgroups[k], O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "0\n", 2) != 2) {
+      dprintf(2, "kuasar-helper monitor: cannot join cgroup %s: %s\n", cgroups[k], strerror(errno));
+      return 1;
+    }
+    close(fd);
+  }
   setsid();
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
   signal(SIGPIPE, SIG_IGN);

@@ -75,6 +75,16 @@ Deno.test({
       assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
       const guestLog = await Deno.readTextFile(join(d.dir, a.id, "console.log"));
       assert.match(guestLog, /kuasar-agent ready","pid":1/);
+      // QEMU runs in the pod's own cgroup, under the pod's cgroup parent.
+      assert.match(
+        await Deno.readTextFile(`/proc/${a.pid}/cgroup`),
+        new RegExp(`${d.cgroupParent}/${a.id}`),
+      );
+      const metrics = await d.controller.metrics(a.id);
+      assert.match(
+        metrics.metrics?.data?.typeUrl ?? "",
+        /^io\.containerd\.cgroups\.v[12]\.Metrics$/,
+      );
 
       // A container prints through its stdout FIFO and exits 42: it runs on the guest's
       // kernel, with the pod's hostname, and writes to a host volume.

@@ -25,6 +25,8 @@ const SERVICE = "containerd.services.streaming.v1.Streaming";
 const CHUNK = 32 * 1024;
 /** How long an exit waits for the process's output to be copied out. */
 const OUTPUT_DRAIN_MS = 5_000;
+/** How long closing a process's stdio waits for its input copy to end. */
+const STDIN_LET_GO_MS = 1_000;
 
 /** The streaming URL the guest gets for one stdio stream. */
 function streamUrl(id: string): string {
@@ -202,7 +204,11 @@ export class GuestStdio {
     clearTimeout(t);
   }
 
-  /** Stops the input copy (also when it still waits for a writer to open the FIFO). */
+  /**
+   * Stops the input copy. A read of a FIFO cannot be interrupted, and
+   * containerd may hold the write end until after Task.Delete: so the copy
+   * is let go (it ends at the FIFO's next byte or close), never waited for long.
+   */
   async close(): Promise<void> {
     if (!this.#stdin) return;
     this.#stdinQueue?.close();
@@ -212,9 +218,10 @@ export class GuestStdio {
       } catch { /* closed */ }
     } else if (this.#stdinPath) {
       // Opening the write side releases a reader still blocked in open().
-      const w = await Deno.open(this.#stdinPath, { write: true }).catch(() => undefined);
-      w?.close();
+      Deno.open(this.#stdinPath, { write: true }).then((w) => w.close(), () => {});
     }
-    await this.#stdin;
+    let t: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#stdin, new Promise((r) => (t = setTimeout(r, STDIN_LET_GO_MS)))]);
+    clearTimeout(t);
   }
 }

@@ -15,7 +15,13 @@ import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../log.ts";
-import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
+import {
+  cgroupMetrics,
+  cgroupPathsFor,
+  cgroupPathsOf,
+  makeCgroup,
+  removeCgroup,
+} from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { startMonitored } from "../os/monitored.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
@@ -107,11 +113,15 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const argv = record.netnsPath
       ? ["nsenter", `--net=${record.netnsPath}`, "--", ...qemuArgv(spec)]
       : qemuArgv(spec);
+    // The VM's own cgroup under the pod's parent: QEMU's memory is charged there from the start.
+    const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
+    record.backend = { ...record.backend, cgroupsPath };
     const t0 = performance.now();
     const h = await startMonitored({ helper: o.helper, exits: o.exits }, {
       token: holderToken(record.id),
       monitorLog: join(o.dir, record.id, "monitor.log"),
       argv: () => argv,
+      cgroupProcs: await makeCgroup(cgroupsPath),
     });
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
@@ -224,6 +234,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
           .catch(() => {});
       }
     }
+    if (typeof record.backend.cgroupsPath === "string") {
+      await removeCgroup(record.backend.cgroupsPath);
+    }
     // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
     await killByCommandLine(this.opts.exits.needle(sharedFsToken(record.id)));
     await this.opts.exits.remove(sharedFsToken(record.id));
@@ -260,6 +273,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   }
 
   async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
+    if (typeof record.backend.cgroupsPath === "string") {
+      return await cgroupMetrics(cgroupPathsFor(record.backend.cgroupsPath));
+    }
     if (!record.pid) return undefined;
     return await cgroupMetrics(await cgroupPathsOf(record.pid));
   }

@@ -7,6 +7,7 @@
  * @module
  */
 import { join } from "node:path";
+import { InvalidArgumentError } from "../../domain/errors.ts";
 import * as v1 from "../../gen/cgroups/cgroup1/stats/metrics.ts";
 import * as v2 from "../../gen/cgroups/cgroup2/stats/metrics.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
@@ -336,6 +337,42 @@ export async function summedCgroupMetrics(list: readonly CgroupPaths[]): Promise
  * sandbox's cgroup behind on cgroup v1). Retries briefly while the last
  * processes are still leaving it.
  */
+/** v1 controllers a pod's process is accounted and limited by. */
+const ACCOUNTING = new Set(["memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb"]);
+
+/**
+ * Creates cgroup `path` in the hierarchies of the accounting controllers
+ * (v1), or in the unified tree with them enabled along the way (v2);
+ * returns its cgroup.procs files.
+ */
+export async function makeCgroup(path: string): Promise<string[]> {
+  const rel = path.replace(/^\/+/, "");
+  if (!rel || rel.split("/").includes("..")) {
+    throw new InvalidArgumentError(`Invalid cgroup path "${path}"`);
+  }
+  if (isUnified()) {
+    let dir = ROOT;
+    for (const part of rel.split("/")) {
+      await Deno.writeTextFile(join(dir, "cgroup.subtree_control"), "+cpu +memory +pids")
+        .catch(() => {}); // best effort: a controller may be unavailable
+      dir = join(dir, part);
+      await Deno.mkdir(dir).catch((e) => {
+        if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      });
+    }
+    return [join(dir, "cgroup.procs")];
+  }
+  const procs: string[] = [];
+  for await (const e of Deno.readDir(ROOT)) {
+    // Symlinks ("cpu" → "cpu,cpuacct") name hierarchies listed anyway.
+    if (!e.isDirectory || !e.name.split(",").some((c) => ACCOUNTING.has(c))) continue;
+    const dir = join(ROOT, e.name, rel);
+    await Deno.mkdir(dir, { recursive: true });
+    procs.push(join(dir, "cgroup.procs"));
+  }
+  return procs;
+}
+
 export async function removeCgroup(path: string): Promise<void> {
   const rel = path.replace(/^\/+/, "");
   if (!rel || rel.split("/").includes("..")) return;

@@ -35,6 +35,8 @@ export interface MonitoredProcess {
    * processes that are not host processes (gVisor's); `{pid}` is replaced.
    */
   readonly waitArgv?: readonly string[];
+  /** cgroup.procs files the process starts in (the monitor joins them before it forks). */
+  readonly cgroupProcs?: readonly string[];
 }
 
 /** Launches `p` under a monitor; throws HelperFailedError when the runtime fails. */
@@ -52,6 +54,7 @@ export async function startMonitored(
   if (p.pidFile) args.push("--pid-file", p.pidFile);
   args.push(...stdio.args, "--log", p.monitorLog);
   if (p.waitArgv) args.push("--wait", String(p.waitArgv.length), ...p.waitArgv);
+  for (const f of p.cgroupProcs ?? []) args.push("--cgroup", f);
   args.push("--", ...p.argv(stdio.consoleSocket));
   const h = await startHelper(deps.helper, args);
   h.exited.then(() => deps.exits.check(p.token));
