@@ -85,6 +85,10 @@ Deno.test({
       const ready = performance.now() - t0;
       assert.match(guestLog, /kuasar-init: [\d.]+s, starting the agent/);
       assert.match(guestLog, /"pid":1\b/, "the agent runs as PID 1");
+      // Both channels: the agent listens on vsock 1024 (the guest has the vsock transport
+      // even without a host device) and serves the virtio-serial port, used below.
+      assert.match(guestLog, /"vsock":true/, "the agent listens on vsock");
+      assert.match(guestLog, /"port":"\/dev\/vport\d+p\d+"/, "the agent found its serial port");
       const agent = new TtrpcClient(
         await Deno.connect({ transport: "unix", path: spec.agentSocket }),
       );

@@ -1,9 +1,9 @@
 /**
  * One ttrpc connection per VM to its agent, shared by the pod's lifecycle
- * (SetupSandbox, SyncClock) and its containers (Task API, Streaming). The
- * virtio-serial chardev takes one host connection at a time, so there is
- * exactly one; it is made again when it drops (a restarted daemon, a
- * transient error) as long as the VM runs.
+ * (SetupSandbox, SyncClock) and its containers (Task API, Streaming): over
+ * vsock where the VM has a vhost-vsock device, else over the virtio-serial
+ * chardev, which takes one host connection at a time. It is made again when
+ * it drops (a restarted daemon, a transient error) as long as the VM runs.
  *
  * @module
  */
@@ -15,13 +15,19 @@ import { unaryClient } from "../ttrpc/typed.ts";
 /** How long a dropped connection is retried before calls fail. */
 const RECONNECT_MS = 10_000;
 
+/** Where an agent listens: vsock (a host with vhost-vsock) or the virtio-serial chardev. */
+export type AgentAddress =
+  | { readonly transport: "vsock"; readonly cid: number; readonly port: number }
+  | { readonly transport: "unix"; readonly path: string };
+
 /** Agent connections by pod. */
 export class AgentLinks {
   #links = new Map<string, Promise<TtrpcClient>>();
-  #socketOf: (sandboxId: string) => Promise<string>;
+  #addressesOf: (sandboxId: string) => Promise<AgentAddress[]>;
 
-  constructor(socketOf: (sandboxId: string) => Promise<string>) {
-    this.#socketOf = socketOf;
+  /** `addressesOf` lists a pod's agent addresses, the preferred first. */
+  constructor(addressesOf: (sandboxId: string) => Promise<AgentAddress[]>) {
+    this.#addressesOf = addressesOf;
   }
 
   /**
@@ -33,7 +39,7 @@ export class AgentLinks {
     const next = (async () => {
       const old = await cur?.catch(() => undefined);
       if (old && !old.closed) return old;
-      return await dial(await this.#socketOf(sandboxId), deadline);
+      return await dial(await this.#addressesOf(sandboxId), deadline);
     })();
     this.#links.set(sandboxId, next);
     next.catch(() => {
@@ -55,24 +61,30 @@ export class AgentLinks {
   }
 }
 
-async function dial(path: string, deadline: number): Promise<TtrpcClient> {
+/** Connects to the first address whose agent answers Check, trying them in turn until `deadline`. */
+async function dial(addresses: readonly AgentAddress[], deadline: number): Promise<TtrpcClient> {
   let last: unknown;
   while (performance.now() < deadline) {
-    let client: TtrpcClient | undefined;
-    try {
-      client = new TtrpcClient(await Deno.connect({ transport: "unix", path }));
-      await unaryClient(client, SandboxServiceDefinition).check({ service: "" }, {
-        timeoutMs: Math.max(500, Math.min(5_000, deadline - performance.now())),
-      });
-      return client;
-    } catch (e) {
-      last = e;
-      client?.close();
-      await new Promise((r) => setTimeout(r, 100));
+    for (const addr of addresses) {
+      let client: TtrpcClient | undefined;
+      try {
+        const conn = addr.transport === "vsock"
+          ? await Deno.connect({ transport: "vsock", cid: addr.cid, port: addr.port })
+          : await Deno.connect({ transport: "unix", path: addr.path });
+        client = new TtrpcClient(conn);
+        await unaryClient(client, SandboxServiceDefinition).check({ service: "" }, {
+          timeoutMs: Math.max(500, Math.min(5_000, deadline - performance.now())),
+        });
+        return client;
+      } catch (e) {
+        last = e;
+        client?.close();
+      }
     }
+    await new Promise((r) => setTimeout(r, 100));
   }
   if (last instanceof Deno.errors.NotFound || last instanceof Deno.errors.ConnectionRefused) {
-    throw new UnavailableError(`The VM's agent socket is gone: ${String(last)}`);
+    throw new UnavailableError(`The VM's agent is not reachable: ${String(last)}`);
   }
   throw new DeadlineExceededError(`The VM's agent did not answer: ${String(last)}`);
 }

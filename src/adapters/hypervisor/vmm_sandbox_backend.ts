@@ -26,7 +26,8 @@ import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { startMonitored } from "../os/monitored.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { holderToken, killByCommandLine, sharedFsToken, socketPath } from "../os/process_tokens.ts";
-import { AgentLinks } from "./agent_links.ts";
+import { type AgentAddress, AgentLinks } from "./agent_links.ts";
+import { AGENT_VSOCK_PORT } from "../../agent/channel.ts";
 import { unaryClient } from "../ttrpc/typed.ts";
 import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { runCommand } from "../os/command.ts";
@@ -78,9 +79,15 @@ export function vsockCid(id: string): number {
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   #log = log.with({ component: "vmm-sandbox" });
   /** The connections to the pods' agents, shared with the containers' runtime. */
-  readonly links: AgentLinks = new AgentLinks(async (id) =>
-    (await vmPaths(this.opts.dir, id)).agent
-  );
+  readonly links: AgentLinks = new AgentLinks(async (id) => {
+    const serial: AgentAddress = {
+      transport: "unix",
+      path: (await vmPaths(this.opts.dir, id)).agent,
+    };
+    return this.opts.vsock
+      ? [{ transport: "vsock", cid: vsockCid(id), port: AGENT_VSOCK_PORT }, serial]
+      : [serial];
+  });
 
   async start(record: SandboxRecord): Promise<void> {
     const o = this.opts;
