@@ -13,7 +13,6 @@ import { TaskService } from "../app/task_service.ts";
 import { encodeEvent } from "../adapters/events/containerd_events.ts";
 import { toTimestamp } from "../adapters/convert.ts";
 import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
-import { installHelper } from "../adapters/os/helper.ts";
 import { RuncCli } from "../adapters/runc/runc_cli.ts";
 import { RuncContainerRuntime } from "../adapters/runc/runc_container_runtime.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
@@ -80,7 +79,11 @@ export class GuestEvents implements EventPublisher {
 /** Registers the Task API and Streaming service on the agent's server. */
 export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents): Promise<void> {
   await Deno.mkdir(STATE_DIR, { recursive: true, mode: 0o700 });
-  const helper = await installHelper({ installDir: "/run/kuasar/bin" });
+  // The image has the helper binary; /init says where.
+  const helper = Deno.env.get("KUASAR_HELPER");
+  if (!helper) {
+    throw new Error("KUASAR_HELPER is not set: the guest image's /init names the helper");
+  }
   const exits = new ExitWatcher(join(STATE_DIR, "exits"));
   await exits.start();
   const streams = new StreamHub();

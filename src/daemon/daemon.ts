@@ -13,7 +13,7 @@ import { TaskService } from "../app/task_service.ts";
 import { ContainerdEventPublisher } from "../adapters/events/containerd_events.ts";
 import { ensureSocketFree, serveController } from "../adapters/grpc/controller_server.ts";
 import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
-import { installHelper, installShimStub } from "../adapters/os/helper.ts";
+import { installHelper, installShimStub } from "../adapters/os/helper_install.ts";
 import { IdleReclaimer } from "../adapters/os/memory.ts";
 import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";

@@ -136,8 +136,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     this.holders.watch(record.id, h.helperPid);
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
+    let checked: number;
     try {
-      await this.#initAgent(record, t0 + o.bootTimeoutMs, network);
+      checked = await this.#initAgent(record, t0 + o.bootTimeoutMs, network) - t0;
     } finally {
       qmp.close();
     }
@@ -145,6 +146,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       sandbox: record.id,
       accel: o.accel,
       vmmMs: Math.round(vmm),
+      agentCheckMs: Math.round(checked),
       agentReadyMs: Math.round(performance.now() - t0),
     });
   }
@@ -179,21 +181,24 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   /**
    * Waits until the agent answers Check, then hands it the pod's settings
    * (SetupSandbox: hostname, sysctls, DNS) and sets its clock (SyncClock).
+   * Resolves with when Check answered (`performance.now()`).
    */
   async #initAgent(
     record: SandboxRecord,
     deadline: number,
     network: { interfaces: Interface[]; routes: Route[] },
-  ): Promise<void> {
+  ): Promise<number> {
     const agent = unaryClient(
       await this.links.connect(record.id, deadline),
       SandboxServiceDefinition,
     );
+    const checked = performance.now();
     await agent.setupSandbox({
       config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
       ...network,
     }, { timeoutMs: 10_000 });
     await syncClock(agent);
+    return checked;
   }
 
   /** Whether the pod's VM runs (its QEMU has not exited). */

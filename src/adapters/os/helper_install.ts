@@ -1,0 +1,79 @@
+/**
+ * Puts the native helper (native/kuasar-helper.c) in place. The binary ships
+ * inside kuasar (src/gen/helper/) so a node needs nothing else; it is
+ * written once per content hash to a directory that allows execution (/run
+ * is often mounted noexec, so not under --dir by default). Apart from
+ * helper.ts, so what only starts helpers (the guest agent, whose image has
+ * the binary) does not carry the embedded copy.
+ *
+ * @module
+ */
+import { dirname, join } from "node:path";
+import { UnavailableError } from "../../domain/errors.ts";
+import { log } from "../../log.ts";
+
+/** Where the helper comes from. */
+export interface HelperLocation {
+  /** An explicit binary (flag or KUASAR_HELPER); skips the embedded copy. */
+  readonly path?: string;
+  /** Directory the embedded binary is written to. */
+  readonly installDir: string;
+}
+
+/** Installs (if needed) and returns the path of the helper binary. */
+export async function installHelper(loc: HelperLocation): Promise<string> {
+  const candidates = [
+    loc.path,
+    Deno.env.get("KUASAR_HELPER"),
+    join(dirname(Deno.execPath()), "kuasar-helper"),
+  ];
+  for (const c of candidates) {
+    if (c && await isExecutable(c)) return c;
+  }
+  if (loc.path) {
+    throw new UnavailableError(`Helper binary "${loc.path}" is missing or not executable`);
+  }
+  if (Deno.build.arch !== "x86_64") {
+    throw new UnavailableError(
+      `No embedded helper for ${Deno.build.arch}: build native/kuasar-helper.c and pass --helper`,
+    );
+  }
+  // A literal specifier, so bundles and compiled binaries carry the module.
+  const mod = await import("../../gen/helper/kuasar_helper_x86_64.ts");
+  const target = join(loc.installDir, `kuasar-helper-${mod.HELPER_SHA256.slice(0, 16)}`);
+  if (await isExecutable(target)) return target;
+  await Deno.mkdir(loc.installDir, { recursive: true, mode: 0o755 });
+  const bytes = Uint8Array.from(atob(mod.HELPER_BASE64), (c) => c.charCodeAt(0));
+  const tmp = `${target}.${crypto.randomUUID()}`;
+  await Deno.writeFile(tmp, bytes, { mode: 0o755 });
+  await Deno.rename(tmp, target);
+  log.info("installed helper binary", { path: target });
+  return target;
+}
+
+/**
+ * Links the helper as `containerd-shim-kuasar-<kind>-v1` in `dir`: containerd
+ * requires a binary named after the runtime_type even when it attaches to a
+ * sandboxer directly (put `dir` on containerd's PATH, or give runtime_type
+ * as this absolute path).
+ */
+export async function installShimStub(helper: string, dir: string, kind: string): Promise<string> {
+  const link = join(dir, `containerd-shim-kuasar-${kind}-v1`);
+  await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  try {
+    if (await Deno.readLink(link) === helper) return link;
+  } catch { /* absent or not a link */ }
+  const tmp = `${link}.${crypto.randomUUID()}`;
+  await Deno.symlink(helper, tmp);
+  await Deno.rename(tmp, link);
+  return link;
+}
+
+async function isExecutable(path: string): Promise<boolean> {
+  try {
+    const st = await Deno.stat(path);
+    return st.isFile && ((st.mode ?? 0) & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}
