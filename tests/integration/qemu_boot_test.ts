@@ -4,13 +4,14 @@
  * `deno task guest-image` boots, its /init loads the drivers and execs the
  * agent as PID 1, and the agent answers Kuasar's SandboxService.Check over
  * the virtio-serial channel (no vhost-vsock here); QMP reports the VM
- * running and ends it.
+ * running, hot-plugs a disk the guest reads and unplugs it, and ends the VM.
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
 import {
+  hotplugPort,
   kvmUsable,
   qemuArgv,
   vhostVsockUsable,
@@ -67,6 +68,7 @@ Deno.test({
       qmpSocket: join(dir, "qmp.sock"),
       consoleLog: join(dir, "console.log"),
       agentSocket: join(dir, "agent.sock"),
+      hotplugPorts: 1,
     };
     const argv = qemuArgv(spec);
     const t0 = performance.now();
@@ -95,6 +97,23 @@ Deno.test({
       try {
         const sandbox = unaryClient(agent, SandboxServiceDefinition);
         await sandbox.check({ service: "" }, { timeoutMs: 10_000 });
+        // QMP hot-plug: a disk image appears in the running guest as a virtio-blk disk with
+        // its content, and goes again once the guest has released it (DEVICE_DELETED).
+        const disk = join(dir, "disk.img");
+        const content = new Uint8Array(1 << 20);
+        content.set(new TextEncoder().encode("kuasar-hotplug-ok"));
+        await Deno.writeFile(disk, content);
+        const sh = async (command: string) =>
+          (await sandbox.execVMProcess({ command, stdin: new Uint8Array() })).out;
+        await qmp.addDisk("disk0", disk, hotplugPort(0), true);
+        let head = "";
+        for (let i = 0; i < 100 && !head.startsWith("kuasar-hotplug-ok"); i++) {
+          head = await sh("head -c 17 /dev/vda 2>/dev/null || true");
+          if (!head) await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal(head, "kuasar-hotplug-ok", "the hot-plugged disk shows up in the guest");
+        await qmp.removeDisk("disk0");
+        assert.equal(await sh("test -e /sys/block/vda && echo present || echo gone"), "gone\n");
       } finally {
         agent.close();
       }

@@ -30,6 +30,13 @@ export interface QemuVmSpec {
   readonly nics?: readonly { tap: string; mac: string }[];
   /** Shared directories: virtiofsd sockets and their tags. */
   readonly virtiofs?: readonly { socket: string; tag: string }[];
+  /** PCIe root ports left free for hot-plugged devices (`hotplugPort(i)`); q35's root bus takes none. */
+  readonly hotplugPorts?: number;
+}
+
+/** The id of hot-plug root port `i`, the `bus` a hot-plugged device names. */
+export function hotplugPort(i: number): string {
+  return `hp${i}`;
 }
 
 /** The name the agent looks for (src/agent/channel.ts). */
@@ -101,6 +108,9 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
         `vhost-user-fs-pci,chardev=fs${i},tag=${fs.tag}`,
       );
     });
+  }
+  for (let i = 0; i < (vm.hotplugPorts ?? 0); i++) {
+    a.push("-device", `pcie-root-port,id=${hotplugPort(i)},bus=pcie.0,chassis=${i + 1}`);
   }
   return a;
 }

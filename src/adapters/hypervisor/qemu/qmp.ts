@@ -1,10 +1,12 @@
 /**
  * A QMP client (QEMU Machine Protocol) on a unix socket: the greeting,
- * capabilities negotiation, commands one at a time, and events.
+ * capabilities negotiation, commands one at a time, events, and device
+ * hot-plug (blockdev-add + device_add; device_del completes with QEMU's
+ * DEVICE_DELETED event, once the guest has let the device go).
  *
  * @module
  */
-import { InternalError, UnavailableError } from "../../../domain/errors.ts";
+import { DeadlineExceededError, InternalError, UnavailableError } from "../../../domain/errors.ts";
 
 /** A QMP event. */
 export interface QmpEvent {
@@ -23,6 +25,7 @@ export class QmpClient {
   #commands: Promise<unknown> = Promise.resolve();
   /** Called for every event QEMU sends. */
   onEvent: ((e: QmpEvent) => void) | undefined;
+  #waiters = new Set<(e: QmpEvent) => void>();
   /** QEMU's version from the greeting. */
   version = "";
 
@@ -78,6 +81,50 @@ export class QmpClient {
     return r.status ?? "unknown";
   }
 
+  /** The next event `pred` accepts, within `timeoutMs`. */
+  waitEvent(pred: (e: QmpEvent) => boolean, timeoutMs: number): Promise<QmpEvent> {
+    return new Promise((resolve, reject) => {
+      const w = (e: QmpEvent) => {
+        if (!pred(e)) return;
+        clearTimeout(timer);
+        this.#waiters.delete(w);
+        resolve(e);
+      };
+      const timer = setTimeout(() => {
+        this.#waiters.delete(w);
+        reject(new DeadlineExceededError(`No matching QMP event within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.#waiters.add(w);
+    });
+  }
+
+  /** Hot-plugs a raw disk image as virtio-blk device `id` into root port `bus`. */
+  async addDisk(id: string, file: string, bus: string, readOnly = false): Promise<void> {
+    await this.execute("blockdev-add", {
+      "node-name": id,
+      driver: "raw",
+      "read-only": readOnly,
+      file: { driver: "file", filename: file },
+    });
+    try {
+      await this.execute("device_add", { driver: "virtio-blk-pci", id, drive: id, bus });
+    } catch (e) {
+      await this.execute("blockdev-del", { "node-name": id }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Unplugs device `id` and waits until the guest has released it (then its disk goes). */
+  async removeDisk(id: string, timeoutMs = 30_000): Promise<void> {
+    const deleted = this.waitEvent(
+      (e) => e.event === "DEVICE_DELETED" && e.data?.device === id,
+      timeoutMs,
+    );
+    await this.execute("device_del", { id });
+    await deleted;
+    await this.execute("blockdev-del", { "node-name": id });
+  }
+
   close(): void {
     this.#closed = true;
     try {
@@ -109,8 +156,11 @@ export class QmpClient {
           this.#buf = this.#buf.slice(nl + 1);
           if (!line) continue;
           const msg = JSON.parse(line) as Record<string, unknown>;
-          if ("event" in msg) this.onEvent?.(msg as unknown as QmpEvent);
-          else this.#queue.push(msg);
+          if ("event" in msg) {
+            const e = msg as unknown as QmpEvent;
+            this.onEvent?.(e);
+            for (const w of [...this.#waiters]) w(e);
+          } else this.#queue.push(msg);
           this.#wake?.();
         }
       }
