@@ -1,7 +1,8 @@
 /**
  * `kuasar ctl`: list, inspect and drive the sandboxes of a running
  * sandboxer through its Controller socket (and, for `list`, its --dir,
- * since the Controller API has no List).
+ * since the Controller API has no List); `exec` runs a command in a VM
+ * pod's guest through the pod's task socket, as Kuasar's kuasar-ctl does.
  *
  * @module
  */
@@ -12,6 +13,9 @@ import { fromTimestamp } from "../adapters/convert.ts";
 import { KINDS } from "../daemon/kinds.ts";
 import type { Instant } from "../domain/time.ts";
 import { validateId } from "../domain/ids.ts";
+import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
+import { TtrpcClient } from "../adapters/ttrpc/client.ts";
+import { unaryClient } from "../adapters/ttrpc/typed.ts";
 
 interface CtlFlags {
   kind: string;
@@ -133,6 +137,26 @@ export function addCtlCommand(program: Command): void {
   ctl.command("shutdown <id>").description("delete a sandbox and everything it holds")
     .action(async (id: string) => {
       await withClient(flags(), (c) => c.shutdown(id));
+    });
+
+  ctl.command("exec <id> <command...>")
+    .description("run a command in a VM pod's guest (vmm), e.g. `exec <id> -- uname -r`")
+    .action(async (id: string, command: string[]) => {
+      const s = await withClient(flags(), (c) => c.status(id, false));
+      if (!s.address.startsWith("ttrpc+unix://")) {
+        throw new Error(`Sandbox "${id}" has no task address (state ${s.state})`);
+      }
+      const client = await TtrpcClient.connectUnix(s.address.slice("ttrpc+unix://".length));
+      try {
+        const r = await unaryClient(client, SandboxServiceDefinition).execVMProcess({
+          command: command.join(" "),
+          stdin: new Uint8Array(),
+        });
+        const bytes = new TextEncoder().encode(r.out);
+        for (let off = 0; off < bytes.length;) off += await Deno.stdout.write(bytes.subarray(off));
+      } finally {
+        client.close();
+      }
     });
 
   ctl.command("wait <id>").description("wait until a sandbox stops; print its exit status")

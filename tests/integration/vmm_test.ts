@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { processSpec, writeBundle } from "../support/oci.ts";
 import { startEventsSink } from "../support/events.ts";
@@ -60,6 +61,17 @@ function qemuAlive(pid: number): boolean {
   }
 }
 
+const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
+
+/** `kuasar ctl` against the test daemon. */
+async function ctl(d: TestDaemon, ...args: string[]) {
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "ctl", "-k", "vmm", "-l", d.listen, "-d", d.dir, ...args],
+  }).output();
+  const td = new TextDecoder();
+  return { code: r.code, stdout: td.decode(r.stdout), stderr: td.decode(r.stderr) };
+}
+
 const PROCESS_SPEC = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
@@ -75,6 +87,14 @@ Deno.test({
       assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
       const guestLog = await Deno.readTextFile(join(d.dir, a.id, "console.log"));
       assert.match(guestLog, /kuasar-agent ready","pid":1/);
+      // `kuasar ctl exec` runs a command in the guest (through the pod's task socket, as the
+      // daemon holds the VM's only serial connection); a failing command is an error.
+      const uname = await ctl(d, "exec", a.id, "--", "uname", "-r");
+      assert.equal(uname.code, 0, uname.stderr);
+      assert.match(uname.stdout, /cloud-amd64/);
+      const failing = await ctl(d, "exec", a.id, "exit", "4");
+      assert.notEqual(failing.code, 0);
+      assert.match(failing.stderr, /exited with 4/);
       // QEMU runs in the pod's own cgroup, under the pod's cgroup parent.
       assert.match(
         await Deno.readTextFile(`/proc/${a.pid}/cgroup`),

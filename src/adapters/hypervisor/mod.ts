@@ -12,6 +12,10 @@ import { log } from "../../log.ts";
 import { findExecutable } from "../os/executables.ts";
 import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
 import { DEFAULT_GUEST_DIR, type HypervisorSettings, hypervisorSettings } from "./vmm_config.ts";
+import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
+import type { TtrpcServer } from "../ttrpc/server.ts";
+import { unaryClient, unaryMethods } from "../ttrpc/typed.ts";
+import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 
@@ -21,6 +25,21 @@ function existing(path: string, key: string): string {
   } catch { /* below */ }
   throw new InvalidArgumentError(
     `hypervisor.${key}: "${path}" does not exist (deno task guest-image builds the guest image)`,
+  );
+}
+
+/**
+ * ExecVMProcess on the pods' task sockets (`kuasar ctl exec`): the daemon
+ * holds each VM's only serial connection, so operators' commands for the
+ * guest go through it, to the agent of the socket's pod.
+ */
+function serveVmExec(server: TtrpcServer, links: AgentLinks): void {
+  server.register(
+    SandboxServiceDefinition.fullName,
+    unaryMethods(SandboxServiceDefinition, {
+      execVMProcess: async (req, ctx) =>
+        await unaryClient(await links.get(ctx.scope), SandboxServiceDefinition).execVMProcess(req),
+    }),
   );
 }
 
@@ -79,6 +98,7 @@ export const vmmKind: SandboxKind = {
         vmRunning: (id) => backend.vmRunning(id),
         streams: ctx.streams,
       });
+      serveVmExec(ctx.ttrpc, backend.links);
       return Promise.resolve({ backend, runtime });
     } catch (e) {
       return Promise.reject(e);
