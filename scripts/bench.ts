@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { criBench, summary } from "./bench/cri.ts";
-import { gvisorBench } from "./bench/gvisor.ts";
+import { gvisorBench, runscVersion } from "./bench/gvisor.ts";
 import { vmmBench } from "./bench/vmm.ts";
 import { runcMemory } from "./bench/runc_memory.ts";
 import {
@@ -121,7 +121,7 @@ const sections: Record<string, () => Promise<void>> = {
       "",
       `Run ${
         new Date().toISOString()
-      } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs), runsc with`,
+      } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs), ${await runscVersion()} with`,
       "`--platform=ptrace --network=none` (KVM is not usable here), a busybox `sleep` container on an",
       `overlay rootfs; ${n} starts of each, alternating, after one warm-up of each.`,
       "",

@@ -13,6 +13,15 @@ import { createContainer, randomId, startPod } from "../../tests/support/pod.ts"
 import { overlayRootfs } from "../../tests/support/rootfs.ts";
 import { mountAll, unmountAll } from "../../src/adapters/os/mounts.ts";
 
+/** The runsc both sides use: KUASAR_BENCH_RUNSC, or the one on PATH. */
+export const RUNSC = Deno.env.get("KUASAR_BENCH_RUNSC") ?? "runsc";
+
+/** `runsc --version`'s first line, and where it came from. */
+export async function runscVersion(): Promise<string> {
+  const out = await new Deno.Command(RUNSC, { args: ["--version"], stdout: "piped" }).output();
+  return `${new TextDecoder().decode(out.stdout).split("\n")[0]} (${RUNSC})`;
+}
+
 /** Milliseconds of each phase of one pod start. */
 export interface PodStart {
   readonly pod: number;
@@ -40,7 +49,7 @@ async function bareRun(base: string, root: string, i: number): Promise<number> {
   await Deno.writeTextFile(specPath, JSON.stringify(spec));
   const rootfs = join(bundle, "rootfs");
   await mountAll(await overlayRootfs(join(base, "bare-snap", id)), rootfs);
-  const runsc = ["runsc", "--root", root, "--platform=ptrace", "--network=none"];
+  const runsc = [RUNSC, "--root", root, "--platform=ptrace", "--network=none"];
   try {
     const t0 = performance.now();
     // `--detach` returns once the container runs; its stdio must not be our pipes.
@@ -80,7 +89,7 @@ async function barePod(base: string, root: string, i: number): Promise<number> {
     await Deno.writeTextFile(specPath, JSON.stringify(spec));
     await mountAll(await overlayRootfs(join(base, "bare-snap", id)), join(bundle, "rootfs"));
   }
-  const runsc = ["runsc", "--root", root, "--platform=ptrace", "--network=none"];
+  const runsc = [RUNSC, "--root", root, "--platform=ptrace", "--network=none"];
   const quiet = (args: string[]) =>
     new Deno.Command(runsc[0], {
       args: [...runsc.slice(1), ...args],
@@ -122,7 +131,7 @@ export async function gvisorBench(
 ): Promise<{ ours: PodStart[]; bare: number[]; barePod: number[] }> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "gvisor.toml");
-  await Deno.writeTextFile(config, `[gvisor]\nplatform = "ptrace"\n`);
+  await Deno.writeTextFile(config, `[gvisor]\nbinary = "${RUNSC}"\nplatform = "ptrace"\n`);
   const d = await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
   const root = join(base, "bare-root");
   try {
