@@ -11,7 +11,13 @@ import { InvalidArgumentError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
 import { findExecutable } from "../os/executables.ts";
 import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
-import { DEFAULT_GUEST_DIR, type HypervisorSettings, hypervisorSettings } from "./vmm_config.ts";
+import {
+  DEFAULT_GUEST_DIR,
+  type HypervisorSettings,
+  hypervisorSettings,
+  unusedKeys,
+  virtiofsdOptions,
+} from "./vmm_config.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import type { TtrpcServer } from "../ttrpc/server.ts";
 import { unaryClient, unaryMethods } from "../ttrpc/typed.ts";
@@ -91,7 +97,15 @@ export const vmmKind: SandboxKind = {
         vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
         bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
         virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
+        virtiofsdOptions: virtiofsdOptions(s),
       });
+      const unused = unusedKeys(s);
+      if (unused.length) {
+        log.warn("hypervisor keys accepted for Kuasar's config files but not used", {
+          keys: unused,
+          why: "QEMU q35 with virtiofs shares and the initramfs guest image (docs/vmm.md)",
+        });
+      }
       const runtime = new VmContainerRuntime({
         dir: ctx.dir,
         links: backend.links,

@@ -7,6 +7,7 @@
  * @module
  */
 import { z } from "zod";
+import { InvalidArgumentError } from "../../domain/errors.ts";
 
 const virtiofsd = z.strictObject({
   path: z.string().min(1).optional(),
@@ -31,7 +32,7 @@ export const hypervisorSettings = z.strictObject({
   use_vsock: z.boolean().optional(),
   /** Ours: how long Start waits for the agent (TCG boots take seconds). */
   boot_timeout_secs: z.number().int().min(1).optional(),
-  // Kuasar's, accepted so its files load; not used yet (docs/vmm.md).
+  // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   machine_type: z.enum(["pc", "q35"]).optional(),
   image_path: z.string().optional(),
   firmware_path: z.string().optional(),
@@ -68,6 +69,43 @@ export const hypervisorSettings = z.strictObject({
 });
 
 export type HypervisorSettings = z.infer<typeof hypervisorSettings>;
+
+/** Keys this sandboxer reads; the others of the schema are accepted so Kuasar's files load. */
+const USED = new Set([
+  "qemu_path",
+  "vcpus",
+  "memory_in_mb",
+  "kernel_path",
+  "initrd_path",
+  "kernel_params",
+  "machine_accelerators",
+  "use_vsock",
+  "boot_timeout_secs",
+  "virtiofsd",
+]);
+
+/** The keys of `s` that are set but not used (an operator is told, not left guessing). */
+export function unusedKeys(s: HypervisorSettings): string[] {
+  return Object.keys(s).filter((k) => !USED.has(k)).sort();
+}
+
+/**
+ * virtiofsd options from `[hypervisor.virtiofsd]` (QEMU's virtiofsd): the
+ * cache mode (Kuasar's "never" is its "none") and the thread pool; the
+ * sandboxer sets the socket and the shared directory per pod.
+ */
+export function virtiofsdOptions(s: HypervisorSettings): string[] {
+  const v = s.virtiofsd ?? {};
+  const cache = v.cache === undefined || v.cache === "never" ? "none" : v.cache;
+  if (!["none", "auto", "always"].includes(cache)) {
+    throw new InvalidArgumentError(
+      `hypervisor.virtiofsd.cache: "${v.cache}" is not never, none, auto or always`,
+    );
+  }
+  const args = ["-o", `cache=${cache}`];
+  if (v.thread_pool_size !== undefined) args.push(`--thread-pool-size=${v.thread_pool_size}`);
+  return args;
+}
 
 /** Where `deno task guest-image` puts the guest image. */
 export const DEFAULT_GUEST_DIR = "/var/lib/kuasar/guest";

@@ -52,6 +52,8 @@ export interface VmmBackendOptions {
   readonly bootTimeoutMs: number;
   /** QEMU's virtiofsd, sharing `<dir>/<id>/shared` as the guest's /run/kuasar/shared; unset: none. */
   readonly virtiofsd?: string;
+  /** Its options from the config (cache mode, thread pool). */
+  readonly virtiofsdOptions?: readonly string[];
 }
 
 /** A VM's control sockets and console, by pod. */
@@ -163,8 +165,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
         `--socket-path=${p.fs}`,
         "-o",
         `source=${p.shared}`,
-        "-o",
-        "cache=none",
+        ...(this.opts.virtiofsdOptions ?? ["-o", "cache=none"]),
         "-o",
         "sandbox=chroot",
         "-o",

@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { hypervisorSettings, unusedKeys, virtiofsdOptions } from "./vmm_config.ts";
+
+// Kuasar's shipped config_qemu_x86_64.toml, as parsed TOML (kuasar-spec §3.4).
+const KUASAR_QEMU = {
+  machine_accelerators: "",
+  firmware_path: "",
+  cpu_features: "",
+  cpu_model: "host",
+  qemu_path: "/usr/bin/qemu-system-x86_64",
+  machine_type: "pc",
+  default_bridges: 1,
+  default_max_vcpus: 0,
+  entropy_source: "/dev/urandom",
+  mem_slots: 1,
+  mem_offset: 0,
+  memory_path: "",
+  file_backend_mem_path: "",
+  mem_prealloc: false,
+  hugepages: false,
+  enable_vhost_user_store: false,
+  enable_swap: false,
+  msize_9p: 8192,
+  virtio_9p_direct_io: false,
+  virtio_9p_multidevs: "remap",
+  enable_iothreads: false,
+  block_device_driver: "VirtioBlk",
+  disable_nvdimm: true,
+  share_fs: "Virtio9P",
+  use_vsock: true,
+  vcpus: 1,
+  memory_in_mb: 2048,
+  initrd_path: "/var/lib/kuasar/kuasar.initrd",
+  kernel_params: "task.log_level=debug",
+  virtiofsd: {
+    path: "/usr/local/bin/virtiofsd",
+    log_level: "info",
+    cache: "never",
+    thread_pool_size: 4,
+  },
+};
+
+Deno.test("vmm config: Kuasar's QEMU file loads; the keys it sets but we do not use are named", () => {
+  const s = hypervisorSettings.parse(KUASAR_QEMU);
+  const unused = unusedKeys(s);
+  assert.ok(unused.includes("share_fs"));
+  assert.ok(unused.includes("machine_type"));
+  assert.ok(!unused.includes("vcpus") && !unused.includes("virtiofsd"));
+});
+
+Deno.test("vmm config: an unknown or mistyped key is an error", () => {
+  assert.throws(() => hypervisorSettings.parse({ vcpu: 1 }));
+  assert.throws(() => hypervisorSettings.parse({ vcpus: "one" }));
+  assert.throws(() => hypervisorSettings.parse({ share_fs: "nfs" }));
+  assert.throws(() => hypervisorSettings.parse({ virtiofsd: { cache_mode: "none" } }));
+});
+
+Deno.test("vmm config: virtiofsd options from [hypervisor.virtiofsd]", () => {
+  assert.deepEqual(virtiofsdOptions({}), ["-o", "cache=none"]);
+  assert.deepEqual(
+    virtiofsdOptions(
+      hypervisorSettings.parse({ virtiofsd: { cache: "never", thread_pool_size: 4 } }),
+    ),
+    ["-o", "cache=none", "--thread-pool-size=4"],
+  );
+  assert.deepEqual(virtiofsdOptions(hypervisorSettings.parse({ virtiofsd: { cache: "auto" } })), [
+    "-o",
+    "cache=auto",
+  ]);
+  assert.throws(
+    () => virtiofsdOptions(hypervisorSettings.parse({ virtiofsd: { cache: "sometimes" } })),
+    /virtiofsd\.cache/,
+  );
+});
