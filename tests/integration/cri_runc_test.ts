@@ -7,7 +7,15 @@
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
-import { type E2E, fetchWhenUp, runContainer, waitState, withE2E } from "../support/e2e.ts";
+import {
+  type E2E,
+  fetchWhenUp,
+  podIp,
+  runContainer,
+  waitPodReady,
+  waitState,
+  withE2E,
+} from "../support/e2e.ts";
 import { leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(
@@ -113,8 +121,7 @@ Deno.test({
         "mkdir -p /www && echo pod-page > /www/index.html && httpd -f -p 8080 -h /www",
       ]);
       await waitState(e, web.cid, "CONTAINER_RUNNING");
-      const ip =
-        JSON.parse(await ctd.crictlOk(["inspectp", "--output", "json", web.pod])).status.network.ip;
+      const ip = await podIp(e, web.pod);
       assert.ok(ip.startsWith(ctd.subnet.replace(/0\/24$/, "")), `pod ip ${ip} in ${ctd.subnet}`);
       assert.equal(await fetchWhenUp(`http://${ip}:8080/`), "pod-page\n");
 
@@ -160,14 +167,7 @@ Deno.test({
       await e.d.kill9();
       await e.d.spawn();
       for (const x of [a, b]) {
-        // containerd's gRPC client reconnects with a backoff (at most 3 s).
-        let state = "";
-        for (let i = 0; i < 50 && state !== "SANDBOX_READY"; i++) {
-          const r = await ctd.crictl(["inspectp", "--output", "json", x.pod]);
-          state = r.code === 0 ? JSON.parse(r.stdout).status.state : "";
-          if (state !== "SANDBOX_READY") await new Promise((res) => setTimeout(res, 200));
-        }
-        assert.equal(state, "SANDBOX_READY");
+        assert.equal(await waitPodReady(e, x.pod), "SANDBOX_READY");
         assert.equal(
           (await waitState(e, x.cid, "CONTAINER_RUNNING", 2000)).state,
           "CONTAINER_RUNNING",

@@ -6,45 +6,33 @@
  * sandboxer restart.
  */
 import assert from "node:assert/strict";
-import { join } from "node:path";
 import { containerdUnavailable } from "../support/containerd.ts";
-import { has, skipUnless } from "../support/env.ts";
-import { type E2E, fetchWhenUp, runContainer, waitState, withE2E } from "../support/e2e.ts";
+import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
+import {
+  assertExecStatsStop,
+  type E2E,
+  fetchWhenUp,
+  logsOf,
+  podIp,
+  runContainer,
+  waitPodReady,
+  waitState,
+  withE2E,
+} from "../support/e2e.ts";
 import { leftovers } from "../support/leaks.ts";
-
-const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
-
-function vmUnavailable(): string | undefined {
-  if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
-  try {
-    Deno.statSync(join(IMAGE, "initramfs.img"));
-  } catch {
-    return `no guest image in ${IMAGE} (deno task guest-image builds it)`;
-  }
-  return undefined;
-}
 
 const skip = skipUnless(vmUnavailable() ?? containerdUnavailable(), "containerd + vmm sandboxer");
 
 const CONFIG = [
   "[hypervisor]",
-  `kernel_path = "${IMAGE}/vmlinuz"`,
-  `initrd_path = "${IMAGE}/initramfs.img"`,
+  `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
+  `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
   "memory_in_mb = 512",
   "",
 ].join("\n");
 
 function withVmm(fn: (e: E2E) => Promise<void>): Promise<void> {
   return withE2E("vmm", fn, { config: CONFIG });
-}
-
-async function logsOf(e: E2E, cid: string, want: RegExp): Promise<string> {
-  let text = "";
-  for (let i = 0; i < 50 && !want.test(text); i++) {
-    text = (await e.ctd.crictl(["logs", cid])).stdout;
-    if (!want.test(text)) await new Promise((r) => setTimeout(r, 100));
-  }
-  return text;
 }
 
 for (const io of ["fifo", "stream"] as const) {
@@ -72,22 +60,9 @@ for (const io of ["fifo", "stream"] as const) {
           "trap 'echo bye; exit 5' TERM; while :; do sleep 0.2; done",
         ]);
         await waitState(e, cid, "CONTAINER_RUNNING", 60_000);
-        const sync = await ctd.crictl(["exec", "-s", cid, "sh", "-c", "echo in-$(hostname)"]);
-        assert.equal(sync.code, 0, sync.stderr);
-        assert.match(sync.stdout.trim(), /^in-pod\d+$/);
-        const failing = await ctd.crictl(["exec", "-s", cid, "sh", "-c", "exit 6"]);
-        assert.match(failing.stderr, /exited with 6/);
         const input = await ctd.crictl(["exec", "-i", cid, "cat"], { stdin: "via-stdin\n" });
         assert.equal(input.stdout, "via-stdin\n", input.stderr);
-        const stats = JSON.parse(await ctd.crictlOk(["stats", "--output", "json", "--id", cid]));
-        assert.ok(Number(stats.stats[0].memory.workingSetBytes.value) > 0);
-
-        await ctd.crictlOk(["stop", "--timeout", "10", cid]);
-        assert.deepEqual(await waitState(e, cid, "CONTAINER_EXITED"), {
-          state: "CONTAINER_EXITED",
-          exitCode: 5,
-        });
-        assert.match(await logsOf(e, cid, /bye/), /bye/);
+        await assertExecStatsStop(e, cid);
         await ctd.crictlOk(["rmp", "--all", "--force"]);
         assert.equal(await ctd.crictlOk(["pods", "--quiet"]), "");
         assert.deepEqual(await leftovers(e.d, [pod, once.pod]), []);
@@ -107,20 +82,13 @@ Deno.test({
         "mkdir -p /www && echo vm-page > /www/index.html && httpd -f -p 8080 -h /www",
       ]);
       await waitState(e, web.cid, "CONTAINER_RUNNING", 60_000);
-      const ip =
-        JSON.parse(await ctd.crictlOk(["inspectp", "--output", "json", web.pod])).status.network.ip;
+      const ip = await podIp(e, web.pod);
       const get = () => fetchWhenUp(`http://${ip}:8080/`);
       assert.equal(await get(), "vm-page\n");
 
       await e.d.kill9();
       await e.d.spawn();
-      let state = "";
-      for (let i = 0; i < 50 && state !== "SANDBOX_READY"; i++) {
-        const r = await ctd.crictl(["inspectp", "--output", "json", web.pod]);
-        state = r.code === 0 ? JSON.parse(r.stdout).status.state : "";
-        if (state !== "SANDBOX_READY") await new Promise((res) => setTimeout(res, 200));
-      }
-      assert.equal(state, "SANDBOX_READY");
+      assert.equal(await waitPodReady(e, web.pod), "SANDBOX_READY");
       assert.equal((await waitState(e, web.cid, "CONTAINER_RUNNING")).state, "CONTAINER_RUNNING");
       const r = await ctd.crictl(["exec", "-s", web.cid, "sh", "-c", "echo still-here"]);
       assert.equal(r.stdout.trim(), "still-here", r.stderr);

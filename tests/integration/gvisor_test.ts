@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
-import { processSpec } from "../support/oci.ts";
+import { execRequest } from "../support/oci.ts";
 import { createContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runscUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
@@ -18,27 +18,6 @@ async function startGvisor(): Promise<TestDaemon> {
   const config = join(base, "gvisor.toml");
   await Deno.writeTextFile(config, `[gvisor]\nplatform = "ptrace"\n`);
   return await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
-}
-
-function execRequest(
-  cid: string,
-  execId: string,
-  args: string[],
-  stdout: string,
-  terminal = false,
-) {
-  return {
-    id: cid,
-    execId,
-    terminal,
-    stdin: "",
-    stdout,
-    stderr: "",
-    spec: {
-      typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process",
-      value: new TextEncoder().encode(JSON.stringify(processSpec(args, terminal))),
-    },
-  };
 }
 
 /** Runs a container to its end; resolves with its exit status and stdout. */

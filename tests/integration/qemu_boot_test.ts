@@ -18,25 +18,9 @@ import {
 } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
 import { QmpClient } from "../../src/adapters/hypervisor/qemu/qmp.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
-import { has, skipUnless } from "../support/env.ts";
+import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
 
-const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
-
-function imageMissing(): string | undefined {
-  try {
-    Deno.statSync(join(IMAGE, "vmlinuz"));
-    Deno.statSync(join(IMAGE, "initramfs.img"));
-    return undefined;
-  } catch {
-    return `no guest image in ${IMAGE} (deno task guest-image builds it)`;
-  }
-}
-
-const skip = skipUnless(
-  (has("qemu-system-x86_64") ? undefined : "qemu-system-x86_64 is not installed") ??
-    imageMissing(),
-  "QEMU microVM boot",
-);
+const skip = skipUnless(vmUnavailable(), "QEMU microVM boot");
 
 async function waitFor(file: string, needle: string, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;
@@ -60,8 +44,8 @@ Deno.test({
     const spec = {
       name: "kuasar-test",
       binary: "qemu-system-x86_64",
-      kernel: join(IMAGE, "vmlinuz"),
-      initrd: join(IMAGE, "initramfs.img"),
+      kernel: join(GUEST_IMAGE, "vmlinuz"),
+      initrd: join(GUEST_IMAGE, "initramfs.img"),
       memoryMiB: 1024,
       vcpus: 1,
       accel: kvm.usable ? "kvm" as const : "tcg" as const,

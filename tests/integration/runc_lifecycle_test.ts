@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
-import { processSpec } from "../support/oci.ts";
+import { execRequest, processSpec } from "../support/oci.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 
@@ -82,21 +82,10 @@ Deno.test({
         const execOut = join(d.base, "exec-out");
         await mkfifo(execOut);
         const eo = readFifo(execOut);
-        const spec = new TextEncoder().encode(
-          JSON.stringify(processSpec(["sh", "-c", "hostname; exit 3"])),
+        await t.task.exec(
+          execRequest(c.id, "e1", ["sh", "-c", "hostname; exit 3"], execOut),
+          K8S_NS,
         );
-        await t.task.exec({
-          id: c.id,
-          execId: "e1",
-          terminal: false,
-          stdin: "",
-          stdout: execOut,
-          stderr: "",
-          spec: {
-            typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process",
-            value: spec,
-          },
-        }, K8S_NS);
         const ew = t.task.wait({ id: c.id, execId: "e1" }, K8S_NS);
         const started = await t.task.start({ id: c.id, execId: "e1" }, K8S_NS);
         assert.ok(started.pid > 0);

@@ -9,25 +9,16 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
-import { processSpec, writeBundle } from "../support/oci.ts";
+import { execRequest, writeBundle } from "../support/oci.ts";
 import { startEventsSink } from "../support/events.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
-import { has, skipUnless } from "../support/env.ts";
+import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
 
-const IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
-
 function unavailable(): string | undefined {
-  if (Deno.uid() !== 0) return "needs root";
-  if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
-  try {
-    Deno.statSync(join(IMAGE, "initramfs.img"));
-  } catch {
-    return `no guest image in ${IMAGE} (deno task guest-image builds it)`;
-  }
-  return undefined;
+  return Deno.uid() !== 0 ? "needs root" : vmUnavailable();
 }
 
 async function startVmm(extraArgs: string[] = []): Promise<TestDaemon> {
@@ -39,8 +30,8 @@ async function startVmm(extraArgs: string[] = []): Promise<TestDaemon> {
       "[sandbox]",
       'log_level = "debug"',
       "[hypervisor]",
-      `kernel_path = "${IMAGE}/vmlinuz"`,
-      `initrd_path = "${IMAGE}/initramfs.img"`,
+      `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
+      `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
       "memory_in_mb = 512",
       "vcpus = 1",
       "",
@@ -71,9 +62,6 @@ async function ctl(d: TestDaemon, ...args: string[]) {
   const td = new TextDecoder();
   return { code: r.code, stdout: td.decode(r.stdout), stderr: td.decode(r.stderr) };
 }
-
-const PROCESS_SPEC = "types.containerd.io/opencontainers/runtime-spec/1/Process";
-const json = (v: unknown) => new TextEncoder().encode(JSON.stringify(v));
 
 Deno.test({
   name:
@@ -168,18 +156,10 @@ Deno.test({
         const execOut = join(d.base, "e1-out");
         await mkfifo(execOut);
         const eo = readFifo(execOut);
-        await t.task.exec({
-          id: c2.id,
-          execId: "e1",
-          terminal: false,
-          stdin: "",
-          stdout: execOut,
-          stderr: "",
-          spec: {
-            typeUrl: PROCESS_SPEC,
-            value: json(processSpec(["sh", "-c", "echo exec-out; exit 3"])),
-          },
-        }, K8S_NS);
+        await t.task.exec(
+          execRequest(c2.id, "e1", ["sh", "-c", "echo exec-out; exit 3"], execOut),
+          K8S_NS,
+        );
         const ew = t.task.wait({ id: c2.id, execId: "e1" }, K8S_NS);
         assert.ok((await t.task.start({ id: c2.id, execId: "e1" }, K8S_NS)).pid > 0);
         assert.equal((await ew).exitStatus, 3);
@@ -192,15 +172,7 @@ Deno.test({
         const ptyOut = join(d.base, "pty-out");
         await mkfifo(ptyOut);
         const po = readFifo(ptyOut);
-        await t.task.exec({
-          id: c2.id,
-          execId: "tty",
-          terminal: true,
-          stdin: "",
-          stdout: ptyOut,
-          stderr: "",
-          spec: { typeUrl: PROCESS_SPEC, value: json(processSpec(["tty"], true)) },
-        }, K8S_NS);
+        await t.task.exec(execRequest(c2.id, "tty", ["tty"], ptyOut, true), K8S_NS);
         const pw = t.task.wait({ id: c2.id, execId: "tty" }, K8S_NS);
         await t.task.start({ id: c2.id, execId: "tty" }, K8S_NS);
         assert.equal((await pw).exitStatus, 0);

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TestContainerd } from "./containerd.ts";
 import { TestDaemon } from "./daemon.ts";
@@ -180,4 +181,56 @@ export async function fetchWhenUp(url: string, tries = 50): Promise<string> {
     await new Promise((r) => setTimeout(r, 100));
   }
   return "";
+}
+
+/** `crictl logs` of a container, polled until it matches `want` (or 5 s pass). */
+export async function logsOf(e: E2E, cid: string, want: RegExp): Promise<string> {
+  let text = "";
+  for (let i = 0; i < 50 && !want.test(text); i++) {
+    text = (await e.ctd.crictl(["logs", cid])).stdout;
+    if (!want.test(text)) await new Promise((r) => setTimeout(r, 100));
+  }
+  return text;
+}
+
+/** The pod's IP, from `crictl inspectp`. */
+export async function podIp(e: E2E, pod: string): Promise<string> {
+  return JSON.parse(await e.ctd.crictlOk(["inspectp", "--output", "json", pod])).status.network.ip;
+}
+
+/**
+ * Polls `crictl inspectp` until the pod is SANDBOX_READY (after a sandboxer
+ * restart containerd's gRPC client reconnects with a backoff of at most 3 s);
+ * returns the last state seen.
+ */
+export async function waitPodReady(e: E2E, pod: string): Promise<string> {
+  let state = "";
+  for (let i = 0; i < 50 && state !== "SANDBOX_READY"; i++) {
+    const r = await e.ctd.crictl(["inspectp", "--output", "json", pod]);
+    state = r.code === 0 ? JSON.parse(r.stdout).status.state : "";
+    if (state !== "SANDBOX_READY") await new Promise((res) => setTimeout(res, 200));
+  }
+  return state;
+}
+
+/**
+ * What every sandbox kind must do for a running container started with
+ * `trap 'echo bye; exit 5' TERM`: exec in the pod (its hostname), a failing
+ * exec's code, stats, and a stop that runs the trap (exit 5, "bye" logged).
+ */
+export async function assertExecStatsStop(e: E2E, cid: string): Promise<void> {
+  const { ctd } = e;
+  const sync = await ctd.crictl(["exec", "-s", cid, "sh", "-c", "echo in-$(hostname)"]);
+  assert.equal(sync.code, 0, sync.stderr);
+  assert.match(sync.stdout.trim(), /^in-pod\d+$/);
+  const failing = await ctd.crictl(["exec", "-s", cid, "sh", "-c", "exit 6"]);
+  assert.match(failing.stderr, /exited with 6/);
+  const stats = JSON.parse(await ctd.crictlOk(["stats", "--output", "json", "--id", cid]));
+  assert.ok(Number(stats.stats[0].memory.workingSetBytes.value) > 0);
+  await ctd.crictlOk(["stop", "--timeout", "10", cid]);
+  assert.deepEqual(await waitState(e, cid, "CONTAINER_EXITED"), {
+    state: "CONTAINER_EXITED",
+    exitCode: 5,
+  });
+  assert.match(await logsOf(e, cid, /bye/), /bye/);
 }

@@ -33,3 +33,18 @@ export function skipUnless(reason: string | undefined, name: string): { ignore: 
 export function runscUnavailable(): string | undefined {
   return runcUnavailable() ?? (has("runsc") ? undefined : "runsc (gVisor) is not installed");
 }
+
+/** The guest image the microVM tests boot (`deno task guest-image` builds it). */
+export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
+
+/** Why a VM cannot be booted here (QEMU or the guest image missing), or undefined. */
+export function vmUnavailable(): string | undefined {
+  if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
+  try {
+    Deno.statSync(`${GUEST_IMAGE}/vmlinuz`);
+    Deno.statSync(`${GUEST_IMAGE}/initramfs.img`);
+    return undefined;
+  } catch {
+    return `no guest image in ${GUEST_IMAGE} (deno task guest-image builds it)`;
+  }
+}

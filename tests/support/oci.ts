@@ -119,3 +119,25 @@ export async function writeBundle(
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(spec, null, 2));
   return dir;
 }
+
+/** A Task.Exec request running `args` (processSpec) with stdout to `stdout`. */
+export function execRequest(
+  cid: string,
+  execId: string,
+  args: string[],
+  stdout: string,
+  terminal = false,
+) {
+  return {
+    id: cid,
+    execId,
+    terminal,
+    stdin: "",
+    stdout,
+    stderr: "",
+    spec: {
+      typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process",
+      value: new TextEncoder().encode(JSON.stringify(processSpec(args, terminal))),
+    },
+  };
+}

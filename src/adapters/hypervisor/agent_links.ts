@@ -10,7 +10,8 @@
 import { DeadlineExceededError, UnavailableError } from "../../domain/errors.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
-import { unaryClient } from "../ttrpc/typed.ts";
+import { type UnaryClient, unaryClient } from "../ttrpc/typed.ts";
+import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
 
 /** How long a dropped connection is retried before calls fail. */
 const RECONNECT_MS = 10_000;
@@ -20,9 +21,16 @@ export type AgentAddress =
   | { readonly transport: "vsock"; readonly cid: number; readonly port: number }
   | { readonly transport: "unix"; readonly path: string };
 
+/** A pod's connection to its agent, with typed clients of the agent's services. */
+export interface AgentLink {
+  readonly client: TtrpcClient;
+  readonly tasks: UnaryClient<typeof TaskV3>;
+  readonly sandbox: UnaryClient<typeof SandboxServiceDefinition>;
+}
+
 /** Agent connections by pod. */
 export class AgentLinks {
-  #links = new Map<string, Promise<TtrpcClient>>();
+  #links = new Map<string, Promise<AgentLink>>();
   #addressesOf: (sandboxId: string) => Promise<AgentAddress[]>;
 
   /** `addressesOf` lists a pod's agent addresses, the preferred first. */
@@ -34,12 +42,17 @@ export class AgentLinks {
    * The pod's connection once its agent answers Check, waiting for it until
    * `deadline` (a `performance.now()` value): the VM may still be booting.
    */
-  connect(sandboxId: string, deadline: number): Promise<TtrpcClient> {
+  connect(sandboxId: string, deadline: number): Promise<AgentLink> {
     const cur = this.#links.get(sandboxId);
     const next = (async () => {
       const old = await cur?.catch(() => undefined);
-      if (old && !old.closed) return old;
-      return await dial(await this.#addressesOf(sandboxId), deadline);
+      if (old && !old.client.closed) return old;
+      const client = await dial(await this.#addressesOf(sandboxId), deadline);
+      return {
+        client,
+        tasks: unaryClient(client, TaskV3),
+        sandbox: unaryClient(client, SandboxServiceDefinition),
+      };
     })();
     this.#links.set(sandboxId, next);
     next.catch(() => {
@@ -49,7 +62,7 @@ export class AgentLinks {
   }
 
   /** The pod's connection, made again if it dropped. */
-  get(sandboxId: string): Promise<TtrpcClient> {
+  get(sandboxId: string): Promise<AgentLink> {
     return this.connect(sandboxId, performance.now() + RECONNECT_MS);
   }
 
@@ -57,7 +70,7 @@ export class AgentLinks {
   async drop(sandboxId: string): Promise<void> {
     const cur = this.#links.get(sandboxId);
     this.#links.delete(sandboxId);
-    (await cur?.catch(() => undefined))?.close();
+    (await cur?.catch(() => undefined))?.client.close();
   }
 }
 

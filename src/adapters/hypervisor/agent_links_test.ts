@@ -40,7 +40,7 @@ Deno.test("AgentLinks: an unreachable vsock address falls back to the serial soc
     assert.equal(a, b, "the pod's connection is shared");
     assert.equal(agent.checks(), 1);
     await links.drop("pod");
-    assert.ok(a.closed);
+    assert.ok(a.client.closed);
     const c = await links.get("pod");
     assert.notEqual(c, a, "a dropped connection is made again");
     await links.drop("pod");

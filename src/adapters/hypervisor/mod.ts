@@ -20,7 +20,7 @@ import {
 } from "./vmm_config.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import type { TtrpcServer } from "../ttrpc/server.ts";
-import { unaryClient, unaryMethods } from "../ttrpc/typed.ts";
+import { unaryMethods } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
@@ -44,7 +44,7 @@ function serveVmExec(server: TtrpcServer, links: AgentLinks): void {
     SandboxServiceDefinition.fullName,
     unaryMethods(SandboxServiceDefinition, {
       execVMProcess: async (req, ctx) =>
-        await unaryClient(await links.get(ctx.scope), SandboxServiceDefinition).execVMProcess(req),
+        await (await links.get(ctx.scope)).sandbox.execVMProcess(req),
     }),
   );
 }

@@ -25,8 +25,6 @@ import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
 import { TaskOOM } from "../../gen/containerd/events/task.ts";
-import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
-import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { Status } from "../../gen/containerd/types/task/task.ts";
 import { log } from "../../log.ts";
 import type {
@@ -39,9 +37,7 @@ import { sleep } from "../../app/sync.ts";
 import { fromTimestamp } from "../convert.ts";
 import { readSpec } from "../os/bundle.ts";
 import { type StreamHub, streamingId } from "../task/streaming.ts";
-import type { TtrpcClient } from "../ttrpc/client.ts";
-import { unaryClient } from "../ttrpc/typed.ts";
-import type { AgentLinks } from "./agent_links.ts";
+import type { AgentLink, AgentLinks } from "./agent_links.ts";
 import { guestIo, GuestStdio } from "./guest_io.ts";
 import { guestBundle, makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 
@@ -91,11 +87,17 @@ export class VmContainerRuntime implements ContainerRuntime {
     this.#listener = listener;
   }
 
-  async #agent(sandboxId: string) {
+  /** The pod's agent connection; UNAVAILABLE once its VM is gone. */
+  async #link(sandboxId: string): Promise<AgentLink> {
     if (!this.#o.vmRunning(sandboxId)) {
       throw new UnavailableError(`The VM of sandbox "${sandboxId}" is not running`);
     }
-    return unaryClient(await this.#o.links.get(sandboxId), TaskV3);
+    return await this.#o.links.get(sandboxId);
+  }
+
+  /** The Task API of the pod's agent. */
+  async #agent(sandboxId: string) {
+    return (await this.#link(sandboxId)).tasks;
   }
 
   // ------------------------------------------------------------- processes
@@ -109,11 +111,11 @@ export class VmContainerRuntime implements ContainerRuntime {
         const spec = await readSpec(c.bundle);
         await makeShare(share, c.id, spec, c.rootfs, join(c.bundle, spec.root?.path ?? "rootfs"));
       }
-      const agent = await this.#agent(sb.id);
+      const link = await this.#link(sb.id);
       const t1 = performance.now();
       const io = guestIo(c.io, streamBase(c.id));
-      this.#attach(await this.#o.links.get(sb.id), sb.id, c, undefined);
-      const r = await agent.create({
+      this.#attach(link, sb.id, c, undefined);
+      const r = await link.tasks.create({
         id: c.id,
         bundle: guestBundle(c.id),
         rootfs: [],
@@ -143,9 +145,10 @@ export class VmContainerRuntime implements ContainerRuntime {
   }
 
   async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
-    const agent = await this.#agent(sb.id);
+    const link = await this.#link(sb.id);
+    const agent = link.tasks;
     const io = guestIo(e.io, streamBase(c.id, e.id));
-    this.#attach(await this.#o.links.get(sb.id), sb.id, c, e);
+    this.#attach(link, sb.id, c, e);
     try {
       await agent.exec({
         id: c.id,
@@ -248,11 +251,12 @@ export class VmContainerRuntime implements ContainerRuntime {
     e: ExecRecord | undefined,
   ): Promise<ProcessExit | undefined> {
     if (!this.#o.vmRunning(sb.id)) return { status: VM_GONE_STATUS, at: now() };
-    const s = await (await this.#agent(sb.id)).state({ id: c.id, execId: e?.id ?? "" });
+    const link = await this.#link(sb.id);
+    const s = await link.tasks.state({ id: c.id, execId: e?.id ?? "" });
     if (s.status === Status.STOPPED) {
       return { status: s.exitStatus, at: fromTimestamp(s.exitedAt) ?? now() };
     }
-    this.#attach(await this.#o.links.get(sb.id), sb.id, c, e);
+    this.#attach(link, sb.id, c, e);
     this.#watch(sb.id, c, e);
     return undefined;
   }
@@ -260,17 +264,12 @@ export class VmContainerRuntime implements ContainerRuntime {
   // ------------------------------------------------------------- internals
 
   /** Starts the stdio copies of a process (again, after a restart). */
-  #attach(
-    client: TtrpcClient,
-    sandboxId: string,
-    c: ContainerRecord,
-    e: ExecRecord | undefined,
-  ): void {
+  #attach(link: AgentLink, sandboxId: string, c: ContainerRecord, e: ExecRecord | undefined) {
     const io = (e ?? c).io;
     if (!io.stdin && !io.stdout && !io.stderr) return;
     this.#stdio.set(
       key(sandboxId, c.id, e?.id),
-      new GuestStdio(client, io, streamBase(c.id, e?.id), this.#o.streams, sandboxId),
+      new GuestStdio(link.client, io, streamBase(c.id, e?.id), this.#o.streams, sandboxId),
     );
   }
 
@@ -312,8 +311,7 @@ export class VmContainerRuntime implements ContainerRuntime {
     (async () => {
       while (this.#o.vmRunning(sandboxId)) {
         try {
-          const agent = unaryClient(await this.#o.links.get(sandboxId), SandboxServiceDefinition);
-          const env = await agent.getEvents({});
+          const env = await (await this.#o.links.get(sandboxId)).sandbox.getEvents({});
           if (env.topic === "/tasks/oom" && env.event) {
             this.#listener?.processOom?.(sandboxId, TaskOOM.decode(env.event.value).containerId);
           }

@@ -26,10 +26,9 @@ import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { startMonitored } from "../os/monitored.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { holderToken, killByCommandLine, sharedFsToken, socketPath } from "../os/process_tokens.ts";
-import { type AgentAddress, AgentLinks } from "./agent_links.ts";
+import { type AgentAddress, type AgentLink, AgentLinks } from "./agent_links.ts";
 import { AGENT_VSOCK_PORT } from "../../agent/channel.ts";
-import { unaryClient } from "../ttrpc/typed.ts";
-import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
+import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
 import { runCommand } from "../os/command.ts";
 import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
 import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
@@ -53,7 +52,7 @@ export interface VmmBackendOptions {
   /** QEMU's virtiofsd, sharing `<dir>/<id>/shared` as the guest's /run/kuasar/shared; unset: none. */
   readonly virtiofsd?: string;
   /** Its options from the config (cache mode, thread pool). */
-  readonly virtiofsdOptions?: readonly string[];
+  readonly virtiofsdOptions: readonly string[];
 }
 
 /** A VM's control sockets and console, by pod. */
@@ -165,7 +164,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
         `--socket-path=${p.fs}`,
         "-o",
         `source=${p.shared}`,
-        ...(this.opts.virtiofsdOptions ?? ["-o", "cache=none"]),
+        ...this.opts.virtiofsdOptions,
         "-o",
         "sandbox=chroot",
         "-o",
@@ -189,10 +188,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     deadline: number,
     network: { interfaces: Interface[]; routes: Route[] },
   ): Promise<number> {
-    const agent = unaryClient(
-      await this.links.connect(record.id, deadline),
-      SandboxServiceDefinition,
-    );
+    const agent = (await this.links.connect(record.id, deadline)).sandbox;
     const checked = performance.now();
     await agent.setupSandbox({
       config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
@@ -308,7 +304,7 @@ export function podSandboxJson(record: SandboxRecord): Uint8Array {
 }
 
 /** Kuasar's two-step clock sync: measure the offset, then have the guest apply it. */
-async function syncClock(agent: ReturnType<typeof unaryClient<typeof SandboxServiceDefinition>>) {
+async function syncClock(agent: AgentLink["sandbox"]) {
   const ns = () => BigInt(Date.now()) * 1_000_000n;
   const p = await agent.syncClock({
     ClientSendTime: ns(),
