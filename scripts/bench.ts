@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { criBench, summary } from "./bench/cri.ts";
 import { gvisorBench, runscVersion } from "./bench/gvisor.ts";
 import { vmmBench } from "./bench/vmm.ts";
-import { runcMemory } from "./bench/runc_memory.ts";
+import { type MemoryPoint, runcMemory } from "./bench/runc_memory.ts";
 import {
   engineBench,
   type EngineResult,
@@ -214,24 +214,41 @@ const sections: Record<string, () => Promise<void>> = {
     await Deno.writeTextFile(join(DOCS, "wasm.md"), md);
   },
   "runc-memory": async () => {
-    const r = await runcMemory([10, 50]);
-    console.log("\n## runC sandboxer memory (PSS), one `sleep` container per pod\n");
-    console.log(`idle daemon: ${mib(r.idleDaemonKiB)}\n`);
-    console.log("| pods | daemon | holders (sum) | monitors (sum) | total |");
-    console.log("|---:|---:|---:|---:|---:|");
-    for (const p of r.points) {
-      console.log(
-        `| ${p.pods} | ${mib(p.daemonKiB)} | ${kib(p.holdersKiB)} | ${kib(p.monitorsKiB)} | ${
-          mib(p.daemonKiB + p.holdersKiB + p.monitorsKiB)
-        } |`,
-      );
-    }
-    console.log(
-      `\nmarginal PSS per sandbox (daemon growth + holder): **${
+    const r = await runcMemory();
+    const row = (p: MemoryPoint) =>
+      `| ${p.pods} | ${mib(p.daemonKiB)} | ${kib(p.holdersKiB)} | ${kib(p.monitorsKiB)} | ${
+        mib(p.daemonKiB + p.holdersKiB + p.monitorsKiB)
+      } |`;
+    const lines = [
+      "# runC sandboxer memory (PSS)",
+      "",
+      `Run ${
+        new Date().toISOString()
+      } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs). One daemon; pods added`,
+      "in steps, each with one busybox `sleep` container started through the Task API. Each point",
+      "is taken once the daemon's idle reclaim (GC + malloc_trim, twice) has run: the median of",
+      "5 samples of its PSS, plus the sum of the PSS of the namespace holders and container",
+      "monitors. The marginal figures are least-squares slopes over all points.",
+      "",
+      `Idle daemon: ${mib(r.idleDaemonKiB)}.`,
+      "",
+      "| pods | daemon | holders (sum) | monitors (sum) | total |",
+      "|---:|---:|---:|---:|---:|",
+      ...r.points.map(row),
+      "",
+      `Marginal PSS per sandbox (daemon growth + holder): **${
         kib(r.marginalSandboxOnlyKiB)
-      }** (target ≤ 512 KiB)`,
-    );
-    console.log(`marginal PSS per pod with its container monitor: **${kib(r.marginalKiB)}**`);
+      }** (target ≤ 512 KiB); the daemon's share ${kib(r.marginalDaemonKiB)}.`,
+      `Marginal PSS per pod with its container's monitor: **${kib(r.marginalKiB)}**.`,
+      "",
+      "The shim model's cost per pod (containerd-shim-runc-v2 + pause) needs containerd: it is",
+      "measured beside this sandboxer in `cri.md` (`deno task bench cri`).",
+      "",
+    ];
+    const md = lines.join("\n");
+    console.log("\n" + md);
+    await Deno.mkdir(DOCS, { recursive: true });
+    await Deno.writeTextFile(join(DOCS, "runc-memory.md"), md);
   },
   cri: async () => {
     const counts = [10, 50, 100];

@@ -1,14 +1,18 @@
 /**
  * Memory of the runC sandboxer per pod: the daemon's PSS and that of the
- * helpers (namespace holders, container monitors) with 10 and 50 running
- * pods, and the marginal cost of one more pod. The baseline is what the
- * containerd shim model costs per pod (a containerd-shim-runc-v2 plus a pause
- * container), measured in the same run when containerd's shim is installed.
+ * helpers (namespace holders, container monitors) at several pod counts, and
+ * the marginal cost of one more pod as the least-squares slope over them (a
+ * Deno daemon's heap breathes by a few MiB, so two points alone can make the
+ * slope of a few hundred KiB per pod come out at either sign).
+ *
+ * The shim model's cost per pod (containerd-shim-runc-v2 + pause) needs
+ * containerd; it is measured beside this sandboxer in the `cri` section.
  *
  * @module
  */
 import { K8S_NS, taskClient, TestDaemon } from "../../tests/support/daemon.ts";
 import { createContainer, startPod, type TestPod } from "../../tests/support/pod.ts";
+import { RECLAIM_SETTLED_MS } from "../../src/adapters/os/memory.ts";
 import { pidsMatching, settledPss, sumPss } from "./pss.ts";
 
 /** One measurement point. */
@@ -23,17 +27,30 @@ export interface MemoryPoint {
 export interface RuncMemoryResult {
   readonly idleDaemonKiB: number;
   readonly points: MemoryPoint[];
-  /** (total(50) − total(10)) / 40, in KiB: daemon growth + holder + monitor per pod. */
+  /** Slope of daemon + holders + monitors over the points, KiB per pod. */
   readonly marginalKiB: number;
+  /** Slope of daemon + holders over the points, KiB per pod: the sandbox alone. */
   readonly marginalSandboxOnlyKiB: number;
+  /** Slope of the daemon alone, KiB per pod. */
+  readonly marginalDaemonKiB: number;
 }
 
-/** How long the daemon waits after the last call before it reclaims memory (IdleReclaimer). */
-const RECLAIM_AFTER_MS = 2000;
+/** Least-squares slope of ys over xs. */
+export function slope(xs: readonly number[], ys: readonly number[]): number {
+  const n = xs.length;
+  const mx = xs.reduce((a, b) => a + b, 0) / n, my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0, den = 0;
+  for (let i = 0; i < n; i++) {
+    num += (xs[i] - mx) * (ys[i] - my);
+    den += (xs[i] - mx) ** 2;
+  }
+  return den ? num / den : 0;
+}
 
 async function measure(d: TestDaemon, pods: number): Promise<MemoryPoint> {
-  // Steady state: the burst of starts is over and the daemon has reclaimed.
-  await new Promise((r) => setTimeout(r, RECLAIM_AFTER_MS + 1000));
+  // Steady state: the burst of starts is over and both of the daemon's reclaim
+  // passes (GC + malloc_trim) have run.
+  await new Promise((r) => setTimeout(r, RECLAIM_SETTLED_MS + 1000));
   const daemonKiB = await settledPss(d.pid);
   const holders = await pidsMatching("\0hold\0--exit-file\0" + d.dir);
   const monitors = await pidsMatching("\0monitor\0--exit-file\0" + d.dir);
@@ -45,12 +62,14 @@ async function measure(d: TestDaemon, pods: number): Promise<MemoryPoint> {
   };
 }
 
-/** Runs the benchmark with `counts` (e.g. [10, 50]) pods of one `sleep` container each. */
-export async function runcMemory(counts: number[] = [10, 50]): Promise<RuncMemoryResult> {
+/** Runs the benchmark at `counts` pods (ascending) of one `sleep` container each. */
+export async function runcMemory(
+  counts: number[] = [10, 20, 30, 40, 50],
+): Promise<RuncMemoryResult> {
   const d = await TestDaemon.start({ extraArgs: ["--log-level", "warn"] });
   const pods: TestPod[] = [];
   try {
-    await new Promise((r) => setTimeout(r, RECLAIM_AFTER_MS + 1000));
+    await new Promise((r) => setTimeout(r, RECLAIM_SETTLED_MS + 1000));
     const idleDaemonKiB = await settledPss(d.pid);
     const points: MemoryPoint[] = [];
     for (const n of counts) {
@@ -64,14 +83,14 @@ export async function runcMemory(counts: number[] = [10, 50]): Promise<RuncMemor
       }
       points.push(await measure(d, n));
     }
-    const total = (p: MemoryPoint) => p.daemonKiB + p.holdersKiB + p.monitorsKiB;
-    const [a, b] = [points[0], points[points.length - 1]];
-    const span = b.pods - a.pods || 1;
+    const xs = points.map((p) => p.pods);
+    const fit = (f: (p: MemoryPoint) => number) => slope(xs, points.map(f));
     return {
       idleDaemonKiB,
       points,
-      marginalKiB: (total(b) - total(a)) / span,
-      marginalSandboxOnlyKiB: (b.daemonKiB + b.holdersKiB - a.daemonKiB - a.holdersKiB) / span,
+      marginalKiB: fit((p) => p.daemonKiB + p.holdersKiB + p.monitorsKiB),
+      marginalSandboxOnlyKiB: fit((p) => p.daemonKiB + p.holdersKiB),
+      marginalDaemonKiB: fit((p) => p.daemonKiB),
     };
   } finally {
     for (const p of pods) {

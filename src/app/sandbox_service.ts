@@ -104,6 +104,8 @@ export class SandboxService implements SandboxExitListener {
   #log = log.with({ component: "sandboxes" });
   /** Sandboxes whose Start is running, and exits reported meanwhile. */
   #starting = new Set<string>();
+  /** Pods being taken down on request: their boundary's exit is expected. */
+  #stopping = new Set<string>();
   #earlyExits = new Map<string, SandboxExit>();
 
   constructor(
@@ -227,9 +229,13 @@ export class SandboxService implements SandboxExitListener {
       const sb = this.#reg.find(id);
       if (!sb || sb.state === "stopped") return;
       if (sb.state === "running") {
-        await this.#tasks.stopAll(sb, timeoutMs);
-        const exit = await this.#backend.stop(sb, timeoutMs);
-        this.#markStopped(sb, exit);
+        this.#stopping.add(id);
+        try {
+          await this.#tasks.stopAll(sb, timeoutMs);
+          this.#markStopped(sb, await this.#backend.stop(sb, timeoutMs));
+        } finally {
+          this.#stopping.delete(id);
+        }
       } else {
         this.#markStopped(sb, { status: 0, at: now() });
       }
@@ -277,8 +283,13 @@ export class SandboxService implements SandboxExitListener {
       const sb = this.#reg.find(id);
       if (!sb) return;
       if (sb.state === "running") {
-        await this.#tasks.stopAll(sb, 0);
-        this.#markStopped(sb, await this.#backend.stop(sb, 0));
+        this.#stopping.add(id);
+        try {
+          await this.#tasks.stopAll(sb, 0);
+          this.#markStopped(sb, await this.#backend.stop(sb, 0));
+        } finally {
+          this.#stopping.delete(id);
+        }
       }
       await this.#tasks.deleteAll(sb);
       await this.#endpoint.close(id);
@@ -409,7 +420,9 @@ export class SandboxService implements SandboxExitListener {
       return;
     }
     if (!sb || sb.state !== "running") return;
-    this.#log.warn("sandbox exited", { sandbox: id, status: exit.status });
+    // Expected during a requested stop; otherwise the pod died under us.
+    if (this.#stopping.has(id)) this.#log.debug("sandbox exited", { sandbox: id });
+    else this.#log.warn("sandbox exited", { sandbox: id, status: exit.status });
     this.#markStopped(sb, exit);
     this.#reg.save(sb).catch((e) =>
       this.#log.error("cannot persist sandbox exit", { sandbox: id, error: e })

@@ -195,10 +195,18 @@ Deno.test({
         (await rawFrames(path, encodeFrame(1, MessageType.REQUEST, 0, bad))).status?.code,
         Code.INVALID_ARGUMENT,
       );
-      // Random bytes, then hang up.
-      const g = await Deno.connect({ transport: "unix", path });
-      await writeAll(g, crypto.getRandomValues(new Uint8Array(4096)));
-      g.close();
+      // Random bytes: an error status or a closed connection, never OK, never a hang.
+      for (let i = 0; i < 5; i++) {
+        const garbage = crypto.getRandomValues(new Uint8Array(4096));
+        const reply = await Promise.race([
+          rawFrames(path, garbage).then((r) => r.status?.code ?? Code.OK, () => "closed"),
+          new Promise((r) => setTimeout(() => r("hang"), 5000)),
+        ]);
+        assert.ok(
+          reply === "closed" || (typeof reply === "number" && reply !== Code.OK),
+          `${reply}`,
+        );
+      }
 
       const t = await taskClient(pod.address);
       try {
@@ -220,6 +228,21 @@ Deno.test({
             options: undefined,
           }, K8S_NS),
           (e) => code(e) === Code.INVALID_ARGUMENT,
+        );
+        await assert.rejects(
+          t.task.create({
+            id: "restored",
+            bundle: "/tmp",
+            rootfs: [],
+            terminal: false,
+            stdin: "",
+            stdout: "",
+            stderr: "",
+            checkpoint: "/tmp/checkpoint",
+            parentCheckpoint: "",
+            options: undefined,
+          }, K8S_NS),
+          (e) => code(e) === Code.UNIMPLEMENTED,
         );
         await assert.rejects(
           t.task.create({

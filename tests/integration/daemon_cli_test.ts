@@ -187,6 +187,30 @@ Deno.test({
   },
 });
 
+Deno.test("daemon: every one of Kuasar's binary names, through a symlink, is its command", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "k-" });
+  try {
+    const names: [string, string][] = [
+      ["runc-sandboxer", "runc"],
+      ["vmm-sandboxer", "vmm"],
+      ["wasm-sandboxer", "wasm"],
+      ["quark-sandboxer", "quark"],
+      ["gvisor-sandboxer", "gvisor"],
+      ["kuasar-ctl", "ctl"],
+    ];
+    for (const [name, command] of names) {
+      const link = join(dir, name);
+      await Deno.symlink(Deno.execPath(), link);
+      const out = await new Deno.Command(link, { args: ["run", "-A", MAIN, "--help"] }).output();
+      assert.ok(out.success, name);
+      const usage = new TextDecoder().decode(out.stdout);
+      assert.match(usage, new RegExp(`^Usage: kuasar ${command} `), `${name}: ${usage}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test({
   name: "kuasar ctl lists, inspects, stops, waits for and shuts down sandboxes",
   ...skip,

@@ -73,7 +73,7 @@ Deno.test({
       await d.controller.stop(pod.id, 5);
       assert.ok((await d.controller.wait(pod.id)).exitedAt);
       await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
     }, startGvisor),
 });
 
@@ -158,7 +158,7 @@ Deno.test({
         t.close();
       }
       await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
     }, startGvisor),
 });
 
@@ -201,6 +201,6 @@ Deno.test({
         t.close();
       }
       await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
     }, startGvisor),
 });

@@ -8,6 +8,7 @@ import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/dae
 import { execRequest, processSpec } from "../support/oci.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
+import { decodeMetrics, memoryLimit } from "../support/cgroups.ts";
 
 const skip = skipUnless(runcUnavailable(), "runC lifecycle");
 
@@ -97,10 +98,11 @@ Deno.test({
         const pids = await t.task.pids({ id: c.id }, K8S_NS);
         assert.ok(pids.processes.some((p) => p.pid === c.pid));
 
-        // stats: cgroup v1 metrics with a memory usage
+        // stats: the container's cgroup metrics, as containerd decodes them
         const stats = await t.task.stats({ id: c.id }, K8S_NS);
-        assert.match(stats.stats?.typeUrl ?? "", /^io\.containerd\.cgroups\.v[12]\.Metrics$/);
-        assert.ok((stats.stats?.value.length ?? 0) > 0);
+        const m = decodeMetrics(stats.stats);
+        assert.ok(m.memoryUsage > 0, "memory usage");
+        assert.ok(m.pids >= 1, "pids");
 
         // update: a memory limit lands in the container's cgroup
         const res = new TextEncoder().encode(
@@ -110,6 +112,7 @@ Deno.test({
           { id: c.id, resources: { typeUrl: "x", value: res }, annotations: {} },
           K8S_NS,
         );
+        assert.equal(await memoryLimit(`${d.cgroupParent}/${c.id}`), 64 * 1024 * 1024);
 
         // a pty exec: output arrives through the monitor's pty copy
         const ptyOut = join(d.base, "pty-out");

@@ -9,6 +9,15 @@ import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/dae
 import { createContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
+import { fromTimestamp } from "../../src/adapters/convert.ts";
+import { toMillis } from "../../src/domain/time.ts";
+import type { Timestamp } from "../../src/gen/containerd/google/protobuf/timestamp.ts";
+
+/** A protobuf Timestamp in epoch milliseconds. */
+function millis(t: Timestamp | undefined): number {
+  assert.ok(t, "a timestamp");
+  return toMillis(fromTimestamp(t)!);
+}
 
 const skip = skipUnless(runcUnavailable(), "runC recovery");
 
@@ -36,13 +45,20 @@ Deno.test({
         t.close();
         pods.push({ pod, cid: c.id, pid: c.pid });
       }
+      // The leak check sees live pods' processes, cgroups and files (it is not vacuous).
+      const live = await leftovers(d, pods.map((p) => p.pod.id));
+      for (const kind of ["process", "cgroup", "file"]) {
+        assert.ok(live.some((l) => l.startsWith(kind + " ")), `${kind} seen: ${live.join("\n")}`);
+      }
       // Pod 4 loses its container while the daemon is down: the exit must still be exact.
       const early = pods[4];
+      const goEarly = Date.now();
       await Deno.writeTextFile(`/proc/${early.pid}/root/tmp/go`, "");
 
       await d.kill9();
       await new Promise((r) => setTimeout(r, 500));
       // The container of pod 4 has exited by now; the others still run.
+      const restarted = Date.now();
       d = await TestDaemon.start({ base: d.base });
 
       for (const { pod } of pods) {
@@ -55,6 +71,9 @@ Deno.test({
         const t = await taskClient(early.pod.address);
         const w = await t.task.wait({ id: early.cid, execId: "" }, K8S_NS);
         assert.equal(w.exitStatus, 14, "exit while the daemon was down");
+        // The exit time is when it exited (taken by its monitor), not when the new daemon saw it.
+        const at = millis(w.exitedAt);
+        assert.ok(at >= goEarly - 5 && at <= restarted, `exited at ${at}, go ${goEarly}`);
         t.close();
       }
       // pod 0: stdout still flows to its FIFO after the restart
@@ -65,8 +84,12 @@ Deno.test({
         const state = await t.task.state({ id: cid, execId: "" }, K8S_NS);
         assert.equal(state.status, 2, "still running after restart");
         const w = t.task.wait({ id: cid, execId: "" }, K8S_NS);
+        const go = Date.now();
         await Deno.writeTextFile(`/proc/${pid}/root/tmp/go`, "");
-        assert.equal((await w).exitStatus, 10 + i, `true exit code of pod ${i}`);
+        const { exitStatus, exitedAt } = await w;
+        assert.equal(exitStatus, 10 + i, `true exit code of pod ${i}`);
+        const at = millis(exitedAt);
+        assert.ok(at >= go - 5 && at <= Date.now(), `exited at ${at}, go ${go}`);
         await t.task.delete({ id: cid, execId: "" }, K8S_NS);
         t.close();
       }
@@ -76,8 +99,6 @@ Deno.test({
         await t.task.delete({ id: early.cid, execId: "" }, K8S_NS);
         t.close();
       }
-      // The leak check sees a live sandboxer's files and processes (it is not vacuous).
-      assert.ok((await leftovers(d, pods.map((p) => p.pod.id))).length > 0);
       for (const { pod } of pods) {
         await d.controller.stop(pod.id, 1);
         await d.controller.shutdown(pod.id);

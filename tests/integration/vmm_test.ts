@@ -221,7 +221,7 @@ Deno.test({
         t3.close();
       }
       await d.controller.shutdown(b.id);
-      assert.deepEqual(await leftovers(d, [a.id, b.id], d.cgroupParent), []);
+      assert.deepEqual(await leftovers(d, [a.id, b.id]), []);
     }, startVmm),
 });
 
@@ -284,7 +284,7 @@ Deno.test({
       }
       assert.equal(body, "vm-page\n", "the pod IP answers from the host, served inside the VM");
       await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
       const links = await new Deno.Command("ip", { args: ["-n", ns, "-o", "link"] }).output();
       assert.doesNotMatch(new TextDecoder().decode(links.stdout), /tap\d+_kuasar/, "taps removed");
     } catch (e) {
@@ -326,7 +326,7 @@ Deno.test({
           t.close();
         }
         await d.controller.shutdown(pod.id);
-        assert.deepEqual(await leftovers(d, [pod.id], d.cgroupParent), []);
+        assert.deepEqual(await leftovers(d, [pod.id]), []);
       }, () => startVmm(["--containerd-address", sink.address]));
     } finally {
       await sink.close();

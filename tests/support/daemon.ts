@@ -11,6 +11,7 @@ import { ControllerClient } from "../../src/adapters/grpc/controller_client.ts";
 import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts";
 import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
+import { TaskDefinition as TaskV2 } from "../../src/gen/containerd/runtime/task/v2/shim.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MAIN = join(ROOT, "src/main.ts");
@@ -211,10 +212,13 @@ async function copyToFile(stream: ReadableStream<Uint8Array>, path: string): Pro
 /** A typed Task API (v3) client connected to a task address. */
 export async function taskClient(
   address: string,
+  version: 2 | 3 = 3,
 ): Promise<{ task: UnaryClient<typeof TaskDefinition>; close(): void }> {
   const path = address.replace(/^ttrpc\+unix:\/\//, "").replace(/^unix:\/\//, "");
   const c = await TtrpcClient.connectUnix(path);
-  return { task: unaryClient(c, TaskDefinition), close: () => c.close() };
+  // containerd.task.v2.Task has the same methods and messages under another service name.
+  const definition = version === 2 ? TaskV2 as unknown as typeof TaskDefinition : TaskDefinition;
+  return { task: unaryClient(c, definition), close: () => c.close() };
 }
 
 /** Metadata containerd sends with task calls. */

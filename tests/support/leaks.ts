@@ -6,6 +6,9 @@
  */
 import { join } from "node:path";
 import type { TestDaemon } from "./daemon.ts";
+import { DEFAULT_CGROUP_PARENT } from "./oci.ts";
+
+const CGROUP_ROOT = "/sys/fs/cgroup";
 
 /** The daemon's own files, there while it runs, whatever its pods. */
 const DAEMON_FILES = new Set([
@@ -44,17 +47,19 @@ async function walk(dir: string, out: string[]): Promise<void> {
 }
 
 /** Everything of `pods` still present: processes, mounts, cgroups, files under --dir. */
-export async function leftovers(
-  d: TestDaemon,
-  pods: string[],
-  cgroupParent = "/kuasar-test",
-): Promise<string[]> {
+export async function leftovers(d: TestDaemon, pods: string[]): Promise<string[]> {
+  // The tests' containers live under the daemon's own cgroup parent; specs
+  // made without one use the shared default of tests/support/oci.ts.
+  const parents = [d.cgroupParent, DEFAULT_CGROUP_PARENT];
   const found: string[] = [];
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name) || Number(e.name) === d.pid) continue;
     try {
       const cmd = (await Deno.readTextFile(`/proc/${e.name}/cmdline`)).replaceAll("\0", " ");
-      if (cmd.includes(d.dir) || pods.some((p) => cmd.includes(p))) {
+      const cgroups = await Deno.readTextFile(`/proc/${e.name}/cgroup`);
+      // A container process is found by its cgroup, whatever its command line.
+      const inParent = parents.some((p) => cgroups.includes(`:${p}/`));
+      if (inParent || cmd.includes(d.dir) || pods.some((p) => cmd.includes(p))) {
         found.push(`process ${e.name}: ${cmd}`);
       }
     } catch { /* gone */ }
@@ -64,16 +69,24 @@ export async function leftovers(
     const mp = line.split(" ")[4];
     if (mp && mp.startsWith(d.base)) found.push(`mount ${mp}`);
   }
-  for (const ctrl of ["memory", "cpu", "pids", "unified"]) {
-    const dir = join("/sys/fs/cgroup", ctrl, cgroupParent);
-    try {
-      for await (const c of Deno.readDir(dir)) {
-        if (c.isDirectory) found.push(`cgroup ${join(dir, c.name)}`);
-      }
-    } catch { /* no such parent: nothing left */ }
+  // Every hierarchy: v1 controllers, the named systemd one, and v2 (unified or alone).
+  const hierarchies = [
+    "",
+    ...(await Array.fromAsync(Deno.readDir(CGROUP_ROOT)))
+      .filter((e) => e.isDirectory).map((e) => e.name),
+  ];
+  for (const h of hierarchies) {
+    for (const parent of parents) {
+      const dir = join(CGROUP_ROOT, h, parent);
+      try {
+        for await (const c of Deno.readDir(dir)) {
+          if (c.isDirectory) found.push(`cgroup ${join(dir, c.name)}`);
+        }
+      } catch { /* no such parent: nothing left */ }
+    }
   }
   const files: string[] = [];
   await walk(d.dir, files);
-  found.push(...files.filter((f) => !f.endsWith("/task.sock")).map((f) => `file ${f}`));
+  found.push(...files.map((f) => `file ${f}`));
   return found;
 }

@@ -7,6 +7,9 @@
  */
 import { join } from "node:path";
 
+/** Where containers go whose spec is made without a cgroup parent. */
+export const DEFAULT_CGROUP_PARENT = "/kuasar-test";
+
 /** Options of `writeBundle`. */
 export interface BundleOptions {
   readonly args: string[];
@@ -100,7 +103,7 @@ export async function writeBundle(
       "io.kubernetes.cri.sandbox-id": o.sandboxId,
     },
     linux: {
-      cgroupsPath: `${o.cgroupParent ?? "/kuasar-test"}/${containerId}`,
+      cgroupsPath: `${o.cgroupParent ?? DEFAULT_CGROUP_PARENT}/${containerId}`,
       resources: {
         devices: [{ allow: false, access: "rwm" }],
         ...(o.memoryLimit ? { memory: { limit: o.memoryLimit } } : {}),

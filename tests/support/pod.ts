@@ -15,6 +15,8 @@ export interface TestPod {
   readonly id: string;
   readonly pid: number;
   readonly address: string;
+  /** Task API version Start reported. */
+  readonly version: number;
 }
 
 /** A random 64-hex id, like CRI's. */
@@ -32,11 +34,13 @@ export interface PodOptions {
   readonly hostNetwork?: boolean;
   readonly netnsPath?: string;
   readonly cgroupParent?: string;
+  /** The pod's id (a random one by default). */
+  readonly id?: string;
 }
 
 /** Creates and starts a pod, passing a PodSandboxConfig like containerd does. */
 export async function startPod(d: TestDaemon, o: PodOptions = {}): Promise<TestPod> {
-  const id = randomId();
+  const id = o.id ?? randomId();
   const config = PodSandboxConfig.fromPartial({
     metadata: {
       name: `pod-${id.slice(0, 6)}`,
@@ -61,7 +65,7 @@ export async function startPod(d: TestDaemon, o: PodOptions = {}): Promise<TestP
     },
   });
   const s = await d.controller.start(id);
-  return { id, pid: s.pid, address: s.address };
+  return { id, pid: s.pid, address: s.address, version: s.version };
 }
 
 /** Options of a test container. */

@@ -92,8 +92,10 @@ export class ContainerdEventPublisher implements EventPublisher {
   }
 
   publish(namespace: string, event: TaskEvent): void {
-    this.#log.debug("task event", { topic: event.topic, namespace, container: event.containerId });
-    if (!this.#address) return;
+    const fields = { topic: event.topic, namespace, container: event.containerId };
+    // Without containerd's address the log is where the events go.
+    if (!this.#address) return this.#log.info("task event", fields);
+    this.#log.debug("task event", fields);
     this.#queue.push({ namespace, event });
     this.#sending ??= this.#drain().finally(() => (this.#sending = undefined));
   }

@@ -31,7 +31,12 @@ export class ControllerClient {
       grpcServiceDefinition(ControllerDefinition),
       "Controller",
     );
-    this.#client = new Ctor(`unix://${socketPath}`, grpc.credentials.createInsecure()) as never;
+    // A connection of its own: grpc-js otherwise shares one per target among
+    // clients, and after a sandboxer restart a new client would inherit the
+    // old connection's reconnect back-off and fail calls that would succeed.
+    this.#client = new Ctor(`unix://${socketPath}`, grpc.credentials.createInsecure(), {
+      "grpc.use_local_subchannel_pool": 1,
+    }) as never;
   }
 
   #call<T>(method: string, req: unknown, timeoutMs?: number): Promise<T> {

@@ -35,12 +35,19 @@ export function reclaimMemory(): void {
   mallocTrim()?.(0n);
 }
 
+/** Quiet time after the last call before the first reclaim pass. */
+export const RECLAIM_QUIET_MS = 2000;
+/** The second pass comes this many quiet periods after the first. */
+const SECOND_PASS_FACTOR = 4;
+/** Time after the last call by which both reclaim passes have run (with the default quiet time). */
+export const RECLAIM_SETTLED_MS = RECLAIM_QUIET_MS * (1 + SECOND_PASS_FACTOR);
+
 /** Calls `reclaimMemory` once activity has been quiet for `quietMs`. */
 export class IdleReclaimer {
   #quietMs: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(quietMs = 2000) {
+  constructor(quietMs = RECLAIM_QUIET_MS) {
     this.#quietMs = quietMs;
   }
 
@@ -58,7 +65,7 @@ export class IdleReclaimer {
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       reclaimMemory();
-      if (again) this.#schedule(ms * 4, false);
+      if (again) this.#schedule(ms * SECOND_PASS_FACTOR, false);
     }, ms);
     Deno.unrefTimer(this.#timer);
   }

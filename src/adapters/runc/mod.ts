@@ -35,15 +35,17 @@ export const runcKind: SandboxKind = {
       root: s.root ?? join(ctx.dir, "runc"),
       systemdCgroup: s.systemd_cgroup ?? false,
     });
+    const runtime = new RuncContainerRuntime({
+      dir: ctx.dir,
+      helper: ctx.helper,
+      exits: ctx.exits,
+      cli: runc,
+      streams: ctx.streams,
+    });
     return Promise.resolve({
       backend: new RuncSandboxBackend({ dir: ctx.dir, helper: ctx.helper, exits: ctx.exits }),
-      runtime: new RuncContainerRuntime({
-        dir: ctx.dir,
-        helper: ctx.helper,
-        exits: ctx.exits,
-        cli: runc,
-        streams: ctx.streams,
-      }),
+      runtime,
+      close: () => runtime.close(),
     });
   },
 };

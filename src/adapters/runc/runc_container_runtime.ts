@@ -11,11 +11,12 @@ import { join } from "node:path";
 import { FailedPreconditionError } from "../../domain/errors.ts";
 import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
-import type { ContainerRecord, ExecRecord } from "../../domain/task.ts";
+import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
 import type { ProcessInfo, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { cgroupMetrics, type CgroupPaths, cgroupPathsOf, oomKills } from "../os/cgroups.ts";
 import type { ExitRecord } from "../os/exit_watcher.ts";
 import { mountAll } from "../os/mounts.ts";
+import { OomWatcher } from "../os/oom_watcher.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { initToken } from "../os/process_tokens.ts";
 import { readSpec } from "../os/bundle.ts";
@@ -30,9 +31,14 @@ interface ProcBackend extends MonitoredBackend {
 
 const SIGKILL = 9;
 
+function oomKey(sandboxId: string, containerId: string): string {
+  return `${sandboxId}/${containerId}`;
+}
+
 /** runc-backed containers. */
 export class RuncContainerRuntime extends MonitoredContainers {
   protected readonly runtimeName = "runc";
+  #oom = new OomWatcher();
 
   async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     const spec = await readSpec(c.bundle);
@@ -67,6 +73,7 @@ export class RuncContainerRuntime extends MonitoredContainers {
     backend.helperPid = helperPid;
     backend.ownPidNs = hasOwnPidNamespace(spec);
     backend.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
+    this.#watchOom(sb.id, c, 0n);
     this.watch(sb.id, c, undefined, helperPid);
     await this.io.attach(sb.id, token, c.io);
   }
@@ -77,7 +84,9 @@ export class RuncContainerRuntime extends MonitoredContainers {
     r: ExitRecord,
   ): Promise<void> {
     const b = c.backend as ProcBackend;
-    if (b.cgroups && await oomKills(b.cgroups).catch(() => 0n) > 0n) {
+    // Kills not seen yet; without a watch (no FFI), any kill the cgroup counted.
+    const watched = await this.#oom.finish(oomKey(sandboxId, c.id));
+    if (!watched && b.cgroups && await oomKills(b.cgroups).catch(() => 0n) > 0n) {
       this.listener?.processOom?.(sandboxId, c.id);
     }
     // Without a pid namespace of its own, the init's death does not take the
@@ -88,6 +97,42 @@ export class RuncContainerRuntime extends MonitoredContainers {
 
   async start(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     await this.cli.start(c.id);
+  }
+
+  /** Reports OOM kills in the container's cgroup while it runs (`known`: kills already seen). */
+  #watchOom(sandboxId: string, c: ContainerRecord, known: bigint): void {
+    const cgroups = (c.backend as ProcBackend).cgroups;
+    if (!cgroups) return;
+    this.#oom.watch(
+      oomKey(sandboxId, c.id),
+      cgroups,
+      () => this.listener?.processOom?.(sandboxId, c.id),
+      known,
+    );
+  }
+
+  override async recover(
+    sb: SandboxRecord,
+    c: ContainerRecord,
+    e: ExecRecord | undefined,
+  ): Promise<ProcessExit | undefined> {
+    const exit = await super.recover(sb, c, e);
+    const cgroups = (c.backend as ProcBackend).cgroups;
+    // Still running: watch again; kills during the daemon's downtime are not news any more.
+    if (!e && !exit && cgroups) {
+      this.#watchOom(sb.id, c, await oomKills(cgroups).catch(() => 0n));
+    }
+    return exit;
+  }
+
+  override async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+    this.#oom.unwatch(oomKey(sb.id, c.id));
+    await super.delete(sb, c);
+  }
+
+  /** Releases the OOM watch (the daemon is stopping). */
+  async close(): Promise<void> {
+    await this.#oom.close();
   }
 
   protected signalExec(_c: ContainerRecord, e: ExecRecord, signal: number): Promise<void> {

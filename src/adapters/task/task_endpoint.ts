@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import { InvalidArgumentError } from "../../domain/errors.ts";
+import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
 import { processStatusNumber } from "../../domain/task.ts";
 import { TaskDefinition as TaskV2 } from "../../gen/containerd/runtime/task/v2/shim.ts";
 import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
@@ -63,8 +63,8 @@ export function taskHandlers(tasks: TaskService): UnaryImplementation<typeof Tas
     },
     create: async (r, ctx) => {
       if (r.checkpoint || r.parentCheckpoint) {
-        throw new InvalidArgumentError(
-          `Cannot create container "${r.id}" from a checkpoint: not supported`,
+        throw new UnimplementedError(
+          `Cannot create container "${r.id}" from a checkpoint: checkpoints are not supported`,
         );
       }
       const pid = await tasks.create(ctx.scope, namespaceOf(ctx), {
