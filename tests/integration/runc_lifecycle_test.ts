@@ -21,9 +21,12 @@ Deno.test({
       const pod = await startPod(d);
       assert.match(pod.address, /^ttrpc\+unix:\/\/.*\/task\.sock$/);
       assert.ok(pod.pid > 0);
-      const st = await d.controller.status(pod.id);
+      const st = await d.controller.status(pod.id, true);
       assert.equal(st.state, "SANDBOX_READY");
       assert.equal(st.pid, pod.pid);
+      assert.equal(st.info.kind, "runc");
+      assert.ok(st.createdAt && st.createdAt.seconds > 0n);
+      assert.equal(st.exitedAt, undefined);
 
       const fifo = join(d.base, "stdout");
       await mkfifo(fifo);
@@ -55,7 +58,9 @@ Deno.test({
       await d.controller.stop(pod.id, 5);
       const w = await d.controller.wait(pod.id);
       assert.ok(w.exitedAt);
-      assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_NOTREADY");
+      const stopped = await d.controller.status(pod.id);
+      assert.equal(stopped.state, "SANDBOX_NOTREADY");
+      assert.deepEqual(stopped.exitedAt, w.exitedAt);
       await d.controller.shutdown(pod.id);
       await assert.rejects(d.controller.status(pod.id), /not found/);
     } catch (e) {

@@ -172,6 +172,44 @@ Deno.test({
 });
 
 Deno.test({
+  name: "runC: a pod that died while the daemon was down is reported exited after the restart",
+  ...skip,
+  async fn() {
+    let d = await TestDaemon.start();
+    try {
+      const pod = await startPod(d);
+      const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
+      const t = await taskClient(pod.address);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      t.close();
+      await d.kill9();
+      const killed = Date.now();
+      Deno.kill(pod.pid, "SIGKILL");
+      await new Promise((r) => setTimeout(r, 300));
+      d = await TestDaemon.start({ base: d.base });
+      const st = await d.controller.status(pod.id, true);
+      assert.equal(st.state, "SANDBOX_NOTREADY");
+      assert.equal(st.pid, 0);
+      const w = await d.controller.wait(pod.id);
+      assert.equal(w.exitStatus, 137, "the holder's SIGKILL");
+      assert.ok(millis(w.exitedAt) >= killed - 5, "exit time from the holder's record");
+      // Its container does not outlive it.
+      const t2 = await taskClient(pod.address);
+      assert.equal((await t2.task.wait({ id: c.id, execId: "" }, K8S_NS)).exitStatus, 137);
+      await t2.task.delete({ id: c.id, execId: "" }, K8S_NS);
+      t2.close();
+      await d.controller.shutdown(pod.id);
+      assert.deepEqual(await leftovers(d, [pod.id]), []);
+    } catch (e) {
+      console.error(await d.logs());
+      throw e;
+    } finally {
+      await d.cleanup();
+    }
+  },
+});
+
+Deno.test({
   name:
     "runC: task connections survive a daemon restart; a Wait in flight returns the true exit code",
   ...skip,
