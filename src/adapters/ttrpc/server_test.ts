@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import { Code, InvalidArgumentError, NotFoundError } from "../../domain/errors.ts";
 import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { TtrpcClient } from "./client.ts";
@@ -212,5 +213,52 @@ Deno.test("ttrpc server answers bad frames on their stream and keeps serving", a
     assert.equal(td.decode(await c.call("test.Echo", "Echo", te.encode("alive"))), "alive");
     c.close();
     await c.done;
+  });
+});
+
+Deno.test("property: any request payload gets one answer on its stream, and the connection lives", async () => {
+  await withServer(async (path) => {
+    const conn = await Deno.connect({ transport: "unix", path });
+    const dec = new FrameDecoder();
+    let stream = 1;
+    try {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.oneof(
+            // Arbitrary bytes as the Request message.
+            fc.uint8Array({ maxLength: 512 }),
+            // Well-formed Requests for any service/method, with arbitrary payloads.
+            fc.record({
+              service: fc.oneof(fc.constant("test.Echo"), fc.string({ maxLength: 20 })),
+              method: fc.oneof(fc.constant("Echo"), fc.string({ maxLength: 10 })),
+              payload: fc.uint8Array({ maxLength: 64 }),
+            }).map((r) => request(r.service, r.method, r.payload)),
+          ),
+          async (payload) => {
+            const id = stream;
+            stream += 2;
+            const r = await rawExchange(
+              conn,
+              encodeFrame(id, MessageType.REQUEST, 0, payload),
+              dec,
+            );
+            assert.equal(r.streamId, id);
+            const code = r.res.status?.code ?? Code.OK;
+            let req: Request | undefined;
+            try {
+              req = Request.decode(payload);
+            } catch { /* undecodable */ }
+            if (!req) assert.equal(code, Code.INVALID_ARGUMENT);
+            else if (req.service === "test.Echo" && req.method === "Echo") {
+              assert.equal(code, Code.OK);
+              assert.deepEqual(r.res.payload, req.payload);
+            } else assert.notEqual(code, Code.OK);
+          },
+        ),
+        { numRuns: 300 },
+      );
+    } finally {
+      conn.close();
+    }
   });
 });
