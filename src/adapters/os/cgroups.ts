@@ -97,16 +97,30 @@ export async function cgroupExists(paths: CgroupPaths): Promise<boolean> {
   }
 }
 
+/** Where cgroups are mounted, and whether as the unified (v2-only) hierarchy. */
+export interface CgroupRoot {
+  readonly root: string;
+  readonly unified: boolean;
+}
+
+/** This host's cgroup mount. */
+export function hostCgroupRoot(): CgroupRoot {
+  return { root: ROOT, unified: isUnified() };
+}
+
 /** Number of OOM kills recorded in the cgroup's memory controller. */
-export async function oomKills(paths: CgroupPaths): Promise<bigint> {
-  if (isUnified()) {
-    return parseKeyed(await readText(join(ROOT, paths[""] ?? "/", "memory.events"))).get(
+export async function oomKills(
+  paths: CgroupPaths,
+  at: CgroupRoot = hostCgroupRoot(),
+): Promise<bigint> {
+  if (at.unified) {
+    return parseKeyed(await readText(join(at.root, paths[""] ?? "/", "memory.events"))).get(
       "oom_kill",
     ) ?? 0n;
   }
   const p = paths.memory;
   if (p === undefined) return 0n;
-  return parseKeyed(await readText(join(ROOT, "memory", p, "memory.oom_control"))).get(
+  return parseKeyed(await readText(join(at.root, "memory", p, "memory.oom_control"))).get(
     "oom_kill",
   ) ?? 0n;
 }
@@ -212,8 +226,9 @@ async function metricsV1(paths: CgroupPaths): Promise<v1.Metrics> {
   return m;
 }
 
-async function metricsV2(path: string): Promise<v2.Metrics> {
-  const d = join(ROOT, path);
+/** cgroup v2 statistics of `path` under `root` (exported for tests with fixture trees). */
+export async function metricsV2(path: string, root = ROOT): Promise<v2.Metrics> {
+  const d = join(root, path);
   const m = v2.Metrics.fromPartial({});
   m.pids = {
     current: await readU64(join(d, "pids.current")),

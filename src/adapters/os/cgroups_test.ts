@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import * as v1 from "../../gen/cgroups/cgroup1/stats/metrics.ts";
-import { isUnified, summedCgroupMetrics } from "./cgroups.ts";
+import * as v2 from "../../gen/cgroups/cgroup2/stats/metrics.ts";
+import { isUnified, metricsV2, oomKills, summedCgroupMetrics } from "./cgroups.ts";
+import { OomWatcher } from "./oom_watcher.ts";
 
 Deno.test("summedCgroupMetrics of no cgroup is an empty, decodable Metrics", async () => {
   const m = await summedCgroupMetrics([]);
@@ -24,4 +26,81 @@ Deno.test({
     assert.equal(two.memory.usage!.limit, one.memory.usage!.limit);
     assert.ok(two.cpu!.usage!.total >= 2n * one.cpu!.usage!.total - 10_000_000n);
   },
+});
+
+/** A cgroup v2 directory as the kernel shows it, in a temporary tree. */
+async function v2Fixture(files: Record<string, string>): Promise<string> {
+  const root = await Deno.makeTempDir({ prefix: "cg2-" });
+  await Deno.mkdir(`${root}/pod/ctr`, { recursive: true });
+  for (const [name, text] of Object.entries(files)) {
+    await Deno.writeTextFile(`${root}/pod/ctr/${name}`, text);
+  }
+  return root;
+}
+
+Deno.test("cgroup v2 statistics are read as containerd's v2 Metrics (fixture tree)", async () => {
+  const root = await v2Fixture({
+    "pids.current": "3\n",
+    "pids.max": "max\n",
+    "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
+    "memory.current": "4194304\n",
+    "memory.max": "67108864\n",
+    "memory.stat": "anon 1048576\nfile 2097152\nkernel_stack 16384\npgfault 42\n",
+    "memory.events": "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\n",
+    "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+  });
+  try {
+    const m = await metricsV2("/pod/ctr", root);
+    assert.deepEqual(m.pids, { current: 3n, limit: 0n });
+    assert.equal(m.cpu?.usageUsec, 1500n);
+    assert.equal(m.cpu?.systemUsec, 500n);
+    assert.equal(m.memory?.usage, 4194304n);
+    assert.equal(m.memory?.usageLimit, 67108864n);
+    assert.equal(m.memory?.anon, 1048576n);
+    assert.equal(m.memory?.file, 2097152n);
+    assert.equal(m.memory?.pgfault, 42n);
+    assert.equal(m.memoryEvents?.oomKill, 1n);
+    assert.equal(m.memoryEvents?.max, 7n);
+    assert.deepEqual(m.io?.usage, [{
+      major: 8n,
+      minor: 0n,
+      rbytes: 4096n,
+      wbytes: 8192n,
+      rios: 1n,
+      wios: 2n,
+    }]);
+    // Round trip through the wire format containerd decodes.
+    assert.deepEqual(v2.Metrics.decode(v2.Metrics.encode(m).finish()).memory?.usage, 4194304n);
+    assert.equal(await oomKills({ "": "/pod/ctr" }, { root, unified: true }), 1n);
+  } finally {
+    await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("OOM watcher (v2 path): each new oom_kill in memory.events is reported once", async () => {
+  const root = await v2Fixture({ "memory.events": "oom 0\noom_kill 0\n" });
+  const watcher = new OomWatcher({ root, unified: true });
+  const seen: string[] = [];
+  const events = `${root}/pod/ctr/memory.events`;
+  const until = async (n: number) => {
+    for (let i = 0; i < 100 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
+  };
+  try {
+    watcher.watch("pod/ctr", { "": "/pod/ctr" }, () => seen.push("oom"));
+    // A modification without a new kill (e.g. "high") reports nothing.
+    await Deno.writeTextFile(events, "high 1\noom 0\noom_kill 0\n");
+    await Deno.writeTextFile(events, "high 1\noom 1\noom_kill 1\n");
+    await until(1);
+    assert.deepEqual(seen, ["oom"]);
+    await Deno.writeTextFile(events, "high 1\noom 2\noom_kill 2\n");
+    await until(2);
+    assert.deepEqual(seen, ["oom", "oom"]);
+    // Nothing new at the end: finish reports nothing more.
+    assert.equal(await watcher.finish("pod/ctr"), true);
+    assert.deepEqual(seen, ["oom", "oom"]);
+    assert.equal(await watcher.finish("pod/ctr"), false, "no longer watched");
+  } finally {
+    await watcher.close();
+    await Deno.remove(root, { recursive: true });
+  }
 });

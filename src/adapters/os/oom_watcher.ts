@@ -18,9 +18,8 @@
  */
 import { join } from "node:path";
 import { log } from "../../log.ts";
-import { type CgroupPaths, isUnified, oomKills } from "./cgroups.ts";
+import { type CgroupPaths, type CgroupRoot, hostCgroupRoot, oomKills } from "./cgroups.ts";
 
-const ROOT = "/sys/fs/cgroup";
 const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
 const O_RDONLY = 0, O_CLOEXEC = 0o2000000;
 const IN_NONBLOCK = 0o4000, IN_CLOEXEC = 0o2000000, IN_MODIFY = 0x2;
@@ -76,6 +75,12 @@ export class OomWatcher {
   #loop: Promise<void> | undefined;
   #closed = false;
   #log = log.with({ component: "oom" });
+  #at: CgroupRoot;
+
+  /** `at`: where the cgroups are (the host's mount; a fixture tree in tests). */
+  constructor(at: CgroupRoot = hostCgroupRoot()) {
+    this.#at = at;
+  }
 
   /**
    * Reports OOM kills in `paths` through `onOom` until `unwatch(key)`.
@@ -87,7 +92,7 @@ export class OomWatcher {
     const c = this.#setup();
     if (!c) return;
     try {
-      const w = isUnified()
+      const w = this.#at.unified
         ? this.#watchV2(c, paths, onOom, reported)
         : this.#watchV1(c, paths, onOom, reported);
       if (!w) return;
@@ -106,14 +111,20 @@ export class OomWatcher {
     if (dir === undefined) return undefined;
     const efd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd < 0) throw new Error("eventfd failed");
-    const ofd = c.open(cstr(join(ROOT, "memory", dir, "memory.oom_control")), O_RDONLY | O_CLOEXEC);
+    const ofd = c.open(
+      cstr(join(this.#at.root, "memory", dir, "memory.oom_control")),
+      O_RDONLY | O_CLOEXEC,
+    );
     if (ofd < 0) {
       c.close(efd);
       throw new Error(`cannot open memory.oom_control of ${dir}`);
     }
     const w: Watched = { paths, onOom, reported, fds: [efd, ofd] };
     try {
-      Deno.writeTextFileSync(join(ROOT, "memory", dir, "cgroup.event_control"), `${efd} ${ofd}`);
+      Deno.writeTextFileSync(
+        join(this.#at.root, "memory", dir, "cgroup.event_control"),
+        `${efd} ${ofd}`,
+      );
       this.#add(c, efd);
     } catch (e) {
       for (const fd of w.fds) c.close(fd);
@@ -132,7 +143,7 @@ export class OomWatcher {
     }
     const wd = c.inotify_add_watch(
       this.#inotify,
-      cstr(join(ROOT, dir, "memory.events")),
+      cstr(join(this.#at.root, dir, "memory.events")),
       IN_MODIFY,
     );
     if (wd < 0) throw new Error(`cannot watch memory.events of ${dir}`);
@@ -262,7 +273,7 @@ export class OomWatcher {
     const w = this.#byKey.get(key);
     if (!w) return true;
     // A removed cgroup (v1 signals that too) reads as no kills.
-    const kills = await oomKills(w.paths).catch(() => 0n);
+    const kills = await oomKills(w.paths, this.#at).catch(() => 0n);
     if (kills <= w.reported) return false;
     w.reported = kills;
     this.#log.info("OOM kill", { key, kills: Number(kills) });
