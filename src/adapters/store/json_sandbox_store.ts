@@ -1,7 +1,7 @@
 /**
  * Sandbox records as `<dir>/<id>/sandbox.json`, written atomically (temporary
- * file, fsync, rename) so a crash at any point leaves the old or the new
- * record, never a torn one.
+ * file, fsync, rename, fsync of the directory) so a crash at any point, of
+ * the daemon or the node, leaves the old or the new record, never a torn one.
  *
  * @module
  */
@@ -23,6 +23,15 @@ const FORMAT = 1;
  * them for the remains of a crashed Create.
  */
 const RESERVED = new Set(["exits", "s", "runc", "runsc", "pause-rootfs", "wasm-io"]);
+
+async function syncDir(dir: string): Promise<void> {
+  const d = await Deno.open(dir, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
+  }
+}
 
 /** JSON-file store rooted at the sandboxer's --dir. */
 export class JsonSandboxStore implements SandboxStore {
@@ -65,6 +74,8 @@ export class JsonSandboxStore implements SandboxStore {
       await Deno.remove(tmp).catch(() => {});
       throw e;
     }
+    // The rename itself survives a power loss only once the directory is synced.
+    await syncDir(dir);
   }
 
   async list(): Promise<{ records: SandboxRecord[]; broken: BrokenRecord[] }> {
