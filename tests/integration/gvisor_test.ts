@@ -16,7 +16,12 @@ const skip = skipUnless(runscUnavailable(), "gVisor sandboxer");
 async function startGvisor(): Promise<TestDaemon> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "gvisor.toml");
-  await Deno.writeTextFile(config, `[gvisor]\nplatform = "ptrace"\n`);
+  // KUASAR_TEST_RUNSC: another runsc than the one on PATH (e.g. a newer build).
+  const binary = Deno.env.get("KUASAR_TEST_RUNSC");
+  await Deno.writeTextFile(
+    config,
+    `[gvisor]\nplatform = "ptrace"\n${binary ? `binary = ${JSON.stringify(binary)}\n` : ""}`,
+  );
   return await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
 }
 
