@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { criBench, summary } from "./bench/cri.ts";
 import { gvisorBench, runscVersion } from "./bench/gvisor.ts";
 import { vmmBench } from "./bench/vmm.ts";
-import { type MemoryPoint, runcMemory } from "./bench/runc_memory.ts";
+import { type MemoryPoint, runcMemory, type Slope } from "./bench/runc_memory.ts";
 import {
   engineBench,
   type EngineResult,
@@ -215,6 +215,7 @@ const sections: Record<string, () => Promise<void>> = {
   },
   "runc-memory": async () => {
     const r = await runcMemory();
+    const pm = (s: Slope) => `${Math.round(s.slope)} ± ${Math.round(s.se)} KiB`;
     const row = (p: MemoryPoint) =>
       `| ${p.pods} | ${mib(p.daemonKiB)} | ${kib(p.holdersKiB)} | ${kib(p.monitorsKiB)} | ${
         mib(p.daemonKiB + p.holdersKiB + p.monitorsKiB)
@@ -237,9 +238,11 @@ const sections: Record<string, () => Promise<void>> = {
       ...r.points.map(row),
       "",
       `Marginal PSS per sandbox (daemon growth + holder): **${
-        kib(r.marginalSandboxOnlyKiB)
-      }** (target ≤ 512 KiB); the daemon's share ${kib(r.marginalDaemonKiB)}.`,
-      `Marginal PSS per pod with its container's monitor: **${kib(r.marginalKiB)}**.`,
+        pm(r.marginalSandboxOnlyKiB)
+      }** (target ≤ 512 KiB); the daemon's share ${pm(r.marginalDaemonKiB)}.`,
+      `Marginal PSS per pod with its container's monitor: **${pm(r.marginalKiB)}**.`,
+      "(± one standard error of the slope: the daemon's heap moves by a few hundred KiB",
+      "between samples, so its own share is small next to that noise.)",
       "",
       "The shim model's cost per pod (containerd-shim-runc-v2 + pause) needs containerd: it is",
       "measured beside this sandboxer in `cri.md` (`deno task bench cri`).",

@@ -28,15 +28,22 @@ export interface RuncMemoryResult {
   readonly idleDaemonKiB: number;
   readonly points: MemoryPoint[];
   /** Slope of daemon + holders + monitors over the points, KiB per pod. */
-  readonly marginalKiB: number;
+  readonly marginalKiB: Slope;
   /** Slope of daemon + holders over the points, KiB per pod: the sandbox alone. */
-  readonly marginalSandboxOnlyKiB: number;
+  readonly marginalSandboxOnlyKiB: Slope;
   /** Slope of the daemon alone, KiB per pod. */
-  readonly marginalDaemonKiB: number;
+  readonly marginalDaemonKiB: Slope;
 }
 
-/** Least-squares slope of ys over xs. */
-export function slope(xs: readonly number[], ys: readonly number[]): number {
+/** A least-squares slope and its standard error. */
+export interface Slope {
+  readonly slope: number;
+  /** Standard error of the slope (NaN with fewer than 3 points). */
+  readonly se: number;
+}
+
+/** Least-squares slope of ys over xs, with its standard error. */
+export function slope(xs: readonly number[], ys: readonly number[]): Slope {
   const n = xs.length;
   const mx = xs.reduce((a, b) => a + b, 0) / n, my = ys.reduce((a, b) => a + b, 0) / n;
   let num = 0, den = 0;
@@ -44,7 +51,10 @@ export function slope(xs: readonly number[], ys: readonly number[]): number {
     num += (xs[i] - mx) * (ys[i] - my);
     den += (xs[i] - mx) ** 2;
   }
-  return den ? num / den : 0;
+  const b = den ? num / den : 0;
+  let ssr = 0;
+  for (let i = 0; i < n; i++) ssr += (ys[i] - my - b * (xs[i] - mx)) ** 2;
+  return { slope: b, se: n > 2 && den ? Math.sqrt(ssr / (n - 2) / den) : NaN };
 }
 
 async function measure(d: TestDaemon, pods: number): Promise<MemoryPoint> {

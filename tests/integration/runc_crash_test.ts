@@ -55,6 +55,7 @@ Deno.test({
     let d = await TestDaemon.start();
     const podIds: string[] = [];
     let completed = 0;
+    const wrong: unknown[] = [];
     try {
       for (let round = 0; round < ROUNDS; round++) {
         const current = d;
@@ -66,16 +67,31 @@ Deno.test({
             await lifecycle(current, id);
             completed++;
           }
-        })().catch(() => {/* the daemon died under it */});
+        })().catch((e) => {
+          // A call the crash cut off fails in many ways (unavailable, a reset
+          // stream, not found after the restart); a wrong answer is a bug.
+          if (e instanceof assert.AssertionError) wrong.push(e);
+        });
         await new Promise((r) => setTimeout(r, 50 + random() * 700));
+        // (If it died by itself meanwhile, see below, this is the restart.)
         await d.kill9();
         stopped = true;
         d = await TestDaemon.start({ base: d.base });
         // Calls in flight through a pod's task socket are answered by the new daemon.
         await client;
+        await current.kill9(); // closes the client it made after the crash (the process is gone)
+      }
+      // Deno 2.9.6's HTTP/2 can abort the daemon on a client's GOAWAY
+      // (nghttp2 assertion, denoland/deno#36788). That is one more crash
+      // nothing may be lost to: restart it, as systemd would.
+      await new Promise((r) => setTimeout(r, 300)); // the last client's close has arrived
+      if (d.died) {
+        console.log("the daemon died by itself; restarting it as systemd would");
+        d = await TestDaemon.start({ base: d.base });
       }
       console.log(`${podIds.length} pods asked for, ${completed} lifecycles completed`);
       assert.ok(completed > 0, "lifecycles ran between the crashes");
+      assert.deepEqual(wrong, [], "no wrong answer around a crash");
       for (const id of podIds) {
         // Unknown (NOT_FOUND) is fine: the crash came before Create took it, or after Shutdown.
         const known = await d.controller.status(id).then(() => true, (e) => {

@@ -44,6 +44,15 @@ async function withEvents(
 
 const topics = (sink: EventsSink) => sink.events.map((e) => e.topic);
 
+/** Waits until `path` exists (a container's sign that it is set up). */
+async function ready(path: string): Promise<void> {
+  for (let i = 0; i < 250; i++) {
+    if (await Deno.stat(path).then(() => true, () => false)) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`${path} never appeared`);
+}
+
 Deno.test({
   name: "runC: pause and resume freeze the container's cgroup; exec events; kill all ends execs",
   ...skip,
@@ -196,17 +205,18 @@ Deno.test({
     try {
       const polite = await startPod(d);
       const stubborn = await startPod(d);
+      // Each says when its trap is set; `wait` returns to the shell on a signal.
       const pc = await createContainer(d, polite, {
-        args: ["sh", "-c", "trap 'exit 5' TERM; while :; do sleep 0.1; done"],
+        args: ["sh", "-c", "trap 'exit 5' TERM; touch /tmp/ready; sleep 1000 & wait"],
       });
       const sc = await createContainer(d, stubborn, {
-        args: ["sh", "-c", "trap '' TERM; while :; do sleep 0.1; done"],
+        args: ["sh", "-c", "trap '' TERM; touch /tmp/ready; sleep 1000 & wait"],
       });
       const tp = await taskClient(polite.address), ts = await taskClient(stubborn.address);
       try {
         await tp.task.start({ id: pc.id, execId: "" }, K8S_NS);
         await ts.task.start({ id: sc.id, execId: "" }, K8S_NS);
-        await new Promise((r) => setTimeout(r, 300)); // the traps are set
+        for (const c of [pc, sc]) await ready(`/proc/${c.pid}/root/tmp/ready`);
 
         const m = decodeMetrics((await d.controller.metrics(polite.id)).metrics?.data);
         assert.ok(m.memoryUsage > 0, "pod memory usage");

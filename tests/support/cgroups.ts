@@ -56,11 +56,11 @@ export async function memoryLimit(path: string): Promise<number> {
   return Number((await Deno.readTextFile(file)).trim());
 }
 
-/** The v1 freezer state (or v2 cgroup.freeze as FROZEN/THAWED) of cgroup `path`. */
+/** The v1 freezer state (or v2's `frozen` of cgroup.events as FROZEN/THAWED) of cgroup `path`. */
 export async function freezerState(path: string): Promise<string> {
   if (await unified()) {
-    const v = (await Deno.readTextFile(join(ROOT, path, "cgroup.freeze"))).trim();
-    return v === "1" ? "FROZEN" : "THAWED";
+    const events = await Deno.readTextFile(join(ROOT, path, "cgroup.events"));
+    return /^frozen 1$/m.test(events) ? "FROZEN" : "THAWED";
   }
   return (await Deno.readTextFile(join(ROOT, "freezer", path, "freezer.state"))).trim();
 }

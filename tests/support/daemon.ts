@@ -36,6 +36,7 @@ export class TestDaemon {
   /** cgroup parent of this daemon's test containers (so tests never see each other's). */
   readonly cgroupParent: string;
   #child: Deno.ChildProcess | undefined;
+  #exited = false;
   #client: ControllerClient | undefined;
   #extra: string[];
   #entry: string;
@@ -69,6 +70,11 @@ export class TestDaemon {
     return this.#child?.pid ?? 0;
   }
 
+  /** Whether the process was started and has ended by itself since. */
+  get died(): boolean {
+    return this.#child !== undefined && this.#exited;
+  }
+
   /** Starts the process (again) and waits for its socket to answer. */
   async spawn(): Promise<void> {
     this.#child = new Deno.Command(Deno.execPath(), {
@@ -97,6 +103,8 @@ export class TestDaemon {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
+    this.#exited = false;
+    this.#child.status.then(() => (this.#exited = true));
     // stderr carries the JSON log; both streams go to the log file as they
     // come (pipeTo into a file only lands once the child has exited).
     for (const s of [this.#child.stdout, this.#child.stderr]) copyToFile(s, this.logFile);
@@ -125,7 +133,7 @@ export class TestDaemon {
   async kill9(): Promise<void> {
     this.#client?.close();
     this.#client = undefined;
-    this.#child?.kill("SIGKILL");
+    if (!this.#exited) this.#child?.kill("SIGKILL");
     await this.#child?.status;
     this.#child = undefined;
   }
@@ -135,7 +143,7 @@ export class TestDaemon {
     this.#client?.close();
     this.#client = undefined;
     if (!this.#child) return undefined;
-    this.#child.kill("SIGTERM");
+    if (!this.#exited) this.#child.kill("SIGTERM");
     const st = await this.#child.status;
     this.#child = undefined;
     return st;

@@ -106,7 +106,8 @@ export async function writeBundle(
       cgroupsPath: `${o.cgroupParent ?? DEFAULT_CGROUP_PARENT}/${containerId}`,
       resources: {
         devices: [{ allow: false, access: "rwm" }],
-        ...(o.memoryLimit ? { memory: { limit: o.memoryLimit } } : {}),
+        // swap = limit: no swap beyond the limit, so exceeding it is an OOM kill on any host.
+        ...(o.memoryLimit ? { memory: { limit: o.memoryLimit, swap: o.memoryLimit } } : {}),
       },
       namespaces: [
         o.sharePid ? ns("pid") : { type: "pid" },

@@ -77,28 +77,44 @@ Deno.test("cgroup v2 statistics are read as containerd's v2 Metrics (fixture tre
   }
 });
 
-Deno.test("OOM watcher (v2 path): each new oom_kill in memory.events is reported once", async () => {
+Deno.test("OOM watcher (v2 path): each new oom_kill is reported once, per watch of the file", async () => {
   const root = await v2Fixture({ "memory.events": "oom 0\noom_kill 0\n" });
   const watcher = new OomWatcher({ root, unified: true });
   const seen: string[] = [];
   const events = `${root}/pod/ctr/memory.events`;
+  const settle = () => new Promise((r) => setTimeout(r, 150));
   const until = async (n: number) => {
     for (let i = 0; i < 100 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 20));
   };
   try {
-    watcher.watch("pod/ctr", { "": "/pod/ctr" }, () => seen.push("oom"));
-    // A modification without a new kill (e.g. "high") reports nothing.
-    await Deno.writeTextFile(events, "high 1\noom 0\noom_kill 0\n");
+    // Two containers in one cgroup (a shared cgroup path): the file is watched once for both.
+    const paths = { "": "/pod/ctr" };
+    watcher.watch("a", paths, () => seen.push("a"));
+    watcher.watch("b", paths, () => seen.push("b"));
     await Deno.writeTextFile(events, "high 1\noom 1\noom_kill 1\n");
-    await until(1);
-    assert.deepEqual(seen, ["oom"]);
-    await Deno.writeTextFile(events, "high 1\noom 2\noom_kill 2\n");
     await until(2);
-    assert.deepEqual(seen, ["oom", "oom"]);
-    // Nothing new at the end: finish reports nothing more.
-    assert.equal(await watcher.finish("pod/ctr"), true);
-    assert.deepEqual(seen, ["oom", "oom"]);
-    assert.equal(await watcher.finish("pod/ctr"), false, "no longer watched");
+    assert.deepEqual(seen.sort(), ["a", "b"]);
+    // A modification without a new kill (memory.high) reports nothing.
+    await Deno.writeTextFile(events, "high 2\noom 1\noom_kill 1\n");
+    await settle();
+    assert.equal(seen.length, 2);
+    // One of them goes: the other is still watched.
+    watcher.unwatch("a");
+    await Deno.writeTextFile(events, "high 2\noom 2\noom_kill 2\n");
+    await until(3);
+    assert.deepEqual(seen.slice(2), ["b"]);
+    // finish: nothing new to report, and the watch is over.
+    assert.equal(await watcher.finish("b"), true);
+    assert.equal(await watcher.finish("b"), false, "no longer watched");
+    await Deno.writeTextFile(events, "high 2\noom 3\noom_kill 3\n");
+    await settle();
+    assert.equal(seen.length, 3);
+    // finish reports a kill no notification announced yet (e.g. at the init's exit).
+    watcher.watch("c", paths, () => seen.push("c"), 3n);
+    await Deno.writeTextFile(events, "high 2\noom 4\noom_kill 4\n");
+    assert.equal(await watcher.finish("c"), true);
+    await settle();
+    assert.deepEqual(seen.slice(3), ["c"], "reported once");
   } finally {
     await watcher.close();
     await Deno.remove(root, { recursive: true });

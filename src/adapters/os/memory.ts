@@ -29,9 +29,19 @@ function mallocTrim(): Trim | null {
   return trim;
 }
 
-/** Collects garbage and returns free heap pages to the kernel, as far as the runtime allows. */
+/**
+ * Collects garbage and returns free heap pages to the kernel, as far as the
+ * runtime allows. A plain gc() keeps V8's grown young generation and pooled
+ * pages (~14 MiB here) until V8's own memory reducer runs, half a minute
+ * later; the "last-resort" collection (all available garbage, memory
+ * footprint reduced) gives them back at once, for ~40 ms of an idle daemon.
+ */
 export function reclaimMemory(): void {
-  (globalThis as { gc?: () => void }).gc?.();
+  (globalThis as { gc?: (o?: unknown) => void }).gc?.({
+    type: "major",
+    execution: "sync",
+    flavor: "last-resort",
+  });
   mallocTrim()?.(0n);
 }
 

@@ -9,10 +9,10 @@
  *   `memory.oom_control` (it also fires when the cgroup goes away);
  * - cgroup v2: an inotify watch on `memory.events` (modified on every count).
  *
- * One epoll set holds every container's descriptor, waited on by a single
- * FFI call off the event loop: one thread however many pods. A notification
- * is only a hint; the `oom_kill` counter decides, so a container is reported
- * once per kill and never for a cgroup removal.
+ * One epoll set holds every descriptor, waited on by a single FFI call off
+ * the event loop: one thread however many pods. A notification is only a
+ * hint; the `oom_kill` counter decides, so a container is reported once per
+ * kill and never for a cgroup removal or a `memory.high` event.
  *
  * @module
  */
@@ -24,11 +24,23 @@ const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;
 const O_RDONLY = 0, O_CLOEXEC = 0o2000000;
 const IN_NONBLOCK = 0o4000, IN_CLOEXEC = 0o2000000, IN_MODIFY = 0x2;
 const EPOLL_CTL_ADD = 1, EPOLL_CTL_DEL = 2, EPOLLIN = 0x1;
-/** struct epoll_event is packed on x86-64: u32 events, u64 data. */
-const EPOLL_EVENT_SIZE = 12;
+/**
+ * struct epoll_event {u32 events; u64 data}: packed on x86-64 (12 bytes, data
+ * at 4), naturally aligned elsewhere (16 bytes, data at 8).
+ */
+const EPOLL_PACKED = Deno.build.arch === "x86_64";
+const EPOLL_EVENT_SIZE = EPOLL_PACKED ? 12 : 16;
+const EPOLL_DATA_OFFSET = EPOLL_PACKED ? 4 : 8;
 const MAX_EVENTS = 32;
-/** When to read the counter after a notification (ms, each after the one before). */
-const RECHECK_MS = [0, 50, 200, 1000];
+/**
+ * When to read the counter after a notification (ms, each after the one
+ * before). v1 signals as the cgroup runs out of memory, before the kernel has
+ * killed a victim; v2 counts the kill before it notifies.
+ */
+const RECHECK_V1_MS = [0, 50, 200, 1000];
+const RECHECK_V2_MS = [0];
+/** Epoll data of the wake-up eventfd and of the inotify descriptor; watches count up from here. */
+const WAKE_TOKEN = 0n, INOTIFY_TOKEN = 1n;
 
 const SYMBOLS = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
@@ -51,13 +63,20 @@ function cstr(s: string): Uint8Array<ArrayBuffer> {
 }
 
 interface Watched {
+  readonly key: string;
   readonly paths: CgroupPaths;
   readonly onOom: () => void;
   /** OOM kills already reported (or there before the watch began). */
   reported: bigint;
-  /** v1: the eventfd and the memory.oom_control descriptor; v2: the inotify watch. */
-  readonly fds: number[];
+  /** v1: the eventfd (in the epoll set under `token`) and the memory.oom_control descriptor. */
+  readonly efd?: number;
+  readonly ofd?: number;
+  readonly token?: bigint;
+  /** v2: the inotify watch descriptor (one per file, shared by watches of the same cgroup). */
   readonly wd?: number;
+  /** A check runs; `again`: another hint came meanwhile. */
+  checking?: boolean;
+  again?: boolean;
 }
 
 /** Watches containers' cgroups for OOM kills. */
@@ -69,9 +88,11 @@ export class OomWatcher {
   /** Written to end the wait on close. */
   #wake = -1;
   #byKey = new Map<string, Watched>();
-  /** v1 eventfd → key; v2 inotify watch descriptor → key. */
-  #byFd = new Map<number, string>();
-  #byWd = new Map<number, string>();
+  /** v1: epoll token → watch. Tokens are never reused, so a stale event finds nothing. */
+  #byToken = new Map<bigint, Watched>();
+  #nextToken = 2n;
+  /** v2: watch descriptor → the watches on that file. */
+  #byWd = new Map<number, Set<Watched>>();
   #loop: Promise<void> | undefined;
   #closed = false;
   #log = log.with({ component: "oom" });
@@ -93,61 +114,78 @@ export class OomWatcher {
     if (!c) return;
     try {
       const w = this.#at.unified
-        ? this.#watchV2(c, paths, onOom, reported)
-        : this.#watchV1(c, paths, onOom, reported);
+        ? this.#watchV2(c, key, paths, onOom, reported)
+        : this.#watchV1(c, key, paths, onOom, reported);
       if (!w) return;
       this.#byKey.set(key, w);
-      if (w.fds.length) this.#byFd.set(w.fds[0], key);
-      if (w.wd !== undefined) this.#byWd.set(w.wd, key);
-      this.#loop ??= this.#run(c);
-      this.#log.debug("watching for OOM kills", { key, fds: w.fds, wd: w.wd });
+      this.#loop ??= this.#run(c).catch((e) =>
+        this.#log.error("OOM watch ended; kills are seen when containers exit", { error: e })
+      );
     } catch (e) {
       this.#log.warn("cannot watch a cgroup for OOM kills", { key, error: e });
     }
   }
 
-  #watchV1(c: Libc, paths: CgroupPaths, onOom: () => void, reported: bigint): Watched | undefined {
+  #watchV1(
+    c: Libc,
+    key: string,
+    paths: CgroupPaths,
+    onOom: () => void,
+    reported: bigint,
+  ): Watched | undefined {
     const dir = paths.memory;
     if (dir === undefined) return undefined;
+    const memory = join(this.#at.root, "memory", dir);
     const efd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (efd < 0) throw new Error("eventfd failed");
-    const ofd = c.open(
-      cstr(join(this.#at.root, "memory", dir, "memory.oom_control")),
-      O_RDONLY | O_CLOEXEC,
-    );
+    const ofd = c.open(cstr(join(memory, "memory.oom_control")), O_RDONLY | O_CLOEXEC);
     if (ofd < 0) {
       c.close(efd);
       throw new Error(`cannot open memory.oom_control of ${dir}`);
     }
-    const w: Watched = { paths, onOom, reported, fds: [efd, ofd] };
+    const token = this.#nextToken++;
     try {
-      Deno.writeTextFileSync(
-        join(this.#at.root, "memory", dir, "cgroup.event_control"),
-        `${efd} ${ofd}`,
-      );
-      this.#add(c, efd);
+      Deno.writeTextFileSync(join(memory, "cgroup.event_control"), `${efd} ${ofd}`);
+      this.#add(c, efd, token);
     } catch (e) {
-      for (const fd of w.fds) c.close(fd);
+      c.close(efd);
+      c.close(ofd);
       throw e;
     }
+    const w: Watched = { key, paths, onOom, reported, efd, ofd, token };
+    this.#byToken.set(token, w);
     return w;
   }
 
-  #watchV2(c: Libc, paths: CgroupPaths, onOom: () => void, reported: bigint): Watched | undefined {
+  #watchV2(
+    c: Libc,
+    key: string,
+    paths: CgroupPaths,
+    onOom: () => void,
+    reported: bigint,
+  ): Watched | undefined {
     const dir = paths[""];
     if (dir === undefined) return undefined;
     if (this.#inotify < 0) {
-      this.#inotify = c.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-      if (this.#inotify < 0) throw new Error("inotify_init1 failed");
-      this.#add(c, this.#inotify);
+      const fd = c.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+      if (fd < 0) throw new Error("inotify_init1 failed");
+      try {
+        this.#add(c, fd, INOTIFY_TOKEN);
+      } catch (e) {
+        c.close(fd);
+        throw e;
+      }
+      this.#inotify = fd;
     }
-    const wd = c.inotify_add_watch(
-      this.#inotify,
-      cstr(join(this.#at.root, dir, "memory.events")),
-      IN_MODIFY,
-    );
+    const file = join(this.#at.root, dir, "memory.events");
+    // Watching a file twice gives the same descriptor: containers of one cgroup share it.
+    const wd = c.inotify_add_watch(this.#inotify, cstr(file), IN_MODIFY);
     if (wd < 0) throw new Error(`cannot watch memory.events of ${dir}`);
-    return { paths, onOom, reported, fds: [], wd };
+    const w: Watched = { key, paths, onOom, reported, wd };
+    const set = this.#byWd.get(wd) ?? new Set();
+    set.add(w);
+    this.#byWd.set(wd, set);
+    return w;
   }
 
   /** Stops watching `key` (its cgroup may already be gone). */
@@ -158,13 +196,18 @@ export class OomWatcher {
     const c = this.#libc;
     if (!c) return;
     if (w.wd !== undefined) {
-      this.#byWd.delete(w.wd);
-      c.inotify_rm_watch(this.#inotify, w.wd);
+      const set = this.#byWd.get(w.wd);
+      set?.delete(w);
+      if (!set?.size) {
+        this.#byWd.delete(w.wd);
+        c.inotify_rm_watch(this.#inotify, w.wd);
+      }
     }
-    if (w.fds.length) {
-      this.#byFd.delete(w.fds[0]);
-      c.epoll_ctl(this.#epoll, EPOLL_CTL_DEL, w.fds[0], new Uint8Array(EPOLL_EVENT_SIZE));
-      for (const fd of w.fds) c.close(fd);
+    if (w.token !== undefined) {
+      this.#byToken.delete(w.token);
+      c.epoll_ctl(this.#epoll, EPOLL_CTL_DEL, w.efd!, new Uint8Array(EPOLL_EVENT_SIZE));
+      c.close(w.efd!);
+      c.close(w.ofd!);
     }
   }
 
@@ -173,8 +216,9 @@ export class OomWatcher {
    * stops watching; false if `key` was not watched.
    */
   async finish(key: string): Promise<boolean> {
-    if (!this.#byKey.has(key)) return false;
-    await this.#check(key);
+    const w = this.#byKey.get(key);
+    if (!w) return false;
+    await this.#check(w);
     this.unwatch(key);
     return true;
   }
@@ -193,27 +237,28 @@ export class OomWatcher {
 
   #setup(): Libc | null {
     if (this.#libc !== undefined) return this.#libc;
+    let c: Libc | undefined;
     try {
-      const c = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
-      const epoll = c.epoll_create1(O_CLOEXEC);
-      const wake = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-      if (epoll < 0 || wake < 0) throw new Error("epoll_create1 or eventfd failed");
-      this.#epoll = epoll;
-      this.#wake = wake;
-      this.#add(c, wake);
+      c = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
+      this.#epoll = c.epoll_create1(O_CLOEXEC);
+      if (this.#epoll < 0) throw new Error("epoll_create1 failed");
+      this.#wake = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (this.#wake < 0) throw new Error("eventfd failed");
+      this.#add(c, this.#wake, WAKE_TOKEN);
       this.#libc = c;
     } catch (e) {
       this.#log.warn("OOM kills are only seen when a container exits", { error: e });
+      for (const fd of [this.#wake, this.#epoll]) if (c && fd >= 0) c.close(fd);
       this.#libc = null;
     }
     return this.#libc;
   }
 
-  #add(c: Libc, fd: number): void {
+  #add(c: Libc, fd: number, token: bigint): void {
     const ev = new Uint8Array(EPOLL_EVENT_SIZE);
     const v = new DataView(ev.buffer);
     v.setUint32(0, EPOLLIN, true);
-    v.setBigUint64(4, BigInt(fd), true);
+    v.setBigUint64(EPOLL_DATA_OFFSET, token, true);
     if (c.epoll_ctl(this.#epoll, EPOLL_CTL_ADD, fd, ev) !== 0) throw new Error("epoll_ctl failed");
   }
 
@@ -224,33 +269,23 @@ export class OomWatcher {
     while (!this.#closed) {
       const n = await c.epoll_wait(this.#epoll, events, MAX_EVENTS, -1);
       if (this.#closed) break;
-      const due = new Set<string>();
+      const due = new Set<Watched>();
       for (let i = 0; i < n; i++) {
-        const fd = Number(v.getBigUint64(i * EPOLL_EVENT_SIZE + 4, true));
-        if (fd === this.#wake) continue;
-        if (fd === this.#inotify) {
+        const token = v.getBigUint64(i * EPOLL_EVENT_SIZE + EPOLL_DATA_OFFSET, true);
+        if (token === WAKE_TOKEN) continue;
+        if (token === INOTIFY_TOKEN) {
           for (const wd of this.#inotifyWds(c, drain)) {
-            const key = this.#byWd.get(wd);
-            if (key) due.add(key);
+            for (const w of this.#byWd.get(wd) ?? []) due.add(w);
           }
           continue;
         }
-        c.read(fd, drain, 8n);
-        const key = this.#byFd.get(fd);
-        if (key) due.add(key);
+        // Only a live watch's own eventfd is read; a stale token finds nothing.
+        const w = this.#byToken.get(token);
+        if (!w) continue;
+        c.read(w.efd!, drain, 8n);
+        due.add(w);
       }
-      for (const key of due) this.#checkSoon(key);
-    }
-  }
-
-  /**
-   * v1 signals when the cgroup runs out of memory, before the kernel has
-   * picked and killed a victim: look at the counter again a little later.
-   */
-  async #checkSoon(key: string): Promise<void> {
-    for (const ms of RECHECK_MS) {
-      if (ms) await new Promise((r) => setTimeout(r, ms));
-      if (await this.#check(key)) return;
+      for (const w of due) this.#checkSoon(w);
     }
   }
 
@@ -268,15 +303,33 @@ export class OomWatcher {
     }
   }
 
-  /** Reports new kills; true if there were some (or the watch is over). */
-  async #check(key: string): Promise<boolean> {
-    const w = this.#byKey.get(key);
-    if (!w) return true;
+  /** Checks `w` after a hint; one check per watch at a time, a hint meanwhile runs it again. */
+  #checkSoon(w: Watched): void {
+    if (w.checking) {
+      w.again = true;
+      return;
+    }
+    w.checking = true;
+    (async () => {
+      do {
+        w.again = false;
+        for (const ms of this.#at.unified ? RECHECK_V2_MS : RECHECK_V1_MS) {
+          if (ms) await new Promise((r) => setTimeout(r, ms));
+          if (this.#closed || this.#byKey.get(w.key) !== w) return;
+          if (await this.#check(w)) break;
+        }
+      } while (w.again);
+    })().catch((e) => this.#log.warn("OOM check failed", { key: w.key, error: e }))
+      .finally(() => (w.checking = false));
+  }
+
+  /** Reports new kills; true if there were some. */
+  async #check(w: Watched): Promise<boolean> {
     // A removed cgroup (v1 signals that too) reads as no kills.
     const kills = await oomKills(w.paths, this.#at).catch(() => 0n);
     if (kills <= w.reported) return false;
     w.reported = kills;
-    this.#log.info("OOM kill", { key, kills: Number(kills) });
+    this.#log.info("OOM kill", { key: w.key, kills: Number(kills) });
     w.onOom();
     return true;
   }

@@ -13,7 +13,13 @@ import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
 import type { ProcessInfo, StoredAnyBytes } from "../../ports/container_runtime.ts";
-import { cgroupMetrics, type CgroupPaths, cgroupPathsOf, oomKills } from "../os/cgroups.ts";
+import {
+  cgroupExists,
+  cgroupMetrics,
+  type CgroupPaths,
+  cgroupPathsOf,
+  oomKills,
+} from "../os/cgroups.ts";
 import type { ExitRecord } from "../os/exit_watcher.ts";
 import { mountAll } from "../os/mounts.ts";
 import { OomWatcher } from "../os/oom_watcher.ts";
@@ -116,12 +122,14 @@ export class RuncContainerRuntime extends MonitoredContainers {
     c: ContainerRecord,
     e: ExecRecord | undefined,
   ): Promise<ProcessExit | undefined> {
-    const exit = await super.recover(sb, c, e);
     const cgroups = (c.backend as ProcBackend).cgroups;
-    // Still running: watch again; kills during the daemon's downtime are not news any more.
-    if (!e && !exit && cgroups) {
+    // Watch again before the exit is followed (an exit right after must find
+    // the watch); kills during the daemon's downtime are not news any more.
+    if (!e && cgroups && await cgroupExists(cgroups)) {
       this.#watchOom(sb.id, c, await oomKills(cgroups).catch(() => 0n));
     }
+    const exit = await super.recover(sb, c, e);
+    if (!e && exit) this.#oom.unwatch(oomKey(sb.id, c.id));
     return exit;
   }
 

@@ -54,6 +54,8 @@ export class JsonSandboxStore implements SandboxStore {
       }
       throw e;
     }
+    // The new directory's entry, so the first record saved in it survives a power loss too.
+    await syncDir(this.root);
   }
 
   async save(record: SandboxRecord): Promise<void> {
