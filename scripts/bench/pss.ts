@@ -16,6 +16,22 @@ export async function pssKiB(pid: number): Promise<number> {
   }
 }
 
+/**
+ * Private memory (USS) of one process in KiB: its pages no other process
+ * maps. Unlike PSS it does not move when other processes map the same binary
+ * (every Deno process shares the deno executable's pages).
+ */
+export async function privateKiB(pid: number): Promise<number> {
+  try {
+    const text = await Deno.readTextFile(`/proc/${pid}/smaps_rollup`);
+    const field = (name: string) =>
+      Number(new RegExp(`^${name}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? 0);
+    return field("Private_Clean") + field("Private_Dirty");
+  } catch {
+    return 0;
+  }
+}
+
 /** Sum of PSS over pids, in KiB. */
 export async function sumPss(pids: number[]): Promise<number> {
   let total = 0;
@@ -51,9 +67,18 @@ export function percentile(xs: number[], p: number): number {
 
 /** Median of `n` PSS samples of `pid`, `gapMs` apart (a daemon's heap breathes). */
 export async function settledPss(pid: number, n = 5, gapMs = 300): Promise<number> {
+  return await settled(() => pssKiB(pid), n, gapMs);
+}
+
+/** Median of `n` samples of `measure`, `gapMs` apart. */
+export async function settled(
+  measure: () => Promise<number>,
+  n = 5,
+  gapMs = 300,
+): Promise<number> {
   const xs: number[] = [];
   for (let i = 0; i < n; i++) {
-    xs.push(await pssKiB(pid));
+    xs.push(await measure());
     await new Promise((r) => setTimeout(r, gapMs));
   }
   return median(xs);

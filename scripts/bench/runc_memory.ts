@@ -13,12 +13,14 @@
 import { K8S_NS, taskClient, TestDaemon } from "../../tests/support/daemon.ts";
 import { createContainer, startPod, type TestPod } from "../../tests/support/pod.ts";
 import { RECLAIM_SETTLED_MS } from "../../src/adapters/os/memory.ts";
-import { pidsMatching, settledPss, sumPss } from "./pss.ts";
+import { pidsMatching, privateKiB, settled, settledPss, sumPss } from "./pss.ts";
 
 /** One measurement point. */
 export interface MemoryPoint {
   readonly pods: number;
   readonly daemonKiB: number;
+  /** The daemon's private memory (USS): what its PSS is made of besides shared pages. */
+  readonly daemonPrivateKiB: number;
   readonly holdersKiB: number;
   readonly monitorsKiB: number;
 }
@@ -62,11 +64,13 @@ async function measure(d: TestDaemon, pods: number): Promise<MemoryPoint> {
   // passes (GC + malloc_trim) have run.
   await new Promise((r) => setTimeout(r, RECLAIM_SETTLED_MS + 1000));
   const daemonKiB = await settledPss(d.pid);
+  const daemonPrivateKiB = await settled(() => privateKiB(d.pid));
   const holders = await pidsMatching("\0hold\0--exit-file\0" + d.dir);
   const monitors = await pidsMatching("\0monitor\0--exit-file\0" + d.dir);
   return {
     pods,
     daemonKiB,
+    daemonPrivateKiB,
     holdersKiB: await sumPss(holders),
     monitorsKiB: await sumPss(monitors),
   };
@@ -98,9 +102,11 @@ export async function runcMemory(
     return {
       idleDaemonKiB,
       points,
-      marginalKiB: fit((p) => p.daemonKiB + p.holdersKiB + p.monitorsKiB),
-      marginalSandboxOnlyKiB: fit((p) => p.daemonKiB + p.holdersKiB),
-      marginalDaemonKiB: fit((p) => p.daemonKiB),
+      // The daemon's growth is taken from its private memory: its PSS also
+      // moves with how many other processes share the deno binary's pages.
+      marginalKiB: fit((p) => p.daemonPrivateKiB + p.holdersKiB + p.monitorsKiB),
+      marginalSandboxOnlyKiB: fit((p) => p.daemonPrivateKiB + p.holdersKiB),
+      marginalDaemonKiB: fit((p) => p.daemonPrivateKiB),
     };
   } finally {
     for (const p of pods) {
