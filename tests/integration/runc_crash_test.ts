@@ -81,9 +81,9 @@ Deno.test({
         await client;
         await current.kill9(); // closes the client it made after the crash (the process is gone)
       }
-      // Deno 2.9.6's HTTP/2 can abort the daemon on a client's GOAWAY
-      // (nghttp2 assertion, denoland/deno#36788). That is one more crash
-      // nothing may be lost to: restart it, as systemd would.
+      // A daemon that died by itself (as Deno 2.9.6's HTTP/2 made it on a
+      // client's GOAWAY before src/adapters/grpc/http2_goaway_guard.ts) is one
+      // more crash nothing may be lost to: restart it, as systemd would.
       await new Promise((r) => setTimeout(r, 300)); // the last client's close has arrived
       if (d.died) {
         console.log("the daemon died by itself; restarting it as systemd would");

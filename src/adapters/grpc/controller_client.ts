@@ -5,6 +5,7 @@
  *
  * @module
  */
+import "./http2_goaway_guard.ts";
 import * as grpc from "@grpc/grpc-js";
 import {
   type ControllerCreateRequest,

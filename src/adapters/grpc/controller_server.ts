@@ -6,6 +6,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import "./http2_goaway_guard.ts";
 import * as grpc from "@grpc/grpc-js";
 import { Code, InvalidArgumentError, UnavailableError } from "../../domain/errors.ts";
 import {
