@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { containerConfig, type E2E, podConfig, startE2E } from "../../tests/support/e2e.ts";
 import { median, percentile, pssKiB } from "./pss.ts";
+import { RECLAIM_MAX_DELAY_MS } from "../../src/adapters/os/memory.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 
@@ -140,8 +141,9 @@ async function measureHandler(e: E2E, handler: string, o: CriBenchOptions): Prom
       await runPod(e, handler);
       running++;
     }
-    // Steady state: the sandboxer reclaims memory 2 s after a burst; take the median of samples.
-    await settle(3000);
+    // Steady state: the sandboxer has reclaimed memory since the last start
+    // (2 s after a burst, or by the max delay under containerd's polling); median of samples.
+    await settle(RECLAIM_MAX_DELAY_MS + 1000);
     const xs: number[] = [];
     for (let i = 0; i < 3; i++) {
       xs.push(await managementKiB(e, handler));

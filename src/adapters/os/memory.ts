@@ -43,6 +43,14 @@ export function reclaimMemory(): void {
     flavor: "last-resort",
   });
   mallocTrim()?.(0n);
+  const m = Deno.memoryUsage();
+  const mib = (x: number) => Math.round(x / 1048576 * 10) / 10;
+  log.debug("memory reclaimed", {
+    rssMiB: mib(m.rss),
+    heapUsedMiB: mib(m.heapUsed),
+    heapTotalMiB: mib(m.heapTotal),
+    externalMiB: mib(m.external),
+  });
 }
 
 /** Quiet time after the last call before the first reclaim pass. */
@@ -51,31 +59,57 @@ export const RECLAIM_QUIET_MS = 2000;
 const SECOND_PASS_FACTOR = 4;
 /** Time after the last call by which both reclaim passes have run (with the default quiet time). */
 export const RECLAIM_SETTLED_MS = RECLAIM_QUIET_MS * (1 + SECOND_PASS_FACTOR);
+/**
+ * Longest time calls may keep a reclaim waiting. containerd polls every pod
+ * (status, stats): with tens of pods the daemon is never quiet for long, and
+ * without a bound it would never give a burst's memory back (measured: ~0.9
+ * MiB per pod retained at 50 pods under containerd).
+ */
+export const RECLAIM_MAX_DELAY_MS = 15_000;
 
-/** Calls `reclaimMemory` once activity has been quiet for `quietMs`. */
+/**
+ * Calls `reclaimMemory` once activity has been quiet for `quietMs`, or
+ * `maxDelayMs` after the first call since the last reclaim if it never is.
+ */
 export class IdleReclaimer {
   #quietMs: number;
+  #maxDelayMs: number;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the first call after the last reclaim came (undefined: none since). */
+  #dirtySince: number | undefined;
 
-  constructor(quietMs = RECLAIM_QUIET_MS) {
+  #reclaim: () => void;
+
+  constructor(
+    quietMs = RECLAIM_QUIET_MS,
+    maxDelayMs = RECLAIM_MAX_DELAY_MS,
+    reclaim: () => void = reclaimMemory,
+  ) {
     this.#quietMs = quietMs;
+    this.#maxDelayMs = maxDelayMs;
+    this.#reclaim = reclaim;
   }
 
   /**
-   * Notes activity; the reclaim happens `quietMs` after the last one, and
-   * once more a while later: work that trails the calls (exit records, relay
-   * and monitor traffic) allocates again after the first pass.
+   * Notes activity; the reclaim happens `quietMs` after the last one (at the
+   * latest `maxDelayMs` after the first), and once more a while later: work
+   * that trails the calls (exit records, relay and monitor traffic) allocates
+   * again after the first pass.
    */
   touch(): void {
-    this.#schedule(this.#quietMs, true);
+    const now = Date.now();
+    this.#dirtySince ??= now;
+    const deadline = this.#dirtySince + this.#maxDelayMs - now;
+    this.#schedule(Math.max(0, Math.min(this.#quietMs, deadline)), true);
   }
 
   #schedule(ms: number, again: boolean): void {
     clearTimeout(this.#timer);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
-      reclaimMemory();
-      if (again) this.#schedule(ms * SECOND_PASS_FACTOR, false);
+      this.#dirtySince = undefined;
+      this.#reclaim();
+      if (again) this.#schedule(this.#quietMs * SECOND_PASS_FACTOR, false);
     }, ms);
     Deno.unrefTimer(this.#timer);
   }
