@@ -10,8 +10,8 @@
  *
  * @module
  */
-import { K8S_NS, taskClient, TestDaemon } from "../../tests/support/daemon.ts";
-import { createContainer, startPod, type TestPod } from "../../tests/support/pod.ts";
+import { TestDaemon } from "../../tests/support/daemon.ts";
+import { startContainer, startPod, type TestPod } from "../../tests/support/pod.ts";
 import { RECLAIM_SETTLED_MS } from "../../src/adapters/os/memory.ts";
 import { pidsMatching, privateKiB, settled, settledPss, sumPss } from "./pss.ts";
 
@@ -89,10 +89,7 @@ export async function runcMemory(
     for (const n of counts) {
       while (pods.length < n) {
         const pod = await startPod(d);
-        const c = await createContainer(d, pod, { args: ["sleep", "100000"] });
-        const t = await taskClient(pod.address);
-        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-        t.close();
+        await startContainer(d, pod, { args: ["sleep", "100000"] });
         pods.push(pod);
       }
       points.push(await measure(d, n));

@@ -15,6 +15,7 @@ import {
   MessageType,
 } from "../../src/adapters/ttrpc/frame.ts";
 import { writeAll } from "../../src/adapters/ttrpc/server.ts";
+import { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
 import { createContainer, randomId, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
@@ -218,48 +219,25 @@ Deno.test({
           (e) => code(e) === Code.NOT_FOUND,
         );
         await assert.rejects(
-          t.task.create({
-            id: "../../etc",
-            bundle: "/tmp",
-            rootfs: [],
-            terminal: false,
-            stdin: "",
-            stdout: "",
-            stderr: "",
-            checkpoint: "",
-            parentCheckpoint: "",
-            options: undefined,
-          }, K8S_NS),
+          t.task.create(CreateTaskRequest.fromPartial({ id: "../../etc", bundle: "/tmp" }), K8S_NS),
           (e) => code(e) === Code.INVALID_ARGUMENT,
         );
         await assert.rejects(
-          t.task.create({
-            id: "restored",
-            bundle: "/tmp",
-            rootfs: [],
-            terminal: false,
-            stdin: "",
-            stdout: "",
-            stderr: "",
-            checkpoint: "/tmp/checkpoint",
-            parentCheckpoint: "",
-            options: undefined,
-          }, K8S_NS),
+          t.task.create(
+            CreateTaskRequest.fromPartial({
+              id: "restored",
+              bundle: "/tmp",
+              checkpoint: "/tmp/ckpt",
+            }),
+            K8S_NS,
+          ),
           (e) => code(e) === Code.UNIMPLEMENTED,
         );
         await assert.rejects(
-          t.task.create({
-            id: "nobundle",
-            bundle: "/nonexistent/bundle",
-            rootfs: [],
-            terminal: false,
-            stdin: "",
-            stdout: "",
-            stderr: "",
-            checkpoint: "",
-            parentCheckpoint: "",
-            options: undefined,
-          }, K8S_NS),
+          t.task.create(
+            CreateTaskRequest.fromPartial({ id: "nobundle", bundle: "/nonexistent/bundle" }),
+            K8S_NS,
+          ),
           (e) => code(e) === Code.INVALID_ARGUMENT,
         );
         // A container whose process cannot start: runc's error comes back, nothing is left.

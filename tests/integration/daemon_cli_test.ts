@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { TaskExit } from "../../src/gen/containerd/events/task.ts";
-import { startEventsSink } from "../support/events.ts";
+import { withEventsDaemon } from "../support/events.ts";
 import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { has, runcUnavailable, skipUnless } from "../support/env.ts";
@@ -244,12 +244,9 @@ Deno.test({
 Deno.test({
   name: "task events are forwarded to containerd's Events service in order",
   ...skip,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "k-" });
-    const sink = startEventsSink(dir);
-    const events = sink.events;
-    const d = await TestDaemon.start({ extraArgs: ["--containerd-address", sink.address] });
-    try {
+  fn: () =>
+    withEventsDaemon(async (d, sink) => {
+      const events = sink.events;
       const pod = await startPod(d);
       const c = await createContainer(d, pod, { args: ["sh", "-c", "exit 9"] });
       const t = await taskClient(pod.address);
@@ -271,10 +268,5 @@ Deno.test({
       assert.equal(exit.containerId, c.id);
       assert.equal(exit.exitStatus, 9);
       await d.controller.shutdown(pod.id);
-    } finally {
-      await d.cleanup();
-      await sink.close();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
+    }),
 });

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
-import { createContainer, startPod, type TestPod } from "../support/pod.ts";
+import { createContainer, startContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { fromTimestamp } from "../../src/adapters/convert.ts";
@@ -178,10 +178,7 @@ Deno.test({
     let d = await TestDaemon.start();
     try {
       const pod = await startPod(d);
-      const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
-      const t = await taskClient(pod.address);
-      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-      t.close();
+      const c = await startContainer(d, pod, { args: ["sleep", "1000"] });
       await d.kill9();
       const killed = Date.now();
       Deno.kill(pod.pid, "SIGKILL");

@@ -7,40 +7,18 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { execRequest } from "../support/oci.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { decodeMetrics, freezerState } from "../support/cgroups.ts";
-import { type EventsSink, startEventsSink } from "../support/events.ts";
+import { type EventsSink, withEventsDaemon } from "../support/events.ts";
 import { leftovers } from "../support/leaks.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 
 const skip = skipUnless(runcUnavailable(), "runC Task API");
 
 const RUNNING = 2, PAUSED = 4;
-
-/** A daemon whose task events go to a sink; `fn` gets both. */
-async function withEvents(
-  fn: (d: TestDaemon, sink: EventsSink) => Promise<void>,
-  extraArgs: string[] = [],
-): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "k-" });
-  const sink = startEventsSink(dir);
-  const d = await TestDaemon.start({
-    extraArgs: ["--containerd-address", sink.address, ...extraArgs],
-  });
-  try {
-    await fn(d, sink);
-  } catch (e) {
-    console.error(await d.logs());
-    throw e;
-  } finally {
-    await d.cleanup();
-    await sink.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 const topics = (sink: EventsSink) => sink.events.map((e) => e.topic);
 
@@ -57,7 +35,7 @@ Deno.test({
   name: "runC: pause and resume freeze the container's cgroup; exec events; kill all ends execs",
   ...skip,
   fn: () =>
-    withEvents(async (d, sink) => {
+    withEventsDaemon(async (d, sink) => {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
       const t = await taskClient(pod.address);
@@ -101,7 +79,7 @@ Deno.test({
     "runC: an OOM kill in a running container reaches the Events service; the container goes on",
   ...skip,
   fn: () =>
-    withEvents(async (d, sink) => {
+    withEventsDaemon(async (d, sink) => {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, {
         args: ["sleep", "1000"],
@@ -143,9 +121,8 @@ Deno.test({
 Deno.test({
   name: "runC: stdin through a FIFO and CloseIO; Connect and Shutdown answer; Task API v2",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start({ extraArgs: ["--task-api-version", "2"] });
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       assert.equal(pod.version, 2, "Start reports the configured Task API version");
       const stdin = join(d.base, "in"), stdout = join(d.base, "out");
@@ -188,21 +165,14 @@ Deno.test({
       }
       await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }, () => TestDaemon.start({ extraArgs: ["--task-api-version", "2"] })),
 });
 
 Deno.test({
   name: "runC: Controller.Stop is graceful, then forced after timeout_secs; Metrics of a runC pod",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const polite = await startPod(d);
       const stubborn = await startPod(d);
       // Each says when its trap is set; `wait` returns to the shell on a signal.
@@ -240,11 +210,5 @@ Deno.test({
       }
       for (const pod of [polite, stubborn]) await d.controller.shutdown(pod.id);
       assert.deepEqual(await leftovers(d, [polite.id, stubborn.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { execRequest, writeBundle } from "../support/oci.ts";
-import { startEventsSink } from "../support/events.ts";
+import { withEventsSink } from "../support/events.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
@@ -302,10 +302,8 @@ Deno.test({
   name: "vmm: an out-of-memory kill in the guest reaches containerd as /tasks/oom",
   ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "k-ev-" });
-    const sink = startEventsSink(dir);
-    try {
-      await withDaemon(async (d) => {
+    await withEventsSink((sink) =>
+      withDaemon(async (d) => {
         const pod = await startPod(d, { cgroupParent: d.cgroupParent });
         // A shell string of 64 MiB in a container limited to 16 MiB.
         const c = await createContainer(d, pod, {
@@ -327,10 +325,7 @@ Deno.test({
         }
         await d.controller.shutdown(pod.id);
         assert.deepEqual(await leftovers(d, [pod.id]), []);
-      }, () => startVmm(["--containerd-address", sink.address]));
-    } finally {
-      await sink.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+      }, () => startVmm(["--containerd-address", sink.address]))
+    );
   },
 });

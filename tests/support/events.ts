@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { EventsDefinition } from "../../src/gen/containerd/services/ttrpc/events/v1/events.ts";
 import { TtrpcServer } from "../../src/adapters/ttrpc/server.ts";
 import { unaryMethods } from "../../src/adapters/ttrpc/typed.ts";
+import { TestDaemon, withDaemon } from "./daemon.ts";
 
 /** An event as forwarded. */
 export interface ForwardedEvent {
@@ -60,4 +61,28 @@ export function startEventsSink(dir: string): EventsSink {
       await serving;
     },
   };
+}
+
+/** Runs `fn` with an Events sink in a directory of its own; both are gone afterwards. */
+export async function withEventsSink(fn: (sink: EventsSink) => Promise<void>): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "k-ev-" });
+  const sink = startEventsSink(dir);
+  try {
+    await fn(sink);
+  } finally {
+    await sink.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/** Runs `fn` against a runC sandboxer whose task events go to a sink. */
+export function withEventsDaemon(
+  fn: (d: TestDaemon, sink: EventsSink) => Promise<void>,
+): Promise<void> {
+  return withEventsSink((sink) =>
+    withDaemon(
+      (d) => fn(d, sink),
+      () => TestDaemon.start({ extraArgs: ["--containerd-address", sink.address] }),
+    )
+  );
 }

@@ -110,6 +110,22 @@ export async function createContainer(
   }
 }
 
+/** createContainer, then Task.Start: a running container. */
+export async function startContainer(
+  d: TestDaemon,
+  pod: TestPod,
+  o: ContainerOptions,
+): Promise<{ id: string; pid: number; bundle: string }> {
+  const c = await createContainer(d, pod, o);
+  const t = await taskClient(pod.address);
+  try {
+    await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+  } finally {
+    t.close();
+  }
+  return c;
+}
+
 /** Controller.Update announcing containers in `extensions.tasks`, as iSulad and Kuasar's containerd do. */
 export function tasksUpdate(podId: string, doc: unknown) {
   return {

@@ -62,12 +62,16 @@ function cstr(s: string): Uint8Array<ArrayBuffer> {
   return new TextEncoder().encode(s + "\0");
 }
 
-interface Watched {
+/** What a watch is for. */
+interface WatchRequest {
   readonly key: string;
   readonly paths: CgroupPaths;
   readonly onOom: () => void;
   /** OOM kills already reported (or there before the watch began). */
   reported: bigint;
+}
+
+interface Watched extends WatchRequest {
   /** v1: the eventfd (in the epoll set under `token`) and the memory.oom_control descriptor. */
   readonly efd?: number;
   readonly ofd?: number;
@@ -113,9 +117,8 @@ export class OomWatcher {
     const c = this.#setup();
     if (!c) return;
     try {
-      const w = this.#at.unified
-        ? this.#watchV2(c, key, paths, onOom, reported)
-        : this.#watchV1(c, key, paths, onOom, reported);
+      const req = { key, paths, onOom, reported };
+      const w = this.#at.unified ? this.#watchV2(c, req) : this.#watchV1(c, req);
       if (!w) return;
       this.#byKey.set(key, w);
       this.#loop ??= this.#run(c).catch((e) =>
@@ -126,14 +129,8 @@ export class OomWatcher {
     }
   }
 
-  #watchV1(
-    c: Libc,
-    key: string,
-    paths: CgroupPaths,
-    onOom: () => void,
-    reported: bigint,
-  ): Watched | undefined {
-    const dir = paths.memory;
+  #watchV1(c: Libc, req: WatchRequest): Watched | undefined {
+    const dir = req.paths.memory;
     if (dir === undefined) return undefined;
     const memory = join(this.#at.root, "memory", dir);
     const efd = c.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -152,19 +149,13 @@ export class OomWatcher {
       c.close(ofd);
       throw e;
     }
-    const w: Watched = { key, paths, onOom, reported, efd, ofd, token };
+    const w: Watched = { ...req, efd, ofd, token };
     this.#byToken.set(token, w);
     return w;
   }
 
-  #watchV2(
-    c: Libc,
-    key: string,
-    paths: CgroupPaths,
-    onOom: () => void,
-    reported: bigint,
-  ): Watched | undefined {
-    const dir = paths[""];
+  #watchV2(c: Libc, req: WatchRequest): Watched | undefined {
+    const dir = req.paths[""];
     if (dir === undefined) return undefined;
     if (this.#inotify < 0) {
       const fd = c.inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
@@ -181,7 +172,7 @@ export class OomWatcher {
     // Watching a file twice gives the same descriptor: containers of one cgroup share it.
     const wd = c.inotify_add_watch(this.#inotify, cstr(file), IN_MODIFY);
     if (wd < 0) throw new Error(`cannot watch memory.events of ${dir}`);
-    const w: Watched = { key, paths, onOom, reported, wd };
+    const w: Watched = { ...req, wd };
     const set = this.#byWd.get(wd) ?? new Set();
     set.add(w);
     this.#byWd.set(wd, set);
