@@ -14,7 +14,9 @@
 // in stream-id order. For a client stream it replays the request and the
 // first data frame (containerd's StreamInit) and drops the new daemon's
 // second acknowledgement. Only whole frames are forwarded to the client, so
-// a daemon that dies mid-frame never corrupts a connection.
+// a daemon that dies mid-frame never corrupts a connection. Frames a client
+// sent before it closed still reach the daemon (containerd writes the last
+// stdin bytes, ends the stream and closes its connection at once).
 //
 // Control socket, one line per connection: "listen <id> <path>", "close <id>",
 // "ping", "quit" (refused while a pod is served); answers "ok" or "err <reason>". With no pod left for 60 s
@@ -96,10 +98,12 @@ static void watch(int fd, struct tag *t, uint32_t events, int add) {
 }
 
 static void update_events(struct conn *c) {
-  uint32_t cev = EPOLLRDHUP;
-  if (c->bfd >= 0 && c->tob.len < BUF_LIMIT) cev |= EPOLLIN;
-  if (c->toc.len) cev |= EPOLLOUT;
-  watch(c->cfd, &c->ctag, cev, 0);
+  if (c->cfd >= 0) {
+    uint32_t cev = EPOLLRDHUP;
+    if (c->bfd >= 0 && c->tob.len < BUF_LIMIT) cev |= EPOLLIN;
+    if (c->toc.len) cev |= EPOLLOUT;
+    watch(c->cfd, &c->ctag, cev, 0);
+  }
   if (c->bfd >= 0) {
     uint32_t bev = 0;
     if (c->toc.len < BUF_LIMIT) bev |= EPOLLIN;
@@ -189,7 +193,7 @@ static void parse(struct conn *c, struct buf *in, uint32_t *skip, struct buf *ra
 }
 
 static void close_conn(struct conn *c) {
-  close(c->cfd);
+  if (c->cfd >= 0) close(c->cfd);
   if (c->bfd >= 0) close(c->bfd);
   buf_free(&c->cin);
   buf_free(&c->tob);
@@ -279,12 +283,25 @@ static int pump_write(int fd, struct buf *b) {
   return 1;
 }
 
+// The client closed: its last frames (stdin data and the stream's close, say)
+// still go to the daemon, and the backend connection closes once they are
+// written. With no daemon up there is nobody to deliver to: it closes at once.
+static void client_closed(struct conn *c) {
+  close(c->cfd);
+  c->cfd = -1;
+  buf_free(&c->toc);
+  if (c->bfd >= 0 && pump_write(c->bfd, &c->tob) && c->tob.len) return update_events(c);
+  close_conn(c);
+}
+
 static void on_client(struct conn *c, uint32_t ev) {
   if (ev & EPOLLIN) {
-    if (!pump_read(c->cfd, &c->cin)) return close_conn(c);
+    int open = pump_read(c->cfd, &c->cin);
+    // Frames read before the end are forwarded, even when the end came with them.
     parse(c, &c->cin, &c->cskip, c->bfd >= 0 ? &c->tob : NULL, client_frame);
+    if (!open) return client_closed(c);
   } else if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
-    return close_conn(c);
+    return client_closed(c);
   }
   if ((ev & EPOLLOUT) && !pump_write(c->cfd, &c->toc)) return close_conn(c);
   if (c->bfd >= 0 && !pump_write(c->bfd, &c->tob)) backend_down(c);
@@ -292,6 +309,14 @@ static void on_client(struct conn *c, uint32_t ev) {
 }
 
 static void on_backend(struct conn *c, uint32_t ev) {
+  if (c->cfd < 0) {
+    // Only the client's last frames are left to write; answers have no reader.
+    struct buf answers = {0};
+    int alive = !(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) || pump_read(c->bfd, &answers);
+    buf_free(&answers);
+    if (alive && pump_write(c->bfd, &c->tob) && c->tob.len) return update_events(c);
+    return close_conn(c);
+  }
   if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
     int alive = pump_read(c->bfd, &c->bin);
     parse(c, &c->bin, &c->bskip, &c->toc, backend_frame);

@@ -7,7 +7,13 @@ import assert from "node:assert/strict";
 import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
 import { createContainer, randomId, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
-import { openStream, readOutput, streamUrl, writeInput } from "../support/streams.ts";
+import {
+  catThroughStreams,
+  openStream,
+  readOutput,
+  streamUrl,
+  writeInput,
+} from "../support/streams.ts";
 import { leftovers } from "../support/leaks.ts";
 import { processSpec } from "../support/oci.ts";
 
@@ -65,6 +71,12 @@ Deno.test({
       const lines = (await eText).trim().split("\n");
       assert.equal(lines.length, 50000);
       assert.equal(lines[49999], "50000");
+
+      // As `crictl exec -i` through containerd: stdin written, its connection closed and
+      // CloseIO sent at once. The task relay delivers what a client sent before it left.
+      for (let i = 0; i < 20; i++) {
+        assert.equal(await catThroughStreams(t, pod.address, c2.id, `line ${i}\n`), `line ${i}\n`);
+      }
       for (const s of [out, err, inp, eout]) s.close();
       t.close();
       await d.controller.shutdown(pod.id);

@@ -16,6 +16,7 @@ import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
+import { catThroughStreams } from "../support/streams.ts";
 
 function unavailable(): string | undefined {
   return Deno.uid() !== 0 ? "needs root" : vmUnavailable();
@@ -178,6 +179,13 @@ Deno.test({
         assert.equal((await pw).exitStatus, 0);
         assert.match(await po.text, /\/dev\/pts\/\d+/);
         await t.task.delete({ id: c2.id, execId: "tty" }, K8S_NS);
+        // Streamed stdin (crictl exec -i): CloseIO right behind the input loses none of it.
+        for (let i = 0; i < 3; i++) {
+          assert.equal(
+            await catThroughStreams(t, a.address, c2.id, `in-vm ${i}\n`),
+            `in-vm ${i}\n`,
+          );
+        }
         t.close();
 
         // SIGKILL of the sandboxer: the VM and its container keep running, and the

@@ -10,6 +10,9 @@ import type { ClientStream } from "../../src/adapters/ttrpc/client.ts";
 import { Any } from "../../src/gen/containerd/google/protobuf/any.ts";
 import { StreamInit } from "../../src/gen/containerd/services/streaming/v1/streaming.ts";
 import { Data, WindowUpdate } from "../../src/gen/containerd/types/transfer/streaming.ts";
+import { K8S_NS, type taskClient } from "./daemon.ts";
+import { processSpec } from "./oci.ts";
+import { randomId } from "./pod.ts";
 
 const SERVICE = "containerd.services.streaming.v1.Streaming";
 
@@ -76,4 +79,50 @@ export async function writeInput(s: TestStream, text: string): Promise<void> {
     ),
   );
   await s.stream.closeSend();
+}
+
+/**
+ * Runs `cat` as an exec of running container `cid` with streamed stdin and
+ * stdout, as containerd's CRI exec does with `crictl exec -i`: the input is
+ * written, its stream closed together with its connection, and CloseIO sent
+ * at once. Returns what `cat` printed.
+ */
+export async function catThroughStreams(
+  t: Awaited<ReturnType<typeof taskClient>>,
+  address: string,
+  cid: string,
+  input: string,
+): Promise<string> {
+  const eid = randomId();
+  const out = await openStream(address, `${eid}-stdout`);
+  const inp = await openStream(address, `${eid}-stdin`);
+  const text = readOutput(out);
+  try {
+    await t.task.exec({
+      id: cid,
+      execId: eid,
+      terminal: false,
+      stdin: streamUrl(address, `${eid}-stdin`),
+      stdout: streamUrl(address, `${eid}-stdout`),
+      stderr: "",
+      spec: {
+        typeUrl: "types.containerd.io/opencontainers/runtime-spec/1/Process",
+        value: new TextEncoder().encode(JSON.stringify(processSpec(["cat"]))),
+      },
+    }, K8S_NS);
+    const exited = t.task.wait({ id: cid, execId: eid }, K8S_NS);
+    const started = t.task.start({ id: cid, execId: eid }, K8S_NS);
+    await writeInput(inp, input);
+    inp.close();
+    await started;
+    await t.task.closeIO({ id: cid, execId: eid, stdin: true }, K8S_NS);
+    const status = (await exited).exitStatus;
+    if (status !== 0) throw new Error(`cat exited with ${status}`);
+    const printed = await text;
+    await t.task.delete({ id: cid, execId: eid }, K8S_NS);
+    return printed;
+  } finally {
+    inp.close();
+    out.close();
+  }
 }

@@ -16,7 +16,7 @@ import { Any } from "../../gen/containerd/google/protobuf/any.ts";
 import { StreamInit } from "../../gen/containerd/services/streaming/v1/streaming.ts";
 import { Data, WindowUpdate } from "../../gen/containerd/types/transfer/streaming.ts";
 import { log } from "../../log.ts";
-import { type StreamHub, streamingId } from "../task/streaming.ts";
+import { type InChannel, type StreamHub, streamingId } from "../task/streaming.ts";
 import type { ClientStream, TtrpcClient } from "../ttrpc/client.ts";
 import { AsyncQueue } from "../ttrpc/queue.ts";
 import { writeAll } from "../ttrpc/server.ts";
@@ -131,6 +131,13 @@ async function pumpIn(client: TtrpcClient, id: string, source: InSource): Promis
   await s.closeSend();
 }
 
+/** Waits for `p`, or `ms` at most. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([p, new Promise((r) => (t = setTimeout(r, ms)))]);
+  clearTimeout(t);
+}
+
 /** Chunks read from a host path until its end (a FIFO's last writer closed). */
 async function* readPath(path: string, opened: (f: Deno.FsFile) => void): InSource {
   const f = await Deno.open(path, { read: true });
@@ -155,6 +162,7 @@ export class GuestStdio {
   #stdinPath: string | undefined;
   #stdinFile: Deno.FsFile | undefined;
   #stdinQueue: AsyncQueue<Uint8Array> | undefined;
+  #stdinChannel: InChannel | undefined;
   #stdin: Promise<void> | undefined;
 
   /**
@@ -186,7 +194,8 @@ export class GuestStdio {
       let source: InSource;
       if ("stream" in end) {
         const q = this.#stdinQueue = new AsyncQueue<Uint8Array>();
-        hub.input(scope, end.stream).setSink((d) => Promise.resolve(d ? q.push(d) : q.close()));
+        this.#stdinChannel = hub.input(scope, end.stream);
+        this.#stdinChannel.setSink((d) => Promise.resolve(d ? q.push(d) : q.close()));
         source = q;
       } else {
         this.#stdinPath = end.path;
@@ -199,9 +208,19 @@ export class GuestStdio {
 
   /** Resolves once the output is copied out (the process ended), or after a bound. */
   async drained(): Promise<void> {
-    let t: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.#output, new Promise((r) => (t = setTimeout(r, OUTPUT_DRAIN_MS)))]);
-    clearTimeout(t);
+    await within(this.#output, OUTPUT_DRAIN_MS);
+  }
+
+  /**
+   * Ends the input (CloseIO) behind what the host end still carries: the
+   * agent's own CloseIO travels on another stream and would overtake bytes
+   * still on their way, so the copy is let finish first (a FIFO at its
+   * writer's close, a stream behind its last bytes), within a bound.
+   */
+  async endInput(): Promise<void> {
+    if (!this.#stdin) return;
+    await this.#stdinChannel?.close();
+    await within(this.#stdin, STDIN_LET_GO_MS);
   }
 
   /**
@@ -220,8 +239,6 @@ export class GuestStdio {
       // Opening the write side releases a reader still blocked in open().
       Deno.open(this.#stdinPath, { write: true }).then((w) => w.close(), () => {});
     }
-    let t: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([this.#stdin, new Promise((r) => (t = setTimeout(r, STDIN_LET_GO_MS)))]);
-    clearTimeout(t);
+    await within(this.#stdin, STDIN_LET_GO_MS);
   }
 }

@@ -242,6 +242,7 @@ export class VmContainerRuntime implements ContainerRuntime {
     c: ContainerRecord,
     e: ExecRecord | undefined,
   ): Promise<void> {
+    await this.#stdio.get(key(sb.id, c.id, e?.id))?.endInput();
     await (await this.#agent(sb.id)).closeIO({ id: c.id, execId: e?.id ?? "", stdin: true });
   }
 

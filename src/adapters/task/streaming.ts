@@ -106,7 +106,7 @@ const STDIN_DRAIN_MS = 2000;
  * the sink strictly in arrival order, whichever of attach and delivery comes
  * first.
  */
-class InChannel {
+export class InChannel {
   #pending: (Uint8Array | null)[] = [];
   #sink: ((data: Uint8Array | null) => Promise<void>) | undefined;
   #pump: Promise<void> = Promise.resolve();
