@@ -16,10 +16,10 @@ import {
 } from "../../src/adapters/ttrpc/frame.ts";
 import { writeAll } from "../../src/adapters/ttrpc/server.ts";
 import { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
-import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { createContainer, randomId, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(runcUnavailable(), "bad input");
 
@@ -165,9 +165,8 @@ Deno.test({
   name:
     "bad input: the Task socket answers garbage, oversized frames and bad requests, and keeps serving",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const path = pod.address.replace("ttrpc+unix://", "");
       // Oversized frame: RESOURCE_EXHAUSTED on that stream.
@@ -275,13 +274,6 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });

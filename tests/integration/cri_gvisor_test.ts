@@ -8,17 +8,16 @@ import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { runscUnavailable, skipUnless } from "../support/env.ts";
 import {
+  assertAllPodsRemoved,
   assertExecStatsStop,
+  assertWebPodSurvivesRestart,
   type E2E,
-  fetchWhenUp,
   logsOf,
-  podIp,
   runContainer,
-  waitPodReady,
+  runTrappingContainer,
   waitState,
   withE2E,
 } from "../support/e2e.ts";
-import { leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(
   runscUnavailable() ?? containerdUnavailable(),
@@ -39,7 +38,6 @@ for (const io of ["fifo", "stream"] as const) {
     ...skip,
     fn: () =>
       withGvisor(async (e) => {
-        const { ctd } = e;
         const handler = io === "fifo" ? e.fifo : e.stream;
         const once = await runContainer(e, handler, [
           "sh",
@@ -54,16 +52,9 @@ for (const io of ["fifo", "stream"] as const) {
         assert.match(logs, /^hello\n/);
         assert.match(logs, /Starting gVisor/);
 
-        const { pod, cid } = await runContainer(e, handler, [
-          "sh",
-          "-c",
-          "trap 'echo bye; exit 5' TERM; while :; do sleep 0.2; done",
-        ]);
-        await waitState(e, cid, "CONTAINER_RUNNING");
+        const { pod, cid } = await runTrappingContainer(e, handler);
         await assertExecStatsStop(e, cid);
-        await ctd.crictlOk(["rmp", "--all", "--force"]);
-        assert.equal(await ctd.crictlOk(["pods", "--quiet"]), "");
-        assert.deepEqual(await leftovers(e.d, [pod, once.pod]), []);
+        await assertAllPodsRemoved(e, [pod, once.pod]);
       }),
   });
 }
@@ -71,27 +62,5 @@ for (const io of ["fifo", "stream"] as const) {
 Deno.test({
   name: "crictl + gvisor: a CNI pod's IP answers from the host; pods survive a sandboxer restart",
   ...skip,
-  fn: () =>
-    withGvisor(async (e) => {
-      const { ctd } = e;
-      const web = await runContainer(e, e.fifo, [
-        "sh",
-        "-c",
-        "mkdir -p /www && echo gvisor-page > /www/index.html && httpd -f -p 8080 -h /www",
-      ]);
-      await waitState(e, web.cid, "CONTAINER_RUNNING");
-      const ip = await podIp(e, web.pod);
-      const get = () => fetchWhenUp(`http://${ip}:8080/`);
-      assert.equal(await get(), "gvisor-page\n");
-
-      await e.d.kill9();
-      await e.d.spawn();
-      assert.equal(await waitPodReady(e, web.pod), "SANDBOX_READY");
-      assert.equal((await waitState(e, web.cid, "CONTAINER_RUNNING")).state, "CONTAINER_RUNNING");
-      const r = await ctd.crictl(["exec", "-s", web.cid, "sh", "-c", "echo still-here"]);
-      assert.equal(r.stdout.trim(), "still-here", r.stderr);
-      assert.equal(await get(), "gvisor-page\n");
-      await ctd.crictlOk(["rmp", "--all", "--force"]);
-      assert.deepEqual(await leftovers(e.d, [web.pod]), []);
-    }),
+  fn: () => withGvisor((e) => assertWebPodSurvivesRestart(e, "gvisor-page")),
 });

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import {
+  assertAllPodsRemoved,
   type E2E,
   fetchWhenUp,
   podIp,
@@ -134,8 +135,7 @@ Deno.test({
         ours.trim().split("\n").length,
         "sees the host's interfaces",
       );
-      await ctd.crictlOk(["rmp", "--all", "--force"]);
-      assert.deepEqual(await leftovers(e.d, [web.pod, host.pod]), []);
+      await assertAllPodsRemoved(e, [web.pod, host.pod]);
     }),
 });
 
@@ -183,8 +183,6 @@ Deno.test({
       // And containerd can still stop and remove everything.
       await ctd.crictlOk(["stop", "--timeout", "2", a.cid]);
       assert.equal((await waitState(e, a.cid, "CONTAINER_EXITED")).state, "CONTAINER_EXITED");
-      await ctd.crictlOk(["rmp", "--all", "--force"]);
-      assert.equal(await ctd.crictlOk(["pods", "--quiet"]), "");
-      assert.deepEqual(await leftovers(e.d, [a.pod, b.pod]), []);
+      await assertAllPodsRemoved(e, [a.pod, b.pod]);
     }),
 });

@@ -9,17 +9,16 @@ import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
 import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
 import {
+  assertAllPodsRemoved,
   assertExecStatsStop,
+  assertWebPodSurvivesRestart,
   type E2E,
-  fetchWhenUp,
   logsOf,
-  podIp,
   runContainer,
-  waitPodReady,
+  runTrappingContainer,
   waitState,
   withE2E,
 } from "../support/e2e.ts";
-import { leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(vmUnavailable() ?? containerdUnavailable(), "containerd + vmm sandboxer");
 
@@ -54,18 +53,11 @@ for (const io of ["fifo", "stream"] as const) {
         assert.match(logs, /cloud-amd64/, "the guest's kernel");
         assert.doesNotMatch(logs, new RegExp(Deno.osRelease().replaceAll(".", "\\.")));
 
-        const { pod, cid } = await runContainer(e, handler, [
-          "sh",
-          "-c",
-          "trap 'echo bye; exit 5' TERM; while :; do sleep 0.2; done",
-        ]);
-        await waitState(e, cid, "CONTAINER_RUNNING", 60_000);
+        const { pod, cid } = await runTrappingContainer(e, handler, 60_000);
         const input = await ctd.crictl(["exec", "-i", cid, "cat"], { stdin: "via-stdin\n" });
         assert.equal(input.stdout, "via-stdin\n", input.stderr);
         await assertExecStatsStop(e, cid);
-        await ctd.crictlOk(["rmp", "--all", "--force"]);
-        assert.equal(await ctd.crictlOk(["pods", "--quiet"]), "");
-        assert.deepEqual(await leftovers(e.d, [pod, once.pod]), []);
+        await assertAllPodsRemoved(e, [pod, once.pod]);
       }),
   });
 }
@@ -73,27 +65,5 @@ for (const io of ["fifo", "stream"] as const) {
 Deno.test({
   name: "crictl + vmm: a CNI pod's IP answers from the host; pods survive a sandboxer restart",
   ...skip,
-  fn: () =>
-    withVmm(async (e) => {
-      const { ctd } = e;
-      const web = await runContainer(e, e.fifo, [
-        "sh",
-        "-c",
-        "mkdir -p /www && echo vm-page > /www/index.html && httpd -f -p 8080 -h /www",
-      ]);
-      await waitState(e, web.cid, "CONTAINER_RUNNING", 60_000);
-      const ip = await podIp(e, web.pod);
-      const get = () => fetchWhenUp(`http://${ip}:8080/`);
-      assert.equal(await get(), "vm-page\n");
-
-      await e.d.kill9();
-      await e.d.spawn();
-      assert.equal(await waitPodReady(e, web.pod), "SANDBOX_READY");
-      assert.equal((await waitState(e, web.cid, "CONTAINER_RUNNING")).state, "CONTAINER_RUNNING");
-      const r = await ctd.crictl(["exec", "-s", web.cid, "sh", "-c", "echo still-here"]);
-      assert.equal(r.stdout.trim(), "still-here", r.stderr);
-      assert.equal(await get(), "vm-page\n");
-      await ctd.crictlOk(["rmp", "--all", "--force"]);
-      assert.deepEqual(await leftovers(e.d, [web.pod]), []);
-    }),
+  fn: () => withVmm((e) => assertWebPodSurvivesRestart(e, "vm-page", 60_000)),
 });

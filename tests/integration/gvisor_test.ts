@@ -9,7 +9,7 @@ import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "..
 import { execRequest } from "../support/oci.ts";
 import { createContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runscUnavailable, skipUnless } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 
 const skip = skipUnless(runscUnavailable(), "gVisor sandboxer");
 
@@ -77,8 +77,7 @@ Deno.test({
 
       await d.controller.stop(pod.id, 5);
       assert.ok((await d.controller.wait(pod.id)).exitedAt);
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }, startGvisor),
 });
 
@@ -162,8 +161,7 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }, startGvisor),
 });
 
@@ -205,7 +203,6 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }, startGvisor),
 });

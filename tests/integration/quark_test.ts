@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { mkfifo, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { has, runcUnavailable, skipUnless } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 import { startPod, tasksUpdate } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
 
@@ -122,8 +122,7 @@ Deno.test({
       const w = await d.controller.wait(pod.id);
       assert.ok(w.exitedAt);
       assert.equal((await d.controller.status(pod.id)).state, "SANDBOX_NOTREADY");
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => startQuark(FAKE)),
 });
 

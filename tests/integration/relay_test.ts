@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { K8S_NS, taskClient, type TestDaemon, withDaemon } from "../support/daemon.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 
 const skip = skipUnless(runcUnavailable(), "task relay");
 
@@ -42,8 +42,7 @@ Deno.test({
       const t = await taskClient(pod.address);
       await assert.rejects(t.task.state({ id: "nope", execId: "" }, K8S_NS), /not found/);
       t.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }),
 });
 
@@ -73,8 +72,7 @@ Deno.test({
         }
       }
       assert.ok(ok, "the pod's task socket answers through the new relay");
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }),
 });
 

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { execRequest, processSpec } from "../support/oci.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
@@ -15,9 +15,8 @@ const skip = skipUnless(runcUnavailable(), "runC lifecycle");
 Deno.test({
   name: "runC: a container prints hello to its stdout FIFO and Wait returns 42",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       assert.match(pod.address, /^ttrpc\+unix:\/\/.*\/task\.sock$/);
       assert.ok(pod.pid > 0);
@@ -63,21 +62,14 @@ Deno.test({
       assert.deepEqual(stopped.exitedAt, w.exitedAt);
       await d.controller.shutdown(pod.id);
       await assert.rejects(d.controller.status(pod.id), /not found/);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "runC: exec, kill, pids, stats, update and a pty",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d, { hostname: "mypod" });
       const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
       const t = await taskClient(pod.address);
@@ -158,13 +150,7 @@ Deno.test({
         t.close();
       }
       await d.controller.shutdown(pod.id);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });
 
 Deno.test({

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, mkfifo, readFifo, taskClient, withDaemon } from "../support/daemon.ts";
 import { createContainer, startContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import { fromTimestamp } from "../../src/adapters/convert.ts";
 import { toMillis } from "../../src/domain/time.ts";
 import type { Timestamp } from "../../src/gen/containerd/google/protobuf/timestamp.ts";
@@ -24,9 +24,8 @@ const skip = skipUnless(runcUnavailable(), "runC recovery");
 Deno.test({
   name: "runC: SIGKILL of the daemon with 5 running pods loses nothing and leaks nothing",
   ...skip,
-  async fn() {
-    let d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pods: { pod: TestPod; cid: string; pid: number }[] = [];
       for (let i = 0; i < 5; i++) {
         const pod = await startPod(d, { cgroupParent: d.cgroupParent });
@@ -59,7 +58,7 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 500));
       // The container of pod 4 has exited by now; the others still run.
       const restarted = Date.now();
-      d = await TestDaemon.start({ base: d.base });
+      await d.spawn();
 
       for (const { pod } of pods) {
         const st = await d.controller.status(pod.id, true);
@@ -105,48 +104,33 @@ Deno.test({
       }
       const left = await leftovers(d, pods.map((p) => p.pod.id));
       assert.deepEqual(left, [], "nothing left after Shutdown");
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "runC: a restart while a container is created but not started keeps it startable",
   ...skip,
-  async fn() {
-    let d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, { args: ["sh", "-c", "exit 5"] });
       await d.kill9();
-      d = await TestDaemon.start({ base: d.base });
+      await d.spawn();
       const t = await taskClient(pod.address);
       const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
       await t.task.start({ id: c.id, execId: "" }, K8S_NS);
       assert.equal((await w).exitStatus, 5);
       await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
       t.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });
 
 Deno.test({
   name: "runC: a pod whose holder is killed reports its exit through Wait",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
       const t = await taskClient(pod.address);
@@ -160,23 +144,15 @@ Deno.test({
       const cw = await t.task.wait({ id: c.id, execId: "" }, K8S_NS);
       assert.equal(cw.exitStatus, 137);
       t.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });
 
 Deno.test({
   name: "runC: a pod that died while the daemon was down is reported exited after the restart",
   ...skip,
-  async fn() {
-    let d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const c = await startContainer(d, pod, { args: ["sleep", "1000"] });
       await d.kill9();
@@ -184,7 +160,7 @@ Deno.test({
       Deno.kill(pod.pid, "SIGKILL");
       await new Promise((r) => setTimeout(r, 300));
       const restarted = Date.now();
-      d = await TestDaemon.start({ base: d.base });
+      await d.spawn();
       const st = await d.controller.status(pod.id, true);
       assert.equal(st.state, "SANDBOX_NOTREADY");
       assert.equal(st.pid, 0);
@@ -197,24 +173,16 @@ Deno.test({
       assert.equal((await t2.task.wait({ id: c.id, execId: "" }, K8S_NS)).exitStatus, 137);
       await t2.task.delete({ id: c.id, execId: "" }, K8S_NS);
       t2.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });
 
 Deno.test({
   name:
     "runC: task connections survive a daemon restart; a Wait in flight returns the true exit code",
   ...skip,
-  async fn() {
-    let d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const c = await createContainer(d, pod, {
         args: ["sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 23"],
@@ -225,7 +193,7 @@ Deno.test({
       const waiting = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
       await new Promise((r) => setTimeout(r, 200));
       await d.kill9();
-      d = await TestDaemon.start({ base: d.base });
+      await d.spawn();
       // The same connection answers new calls...
       const st = await t.task.state({ id: c.id, execId: "" }, K8S_NS);
       assert.equal(st.status, 2);
@@ -234,13 +202,6 @@ Deno.test({
       assert.equal((await waiting).exitStatus, 23);
       await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
       t.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });

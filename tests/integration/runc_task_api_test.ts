@@ -13,7 +13,7 @@ import { createContainer, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { decodeMetrics, freezerState } from "../support/cgroups.ts";
 import { type EventsSink, withEventsDaemon } from "../support/events.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 
 const skip = skipUnless(runcUnavailable(), "runC Task API");
@@ -69,8 +69,7 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }),
 });
 
@@ -113,8 +112,7 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }),
 });
 
@@ -163,8 +161,7 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => TestDaemon.start({ extraArgs: ["--task-api-version", "2"] })),
 });
 

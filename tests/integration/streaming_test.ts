@@ -4,7 +4,7 @@
  * output that waits in the monitor while the daemon restarts.
  */
 import assert from "node:assert/strict";
-import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
+import { K8S_NS, taskClient, withDaemon } from "../support/daemon.ts";
 import { createContainer, randomId, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import {
@@ -14,7 +14,7 @@ import {
   streamUrl,
   writeInput,
 } from "../support/streams.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 import { processSpec } from "../support/oci.ts";
 
 const skip = skipUnless(runcUnavailable(), "streaming IO");
@@ -22,9 +22,8 @@ const skip = skipUnless(runcUnavailable(), "streaming IO");
 Deno.test({
   name: "streaming IO: stdout, stderr and stdin of containers and execs",
   ...skip,
-  async fn() {
-    const d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const cid = randomId();
       // As containerd does: streams first (CreateContainer), task later (StartContainer).
@@ -79,23 +78,15 @@ Deno.test({
       }
       for (const s of [out, err, inp, eout]) s.close();
       t.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });
 
 Deno.test({
   name: "streaming IO: output written while the daemon is down arrives after its restart",
   ...skip,
-  async fn() {
-    let d = await TestDaemon.start();
-    try {
+  fn: () =>
+    withDaemon(async (d) => {
       const pod = await startPod(d);
       const cid = randomId();
       const out = await openStream(pod.address, `${cid}-stdout`);
@@ -114,20 +105,13 @@ Deno.test({
       await d.kill9();
       await Deno.writeTextFile(`/proc/${st.pid}/root/tmp/go`, "");
       await new Promise((r) => setTimeout(r, 500));
-      d = await TestDaemon.start({ base: d.base });
+      await d.spawn();
       // The same stream (through the relay) carries on.
       assert.equal(await text, "before\nafter\n");
       assert.equal((await t.task.wait({ id: cid, execId: "" }, K8S_NS)).exitStatus, 0);
       await t.task.delete({ id: cid, execId: "" }, K8S_NS);
       out.close();
       t.close();
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
-    } catch (e) {
-      console.error(await d.logs());
-      throw e;
-    } finally {
-      await d.cleanup();
-    }
-  },
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });

@@ -13,7 +13,7 @@ import { execRequest, writeBundle } from "../support/oci.ts";
 import { withEventsSink } from "../support/events.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
 import { catThroughStreams } from "../support/streams.ts";
@@ -291,8 +291,7 @@ Deno.test({
         if (!body) await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(body, "vm-page\n", "the pod IP answers from the host, served inside the VM");
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
       const links = await new Deno.Command("ip", { args: ["-n", ns, "-o", "link"] }).output();
       assert.doesNotMatch(new TextDecoder().decode(links.stdout), /tap\d+_kuasar/, "taps removed");
     } catch (e) {
@@ -331,8 +330,7 @@ Deno.test({
         } finally {
           t.close();
         }
-        await d.controller.shutdown(pod.id);
-        assert.deepEqual(await leftovers(d, [pod.id]), []);
+        await assertShutdownLeavesNothing(d, [pod.id]);
       }, () => startVmm(["--containerd-address", sink.address]))
     );
   },

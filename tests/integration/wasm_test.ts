@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon } from "../support/daemon.ts";
 import { has, skipUnless } from "../support/env.ts";
-import { leftovers } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 import { startPod, type TestPod } from "../support/pod.ts";
 import { openStream, readOutput, streamUrl } from "../support/streams.ts";
 import {
@@ -119,8 +119,7 @@ function engineSemantics(engine: string, unavailable: string | undefined): void 
         assert.equal((await runModule(d, pod, m, { ...on, module: "trap", func: "ok" })).status, 0);
 
         await d.controller.stop(pod.id, 5);
-        await d.controller.shutdown(pod.id);
-        assert.deepEqual(await leftovers(d, [pod.id]), []);
+        await assertShutdownLeavesNothing(d, [pod.id]);
       });
     },
   });
@@ -159,8 +158,7 @@ function engineSemantics(engine: string, unavailable: string | undefined): void 
         assert.ok(mib > 0 && mib < 32, `allocated ${mib} MiB under a 32 MiB limit`);
         const free = await runModule(d, pod, m, { ...on, module: "memhog", memoryLimit: 64 << 20 });
         assert.ok(Number(free.out.match(/allocated (\d+) MiB/)?.[1]) > 32);
-        await d.controller.shutdown(pod.id);
-        assert.deepEqual(await leftovers(d, [pod.id]), []);
+        await assertShutdownLeavesNothing(d, [pod.id]);
       });
     },
   });
@@ -232,8 +230,7 @@ Deno.test({
       }
       // Shutdown stops the running module and releases everything.
       await d.controller.stop(pod.id, 1);
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     });
   },
 });
@@ -270,8 +267,7 @@ for (
           out.close();
           err.close();
         }
-        await d.controller.shutdown(pod.id);
-        assert.deepEqual(await leftovers(d, [pod.id]), []);
+        await assertShutdownLeavesNothing(d, [pod.id]);
       });
     },
   });
@@ -311,8 +307,7 @@ Deno.test({
       } finally {
         t.close();
       }
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     });
   },
 });
@@ -360,8 +355,7 @@ Deno.test({
         "a",
         "b c",
       ]);
-      await d.controller.shutdown(pod.id);
-      assert.deepEqual(await leftovers(d, [pod.id]), []);
+      await assertShutdownLeavesNothing(d, [pod.id]);
     } catch (e) {
       console.error(await d.logs());
       throw e;

@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { TestContainerd } from "./containerd.ts";
 import { TestDaemon } from "./daemon.ts";
 import { BUSYBOX_IMAGE } from "./images.ts";
+import { leftovers } from "./leaks.ts";
 
 /** A running pair. */
 export interface E2E {
@@ -237,4 +238,57 @@ export async function assertExecStatsStop(e: E2E, cid: string): Promise<void> {
     exitCode: 5,
   });
   assert.match(await logsOf(e, cid, /bye/), /bye/);
+}
+
+/** Runs a container that logs "bye" and exits 5 on SIGTERM (see assertExecStatsStop). */
+export async function runTrappingContainer(
+  e: E2E,
+  handler: string,
+  timeoutMs?: number,
+): Promise<{ pod: string; cid: string }> {
+  const r = await runContainer(e, handler, [
+    "sh",
+    "-c",
+    "trap 'echo bye; exit 5' TERM; while :; do sleep 0.2; done",
+  ]);
+  await waitState(e, r.cid, "CONTAINER_RUNNING", timeoutMs);
+  return r;
+}
+
+/** `crictl rmp --all`: no pod is left in containerd, nothing of `pods` on the node. */
+export async function assertAllPodsRemoved(e: E2E, pods: string[]): Promise<void> {
+  await e.ctd.crictlOk(["rmp", "--all", "--force"]);
+  assert.equal(await e.ctd.crictlOk(["pods", "--quiet"]), "");
+  assert.deepEqual(await leftovers(e.d, pods), []);
+}
+
+/**
+ * A CNI pod serving `page` over HTTP answers from the host, and goes on
+ * running, answering and taking execs after a SIGKILL and restart of the
+ * sandboxer; then everything is removed.
+ */
+export async function assertWebPodSurvivesRestart(
+  e: E2E,
+  page: string,
+  startTimeoutMs?: number,
+): Promise<void> {
+  const { ctd } = e;
+  const web = await runContainer(e, e.fifo, [
+    "sh",
+    "-c",
+    `mkdir -p /www && echo ${page} > /www/index.html && httpd -f -p 8080 -h /www`,
+  ]);
+  await waitState(e, web.cid, "CONTAINER_RUNNING", startTimeoutMs);
+  const ip = await podIp(e, web.pod);
+  const get = () => fetchWhenUp(`http://${ip}:8080/`);
+  assert.equal(await get(), `${page}\n`);
+
+  await e.d.kill9();
+  await e.d.spawn();
+  assert.equal(await waitPodReady(e, web.pod), "SANDBOX_READY");
+  assert.equal((await waitState(e, web.cid, "CONTAINER_RUNNING")).state, "CONTAINER_RUNNING");
+  const r = await ctd.crictl(["exec", "-s", web.cid, "sh", "-c", "echo still-here"]);
+  assert.equal(r.stdout.trim(), "still-here", r.stderr);
+  assert.equal(await get(), `${page}\n`);
+  await assertAllPodsRemoved(e, [web.pod]);
 }

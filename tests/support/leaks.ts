@@ -4,6 +4,7 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { TestDaemon } from "./daemon.ts";
 import { DEFAULT_CGROUP_PARENT } from "./oci.ts";
@@ -92,4 +93,10 @@ export async function leftovers(d: TestDaemon, pods: string[]): Promise<string[]
   await walk(d.dir, files);
   found.push(...files.map((f) => `file ${f}`));
   return found;
+}
+
+/** Shuts `pods` down (Controller.Shutdown) and asserts nothing of them is left on the node. */
+export async function assertShutdownLeavesNothing(d: TestDaemon, pods: string[]): Promise<void> {
+  for (const id of pods) await d.controller.shutdown(id);
+  assert.deepEqual(await leftovers(d, pods), []);
 }
