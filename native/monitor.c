@@ -535,6 +535,9 @@ int cmd_monitor(int argc, char **argv) {
   for (;;) {
     int outputs_open = m.src_open[1] || m.src_open[2];
     if (done) {
+      // A connected daemon that is behind (its reader is slow) is not an
+      // orphan holding the pipe: the output still moves, so the clock waits.
+      if (m.io_client >= 0 && m.outq.len > OUT_LIMIT) exited_at = now_ms();
       long long since = now_ms() - exited_at;
       // Output that trails the exit (an orphan holding the pipe) is cut off.
       if (outputs_open && since > DRAIN_MS) {

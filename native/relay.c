@@ -11,7 +11,7 @@
 // When the daemon goes away, client connections stay open: the relay stops
 // reading from them, retries the backend every 100 ms, and on reconnection
 // replays every request that has not been answered yet (a Task.Wait, say),
-// in stream-id order. For a client stream it replays the request and the
+// in stream-id order, each marked with ttrpc metadata `kuasar-replay: 1`. For a client stream it replays the request and the
 // first data frame (containerd's StreamInit) and drops the new daemon's
 // second acknowledgement. Only whole frames are forwarded to the client, so
 // a daemon that dies mid-frame never corrupts a connection. Frames a client
@@ -40,6 +40,12 @@
 #define T_DATA 3
 #define F_REMOTE_CLOSED 1
 #define F_REMOTE_OPEN 2
+// Bytes a connection may hold per direction: what was read and not yet
+// forwarded, parsed or not (in + out buffers). Past it the relay stops reading
+// that side, so a client that never reads its answers stops the daemon's
+// writes and, through the daemon's own bound, its requests. Larger than the
+// largest frame, so a frame can always be completed once the out buffer has
+// drained: a peer that reads always makes progress.
 #define BUF_LIMIT (8u << 20)
 #define RETRY_MS 100
 #define IDLE_EXIT_MS 60000
@@ -100,13 +106,13 @@ static void watch(int fd, struct tag *t, uint32_t events, int add) {
 static void update_events(struct conn *c) {
   if (c->cfd >= 0) {
     uint32_t cev = EPOLLRDHUP;
-    if (c->bfd >= 0 && c->tob.len < BUF_LIMIT) cev |= EPOLLIN;
+    if (c->bfd >= 0 && c->cin.len + c->tob.len < BUF_LIMIT) cev |= EPOLLIN;
     if (c->toc.len) cev |= EPOLLOUT;
     watch(c->cfd, &c->ctag, cev, 0);
   }
   if (c->bfd >= 0) {
     uint32_t bev = 0;
-    if (c->toc.len < BUF_LIMIT) bev |= EPOLLIN;
+    if (c->bin.len + c->toc.len < BUF_LIMIT) bev |= EPOLLIN;
     if (c->tob.len) bev |= EPOLLOUT;
     watch(c->bfd, &c->btag, bev, 0);
   }
@@ -219,6 +225,34 @@ static void backend_down(struct conn *c) {
   update_events(c);
 }
 
+// ttrpc metadata marking a replayed request: a Request's field 5 (repeated
+// KeyValue, so appending one more is valid protobuf) holding
+// {key "kuasar-replay", value "1"}. The daemon answers a replay of a call
+// that already took effect (a Create whose answer was lost with the old
+// daemon) with its outcome, where a genuine second call would be refused.
+static const char REPLAY_MARK[] =
+    "\x2a\x12\x0a\x0dkuasar-replay\x12\x01\x31";
+#define REPLAY_MARK_LEN (sizeof REPLAY_MARK - 1)
+
+// Appends request frame `req` to `out`, marked as a replay when it still fits a frame.
+static void append_replay(struct buf *out, const struct buf *req) {
+  uint32_t len = be32((const unsigned char *)req->p);
+  if (req->len != HDR + (size_t)len || len + REPLAY_MARK_LEN > MAX_PAYLOAD) {
+    buf_append(out, req->p, req->len);
+    return;
+  }
+  unsigned char h[HDR];
+  memcpy(h, req->p, HDR);
+  uint32_t n = len + (uint32_t)REPLAY_MARK_LEN;
+  h[0] = (unsigned char)(n >> 24);
+  h[1] = (unsigned char)(n >> 16);
+  h[2] = (unsigned char)(n >> 8);
+  h[3] = (unsigned char)n;
+  buf_append(out, h, HDR);
+  buf_append(out, req->p + HDR, len);
+  buf_append(out, REPLAY_MARK, REPLAY_MARK_LEN);
+}
+
 static int backend_up(struct conn *c) {
   int fd = connect_unix(backend_path);
   if (fd < 0) {
@@ -230,9 +264,9 @@ static int backend_up(struct conn *c) {
   char line[160];
   int n = snprintf(line, sizeof line, "KUASAR-RELAY 1 %s\n", c->scope);
   buf_append(&c->tob, line, (size_t)n);
-  // Replay what the previous daemon never answered, oldest first.
+  // Replay what the previous daemon never answered, oldest first, marked as replays.
   for (struct pending *p = c->pend; p; p = p->next) {
-    buf_append(&c->tob, p->req.p, p->req.len);
+    append_replay(&c->tob, &p->req);
     if (p->first.len) buf_append(&c->tob, p->first.p, p->first.len);
     p->drop_next = p->streaming && p->acked;
   }
@@ -260,13 +294,15 @@ static void accept_client(struct listener *l) {
   }
 }
 
-static int pump_read(int fd, struct buf *b) {
+// Reads into `b` until EAGAIN or until `b` and `out` (where its frames go)
+// hold BUF_LIMIT bytes; update_events stops polling the fd past that.
+static int pump_read(int fd, struct buf *b, const struct buf *out) {
   char tmp[65536];
   for (;;) {
+    if (b->len + (out ? out->len : 0) >= BUF_LIMIT) return 1;
     ssize_t r = read(fd, tmp, sizeof tmp);
     if (r > 0) {
       buf_append(b, tmp, (size_t)r);
-      if (b->len >= BUF_LIMIT) return 1;
       continue;
     }
     if (r == 0) return 0;
@@ -296,7 +332,7 @@ static void client_closed(struct conn *c) {
 
 static void on_client(struct conn *c, uint32_t ev) {
   if (ev & EPOLLIN) {
-    int open = pump_read(c->cfd, &c->cin);
+    int open = pump_read(c->cfd, &c->cin, &c->tob);
     // Frames read before the end are forwarded, even when the end came with them.
     parse(c, &c->cin, &c->cskip, c->bfd >= 0 ? &c->tob : NULL, client_frame);
     if (!open) return client_closed(c);
@@ -312,13 +348,17 @@ static void on_backend(struct conn *c, uint32_t ev) {
   if (c->cfd < 0) {
     // Only the client's last frames are left to write; answers have no reader.
     struct buf answers = {0};
-    int alive = !(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) || pump_read(c->bfd, &answers);
+    int alive = !(ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) || pump_read(c->bfd, &answers, NULL);
     buf_free(&answers);
     if (alive && pump_write(c->bfd, &c->tob) && c->tob.len) return update_events(c);
     return close_conn(c);
   }
   if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-    int alive = pump_read(c->bfd, &c->bin);
+    // A daemon that went away left a finite rest: read it all (its answers
+    // still reach the client), or a full buffer would make epoll report the
+    // hang-up forever without anything being read.
+    int hup = (ev & (EPOLLHUP | EPOLLERR)) != 0;
+    int alive = pump_read(c->bfd, &c->bin, hup ? NULL : &c->toc);
     parse(c, &c->bin, &c->bskip, &c->toc, backend_frame);
     if (!alive) {
       backend_down(c);

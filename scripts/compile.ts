@@ -8,6 +8,7 @@
 // full `deno` binary is NOT a valid denort: the result would just start a REPL.
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { V8_FLAGS } from "../src/adapters/os/self_command.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const denort = Deno.env.get("DENORT_BIN");
@@ -23,7 +24,7 @@ const targets: [string, string, string[]][] = [
   // The Wasm host's worker bundle goes inside: it is loaded next to kuasar.js at run time.
   ["dist/kuasar.js", "dist/kuasar", [
     "--unstable-vsock",
-    "--v8-flags=--expose-gc",
+    `--v8-flags=${V8_FLAGS}`,
     "--include",
     join(root, "dist/kuasar-wasm-worker.js"),
   ]],

@@ -541,7 +541,7 @@ async function worker(): Promise<number> {
     }
     if (sandboxerDir) {
       // the task relay's log (native/relay.c); per-container monitor logs are too many to keep
-      await Deno.copyFile(join(sandboxerDir, "relay.log"), join(logDir, "relay.log"))
+      await Deno.copyFile(join(sandboxerDir, ".relay.log"), join(logDir, "relay.log"))
         .then(() => summary.logs.relay = join(logDir, "relay.log"), () => {});
     }
     console.error("[critest.ts] cleaning up (pods, containerd, sandboxer)…");

@@ -93,7 +93,7 @@ async function idleModules(
   engine: string,
   n: number,
 ): Promise<number> {
-  const host = await pidsMatching(`\0${join(d.dir, "wasm-host.sock")}\0`);
+  const host = await pidsMatching(`\0${join(d.dir, ".wasm-host.sock")}\0`);
   const before = await settledPss(host[0]);
   const t = await taskClient(pod.address);
   const ids: string[] = [];

@@ -7,12 +7,12 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { SandboxRegistry } from "../app/registry.ts";
 import { TaskService } from "../app/task_service.ts";
 import { encodeEvent } from "../adapters/events/containerd_events.ts";
 import { toTimestamp } from "../adapters/convert.ts";
 import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
+import { StateLayout } from "../adapters/os/state_layout.ts";
 import { RuncCli } from "../adapters/runc/runc_cli.ts";
 import { RuncContainerRuntime } from "../adapters/runc/runc_container_runtime.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
@@ -84,25 +84,27 @@ export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents):
   if (!helper) {
     throw new Error("KUASAR_HELPER is not set: the guest image's /init names the helper");
   }
-  const exits = new ExitWatcher(join(STATE_DIR, "exits"));
+  const layout = new StateLayout(STATE_DIR);
+  const exits = new ExitWatcher(layout.path("exits"));
   await exits.start();
   const streams = new StreamHub();
   streams.register(server);
   const runtime = new RuncContainerRuntime({
     dir: STATE_DIR,
+    layout,
     helper,
     exits,
     // The root is the initramfs, where pivot_root cannot work.
     cli: new RuncCli({
       binary: "/usr/sbin/runc",
-      root: join(STATE_DIR, "runc"),
+      root: layout.path("runcRoot"),
       systemdCgroup: false,
       createFlags: ["--no-pivot"],
     }),
     streams,
     guest: true,
   });
-  const store = new JsonSandboxStore(STATE_DIR);
+  const store = new JsonSandboxStore(STATE_DIR, layout);
   const registry = new SandboxRegistry(store);
   await store.prepare(GUEST_SCOPE);
   registry.add({

@@ -34,6 +34,13 @@ export class SandboxRegistry {
   #saves = new Map<string, { tail: Promise<void>; queued?: Promise<void> }>();
   /** container id → sandbox id, so ids stay unique across pods. */
   #containers = new Map<string, string>();
+  /**
+   * Recovery gates: set while the records are listed, then one per pod until
+   * that pod is recovered. Task calls the relay replays after a crash wait on
+   * them, so they meet the recovered state, not the one recovery undoes.
+   */
+  #listing: Latch<void> | undefined;
+  #recovering = new Map<string, Latch<void>>();
 
   constructor(store: SandboxStore) {
     this.store = store;
@@ -57,6 +64,30 @@ export class SandboxRegistry {
 
   all(): SandboxRecord[] {
     return [...this.#records.values()];
+  }
+
+  /** Holds task calls until `recovering` names the pods found on disk (idempotent). */
+  beginRecovery(): void {
+    this.#listing ??= new Latch<void>();
+  }
+
+  /** The pods being recovered: their task calls wait for `recovered`; others go on. */
+  recovering(ids: readonly string[]): void {
+    for (const id of ids) if (!this.#recovering.has(id)) this.#recovering.set(id, new Latch());
+    this.#listing ??= new Latch<void>();
+    this.#listing.set();
+  }
+
+  /** Pod `id` is recovered (or could not be): its task calls go on. */
+  recovered(id: string): void {
+    this.#recovering.get(id)?.set();
+    this.#recovering.delete(id);
+  }
+
+  /** Resolves once pod `id` is not (or no longer) being recovered. */
+  async whenRecovered(id: string): Promise<void> {
+    if (this.#listing) await this.#listing.wait();
+    await this.#recovering.get(id)?.wait();
   }
 
   /** Registers a record (after Create or recovery). */

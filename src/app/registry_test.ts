@@ -223,3 +223,19 @@ Deno.test("registry flushSaves waits for running and queued writes", async () =>
   assert.equal(store.writes.length, 1);
   await reg.flushSaves("unknown");
 });
+
+Deno.test("task calls of a pod wait until recovery of that pod is done", async () => {
+  const reg = new SandboxRegistry(new MemorySandboxStore());
+  reg.beginRecovery();
+  let other = false, mine = false;
+  const listed = reg.whenRecovered("other").then(() => (other = true));
+  const gated = reg.whenRecovered("sb1").then(() => (mine = true));
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(other, false, "nothing is served before the records are listed");
+  reg.recovering(["sb1"]);
+  await listed;
+  assert.equal(mine, false, "a pod being recovered waits");
+  reg.recovered("sb1");
+  await gated;
+  await reg.whenRecovered("sb1");
+});

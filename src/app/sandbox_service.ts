@@ -14,7 +14,7 @@ import {
   messageOf,
 } from "../domain/errors.ts";
 import { validateId } from "../domain/ids.ts";
-import type { PodConfig } from "../domain/pod_config.ts";
+import { type PodConfig, validatePodConfig } from "../domain/pod_config.ts";
 import {
   checkSandboxTransition,
   type SandboxExit,
@@ -28,7 +28,7 @@ import {
   TASKS_EXTENSION,
   TASKS_FIELD,
 } from "../domain/tasks_extension.ts";
-import { type Instant, now } from "../domain/time.ts";
+import { type Instant, now, toMillis } from "../domain/time.ts";
 import type { StoredAnyBytes } from "../ports/container_runtime.ts";
 import type { SandboxBackend, SandboxExitListener } from "../ports/sandbox_backend.ts";
 import type { TaskEndpoint } from "../ports/task_endpoint.ts";
@@ -83,6 +83,19 @@ export interface SandboxServiceOptions {
   readonly taskApiVersion: number;
   /** Grace period Stop gives processes when the request carries no timeout. */
   readonly defaultStopTimeoutMs: number;
+  /**
+   * Throws `InvalidArgumentError` unless the path names a network namespace
+   * (the OS adapter looks at the file); every kind's Create runs it, so a bad
+   * netns fails there rather than at Start, or never.
+   */
+  readonly checkNetns?: (path: string) => Promise<void>;
+  /**
+   * How long a sandbox may stay created without being started before it is
+   * shut down (0 or unset: for ever). containerd never calls Shutdown when
+   * its RunPodSandbox fails after Controller.Create (a pause image it cannot
+   * pull, say): without this each such failure would leak a sandbox.
+   */
+  readonly createdSandboxTimeoutMs?: number;
 }
 
 /** Recovery summary. */
@@ -107,6 +120,8 @@ export class SandboxService implements SandboxExitListener {
   /** Pods being taken down on request: their boundary's exit is expected. */
   #stopping = new Set<string>();
   #earlyExits = new Map<string, SandboxExit>();
+  /** Created sandboxes not started yet, and when they are shut down unless started. */
+  #unstarted = new Map<string, { timer: ReturnType<typeof setTimeout>; at: Date }>();
 
   constructor(
     registry: SandboxRegistry,
@@ -131,6 +146,8 @@ export class SandboxService implements SandboxExitListener {
         `Invalid netns path "${input.netnsPath}": an absolute path is required`,
       );
     }
+    validatePodConfig(input.pod);
+    if (input.netnsPath) await this.#opts.checkNetns?.(input.netnsPath);
     return await this.#reg.lock.run(input.id, async () => {
       if (this.#reg.has(input.id)) {
         throw new AlreadyExistsError(`Sandbox "${input.id}" already exists`);
@@ -165,7 +182,43 @@ export class SandboxService implements SandboxExitListener {
         throw e;
       }
       this.#log.info("sandbox created", { sandbox: input.id });
+      this.#shutdownUnlessStarted(input.id);
     });
+  }
+
+  /** Shuts sandbox `id` down once the grace of created sandboxes ran out, unless it was started. */
+  #shutdownUnlessStarted(id: string): void {
+    const ms = this.#opts.createdSandboxTimeoutMs ?? 0;
+    if (ms <= 0) return;
+    this.#forgetUnstarted(id);
+    const timer = setTimeout(() => {
+      this.#unstarted.delete(id);
+      this.#shutdown(id, (sb) => {
+        if (sb.state !== "created") return false;
+        this.#log.warn("shutting down a sandbox created and never started", {
+          sandbox: id,
+          createdAt: new Date(toMillis(sb.createdAt)).toISOString(),
+          graceSecs: ms / 1000,
+        });
+        return true;
+      }).catch((e) =>
+        this.#log.error("cannot shut down a sandbox never started", { sandbox: id, error: e })
+      );
+    }, ms);
+    // A pending shutdown never keeps a stopping daemon alive: the next one recovers the sandbox.
+    Deno.unrefTimer(timer);
+    this.#unstarted.set(id, { timer, at: new Date(Date.now() + ms) });
+  }
+
+  #forgetUnstarted(id: string): void {
+    const u = this.#unstarted.get(id);
+    if (u) clearTimeout(u.timer);
+    this.#unstarted.delete(id);
+  }
+
+  /** Cancels the pending shutdowns of unstarted sandboxes (the daemon stops). */
+  close(): void {
+    for (const id of [...this.#unstarted.keys()]) this.#forgetUnstarted(id);
   }
 
   /** Controller.Start: brings the boundary up and serves the pod's Task API. */
@@ -200,6 +253,7 @@ export class SandboxService implements SandboxExitListener {
         sb.state = "running";
         sb.startedAt = now();
       }
+      this.#forgetUnstarted(id);
       await this.#reg.save(sb);
       this.#log.info("sandbox started", { sandbox: id, pid: sb.pid, address: sb.taskAddress });
       return {
@@ -260,6 +314,10 @@ export class SandboxService implements SandboxExitListener {
       for (const [k, v] of Object.entries(sb.backend)) {
         if (typeof v === "string" || typeof v === "number") info[k] = String(v);
       }
+      // READY/NOTREADY does not tell a created sandbox from a stopped one.
+      info.lifecycle = sb.state;
+      const u = this.#unstarted.get(id);
+      if (u && sb.state === "created") info.shutdownUnlessStartedAt = u.at.toISOString();
     }
     return {
       id,
@@ -279,9 +337,15 @@ export class SandboxService implements SandboxExitListener {
    * succeed.
    */
   shutdown(id: string): Promise<void> {
+    return this.#shutdown(id, () => true);
+  }
+
+  /** Shutdown, if `when` holds for the sandbox under its lock. */
+  #shutdown(id: string, when: (sb: SandboxRecord) => boolean): Promise<void> {
     return this.#reg.lock.run(id, async () => {
       const sb = this.#reg.find(id);
-      if (!sb) return;
+      if (!sb || !when(sb)) return;
+      this.#forgetUnstarted(id);
       if (sb.state === "running") {
         this.#stopping.add(id);
         try {
@@ -356,7 +420,12 @@ export class SandboxService implements SandboxExitListener {
   /** Reloads every sandbox under the state directory and reattaches to what still runs. */
   async recover(): Promise<RecoverySummary> {
     const started = performance.now();
-    const { records, broken } = await this.#reg.store.list();
+    this.#reg.beginRecovery();
+    const { records, broken } = await this.#reg.store.list().catch((e) => {
+      this.#reg.recovering([]);
+      throw e;
+    });
+    this.#reg.recovering(records.map((r) => r.id));
     for (const b of broken) {
       this.#log.warn("removing unreadable sandbox directory", { sandbox: b.id, error: b.error });
       await this.#reg.store.remove(b.id).catch(() => {});
@@ -372,6 +441,8 @@ export class SandboxService implements SandboxExitListener {
         } catch (e) {
           failed++;
           this.#log.error("cannot recover sandbox", { sandbox: sb.id, error: messageOf(e) });
+        } finally {
+          this.#reg.recovered(sb.id);
         }
       }
     };
@@ -409,6 +480,8 @@ export class SandboxService implements SandboxExitListener {
       sb.taskAddress ||= address;
     }
     await this.#reg.save(sb);
+    // Created before the restart and never started: the same grace from now on.
+    if (sb.state === "created") this.#shutdownUnlessStarted(sb.id);
   }
 
   /** The boundary went away by itself (holder killed, VM crashed). */

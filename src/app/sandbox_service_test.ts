@@ -66,6 +66,47 @@ Deno.test("Create with a relative netns path is INVALID_ARGUMENT", async () => {
   await h.sandboxes.create(sandboxInput("sb2", { netnsPath: "" }));
 });
 
+Deno.test("Create with a hostname the kernel would refuse is INVALID_ARGUMENT and touches nothing", async () => {
+  const h = makeHarness();
+  for (
+    const hostname of ["x".repeat(10_000), "a".repeat(65), "a b", "-a", "a-", "a..b", "é", "a\0"]
+  ) {
+    const input = sandboxInput("sb1");
+    await assert.rejects(
+      async () => await h.sandboxes.create({ ...input, pod: { ...input.pod, hostname } }),
+      InvalidArgumentError,
+      hostname.slice(0, 20),
+    );
+  }
+  assert.equal(h.store.dirs.size, 0);
+  assert.deepEqual(h.backend.calls, []);
+  for (
+    const [id, hostname] of [["sb1", "a".repeat(64)], ["sb2", "web-0.svc_x.local"], ["sb3", ""]]
+  ) {
+    const input = sandboxInput(id);
+    await h.sandboxes.create({ ...input, pod: { ...input.pod, hostname } });
+  }
+});
+
+Deno.test("Create runs the netns check before anything is touched", async () => {
+  const checked: string[] = [];
+  const h = makeHarness({
+    checkNetns: (p: string) => {
+      checked.push(p);
+      return Promise.reject(new InvalidArgumentError(`Invalid netns path "${p}"`));
+    },
+  });
+  await assert.rejects(
+    async () => await h.sandboxes.create(sandboxInput("sb1", { netnsPath: "/etc/passwd" })),
+    InvalidArgumentError,
+  );
+  assert.deepEqual(checked, ["/etc/passwd"]);
+  assert.equal(h.store.dirs.size, 0);
+  assert.deepEqual(h.backend.calls, []);
+  await h.sandboxes.create(sandboxInput("sb2", { netnsPath: "" }));
+  assert.deepEqual(checked, ["/etc/passwd"], "no netns: nothing to check");
+});
+
 Deno.test("Create persists a created record and calls the backend once", async () => {
   const h = makeHarness({ taskApiVersion: 2 });
   const input = sandboxInput("sb1", {
@@ -392,6 +433,7 @@ Deno.test("verbose Status adds kind, netns, container count and scalar backend f
     containers: "1",
     cgroup: "/fake/sb1",
     holderPid: String(sb.pid),
+    lifecycle: "running",
   });
 });
 
@@ -719,4 +761,41 @@ Deno.test({
     assert.equal(h.sandboxes.status("sb1", false).state, "SANDBOX_NOTREADY");
     assert.equal(await isSettled(h.sandboxes.wait("sb1")), true);
   },
+});
+
+// ------------------------------------------------------------------ created, never started
+
+/** Resolves once `probe` holds (checked every few ms); fails the test after 5 s. */
+async function eventually(probe: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !probe(); i++) await new Promise((r) => setTimeout(r, 5));
+  assert.ok(probe(), "condition never held");
+}
+
+Deno.test("a sandbox created and never started is shut down after the grace; a started one is kept", async () => {
+  const h = makeHarness({ createdSandboxTimeoutMs: 30 });
+  await h.sandboxes.create(sandboxInput("lost"));
+  await runningSandbox(h, "kept");
+  const info = h.sandboxes.status("lost", true).info;
+  assert.equal(info.lifecycle, "created");
+  assert.ok(info.shutdownUnlessStartedAt, "Status tells when it goes");
+  await eventually(() => !h.registry.has("lost"));
+  assert.equal(h.store.load("lost"), undefined, "its record is gone");
+  assert.ok(h.backend.calls.some((c) => c.op === "cleanup" && c.sandboxId === "lost"));
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(h.sandboxes.status("kept", true).info.lifecycle, "running");
+  assert.equal(h.sandboxes.status("kept", true).info.shutdownUnlessStartedAt, undefined);
+  h.sandboxes.close();
+});
+
+Deno.test("a created sandbox found by recovery gets the grace again; without one it stays", async () => {
+  const h1 = makeHarness();
+  await h1.sandboxes.create(sandboxInput("lost"));
+  const kept = makeHarness({ store: h1.store.crashClone() });
+  await kept.sandboxes.recover();
+  await new Promise((r) => setTimeout(r, 30));
+  assert.ok(kept.registry.has("lost"), "no grace configured: kept");
+  const h2 = makeHarness({ store: h1.store.crashClone(), createdSandboxTimeoutMs: 20 });
+  await h2.sandboxes.recover();
+  await eventually(() => !h2.registry.has("lost"));
+  h2.sandboxes.close();
 });

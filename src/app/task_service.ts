@@ -18,6 +18,7 @@ import {
   UnimplementedError,
 } from "../domain/errors.ts";
 import { validateId } from "../domain/ids.ts";
+import { validateBundlePath } from "../domain/bundle_paths.ts";
 import type { SandboxRecord } from "../domain/sandbox.ts";
 import {
   checkDeletable,
@@ -48,6 +49,17 @@ export interface CreateTaskInput {
   readonly bundle: string;
   readonly rootfs: readonly Mount[];
   readonly io: Io;
+}
+
+/**
+ * How a call came. `replay`: the task relay sent it again to a restarted
+ * daemon because the previous one died before answering it. Such a call may
+ * already have taken effect; when the state shows it did (the same container,
+ * bundle and spec), it is answered as it would have been, where a genuine
+ * second call is refused (ALREADY_EXISTS, not created…).
+ */
+export interface CallOptions {
+  readonly replay?: boolean;
 }
 
 /** What Task.State reports. */
@@ -126,13 +138,15 @@ export class TaskService implements ProcessExitListener {
   // ------------------------------------------------------------------ Task API
 
   /** Task.Create: makes the container and its (not yet started) init process. */
-  async create(sandboxId: string, namespace: string, input: CreateTaskInput): Promise<number> {
+  async create(
+    sandboxId: string,
+    namespace: string,
+    input: CreateTaskInput,
+    opts: CallOptions = {},
+  ): Promise<number> {
     validateId("container", input.id);
-    if (!input.bundle.startsWith("/")) {
-      throw new InvalidArgumentError(
-        `Invalid bundle "${input.bundle}": an absolute path is required`,
-      );
-    }
+    // Absolute and clean: what is mounted and written is derived from it.
+    validateBundlePath(input.bundle);
     return await this.#reg.withContainer(sandboxId, input.id, async () => {
       const sb = this.#reg.get(sandboxId);
       if (sb.state !== "running") {
@@ -141,6 +155,12 @@ export class TaskService implements ProcessExitListener {
         );
       }
       const owner = this.#reg.sandboxOfContainer(input.id);
+      const made = sb.containers[input.id];
+      // Recovery undid a Create that never finished, so one found here finished.
+      if (opts.replay && owner === sandboxId && made && !made.pending && sameCreate(made, input)) {
+        this.#log.info("replayed create answered with its outcome", { container: input.id });
+        return made.pid;
+      }
       if (owner) {
         throw new AlreadyExistsError(
           `Container "${input.id}" already exists in sandbox "${owner}"`,
@@ -189,10 +209,16 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Start: starts the init process, or an exec process added by Exec. */
-  start(sandboxId: string, id: string, execId: string): Promise<number> {
+  start(sandboxId: string, id: string, execId: string, opts: CallOptions = {}): Promise<number> {
     return this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
+      const p = execId ? this.#process(sb, id, execId) : c;
+      // A replayed Start that took effect before the crash: answer its pid.
+      if (opts.replay && p.state !== "created" && p.pid && !p.undone) {
+        this.#log.info("replayed start answered with its outcome", { container: id, exec: execId });
+        return p.pid;
+      }
       if (!execId) {
         // Start is only for a created process: paused → running is Resume.
         if (c.state !== "created") {
@@ -281,20 +307,36 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Exec: registers an exec process; Task.Start runs it. */
-  async exec(sandboxId: string, id: string, execId: string, io: Io, spec: unknown): Promise<void> {
+  async exec(
+    sandboxId: string,
+    id: string,
+    execId: string,
+    io: Io,
+    spec: unknown,
+    opts: CallOptions = {},
+  ): Promise<void> {
     validateId("exec", execId);
     if (!spec || typeof spec !== "object") {
       throw new InvalidArgumentError(
         `Invalid spec of exec "${execId}": an OCI process object is required`,
       );
     }
+    // Without a command the exec could only fail at Start (runc: "args must not be empty").
+    const args = (spec as { args?: unknown }).args;
+    if (!Array.isArray(args) || args.length === 0 || args.some((a) => typeof a !== "string")) {
+      throw new InvalidArgumentError(
+        `Invalid spec of exec "${execId}": process.args must be a non-empty list of strings`,
+      );
+    }
     return await this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
+      const added = c.execs[execId];
+      if (opts.replay && added && sameJson(added.spec, spec) && sameJson(added.io, io)) return;
       if (c.state !== "running") {
         throw new FailedPreconditionError(`Cannot exec in container "${id}": it is ${c.state}`);
       }
-      if (c.execs[execId]) {
+      if (added) {
         throw new AlreadyExistsError(
           `Exec process "${execId}" already exists in container "${id}"`,
         );
@@ -331,6 +373,7 @@ export class TaskService implements ProcessExitListener {
     execId: string,
     signal: number,
     all: boolean,
+    opts: CallOptions = {},
   ): Promise<void> {
     if (!Number.isInteger(signal) || signal < 1 || signal > 64) {
       throw new InvalidArgumentError(`Invalid signal ${signal}`);
@@ -340,6 +383,8 @@ export class TaskService implements ProcessExitListener {
       const c = this.#container(sb, id);
       const p = this.#process(sb, id, execId);
       if (p.state === "stopped" && !(all && !execId)) {
+        // A replayed Kill may be what stopped it: the signal was delivered then.
+        if (opts.replay) return;
         throw new NotFoundError(`Cannot signal process "${execId || id}": it already exited`);
       }
       await this.#runtime.kill(sb, c, execId ? p as ExecRecord : undefined, signal, all);
@@ -496,21 +541,31 @@ export class TaskService implements ProcessExitListener {
     }
   }
 
-  /** Deletes every container of a sandbox (Shutdown), whatever its state. */
+  /**
+   * Deletes every container of a sandbox (Shutdown), whatever its state. A
+   * container the runtime cannot delete (its processes still run) stays in
+   * the record and fails the call, so Shutdown is retried, not reported done.
+   */
   async deleteAll(sb: SandboxRecord): Promise<void> {
+    const failed: Error[] = [];
     for (const c of Object.values(sb.containers)) {
       for (const e of Object.values(c.execs)) {
         await this.#runtime.deleteExec(sb, c, e).catch((err) =>
           this.#log.warn("cannot delete exec", { container: c.id, exec: e.id, error: err })
         );
       }
-      await this.#runtime.delete(sb, c).catch((err) =>
-        this.#log.warn("cannot delete container", { container: c.id, error: err })
-      );
+      try {
+        await this.#runtime.delete(sb, c);
+      } catch (err) {
+        this.#log.warn("cannot delete container", { container: c.id, error: err });
+        failed.push(err as Error);
+        continue;
+      }
       this.#releaseWaiters(c);
       delete sb.containers[c.id];
       this.#reg.removeContainer(c.id);
     }
+    if (failed.length) throw failed[0];
   }
 
   /**
@@ -538,10 +593,17 @@ export class TaskService implements ProcessExitListener {
       // Start never returned: the exec may or may not run; make sure it does not.
       await this.#runtime.kill(sb, c, e, SIGKILL, false).catch(() => {});
       e.pending = undefined;
+      // A replay of that Start must not be told it succeeded.
+      e.undone = true;
     }
     try {
       const exit = await this.#runtime.recover(sb, c, e);
       if (exit) this.processExited(sb.id, c.id, e?.id, exit);
+      else if (!e && c.state === "created" && await this.#runtime.started?.(sb, c)) {
+        // Start ran, but the daemon died before recording it.
+        this.#log.info("adopting a container started before the crash", { container: c.id });
+        c.state = "running";
+      }
     } catch (err) {
       this.#log.warn("cannot recover process", { container: c.id, exec: e?.id, error: err });
       this.processExited(sb.id, c.id, e?.id, { status: 255, at: now() });
@@ -610,6 +672,25 @@ export class TaskService implements ProcessExitListener {
     const c = this.#reg.find(sandboxId)?.containers[cid];
     if (c) this.#events.publish(c.namespace, { topic: "/tasks/oom", containerId: cid });
   }
+}
+
+/** Whether an existing container is what `input` asks for (a replay of its Create). */
+function sameCreate(c: ContainerRecord, input: CreateTaskInput): boolean {
+  return c.bundle === input.bundle && sameJson(c.io, input.io) && sameJson(c.rootfs, input.rootfs);
+}
+
+/** Structural equality of JSON-like values (records round-trip through JSON on disk). */
+function sameJson(a: unknown, b: unknown): boolean {
+  return JSON.stringify(canonical(a)) === JSON.stringify(canonical(b));
+}
+
+/** `v` with object keys sorted, so key order does not matter to `sameJson`. */
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (!v || typeof v !== "object") return v;
+  return Object.fromEntries(
+    Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+  );
 }
 
 function processKey(cid: string, execId: string | undefined): string {

@@ -261,7 +261,8 @@ Deno.test("Task.Exec validates the exec id and the spec", async () => {
       InvalidArgumentError,
     );
   }
-  for (const spec of [undefined, null, "sh", 42]) {
+  // No command: it could only fail at Start.
+  for (const spec of [undefined, null, "sh", 42, {}, { args: [] }, { args: "sh" }, { args: [1] }]) {
     await assert.rejects(
       async () => await h.tasks.exec("sb1", "c1", "e1", io(), spec),
       InvalidArgumentError,
@@ -877,4 +878,88 @@ Deno.test("Task.Pids of a stopped container still lists its init pid", async () 
   const pid = h.tasks.state("sb1", "c1", "").pid;
   h.runtime.exit("sb1", "c1", undefined, 0);
   assert.deepEqual(await h.tasks.pids("sb1", "c1"), [{ pid }]);
+});
+
+// ------------------------------------------------------------------ replays
+
+const REPLAY = { replay: true };
+
+Deno.test("a replayed Create of a container it made answers its pid; a second Create is ALREADY_EXISTS", async () => {
+  const h = await withSandbox();
+  h.runtime.nextPid = 321;
+  const input = taskInput("c1");
+  await h.tasks.create("sb1", "k8s.io", input);
+  await assert.rejects(h.tasks.create("sb1", "k8s.io", input), AlreadyExistsError);
+  // Key order differs once the record went through JSON: it does not matter.
+  const again = { ...input, io: { ...input.io }, rootfs: input.rootfs.map((m) => ({ ...m })) };
+  assert.equal(await h.tasks.create("sb1", "k8s.io", again, REPLAY), 321);
+  assert.equal(h.runtime.callsOf("create").length, 1, "not made twice");
+  // A replay asking for something else is not this container's Create.
+  await assert.rejects(
+    h.tasks.create("sb1", "k8s.io", taskInput("c1", { bundle: "/other" }), REPLAY),
+    AlreadyExistsError,
+  );
+});
+
+Deno.test("a replayed Create whose unfinished container recovery undid makes it again", async () => {
+  const h1 = await withSandbox();
+  const crashed = crashDuring(h1, "create");
+  await h1.tasks.create("sb1", "k8s.io", taskInput("c1"));
+  const h2 = makeHarness({ store: crashed() });
+  await h2.sandboxes.recover();
+  const pid = await h2.tasks.create("sb1", "k8s.io", taskInput("c1"), REPLAY);
+  assert.equal(h2.tasks.state("sb1", "c1", "").pid, pid);
+  assert.equal(h2.tasks.state("sb1", "c1", "").state, "created");
+});
+
+Deno.test("a replayed Start of a running process answers its pid; a second Start is refused", async () => {
+  const h = await withExec();
+  const pid = h.tasks.state("sb1", "c1", "").pid;
+  await assert.rejects(h.tasks.start("sb1", "c1", ""), InvalidTransitionError);
+  assert.equal(await h.tasks.start("sb1", "c1", "", REPLAY), pid);
+  const epid = h.tasks.state("sb1", "c1", "e1").pid;
+  assert.equal(await h.tasks.start("sb1", "c1", "e1", REPLAY), epid);
+  assert.equal(h.runtime.callsOf("start").length, 1);
+  assert.equal(h.runtime.callsOf("startExec").length, 1);
+});
+
+Deno.test("a replayed Start of an exec recovery killed is not answered OK", async () => {
+  const h1 = await withContainer();
+  await h1.tasks.exec("sb1", "c1", "e1", io(), SPEC);
+  const crashed = crashDuring(h1, "startExec");
+  await h1.tasks.start("sb1", "c1", "e1");
+  const h2 = makeHarness({ store: crashed() });
+  await h2.sandboxes.recover();
+  await assert.rejects(h2.tasks.start("sb1", "c1", "e1", REPLAY), InvalidTransitionError);
+});
+
+Deno.test("recover adopts a created container the runtime says was started", async () => {
+  const h1 = await withSandbox();
+  await h1.tasks.create("sb1", "k8s.io", taskInput("c1"));
+  const h2 = makeHarness({ store: h1.store.crashClone() });
+  h2.runtime.startedAfterAll.add("c1");
+  await h2.sandboxes.recover();
+  assert.equal(h2.tasks.state("sb1", "c1", "").state, "running");
+  await h2.registry.flushSaves("sb1");
+  assert.equal(h2.store.load("sb1")!.containers.c1.state, "running");
+  const pid = h2.tasks.state("sb1", "c1", "").pid;
+  assert.equal(await h2.tasks.start("sb1", "c1", "", REPLAY), pid);
+});
+
+Deno.test("a replayed Exec of an exec it added succeeds; a second Exec is ALREADY_EXISTS", async () => {
+  const h = await withContainer();
+  await h.tasks.exec("sb1", "c1", "e1", io(), SPEC);
+  await assert.rejects(h.tasks.exec("sb1", "c1", "e1", io(), SPEC), AlreadyExistsError);
+  await h.tasks.exec("sb1", "c1", "e1", io(), { cwd: "/", args: SPEC.args }, REPLAY);
+  await assert.rejects(
+    h.tasks.exec("sb1", "c1", "e1", io(), { args: ["other"] }, REPLAY),
+    AlreadyExistsError,
+  );
+});
+
+Deno.test("a replayed Kill of a process that exited succeeds; a second Kill is NOT_FOUND", async () => {
+  const h = await withContainer();
+  h.runtime.exit("sb1", "c1", undefined, 137);
+  await assert.rejects(h.tasks.kill("sb1", "c1", "", 9, false), NotFoundError);
+  await h.tasks.kill("sb1", "c1", "", 9, false, REPLAY);
 });

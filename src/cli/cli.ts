@@ -95,6 +95,7 @@ async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
       "/run/containerd/containerd.sock.ttrpc",
     taskApiVersion: apiVersion,
     stopTimeoutMs: (s.stop_timeout_secs ?? 10) * 1000,
+    createdSandboxTimeoutMs: (s.created_sandbox_timeout_secs ?? 300) * 1000,
     settings: config.kind,
   });
   if (running.stopRequested) daemon.stop();

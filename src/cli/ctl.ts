@@ -39,6 +39,14 @@ function iso(t: Instant | undefined): string {
   return new Date(t.seconds * 1000 + Math.floor(t.nanos / 1e6)).toISOString();
 }
 
+/** A duration as kubectl shows ages: 45s, 12m, 3h, 2d. */
+function age(secs: number): string {
+  if (secs < 120) return `${secs}s`;
+  if (secs < 7200) return `${Math.floor(secs / 60)}m`;
+  if (secs < 172800) return `${Math.floor(secs / 3600)}h`;
+  return `${Math.floor(secs / 86400)}d`;
+}
+
 function out(s: string): void {
   Deno.stdout.writeSync(new TextEncoder().encode(s + "\n"));
 }
@@ -82,12 +90,18 @@ export function addCtlCommand(program: Command): void {
       Promise.all(ids.map(async (id) => {
         try {
           const s = await c.status(id, true);
+          const created = fromTimestamp(s.createdAt);
           return {
             id,
             state: s.state,
             pid: s.pid,
             containers: Number(s.info.containers ?? 0),
-            created: iso(fromTimestamp(s.createdAt)),
+            created: iso(created),
+            ageSecs: created ? Math.max(0, Math.floor(Date.now() / 1000 - created.seconds)) : 0,
+            // created / running / stopped (READY/NOTREADY does not tell created from stopped).
+            lifecycle: s.info.lifecycle ?? "",
+            // A sandbox never started goes at this time (the daemon's created_sandbox_timeout_secs).
+            shutdownUnlessStartedAt: s.info.shutdownUnlessStartedAt ?? "",
             address: s.address,
           };
         } catch (e) {
@@ -97,13 +111,21 @@ export function addCtlCommand(program: Command): void {
             pid: 0,
             containers: 0,
             created: "",
+            ageSecs: 0,
+            lifecycle: "",
+            shutdownUnlessStartedAt: "",
             address: "",
           };
         }
       })));
     if (f.json) return out(JSON.stringify(rows, null, 2));
-    out(["SANDBOX", "STATE", "PID", "CONTAINERS", "CREATED"].join("\t"));
-    for (const r of rows) out([r.id, r.state, r.pid, r.containers, r.created].join("\t"));
+    out(["SANDBOX", "STATE", "PID", "CONTAINERS", "CREATED", "AGE", "LIFECYCLE"].join("\t"));
+    for (const r of rows) {
+      const lifecycle = r.shutdownUnlessStartedAt
+        ? `${r.lifecycle} (shut down at ${r.shutdownUnlessStartedAt} unless started)`
+        : r.lifecycle;
+      out([r.id, r.state, r.pid, r.containers, r.created, age(r.ageSecs), lifecycle].join("\t"));
+    }
   });
 
   ctl.command("status <id>").description("print a sandbox's status").option(

@@ -17,6 +17,8 @@ export const sandboxSection = z.strictObject({
   task_api_version: z.union([z.literal(2), z.literal(3)]).optional(),
   /** Grace period of Stop when the request carries none. */
   stop_timeout_secs: z.number().int().min(0).optional(),
+  /** A sandbox created and never started is shut down after this long (0: never). */
+  created_sandbox_timeout_secs: z.number().int().min(0).optional(),
   /** containerd's ttrpc socket for task events ("" = only log them). */
   containerd_address: z.string().optional(),
   /** An installed helper binary to use instead of the embedded one. */

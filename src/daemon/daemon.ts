@@ -6,7 +6,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { SandboxRegistry } from "../app/registry.ts";
 import { SandboxService } from "../app/sandbox_service.ts";
 import { TaskService } from "../app/task_service.ts";
@@ -19,10 +18,13 @@ import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
 import { registerTaskService, RelayTaskEndpoint } from "../adapters/task/task_endpoint.ts";
 import { Relay, relayPaths } from "../adapters/os/relay.ts";
+import { checkNetnsPath } from "../adapters/os/netns.ts";
+import { StateLayout } from "../adapters/os/state_layout.ts";
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import { StreamHub } from "../adapters/task/streaming.ts";
 import { log } from "../log.ts";
 import type { SandboxKind } from "./kind.ts";
+import { prepareStateDir } from "./state_dir.ts";
 
 /** Daemon settings (flags merged over the config file). */
 export interface DaemonOptions {
@@ -36,6 +38,8 @@ export interface DaemonOptions {
   /** Task API version Start reports (3 for containerd ≥ 2.1; 2 for Kuasar's peers). */
   readonly taskApiVersion: number;
   readonly stopTimeoutMs: number;
+  /** A sandbox created and never started is shut down after this long (0: never). */
+  readonly createdSandboxTimeoutMs?: number;
   /** Kind-specific settings. */
   readonly settings: Readonly<Record<string, unknown>>;
 }
@@ -52,12 +56,23 @@ export interface Daemon {
 /** Starts a sandboxer of `kind`. */
 export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promise<Daemon> {
   const l = log.with({ kind: kind.name });
-  await Deno.mkdir(opts.dir, { recursive: true, mode: 0o700 });
+  // Refuse a --dir another user could have written into (see state_dir.ts).
+  await prepareStateDir(opts.dir);
   // Refuse early, before touching any pod, if another daemon serves this socket.
   await ensureSocketFree(opts.listen);
   const helper = await installHelper({ path: opts.helper, installDir: opts.helperDir });
   await installShimStub(helper, opts.helperDir, kind.name);
-  const exits = new ExitWatcher(join(opts.dir, "exits"));
+  // Pods and the daemon's own entries share --dir; an old layout is kept (see state_layout.ts).
+  const layout = await StateLayout.detect(opts.dir);
+  if (layout.old) {
+    l.warn(
+      "--dir has the old layout: its daemon entries keep their names, which pods may not take",
+      {
+        dir: opts.dir,
+      },
+    );
+  }
+  const exits = new ExitWatcher(layout.path("exits"));
   await exits.start();
 
   const reclaimer = new IdleReclaimer();
@@ -67,22 +82,28 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   streams.register(ttrpc);
   const parts = await kind.create({
     dir: opts.dir,
+    layout,
     helper,
     exits,
     ttrpc,
     streams,
     settings: opts.settings,
   });
-  const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir));
+  const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir, layout));
   const events = new ContainerdEventPublisher(opts.containerdAddress);
   const tasks = new TaskService(registry, parts.runtime, events);
   registerTaskService(ttrpc, tasks);
-  const relay = new Relay(helper, relayPaths(opts.dir));
-  const endpoint = new RelayTaskEndpoint(opts.dir, ttrpc, relay);
+  const relay = new Relay(helper, relayPaths(layout));
+  const endpoint = new RelayTaskEndpoint(opts.dir, ttrpc, relay, layout.path("sockets"));
+  // Task calls (the relay's replays first) wait until their pod is recovered.
+  registry.beginRecovery();
+  endpoint.serveWhen((id) => registry.whenRecovered(id));
   const sandboxes = new SandboxService(registry, parts.backend, tasks, endpoint, {
     kind: kind.name,
     taskApiVersion: opts.taskApiVersion,
     defaultStopTimeoutMs: opts.stopTimeoutMs,
+    createdSandboxTimeoutMs: opts.createdSandboxTimeoutMs,
+    checkNetns: checkNetnsPath,
   });
 
   // Serve relayed task connections before recovery re-registers the pods' sockets.
@@ -104,6 +125,7 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
       reclaimer.stop();
       await notifySystemd(helper, "STOPPING=1");
       await server.close();
+      sandboxes.close();
       // The relay keeps the pods' task connections for the next daemon.
       await endpoint.closeAll();
       exits.stop();

@@ -10,11 +10,14 @@ import type { SandboxBackend } from "../ports/sandbox_backend.ts";
 import type { ExitWatcher } from "../adapters/os/exit_watcher.ts";
 import type { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import type { StreamHub } from "../adapters/task/streaming.ts";
+import type { StateLayout } from "../adapters/os/state_layout.ts";
 
 /** Shared services a kind's factory may use. */
 export interface KindContext {
   /** The sandboxer's --dir. */
   readonly dir: string;
+  /** Where the daemon's own entries under --dir are (never a pod's name). */
+  readonly layout: StateLayout;
   /** Path of the native helper binary. */
   readonly helper: string;
   /** Exit records of helper-monitored processes. */

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { InvalidArgumentError } from "./errors.ts";
 
 /** CRI NamespaceMode: which namespace a pod's containers share. */
 export type NamespaceMode = "pod" | "container" | "node" | "target";
@@ -85,4 +86,39 @@ export function resolvConf(dns: DnsConfig | undefined): string | undefined {
   for (const s of dns.servers) out += `nameserver ${s}\n`;
   if (dns.options.length) out += `options ${dns.options.join(" ")}\n`;
   return out;
+}
+
+/** Longest hostname the kernel accepts (HOST_NAME_MAX). */
+export const MAX_HOSTNAME_LENGTH = 64;
+
+/** Labels of letters, digits, "-" and "_" (not leading or trailing "-"), joined by single dots. */
+const HOSTNAME_PATTERN =
+  /^[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*$/;
+
+/**
+ * Why `hostname` cannot be a pod's hostname, or undefined when it can (empty
+ * means the default). The kernel takes at most 64 bytes; the label rule is
+ * RFC 1123's, with "_" allowed as node names sometimes have it. A bad one
+ * would otherwise pass Create and fail at Start (sethostname, or the
+ * /etc/hostname the containers see).
+ */
+export function hostnameProblem(hostname: string): string | undefined {
+  if (hostname === "") return undefined;
+  const bytes = new TextEncoder().encode(hostname).length;
+  if (bytes > MAX_HOSTNAME_LENGTH) {
+    return `longer than ${MAX_HOSTNAME_LENGTH} bytes (${bytes})`;
+  }
+  if (!HOSTNAME_PATTERN.test(hostname)) {
+    return `only letters, digits, "-" and "_" in dot-separated labels are allowed`;
+  }
+  return undefined;
+}
+
+/** Throws `InvalidArgumentError` when the pod's config cannot be acted on. */
+export function validatePodConfig(pod: PodConfig): void {
+  const problem = hostnameProblem(pod.hostname);
+  if (problem) {
+    const shown = pod.hostname.length > 80 ? `${pod.hostname.slice(0, 40)}...` : pod.hostname;
+    throw new InvalidArgumentError(`Invalid pod hostname ${JSON.stringify(shown)}: ${problem}`);
+  }
 }

@@ -1,10 +1,13 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { InvalidArgumentError } from "./errors.ts";
 import {
   type DnsConfig,
   emptyPodConfig,
+  hostnameProblem,
   namespaceModeFromNumber,
   resolvConf,
+  validatePodConfig,
 } from "./pod_config.ts";
 
 Deno.test("namespaceModeFromNumber maps CRI's NamespaceMode enum and defaults to pod", () => {
@@ -99,4 +102,23 @@ Deno.test("resolvConf output has one line per part in Kuasar's order (property)"
       },
     ),
   );
+});
+
+Deno.test("hostnameProblem: at most 64 bytes of dot-separated labels; empty is the default", () => {
+  for (const ok of ["", "web-0", "a".repeat(64), "node_1.example.com", "A1", "x.y-z"]) {
+    assert.equal(hostnameProblem(ok), undefined, ok);
+  }
+  assert.match(hostnameProblem("h".repeat(10_000)) ?? "", /longer than 64 bytes/);
+  assert.match(hostnameProblem("é".repeat(33)) ?? "", /longer than 64 bytes \(66\)/);
+  for (const bad of ["a b", "-a", "a-", ".a", "a.", "a..b", "a/b", "a\0", "é", "a\nb"]) {
+    assert.ok(hostnameProblem(bad), JSON.stringify(bad));
+  }
+});
+
+Deno.test("validatePodConfig throws INVALID_ARGUMENT with a shortened hostname", () => {
+  assert.throws(
+    () => validatePodConfig({ ...emptyPodConfig(), hostname: "h".repeat(10_000) }),
+    (e: Error) => e instanceof InvalidArgumentError && e.message.length < 200,
+  );
+  validatePodConfig({ ...emptyPodConfig(), hostname: "web-0" });
 });

@@ -46,6 +46,8 @@ export interface ProcessRecord {
    * client, so recovery undoes it instead of adopting it.
    */
   pending?: "create" | "start";
+  /** Recovery killed it because its Start never returned: a replayed Start is not answered OK. */
+  undone?: boolean;
   /** Backend-specific handles (monitor token and pid for runc…). */
   backend: Record<string, unknown>;
 }

@@ -74,6 +74,11 @@ export interface ContainerRuntime {
     exec: ExecRecord | undefined,
   ): Promise<void>;
   /**
+   * Whether the init of a container recorded as created was started after
+   * all (a Start the daemon died in). Without it, recorded states are trusted.
+   */
+  started?(sandbox: SandboxRecord, container: ContainerRecord): Promise<boolean>;
+  /**
    * Reattaches to a process found on disk after a restart: resolves with its
    * exit if it already ended, undefined if it is still running (and will be
    * reported through the listener).

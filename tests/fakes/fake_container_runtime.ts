@@ -56,6 +56,8 @@ export class FakeContainerRuntime implements ContainerRuntime {
   readonly exitOnSignals: Set<number> = new Set([9]);
   /** What `recover` answers per "cid" or "cid/execId": an exit, an error to throw, or running. */
   readonly recoverResults: Map<string, ProcessExit | Error> = new Map();
+  /** Containers `started` reports as started although recorded created (a Start cut by a crash). */
+  readonly startedAfterAll: Set<string> = new Set();
   /** Pid assigned by the next create or startExec. */
   nextPid = 100;
   listener?: ProcessExitListener;
@@ -167,6 +169,10 @@ export class FakeContainerRuntime implements ContainerRuntime {
 
   async closeStdin(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord | undefined) {
     await this.#call({ op: "closeStdin", sandboxId: sb.id, containerId: c.id, execId: e?.id });
+  }
+
+  started(_sb: SandboxRecord, c: ContainerRecord): Promise<boolean> {
+    return Promise.resolve(this.startedAfterAll.has(c.id));
   }
 
   async recover(

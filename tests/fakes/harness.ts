@@ -37,7 +37,11 @@ export interface HarnessOptions {
   readonly store?: MemorySandboxStore;
   /** Grace of Stop when the request has no timeout (small in tests). */
   readonly defaultStopTimeoutMs?: number;
+  /** Grace of created sandboxes never started (none by default). */
+  readonly createdSandboxTimeoutMs?: number;
   readonly taskApiVersion?: number;
+  /** The OS netns check (none by default: fake netns paths are fine). */
+  readonly checkNetns?: (path: string) => Promise<void>;
 }
 
 /** Builds a daemon's services on fresh fakes. */
@@ -53,6 +57,8 @@ export function makeHarness(opts: HarnessOptions = {}): Harness {
     kind: "fake",
     taskApiVersion: opts.taskApiVersion ?? 3,
     defaultStopTimeoutMs: opts.defaultStopTimeoutMs ?? 20,
+    createdSandboxTimeoutMs: opts.createdSandboxTimeoutMs,
+    checkNetns: opts.checkNetns,
   });
   return { store, backend, runtime, events, endpoint, registry, tasks, sandboxes };
 }

@@ -15,7 +15,7 @@ import {
   MessageType,
 } from "../../src/adapters/ttrpc/frame.ts";
 import { writeAll } from "../../src/adapters/ttrpc/server.ts";
-import { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
+import { CreateTaskRequest, StateRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { K8S_NS, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { createContainer, randomId, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
@@ -257,6 +257,22 @@ Deno.test({
           }, K8S_NS),
           (e) => code(e) === Code.INVALID_ARGUMENT,
         );
+        // An exec without a command is refused at Exec, not at its Start.
+        for (const process of [{ args: [], cwd: "/" }, { cwd: "/" }]) {
+          await assert.rejects(
+            t.task.exec({
+              id: c.id,
+              execId: "noargs",
+              terminal: false,
+              stdin: "",
+              stdout: "",
+              stderr: "",
+              spec: { typeUrl: "x", value: new TextEncoder().encode(JSON.stringify(process)) },
+            }, K8S_NS),
+            (e) => code(e) === Code.INVALID_ARGUMENT,
+            JSON.stringify(process),
+          );
+        }
         await assert.rejects(
           t.task.update({
             id: c.id,
@@ -277,3 +293,142 @@ Deno.test({
       await assertShutdownLeavesNothing(d, [pod.id]);
     }),
 });
+
+/** A process's resident set size (or peak, `VmHWM`), in bytes. */
+async function residentBytes(pid: number, field: "VmRSS" | "VmHWM"): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  const kib = status.match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
+  if (!kib) throw new Error(`no ${field} in /proc/${pid}/status`);
+  return Number(kib[1]) * 1024;
+}
+
+for (const kind of ["runc", "wasm"]) {
+  Deno.test({
+    name:
+      `bad input (${kind}): a client pipelining 60 x 3 MiB requests and reading nothing does not grow the daemon; reading, it gets every answer`,
+    ...(kind === "runc" ? skip : {}),
+    fn: () =>
+      withDaemon(async (d) => {
+        const pod = await startPod(d);
+        const path = pod.address.replace("ttrpc+unix://", "");
+        // Task.State of an unknown 3 MiB id: the NOT_FOUND answer quotes the
+        // id, so each answer is as large as its request.
+        const count = 60;
+        const id = "x".repeat(3 << 20);
+        const service = pod.version === 2 ? "containerd.task.v2.Task" : "containerd.task.v3.Task";
+        const payload = Request.encode({
+          service,
+          method: "State",
+          payload: StateRequest.encode({ id, execId: "" }).finish(),
+          timeoutNano: 0n,
+          metadata: [{ key: "containerd-namespace-ttrpc", value: "k8s.io" }],
+        }).finish();
+        const conn = await Deno.connect({ transport: "unix", path });
+        try {
+          const before = await residentBytes(d.pid, "VmRSS");
+          await Deno.writeTextFile(`/proc/${d.pid}/clear_refs`, "5"); // resets VmHWM
+          let written = 0;
+          let done = false;
+          const writing = (async () => {
+            for (let i = 0; i < count; i++) {
+              const f = encodeFrame(2 * i + 1, MessageType.REQUEST, 0, payload);
+              for (let off = 0; off < f.length; off += 64 * 1024) {
+                await writeAll(conn, f.subarray(off, off + 64 * 1024));
+                written += Math.min(64 * 1024, f.length - off);
+              }
+            }
+          })().finally(() => (done = true));
+          // Until the daemon (and the relay in front of it) stop taking bytes,
+          // or have taken them all.
+          for (let last = -1, still = 0; !done && still < 10;) {
+            await new Promise((r) => setTimeout(r, 200));
+            still = written === last ? still + 1 : 0;
+            last = written;
+          }
+          const grown = await residentBytes(d.pid, "VmHWM") - before;
+          assert.ok(
+            grown < 100 << 20,
+            `daemon grew by ${grown >> 20} MiB, ${written >> 20} of ${
+              count * (payload.length >> 20)
+            } MiB sent`,
+          );
+          // Now the client reads: every answer comes, on its stream.
+          const dec = new FrameDecoder();
+          const buf = new Uint8Array(256 * 1024);
+          const codes = new Map<number, number>();
+          while (codes.size < count) {
+            for (let f = dec.next(); f; f = dec.next()) {
+              if (f.kind !== "frame") throw new Error(`oversized answer of ${f.length} bytes`);
+              codes.set(f.frame.streamId, Response.decode(f.frame.payload).status?.code ?? 0);
+            }
+            if (codes.size === count) break;
+            const n = await conn.read(buf);
+            if (n === null) throw new Error(`connection closed after ${codes.size} answers`);
+            dec.push(buf.subarray(0, n));
+          }
+          await writing;
+          assert.deepEqual(
+            [...codes.keys()].sort((a, b) => a - b),
+            Array.from({ length: count }, (_, i) => 2 * i + 1),
+          );
+          assert.ok(
+            [...codes.values()].every((c) => c === Code.NOT_FOUND),
+            `${[...codes.values()]}`,
+          );
+        } finally {
+          conn.close();
+        }
+        await assertShutdownLeavesNothing(d, [pod.id]);
+      }, () => TestDaemon.start({ kind })),
+  });
+}
+
+for (const kind of ["runc", "wasm"]) {
+  Deno.test({
+    name:
+      `bad input (${kind}): Create refuses a netns that is no network namespace and a hostname the kernel refuses`,
+    ...(kind === "runc" ? skip : {}),
+    fn: () =>
+      withDaemon(async (d) => {
+        const c = d.controller;
+        const refused: string[] = [];
+        for (
+          const netnsPath of [
+            "/etc/passwd",
+            "/tmp",
+            "/dev/null",
+            "/proc/self/ns/uts",
+            "/nonexistent/netns",
+          ]
+        ) {
+          const id = randomId();
+          refused.push(id);
+          await assert.rejects(
+            startPod(d, { id, netnsPath }),
+            (e) => code(e) === Code.INVALID_ARGUMENT,
+            netnsPath,
+          );
+        }
+        for (const hostname of ["h".repeat(10_000), "a".repeat(65), "bad host"]) {
+          const id = randomId();
+          refused.push(id);
+          await assert.rejects(
+            startPod(d, { id, hostname }),
+            (e) => code(e) === Code.INVALID_ARGUMENT,
+            hostname.slice(0, 20),
+          );
+        }
+        for (const id of refused) {
+          await assert.rejects(c.status(id), (e) => code(e) === Code.NOT_FOUND);
+        }
+        // A real network namespace (this process's, as /proc shows it) and a
+        // hostname of the longest length are fine.
+        const pod = await startPod(d, {
+          netnsPath: `/proc/${Deno.pid}/ns/net`,
+          hostname: "h".repeat(64),
+        });
+        assert.equal((await c.status(pod.id)).state, "SANDBOX_READY");
+        await assertShutdownLeavesNothing(d, [pod.id, ...refused]);
+      }, () => TestDaemon.start({ kind })),
+  });
+}

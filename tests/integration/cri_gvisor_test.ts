@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
-import { runscUnavailable, skipUnless } from "../support/env.ts";
+import { GVISOR_CRI_CONFIG, runscUnavailable, skipUnless } from "../support/env.ts";
 import {
   assertAllPodsRemoved,
   assertExecStatsStop,
@@ -24,12 +24,8 @@ const skip = skipUnless(
   "containerd + gVisor sandboxer",
 );
 
-// network = "host": this runsc (Debian's 2022 build) refuses its own network
-// stack in a CNI netns on this kernel (see gvisor_sandbox_backend.ts, hintFor).
-const CONFIG = `[gvisor]\nplatform = "ptrace"\nnetwork = "host"\n`;
-
 function withGvisor(fn: (e: E2E) => Promise<void>): Promise<void> {
-  return withE2E("gvisor", fn, { config: CONFIG });
+  return withE2E("gvisor", fn, { config: GVISOR_CRI_CONFIG });
 }
 
 for (const io of ["fifo", "stream"] as const) {

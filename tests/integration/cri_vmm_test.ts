@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
-import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
+import { skipUnless, VMM_CRI_CONFIG, vmUnavailable } from "../support/env.ts";
 import {
   assertAllPodsRemoved,
   assertExecStatsStop,
@@ -22,16 +22,8 @@ import {
 
 const skip = skipUnless(vmUnavailable() ?? containerdUnavailable(), "containerd + vmm sandboxer");
 
-const CONFIG = [
-  "[hypervisor]",
-  `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
-  `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
-  "memory_in_mb = 512",
-  "",
-].join("\n");
-
 function withVmm(fn: (e: E2E) => Promise<void>): Promise<void> {
-  return withE2E("vmm", fn, { config: CONFIG });
+  return withE2E("vmm", fn, { config: VMM_CRI_CONFIG });
 }
 
 for (const io of ["fifo", "stream"] as const) {

@@ -270,3 +270,51 @@ Deno.test({
       await d.controller.shutdown(pod.id);
     }),
 });
+
+Deno.test({
+  name: "daemon: a --dir other users could write into (or a symlink) is refused with exit 2",
+  async fn() {
+    const base = await Deno.makeTempDir();
+    try {
+      const open = join(base, "open");
+      await Deno.mkdir(open);
+      await Deno.chmod(open, 0o777);
+      const link = join(base, "link");
+      await Deno.symlink(base, link);
+      const listen = join(base, "s.sock");
+      for (const [dir, why] of [[open, /mode 0777/], [link, /symbolic link/]] as const) {
+        const child = new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", MAIN, "runc", "--listen", listen, "--dir", dir],
+          stdout: "null",
+          stderr: "piped",
+        }).spawn();
+        const stderr = new Response(child.stderr).text();
+        // Either it exits, or it serves (the bug): then it is stopped and the test fails.
+        let served = false;
+        let exited = false;
+        child.status.then(() => (exited = true));
+        while (!exited && !served) {
+          served = await Deno.connect({ transport: "unix", path: listen }).then(
+            (c) => (c.close(), true),
+            () => false,
+          );
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        if (served) child.kill("SIGTERM");
+        const st = await child.status;
+        const text = await stderr;
+        assert.ok(!served, `the daemon served on --dir ${dir}`);
+        assert.equal(st.code, 2, text);
+        assert.match(text, /Refusing --dir/);
+        assert.match(text, why);
+      }
+      assert.equal(
+        (await Deno.stat(open)).mode! & 0o777,
+        0o777,
+        "left for the operator to look at",
+      );
+    } finally {
+      await Deno.remove(base, { recursive: true });
+    }
+  },
+});

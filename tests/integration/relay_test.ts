@@ -16,7 +16,9 @@ async function relayPid(d: TestDaemon): Promise<number> {
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
     const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
-    if (cmd.includes("\0relay\0") && cmd.includes(join(d.dir, "relay.sock"))) return Number(e.name);
+    if (cmd.includes("\0relay\0") && cmd.includes(join(d.dir, ".relay.sock"))) {
+      return Number(e.name);
+    }
   }
   return 0;
 }

@@ -54,7 +54,7 @@ async function withDaemon(fn: (d: TestDaemon, m: WasmModules) => Promise<void>):
     await fn(d, modules);
   } catch (e) {
     console.error(await d.logs());
-    console.error(await Deno.readTextFile(join(d.dir, "wasm-host.log")).catch(() => ""));
+    console.error(await Deno.readTextFile(join(d.dir, ".wasm-host.log")).catch(() => ""));
     throw e;
   } finally {
     await d.cleanup();

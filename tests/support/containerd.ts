@@ -52,6 +52,8 @@ export interface SandboxerRuntime {
   readonly kind?: string;
   /** The whole `runtime_type` (e.g. an absolute path to the stub), overriding `kind`. */
   readonly runtimeType?: string;
+  /** Let CRI pull the pause image for this runtime (after Controller.Create); default false. */
+  readonly pullPauseImage?: boolean;
 }
 
 /** Options of `TestContainerd.start`. */
@@ -242,7 +244,7 @@ export function containerdConfig(p: ContainerdConfigParams): string {
       `      runtime_type = ${q(runtimeTypeOf(r))}`,
       `      sandboxer = ${q(r.name)}`,
       `      io_type = ${q(r.ioType ?? "fifo")}`,
-      `      disable_pause_image_pull = true`,
+      `      disable_pause_image_pull = ${!r.pullPauseImage}`,
     );
   }
   lines.push(

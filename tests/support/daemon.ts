@@ -12,6 +12,7 @@ import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts";
 import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { TaskDefinition as TaskV2 } from "../../src/gen/containerd/runtime/task/v2/shim.ts";
+import { V8_FLAGS } from "../../src/adapters/os/self_command.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MAIN = join(ROOT, "src/main.ts");
@@ -81,8 +82,8 @@ export class TestDaemon {
       args: [
         "run",
         "-A",
-        // The daemon gives memory back after bursts when it may run the GC.
-        "--v8-flags=--expose-gc",
+        // As a node runs it (the daemon gives memory back after bursts when it may run the GC).
+        `--v8-flags=${V8_FLAGS}`,
         // Extra Deno flags for profiling runs (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof").
         ...(Deno.env.get("KUASAR_TEST_DENO_FLAGS")?.split(" ").filter(Boolean) ?? []),
         this.#entry,
@@ -156,13 +157,15 @@ export class TestDaemon {
   async cleanup(): Promise<void> {
     await this.stop();
     // Containers a failed test never deleted: runc removes their cgroups.
-    const runcRoot = join(this.dir, "runc");
-    try {
-      for await (const e of Deno.readDir(runcRoot)) {
-        await new Deno.Command("runc", { args: ["--root", runcRoot, "delete", "--force", e.name] })
-          .output();
-      }
-    } catch { /* no runc state */ }
+    for (const runcRoot of [join(this.dir, ".runc"), join(this.dir, "runc")]) {
+      try {
+        for await (const e of Deno.readDir(runcRoot)) {
+          await new Deno.Command("runc", {
+            args: ["--root", runcRoot, "delete", "--force", e.name],
+          }).output();
+        }
+      } catch { /* no runc state */ }
+    }
     for await (const e of Deno.readDir("/proc")) {
       if (!/^\d+$/.test(e.name)) continue;
       try {
@@ -263,4 +266,19 @@ export async function withDaemon(
   } finally {
     await d.cleanup();
   }
+}
+
+/**
+ * A gVisor sandboxer with `extra` in its `[gvisor]` table (ptrace: no KVM here).
+ * KUASAR_TEST_RUNSC picks another runsc than the one on PATH (e.g. a newer build).
+ */
+export async function startGvisorDaemon(extra = 'platform = "ptrace"'): Promise<TestDaemon> {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
+  const config = join(base, "gvisor.toml");
+  const binary = Deno.env.get("KUASAR_TEST_RUNSC");
+  await Deno.writeTextFile(
+    config,
+    `[gvisor]\n${extra}\n${binary ? `binary = ${JSON.stringify(binary)}\n` : ""}`,
+  );
+  return await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
 }

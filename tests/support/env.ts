@@ -37,6 +37,22 @@ export function runscUnavailable(): string | undefined {
 /** The guest image the microVM tests boot (`deno task guest-image` builds it). */
 export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
 
+/** The vmm sandboxer's config of the containerd suites: the guest image, a 512 MiB guest. */
+export const VMM_CRI_CONFIG = [
+  "[hypervisor]",
+  `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
+  `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
+  "memory_in_mb = 512",
+  "",
+].join("\n");
+
+/**
+ * The gVisor sandboxer's config of the containerd suites. network = "host":
+ * Debian's runsc (a 2022 build) refuses its own network stack in a CNI netns
+ * on this kernel (see gvisor_sandbox_backend.ts, hintFor).
+ */
+export const GVISOR_CRI_CONFIG = `[gvisor]\nplatform = "ptrace"\nnetwork = "host"\n`;
+
 /** Why a VM cannot be booted here (QEMU or the guest image missing), or undefined. */
 export function vmUnavailable(): string | undefined {
   if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";

@@ -11,23 +11,18 @@ import { DEFAULT_CGROUP_PARENT } from "./oci.ts";
 
 const CGROUP_ROOT = "/sys/fs/cgroup";
 
-/** The daemon's own files, there while it runs, whatever its pods. */
-const DAEMON_FILES = new Set([
-  "exits",
-  "s",
-  "runc",
-  "runsc",
-  "task-backend.sock",
-  "relay.log",
-  "wasm-host.log",
-  "wasm-io",
-  // Newer runsc keeps one bind mount of an empty netns in its root for all
-  // sandboxes' gofers (made on the first create; runsc's, not a pod's).
-  "null-netns",
-]);
+/** The daemon's own files, there while it runs, whatever its pods (named with a leading dot, or without in a --dir of the old layout). */
+const DAEMON_FILES = new Set(
+  ["exits", "s", "runc", "runsc", "task-backend.sock", "relay.log", "wasm-host.log", "wasm-io"]
+    .flatMap((n) => [n, `.${n}`]).concat(
+      // Newer runsc keeps one bind mount of an empty netns in its root for all
+      // sandboxes' gofers (made on the first create; runsc's, not a pod's).
+      "null-netns",
+    ),
+);
 
 /** Daemon-wide directories whose content no pod owns (the gVisor pods' shared pause rootfs). */
-const DAEMON_TREES = new Set(["pause-rootfs"]);
+const DAEMON_TREES = new Set(["pause-rootfs", ".pause-rootfs"]);
 
 async function walk(dir: string, out: string[]): Promise<void> {
   let entries: Deno.DirEntry[];
@@ -71,7 +66,9 @@ export async function leftovers(d: TestDaemon, pods: string[]): Promise<string[]
   const mounts = await Deno.readTextFile("/proc/self/mountinfo");
   for (const line of mounts.split("\n")) {
     const mp = line.split(" ")[4];
-    if (mp && mp.startsWith(d.base) && !mp.endsWith("/runsc/null-netns")) found.push(`mount ${mp}`);
+    if (mp && mp.startsWith(d.base) && !/\/\.?runsc\/null-netns$/.test(mp)) {
+      found.push(`mount ${mp}`);
+    }
   }
   // Every hierarchy: v1 controllers, the named systemd one, and v2 (unified or alone).
   const hierarchies = [

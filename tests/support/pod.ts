@@ -6,6 +6,7 @@
  */
 import { join } from "node:path";
 import { PodSandboxConfig } from "../../src/gen/cri/api.ts";
+import type { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { type BundleOptions, writeBundle } from "./oci.ts";
 import { overlayRootfs } from "./rootfs.ts";
 import { K8S_NS, taskClient, type TestDaemon } from "./daemon.ts";
@@ -82,6 +83,23 @@ export async function createContainer(
   o: ContainerOptions,
   id = randomId(),
 ): Promise<{ id: string; pid: number; bundle: string }> {
+  const req = await prepareContainer(d, pod, o, id);
+  const t = await taskClient(pod.address);
+  try {
+    const r = await t.task.create(req, K8S_NS);
+    return { id, pid: r.pid, bundle: req.bundle };
+  } finally {
+    t.close();
+  }
+}
+
+/** Writes the bundle and rootfs of `createContainer`; returns its Task.Create request. */
+export async function prepareContainer(
+  d: TestDaemon,
+  pod: TestPod,
+  o: ContainerOptions,
+  id = randomId(),
+): Promise<CreateTaskRequest> {
   const bundle = join(d.base, "bundles", id);
   await writeBundle(bundle, id, {
     cgroupParent: d.cgroupParent,
@@ -90,24 +108,18 @@ export async function createContainer(
     sandboxId: pod.id,
   });
   const rootfs = await overlayRootfs(join(d.base, "snapshots", id));
-  const t = await taskClient(pod.address);
-  try {
-    const r = await t.task.create({
-      id,
-      bundle,
-      rootfs: rootfs.map((m) => ({ ...m, options: [...m.options] })),
-      terminal: o.terminal ?? false,
-      stdin: o.stdin ?? "",
-      stdout: o.stdout ?? "",
-      stderr: o.stderr ?? "",
-      checkpoint: "",
-      parentCheckpoint: "",
-      options: undefined,
-    }, K8S_NS);
-    return { id, pid: r.pid, bundle };
-  } finally {
-    t.close();
-  }
+  return {
+    id,
+    bundle,
+    rootfs: rootfs.map((m) => ({ ...m, options: [...m.options] })),
+    terminal: o.terminal ?? false,
+    stdin: o.stdin ?? "",
+    stdout: o.stdout ?? "",
+    stderr: o.stderr ?? "",
+    checkpoint: "",
+    parentCheckpoint: "",
+    options: undefined,
+  };
 }
 
 /** createContainer, then Task.Start: a running container. */

@@ -45,25 +45,38 @@ export async function openStream(address: string, id: string): Promise<TestStrea
   return { stream, it, close: () => client.close() };
 }
 
-/** Reads an output stream to its end, granting window as containerd does. */
-export async function readOutput(s: TestStream): Promise<string> {
-  await s.stream.send(
-    any("containerd.types.transfer.WindowUpdate", WindowUpdate.encode({ update: 65536 }).finish()),
-  );
-  let text = "";
+const windowUpdate = (n: number) =>
+  any("containerd.types.transfer.WindowUpdate", WindowUpdate.encode({ update: n }).finish());
+
+/**
+ * Reads an output stream to its end as containerd does: a window granted
+ * ahead, more as data is consumed, and its own side closed after EOF (which
+ * tells the daemon everything was read). `onData` sees every chunk; a
+ * promise it returns is awaited before more window is granted (a slow reader).
+ */
+export async function drainOutput(
+  s: TestStream,
+  onData: (d: Uint8Array) => void | Promise<void>,
+): Promise<void> {
+  await s.stream.send(windowUpdate(65536));
   for (let m = await s.it.next(); !m.done; m = await s.it.next()) {
     const a = Any.decode(m.value);
     if (!a.typeUrl.endsWith("Data")) continue;
     const d = Data.decode(a.value).data;
-    text += new TextDecoder().decode(d);
-    await s.stream.send(
-      any(
-        "containerd.types.transfer.WindowUpdate",
-        WindowUpdate.encode({ update: d.length }).finish(),
-      ),
-    );
+    await onData(d);
+    await s.stream.send(windowUpdate(d.length));
   }
-  return text;
+  await s.stream.closeSend().catch(() => {});
+}
+
+/** Reads an output stream to its end (see `drainOutput`) as text. */
+export async function readOutput(s: TestStream): Promise<string> {
+  const dec = new TextDecoder();
+  let text = "";
+  await drainOutput(s, (d) => {
+    text += dec.decode(d, { stream: true });
+  });
+  return text + dec.decode();
 }
 
 /** Writes `text` to an input stream once the server grants a window, then closes it. */

@@ -23,7 +23,8 @@ import type { ContainerRecord, ExecRecord } from "../../domain/task.ts";
 import type { ProcessInfo, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { readSpec } from "../os/bundle.ts";
 import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
-import { mountAll, unmountAll } from "../os/mounts.ts";
+import { mountRootfs, unmountOwn } from "../os/mounts.ts";
+import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { initToken } from "../os/process_tokens.ts";
 import { type MonitoredBackend, MonitoredContainers } from "../runc/monitored_containers.ts";
@@ -62,8 +63,8 @@ export class GvisorContainerRuntime extends MonitoredContainers {
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
     const b = c.backend as GvisorBackend;
     if (c.rootfs.length) {
-      b.rootfs = join(c.bundle, spec.root?.path ?? "rootfs");
-      await mountAll(c.rootfs, b.rootfs);
+      b.rootfs = rootfsMountTarget(c.bundle, spec.root?.path);
+      await mountRootfs(c.rootfs, b.rootfs);
     }
     const pidFile = join(state, "init.pid");
     const logFile = join(state, "create.log.json");
@@ -96,7 +97,7 @@ export class GvisorContainerRuntime extends MonitoredContainers {
       await this.cli.createDetached(c.id, c.bundle, pidFile, logFile);
       c.pid = Number((await Deno.readTextFile(pidFile)).trim());
     } catch (e) {
-      if (b.rootfs) await unmountAll(b.rootfs).catch(() => {});
+      if (b.rootfs) await unmountOwn(b.rootfs, c.rootfs.length).catch(() => {});
       throw e;
     }
   }

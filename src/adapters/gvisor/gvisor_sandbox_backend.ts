@@ -16,18 +16,27 @@ import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { podSysctls } from "../../domain/sysctls.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../log.ts";
-import { cgroupMetrics, cgroupPathsOf, removeCgroup } from "../os/cgroups.ts";
+import {
+  cgroupMetrics,
+  cgroupPathsFor,
+  cgroupPathsOf,
+  cgroupProcesses,
+  removeCgroup,
+} from "../os/cgroups.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
 import { PodProcessBackend } from "../os/pod_process_backend.ts";
 import { HelperFailedError } from "../os/helper.ts";
 import { startMonitored } from "../os/monitored.ts";
 import { holderToken } from "../os/process_tokens.ts";
 import { lastRuncError, type RuncCli } from "../runc/runc_cli.ts";
+import type { StateLayout } from "../os/state_layout.ts";
 
 /** What the gVisor sandbox backend needs. */
 export interface GvisorSandboxBackendOptions {
   /** The sandboxer's --dir (a pod's files live in `<dir>/<id>/`). */
   readonly dir: string;
+  /** Where the daemon's own entries under --dir are (the shared pause rootfs). */
+  readonly layout: StateLayout;
   readonly helper: string;
   readonly exits: ExitWatcher;
   readonly runsc: RuncCli;
@@ -105,7 +114,7 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
 
   /** The read-only rootfs every pod's root container shares: just the pause binary. */
   async #pauseRootfs(): Promise<string> {
-    const root = join(this.opts.dir, "pause-rootfs");
+    const root = this.opts.layout.path("pauseRootfs");
     const bin = join(root, "pause");
     const want = (await Deno.stat(this.opts.helper)).size;
     const have = await Deno.stat(bin).then((s) => s.size, () => -1);
@@ -128,7 +137,15 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
     await Deno.writeTextFile(join(bundle, "config.json"), JSON.stringify(spec));
     const pidFile = join(bundle, "pid");
     const flags = networkFlags(record);
-    await runsc.createDetached(record.id, bundle, pidFile, join(bundle, "log.json"), flags);
+    // Recorded before runsc makes the cgroup: a Start failing from here on
+    // leaves it (in every hierarchy), and Shutdown's cleanup must find it.
+    record.backend = { ...record.backend, cgroupsPath };
+    try {
+      await runsc.createDetached(record.id, bundle, pidFile, join(bundle, "log.json"), flags);
+    } catch (e) {
+      await this.#destroy(record);
+      throw e;
+    }
     const token = holderToken(record.id);
     const startLog = join(bundle, "start.log.json");
     let h;
@@ -142,13 +159,13 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
         waitArgv: [...runsc.global(), "wait", record.id],
       });
     } catch (e) {
-      await runsc.delete(record.id, true).catch(() => {});
+      await this.#destroy(record);
       if (!(e instanceof HelperFailedError)) throw e;
       const why = await lastRuncError(startLog) ?? e.message;
       throw new InternalError(`runsc cannot start sandbox "${record.id}": ${why}${hintFor(why)}`);
     }
     record.pid = h.pid;
-    record.backend = { ...record.backend, holderPid: h.helperPid, cgroupsPath };
+    record.backend = { ...record.backend, holderPid: h.helperPid };
     this.holders.watch(record.id, h.helperPid);
   }
 
@@ -161,16 +178,48 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
   }
 
   async cleanup(record: SandboxRecord): Promise<void> {
-    // Destroys the sandbox with whatever still runs in it.
-    await this.opts.runsc.delete(record.id, true).catch((e) =>
-      this.#log.warn("runsc delete failed", { sandbox: record.id, error: e })
-    );
+    await this.#deleteSandbox(record);
     await this.holders.waitGone(record.id);
     // A monitor of a Start that never completed goes too.
     await this.holders.forget(record.id);
-    if (typeof record.backend.cgroupsPath === "string") {
-      await removeCgroup(record.backend.cgroupsPath);
+    await this.#removeCgroup(record);
+  }
+
+  /** Destroys the sandbox of a failed Start, and its cgroup. */
+  async #destroy(record: SandboxRecord): Promise<void> {
+    await this.#deleteSandbox(record);
+    await this.#removeCgroup(record);
+  }
+
+  /** Destroys the sandbox with whatever still runs in it. */
+  async #deleteSandbox(record: SandboxRecord): Promise<void> {
+    await this.opts.runsc.delete(record.id, true).catch((e) =>
+      this.#log.warn("runsc delete failed", { sandbox: record.id, error: e })
+    );
+    // runsc's lock of a sandbox whose create failed outlives it (runsc
+    // knows no such container any more, so delete leaves it).
+    const lock = join(this.opts.runsc.opts.root, `${record.id}_sandbox:${record.id}.lock`);
+    await Deno.remove(lock).catch(() => {});
+  }
+
+  /**
+   * Removes the pod's cgroup from every hierarchy. `runsc delete` does not
+   * always empty it (a `runsc create` that failed or timed out leaves a
+   * sandbox runsc no longer manages): what is left (gofer, sentry) is killed.
+   */
+  async #removeCgroup(record: SandboxRecord): Promise<void> {
+    const path = record.backend.cgroupsPath;
+    if (typeof path !== "string") return;
+    const left = await cgroupProcesses(cgroupPathsFor(path)).catch(() => []);
+    if (left.length) {
+      this.#log.warn("killing sandbox processes runsc left", { sandbox: record.id, pids: left });
     }
+    for (const pid of left) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    await removeCgroup(path);
   }
 
   protected override async abandonStart(record: SandboxRecord): Promise<void> {

@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { z } from "zod";
 import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
@@ -18,7 +17,7 @@ import { GvisorSandboxBackend } from "./gvisor_sandbox_backend.ts";
 export const gvisorSettings = z.strictObject({
   /** runsc binary (name or path). */
   binary: z.string().min(1).optional(),
-  /** runsc --root: where runsc keeps its state; default `<dir>/runsc`. */
+  /** runsc --root: where runsc keeps its state; default `<dir>/.runsc`. */
   root: z.string().min(1).optional(),
   /** How the sentry intercepts syscalls; runsc's own default when unset. */
   platform: z.enum(["ptrace", "systrap", "kvm"]).optional(),
@@ -57,10 +56,11 @@ export const gvisorKind: SandboxKind = {
         }" is not an executable file (install gVisor's runsc or set [gvisor] binary)`,
       );
     }
+    if (s.root) ctx.layout.reserve(s.root, "runsc's root ([gvisor] root)");
     if (s.debug_log_dir) await Deno.mkdir(s.debug_log_dir, { recursive: true, mode: 0o700 });
     const runsc = new RuncCli({
       binary,
-      root: s.root ?? join(ctx.dir, "runsc"),
+      root: s.root ?? ctx.layout.path("runscRoot"),
       systemdCgroup: false,
       globalFlags: runscFlags(s),
       launcher: [ctx.helper, "exec", "--"],
@@ -68,12 +68,14 @@ export const gvisorKind: SandboxKind = {
     return {
       backend: new GvisorSandboxBackend({
         dir: ctx.dir,
+        layout: ctx.layout,
         helper: ctx.helper,
         exits: ctx.exits,
         runsc,
       }),
       runtime: new GvisorContainerRuntime({
         dir: ctx.dir,
+        layout: ctx.layout,
         helper: ctx.helper,
         exits: ctx.exits,
         cli: runsc,

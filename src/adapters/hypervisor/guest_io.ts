@@ -16,15 +16,21 @@ import { Any } from "../../gen/containerd/google/protobuf/any.ts";
 import { StreamInit } from "../../gen/containerd/services/streaming/v1/streaming.ts";
 import { Data, WindowUpdate } from "../../gen/containerd/types/transfer/streaming.ts";
 import { log } from "../../log.ts";
-import { type InChannel, type StreamHub, streamingId } from "../task/streaming.ts";
+import {
+  type InChannel,
+  type OutChannel,
+  OUTPUT_IDLE_MS,
+  type StreamHub,
+  streamingId,
+} from "../task/streaming.ts";
 import type { ClientStream, TtrpcClient } from "../ttrpc/client.ts";
 import { AsyncQueue } from "../ttrpc/queue.ts";
 import { writeAll } from "../ttrpc/server.ts";
 
 const SERVICE = "containerd.services.streaming.v1.Streaming";
 const CHUNK = 32 * 1024;
-/** How long an exit waits for the process's output to be copied out. */
-const OUTPUT_DRAIN_MS = 5_000;
+/** Output window granted to the guest beyond the initial 64 KiB. */
+const GUEST_WINDOW = 960 * 1024;
 /** How long closing a process's stdio waits for its input copy to end. */
 const STDIN_LET_GO_MS = 1_000;
 
@@ -89,6 +95,10 @@ async function pumpOut(client: TtrpcClient, id: string, open: () => Promise<OutS
   const it = s.received[Symbol.asyncIterator]();
   await it.next(); // the acknowledgement of StreamInit
   const sink = await open();
+  // More in flight than containerd's 64 KiB: each window round trip crosses
+  // the agent channel, slow under emulation. Still bounded: more is granted
+  // only as the host sink takes what came.
+  await s.send(windowUpdate(GUEST_WINDOW));
   try {
     for (let m = await it.next(); !m.done; m = await it.next()) {
       const a = Any.decode(m.value);
@@ -97,6 +107,8 @@ async function pumpOut(client: TtrpcClient, id: string, open: () => Promise<OutS
       await sink.write(d);
       await s.send(windowUpdate(d.length));
     }
+    // As containerd's reader does: closing our side tells the agent everything was read.
+    await s.closeSend();
   } finally {
     sink.close();
   }
@@ -159,6 +171,11 @@ async function* readPath(path: string, opened: (f: Deno.FsFile) => void): InSour
 /** The copies of one process's stdio. */
 export class GuestStdio {
   readonly #output: Promise<unknown>;
+  #outputDone = false;
+  /** Host channels of streamed outputs. */
+  #channels: OutChannel[] = [];
+  /** When output last moved to a host path. */
+  #progressAt = Date.now();
   #stdinPath: string | undefined;
   #stdinFile: Deno.FsFile | undefined;
   #stdinQueue: AsyncQueue<Uint8Array> | undefined;
@@ -176,10 +193,17 @@ export class GuestStdio {
       const open = async (): Promise<OutSink> => {
         if ("stream" in end) {
           const ch = hub.output(scope, end.stream);
-          return { write: (d) => Promise.resolve(ch.push(d)), close: () => ch.end() };
+          this.#channels.push(ch);
+          return { write: (d) => ch.push(d), close: () => ch.end() };
         }
         const f = await Deno.open(end.path, { write: true, append: true });
-        return { write: (d) => writeAll(f, d), close: () => f.close() };
+        return {
+          write: async (d) => {
+            await writeAll(f, d);
+            this.#progressAt = Date.now();
+          },
+          close: () => f.close(),
+        };
       };
       return pumpOut(client, `${base}-${kind}`, open).catch((e) =>
         l.debug("output copy ended", { kind, error: e })
@@ -188,7 +212,7 @@ export class GuestStdio {
     this.#output = Promise.all([
       io.stdout ? out(io.stdout, "stdout") : undefined,
       io.stderr && !io.terminal ? out(io.stderr, "stderr") : undefined,
-    ]);
+    ]).finally(() => (this.#outputDone = true));
     if (io.stdin) {
       const end = hostEnd(io.stdin);
       let source: InSource;
@@ -206,9 +230,20 @@ export class GuestStdio {
     }
   }
 
-  /** Resolves once the output is copied out (the process ended), or after a bound. */
+  /**
+   * Resolves once the output was copied out and read (containerd stops
+   * reading a stream once it learns of the exit), or once it made no
+   * progress for `OUTPUT_IDLE_MS`.
+   */
   async drained(): Promise<void> {
-    await within(this.#output, OUTPUT_DRAIN_MS);
+    this.#progressAt = Date.now();
+    while (!this.#outputDone) {
+      const moved = Math.max(this.#progressAt, ...this.#channels.map((c) => c.progressAt));
+      const left = moved + OUTPUT_IDLE_MS - Date.now();
+      if (left <= 0) return;
+      await within(this.#output, Math.min(left, 500));
+    }
+    await Promise.all(this.#channels.map((c) => c.settled(OUTPUT_IDLE_MS)));
   }
 
   /**

@@ -82,6 +82,7 @@ export const vmmKind: SandboxKind = {
     try {
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
+        layout: ctx.layout,
         helper: ctx.helper,
         exits: ctx.exits,
         qemu,

@@ -33,10 +33,13 @@ import { runCommand } from "../os/command.ts";
 import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
 import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
 import { QmpClient } from "./qemu/qmp.ts";
+import type { StateLayout } from "../os/state_layout.ts";
 
 /** How the vmm backend makes VMs. */
 export interface VmmBackendOptions {
   readonly dir: string;
+  /** Where the daemon's own entries under --dir are (short socket names). */
+  readonly layout: StateLayout;
   readonly helper: string;
   readonly exits: ExitWatcher;
   readonly qemu: string;
@@ -56,8 +59,9 @@ export interface VmmBackendOptions {
 }
 
 /** A VM's control sockets and console, by pod. */
-async function vmPaths(dir: string, id: string) {
-  const s = join(dir, "s");
+async function vmPaths(o: VmmBackendOptions, id: string) {
+  const dir = o.dir;
+  const s = o.layout.path("sockets");
   await Deno.mkdir(s, { recursive: true, mode: 0o700 });
   const token = `vm@${id}`;
   return {
@@ -83,7 +87,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   readonly links: AgentLinks = new AgentLinks(async (id) => {
     const serial: AgentAddress = {
       transport: "unix",
-      path: (await vmPaths(this.opts.dir, id)).agent,
+      path: (await vmPaths(this.opts, id)).agent,
     };
     return this.opts.vsock
       ? [{ transport: "vsock", cid: vsockCid(id), port: AGENT_VSOCK_PORT }, serial]
@@ -92,7 +96,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
 
   async start(record: SandboxRecord): Promise<void> {
     const o = this.opts;
-    const p = await vmPaths(o.dir, record.id);
+    const p = await vmPaths(o, record.id);
     for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
     // The CNI interfaces, mirrored onto taps the VM's NICs use.
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath) : [];
@@ -207,7 +211,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     return this.holders.stop(record, timeoutMs, async (r, sig) => {
       if (sig === "SIGTERM") {
         // QEMU's own orderly exit (the guest has nothing that must be flushed yet).
-        const p = await vmPaths(this.opts.dir, r.id);
+        const p = await vmPaths(this.opts, r.id);
         const qmp = await QmpClient.connect(p.qmp, 2000).catch(() => undefined);
         await qmp?.execute("quit").catch(() => {});
         qmp?.close();
@@ -249,7 +253,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
     await killByCommandLine(this.opts.exits.needle(sharedFsToken(record.id)));
     await this.opts.exits.remove(sharedFsToken(record.id));
-    const p = await vmPaths(this.opts.dir, record.id);
+    const p = await vmPaths(this.opts, record.id);
     for (const f of [p.qmp, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
   }
 

@@ -406,3 +406,15 @@ export async function removeCgroup(path: string): Promise<void> {
     }
   }
 }
+
+/** Pids in the cgroups of `paths` (every hierarchy listed); empty when the cgroups are gone. */
+export async function cgroupProcesses(paths: CgroupPaths): Promise<number[]> {
+  const pids = new Set<number>();
+  for (const [controller, path] of Object.entries(paths)) {
+    const rel = path.replace(/^\/+/, "");
+    if (rel.split("/").includes("..")) continue;
+    const text = await readText(join(ROOT, controller, rel, "cgroup.procs"));
+    for (const l of (text ?? "").split("\n")) if (/^\d+$/.test(l)) pids.add(Number(l));
+  }
+  return [...pids];
+}

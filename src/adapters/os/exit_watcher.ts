@@ -24,7 +24,7 @@ export interface ExitRecord {
 
 /** What a watcher calls back. */
 export interface ExitHandlers {
-  exited(record: ExitRecord): void;
+  exited(record: ExitRecord): void | Promise<void>;
   /** The helper is gone and left no record: the exit status is unknown. */
   lost?(): void;
 }

@@ -10,8 +10,12 @@
 import { writeAll } from "../ttrpc/server.ts";
 import { log } from "../../log.ts";
 
-/** Receives a process's output; `null` ends a stream. */
-export type OutputSink = (tag: 1 | 2, data: Uint8Array | null) => void;
+/**
+ * Receives a process's output; `null` ends a stream. A returned promise holds
+ * back further reads from the io socket until it settles: that is how a slow
+ * reader makes the monitor, and so the process, wait.
+ */
+export type OutputSink = (tag: 1 | 2, data: Uint8Array | null) => void | Promise<void>;
 
 const RETRY_MS = 200;
 
@@ -24,26 +28,92 @@ export function ioFrame(tag: number, data: Uint8Array | null): Uint8Array {
   return frame;
 }
 
-/** Reads io frames from `conn` until it closes; `data` is `null` for an end-of-stream frame. */
+/**
+ * Reads io frames from `conn` until it closes; `data` is `null` for an
+ * end-of-stream frame. A promise returned by `onFrame` is awaited before the
+ * next read. Each byte is copied at most twice, however a frame is split
+ * across reads.
+ */
 export async function readIoFrames(
-  conn: Deno.Conn,
-  onFrame: (tag: number, data: Uint8Array | null) => void,
+  conn: { read(p: Uint8Array): Promise<number | null> },
+  onFrame: (tag: number, data: Uint8Array | null) => void | Promise<void>,
 ): Promise<void> {
-  const buf = new Uint8Array(32 * 1024);
-  let have = new Uint8Array(0);
+  const q = new ByteQueue();
+  const buf = new Uint8Array(64 * 1024);
   for (;;) {
     const n = await conn.read(buf);
     if (n === null) return;
-    const merged = new Uint8Array(have.length + n);
-    merged.set(have);
-    merged.set(buf.subarray(0, n), have.length);
-    have = merged;
-    while (have.length >= 5) {
-      const len = new DataView(have.buffer, have.byteOffset).getUint32(1);
-      if (have.length < 5 + len) break;
-      onFrame(have[0], len ? have.slice(5, 5 + len) : null);
-      have = have.subarray(5 + len);
+    q.push(buf.slice(0, n)); // a copy of what was read, not the whole buffer
+    while (q.length >= 5) {
+      const head = q.peek(5);
+      const len = new DataView(head.buffer, head.byteOffset).getUint32(1);
+      if (q.length < 5 + len) break;
+      q.skip(5);
+      const r = onFrame(head[0], len ? q.take(len) : null);
+      if (r) await r;
     }
+  }
+}
+
+/** Bytes received in chunks, consumed from the front. */
+export class ByteQueue {
+  #chunks: Uint8Array[] = [];
+  /** Index of the first chunk still held (no Array.shift: it moves the whole array). */
+  #head = 0;
+  #length = 0;
+
+  get length(): number {
+    return this.#length;
+  }
+
+  push(chunk: Uint8Array): void {
+    if (!chunk.length) return;
+    this.#chunks.push(chunk);
+    this.#length += chunk.length;
+  }
+
+  /** The first `n` bytes, without consuming them (`n` ≤ length). */
+  peek(n: number): Uint8Array {
+    const first = this.#chunks[this.#head];
+    if (first.length >= n) return first.subarray(0, n);
+    return this.#copy(n);
+  }
+
+  /** Removes and returns the first `n` bytes (`n` ≤ length). */
+  take(n: number): Uint8Array {
+    const first = this.#chunks[this.#head];
+    const out = first.length >= n ? first.subarray(0, n) : this.#copy(n);
+    this.skip(n);
+    return out;
+  }
+
+  /** Drops the first `n` bytes (`n` ≤ length). */
+  skip(n: number): void {
+    this.#length -= n;
+    while (n > 0) {
+      const first = this.#chunks[this.#head];
+      if (first.length > n) {
+        this.#chunks[this.#head] = first.subarray(n);
+        break;
+      }
+      n -= first.length;
+      this.#head++;
+    }
+    if (this.#head > 64 && this.#head * 2 > this.#chunks.length) {
+      this.#chunks = this.#chunks.slice(this.#head);
+      this.#head = 0;
+    }
+  }
+
+  #copy(n: number): Uint8Array {
+    const out = new Uint8Array(n);
+    let off = 0;
+    for (let i = this.#head; off < n; i++) {
+      const part = this.#chunks[i].subarray(0, n - off);
+      out.set(part, off);
+      off += part.length;
+    }
+    return out;
   }
 }
 
@@ -111,8 +181,8 @@ export class MonitorIo {
   #read(conn: Deno.Conn): Promise<void> {
     return readIoFrames(conn, (tag, data) => {
       if (tag !== 1 && tag !== 2) return;
-      if (data) this.#sink(tag, data);
-      else this.#end(tag);
+      if (data) return this.#sink(tag, data);
+      this.#end(tag);
     });
   }
 }

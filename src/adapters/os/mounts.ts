@@ -5,6 +5,7 @@
  * @module
  */
 import type { Mount } from "../../domain/task.ts";
+import { InvalidArgumentError } from "../../domain/errors.ts";
 import { runChecked, runCommand } from "./command.ts";
 import { mountSyscall, SyscallError, syscallsAvailable, unmountSyscall } from "./syscalls.ts";
 
@@ -88,4 +89,40 @@ export async function bindMount(source: string, target: string): Promise<void> {
     }
   }
   await runChecked(["mount", "--rbind", source, target]);
+}
+
+/**
+ * Mounts Task.Create's rootfs mounts at `target` (`<bundle>/rootfs`), made
+ * 0711 as containerd's shim does. A `target` that is a symlink is refused:
+ * mount(2) would follow it and mount over wherever it points.
+ */
+export async function mountRootfs(mounts: readonly Mount[], target: string): Promise<void> {
+  const st = await Deno.lstat(target).catch((e) => {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  });
+  if (st && !st.isDirectory) {
+    throw new InvalidArgumentError(`Invalid bundle: "${target}" exists and is not a directory`);
+  }
+  if (!st) await Deno.mkdir(target, { mode: 0o711 });
+  await mountAll(mounts, target);
+}
+
+/**
+ * Takes down the `count` mounts the daemon stacked at `target` (its rootfs
+ * mounts), topmost first, and nothing else: no mount below another path, and
+ * none at `target` beyond those (the target stops being a mount point).
+ * MNT_DETACH, because an rbind's own submounts go with it.
+ */
+export async function unmountOwn(target: string, count: number): Promise<void> {
+  for (let i = 0; i < count; i++) {
+    if (syscallsAvailable()) {
+      try {
+        await unmountSyscall(target);
+        continue;
+      } catch { /* not a mount point (any more), or umount(8) can say why */ }
+    }
+    if (!await isMountPoint(target)) return;
+    await runChecked(["umount", "-l", target]);
+  }
 }

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { InvalidArgumentError } from "../../domain/errors.ts";
+import { checkNetnsPath } from "./netns.ts";
 import { checkPodSysctls } from "../../domain/sysctls.ts";
 import { join } from "node:path";
 import { resolvConf } from "../../domain/pod_config.ts";
@@ -27,17 +27,35 @@ export function podFilesDir(sandboxDir: string): string {
   return join(sandboxDir, "files");
 }
 
+/**
+ * Mode of the pod's shared files: a container's processes, whatever their
+ * user, read them (and nobody but root writes them).
+ */
+export const POD_FILE_MODE = 0o644;
+
+/**
+ * Writes `text` to `path` with exactly `mode`: a mode given at creation goes
+ * through the daemon's umask (a umask of 0 made these files world-writable, a
+ * umask of 077 unreadable for a container's non-root user), and a file that
+ * already exists keeps its old mode.
+ */
+export async function writeFileWithMode(path: string, text: string, mode: number): Promise<void> {
+  await Deno.writeTextFile(path, text, { mode });
+  await Deno.chmod(path, mode);
+}
+
 /** Writes hostname, hosts and resolv.conf, and mounts the shm tmpfs (unless the pod uses host IPC). */
 export async function preparePodFiles(sandboxDir: string, record: SandboxRecord): Promise<void> {
   const dir = podFilesDir(sandboxDir);
   await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  await Deno.chmod(dir, 0o755);
   const hostname = record.pod.hostname || Deno.hostname();
-  await Deno.writeTextFile(join(dir, "hostname"), hostname + "\n");
+  await writeFileWithMode(join(dir, "hostname"), hostname + "\n", POD_FILE_MODE);
   const hosts = await Deno.readTextFile("/etc/hosts").catch(() => "127.0.0.1\tlocalhost\n");
-  await Deno.writeTextFile(join(dir, "hosts"), hosts);
+  await writeFileWithMode(join(dir, "hosts"), hosts, POD_FILE_MODE);
   const resolv = resolvConf(record.pod.dns) ??
     await Deno.readTextFile("/etc/resolv.conf").catch(() => "");
-  await Deno.writeTextFile(join(dir, "resolv.conf"), resolv);
+  await writeFileWithMode(join(dir, "resolv.conf"), resolv, POD_FILE_MODE);
   if (record.pod.ipc !== "node") {
     const shm = join(dir, "shm");
     await Deno.mkdir(shm, { recursive: true });
@@ -93,17 +111,11 @@ export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promi
 
 /**
  * Controller.Create for pods made of host processes (runC, gVisor): the CNI
- * netns must exist, sysctls must be ones a pod may set, and the pod's shared
+ * netns must be a network namespace, sysctls must be ones a pod may set, and the pod's shared
  * files are written.
  */
 export async function preparePod(sandboxDir: string, record: SandboxRecord): Promise<void> {
-  if (record.netnsPath) {
-    try {
-      await Deno.stat(record.netnsPath);
-    } catch {
-      throw new InvalidArgumentError(`Invalid netns path "${record.netnsPath}": it does not exist`);
-    }
-  }
+  if (record.netnsPath) await checkNetnsPath(record.netnsPath);
   checkPodSysctls(record.pod);
   await preparePodFiles(sandboxDir, record);
 }

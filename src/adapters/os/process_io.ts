@@ -9,10 +9,11 @@
  */
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import type { Io } from "../../domain/task.ts";
-import { type StreamHub, streamingId } from "../task/streaming.ts";
+import { OUTPUT_IDLE_MS, type StreamHub, streamingId } from "../task/streaming.ts";
 import { writeAll } from "../ttrpc/server.ts";
 import { MonitorIo } from "./monitor_io.ts";
 import { socketPath } from "./process_tokens.ts";
+import { log } from "../../log.ts";
 
 /** What the monitor is told about a process's stdio. */
 export interface MonitorStdio {
@@ -103,11 +104,25 @@ export class ProcessIo {
       const id = out[tag];
       if (!id) return;
       const ch = this.#hub.output(scope, id);
-      if (data) ch.push(data);
-      else ch.end();
+      if (data) return ch.push(data);
+      ch.end();
     });
     this.#bridges.set(token, bridge);
     if (ids.stdin) await this.#hub.input(scope, ids.stdin).setSink((d) => bridge.sendStdin(d));
+  }
+
+  /**
+   * Waits until the streamed output of a process that exited was read to its
+   * end (containerd stops reading once it learns of the exit), or until it
+   * made no progress for `OUTPUT_IDLE_MS` (nobody reads it).
+   */
+  async delivered(scope: string, io: Io): Promise<void> {
+    const { stdout, stderr } = streamIds(io);
+    const ids = [stdout, stderr].filter((x): x is string => !!x);
+    if (!ids.length) return;
+    if (!await this.#hub.delivered(scope, ids, OUTPUT_IDLE_MS)) {
+      log.warn("streamed output was not read; reporting the exit anyway", { sandbox: scope, ids });
+    }
   }
 
   /** Forgets a deleted process: closes its bridge, ends its streams, removes its sockets. */

@@ -8,10 +8,10 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { InternalError, UnavailableError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
 import { startHelper } from "./helper.ts";
+import type { StateLayout } from "./state_layout.ts";
 
 /** Where a daemon's relay lives. */
 export interface RelayPaths {
@@ -21,11 +21,11 @@ export interface RelayPaths {
 }
 
 /** The relay paths under a sandboxer's --dir. */
-export function relayPaths(dir: string): RelayPaths {
+export function relayPaths(layout: StateLayout): RelayPaths {
   return {
-    control: join(dir, "relay.sock"),
-    backend: join(dir, "task-backend.sock"),
-    log: join(dir, "relay.log"),
+    control: layout.path("relayControl"),
+    backend: layout.path("relayBackend"),
+    log: layout.path("relayLog"),
   };
 }
 

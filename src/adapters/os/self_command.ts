@@ -8,6 +8,15 @@
 import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
+/**
+ * V8 flags of every long-lived process of this program (daemon, Wasm host):
+ * `--expose-gc` lets the daemon give memory back after bursts; a 2 MiB
+ * semi-space keeps the young generation small (V8 grows it to 3 × 16 MiB
+ * under a stream of short-lived buffers, which is what streamed IO makes:
+ * a 1 GiB flood peaked ~30 MiB lower, and ran faster, with this).
+ */
+export const V8_FLAGS = "--expose-gc,--max-semi-space-size=2";
+
 /** argv that runs this program's CLI; append the subcommand and its flags. */
 export function selfCommand(): string[] {
   const exe = Deno.execPath();
@@ -15,7 +24,7 @@ export function selfCommand(): string[] {
   const main = Deno.mainModule.startsWith("file:")
     ? fileURLToPath(Deno.mainModule)
     : Deno.mainModule;
-  const argv = [exe, "run", "-A", "--v8-flags=--expose-gc"];
+  const argv = [exe, "run", "-A", `--v8-flags=${V8_FLAGS}`];
   // From source the imports come from the project's deno.json, found next to src/ or dist/.
   const config = join(dirname(dirname(main)), "deno.json");
   try {

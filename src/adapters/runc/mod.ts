@@ -3,7 +3,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { z } from "zod";
 import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
 import { RuncCli } from "./runc_cli.ts";
@@ -14,7 +13,7 @@ import { RuncSandboxBackend } from "./runc_sandbox_backend.ts";
 export const runcSettings = z.strictObject({
   /** runc binary (name or path). */
   binary: z.string().min(1).optional(),
-  /** runc state root; default `<dir>/runc`. */
+  /** runc state root; default `<dir>/.runc`. */
   root: z.string().min(1).optional(),
   /** Use runc's systemd cgroup driver. */
   systemd_cgroup: z.boolean().optional(),
@@ -32,11 +31,14 @@ export const runcKind: SandboxKind = {
     const s = ctx.settings as z.infer<typeof runcSettings>;
     const runc = new RuncCli({
       binary: s.binary ?? "runc",
-      root: s.root ?? join(ctx.dir, "runc"),
+      root: s.root ?? ctx.layout.path("runcRoot"),
       systemdCgroup: s.systemd_cgroup ?? false,
     });
+    // A root configured as `<dir>/<name>` (the old README's example) is no pod's name.
+    if (s.root) ctx.layout.reserve(s.root, "runc's root ([runc] root)");
     const runtime = new RuncContainerRuntime({
       dir: ctx.dir,
+      layout: ctx.layout,
       helper: ctx.helper,
       exits: ctx.exits,
       cli: runc,

@@ -22,16 +22,30 @@ import { sleep } from "../../app/sync.ts";
 import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
 import { HelperFailedError, type HelperProcess } from "../os/helper.ts";
 import { startMonitored } from "../os/monitored.ts";
-import { mountsUnder, unmountAll } from "../os/mounts.ts";
+import { unmountOwn } from "../os/mounts.ts";
+import { ownRootfsTarget } from "../../domain/bundle_paths.ts";
 import { ProcessIo } from "../os/process_io.ts";
+import type { StateLayout } from "../os/state_layout.ts";
 import { execToken, initToken } from "../os/process_tokens.ts";
 import type { StreamHub } from "../task/streaming.ts";
 import { lastRuncError, type RuncCli } from "./runc_cli.ts";
+import { log } from "../../log.ts";
+
+/** The parent pid of a live process, undefined when it is gone (or a zombie's). */
+export async function parentOf(pid: number): Promise<number | undefined> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`).catch(() => "");
+  // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  if (f.length < 2 || f[0] === "Z" || f[0] === "X") return undefined;
+  return Number(f[1]);
+}
 
 /** What a runtime of monitored OCI containers needs. */
 export interface MonitoredContainersOptions {
   /** The sandboxer's --dir. */
   readonly dir: string;
+  /** Where the daemon's own entries under --dir are. */
+  readonly layout: StateLayout;
   readonly helper: string;
   readonly exits: ExitWatcher;
   /** The runtime CLI (runc, or runsc through the same flags). */
@@ -72,7 +86,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
   constructor(opts: MonitoredContainersOptions) {
     this.opts = opts;
     this.cli = opts.cli;
-    this.io = new ProcessIo(opts.streams, join(opts.dir, "s"));
+    this.io = new ProcessIo(opts.streams, opts.layout.path("sockets"));
   }
 
   abstract create(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
@@ -153,7 +167,11 @@ export abstract class MonitoredContainers implements ContainerRuntime {
   ): void {
     const token = e ? execToken(c.id, e.id) : initToken(c.id);
     this.opts.exits.expect(token, helperPid, {
-      exited: (r) => e ? this.#exited(sandboxId, c, e, r) : this.initExited(sandboxId, c, r),
+      // Reported once its streamed output was read: containerd stops reading at the exit.
+      exited: async (r) => {
+        await this.io.delivered(sandboxId, (e ?? c).io);
+        return e ? this.#exited(sandboxId, c, e, r) : this.initExited(sandboxId, c, r);
+      },
       lost: () => this.#lost(sandboxId, c, e),
     });
   }
@@ -201,17 +219,63 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     const token = initToken(c.id);
     const exits = this.opts.exits;
     exits.cancel(token);
-    await this.cli.delete(c.id, true);
+    // A failing delete is judged by what it leaves: processes (below) or nothing.
+    await this.cli.delete(c.id, true).catch((err) =>
+      log.warn("runtime delete failed", { container: c.id, error: err })
+    );
     // Let the monitor write its record before it is removed, so none is left behind.
     const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
     for (let i = 0; i < 50 && helperPid && await exits.alive(token, helperPid); i++) {
       await sleep(50);
     }
-    const rootfs = (c.backend as MonitoredBackend).rootfs ?? join(c.bundle, "rootfs");
-    if ((await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
+    // The runtime may have lost the container (its state gone: `delete` then
+    // kills nothing) while its processes run on: kill them by another route,
+    // and never report a deleted container that still runs.
+    if (await this.stillRuns(c)) {
+      log.warn("container still runs after the runtime's delete: killing it directly", {
+        sandbox: sb.id,
+        container: c.id,
+      });
+      await this.killDirectly(c);
+      if (await this.stillRuns(c)) {
+        throw new InternalError(
+          `Cannot delete container "${c.id}" of sandbox "${sb.id}": its processes still run ` +
+            `after ${this.runtimeName} delete and a direct SIGKILL`,
+        );
+      }
+    }
+    // Only what Create mounted there (a rootfs the daemon was not given to mount stays).
+    const rootfs = ownRootfsTarget(
+      c.bundle,
+      c.rootfs.length,
+      (c.backend as MonitoredBackend).rootfs,
+    );
+    if (rootfs) await unmountOwn(rootfs, c.rootfs.length);
     await exits.remove(token);
     await this.io.release(sb.id, token, c.io);
     await Deno.remove(this.stateDir(sb.id, c.id), { recursive: true }).catch(() => {});
+  }
+
+  /**
+   * Whether a process of the container still runs on the host: its init,
+   * recognised as the child of its monitor (a reused pid has another parent).
+   */
+  protected async stillRuns(c: ContainerRecord): Promise<boolean> {
+    const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
+    return helperPid > 0 && c.pid > 0 && await parentOf(c.pid) === helperPid;
+  }
+
+  /** SIGKILLs the container's processes without the runtime (which lost them), and waits a little. */
+  protected async killDirectly(c: ContainerRecord): Promise<void> {
+    const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
+    for (let i = 0; i < 40 && await this.stillRuns(c); i++) {
+      if (await parentOf(c.pid) === helperPid) {
+        try {
+          Deno.kill(c.pid, "SIGKILL");
+        } catch { /* gone meanwhile */ }
+      }
+      await sleep(50);
+    }
   }
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {

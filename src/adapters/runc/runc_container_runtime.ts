@@ -18,15 +18,19 @@ import {
   cgroupMetrics,
   type CgroupPaths,
   cgroupPathsOf,
+  cgroupProcesses,
   oomKills,
+  removeCgroup,
 } from "../os/cgroups.ts";
 import type { ExitRecord } from "../os/exit_watcher.ts";
-import { mountAll } from "../os/mounts.ts";
+import { mountRootfs } from "../os/mounts.ts";
+import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { OomWatcher } from "../os/oom_watcher.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { initToken } from "../os/process_tokens.ts";
 import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
+import { sleep } from "../../app/sync.ts";
 import { type MonitoredBackend, MonitoredContainers } from "./monitored_containers.ts";
 
 /** Backend state kept in a container or exec record. */
@@ -63,9 +67,10 @@ export class RuncContainerRuntime extends MonitoredContainers {
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
     const backend = c.backend as ProcBackend;
     if (c.rootfs.length) {
-      const target = join(c.bundle, spec.root?.path ?? "rootfs");
+      // Checked before anything is mounted: never a path outside the bundle.
+      const target = rootfsMountTarget(c.bundle, spec.root?.path);
       backend.rootfs = target;
-      await mountAll(c.rootfs, target);
+      await mountRootfs(c.rootfs, target);
     }
     const token = initToken(c.id);
     const pidFile = join(state, "init.pid");
@@ -75,6 +80,8 @@ export class RuncContainerRuntime extends MonitoredContainers {
       argv: (console) => this.cli.createArgv(c.id, c.bundle, pidFile, logFile, console),
       logFile,
     });
+    // runc writes it through the daemon's umask; a state file is the daemon's alone.
+    await Deno.chmod(pidFile, 0o600).catch(() => {});
     c.pid = pid;
     backend.helperPid = helperPid;
     backend.ownPidNs = hasOwnPidNamespace(spec);
@@ -117,6 +124,12 @@ export class RuncContainerRuntime extends MonitoredContainers {
     );
   }
 
+  /** runc knows whether a container the record calls created was started. */
+  async started(_sb: SandboxRecord, c: ContainerRecord): Promise<boolean> {
+    const st = await this.cli.state(c.id).catch(() => undefined);
+    return st?.status === "running" || st?.status === "paused";
+  }
+
   override async recover(
     sb: SandboxRecord,
     c: ContainerRecord,
@@ -136,6 +149,36 @@ export class RuncContainerRuntime extends MonitoredContainers {
   override async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     this.#oom.unwatch(oomKey(sb.id, c.id));
     await super.delete(sb, c);
+  }
+
+  /** Any process left in the container's cgroup counts too (its init may be gone). */
+  protected override async stillRuns(c: ContainerRecord): Promise<boolean> {
+    const cgroups = (c.backend as ProcBackend).cgroups;
+    if (cgroups && (await cgroupProcesses(cgroups)).length) return true;
+    return await super.stillRuns(c);
+  }
+
+  /**
+   * Kills what runc lost by its cgroup: every process in it, until none is
+   * left (a fork racing the kill is found on the next round), then removes
+   * the cgroup as `runc delete` would have.
+   */
+  protected override async killDirectly(c: ContainerRecord): Promise<void> {
+    const cgroups = (c.backend as ProcBackend).cgroups;
+    if (cgroups) {
+      for (let round = 0; round < 40; round++) {
+        const pids = await cgroupProcesses(cgroups);
+        if (!pids.length) break;
+        for (const pid of pids) {
+          try {
+            Deno.kill(pid, "SIGKILL");
+          } catch { /* gone meanwhile */ }
+        }
+        await sleep(50);
+      }
+    }
+    await super.killDirectly(c);
+    if (cgroups) { for (const path of new Set(Object.values(cgroups))) await removeCgroup(path); }
   }
 
   /** Releases the OOM watch (the daemon is stopping). */

@@ -6,23 +6,17 @@
  * @module
  */
 import { join } from "node:path";
-import { AlreadyExistsError } from "../../domain/errors.ts";
+import { AlreadyExistsError, FailedPreconditionError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { BrokenRecord, SandboxStore } from "../../ports/sandbox_store.ts";
 import { validateId } from "../../domain/ids.ts";
 import { unmountAll } from "../os/mounts.ts";
+import { StateLayout } from "../os/state_layout.ts";
+import { log } from "../../log.ts";
 
 const RECORD = "sandbox.json";
 /** Version of the record layout, bumped on incompatible changes. */
 const FORMAT = 1;
-
-/**
- * Directory names under --dir that are not sandboxes (daemon-wide state of
- * the kinds: exit records, sockets, runc's and runsc's roots, the gVisor
- * pods' pause rootfs, the Wasm host's io sockets); a restart must not take
- * them for the remains of a crashed Create.
- */
-const RESERVED = new Set(["exits", "s", "runc", "runsc", "pause-rootfs", "wasm-io"]);
 
 async function syncDir(dir: string): Promise<void> {
   const d = await Deno.open(dir, { read: true });
@@ -33,12 +27,20 @@ async function syncDir(dir: string): Promise<void> {
   }
 }
 
-/** JSON-file store rooted at the sandboxer's --dir. */
+/**
+ * JSON-file store rooted at the sandboxer's --dir. The daemon's own entries
+ * there are named so that no id can take them (see state_layout.ts); only
+ * in a --dir of the old layout, or with a root configured as `<dir>/<name>`,
+ * are some ids the daemon's, and those are refused, and never removed.
+ */
 export class JsonSandboxStore implements SandboxStore {
   readonly root: string;
+  readonly #layout: StateLayout;
+  #log = log.with({ component: "store" });
 
-  constructor(root: string) {
+  constructor(root: string, layout = new StateLayout(root)) {
     this.root = root;
+    this.#layout = layout;
   }
 
   sandboxDir(id: string): string {
@@ -46,6 +48,13 @@ export class JsonSandboxStore implements SandboxStore {
   }
 
   async prepare(id: string): Promise<void> {
+    const reserved = this.#layout.reservedFor(validateId("sandbox", id));
+    if (reserved) {
+      throw new FailedPreconditionError(
+        `Sandbox id "${id}" is taken by the sandboxer's own state in --dir (${reserved}); ` +
+          `choose another id`,
+      );
+    }
     try {
       await Deno.mkdir(this.sandboxDir(id), { mode: 0o700 });
     } catch (e) {
@@ -91,13 +100,19 @@ export class JsonSandboxStore implements SandboxStore {
       throw e;
     }
     for (const e of entries) {
-      if (!e.isDirectory || RESERVED.has(e.name)) continue;
+      if (!e.isDirectory) continue;
       try {
         validateId("sandbox", e.name);
       } catch {
-        continue; // not ours
+        continue; // the daemon's own entries (".runc"…) and foreign names: no pod has such an id
       }
       const dir = join(this.root, e.name);
+      const reserved = this.#layout.reservedFor(e.name);
+      if (reserved && !await Deno.stat(join(dir, RECORD)).then(() => true, () => false)) {
+        // Not silently: a pod made under this name would have a record.
+        this.#log.info("not a sandbox: the daemon's own state", { entry: e.name, holds: reserved });
+        continue;
+      }
       try {
         const j = JSON.parse(await Deno.readTextFile(join(dir, RECORD)));
         if (j.format !== FORMAT || j.record?.id !== e.name) {
@@ -117,6 +132,16 @@ export class JsonSandboxStore implements SandboxStore {
 
   async remove(id: string): Promise<void> {
     const dir = this.sandboxDir(id);
+    const reserved = this.#layout.reservedFor(id);
+    if (reserved) {
+      // A pod an older version let share the daemon's entry: the entry stays, only the record goes.
+      this.#log.warn("keeping the daemon's state the sandbox's directory shares", {
+        sandbox: id,
+        holds: reserved,
+      });
+      await Deno.remove(join(dir, RECORD)).catch(() => {});
+      return;
+    }
     await unmountAll(dir);
     await Deno.remove(dir, { recursive: true }).catch((e) => {
       if (!(e instanceof Deno.errors.NotFound)) throw e;

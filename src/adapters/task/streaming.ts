@@ -46,22 +46,63 @@ function any(typeUrl: string, value: Uint8Array): Uint8Array {
   return Any.encode({ typeUrl, value }).finish();
 }
 
-/** Output of a process (stdout/stderr) on its way to containerd. */
-class OutChannel {
+/**
+ * Output a channel holds before its writer is made to wait. The writer is a
+ * monitor's or the Wasm host's io socket (or a VM's guest stream), each with
+ * a bounded buffer of its own, so a process that writes faster than its
+ * reader reads blocks in write(2) instead of growing the daemon.
+ */
+export const OUT_LIMIT = 256 * 1024;
+/** How long an exit waits for its streamed output to move before it is reported anyway. */
+export const OUTPUT_IDLE_MS = 10_000;
+/** How long a finished stream waits for its reader to close its side after EOF. */
+const ACK_MS = 5_000;
+
+/**
+ * Output of a process (stdout/stderr) on its way to containerd, bounded at
+ * `OUT_LIMIT` bytes: `push` resolves once there is room again.
+ *
+ * containerd cancels its reader of a streamed stdio as soon as it deletes the
+ * task, which it does right after it learns of the exit, so whatever it has
+ * not read by then is lost (core/transfer/streaming.ReadByteStream checks its
+ * context before every read). `settled` lets the exit wait until the reader
+ * has read everything: the stream ended and the reader closed its side.
+ */
+export class OutChannel {
   #queue: Uint8Array[] = [];
+  #queued = 0;
   #ended = false;
-  #wake: (() => void) | undefined;
+  #dropped = false;
+  #room: (() => void)[] = [];
+  #wake: (() => void)[] = [];
+  #progressAt = Date.now();
   /** The attachment that may send; a newer one preempts. */
   owner: symbol | undefined;
 
-  push(data: Uint8Array): void {
-    if (this.#ended || !data.length) return;
+  /** Queues output; resolves when the channel is under its bound (at once after `drop`). */
+  push(data: Uint8Array): Promise<void> {
+    if (this.#ended || !data.length) return Promise.resolve();
     this.#queue.push(data);
+    this.#queued += data.length;
+    this.wake();
+    if (this.#queued <= OUT_LIMIT) return Promise.resolve();
+    return new Promise((r) => this.#room.push(r));
+  }
+
+  /** No more output will come. */
+  end(): void {
+    this.#ended = true;
+    this.#progressAt = Date.now();
     this.wake();
   }
 
-  end(): void {
-    this.#ended = true;
+  /** The process is gone for good (Task.Delete): what is queued is let go, writers released. */
+  drop(): void {
+    this.#ended = this.#dropped = true;
+    this.#queue = [];
+    this.#queued = 0;
+    this.owner = undefined;
+    this.#release();
     this.wake();
   }
 
@@ -69,32 +110,73 @@ class OutChannel {
     return this.#ended;
   }
 
+  /** When output last moved (taken by a reader, or ended). */
+  get progressAt(): number {
+    return this.#progressAt;
+  }
+
+  /** Bytes queued. */
+  get queued(): number {
+    return this.#queued;
+  }
+
   /** Takes up to `max` bytes from the queue. */
   take(max: number): Uint8Array | undefined {
     const head = this.#queue[0];
     if (!head) return undefined;
-    if (head.length <= max) return this.#queue.shift();
-    this.#queue[0] = head.subarray(max);
-    return head.subarray(0, max);
+    let out: Uint8Array;
+    if (head.length <= max) out = this.#queue.shift()!;
+    else {
+      this.#queue[0] = head.subarray(max);
+      out = head.subarray(0, max);
+    }
+    this.#queued -= out.length;
+    this.#progressAt = Date.now();
+    if (this.#queued <= OUT_LIMIT) this.#release();
+    this.wake(); // an exit waiting in `settled` looks again
+    return out;
   }
 
   /** Puts bytes back at the front (a send that failed). */
   unshift(data: Uint8Array): void {
     this.#queue.unshift(data);
+    this.#queued += data.length;
   }
 
   get empty(): boolean {
     return this.#queue.length === 0;
   }
 
+  /** Everything was read: the output ended, nothing is queued, no attachment is finishing. */
+  get delivered(): boolean {
+    return this.#dropped || (this.#ended && this.empty && this.owner === undefined);
+  }
+
+  /**
+   * Resolves once `delivered`, or once nothing has moved for `idleMs` (no
+   * reader: the exit must not wait for ever); true when delivered.
+   */
+  async settled(idleMs: number): Promise<boolean> {
+    while (!this.delivered) {
+      const left = this.#progressAt + idleMs - Date.now();
+      if (left <= 0) return false;
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.changed(), new Promise((r) => (t = setTimeout(r, left)))]);
+      clearTimeout(t);
+    }
+    return true;
+  }
+
   wake(): void {
-    const w = this.#wake;
-    this.#wake = undefined;
-    w?.();
+    for (const w of this.#wake.splice(0)) w();
   }
 
   changed(): Promise<void> {
-    return new Promise((r) => (this.#wake = r));
+    return new Promise((r) => this.#wake.push(r));
+  }
+
+  #release(): void {
+    for (const r of this.#room.splice(0)) r();
   }
 }
 
@@ -198,15 +280,20 @@ export class StreamHub {
     return c;
   }
 
+  /**
+   * Waits until the output streams `ids` of pod `scope` were read to their
+   * end, or made no progress for `idleMs`; false when some output was not read.
+   */
+  async delivered(scope: string, ids: readonly string[], idleMs: number): Promise<boolean> {
+    const all = await Promise.all(ids.map((id) => this.output(scope, id).settled(idleMs)));
+    return all.every((x) => x);
+  }
+
   /** Forgets streams (their process was deleted); attached streams end. */
   remove(scope: string, ids: readonly string[]): void {
     for (const id of ids) {
       const k = `${scope}/${id}`;
-      const o = this.#out.get(k);
-      if (o) {
-        o.owner = undefined;
-        o.end();
-      }
+      this.#out.get(k)?.drop();
       this.#out.delete(k);
       this.#in.delete(k);
     }
@@ -245,7 +332,7 @@ export class StreamHub {
     // window of credit. containerd's reader tolerates data beyond its window.
     let credit = INITIAL_CREDIT;
     let closed = false;
-    (async () => {
+    const readerDone = (async () => {
       for (let m = await it.next(); !m.done; m = await it.next()) {
         const a = Any.decode(m.value);
         if (a.typeUrl.endsWith("WindowUpdate")) credit += WindowUpdate.decode(a.value).update;
@@ -259,7 +346,12 @@ export class StreamHub {
     ctx.signal.addEventListener("abort", () => ch.wake(), { once: true });
     for (;;) {
       if (ch.owner !== me) throw new FailedPreconditionError("Stream is preempted by a newer one");
-      if (aborted()) return undefined;
+      if (aborted()) {
+        // The reader went away: a newer attachment may take over what is left.
+        ch.owner = undefined;
+        ch.wake();
+        return undefined;
+      }
       if (credit > 0 && !ch.empty) {
         const chunk = ch.take(Math.min(credit, CHUNK))!;
         try {
@@ -272,8 +364,17 @@ export class StreamHub {
         continue;
       }
       if (ch.ended && ch.empty) {
+        // EOF, then wait for the reader to close its side: only then has it
+        // read everything (see OutChannel). A dropped channel has no reader to wait for.
+        await s.end();
+        if (ch.owner === me) {
+          let t: ReturnType<typeof setTimeout> | undefined;
+          await Promise.race([readerDone, new Promise((r) => (t = setTimeout(r, ACK_MS)))]);
+          clearTimeout(t);
+        }
         if (ch.owner === me) ch.owner = undefined;
-        return undefined; // ends the stream: containerd sees EOF
+        ch.wake();
+        return undefined;
       }
       await ch.changed();
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { StreamHub } from "./streaming.ts";
+import { OUT_LIMIT, StreamHub } from "./streaming.ts";
 
 const text = (d: Uint8Array | null) => d === null ? null : new TextDecoder().decode(d);
 const bytes = (s: string) => new TextEncoder().encode(s);
@@ -31,4 +31,41 @@ Deno.test("CloseIO waits for the attached stdin stream, so it cannot overtake it
   ch.streamClosed();
   await closed;
   assert.deepEqual(got, ["late", null]);
+});
+
+Deno.test("output past the bound makes its writer wait until a reader takes it", async () => {
+  const ch = new StreamHub().output("pod", "c-stdout");
+  const chunk = new Uint8Array(64 * 1024);
+  let waited = 0;
+  for (let i = 0; i < OUT_LIMIT / chunk.length; i++) await ch.push(chunk);
+  const blocked = ch.push(chunk).then(() => waited++);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(waited, 0, "the writer waits while the channel is over its bound");
+  assert.equal(ch.queued, OUT_LIMIT + chunk.length);
+  ch.take(chunk.length);
+  await blocked;
+  assert.equal(waited, 1);
+});
+
+Deno.test("a deleted process's channel releases its writer and counts as delivered", async () => {
+  const hub = new StreamHub();
+  const ch = hub.output("pod", "c-stdout");
+  const blocked = ch.push(new Uint8Array(OUT_LIMIT + 1));
+  assert.equal(ch.delivered, false);
+  hub.remove("pod", ["c-stdout"]);
+  await blocked;
+  assert.equal(ch.delivered, true);
+  await ch.push(bytes("after")); // nobody reads it any more: dropped, not queued
+  assert.equal(ch.queued, 0);
+});
+
+Deno.test("an exit waits for its output to be read, or for it to stop moving", async () => {
+  const hub = new StreamHub();
+  const ch = hub.output("pod", "c-stdout");
+  await ch.push(bytes("last words"));
+  ch.end();
+  assert.equal(await hub.delivered("pod", ["c-stdout"], 50), false, "nobody read it");
+  const read = hub.delivered("pod", ["c-stdout"], 5_000);
+  ch.take(1024);
+  assert.equal(await read, true, "ended, taken, and no attachment left: delivered");
 });

@@ -29,6 +29,17 @@ export const NAMESPACE_KEY = "containerd-namespace-ttrpc";
 /** Namespace assumed when a client sends none (Kuasar's fixed value). */
 export const DEFAULT_NAMESPACE = "k8s.io";
 
+/**
+ * Metadata the relay (native/relay.c) adds to the calls it replays to a new
+ * daemon after a crash: the client sent them once, and a call that already
+ * took effect is answered with its outcome instead of being refused.
+ */
+export const REPLAY_KEY = "kuasar-replay";
+
+function replayed(ctx: CallContext): { replay: boolean } {
+  return { replay: ctx.metadata.get(REPLAY_KEY)?.[0] === "1" };
+}
+
 function namespaceOf(ctx: CallContext): string {
   return ctx.metadata.get(NAMESPACE_KEY)?.[0] || ctx.metadata.get("containerd-namespace")?.[0] ||
     DEFAULT_NAMESPACE;
@@ -72,10 +83,12 @@ export function taskHandlers(tasks: TaskService): UnaryImplementation<typeof Tas
         bundle: r.bundle,
         rootfs: r.rootfs.map(fromPbMount),
         io: { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
-      });
+      }, replayed(ctx));
       return { pid };
     },
-    start: async (r, ctx) => ({ pid: await tasks.start(ctx.scope, r.id, r.execId) }),
+    start: async (r, ctx) => ({
+      pid: await tasks.start(ctx.scope, r.id, r.execId, replayed(ctx)),
+    }),
     delete: async (r, ctx) => {
       const e = await tasks.delete(ctx.scope, r.id, r.execId);
       return { pid: e.pid, exitStatus: e.exitStatus, exitedAt: toTimestamp(e.exitedAt) };
@@ -94,7 +107,10 @@ export function taskHandlers(tasks: TaskService): UnaryImplementation<typeof Tas
     pause: async (r, ctx) => (await tasks.pause(ctx.scope, r.id), EMPTY),
     resume: async (r, ctx) => (await tasks.resume(ctx.scope, r.id), EMPTY),
     checkpoint: (r, ctx) => tasks.checkpoint(ctx.scope, r.id),
-    kill: async (r, ctx) => (await tasks.kill(ctx.scope, r.id, r.execId, r.signal, r.all), EMPTY),
+    kill: async (
+      r,
+      ctx,
+    ) => (await tasks.kill(ctx.scope, r.id, r.execId, r.signal, r.all, replayed(ctx)), EMPTY),
     exec: async (r, ctx) => {
       let spec: unknown;
       try {
@@ -105,7 +121,7 @@ export function taskHandlers(tasks: TaskService): UnaryImplementation<typeof Tas
         );
       }
       const io = { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal };
-      await tasks.exec(ctx.scope, r.id, r.execId, io, spec);
+      await tasks.exec(ctx.scope, r.id, r.execId, io, spec, replayed(ctx));
       return EMPTY;
     },
     resizePty: async (
@@ -155,10 +171,27 @@ export class RelayTaskEndpoint implements TaskEndpoint {
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #relayOps: Promise<void> = Promise.resolve();
 
-  constructor(root: string, server: TtrpcServer, relay: Relay) {
+  /** The daemon's directory of shortened socket names. */
+  #shortDir: string;
+
+  constructor(root: string, server: TtrpcServer, relay: Relay, shortDir: string) {
     this.#root = root;
+    this.#shortDir = shortDir;
     this.#server = server;
     this.#relay = relay;
+  }
+
+  /** Resolves once a pod's connections may be served (see `serveWhen`). */
+  #ready: (sandboxId: string) => Promise<void> = () => Promise.resolve();
+
+  /**
+   * Holds each pod's connections until `ready(pod)` resolves: after a crash
+   * the relay replays the calls the old daemon never answered as soon as the
+   * backend listens, and they must meet the pod as recovery leaves it (a
+   * half-made container already undone), not as it was found.
+   */
+  serveWhen(ready: (sandboxId: string) => Promise<void>): void {
+    this.#ready = ready;
   }
 
   /** Serves the backend socket, and watches the relay. */
@@ -191,8 +224,9 @@ export class RelayTaskEndpoint implements TaskEndpoint {
   async #accept(listener: Deno.Listener): Promise<void> {
     try {
       for await (const conn of listener) {
-        readPreamble(conn).then(({ scope, rest }) => {
+        readPreamble(conn).then(async ({ scope, rest }) => {
           validateId("sandbox", scope);
+          await this.#ready(scope);
           return this.#server.handle(conn, scope, rest);
         }).catch((e) => {
           log.warn("rejected backend connection", { error: e });
@@ -210,13 +244,13 @@ export class RelayTaskEndpoint implements TaskEndpoint {
 
   /**
    * The socket of a pod: `<dir>/<id>/task.sock`, or a hashed name under
-   * `<dir>/s/` when that path would exceed the 107 bytes a unix socket
+   * the daemon's short socket directory (`<dir>/.s/`) when that path would exceed the 107 bytes a unix socket
    * address holds (a deep --dir with 64-character ids).
    */
   async socketPath(sandboxId: string): Promise<string> {
     const plain = join(this.#root, sandboxId, "task.sock");
     if (new TextEncoder().encode(plain).length <= MAX_SOCKET_PATH) return plain;
-    const dir = join(this.#root, "s");
+    const dir = this.#shortDir;
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const short = await socketPath(dir, `task@${sandboxId}`, "task.sock");
     if (new TextEncoder().encode(short).length > MAX_SOCKET_PATH) {

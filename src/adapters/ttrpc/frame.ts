@@ -57,32 +57,54 @@ export type Decoded =
  * Incremental decoder for a byte stream. Oversized frames are reported once
  * and their payload skipped as it arrives, so one bad message does not end
  * the connection (this is what containerd's own server does).
+ *
+ * Work is linear in the bytes pushed: a frame's payload is gathered as a list
+ * of pieces and copied once, when its last byte arrives (merging the whole
+ * buffer on every read made a 4 MiB frame read in 16 KiB pieces copy ~500 MiB).
+ * The pushed chunk is not kept: callers reuse their read buffers.
  */
 export class FrameDecoder {
-  #buf: Uint8Array = new Uint8Array(0);
+  /** Header bytes of the frame being read. */
+  #header = new Uint8Array(HEADER_SIZE);
+  #headerLen = 0;
+  /** Payload pieces of the frame being read (copies), once its header is known. */
+  #parts: Uint8Array[] = [];
+  #partsLen = 0;
+  #payloadLen = -1;
   #skip = 0;
+  /** Decoded frames not yet taken by `next`. */
+  #ready: Decoded[] = [];
+  #readyBytes = 0;
 
-  /** Appends received bytes. */
+  /** Appends received bytes; whole frames become available to `next`. */
   push(chunk: Uint8Array): void {
-    if (this.#skip > 0) {
-      const n = Math.min(this.#skip, chunk.length);
-      this.#skip -= n;
-      chunk = chunk.subarray(n);
-      if (chunk.length === 0) return;
+    let off = 0;
+    while (off < chunk.length) {
+      if (this.#skip > 0) {
+        const n = Math.min(this.#skip, chunk.length - off);
+        this.#skip -= n;
+        off += n;
+        continue;
+      }
+      if (this.#payloadLen < 0) {
+        const n = Math.min(HEADER_SIZE - this.#headerLen, chunk.length - off);
+        this.#header.set(chunk.subarray(off, off + n), this.#headerLen);
+        this.#headerLen += n;
+        off += n;
+        if (this.#headerLen === HEADER_SIZE) this.#startPayload();
+        continue;
+      }
+      const n = Math.min(this.#payloadLen - this.#partsLen, chunk.length - off);
+      this.#parts.push(chunk.slice(off, off + n));
+      this.#partsLen += n;
+      off += n;
+      if (this.#partsLen === this.#payloadLen) this.#finishPayload();
     }
-    if (this.#buf.length === 0) {
-      this.#buf = chunk.slice();
-      return;
-    }
-    const merged = new Uint8Array(this.#buf.length + chunk.length);
-    merged.set(this.#buf);
-    merged.set(chunk, this.#buf.length);
-    this.#buf = merged;
   }
 
-  /** Bytes buffered but not yet decoded. */
+  /** Bytes received but not yet taken with `next` (an unfinished frame included). */
   get buffered(): number {
-    return this.#buf.length;
+    return this.#readyBytes + this.#headerLen + this.#partsLen;
   }
 
   /** Bytes of an oversized payload still to be skipped. */
@@ -92,23 +114,50 @@ export class FrameDecoder {
 
   /** The next complete frame, or undefined until more bytes arrive. */
   next(): Decoded | undefined {
-    if (this.#skip > 0 || this.#buf.length < HEADER_SIZE) return undefined;
-    const v = new DataView(this.#buf.buffer, this.#buf.byteOffset, HEADER_SIZE);
+    const d = this.#ready.shift();
+    if (d?.kind === "frame") this.#readyBytes -= HEADER_SIZE + d.frame.payload.length;
+    return d;
+  }
+
+  #startPayload(): void {
+    const v = new DataView(this.#header.buffer);
     const length = v.getUint32(0);
-    const streamId = v.getUint32(4);
-    const type = v.getUint8(8);
-    const flags = v.getUint8(9);
     if (length > MAX_PAYLOAD) {
-      const available = this.#buf.length - HEADER_SIZE;
-      const dropped = Math.min(available, length);
-      this.#skip = length - dropped;
-      this.#buf = this.#buf.slice(HEADER_SIZE + dropped);
-      return { kind: "oversized", streamId, type, length };
+      this.#ready.push({
+        kind: "oversized",
+        streamId: v.getUint32(4),
+        type: v.getUint8(8),
+        length,
+      });
+      this.#headerLen = 0;
+      this.#skip = length;
+      return;
     }
-    if (this.#buf.length < HEADER_SIZE + length) return undefined;
-    const payload = this.#buf.slice(HEADER_SIZE, HEADER_SIZE + length);
-    this.#buf = this.#buf.subarray(HEADER_SIZE + length);
-    return { kind: "frame", frame: { streamId, type, flags, payload } };
+    this.#payloadLen = length;
+    if (length === 0) this.#finishPayload();
+  }
+
+  #finishPayload(): void {
+    const v = new DataView(this.#header.buffer);
+    let payload: Uint8Array;
+    if (this.#parts.length === 1) payload = this.#parts[0];
+    else {
+      payload = new Uint8Array(this.#payloadLen);
+      let at = 0;
+      for (const p of this.#parts) {
+        payload.set(p, at);
+        at += p.length;
+      }
+    }
+    this.#ready.push({
+      kind: "frame",
+      frame: { streamId: v.getUint32(4), type: v.getUint8(8), flags: v.getUint8(9), payload },
+    });
+    this.#readyBytes += HEADER_SIZE + payload.length;
+    this.#headerLen = 0;
+    this.#parts = [];
+    this.#partsLen = 0;
+    this.#payloadLen = -1;
   }
 }
 

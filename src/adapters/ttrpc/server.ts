@@ -18,6 +18,17 @@ import type { ByteStream } from "./frame.ts";
 import { encodeFrame, Flag, FrameDecoder, MAX_PAYLOAD, MessageType } from "./frame.ts";
 import { AsyncQueue } from "./queue.ts";
 
+/**
+ * Bytes of answers a connection may have waiting to be written before the
+ * server stops reading its requests. A client that pipelines requests and
+ * never reads the answers would otherwise make the daemon hold every answer
+ * (60 answers of 3 MiB took a daemon from 330 to 584 MiB). Once the queue
+ * drains below the bound, reading resumes, so a client that reads always
+ * makes progress. More than one largest frame, so a single answer never
+ * stops the connection by itself.
+ */
+export const MAX_QUEUED_WRITE_BYTES = 8 << 20;
+
 /** Request metadata: lower-cased keys, possibly repeated. */
 export type Metadata = Map<string, string[]>;
 
@@ -38,6 +49,12 @@ export interface ServerStream {
   readonly received: AsyncIterable<Uint8Array>;
   /** Sends one message to the client. */
   send(payload: Uint8Array): Promise<void>;
+  /**
+   * Ends the server's side of a streaming-server method before the handler
+   * returns (the handler may then wait for the client to close its side);
+   * the handler's result is not sent.
+   */
+  end(): Promise<void>;
 }
 
 /** A method of a service. */
@@ -58,6 +75,12 @@ export class TtrpcServer {
   #conns = new Set<ServerConnection>();
   #listeners = new Set<Deno.Listener>();
   #log = log.with({ component: "ttrpc" });
+  #maxQueuedBytes: number;
+
+  /** `maxQueuedBytes`: unsent answer bytes past which a connection is not read. */
+  constructor(opts: { maxQueuedBytes?: number } = {}) {
+    this.#maxQueuedBytes = opts.maxQueuedBytes ?? MAX_QUEUED_WRITE_BYTES;
+  }
 
   /** Adds a service; `methods` is keyed by the bare RPC name (e.g. "Create"). */
   register(service: string, methods: Record<string, MethodHandler>): void {
@@ -88,7 +111,7 @@ export class TtrpcServer {
    * `initial` holds bytes already read from it (after a preamble).
    */
   handle(conn: ByteStream, scope = "", initial?: Uint8Array): Promise<void> {
-    const c = new ServerConnection(this, conn, scope);
+    const c = new ServerConnection(this, conn, scope, this.#maxQueuedBytes);
     if (initial?.length) c.prime(initial);
     this.#conns.add(c);
     return c.run().finally(() => this.#conns.delete(c));
@@ -122,13 +145,19 @@ class ServerConnection {
   #lastStreamId = 0;
   #streams = new Map<number, StreamState>();
   #writes: Promise<void> = Promise.resolve();
+  /** Bytes handed to `#write` and not yet written. */
+  #queued = 0;
+  #maxQueued: number;
+  /** Resolves the read loop's wait for the queue to drain. */
+  #drained: (() => void) | undefined;
   #closed = new AbortController();
   #log = log.with({ component: "ttrpc" });
 
-  constructor(server: TtrpcServer, conn: ByteStream, scope: string) {
+  constructor(server: TtrpcServer, conn: ByteStream, scope: string, maxQueued: number) {
     this.#server = server;
     this.#conn = conn;
     this.scope = scope;
+    this.#maxQueued = maxQueued;
   }
 
   /** Feeds bytes that were read before this connection was handed over. */
@@ -139,6 +168,7 @@ class ServerConnection {
   close(): void {
     if (this.#closed.signal.aborted) return;
     this.#closed.abort(new DOMException("connection closed", "AbortError"));
+    this.#wake();
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -157,6 +187,13 @@ class ServerConnection {
             continue;
           }
           this.#onFrame(d.frame.streamId, d.frame.type, d.frame.flags, d.frame.payload);
+        }
+        if (this.#queued > this.#maxQueued) {
+          // The client does not read its answers: read no more requests from it
+          // until it does (answers of calls already read still get written).
+          this.#log.debug("connection paused: answers not read", { queued: this.#queued });
+          await new Promise<void>((resolve) => (this.#drained = resolve));
+          continue;
         }
         const n = await this.#conn.read(buf);
         if (n === null) break;
@@ -233,15 +270,24 @@ class ServerConnection {
     this.#streams.set(streamId, { inbox });
     if (req.payload.length > 0 || !method.streamingClient) inbox.push(req.payload);
     if (!method.streamingClient || (flags & Flag.REMOTE_CLOSED)) inbox.close();
+    let ended = false;
     const stream: ServerStream = {
       received: inbox,
       send: (p) => {
         if (ctx.signal.aborted) return Promise.reject(ctx.signal.reason);
+        if (ended) return Promise.reject(new Error("the stream's sending side has ended"));
         return this.#write(encodeFrame(streamId, MessageType.DATA, 0, p));
+      },
+      end: () => {
+        if (ended || !method.streamingServer) return Promise.resolve();
+        ended = true;
+        const f = Flag.REMOTE_CLOSED | Flag.NO_DATA;
+        return this.#write(encodeFrame(streamId, MessageType.DATA, f, new Uint8Array()));
       },
     };
     method.handle(stream, ctx).then(
       (out) => {
+        if (ended) return;
         if (method.streamingServer) {
           const f = Flag.REMOTE_CLOSED | (out ? 0 : Flag.NO_DATA);
           return this.#write(encodeFrame(streamId, MessageType.DATA, f, out ?? new Uint8Array()));
@@ -305,9 +351,19 @@ class ServerConnection {
 
   /** Frames are written one at a time, in order. */
   #write(bytes: Uint8Array): Promise<void> {
-    const w = this.#writes.then(() => writeAll(this.#conn, bytes));
+    this.#queued += bytes.length;
+    const w = this.#writes.then(() => writeAll(this.#conn, bytes)).finally(() => {
+      this.#queued -= bytes.length;
+      if (this.#queued <= this.#maxQueued) this.#wake();
+    });
     this.#writes = w.catch(() => {});
     return w;
+  }
+
+  #wake(): void {
+    const d = this.#drained;
+    this.#drained = undefined;
+    d?.();
   }
 }
 

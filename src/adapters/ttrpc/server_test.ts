@@ -5,6 +5,7 @@ import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { TtrpcClient } from "./client.ts";
 import { encodeFrame, Flag, FrameDecoder, HEADER_SIZE, MAX_PAYLOAD, MessageType } from "./frame.ts";
 import { TtrpcServer, writeAll } from "./server.ts";
+import type { ByteStream } from "./frame.ts";
 
 const te = new TextEncoder();
 const td = new TextDecoder();
@@ -261,4 +262,153 @@ Deno.test("property: any request payload gets one answer on its stream, and the 
       conn.close();
     }
   });
+});
+
+/**
+ * A client connection that sends pipelined requests and, until `startReading`,
+ * never reads the answers: its writes (the server's) do not complete.
+ */
+class PipeliningClient implements ByteStream {
+  readonly answers = new FrameDecoder();
+  consumed = 0;
+  #input: Uint8Array;
+  #reading = false;
+  #blocked: (() => void)[] = [];
+  #eof: ((n: null) => void) | undefined;
+
+  constructor(input: Uint8Array) {
+    this.#input = input;
+  }
+
+  read(p: Uint8Array): Promise<number | null> {
+    if (this.consumed === this.#input.length) {
+      // Everything sent: the client waits for answers with its connection open.
+      return new Promise((resolve) => (this.#eof = resolve));
+    }
+    const n = Math.min(p.length, this.#input.length - this.consumed);
+    p.set(this.#input.subarray(this.consumed, this.consumed + n));
+    this.consumed += n;
+    return Promise.resolve(n);
+  }
+
+  write(p: Uint8Array): Promise<number> {
+    const take = () => {
+      this.answers.push(p);
+      return p.length;
+    };
+    if (this.#reading) return Promise.resolve(take());
+    return new Promise((resolve) => this.#blocked.push(() => resolve(take())));
+  }
+
+  startReading(): void {
+    this.#reading = true;
+    for (const b of this.#blocked.splice(0)) b();
+  }
+
+  close(): void {
+    this.#eof?.(null);
+  }
+}
+
+/** Lets the server run for `turns` event-loop turns (no clock involved). */
+async function turns(n: number, until: () => boolean): Promise<void> {
+  for (let i = 0; i < n && !until(); i++) await new Promise((r) => setTimeout(r, 0));
+}
+
+Deno.test("ttrpc server stops reading a connection whose answers are not read, then resumes", async () => {
+  const bound = 64 * 1024;
+  const server = new TtrpcServer({ maxQueuedBytes: bound });
+  server.register("test.Echo", { Echo: { kind: "unary", handle: (p) => Promise.resolve(p) } });
+  const count = 100, size = 8 * 1024;
+  const frames = Array.from(
+    { length: count },
+    (_, i) =>
+      encodeFrame(
+        2 * i + 1,
+        MessageType.REQUEST,
+        0,
+        request("test.Echo", "Echo", new Uint8Array(size).fill(i)),
+      ),
+  );
+  const input = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  frames.reduce((off, f) => (input.set(f, off), off + f.length), 0);
+  const client = new PipeliningClient(input);
+  const serving = server.handle(client);
+  try {
+    await turns(300, () => client.consumed === input.length);
+    // Answers the server holds are bounded, so are the requests it read: the
+    // bound, one read and one answer past it.
+    assert.ok(
+      client.consumed <= bound + 16 * 1024 + 2 * (size + 100),
+      `read ${client.consumed} of ${input.length} bytes while no answer was read`,
+    );
+    client.startReading();
+    const answers = new Map<number, Uint8Array>();
+    await turns(10_000, () => {
+      for (let d = client.answers.next(); d; d = client.answers.next()) {
+        if (d.kind === "frame") {
+          answers.set(d.frame.streamId, Response.decode(d.frame.payload).payload);
+        }
+      }
+      return answers.size === count;
+    });
+    assert.equal(answers.size, count);
+    for (let i = 0; i < count; i++) {
+      assert.deepEqual(answers.get(2 * i + 1), new Uint8Array(size).fill(i));
+    }
+  } finally {
+    server.close();
+    await serving;
+  }
+});
+
+Deno.test("ttrpc server with a tiny answer bound: streams and unary calls sharing a connection all complete", async () => {
+  const server = new TtrpcServer({ maxQueuedBytes: 1 });
+  server.register("test.Echo", {
+    Echo: { kind: "unary", handle: (p) => Promise.resolve(p) },
+    Chat: {
+      kind: "stream",
+      streamingClient: true,
+      streamingServer: true,
+      handle: async (s) => {
+        let n = 0;
+        for await (const m of s.received) {
+          n++;
+          await s.send(m);
+        }
+        return te.encode(`count=${n}`);
+      },
+    },
+  });
+  const dir = await Deno.makeTempDir();
+  const listener = Deno.listen({ transport: "unix", path: `${dir}/t.sock` });
+  const serving = server.serve(listener);
+  const c = await TtrpcClient.connectUnix(`${dir}/t.sock`);
+  try {
+    const big = new Uint8Array(512 * 1024).fill(1);
+    const streams = await Promise.all(
+      [0, 1, 2].map(() => c.stream("test.Echo", "Chat", { streamingClient: true })),
+    );
+    const chats = streams.map(async (s) => {
+      const got: number[] = [];
+      const reading = (async () => {
+        for await (const m of s.received) got.push(m.length);
+      })();
+      for (let i = 0; i < 20; i++) await s.send(big);
+      await s.closeSend();
+      await reading;
+      return got;
+    });
+    const calls = Array.from({ length: 50 }, () => c.call("test.Echo", "Echo", big));
+    for (const got of await Promise.all(chats)) {
+      assert.equal(got.length, 21);
+    }
+    for (const r of await Promise.all(calls)) assert.equal(r.length, big.length);
+  } finally {
+    c.close();
+    await c.done;
+    server.close();
+    await serving;
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { UnavailableError } from "../../domain/errors.ts";
 import { log } from "../../log.ts";
 import { fromStatus } from "../rpc_status.ts";
@@ -14,11 +13,12 @@ import { startHelper } from "../os/helper.ts";
 import { selfCommand } from "../os/self_command.ts";
 import { sleep } from "../../app/sync.ts";
 import type { Request, TaskInfo, TaskSpec, WireError } from "./host/protocol.ts";
+import type { StateLayout } from "../os/state_layout.ts";
 
 /** How the host is started. */
 export interface WasmHostConfig {
-  /** The sandboxer's --dir (control socket and log live there). */
-  readonly dir: string;
+  /** Where the daemon's entries are (the host's control socket and log among them). */
+  readonly layout: StateLayout;
   readonly helper: string;
   readonly warm: number;
   readonly wasmtimeLib?: string;
@@ -47,7 +47,7 @@ export class WasmHostClient {
 
   constructor(cfg: WasmHostConfig) {
     this.#cfg = cfg;
-    this.control = join(cfg.dir, "wasm-host.sock");
+    this.control = cfg.layout.path("wasmHostSocket");
   }
 
   /**
@@ -164,7 +164,7 @@ export class WasmHostClient {
         if (Date.now() > deadline) {
           throw new UnavailableError(
             `The Wasm host did not come up on "${this.control}" (see ${
-              join(this.#cfg.dir, "wasm-host.log")
+              this.#cfg.layout.path("wasmHostLog")
             })`,
           );
         }
@@ -205,7 +205,7 @@ export class WasmHostClient {
     const h = await startHelper(c.helper, [
       "detach",
       "--log",
-      join(c.dir, "wasm-host.log"),
+      c.layout.path("wasmHostLog"),
       "--",
       ...argv,
     ]);

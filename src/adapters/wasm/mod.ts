@@ -49,7 +49,7 @@ export const wasmKind: SandboxKind = {
   create(ctx: KindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof wasmSettings>;
     const host = new WasmHostClient({
-      dir: ctx.dir,
+      layout: ctx.layout,
       helper: ctx.helper,
       warm: s.warm_workers ?? 2,
       wasmtimeLib: s.wasmtime_lib ?? defaultWasmtimeLib(),
@@ -61,6 +61,7 @@ export const wasmKind: SandboxKind = {
       backend: new WasmSandboxBackend(host),
       runtime: new WasmContainerRuntime({
         dir: ctx.dir,
+        layout: ctx.layout,
         exits: ctx.exits,
         host,
         streams: ctx.streams,

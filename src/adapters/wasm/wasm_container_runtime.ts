@@ -7,7 +7,6 @@
  *
  * @module
  */
-import { join } from "node:path";
 import { NotFoundError, UnimplementedError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
@@ -20,13 +19,14 @@ import type {
 } from "../../ports/container_runtime.ts";
 import { readSpec } from "../os/bundle.ts";
 import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
-import { unmountSyscall } from "../os/syscalls.ts";
+import { mountRootfs, unmountOwn } from "../os/mounts.ts";
+import { ownRootfsTarget, rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { ProcessIo } from "../os/process_io.ts";
 import { initToken } from "../os/process_tokens.ts";
 import type { StreamHub } from "../task/streaming.ts";
 import type { EngineName } from "./host/protocol.ts";
 import type { WasmHostClient } from "./host_client.ts";
+import type { StateLayout } from "../os/state_layout.ts";
 import {
   annotatedWasm,
   checkIsWasm,
@@ -41,6 +41,8 @@ import {
 /** What the Wasm container runtime needs. */
 export interface WasmContainerRuntimeOptions {
   readonly dir: string;
+  /** Where the daemon's own entries under --dir are. */
+  readonly layout: StateLayout;
   readonly exits: ExitWatcher;
   readonly host: WasmHostClient;
   readonly streams: StreamHub;
@@ -62,7 +64,7 @@ export class WasmContainerRuntime implements ContainerRuntime {
 
   constructor(opts: WasmContainerRuntimeOptions) {
     this.#opts = opts;
-    this.#io = new ProcessIo(opts.streams, join(opts.dir, "s"));
+    this.#io = new ProcessIo(opts.streams, opts.layout.path("sockets"));
   }
 
   setExitListener(listener: ProcessExitListener): void {
@@ -73,12 +75,14 @@ export class WasmContainerRuntime implements ContainerRuntime {
     const spec = await readSpec(c.bundle);
     const entry = wasmEntry(spec);
     const engine = engineOf(spec, sb.annotations, this.#opts.engine);
-    const rootfs = rootfsOf(c.bundle, spec);
+    const rootfs = c.rootfs.length
+      ? rootfsMountTarget(c.bundle, spec.root?.path)
+      : rootfsOf(c.bundle, spec);
     const b = c.backend as WasmBackend;
     b.engine = engine;
     if (c.rootfs.length) {
       b.rootfs = rootfs;
-      await mountAll(c.rootfs, rootfs);
+      await mountRootfs(c.rootfs, rootfs);
     }
     try {
       const module = modulePath(rootfs, entry, spec.process?.cwd, spec.process?.env);
@@ -106,15 +110,18 @@ export class WasmContainerRuntime implements ContainerRuntime {
       this.#watch(sb.id, c, hostPid);
       await this.#io.attach(sb.id, token, c.io);
     } catch (e) {
-      if (b.rootfs) await unmountAll(rootfs).catch(() => {});
+      if (b.rootfs) await unmountOwn(rootfs, c.rootfs.length).catch(() => {});
       throw e;
     }
   }
 
   #watch(sandboxId: string, c: ContainerRecord, hostPid: number): void {
     this.#opts.exits.expect(initToken(c.id), hostPid, {
-      exited: (r) =>
-        this.#listener?.processExited(sandboxId, c.id, undefined, { status: r.status, at: r.at }),
+      // Reported once its streamed output was read: containerd stops reading at the exit.
+      exited: async (r) => {
+        await this.#io.delivered(sandboxId, c.io);
+        this.#listener?.processExited(sandboxId, c.id, undefined, { status: r.status, at: r.at });
+      },
       // The host died with the module: its exit status is unknown.
       lost: () =>
         this.#listener?.processExited(sandboxId, c.id, undefined, { status: 255, at: now() }),
@@ -145,15 +152,9 @@ export class WasmContainerRuntime implements ContainerRuntime {
     const token = initToken(c.id);
     this.#opts.exits.cancel(token);
     if (await this.#opts.host.alive()) await this.#opts.host.delete(`${sb.id}/${c.id}`);
-    const rootfs = (c.backend as WasmBackend).rootfs;
-    if (rootfs) {
-      // The rootfs is the one mount made here: detach it directly, and only
-      // read the mount table (costly with many pods) when that did not work.
-      try {
-        await unmountSyscall(rootfs);
-      } catch { /* not mounted, or no libc */ }
-      if ((await mountsUnder(rootfs).catch(() => [])).length) await unmountAll(rootfs);
-    }
+    const rootfs = ownRootfsTarget(c.bundle, c.rootfs.length, (c.backend as WasmBackend).rootfs);
+    // Only the mounts Create made (directly; the mount table only read when that fails).
+    if (rootfs) await unmountOwn(rootfs, c.rootfs.length);
     await this.#opts.exits.remove(token);
     await this.#io.release(sb.id, token, c.io);
   }
@@ -198,6 +199,13 @@ export class WasmContainerRuntime implements ContainerRuntime {
     await this.#opts.host.closeStdin(`${sb.id}/${c.id}`).catch((e) => {
       if (!(e instanceof NotFoundError)) throw e;
     });
+  }
+
+  /** The host knows whether a task the record calls created was started. */
+  async started(sb: SandboxRecord, c: ContainerRecord): Promise<boolean> {
+    const host = this.#opts.host;
+    const tasks = await host.alive() ? await host.list() : [];
+    return tasks.some((t) => t.token === `${sb.id}/${c.id}` && t.state === "running");
   }
 
   async recover(

@@ -124,10 +124,17 @@ export class EmbeddedEngine implements HostEngine {
       this.#pool.release(pw, reuse);
       settle(end);
     };
+    const output = new SharedArrayBuffer(4);
+    const unwritten = new Int32Array(output);
     pw.worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
       const m = ev.data;
-      if (m.t === "out") io.write(m.fd, m.data);
-      else if (m.t === "exit") finish({ status: m.status, message: m.message }, true);
+      if (m.t === "out") {
+        // The worker waits while too much is unwritten (OUTPUT_LIMIT).
+        io.write(m.fd, m.data).finally(() => {
+          Atomics.sub(unwritten, 0, m.data.length);
+          Atomics.notify(unwritten, 0);
+        });
+      } else if (m.t === "exit") finish({ status: m.status, message: m.message }, true);
     };
     pw.worker.onerror = (ev) => {
       ev.preventDefault();
@@ -143,6 +150,7 @@ export class EmbeddedEngine implements HostEngine {
         env: spec.env,
         preopens: spec.preopens,
         stdin: stdin?.buffer ?? null,
+        output,
       });
     }, (e) => finish({ status: 127, message: `cannot open stdio: ${(e as Error).message}` }, true));
     return {

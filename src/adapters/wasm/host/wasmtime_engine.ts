@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
 import { Wasmtime } from "../engines/wasmtime_ffi.ts";
 import { isWasm } from "../wasi/module.ts";
@@ -17,6 +17,7 @@ import type { TaskSpec } from "./protocol.ts";
 import type { TaskIo } from "./task_io.ts";
 import type { WorkerMessage } from "./worker.ts";
 import { WorkerPool } from "./worker_pool.ts";
+import { wasmIoDirBeside } from "../../os/state_layout.ts";
 
 const KILL_GRACE_MS = 1000;
 
@@ -81,7 +82,7 @@ export class WasmtimeEngine implements HostEngine {
       ev.preventDefault();
       finish({ status: 134, message: `engine error: ${ev.message}` }, false);
     };
-    const runDir = join(dirname(spec.exitFile), "..", "wasm-io");
+    const runDir = wasmIoDirBeside(dirname(spec.exitFile));
     io.openPaths(spec, runDir).then((paths) => {
       if (ended) return;
       pw.worker.postMessage({

@@ -20,7 +20,16 @@ export interface RunMessage {
   readonly env: string[];
   readonly preopens: { guest: string; host: string }[];
   readonly stdin: SharedArrayBuffer | null;
+  /** One Int32: output bytes posted and not yet written by the host (see `OUTPUT_LIMIT`). */
+  readonly output: SharedArrayBuffer;
 }
+
+/**
+ * Output a module may have posted to the host and not yet written before its
+ * `fd_write` blocks: a module printing without end must not fill the host's
+ * memory when its reader is slow.
+ */
+export const OUTPUT_LIMIT = 1 << 20;
 
 /** Host -> worker: run a module with Wasmtime's C API (`lib`), stdio by path. */
 export interface WasmtimeMessage {
@@ -41,7 +50,7 @@ export const TRAP_STATUS = 134;
 
 interface WorkerScope {
   onmessage: ((ev: MessageEvent<RunMessage | WasmtimeMessage>) => void) | null;
-  postMessage(msg: WorkerMessage): void;
+  postMessage(msg: WorkerMessage, transfer?: Transferable[]): void;
 }
 
 /** Runs a module to its end; returns how it ended. */
@@ -50,13 +59,20 @@ export function runModule(
   post: (msg: WorkerMessage) => void,
 ): { status: number; message?: string } {
   const stdin = new StdinReader(m.stdin);
+  const unwritten = new Int32Array(m.output);
   const wasi = new Wasi({
     args: m.args,
     env: m.env,
     preopens: m.preopens,
     stdio: {
       readStdin: (max) => stdin.read(max),
-      write: (fd, data) => post({ t: "out", fd, data: data.slice() }),
+      write: (fd, data) => {
+        post({ t: "out", fd, data: data.slice() });
+        for (let v = Atomics.add(unwritten, 0, data.length) + data.length; v > OUTPUT_LIMIT;) {
+          Atomics.wait(unwritten, 0, v);
+          v = Atomics.load(unwritten, 0);
+        }
+      },
     },
   });
   try {
@@ -92,7 +108,10 @@ if (typeof scope.WorkerGlobalScope === "function") {
   scope.onmessage = (ev) => {
     const m = ev.data;
     if (m.t === "run") {
-      scope.postMessage({ t: "exit", ...runModule(m, (msg) => scope.postMessage(msg)) });
+      // Output buffers are handed over, not copied once more.
+      const post = (msg: WorkerMessage) =>
+        scope.postMessage(msg, msg.t === "out" ? [msg.data.buffer as ArrayBuffer] : []);
+      scope.postMessage({ t: "exit", ...runModule(m, post) });
       return;
     }
     try {

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { emptyPodConfig } from "../../domain/pod_config.ts";
+import type { SandboxRecord } from "../../domain/sandbox.ts";
+import { now } from "../../domain/time.ts";
+import { podFilesDir, preparePodFiles } from "./pod_files.ts";
+
+function record(): SandboxRecord {
+  return {
+    id: "sb1",
+    kind: "runc",
+    state: "created",
+    createdAt: now(),
+    pid: 0,
+    netnsPath: "",
+    // Host IPC: no shm tmpfs to mount (and unmount) in a unit test.
+    pod: { ...emptyPodConfig(), hostname: "web-0", ipc: "node" },
+    annotations: {},
+    labels: {},
+    extensions: {},
+    taskAddress: "",
+    taskApiVersion: 3,
+    backend: {},
+    containers: {},
+  };
+}
+
+Deno.test("pod files get 0644 (directory 0755) whatever the daemon's umask", async () => {
+  const old = Deno.umask(0);
+  const dir = await Deno.makeTempDir();
+  try {
+    for (const umask of [0o000, 0o077, 0o022]) {
+      Deno.umask(umask);
+      await preparePodFiles(join(dir, `u${umask}`), record());
+      const files = podFilesDir(join(dir, `u${umask}`));
+      assert.equal((await Deno.stat(files)).mode! & 0o7777, 0o755, `umask ${umask.toString(8)}`);
+      for (const f of ["hostname", "hosts", "resolv.conf"]) {
+        assert.equal(
+          (await Deno.stat(join(files, f))).mode! & 0o7777,
+          0o644,
+          `${f}, umask ${umask.toString(8)}`,
+        );
+      }
+      assert.equal(await Deno.readTextFile(join(files, "hostname")), "web-0\n");
+    }
+  } finally {
+    Deno.umask(old);
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,110 @@
+/**
+ * Reliability suite: pod churn with leak accounting. Hundreds of pods are
+ * created, run a container to its exit, and are shut down, several at a
+ * time; afterwards nothing of them is left (processes, mounts, cgroups,
+ * files under --dir) and the daemon holds no more file descriptors and the
+ * node no more network namespaces than before.
+ */
+import assert from "node:assert/strict";
+import {
+  K8S_NS,
+  startGvisorDaemon,
+  taskClient,
+  TestDaemon,
+  withDaemon,
+} from "../support/daemon.ts";
+import { createContainer, startPod, type TestPod } from "../support/pod.ts";
+import { runcUnavailable, runscUnavailable, skipUnless } from "../support/env.ts";
+import { leftovers } from "../support/leaks.ts";
+import { buildWasmModules, createWasmContainer, wasmToolsUnavailable } from "../support/wasm.ts";
+
+/** Open file descriptors of process `pid`. */
+function fdCount(pid: number): number {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
+}
+
+/** Distinct network namespaces of the node's processes. */
+function netnsCount(): number {
+  const seen = new Set<string>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      seen.add(Deno.readLinkSync(`/proc/${e.name}/ns/net`));
+    } catch { /* gone, or a kernel thread */ }
+  }
+  return seen.size;
+}
+
+/** Runs `pods` pods through their whole life, `parallel` at a time, and accounts for leaks. */
+async function churn(
+  d: TestDaemon,
+  pods: number,
+  parallel: number,
+  run: (pod: TestPod) => Promise<{ id: string }>,
+): Promise<void> {
+  // One pod first: the daemon's lazily opened descriptors (helpers, watchers) exist after it.
+  const warm = await startPod(d, { cgroupParent: d.cgroupParent });
+  await d.controller.shutdown(warm.id);
+  const fds = fdCount(d.pid), netns = netnsCount();
+  const ids: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < pods) {
+      next++;
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      ids.push(pod.id);
+      const c = await run(pod);
+      const t = await taskClient(pod.address);
+      try {
+        const exited = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+        assert.equal((await exited).exitStatus, 0);
+        await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+      } finally {
+        t.close();
+      }
+      await d.controller.shutdown(pod.id);
+    }
+  };
+  await Promise.all(Array.from({ length: parallel }, worker));
+  assert.equal(ids.length, pods);
+  assert.deepEqual(await leftovers(d, ids), []);
+  // Connections the relay hands over close a moment after their last use.
+  for (let i = 0; i < 50 && fdCount(d.pid) > fds; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.ok(fdCount(d.pid) <= fds, `daemon fds: ${fds} before, ${fdCount(d.pid)} after`);
+  assert.ok(netnsCount() <= netns, `network namespaces: ${netns} before, ${netnsCount()} after`);
+}
+
+Deno.test({
+  name: "churn: 300 runC pods come and go, nothing leaks",
+  ...skipUnless(runcUnavailable(), "runC churn"),
+  fn: () =>
+    withDaemon((d) => churn(d, 300, 6, (pod) => createContainer(d, pod, { args: ["true"] }))),
+});
+
+Deno.test({
+  name: "churn: 300 Wasm pods come and go, nothing leaks",
+  ...skipUnless(
+    (Deno.uid() !== 0 ? "needs root" : undefined) ?? wasmToolsUnavailable(),
+    "Wasm churn",
+  ),
+  fn: async () => {
+    const modules = await buildWasmModules();
+    await withDaemon(
+      (d) => churn(d, 300, 6, (pod) => createWasmContainer(d, pod, modules, { module: "hello" })),
+      () => TestDaemon.start({ kind: "wasm" }),
+    );
+  },
+});
+
+Deno.test({
+  name: "churn: 30 gVisor pods come and go, nothing leaks",
+  ...skipUnless(runscUnavailable(), "gVisor churn"),
+  fn: () =>
+    withDaemon(
+      (d) => churn(d, 30, 3, (pod) => createContainer(d, pod, { args: ["true"] })),
+      () => startGvisorDaemon(),
+    ),
+});
