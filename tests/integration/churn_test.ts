@@ -1,5 +1,6 @@
 /**
- * Reliability suite: pod churn with leak accounting. Hundreds of pods are
+ * Reliability suite: pod churn with leak accounting, every kind that runs
+ * here (VM pods few: each boots a guest under TCG). Hundreds of pods are
  * created, run a container to its exit, and are shut down, several at a
  * time; afterwards nothing of them is left (processes, mounts, cgroups,
  * files under --dir) and the daemon holds no more file descriptors and the
@@ -9,12 +10,13 @@ import assert from "node:assert/strict";
 import {
   K8S_NS,
   startGvisorDaemon,
+  startVmmDaemon,
   taskClient,
   TestDaemon,
   withDaemon,
 } from "../support/daemon.ts";
 import { createContainer, startPod, type TestPod } from "../support/pod.ts";
-import { runcUnavailable, runscUnavailable, skipUnless } from "../support/env.ts";
+import { runcUnavailable, runscUnavailable, skipUnless, vmUnavailable } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { buildWasmModules, createWasmContainer, wasmToolsUnavailable } from "../support/wasm.ts";
 
@@ -42,28 +44,30 @@ async function churn(
   parallel: number,
   run: (pod: TestPod) => Promise<{ id: string }>,
 ): Promise<void> {
-  // One pod first: the daemon's lazily opened descriptors (helpers, watchers) exist after it.
-  const warm = await startPod(d, { cgroupParent: d.cgroupParent });
-  await d.controller.shutdown(warm.id);
-  const fds = fdCount(d.pid), netns = netnsCount();
   const ids: string[] = [];
-  let next = 0;
+  const lifeOfPod = async () => {
+    const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+    ids.push(pod.id);
+    const c = await run(pod);
+    const t = await taskClient(pod.address);
+    try {
+      const exited = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal((await exited).exitStatus, 0);
+      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+    } finally {
+      t.close();
+    }
+    await d.controller.shutdown(pod.id);
+  };
+  // One pod first: what the daemon opens once, on first use (watchers, helpers), is open after it.
+  await lifeOfPod();
+  const fds = fdCount(d.pid), netns = netnsCount();
+  let next = 1;
   const worker = async () => {
     while (next < pods) {
       next++;
-      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
-      ids.push(pod.id);
-      const c = await run(pod);
-      const t = await taskClient(pod.address);
-      try {
-        const exited = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-        assert.equal((await exited).exitStatus, 0);
-        await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-      } finally {
-        t.close();
-      }
-      await d.controller.shutdown(pod.id);
+      await lifeOfPod();
     }
   };
   await Promise.all(Array.from({ length: parallel }, worker));
@@ -106,5 +110,15 @@ Deno.test({
     withDaemon(
       (d) => churn(d, 30, 3, (pod) => createContainer(d, pod, { args: ["true"] })),
       () => startGvisorDaemon(),
+    ),
+});
+
+Deno.test({
+  name: "churn: 4 VM pods come and go, nothing leaks",
+  ...skipUnless(Deno.uid() !== 0 ? "needs root" : vmUnavailable(), "VM churn"),
+  fn: () =>
+    withDaemon(
+      (d) => churn(d, 4, 2, (pod) => createContainer(d, pod, { args: ["true"] })),
+      () => startVmmDaemon(),
     ),
 });

@@ -8,11 +8,19 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
+import {
+  K8S_NS,
+  mkfifo,
+  readFifo,
+  startVmmDaemon,
+  taskClient,
+  type TestDaemon,
+  withDaemon,
+} from "../support/daemon.ts";
 import { execRequest, writeBundle } from "../support/oci.ts";
 import { withEventsSink } from "../support/events.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
-import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
+import { skipUnless, vmUnavailable } from "../support/env.ts";
 import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
@@ -20,29 +28,6 @@ import { catThroughStreams } from "../support/streams.ts";
 
 function unavailable(): string | undefined {
   return Deno.uid() !== 0 ? "needs root" : vmUnavailable();
-}
-
-async function startVmm(extraArgs: string[] = []): Promise<TestDaemon> {
-  const base = await Deno.makeTempDir({ prefix: "k-" });
-  const config = join(base, "vmm.toml");
-  await Deno.writeTextFile(
-    config,
-    [
-      "[sandbox]",
-      'log_level = "debug"',
-      "[hypervisor]",
-      `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
-      `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
-      "memory_in_mb = 512",
-      "vcpus = 1",
-      "",
-    ].join("\n"),
-  );
-  return await TestDaemon.start({
-    base,
-    kind: "vmm",
-    extraArgs: ["--config", config, ...extraArgs],
-  });
 }
 
 function qemuAlive(pid: number): boolean {
@@ -230,7 +215,7 @@ Deno.test({
       }
       await d.controller.shutdown(b.id);
       assert.deepEqual(await leftovers(d, [a.id, b.id]), []);
-    }, startVmm),
+    }, startVmmDaemon),
 });
 
 Deno.test({
@@ -246,7 +231,7 @@ Deno.test({
     };
     // What a CNI bridge/ptp plugin leaves: eth0 with the pod IP and a default route.
     await ip("netns", "add", ns);
-    const d = await startVmm();
+    const d = await startVmmDaemon();
     try {
       await ip("link", "add", hostIf, "type", "veth", "peer", "name", "eth0", "netns", ns);
       await ip("addr", "add", `10.233.${net}.1/24`, "dev", hostIf);
@@ -331,7 +316,7 @@ Deno.test({
           t.close();
         }
         await assertShutdownLeavesNothing(d, [pod.id]);
-      }, () => startVmm(["--containerd-address", sink.address]))
+      }, () => startVmmDaemon(["--containerd-address", sink.address]))
     );
   },
 });

@@ -13,6 +13,7 @@ import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts
 import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { TaskDefinition as TaskV2 } from "../../src/gen/containerd/runtime/task/v2/shim.ts";
 import { V8_FLAGS } from "../../src/adapters/os/self_command.ts";
+import { GUEST_IMAGE } from "./env.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const MAIN = join(ROOT, "src/main.ts");
@@ -281,4 +282,28 @@ export async function startGvisorDaemon(extra = 'platform = "ptrace"'): Promise<
     `[gvisor]\n${extra}\n${binary ? `binary = ${JSON.stringify(binary)}\n` : ""}`,
   );
   return await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
+}
+
+/** A vmm sandboxer on the guest image, 512 MiB and one vCPU per VM, with debug logs. */
+export async function startVmmDaemon(extraArgs: string[] = []): Promise<TestDaemon> {
+  const base = await Deno.makeTempDir({ prefix: "k-" });
+  const config = join(base, "vmm.toml");
+  await Deno.writeTextFile(
+    config,
+    [
+      "[sandbox]",
+      'log_level = "debug"',
+      "[hypervisor]",
+      `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
+      `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
+      "memory_in_mb = 512",
+      "vcpus = 1",
+      "",
+    ].join("\n"),
+  );
+  return await TestDaemon.start({
+    base,
+    kind: "vmm",
+    extraArgs: ["--config", config, ...extraArgs],
+  });
 }
