@@ -20,12 +20,12 @@ export async function rssBytes(pid: number): Promise<number> {
 export interface FloodResult {
   /** Bytes read from the stream. */
   readonly bytes: number;
-  /** Bytes that were not zero (the floods write /dev/zero). */
-  readonly nonZero: number;
+  /** Bytes that were not what the flood writes (`expected`). */
+  readonly unexpected: number;
   /** Bytes read when Task.Wait answered. */
   readonly readAtExit: number;
   readonly exitStatus: number;
-  /** Highest resident memory of the watched processes, above their level before the flood. */
+  /** The most any watched process's resident memory rose above its level before the flood. */
   readonly peakGrowth: number;
 }
 
@@ -35,6 +35,8 @@ export interface FloodOptions {
   readonly pids: readonly number[];
   /** How long the reader stalls after its first MiB. */
   readonly stallMs: number;
+  /** Which bytes the flood writes (zeros by default, as /dev/zero). */
+  readonly expected?: (byte: number) => boolean;
 }
 
 /**
@@ -49,10 +51,10 @@ export async function readFlood(
   o: FloodOptions,
   start: () => Promise<unknown>,
 ): Promise<FloodResult> {
-  const rss = async () => (await Promise.all(o.pids.map(rssBytes))).reduce((a, b) => a + b, 0);
-  const before = await rss();
-  let peak = before;
-  let bytes = 0, nonZero = 0, readAtExit = -1;
+  const before = await Promise.all(o.pids.map(rssBytes));
+  const peaks = [...before];
+  let bytes = 0, unexpected = 0, readAtExit = -1;
+  const expected = o.expected ?? ((b: number) => b === 0);
   const exited = t.task.wait({ id, execId }, K8S_NS).then((r) => {
     readAtExit = bytes;
     return r.exitStatus;
@@ -63,13 +65,14 @@ export async function readFlood(
   let stalling = true;
   const reading = drainOutput(out, async (d) => {
     bytes += d.length;
-    for (const b of d) if (b !== 0) nonZero++;
+    for (const b of d) if (!expected(b)) unexpected++;
     if (stalling && bytes >= 1 << 20) await stalled;
   });
   let sampling = true;
   const sampler = (async () => {
     while (sampling) {
-      peak = Math.max(peak, await rss());
+      const now = await Promise.all(o.pids.map(rssBytes));
+      now.forEach((b, i) => (peaks[i] = Math.max(peaks[i], b)));
       await new Promise((r) => setTimeout(r, 100));
     }
   })();
@@ -80,7 +83,8 @@ export async function readFlood(
   const exitStatus = await exited;
   sampling = false;
   await sampler;
-  return { bytes, nonZero, readAtExit, exitStatus, peakGrowth: peak - before };
+  const peakGrowth = Math.max(...peaks.map((p, i) => p - before[i]));
+  return { bytes, unexpected, readAtExit, exitStatus, peakGrowth };
 }
 
 /** Lines of `LINE_BYTES` (1000 'x' and a newline) that make just over 1 GiB. */
