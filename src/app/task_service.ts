@@ -375,13 +375,21 @@ export class TaskService implements ProcessExitListener {
     all: boolean,
     opts: CallOptions = {},
   ): Promise<void> {
-    if (!Number.isInteger(signal) || signal < 1 || signal > 64) {
+    if (!Number.isInteger(signal) || signal < 0 || signal > 64) {
       throw new InvalidArgumentError(`Invalid signal ${signal}`);
     }
     return await this.#reg.withContainer(sandboxId, id, async () => {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       const p = this.#process(sb, id, execId);
+      if (signal === 0) {
+        // A liveness probe, as kill(2) has it (iSulad's lib-shim-v2 sends it after a restart):
+        // answered from the exit the monitor recorded, nothing is signalled.
+        if (p.state === "stopped") {
+          throw new NotFoundError(`Process "${execId || id}" already exited`);
+        }
+        return;
+      }
       if (p.state === "stopped" && !(all && !execId)) {
         // A replayed Kill may be what stopped it: the signal was delivered then.
         if (opts.replay) return;

@@ -347,9 +347,9 @@ Deno.test("Task.Kill passes signal, process and all to the runtime", async () =>
   assert.equal(h.tasks.state("sb1", "c1", "").state, "running");
 });
 
-Deno.test("Task.Kill rejects signals outside 1..64 with INVALID_ARGUMENT", async () => {
+Deno.test("Task.Kill rejects signals outside 0..64 with INVALID_ARGUMENT", async () => {
   const h = await withContainer();
-  for (const s of [0, -1, 65, 1.5, NaN, Infinity]) {
+  for (const s of [-1, 65, 1.5, NaN, Infinity]) {
     await assert.rejects(
       async () => await h.tasks.kill("sb1", "c1", "", s, false),
       InvalidArgumentError,
@@ -357,6 +357,14 @@ Deno.test("Task.Kill rejects signals outside 1..64 with INVALID_ARGUMENT", async
   }
   await h.tasks.kill("sb1", "c1", "", 64, false);
   await h.tasks.kill("sb1", "c1", "", 1, false);
+});
+
+Deno.test("Task.Kill with signal 0 probes liveness (iSulad): OK while it runs, NOT_FOUND after", async () => {
+  const h = await withExec(); // its container runs
+  await h.tasks.kill("sb1", "c1", "", 0, false);
+  h.runtime.exit("sb1", "c1", undefined, 0);
+  await assert.rejects(h.tasks.kill("sb1", "c1", "", 0, false), NotFoundError);
+  assert.equal(h.runtime.callsOf("kill").length, 0, "nothing is signalled");
 });
 
 Deno.test("Task.Kill of an exited process is NOT_FOUND", async () => {

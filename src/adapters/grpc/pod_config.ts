@@ -31,11 +31,14 @@ function resources(r: LinuxContainerResources | undefined): PodResources | undef
 
 /**
  * The pod config carried by `options`, or an empty one when there are no
- * options. Options of another type are ignored; undecodable ones are
- * INVALID_ARGUMENT.
+ * options. iSulad sends the PodSandboxConfig with an empty type URL, so
+ * bytes without one are read as a PodSandboxConfig too (as Kuasar does).
+ * Options of another type are ignored; undecodable ones are INVALID_ARGUMENT.
  */
 export function podConfigFromOptions(options: Any | undefined): PodConfig {
-  if (!options || !options.typeUrl.endsWith(POD_SANDBOX_CONFIG_TYPE)) return emptyPodConfig();
+  if (!options || !options.value.length) return emptyPodConfig();
+  const untyped = options.typeUrl === "";
+  if (!untyped && !options.typeUrl.endsWith(POD_SANDBOX_CONFIG_TYPE)) return emptyPodConfig();
   let c: PodSandboxConfig;
   try {
     c = PodSandboxConfig.decode(options.value);
