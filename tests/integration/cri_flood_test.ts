@@ -20,6 +20,11 @@ import { countFloodLog, GIB_LINES, peakRss, pidsWith } from "../support/flood.ts
 import { WASM_IMAGE } from "../support/images.ts";
 import { wasmToolsUnavailable } from "../support/wasm.ts";
 
+/** A shell command that prints `n` lines of 1000 "x" (busybox: no other tools needed). */
+function linesCommand(n: number): string[] {
+  return ["sh", "-c", `yes $(head -c 1000 /dev/zero | tr '\\0' x) | head -n ${n}`];
+}
+
 /** The issue's bound on the sandboxer's resident memory while 1 GiB flows. */
 const MAX_RSS = 200 << 20;
 
@@ -58,11 +63,7 @@ Deno.test({
     withE2E("runc", (e) =>
       flood(
         e,
-        [
-          "sh",
-          "-c",
-          `yes $(head -c 1000 /dev/zero | tr '\\0' x) | head -n ${GIB_LINES}`,
-        ],
+        linesCommand(GIB_LINES),
         undefined,
         () => [e.d.pid],
       )),
@@ -99,11 +100,7 @@ Deno.test({
     withE2E("gvisor", (e) =>
       flood(
         e,
-        [
-          "sh",
-          "-c",
-          `yes $(head -c 1000 /dev/zero | tr '\\0' x) | head -n ${GVISOR_LINES}`,
-        ],
+        linesCommand(GVISOR_LINES),
         undefined,
         () => [e.d.pid],
         GVISOR_LINES,
@@ -127,7 +124,7 @@ Deno.test({
     withE2E("vmm", (e) =>
       flood(
         e,
-        ["sh", "-c", `yes $(head -c 1000 /dev/zero | tr '\\0' x) | head -n ${VM_FLOOD_LINES}`],
+        linesCommand(VM_FLOOD_LINES),
         undefined,
         () => [e.d.pid],
         VM_FLOOD_LINES,

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { K8S_NS, taskClient, withDaemon } from "../support/daemon.ts";
 import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 import { writeBundle } from "../support/oci.ts";
-import { randomId, startPod } from "../support/pod.ts";
+import { createRequest, randomId, startPod } from "../support/pod.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { isMountPoint } from "../../src/adapters/os/mounts.ts";
@@ -56,18 +56,8 @@ Deno.test({
             });
             await setRootPath(bundle, rootPath);
             const rootfs = await overlayRootfs(join(d.base, "snapshots", id));
-            const created = await t.task.create({
-              id,
-              bundle,
-              rootfs: rootfs.map((m) => ({ ...m, options: [...m.options] })),
-              terminal: false,
-              stdin: "",
-              stdout: "",
-              stderr: "",
-              checkpoint: "",
-              parentCheckpoint: "",
-              options: undefined,
-            }, K8S_NS).then(() => "created", (e) => String(e));
+            const created = await t.task.create(createRequest(id, bundle, rootfs), K8S_NS)
+              .then(() => "created", (e) => String(e));
             assert.equal(await isMountPoint(victim), false, `mounted over ${victim}`);
             assert.match(created, /InvalidArgument.*root\.path/, rootPath);
             assert.equal(await isMountPoint(join(bundle, "rootfs")), false);
@@ -106,18 +96,7 @@ Deno.test({
       try {
         const t = await taskClient(pod.address);
         try {
-          await t.task.create({
-            id,
-            bundle,
-            rootfs: [],
-            terminal: false,
-            stdin: "",
-            stdout: "",
-            stderr: "",
-            checkpoint: "",
-            parentCheckpoint: "",
-            options: undefined,
-          }, K8S_NS);
+          await t.task.create(createRequest(id, bundle, []), K8S_NS);
           const waiting = t.task.wait({ id, execId: "" }, K8S_NS);
           await t.task.start({ id, execId: "" }, K8S_NS);
           assert.equal((await waiting).exitStatus, 0);

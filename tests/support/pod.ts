@@ -83,14 +83,42 @@ export async function createContainer(
   o: ContainerOptions,
   id = randomId(),
 ): Promise<{ id: string; pid: number; bundle: string }> {
-  const req = await prepareContainer(d, pod, o, id);
+  return await createTask(pod, await prepareContainer(d, pod, o, id));
+}
+
+/** Task.Create of `req` in `pod` on a connection of its own; returns the id, pid and bundle. */
+export async function createTask(
+  pod: TestPod,
+  req: CreateTaskRequest,
+): Promise<{ id: string; pid: number; bundle: string }> {
   const t = await taskClient(pod.address);
   try {
     const r = await t.task.create(req, K8S_NS);
-    return { id, pid: r.pid, bundle: req.bundle };
+    return { id: req.id, pid: r.pid, bundle: req.bundle };
   } finally {
     t.close();
   }
+}
+
+/** A Task.Create request as containerd's CRI makes it: no checkpoint, no options. */
+export function createRequest(
+  id: string,
+  bundle: string,
+  rootfs: readonly { type: string; source: string; target: string; options: readonly string[] }[],
+  io: { terminal?: boolean; stdin?: string; stdout?: string; stderr?: string } = {},
+): CreateTaskRequest {
+  return {
+    id,
+    bundle,
+    rootfs: rootfs.map((m) => ({ ...m, options: [...m.options] })),
+    terminal: io.terminal ?? false,
+    stdin: io.stdin ?? "",
+    stdout: io.stdout ?? "",
+    stderr: io.stderr ?? "",
+    checkpoint: "",
+    parentCheckpoint: "",
+    options: undefined,
+  };
 }
 
 /** Writes the bundle and rootfs of `createContainer`; returns its Task.Create request. */
@@ -107,19 +135,7 @@ export async function prepareContainer(
     sandboxPid: pod.pid,
     sandboxId: pod.id,
   });
-  const rootfs = await overlayRootfs(join(d.base, "snapshots", id));
-  return {
-    id,
-    bundle,
-    rootfs: rootfs.map((m) => ({ ...m, options: [...m.options] })),
-    terminal: o.terminal ?? false,
-    stdin: o.stdin ?? "",
-    stdout: o.stdout ?? "",
-    stderr: o.stderr ?? "",
-    checkpoint: "",
-    parentCheckpoint: "",
-    options: undefined,
-  };
+  return createRequest(id, bundle, await overlayRootfs(join(d.base, "snapshots", id)), o);
 }
 
 /** createContainer, then Task.Start: a running container. */

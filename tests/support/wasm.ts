@@ -8,9 +8,9 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
-import { K8S_NS, taskClient, type TestDaemon } from "./daemon.ts";
+import type { TestDaemon } from "./daemon.ts";
 import { has } from "./env.ts";
-import { randomId, type TestPod } from "./pod.ts";
+import { createRequest, createTask, randomId, type TestPod } from "./pod.ts";
 
 const SRC = fileURLToPath(new URL("../wasm/", import.meta.url));
 const CACHE = Deno.env.get("KUASAR_TEST_WASM") ?? "/var/cache/kuasar-test/wasm";
@@ -112,14 +112,7 @@ export async function createWasmContainer(
   o: WasmContainerOptions,
   id = randomId(),
 ): Promise<{ id: string; pid: number; bundle: string }> {
-  const req = await prepareWasmContainer(d, pod, modules, o, id);
-  const t = await taskClient(pod.address);
-  try {
-    const r = await t.task.create(req, K8S_NS);
-    return { id, pid: r.pid, bundle: req.bundle };
-  } finally {
-    t.close();
-  }
+  return await createTask(pod, await prepareWasmContainer(d, pod, modules, o, id));
 }
 
 /** Writes the layer and bundle of `createWasmContainer`; returns its Task.Create request. */
@@ -166,21 +159,10 @@ export async function prepareWasmContainer(
     },
   };
   await Deno.writeTextFile(join(bundle, "config.json"), JSON.stringify(spec));
-  return {
-    id,
-    bundle,
-    rootfs: [{
-      type: "overlay",
-      source: "overlay",
-      target: "",
-      options: [`lowerdir=${layer}`, `upperdir=${upper}`, `workdir=${work}`],
-    }],
-    terminal: false,
-    stdin: o.stdin ?? "",
-    stdout: o.stdout ?? "",
-    stderr: o.stderr ?? "",
-    checkpoint: "",
-    parentCheckpoint: "",
-    options: undefined,
-  };
+  return createRequest(id, bundle, [{
+    type: "overlay",
+    source: "overlay",
+    target: "",
+    options: [`lowerdir=${layer}`, `upperdir=${upper}`, `workdir=${work}`],
+  }], o);
 }
