@@ -10,8 +10,17 @@
 //   - "@stream": a pipe the monitor owns and serves on --io-socket, framed as
 //     [tag u8][length u32 BE][data] with tag 0 stdin (daemon → monitor),
 //     1 stdout, 2 stderr, and length 0 meaning end of that stream. Output is
-//     buffered (bounded) while no daemon is connected, so a daemon restart
-//     loses nothing; the monitor lingers after the exit until it is delivered.
+//     kept until the daemon acknowledges it (tag 3 for stdout, 4 for stderr,
+//     data a u32 BE count of bytes newly passed on to the reader), so what a
+//     daemon killed mid-stream had received but not passed on is sent again
+//     to the next one: nothing is lost. At most IO_WINDOW bytes of each
+//     stream are unacknowledged, so an unread stream never holds up the other
+//     on the shared socket. The monitor lingers after the exit until its
+//     output is acknowledged. Stdin is acknowledged the other way (tag 0
+//     from the monitor, a u32 BE count of bytes passed on to the process),
+//     so the daemon's unacknowledged stdin is bounded and the socket is
+//     always read: acknowledgements never wait behind stdin the process
+//     does not take.
 // With --console-socket it receives the pty master from the runtime and
 // copies between it and the stdio; --control takes "resize <w> <h>" and
 // "close-stdin" lines.
@@ -34,7 +43,10 @@
 #include <unistd.h>
 
 #define MAX_EARLY 64
-#define OUT_LIMIT (1 << 20)    // buffered output before the container is made to wait
+#define OUT_LIMIT (1 << 20)    // buffered output per stream before the container is made to wait
+#define IO_WINDOW (256 << 10)  // unacknowledged output per stream on the io socket
+#define IO_FRAME (32 << 10)    // largest output frame payload
+#define STDIN_ACK 5            // cur_tag of a stdin acknowledgement (sent with tag 0)
 #define DRAIN_MS 2000          // how long output may trail the process exit
 #define LINGER_MS 60000        // how long undelivered output waits for a daemon
 
@@ -113,6 +125,15 @@ static long read_pid_file(const char *path) {
 
 static int is_stream(const char *p) { return p && !strcmp(p, STREAM); }
 
+// Output of one stream (tag 1 or 2) on its way to the daemon.
+struct outq {
+  struct buf b;               // bytes from off on: read from the process, not yet acknowledged
+  size_t off;
+  size_t sent;                // of those, bytes sent on the current connection
+  int ended;                  // the process's side ended: an end frame follows the data
+  int end_sent;               // that end frame was sent on the current connection
+};
+
 // The monitor's state after the runtime has run.
 struct mon {
   int master;                 // pty master, or -1
@@ -123,38 +144,158 @@ struct mon {
   int in_w;                   // where stdin data goes: pipe write end or the master, -1 if none
   int in_closing;             // close in_w once inq drains
   struct buf inq;             // stdin bytes waiting for in_w
-  struct buf outq;            // framed output waiting for the io client
-  size_t head_sent;           // bytes of outq's first frame already sent
+  struct outq out[3];         // output of tags 1 and 2 not yet acknowledged
+  uint32_t in_ack;            // stdin bytes from the io socket passed on, not yet acknowledged
+  unsigned char ack_frame[9]; // the stdin acknowledgement being sent
+  int cur_tag;                // tag of the frame being sent (0: none; STDIN_ACK: ack_frame)
+  uint32_t cur_len;           // its payload length (0: an end frame)
+  size_t head_sent;           // bytes of that frame already sent
+  int next_tag;               // which stream goes first next (round robin)
   int io_listen, io_client;   // io socket
   struct buf ioin;            // partial frame from the io client
   int streamed[3];            // which stdio go through the io socket
 };
 
-static void enqueue(struct mon *m, int tag, const char *data, uint32_t n) {
-  unsigned char h[5] = {(unsigned char)tag, n >> 24, n >> 16, n >> 8, n};
-  buf_append(&m->outq, h, 5);
-  if (n) buf_append(&m->outq, data, n);
+static size_t q_len(const struct outq *q) { return q->b.len - q->off; }
+
+// q_drop forgets the first n acknowledged bytes; the buffer is compacted
+// only when the dead head is large, so each byte is moved about once.
+static void q_drop(struct outq *q, size_t n) {
+  q->off += n;
+  if (q->off >= q->b.len) {
+    buf_consume(&q->b, q->b.len);  // gives a large buffer back
+    q->off = 0;
+  } else if (q->off > 65536 && q->off * 2 > q->b.len) {
+    buf_consume(&q->b, q->off);
+    q->off = 0;
+  }
 }
 
-// flush_out sends whole frames to the io client; a client that goes away
-// mid-frame gets the frame again from its start on the next connection.
+// A new (or no) io connection: nothing is in flight on it. Unacknowledged
+// output is sent again from its start, and each end frame once more. The
+// daemon that gets it may already have passed on what it had received but
+// not acknowledged (killed between the two): at most that is duplicated.
+static void io_reset(struct mon *m) {
+  m->cur_tag = 0;
+  m->in_ack = 0;  // the next daemon starts with an empty stdin window
+  m->head_sent = 0;
+  for (int t = 1; t < 3; t++) {
+    m->out[t].sent = 0;
+    m->out[t].end_sent = 0;
+  }
+  buf_free(&m->ioin);
+}
+
+static void io_drop(struct mon *m) {
+  close(m->io_client);
+  m->io_client = -1;
+  io_reset(m);
+}
+
+// next_frame picks the next frame to send: data of a stream within its
+// window, or its end once all of it was sent. Streams take turns.
+static int next_frame(struct mon *m) {
+  if (m->in_ack) {
+    uint32_t a = m->in_ack;
+    unsigned char f[9] = {0, 0, 0, 0, 4, a >> 24, a >> 16, a >> 8, a};
+    memcpy(m->ack_frame, f, sizeof f);
+    m->in_ack = 0;
+    m->cur_tag = STDIN_ACK;
+    m->head_sent = 0;
+    return 1;
+  }
+  for (int k = 0; k < 2; k++) {
+    int t = k == 0 ? m->next_tag : 3 - m->next_tag;
+    struct outq *q = &m->out[t];
+    size_t avail = q_len(q) - q->sent;
+    if (avail && q->sent < IO_WINDOW) {
+      size_t n = IO_WINDOW - q->sent;
+      if (n > avail) n = avail;
+      if (n > IO_FRAME) n = IO_FRAME;
+      m->cur_tag = t;
+      m->cur_len = (uint32_t)n;
+    } else if (!avail && q->ended && !q->end_sent) {
+      m->cur_tag = t;
+      m->cur_len = 0;
+    } else {
+      continue;
+    }
+    m->head_sent = 0;
+    m->next_tag = 3 - t;
+    return 1;
+  }
+  return 0;
+}
+
+// out_ready: there is a frame to send (or one half sent).
+static int out_ready(struct mon *m) {
+  if (m->cur_tag || m->in_ack) return 1;
+  for (int t = 1; t < 3; t++) {
+    struct outq *q = &m->out[t];
+    size_t avail = q_len(q) - q->sent;
+    if ((avail && q->sent < IO_WINDOW) || (!avail && q->ended && !q->end_sent)) return 1;
+  }
+  return 0;
+}
+
+// flush_out sends frames to the io client. A frame is never split across
+// connections: one left half sent is dropped with its connection, and its
+// bytes (not acknowledged) go again from a frame start on the next.
 static void flush_out(struct mon *m) {
-  while (m->io_client >= 0 && m->outq.len >= 5) {
-    unsigned char *h = (unsigned char *)m->outq.p;
-    size_t flen = 5 + ((size_t)h[1] << 24 | (size_t)h[2] << 16 | (size_t)h[3] << 8 | h[4]);
-    ssize_t w = send(m->io_client, m->outq.p + m->head_sent, flen - m->head_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+  while (m->io_client >= 0 && (m->cur_tag || next_frame(m))) {
+    if (m->cur_tag == STDIN_ACK) {
+      ssize_t w = send(m->io_client, m->ack_frame + m->head_sent, sizeof m->ack_frame - m->head_sent,
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (w < 0) {
+        if (errno == EAGAIN || errno == EINTR) return;
+        io_drop(m);
+        return;
+      }
+      m->head_sent += (size_t)w;
+      if (m->head_sent < sizeof m->ack_frame) return;
+      m->cur_tag = 0;
+      m->head_sent = 0;
+      continue;
+    }
+    struct outq *q = &m->out[m->cur_tag];
+    uint32_t n = m->cur_len;
+    unsigned char h[5] = {(unsigned char)m->cur_tag, n >> 24, n >> 16, n >> 8, n};
+    size_t flen = 5 + (size_t)n;
+    struct iovec iov[2];
+    int niov = 0;
+    if (m->head_sent < 5) iov[niov++] = (struct iovec){h + m->head_sent, 5 - m->head_sent};
+    size_t doff = m->head_sent < 5 ? 0 : m->head_sent - 5;
+    if (n) iov[niov++] = (struct iovec){q->b.p + q->off + q->sent + doff, n - doff};
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = iov;
+    msg.msg_iovlen = (size_t)niov;
+    ssize_t w = sendmsg(m->io_client, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno == EAGAIN || errno == EINTR) return;
-      close(m->io_client);
-      m->io_client = -1;
-      m->head_sent = 0;
+      io_drop(m);
       return;
     }
     m->head_sent += (size_t)w;
     if (m->head_sent < flen) return;
-    buf_consume(&m->outq, flen);
+    if (n) q->sent += n;
+    else q->end_sent = 1;
+    m->cur_tag = 0;
     m->head_sent = 0;
   }
+}
+
+// on_ack: the daemon passed n more bytes of stream t on to its reader.
+static void on_ack(struct mon *m, int t, uint32_t n) {
+  struct outq *q = &m->out[t];
+  if (n > q->sent) n = (uint32_t)q->sent;  // only whole frames sent on this connection
+  q_drop(q, n);
+  q->sent -= n;
+}
+
+// stdin_done: n stdin bytes were passed on (or let go): the daemon may send more.
+static void stdin_done(struct mon *m, size_t n) {
+  if (m->streamed[0] && m->io_client >= 0) m->in_ack += (uint32_t)n;
 }
 
 static void flush_in(struct mon *m) {
@@ -162,9 +303,11 @@ static void flush_in(struct mon *m) {
     ssize_t w = write(m->in_w, m->inq.p, m->inq.len);
     if (w < 0) {
       if (errno == EAGAIN || errno == EINTR) return;
+      stdin_done(m, m->inq.len);
       m->inq.len = 0;  // the reader is gone
       break;
     }
+    stdin_done(m, (size_t)w);
     buf_consume(&m->inq, (size_t)w);
   }
   if (m->in_w >= 0 && m->in_closing && !m->inq.len && m->in_w != m->master) {
@@ -179,10 +322,7 @@ static void io_read(struct mon *m) {
   ssize_t r = read(m->io_client, tmp, sizeof tmp);
   if (r <= 0) {
     if (r < 0 && (errno == EAGAIN || errno == EINTR)) return;
-    close(m->io_client);
-    m->io_client = -1;
-    m->head_sent = 0;
-    buf_free(&m->ioin);
+    io_drop(m);
     return;
   }
   buf_append(&m->ioin, tmp, (size_t)r);
@@ -191,12 +331,17 @@ static void io_read(struct mon *m) {
     uint32_t n = (uint32_t)h[1] << 24 | (uint32_t)h[2] << 16 | (uint32_t)h[3] << 8 | h[4];
     if (m->ioin.len < 5 + (size_t)n) break;
     if (h[0] == 0 && m->streamed[0]) {
-      if (n) buf_append(&m->inq, m->ioin.p + 5, n);
+      if (n && m->in_w >= 0) buf_append(&m->inq, m->ioin.p + 5, n);
+      else if (n) stdin_done(m, n);  // nowhere to go: let go
       else m->in_closing = 1;
+    } else if ((h[0] == 3 || h[0] == 4) && n == 4) {
+      unsigned char *a = (unsigned char *)m->ioin.p + 5;
+      on_ack(m, h[0] - 2, (uint32_t)a[0] << 24 | (uint32_t)a[1] << 16 | (uint32_t)a[2] << 8 | a[3]);
     }
     buf_consume(&m->ioin, 5 + n);
   }
   flush_in(m);
+  flush_out(m);  // acknowledgements open the window
 }
 
 static void handle_control(int lsock, struct mon *m) {
@@ -237,7 +382,7 @@ static void pump(struct mon *m, int tag) {
       buf_append(&m->inq, buf, (size_t)r);
       flush_in(m);
     } else if (m->streamed[tag]) {
-      enqueue(m, tag, buf, (uint32_t)r);
+      buf_append(&m->out[tag].b, buf, (size_t)r);
       flush_out(m);
     } else {
       write_all(m->out_fd, buf, (size_t)r);
@@ -259,7 +404,7 @@ static void pump(struct mon *m, int tag) {
     close(m->src[tag]);
   }
   m->src[tag] = -1;
-  if (m->src_open[tag] && m->streamed[tag]) enqueue(m, tag, NULL, 0);
+  if (m->src_open[tag] && m->streamed[tag]) m->out[tag].ended = 1;
   m->src_open[tag] = 0;
   flush_out(m);
 }
@@ -369,6 +514,7 @@ int cmd_monitor(int argc, char **argv) {
   }
   struct mon m;
   memset(&m, 0, sizeof m);
+  m.next_tag = 1;
   m.streamed[0] = is_stream(in);
   m.streamed[1] = is_stream(out);
   m.streamed[2] = is_stream(err);
@@ -537,7 +683,10 @@ int cmd_monitor(int argc, char **argv) {
     if (done) {
       // A connected daemon that is behind (its reader is slow) is not an
       // orphan holding the pipe: the output still moves, so the clock waits.
-      if (m.io_client >= 0 && m.outq.len > OUT_LIMIT) exited_at = now_ms();
+      // Nor is output it has yet to acknowledge given up on while it is connected.
+      int backlog = q_len(&m.out[1]) > OUT_LIMIT || q_len(&m.out[2]) > OUT_LIMIT;
+      int unacked = q_len(&m.out[1]) || q_len(&m.out[2]);
+      if (m.io_client >= 0 && (backlog || (!outputs_open && unacked))) exited_at = now_ms();
       long long since = now_ms() - exited_at;
       // Output that trails the exit (an orphan holding the pipe) is cut off.
       if (outputs_open && since > DRAIN_MS) {
@@ -545,14 +694,13 @@ int cmd_monitor(int argc, char **argv) {
           if (!m.src_open[t]) continue;
           if (m.src[t] >= 0 && m.src[t] != m.master) close(m.src[t]);
           m.src[t] = -1;
-          if (m.streamed[t]) enqueue(&m, t, NULL, 0);
+          if (m.streamed[t]) m.out[t].ended = 1;
           m.src_open[t] = 0;
         }
         flush_out(&m);
         outputs_open = 0;
       }
-      int undelivered = m.outq.len > 0;
-      if (!outputs_open && (!undelivered || since > LINGER_MS)) break;
+      if (!outputs_open && (!unacked || since > LINGER_MS)) break;
     }
     struct pollfd p[8];
     int n = 0, isig, ictl = -1, ilis = -1, icli = -1, isrc[3] = {-1, -1, -1}, iin = -1;
@@ -569,12 +717,12 @@ int cmd_monitor(int argc, char **argv) {
     if (m.io_client >= 0) {
       icli = n;
       short ev = m.inq.len < OUT_LIMIT ? POLLIN : 0;
-      if (m.outq.len) ev |= POLLOUT;
+      if (out_ready(&m)) ev |= POLLOUT;
       p[n++] = (struct pollfd){m.io_client, ev, 0};
     }
     for (int t = 0; t < 3; t++) {
       if (m.src[t] < 0) continue;
-      if (t > 0 && m.outq.len > OUT_LIMIT) continue;  // backpressure
+      if (t > 0 && q_len(&m.out[t]) > OUT_LIMIT) continue;  // backpressure, per stream
       isrc[t] = n;
       p[n++] = (struct pollfd){m.src[t], POLLIN, 0};
     }
@@ -599,8 +747,7 @@ int cmd_monitor(int argc, char **argv) {
         // A new daemon connection replaces the old one; resend from a frame start.
         if (m.io_client >= 0) close(m.io_client);
         m.io_client = c;
-        m.head_sent = 0;
-        buf_free(&m.ioin);
+        io_reset(&m);
         flush_out(&m);
         continue;
       }
@@ -618,6 +765,7 @@ int cmd_monitor(int argc, char **argv) {
       wait_out = -1;
     }
     if (m.in_w == m.master && m.master >= 0 && m.inq.len) flush_in(&m);
+    flush_out(&m);  // stdin acknowledgements of what flush_in passed on
     if (p[isig].revents & POLLIN) {
       struct signalfd_siginfo si;
       while (read(sfd, &si, sizeof si) > 0) {

@@ -11,7 +11,9 @@
 // When the daemon goes away, client connections stay open: the relay stops
 // reading from them, retries the backend every 100 ms, and on reconnection
 // replays every request that has not been answered yet (a Task.Wait, say),
-// in stream-id order, each marked with ttrpc metadata `kuasar-replay: 1`. For a client stream it replays the request and the
+// in stream-id order, each marked with ttrpc metadata `kuasar-replay: 1` (a mark
+// only the relay makes: it takes the key out of every request a client sends,
+// see strip_replay). For a client stream it replays the request and the
 // first data frame (containerd's StreamInit) and drops the new daemon's
 // second acknowledgement. Only whole frames are forwarded to the client, so
 // a daemon that dies mid-frame never corrupts a connection. Frames a client
@@ -138,6 +140,131 @@ static void drop_pending(struct conn *c, uint32_t id) {
   }
 }
 
+// Only the relay may mark a request as a replay (the daemon then answers a
+// call that already took effect with its outcome), so it takes every
+// `kuasar-replay` entry out of what clients send. The daemon's decoder
+// (ts-proto over @bufbuild/protobuf) is lenient: it stops at a zero or
+// end-group tag, lets a field overrun its enclosing message, skips unknown
+// wire types. Rather than imitate each of those, the relay strips from
+// payloads that parse strictly (every field whole, within its message) and
+// puts a poison entry {key "kuasar-replay", value ""} first in any other:
+// the daemon honours a replay only when "1" is the key's one value, so an
+// entry hidden where the relay could not find it is never honoured.
+static const char REPLAY_POISON[] = "\x2a\x0f\x0a\x0dkuasar-replay";
+#define REPLAY_POISON_LEN (sizeof REPLAY_POISON - 1)
+
+// Reads a varint of at most `max` bytes from p[*pos..end).
+static int pb_varint(const unsigned char *p, size_t end, size_t *pos, int max, uint64_t *v) {
+  uint64_t r = 0;
+  for (int i = 0; i < max && *pos < end; i++) {
+    unsigned char b = p[(*pos)++];
+    r |= (uint64_t)(b & 0x7f) << (7 * i);
+    if (!(b & 0x80)) {
+      *v = r;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+// Reads one field at p[*pos..end), leaving *pos after it: its field number,
+// and for a length-delimited one where its value starts and its length.
+// Refuses what is not plainly well formed: tag 0, groups, a value past `end`.
+static int pb_field(const unsigned char *p, size_t end, size_t *pos, uint32_t *field, int *wt,
+                    size_t *vs, size_t *vl) {
+  uint64_t tag, v;
+  if (!pb_varint(p, end, pos, 5, &tag) || tag > 0xffffffffu || (tag >> 3) == 0) return 0;
+  *field = (uint32_t)(tag >> 3);
+  *wt = (int)(tag & 7);
+  switch (*wt) {
+    case 0:
+      return pb_varint(p, end, pos, 10, &v);
+    case 1:
+    case 5: {
+      size_t n = *wt == 1 ? 8 : 4;
+      if (end - *pos < n) return 0;
+      *pos += n;
+      return 1;
+    }
+    case 2:
+      if (!pb_varint(p, end, pos, 5, &v) || v > end - *pos) return 0;
+      *vs = *pos;
+      *vl = (size_t)v;
+      *pos += (size_t)v;
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+// Whether key bytes decode to "kuasar-replay" once the daemon has lower-cased
+// them: ASCII in any case, a leading BOM (TextDecoder drops it) and the
+// KELVIN SIGN (U+212A, lower-cased to "k"; no other code point lower-cases
+// to a letter of the key).
+static int is_replay_key(const unsigned char *k, size_t n) {
+  static const char want[] = "kuasar-replay";
+  size_t i = 0;
+  if (n >= 3 && k[0] == 0xef && k[1] == 0xbb && k[2] == 0xbf) i = 3;
+  for (const char *w = want; *w; w++) {
+    unsigned char c = i < n ? k[i] : 0;
+    if (c >= 'A' && c <= 'Z') c = (unsigned char)(c + 32);
+    if (i < n && c == (unsigned char)*w) {
+      i++;
+    } else if (*w == 'k' && n - i >= 3 && k[i] == 0xe2 && k[i + 1] == 0x84 && k[i + 2] == 0xaa) {
+      i += 3;
+    } else {
+      return 0;
+    }
+  }
+  return i == n;
+}
+
+// A KeyValue at p[0..n): 1 when it parses, with *mark set when a key (any of
+// them: the decoder keeps the last) is the replay key.
+static int pb_keyvalue(const unsigned char *p, size_t n, int *mark) {
+  size_t pos = 0, vs = 0, vl = 0;
+  uint32_t field;
+  int wt;
+  *mark = 0;
+  while (pos < n) {
+    if (!pb_field(p, n, &pos, &field, &wt, &vs, &vl)) return 0;
+    if (field == 1 && wt == 2 && is_replay_key(p + vs, vl)) *mark = 1;
+  }
+  return 1;
+}
+
+// Writes request frame `f` (whole, header included) to `out` without the
+// replay entries a client put in its metadata (Request field 5).
+static void strip_replay(struct buf *out, const char *f, size_t n) {
+  const unsigned char *p = (const unsigned char *)f + HDR;
+  size_t len = n - HDR, pos = 0, vs = 0, vl = 0;
+  struct buf body = {0};
+  int ok = 1;
+  while (ok && pos < len) {
+    size_t start = pos;
+    uint32_t field;
+    int wt, mark = 0;
+    ok = pb_field(p, len, &pos, &field, &wt, &vs, &vl);
+    if (ok && field == 5) ok = wt == 2 && pb_keyvalue(p + vs, vl, &mark);
+    if (ok && !mark) buf_append(&body, p + start, pos - start);
+  }
+  unsigned char h[HDR];
+  memcpy(h, f, HDR);
+  uint32_t m = (uint32_t)(ok ? body.len : REPLAY_POISON_LEN + len);
+  h[0] = (unsigned char)(m >> 24);
+  h[1] = (unsigned char)(m >> 16);
+  h[2] = (unsigned char)(m >> 8);
+  h[3] = (unsigned char)m;
+  buf_append(out, h, HDR);
+  if (ok) {
+    buf_append(out, body.p, body.len);
+  } else {
+    buf_append(out, REPLAY_POISON, REPLAY_POISON_LEN);
+    buf_append(out, p, len);
+  }
+  buf_free(&body);
+}
+
 // A whole frame from containerd: remember what a new daemon would need.
 static void client_frame(struct conn *c, const char *f, size_t n) {
   const unsigned char *h = (const unsigned char *)f;
@@ -147,11 +274,15 @@ static void client_frame(struct conn *c, const char *f, size_t n) {
     if (!p) die("out of memory");
     p->id = id;
     p->streaming = (h[9] & F_REMOTE_OPEN) != 0;
-    buf_append(&p->req, f, n);
+    // What is forwarded and kept for a replay carries no client-made mark.
+    strip_replay(&p->req, f, n);
     struct pending **pp = &c->pend;
     while (*pp) pp = &(*pp)->next;
     *pp = p;
-  } else if (h[8] == T_DATA) {
+    if (c->bfd >= 0) buf_append(&c->tob, p->req.p, p->req.len);
+    return;
+  }
+  if (h[8] == T_DATA) {
     struct pending *p = find_pending(c, id);
     if (p && p->streaming && !p->first.len) buf_append(&p->first, f, n);
   }

@@ -25,12 +25,19 @@ function fdCount(pid: number): number {
   return [...Deno.readDirSync(`/proc/${pid}/fd`)].length;
 }
 
-/** Distinct network namespaces of the node's processes. */
-function netnsCount(): number {
+/**
+ * Distinct network namespaces held by processes of daemon `d` (in its cgroup
+ * parent, or naming its directory): a namespace lives as long as a process,
+ * a mount or an fd holds it; mounts and the daemon's fds are counted apart.
+ */
+function netnsOf(d: TestDaemon): number {
   const seen = new Set<string>();
   for (const e of Deno.readDirSync("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
     try {
+      const cmd = Deno.readTextFileSync(`/proc/${e.name}/cmdline`);
+      const cgroup = Deno.readTextFileSync(`/proc/${e.name}/cgroup`);
+      if (!cmd.includes(d.base) && !cgroup.includes(`:${d.cgroupParent}/`)) continue;
       seen.add(Deno.readLinkSync(`/proc/${e.name}/ns/net`));
     } catch { /* gone, or a kernel thread */ }
   }
@@ -62,7 +69,7 @@ async function churn(
   };
   // One pod first: what the daemon opens once, on first use (watchers, helpers), is open after it.
   await lifeOfPod();
-  const fds = fdCount(d.pid), netns = netnsCount();
+  const fds = fdCount(d.pid), netns = netnsOf(d);
   let next = 1;
   const worker = async () => {
     while (next < pods) {
@@ -78,7 +85,7 @@ async function churn(
     await new Promise((r) => setTimeout(r, 100));
   }
   assert.ok(fdCount(d.pid) <= fds, `daemon fds: ${fds} before, ${fdCount(d.pid)} after`);
-  assert.ok(netnsCount() <= netns, `network namespaces: ${netns} before, ${netnsCount()} after`);
+  assert.ok(netnsOf(d) <= netns, `network namespaces: ${netns} before, ${netnsOf(d)} after`);
 }
 
 Deno.test({

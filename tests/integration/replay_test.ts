@@ -14,6 +14,9 @@ import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 import { buildWasmModules, prepareWasmContainer, wasmToolsUnavailable } from "../support/wasm.ts";
 import { Code } from "../../src/domain/errors.ts";
+import { encodeFrame, FrameDecoder, MessageType } from "../../src/adapters/ttrpc/frame.ts";
+import { Request, Response } from "../../src/gen/ttrpc/request.ts";
+import { StartRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 
 const ROUNDS = 10;
 
@@ -178,4 +181,112 @@ Deno.test({
       assert.deepEqual(wrong, [], "every client got the true outcome of its call");
       await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => TestDaemon.start({ kind: "wasm" })),
+});
+
+// Only the relay marks replays: a client's own `kuasar-replay` must not make
+// the daemon answer a repeated call as if it were one.
+const FORGED = { metadata: { ...K8S_NS.metadata, "kuasar-replay": "1" } };
+
+/** Field 5 of a ttrpc Request (one metadata entry), encoded. */
+function entry(key: string, value: string): Uint8Array {
+  return Request.encode({
+    service: "",
+    method: "",
+    payload: new Uint8Array(),
+    timeoutNano: 0n,
+    metadata: [{ key, value }],
+  })
+    .finish();
+}
+
+/**
+ * One Task call written as raw bytes, its Request's metadata ending with
+ * `tail` (entries the typed client cannot send); returns the status code.
+ */
+async function rawCall(
+  address: string,
+  method: string,
+  payload: Uint8Array,
+  tail: Uint8Array,
+): Promise<number> {
+  const head = Request.encode({
+    service: "containerd.task.v3.Task",
+    method,
+    payload,
+    timeoutNano: 0n,
+    metadata: Object.entries(K8S_NS.metadata).map(([key, value]) => ({ key, value })),
+  }).finish();
+  const body = new Uint8Array(head.length + tail.length);
+  body.set(head);
+  body.set(tail, head.length);
+  const conn = await Deno.connect({
+    transport: "unix",
+    path: address.replace("ttrpc+unix://", ""),
+  });
+  try {
+    const frame = encodeFrame(1, MessageType.REQUEST, 0, body);
+    for (let at = 0; at < frame.length;) at += await conn.write(frame.subarray(at));
+    const frames = new FrameDecoder();
+    const buf = new Uint8Array(65536);
+    for (;;) {
+      const f = frames.next();
+      if (f?.kind === "frame") return Response.decode(f.frame.payload).status?.code ?? Code.OK;
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("the relay closed the connection without an answer");
+      frames.push(buf.subarray(0, n));
+    }
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test({
+  name: "runC: a kuasar-replay mark sent by a client is not honoured",
+  ...skipUnless(runcUnavailable(), "runC replay"),
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d);
+      const t = await taskClient(pod.address);
+      const stopped = await createContainer(d, pod, { args: ["true"] });
+      const exited = t.task.wait({ id: stopped.id, execId: "" }, K8S_NS);
+      await t.task.start({ id: stopped.id, execId: "" }, K8S_NS);
+      await exited;
+      const startStopped = StartRequest.encode({ id: stopped.id, execId: "" }).finish();
+      const codeOf = (p: Promise<unknown>) =>
+        p.then(() => Code.OK, (e) => (e as { code?: number }).code);
+      await assert.rejects(t.task.start({ id: stopped.id, execId: "" }, FORGED), {
+        code: Code.FAILED_PRECONDITION,
+      });
+      await assert.rejects(
+        t.task.kill({ id: stopped.id, execId: "", signal: 15, all: false }, FORGED),
+        { code: Code.NOT_FOUND },
+      );
+      const req = await prepareContainer(d, pod, { args: ["sleep", "100"] });
+      await t.task.create(req, K8S_NS);
+      await assert.rejects(t.task.create(req, FORGED), { code: Code.ALREADY_EXISTS });
+      // Entries the daemon's decoder reads as the mark however they are spelled
+      // or hidden: other cases, a KELVIN SIGN for the "k", a "0" before the
+      // "1", and one inside another entry that ends at a zero tag (the decoder
+      // then reads on from there).
+      const hidden = [...entry("x", "").subarray(2), 0, ...entry("kuasar-replay", "1")];
+      const tails: Record<string, Uint8Array> = {
+        "upper case": entry("KUASAR-Replay", "1"),
+        "kelvin sign": entry("\u212auasar-replay", "1"),
+        "0 then 1": new Uint8Array([
+          ...entry("kuasar-replay", "0"),
+          ...entry("kuasar-replay", "1"),
+        ]),
+        "hidden": new Uint8Array([0x2a, hidden.length, ...hidden]),
+      };
+      const wrong: string[] = [];
+      for (const [name, tail] of Object.entries(tails)) {
+        const code = await rawCall(pod.address, "Start", startStopped, tail);
+        if (code !== Code.FAILED_PRECONDITION) wrong.push(`${name}: code ${code}`);
+      }
+      assert.deepEqual(wrong, [], "every forged mark is refused like a plain second Start");
+      assert.equal(await codeOf(t.task.start({ id: req.id, execId: "" }, K8S_NS)), Code.OK);
+      await t.task.kill({ id: req.id, execId: "", signal: 9, all: false }, K8S_NS);
+      t.close();
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
 });

@@ -219,7 +219,12 @@ export class GuestStdio {
       if ("stream" in end) {
         const q = this.#stdinQueue = new AsyncQueue<Uint8Array>();
         this.#stdinChannel = hub.input(scope, end.stream);
-        this.#stdinChannel.setSink((d) => Promise.resolve(d ? q.push(d) : q.close()));
+        // Taken by the copy to the guest (which waits for the guest's window) before more comes.
+        this.#stdinChannel.setSink((d) => {
+          if (!d) return Promise.resolve(q.close());
+          q.push(d);
+          return q.taken();
+        });
         source = q;
       } else {
         this.#stdinPath = end.path;

@@ -100,13 +100,24 @@ export class ProcessIo {
     if (!ids.stdin && !ids.stdout && !ids.stderr) return;
     this.#bridges.get(token)?.close();
     const out = [undefined, ids.stdout, ids.stderr] as const;
+    // Not awaited: the monitor's per-stream window bounds what a channel gets,
+    // and waiting here would stop the other stream's frames too.
     const bridge = new MonitorIo(await this.#socket(token, "io"), (tag, data) => {
       const id = out[tag];
-      if (!id) return;
+      if (!id) {
+        if (data) bridge.ack(tag, data.length); // not streamed here: nobody reads it
+        return;
+      }
       const ch = this.#hub.output(scope, id);
-      if (data) return ch.push(data);
-      ch.end();
+      if (data) void ch.push(data);
+      else ch.end();
     });
+    // Output is acknowledged once sent on to the reader: until then the
+    // monitor keeps it, for a restarted daemon to get again.
+    for (const tag of [1, 2] as const) {
+      const id = out[tag];
+      if (id) this.#hub.output(scope, id).onSent = (n) => bridge.ack(tag, n);
+    }
     this.#bridges.set(token, bridge);
     if (ids.stdin) await this.#hub.input(scope, ids.stdin).setSink((d) => bridge.sendStdin(d));
   }
@@ -125,13 +136,17 @@ export class ProcessIo {
     }
   }
 
-  /** Forgets a deleted process: closes its bridge, ends its streams, removes its sockets. */
+  /**
+   * Forgets a deleted process: ends its streams, removes its sockets. Its
+   * bridge stays until the monitor leaves, acknowledging (and so letting go)
+   * whatever output is still to come, as nobody will read it.
+   */
   async release(scope: string, token: string, io: Io): Promise<void> {
-    this.#bridges.get(token)?.close();
+    this.#bridges.get(token)?.discard();
     this.#bridges.delete(token);
     const ids = Object.values(streamIds(io)).filter((x): x is string => !!x);
     if (!ids.length && !io.terminal) return; // it never had sockets
-    this.#hub.remove(scope, ids);
+    this.#hub.remove(scope, ids); // what the channels held is acknowledged
     for (const s of ["console", "ctl", "io"]) {
       await Deno.remove(await this.#socket(token, s)).catch(() => {});
     }

@@ -52,6 +52,8 @@ function any(typeUrl: string, value: Uint8Array): Uint8Array {
  * a bounded buffer of its own, so a process that writes faster than its
  * reader reads blocks in write(2) instead of growing the daemon.
  */
+// Not below a monitor's IO_WINDOW (native/monitor.c): the window bounds what
+// a channel gets while its output is unacknowledged, so pushes stay within it.
 export const OUT_LIMIT = 256 * 1024;
 /** How long an exit waits for its streamed output to move before it is reported anyway. */
 export const OUTPUT_IDLE_MS = 10_000;
@@ -78,10 +80,20 @@ export class OutChannel {
   #progressAt = Date.now();
   /** The attachment that may send; a newer one preempts. */
   owner: symbol | undefined;
+  /**
+   * Told of bytes done with: sent on to the reader, or let go because nobody
+   * will read them (pushed after the end, or dropped). The writer's source
+   * keeps output until then (a monitor resends it to a restarted daemon).
+   */
+  onSent?: (n: number) => void;
 
   /** Queues output; resolves when the channel is under its bound (at once after `drop`). */
   push(data: Uint8Array): Promise<void> {
-    if (this.#ended || !data.length) return Promise.resolve();
+    if (!data.length) return Promise.resolve();
+    if (this.#ended) {
+      this.onSent?.(data.length);
+      return Promise.resolve();
+    }
     this.#queue.push(data);
     this.#queued += data.length;
     this.wake();
@@ -99,8 +111,10 @@ export class OutChannel {
   /** The process is gone for good (Task.Delete): what is queued is let go, writers released. */
   drop(): void {
     this.#ended = this.#dropped = true;
+    const letGo = this.#queued;
     this.#queue = [];
     this.#queued = 0;
+    if (letGo) this.onSent?.(letGo);
     this.owner = undefined;
     this.#release();
     this.wake();
@@ -189,10 +203,12 @@ const STDIN_DRAIN_MS = 2000;
  * first.
  */
 export class InChannel {
-  #pending: (Uint8Array | null)[] = [];
+  /** Input not yet taken by the sink, each with whoever waits for it to be. */
+  #pending: { data: Uint8Array | null; taken: () => void }[] = [];
   #sink: ((data: Uint8Array | null) => Promise<void>) | undefined;
   #pump: Promise<void> = Promise.resolve();
   #ended = false;
+  #dropped = false;
   #streamDone: (() => void) | undefined;
   #streamEnded: Promise<void> | undefined;
   owner: symbol | undefined;
@@ -203,11 +219,25 @@ export class InChannel {
     return this.#drain();
   }
 
+  /**
+   * Passes input on; resolves once the sink took it. Before the process has a
+   * sink, input waits here, and so does the stream that delivers it: it grants
+   * its client more window only after, so what waits is one window at most.
+   * The end of input resolves at once (CloseIO must not wait for a process).
+   */
   deliver(data: Uint8Array | null): Promise<void> {
-    if (this.#ended) return Promise.resolve(); // input already ended (stream EOF and CloseIO both end it)
+    if (this.#ended || this.#dropped) return Promise.resolve(); // input already ended
     this.#ended = data === null;
-    this.#pending.push(data);
-    return this.#drain();
+    const taken = new Promise<void>((r) => this.#pending.push({ data, taken: r }));
+    const drained = this.#drain();
+    if (data === null && !this.#sink) return Promise.resolve();
+    return Promise.all([taken, drained]).then(() => {});
+  }
+
+  /** The process is gone for good: buffered input is let go, its senders released. */
+  drop(): void {
+    this.#dropped = true;
+    for (const p of this.#pending.splice(0)) p.taken();
   }
 
   /** A stdin stream is attached; `close` waits for it to end. */
@@ -238,7 +268,14 @@ export class InChannel {
 
   #drain(): Promise<void> {
     const run = this.#pump.then(async () => {
-      while (this.#sink && this.#pending.length) await this.#sink(this.#pending.shift()!);
+      while (this.#sink && this.#pending.length) {
+        const p = this.#pending.shift()!;
+        try {
+          await this.#sink(p.data);
+        } finally {
+          p.taken();
+        }
+      }
     });
     this.#pump = run.catch(() => {});
     return run;
@@ -253,6 +290,8 @@ export class StreamHub {
 
   /** Adds the Streaming service to a ttrpc server. */
   register(server: TtrpcServer): void {
+    // A pod that goes away takes its channels along, also those of ids no process ever used.
+    server.onScopeClosed((scope) => this.removeScope(scope));
     const m = StreamingDefinition.methods.stream;
     server.register(StreamingDefinition.fullName, {
       [m.name]: {
@@ -280,6 +319,23 @@ export class StreamHub {
     return c;
   }
 
+  /** Forgets every stream of pod `scope` (it was shut down). */
+  removeScope(scope: string): void {
+    const prefix = `${scope}/`;
+    for (const [k, o] of this.#out) {
+      if (k.startsWith(prefix)) {
+        o.drop();
+        this.#out.delete(k);
+      }
+    }
+    for (const [k, i] of this.#in) {
+      if (k.startsWith(prefix)) {
+        i.drop();
+        this.#in.delete(k);
+      }
+    }
+  }
+
   /**
    * Waits until the output streams `ids` of pod `scope` were read to their
    * end, or made no progress for `idleMs`; false when some output was not read.
@@ -295,6 +351,7 @@ export class StreamHub {
       const k = `${scope}/${id}`;
       this.#out.get(k)?.drop();
       this.#out.delete(k);
+      this.#in.get(k)?.drop();
       this.#in.delete(k);
     }
   }
@@ -360,6 +417,7 @@ export class StreamHub {
           ch.unshift(chunk);
           throw e;
         }
+        ch.onSent?.(chunk.length);
         credit -= chunk.length;
         continue;
       }

@@ -7,13 +7,13 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 Deno.test("stdin reaches a slow sink in arrival order, also while buffered input drains", async () => {
   const ch = new StreamHub().input("pod", "e-stdin");
   const got: (string | null)[] = [];
-  await ch.deliver(bytes("a"));
+  const first = ch.deliver(bytes("a")); // before the process exists: it waits for the sink
   const attached = ch.setSink(async (d) => {
     await new Promise((r) => setTimeout(r, 5));
     got.push(text(d));
   });
   const more = [ch.deliver(bytes("b")), ch.deliver(null)];
-  await Promise.all([attached, ...more]);
+  await Promise.all([first, attached, ...more]);
   assert.deepEqual(got, ["a", "b", null]);
 });
 
@@ -68,4 +68,31 @@ Deno.test("an exit waits for its output to be read, or for it to stop moving", a
   const read = hub.delivered("pod", ["c-stdout"], 5_000);
   ch.take(1024);
   assert.equal(await read, true, "ended, taken, and no attachment left: delivered");
+});
+
+Deno.test("stdin sent before its process exists waits, unacknowledged, until the process takes it", async () => {
+  const hub = new StreamHub();
+  const ch = hub.input("pod", "c-stdin");
+  let taken = false;
+  const sent = ch.deliver(bytes("early")).then(() => (taken = true));
+  await new Promise((r) => setTimeout(r, 10));
+  assert.equal(taken, false, "no window is granted for input nobody took");
+  const got: (string | null)[] = [];
+  await ch.setSink((d) => {
+    got.push(text(d));
+    return Promise.resolve();
+  });
+  await sent;
+  assert.deepEqual(got, ["early"]);
+  // The end of input does not wait for a process.
+  await hub.input("pod", "other-stdin").deliver(null);
+});
+
+Deno.test("a pod's shutdown drops its streams, also those of ids no process used", async () => {
+  const hub = new StreamHub();
+  const waiting = hub.input("pod", "bogus-stdin").deliver(bytes("held"));
+  const full = hub.output("pod", "bogus-stdout").push(new Uint8Array(OUT_LIMIT + 1));
+  hub.removeScope("pod");
+  await Promise.all([waiting, full]); // released
+  assert.equal(hub.output("pod", "bogus-stdout").queued, 0, "a new channel: nothing kept");
 });

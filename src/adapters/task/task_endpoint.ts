@@ -36,8 +36,14 @@ export const DEFAULT_NAMESPACE = "k8s.io";
  */
 export const REPLAY_KEY = "kuasar-replay";
 
-function replayed(ctx: CallContext): { replay: boolean } {
-  return { replay: ctx.metadata.get(REPLAY_KEY)?.[0] === "1" };
+/**
+ * A replay only when the key's one value is "1", as the relay writes it: the
+ * relay strips the key from what clients send, or, in a request it cannot
+ * parse strictly, puts an empty value first, which must then spoil the mark.
+ */
+export function replayed(ctx: Pick<CallContext, "metadata">): { replay: boolean } {
+  const values = ctx.metadata.get(REPLAY_KEY);
+  return { replay: values?.length === 1 && values[0] === "1" };
 }
 
 function namespaceOf(ctx: CallContext): string {

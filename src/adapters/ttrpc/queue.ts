@@ -1,6 +1,7 @@
 /**
  * An unbounded async queue: producers `push`, one consumer iterates; `close`
- * ends the iteration (with an error, optionally).
+ * ends the iteration (with an error, optionally). A producer that must not
+ * run ahead of the consumer awaits `taken`.
  *
  * @module
  */
@@ -10,6 +11,7 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   #failer: ((e: unknown) => void) | undefined;
   #closed = false;
   #error: unknown;
+  #emptied: (() => void)[] = [];
 
   get closed(): boolean {
     return this.#closed;
@@ -26,10 +28,17 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
     }
   }
 
+  /** Resolves once the consumer has taken every item pushed so far (or the queue closed). */
+  taken(): Promise<void> {
+    if (!this.#items.length || this.#closed) return Promise.resolve();
+    return new Promise((r) => this.#emptied.push(r));
+  }
+
   /** Ends the queue; items already pushed are still delivered. */
   close(error?: unknown): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const r of this.#emptied.splice(0)) r();
     this.#error = error;
     if (this.#waiter) {
       const w = this.#waiter, f = this.#failer;
@@ -46,7 +55,11 @@ export class AsyncQueue<T> implements AsyncIterable<T> {
   }
 
   #next(): Promise<IteratorResult<T>> {
-    if (this.#items.length) return Promise.resolve({ value: this.#items.shift()!, done: false });
+    if (this.#items.length) {
+      const value = this.#items.shift()!;
+      if (!this.#items.length) { for (const r of this.#emptied.splice(0)) r(); }
+      return Promise.resolve({ value, done: false });
+    }
     if (this.#closed) {
       return this.#error !== undefined
         ? Promise.reject(this.#error)

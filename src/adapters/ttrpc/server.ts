@@ -74,6 +74,7 @@ export class TtrpcServer {
   #services = new Map<string, Map<string, MethodHandler>>();
   #conns = new Set<ServerConnection>();
   #listeners = new Set<Deno.Listener>();
+  #scopeClosed: ((scope: string) => void)[] = [];
   #log = log.with({ component: "ttrpc" });
   #maxQueuedBytes: number;
 
@@ -120,6 +121,12 @@ export class TtrpcServer {
   /** Closes the connections accepted with `scope` (a pod's endpoint going away). */
   closeScope(scope: string): void {
     for (const c of this.#conns) if (c.scope === scope) c.close();
+    for (const f of this.#scopeClosed) f(scope);
+  }
+
+  /** Calls `f` whenever a scope is closed (services drop what they hold for the pod). */
+  onScopeClosed(f: (scope: string) => void): void {
+    this.#scopeClosed.push(f);
   }
 
   /** Stops accepting and closes every connection. */
@@ -135,7 +142,17 @@ export class TtrpcServer {
 
 interface StreamState {
   readonly inbox: AsyncQueue<Uint8Array>;
+  /** Bytes of messages in `inbox` the handler has not taken yet. */
+  unread: number;
 }
+
+/**
+ * Bytes of stream messages a connection may hold that their handlers have
+ * not taken (a client that sends stdin faster than the process reads, or
+ * ignores its window) before it is read no further. containerd gives each
+ * stdio stream a connection of its own, so only that stream waits.
+ */
+export const MAX_UNREAD_STREAM_BYTES = 4 << 20;
 
 class ServerConnection {
   readonly scope: string;
@@ -147,6 +164,8 @@ class ServerConnection {
   #writes: Promise<void> = Promise.resolve();
   /** Bytes handed to `#write` and not yet written. */
   #queued = 0;
+  /** Bytes of stream messages received and not yet taken by their handlers. */
+  #unread = 0;
   #maxQueued: number;
   /** Resolves the read loop's wait for the queue to drain. */
   #drained: (() => void) | undefined;
@@ -188,10 +207,11 @@ class ServerConnection {
           }
           this.#onFrame(d.frame.streamId, d.frame.type, d.frame.flags, d.frame.payload);
         }
-        if (this.#queued > this.#maxQueued) {
-          // The client does not read its answers: read no more requests from it
-          // until it does (answers of calls already read still get written).
-          this.#log.debug("connection paused: answers not read", { queued: this.#queued });
+        if (this.#queued > this.#maxQueued || this.#unread > MAX_UNREAD_STREAM_BYTES) {
+          // The client does not read its answers, or its streams' handlers do not
+          // keep up: read no more from it until they do (answers of calls already
+          // read still get written).
+          this.#log.debug("connection paused", { queued: this.#queued, unread: this.#unread });
           await new Promise<void>((resolve) => (this.#drained = resolve));
           continue;
         }
@@ -227,7 +247,11 @@ class ServerConnection {
         });
         return;
       }
-      if (!(flags & Flag.NO_DATA)) s.inbox.push(payload);
+      if (!(flags & Flag.NO_DATA) && !s.inbox.closed) {
+        s.inbox.push(payload);
+        s.unread += payload.length;
+        this.#unread += payload.length;
+      }
       if (flags & Flag.REMOTE_CLOSED) s.inbox.close();
       return;
     }
@@ -267,12 +291,32 @@ class ServerConnection {
       return;
     }
     const inbox = new AsyncQueue<Uint8Array>();
-    this.#streams.set(streamId, { inbox });
+    const state: StreamState = { inbox, unread: 0 };
+    this.#streams.set(streamId, state);
     if (req.payload.length > 0 || !method.streamingClient) inbox.push(req.payload);
     if (!method.streamingClient || (flags & Flag.REMOTE_CLOSED)) inbox.close();
+    // What the handler takes no longer counts against the connection.
+    const taken = (n: number) => {
+      n = Math.min(n, state.unread);
+      state.unread -= n;
+      this.#unread -= n;
+      this.#wake();
+    };
+    const received: AsyncIterable<Uint8Array> = {
+      [Symbol.asyncIterator]: () => {
+        const it = inbox[Symbol.asyncIterator]();
+        return {
+          next: async () => {
+            const r = await it.next();
+            if (!r.done) taken(r.value.length);
+            return r;
+          },
+        };
+      },
+    };
     let ended = false;
     const stream: ServerStream = {
-      received: inbox,
+      received,
       send: (p) => {
         if (ctx.signal.aborted) return Promise.reject(ctx.signal.reason);
         if (ended) return Promise.reject(new Error("the stream's sending side has ended"));
@@ -297,6 +341,7 @@ class ServerConnection {
       (e) => this.#respond(streamId, toStatus(e), new Uint8Array()),
     ).catch(() => {}).finally(() => {
       inbox.close();
+      taken(state.unread); // what the handler left behind is dropped with it
       this.#streams.delete(streamId);
       ctx.dispose();
     });

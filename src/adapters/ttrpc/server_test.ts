@@ -4,7 +4,7 @@ import { Code, InvalidArgumentError, NotFoundError } from "../../domain/errors.t
 import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { TtrpcClient } from "./client.ts";
 import { encodeFrame, Flag, FrameDecoder, HEADER_SIZE, MAX_PAYLOAD, MessageType } from "./frame.ts";
-import { TtrpcServer, writeAll } from "./server.ts";
+import { MAX_UNREAD_STREAM_BYTES, TtrpcServer, writeAll } from "./server.ts";
 import type { ByteStream } from "./frame.ts";
 
 const te = new TextEncoder();
@@ -410,5 +410,56 @@ Deno.test("ttrpc server with a tiny answer bound: streams and unary calls sharin
     server.close();
     await serving;
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("ttrpc server stops reading a connection whose stream messages are not taken", async () => {
+  const server = new TtrpcServer();
+  let release!: () => void;
+  const go = new Promise<void>((r) => (release = r));
+  let got = 0;
+  server.register("test.Sink", {
+    Slow: {
+      kind: "stream",
+      streamingClient: true,
+      streamingServer: false,
+      handle: async (s) => {
+        await go; // a process that does not read its stdin yet
+        for await (const m of s.received) got += m.length;
+        return te.encode(`got=${got}`);
+      },
+    },
+  });
+  const chunk = 1 << 20, count = 32;
+  const frames = [
+    encodeFrame(1, MessageType.REQUEST, 0, request("test.Sink", "Slow", new Uint8Array())),
+    ...Array.from(
+      { length: count },
+      (_, i) =>
+        encodeFrame(
+          1,
+          MessageType.DATA,
+          i === count - 1 ? Flag.REMOTE_CLOSED : 0,
+          new Uint8Array(chunk),
+        ),
+    ),
+  ];
+  const input = new Uint8Array(frames.reduce((n, f) => n + f.length, 0));
+  frames.reduce((off, f) => (input.set(f, off), off + f.length), 0);
+  const client = new PipeliningClient(input);
+  client.startReading();
+  const serving = server.handle(client);
+  try {
+    await turns(300, () => client.consumed === input.length);
+    assert.ok(
+      client.consumed <= MAX_UNREAD_STREAM_BYTES + 2 * chunk + 64 * 1024,
+      `read ${client.consumed} of ${input.length} bytes while the handler took none`,
+    );
+    release();
+    await turns(10_000, () => got === count * chunk);
+    assert.equal(got, count * chunk, "once taken, the rest is read and delivered");
+  } finally {
+    server.close();
+    await serving;
   }
 });
