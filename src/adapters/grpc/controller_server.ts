@@ -199,13 +199,20 @@ export async function serveController(
   await ensureSocketFree(path);
   const server = new grpc.Server({ "grpc.max_receive_message_length": 16 << 20 });
   server.addService(grpcServiceDefinition(ControllerDefinition), controllerHandlers(svc, onCall));
-  await new Promise<void>((resolve, reject) =>
-    server.bindAsync(
-      `unix://${path}`,
-      grpc.ServerCredentials.createInsecure(),
-      (err) => err ? reject(err) : resolve(),
-    )
-  );
+  // The socket is born 0600 (a chmod after bind would leave a moment in which it is
+  // not, and a client could already connect): the umask says so while it is made.
+  const umask = Deno.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) =>
+      server.bindAsync(
+        `unix://${path}`,
+        grpc.ServerCredentials.createInsecure(),
+        (err) => err ? reject(err) : resolve(),
+      )
+    );
+  } finally {
+    Deno.umask(umask);
+  }
   await Deno.chmod(path, 0o600);
   return {
     path,

@@ -223,14 +223,19 @@ export class InChannel {
    * Passes input on; resolves once the sink took it. Before the process has a
    * sink, input waits here, and so does the stream that delivers it: it grants
    * its client more window only after, so what waits is one window at most.
-   * The end of input resolves at once (CloseIO must not wait for a process).
+   * The end of input resolves at once, queued behind that data.
    */
   deliver(data: Uint8Array | null): Promise<void> {
     if (this.#ended || this.#dropped) return Promise.resolve(); // input already ended
     this.#ended = data === null;
     const taken = new Promise<void>((r) => this.#pending.push({ data, taken: r }));
     const drained = this.#drain();
-    if (data === null && !this.#sink) return Promise.resolve();
+    // The end follows the data still queued, but CloseIO must not wait for a
+    // process that does not read its stdin (as closing a pipe's writer does not).
+    if (data === null) {
+      drained.catch(() => {});
+      return Promise.resolve();
+    }
     return Promise.all([taken, drained]).then(() => {});
   }
 

@@ -96,3 +96,20 @@ Deno.test("a pod's shutdown drops its streams, also those of ids no process used
   await Promise.all([waiting, full]); // released
   assert.equal(hub.output("pod", "bogus-stdout").queued, 0, "a new channel: nothing kept");
 });
+
+Deno.test("CloseIO does not wait for a process that does not read its stdin", async () => {
+  const ch = new StreamHub().input("pod", "c-stdin");
+  const got: (string | null)[] = [];
+  let release!: () => void;
+  const reading = new Promise<void>((r) => (release = r));
+  await ch.setSink(async (d) => {
+    await reading; // the process does not read
+    got.push(text(d));
+  });
+  const sent = ch.deliver(bytes("unread"));
+  await ch.close(); // resolves although "unread" was not taken
+  release();
+  await sent;
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(got, ["unread", null], "the end still follows the data");
+});
