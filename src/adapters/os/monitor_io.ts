@@ -17,6 +17,7 @@
  *
  * @module
  */
+import { ByteQueue } from "../ttrpc/byte_queue.ts";
 import { writeAll } from "../ttrpc/server.ts";
 import { log } from "../../log.ts";
 
@@ -63,68 +64,6 @@ export async function readIoFrames(
       const r = onFrame(head[0], len ? q.take(len) : null);
       if (r) await r;
     }
-  }
-}
-
-/** Bytes received in chunks, consumed from the front. */
-export class ByteQueue {
-  #chunks: Uint8Array[] = [];
-  /** Index of the first chunk still held (no Array.shift: it moves the whole array). */
-  #head = 0;
-  #length = 0;
-
-  get length(): number {
-    return this.#length;
-  }
-
-  push(chunk: Uint8Array): void {
-    if (!chunk.length) return;
-    this.#chunks.push(chunk);
-    this.#length += chunk.length;
-  }
-
-  /** The first `n` bytes, without consuming them (`n` ≤ length). */
-  peek(n: number): Uint8Array {
-    const first = this.#chunks[this.#head];
-    if (first.length >= n) return first.subarray(0, n);
-    return this.#copy(n);
-  }
-
-  /** Removes and returns the first `n` bytes (`n` ≤ length). */
-  take(n: number): Uint8Array {
-    const first = this.#chunks[this.#head];
-    const out = first.length >= n ? first.subarray(0, n) : this.#copy(n);
-    this.skip(n);
-    return out;
-  }
-
-  /** Drops the first `n` bytes (`n` ≤ length). */
-  skip(n: number): void {
-    this.#length -= n;
-    while (n > 0) {
-      const first = this.#chunks[this.#head];
-      if (first.length > n) {
-        this.#chunks[this.#head] = first.subarray(n);
-        break;
-      }
-      n -= first.length;
-      this.#head++;
-    }
-    if (this.#head > 64 && this.#head * 2 > this.#chunks.length) {
-      this.#chunks = this.#chunks.slice(this.#head);
-      this.#head = 0;
-    }
-  }
-
-  #copy(n: number): Uint8Array {
-    const out = new Uint8Array(n);
-    let off = 0;
-    for (let i = this.#head; off < n; i++) {
-      const part = this.#chunks[i].subarray(0, n - off);
-      out.set(part, off);
-      off += part.length;
-    }
-    return out;
   }
 }
 

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { ByteQueue, ioFrame, readIoFrames } from "./monitor_io.ts";
+import { ioFrame, readIoFrames } from "./monitor_io.ts";
+import { ByteQueue } from "../ttrpc/byte_queue.ts";
 
 /** A connection that hands out `bytes` in reads of `size`. */
 function reader(bytes: Uint8Array, size: number) {

@@ -6,6 +6,7 @@
  * @module
  */
 import { ResourceExhaustedError } from "../../domain/errors.ts";
+import { ByteQueue } from "./byte_queue.ts";
 
 /** Header size in bytes. */
 export const HEADER_SIZE = 10;
@@ -56,55 +57,27 @@ export type Decoded =
 /**
  * Incremental decoder for a byte stream. Oversized frames are reported once
  * and their payload skipped as it arrives, so one bad message does not end
- * the connection (this is what containerd's own server does).
- *
- * Work is linear in the bytes pushed: a frame's payload is gathered as a list
- * of pieces and copied once, when its last byte arrives (merging the whole
- * buffer on every read made a 4 MiB frame read in 16 KiB pieces copy ~500 MiB).
- * The pushed chunk is not kept: callers reuse their read buffers.
+ * the connection (this is what containerd's own server does). Work is linear
+ * in the bytes pushed (see ByteQueue); pushed chunks are copied, so callers
+ * may reuse their read buffers.
  */
 export class FrameDecoder {
-  /** Header bytes of the frame being read. */
-  #header = new Uint8Array(HEADER_SIZE);
-  #headerLen = 0;
-  /** Payload pieces of the frame being read (copies), once its header is known. */
-  #parts: Uint8Array[] = [];
-  #partsLen = 0;
-  #payloadLen = -1;
+  #q = new ByteQueue();
   #skip = 0;
-  /** Decoded frames not yet taken by `next`. */
-  #ready: Decoded[] = [];
-  #readyBytes = 0;
 
-  /** Appends received bytes; whole frames become available to `next`. */
+  /** Appends received bytes. */
   push(chunk: Uint8Array): void {
-    let off = 0;
-    while (off < chunk.length) {
-      if (this.#skip > 0) {
-        const n = Math.min(this.#skip, chunk.length - off);
-        this.#skip -= n;
-        off += n;
-        continue;
-      }
-      if (this.#payloadLen < 0) {
-        const n = Math.min(HEADER_SIZE - this.#headerLen, chunk.length - off);
-        this.#header.set(chunk.subarray(off, off + n), this.#headerLen);
-        this.#headerLen += n;
-        off += n;
-        if (this.#headerLen === HEADER_SIZE) this.#startPayload();
-        continue;
-      }
-      const n = Math.min(this.#payloadLen - this.#partsLen, chunk.length - off);
-      this.#parts.push(chunk.slice(off, off + n));
-      this.#partsLen += n;
-      off += n;
-      if (this.#partsLen === this.#payloadLen) this.#finishPayload();
+    if (this.#skip > 0) {
+      const n = Math.min(this.#skip, chunk.length);
+      this.#skip -= n;
+      chunk = chunk.subarray(n);
     }
+    this.#q.push(chunk.slice());
   }
 
-  /** Bytes received but not yet taken with `next` (an unfinished frame included). */
+  /** Bytes buffered but not yet decoded. */
   get buffered(): number {
-    return this.#readyBytes + this.#headerLen + this.#partsLen;
+    return this.#q.length;
   }
 
   /** Bytes of an oversized payload still to be skipped. */
@@ -114,50 +87,24 @@ export class FrameDecoder {
 
   /** The next complete frame, or undefined until more bytes arrive. */
   next(): Decoded | undefined {
-    const d = this.#ready.shift();
-    if (d?.kind === "frame") this.#readyBytes -= HEADER_SIZE + d.frame.payload.length;
-    return d;
-  }
-
-  #startPayload(): void {
-    const v = new DataView(this.#header.buffer);
+    if (this.#skip > 0 || this.#q.length < HEADER_SIZE) return undefined;
+    const h = this.#q.peek(HEADER_SIZE);
+    const v = new DataView(h.buffer, h.byteOffset, HEADER_SIZE);
     const length = v.getUint32(0);
+    const streamId = v.getUint32(4);
+    const type = v.getUint8(8);
+    const flags = v.getUint8(9);
     if (length > MAX_PAYLOAD) {
-      this.#ready.push({
-        kind: "oversized",
-        streamId: v.getUint32(4),
-        type: v.getUint8(8),
-        length,
-      });
-      this.#headerLen = 0;
-      this.#skip = length;
-      return;
+      this.#q.skip(HEADER_SIZE);
+      const dropped = Math.min(this.#q.length, length);
+      this.#q.skip(dropped);
+      this.#skip = length - dropped;
+      return { kind: "oversized", streamId, type, length };
     }
-    this.#payloadLen = length;
-    if (length === 0) this.#finishPayload();
-  }
-
-  #finishPayload(): void {
-    const v = new DataView(this.#header.buffer);
-    let payload: Uint8Array;
-    if (this.#parts.length === 1) payload = this.#parts[0];
-    else {
-      payload = new Uint8Array(this.#payloadLen);
-      let at = 0;
-      for (const p of this.#parts) {
-        payload.set(p, at);
-        at += p.length;
-      }
-    }
-    this.#ready.push({
-      kind: "frame",
-      frame: { streamId: v.getUint32(4), type: v.getUint8(8), flags: v.getUint8(9), payload },
-    });
-    this.#readyBytes += HEADER_SIZE + payload.length;
-    this.#headerLen = 0;
-    this.#parts = [];
-    this.#partsLen = 0;
-    this.#payloadLen = -1;
+    if (this.#q.length < HEADER_SIZE + length) return undefined;
+    this.#q.skip(HEADER_SIZE);
+    const payload = this.#q.take(length);
+    return { kind: "frame", frame: { streamId, type, flags, payload } };
   }
 }
 

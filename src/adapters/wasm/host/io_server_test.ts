@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ByteQueue, ioFrame } from "../../os/monitor_io.ts";
+import { ioFrame } from "../../os/monitor_io.ts";
+import { ByteQueue } from "../../ttrpc/byte_queue.ts";
 import { IoServer } from "./io_server.ts";
 
 /** A daemon's end of the io socket: frames read one at a time. */
