@@ -7,11 +7,6 @@
  */
 import type { ByteStream } from "../adapters/ttrpc/frame.ts";
 
-/** The agent's vsock port (Kuasar's). */
-export const AGENT_VSOCK_PORT = 1024;
-/** The name the host gives the agent's virtio-serial port. */
-export const AGENT_PORT_NAME = "agent.0";
-
 /** The /dev node of the virtio-serial port named `name`, if the guest has one. */
 export function findVirtioPort(
   name: string,

@@ -10,7 +10,8 @@
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import { unaryMethods } from "../adapters/ttrpc/typed.ts";
 import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
-import { AGENT_PORT_NAME, AGENT_VSOCK_PORT, findVirtioPort, openPort } from "./channel.ts";
+import { AGENT_PORT_NAME, AGENT_VSOCK_PORT } from "../ports/agent_protocol.ts";
+import { findVirtioPort, openPort } from "./channel.ts";
 import { ownChild, powerOff, startReaper } from "./pid1.ts";
 import { trackChildren } from "../adapters/os/children.ts";
 import { sandboxService } from "./sandbox_service.ts";

@@ -11,9 +11,10 @@ import { SandboxRegistry } from "../app/registry.ts";
 import { TaskService } from "../app/task_service.ts";
 import { encodeEvent } from "../adapters/events/containerd_events.ts";
 import { toTimestamp } from "../adapters/convert.ts";
-import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
+import { ExitWatcher } from "../adapters/supervisor/exit_watcher.ts";
 import { StateLayout } from "../adapters/os/state_layout.ts";
-import { RuncCli } from "../adapters/runc/runc_cli.ts";
+import { OciRuntimeCli } from "../adapters/oci/runtime_cli.ts";
+import { HelperSupervisor } from "../adapters/supervisor/helper_supervisor.ts";
 import { RuncContainerRuntime } from "../adapters/runc/runc_container_runtime.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
 import { StreamHub } from "../adapters/task/streaming.ts";
@@ -87,20 +88,20 @@ export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents):
   const layout = new StateLayout(STATE_DIR);
   const exits = new ExitWatcher(layout.path("exits"));
   await exits.start();
+  const supervisor = new HelperSupervisor(helper, exits);
   const streams = new StreamHub();
   streams.register(server);
   const runtime = new RuncContainerRuntime({
     dir: STATE_DIR,
     layout,
-    helper,
-    exits,
+    supervisor,
     // The root is the initramfs, where pivot_root cannot work.
-    cli: new RuncCli({
+    cli: new OciRuntimeCli({
       binary: "/usr/sbin/runc",
       root: layout.path("runcRoot"),
       systemdCgroup: false,
       createFlags: ["--no-pivot"],
-    }),
+    }, supervisor),
     streams,
     guest: true,
   });

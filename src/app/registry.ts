@@ -9,7 +9,7 @@ import { validateId } from "../domain/ids.ts";
 import type { SandboxExit, SandboxRecord } from "../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../domain/task.ts";
 import type { SandboxStore } from "../ports/sandbox_store.ts";
-import { KeyedMutex, KeyedRwMutex, Latch } from "./sync.ts";
+import { KeyedMutex, KeyedRwMutex, Latch } from "../lib/sync.ts";
 
 /** Records, locks and exit latches of all sandboxes. */
 export class SandboxRegistry {

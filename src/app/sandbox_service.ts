@@ -32,7 +32,7 @@ import { type Instant, now, toMillis } from "../domain/time.ts";
 import type { StoredAnyBytes } from "../ports/container_runtime.ts";
 import type { SandboxBackend, SandboxExitListener } from "../ports/sandbox_backend.ts";
 import type { TaskEndpoint } from "../ports/task_endpoint.ts";
-import { log } from "../log.ts";
+import { log } from "../lib/log.ts";
 import type { SandboxRegistry } from "./registry.ts";
 import type { TaskService } from "./task_service.ts";
 

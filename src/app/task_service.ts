@@ -39,9 +39,9 @@ import type {
   StoredAnyBytes,
 } from "../ports/container_runtime.ts";
 import type { EventPublisher } from "../ports/event_publisher.ts";
-import { log } from "../log.ts";
+import { log } from "../lib/log.ts";
 import type { SandboxRegistry } from "./registry.ts";
-import { withTimeout } from "./sync.ts";
+import { withTimeout } from "../lib/sync.ts";
 
 /** Task.Create input. */
 export interface CreateTaskInput {

@@ -9,12 +9,12 @@
  */
 import { Command, CommanderError, Option } from "commander";
 import { Code, codeOf, messageOf } from "../domain/errors.ts";
-import { log, Logger, type LogLevel, parseLogLevel } from "../log.ts";
+import { log, Logger, type LogLevel, parseLogLevel } from "../lib/log.ts";
 import { type Daemon, startDaemon } from "../daemon/daemon.ts";
 import { loadConfig } from "../daemon/config.ts";
-import type { SandboxKind } from "../daemon/kind.ts";
+import type { HostKind } from "../adapters/kind_host.ts";
 import { kindForBinaryName, KINDS } from "../daemon/kinds.ts";
-import { BUILD_TIME, VERSION } from "../version.ts";
+import { BUILD_TIME, VERSION } from "../lib/version.ts";
 import { serveWasmHost } from "../adapters/wasm/host/host.ts";
 import { addCtlCommand } from "./ctl.ts";
 
@@ -42,7 +42,7 @@ interface DaemonFlags {
   version?: boolean;
 }
 
-async function runKind(kind: SandboxKind, flags: DaemonFlags): Promise<void> {
+async function runKind(kind: HostKind, flags: DaemonFlags): Promise<void> {
   if (flags.version) {
     await Deno.stdout.write(new TextEncoder().encode(versionText()));
     return;

@@ -11,19 +11,20 @@ import { SandboxService } from "../app/sandbox_service.ts";
 import { TaskService } from "../app/task_service.ts";
 import { ContainerdEventPublisher } from "../adapters/events/containerd_events.ts";
 import { ensureSocketFree, serveController } from "../adapters/grpc/controller_server.ts";
-import { ExitWatcher } from "../adapters/os/exit_watcher.ts";
-import { installHelper, installShimStub } from "../adapters/os/helper_install.ts";
+import { ExitWatcher } from "../adapters/supervisor/exit_watcher.ts";
+import { HelperSupervisor } from "../adapters/supervisor/helper_supervisor.ts";
+import { installHelper, installShimStub } from "../adapters/supervisor/helper_install.ts";
 import { IdleReclaimer } from "../adapters/os/memory.ts";
 import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
 import { registerTaskService, RelayTaskEndpoint } from "../adapters/task/task_endpoint.ts";
-import { Relay, relayPaths } from "../adapters/os/relay.ts";
+import { Relay, relayPaths } from "../adapters/supervisor/relay.ts";
 import { checkNetnsPath } from "../adapters/os/netns.ts";
 import { StateLayout } from "../adapters/os/state_layout.ts";
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import { StreamHub } from "../adapters/task/streaming.ts";
-import { log } from "../log.ts";
-import type { SandboxKind } from "./kind.ts";
+import { log } from "../lib/log.ts";
+import type { HostKind } from "../adapters/kind_host.ts";
 import { prepareStateDir } from "./state_dir.ts";
 
 /** Daemon settings (flags merged over the config file). */
@@ -54,7 +55,7 @@ export interface Daemon {
 }
 
 /** Starts a sandboxer of `kind`. */
-export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promise<Daemon> {
+export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<Daemon> {
   const l = log.with({ kind: kind.name });
   // Refuse a --dir another user could have written into (see state_dir.ts).
   await prepareStateDir(opts.dir);
@@ -83,8 +84,7 @@ export async function startDaemon(kind: SandboxKind, opts: DaemonOptions): Promi
   const parts = await kind.create({
     dir: opts.dir,
     layout,
-    helper,
-    exits,
+    supervisor: new HelperSupervisor(helper, exits),
     ttrpc,
     streams,
     settings: opts.settings,

@@ -14,7 +14,7 @@
  * @module
  */
 import { InvalidArgumentError } from "../domain/errors.ts";
-import { log } from "../log.ts";
+import { log } from "../lib/log.ts";
 
 /** Creates `dir` (0700) or checks an existing one; throws `InvalidArgumentError` when unsafe. */
 export async function prepareStateDir(dir: string): Promise<void> {

@@ -10,7 +10,7 @@ import { type CreateSandboxInput, SandboxService } from "../../src/app/sandbox_s
 import { type CreateTaskInput, TaskService } from "../../src/app/task_service.ts";
 import { emptyPodConfig } from "../../src/domain/pod_config.ts";
 import type { Io } from "../../src/domain/task.ts";
-import { Logger } from "../../src/log.ts";
+import { Logger } from "../../src/lib/log.ts";
 import { FakeContainerRuntime } from "./fake_container_runtime.ts";
 import { FakeSandboxBackend } from "./fake_sandbox_backend.ts";
 import { FakeTaskEndpoint } from "./fake_task_endpoint.ts";

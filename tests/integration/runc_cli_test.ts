@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { RuncCli } from "../../src/adapters/runc/runc_cli.ts";
+import { OciRuntimeCli } from "../../src/adapters/oci/runtime_cli.ts";
+import { runCommand } from "../../src/adapters/os/command.ts";
 import { NotFoundError } from "../../src/domain/errors.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { removeCgroupParent } from "../support/daemon.ts";
@@ -15,7 +16,10 @@ import { ensureBusyboxRootfs } from "../support/rootfs.ts";
 const name = "runc kill of an exited container, or an unknown one, is NOT_FOUND";
 Deno.test({ name, ...skipUnless(runcUnavailable(), name) }, async () => {
   const dir = await Deno.makeTempDir({ prefix: "kuasar-runc-cli-" });
-  const runc = new RuncCli({ binary: "runc", root: join(dir, "root"), systemdCgroup: false });
+  const runc = new OciRuntimeCli(
+    { binary: "runc", root: join(dir, "root"), systemdCgroup: false },
+    { run: runCommand },
+  );
   const id = `cli-${crypto.randomUUID().slice(0, 8)}`;
   try {
     const bundle = await writeBundle(join(dir, "bundle"), id, {

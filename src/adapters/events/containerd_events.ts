@@ -11,7 +11,7 @@ import * as ev from "../../gen/containerd/events/task.ts";
 import { EventsDefinition } from "../../gen/containerd/services/ttrpc/events/v1/events.ts";
 import type { EventPublisher, TaskEvent } from "../../ports/event_publisher.ts";
 import { now } from "../../domain/time.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { toPbMount, toTimestamp } from "../convert.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { unaryClient } from "../ttrpc/typed.ts";

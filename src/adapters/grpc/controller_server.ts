@@ -14,7 +14,7 @@ import {
   type ControllerUpdateRequest,
 } from "../../gen/containerd/services/sandbox/v1/sandbox.ts";
 import type { SandboxService } from "../../app/sandbox_service.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { toStoredAny, toTimestamp } from "../convert.ts";
 import { toStatus } from "../rpc_status.ts";
 import type { MethodDefinition, ServiceDefinition } from "../ttrpc/typed.ts";

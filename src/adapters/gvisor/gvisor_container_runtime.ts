@@ -26,8 +26,8 @@ import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
 import { mountRootfs, unmountOwn } from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
-import { initToken } from "../os/process_tokens.ts";
-import { type MonitoredBackend, MonitoredContainers } from "../runc/monitored_containers.ts";
+import { initToken } from "../supervisor/process_tokens.ts";
+import { type MonitoredBackend, MonitoredContainers } from "../oci/monitored_containers.ts";
 import { CONTAINER_TYPE, SANDBOX_ID } from "./gvisor_sandbox_backend.ts";
 
 /** Backend state kept in a container or exec record. */

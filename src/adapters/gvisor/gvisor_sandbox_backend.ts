@@ -15,7 +15,7 @@ import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { podSysctls } from "../../domain/sysctls.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import {
   cgroupMetrics,
   cgroupPathsFor,
@@ -23,12 +23,10 @@ import {
   cgroupProcesses,
   removeCgroup,
 } from "../os/cgroups.ts";
-import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { PodProcessBackend } from "../os/pod_process_backend.ts";
-import { HelperFailedError } from "../os/helper.ts";
-import { startMonitored } from "../os/monitored.ts";
-import { holderToken } from "../os/process_tokens.ts";
-import { lastRuncError, type RuncCli } from "../runc/runc_cli.ts";
+import { ProcessStartError, type Supervisor } from "../../ports/supervisor.ts";
+import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
+import { holderToken } from "../supervisor/process_tokens.ts";
+import { lastRuntimeError, type OciRuntimeCli } from "../oci/runtime_cli.ts";
 import type { StateLayout } from "../os/state_layout.ts";
 
 /** What the gVisor sandbox backend needs. */
@@ -37,9 +35,8 @@ export interface GvisorSandboxBackendOptions {
   readonly dir: string;
   /** Where the daemon's own entries under --dir are (the shared pause rootfs). */
   readonly layout: StateLayout;
-  readonly helper: string;
-  readonly exits: ExitWatcher;
-  readonly runsc: RuncCli;
+  readonly supervisor: Supervisor;
+  readonly runsc: OciRuntimeCli;
 }
 
 const SIGTERM = 15, SIGKILL = 9;
@@ -116,12 +113,12 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
   async #pauseRootfs(): Promise<string> {
     const root = this.opts.layout.path("pauseRootfs");
     const bin = join(root, "pause");
-    const want = (await Deno.stat(this.opts.helper)).size;
+    const want = (await Deno.stat(this.opts.supervisor.binary)).size;
     const have = await Deno.stat(bin).then((s) => s.size, () => -1);
     if (have !== want) {
       await Deno.mkdir(join(root, "proc"), { recursive: true, mode: 0o755 });
       const tmp = `${bin}.${crypto.randomUUID()}`;
-      await Deno.copyFile(this.opts.helper, tmp);
+      await Deno.copyFile(this.opts.supervisor.binary, tmp);
       await Deno.chmod(tmp, 0o755);
       await Deno.rename(tmp, bin);
     }
@@ -150,7 +147,7 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
     const startLog = join(bundle, "start.log.json");
     let h;
     try {
-      h = await startMonitored({ helper: this.opts.helper, exits: this.opts.exits }, {
+      h = await this.opts.supervisor.startMonitored({
         token,
         pidFile,
         monitorLog: join(bundle, "monitor.log"),
@@ -160,8 +157,8 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
       });
     } catch (e) {
       await this.#destroy(record);
-      if (!(e instanceof HelperFailedError)) throw e;
-      const why = await lastRuncError(startLog) ?? e.message;
+      if (!(e instanceof ProcessStartError)) throw e;
+      const why = await lastRuntimeError(startLog) ?? e.message;
       throw new InternalError(`runsc cannot start sandbox "${record.id}": ${why}${hintFor(why)}`);
     }
     record.pid = h.pid;

@@ -6,10 +6,11 @@
  * @module
  */
 import { z } from "zod";
-import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
+import type { KindParts } from "../../ports/sandbox_kind.ts";
+import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { findExecutable } from "../os/executables.ts";
-import { RuncCli } from "../runc/runc_cli.ts";
+import { OciRuntimeCli } from "../oci/runtime_cli.ts";
 import { GvisorContainerRuntime } from "./gvisor_container_runtime.ts";
 import { GvisorSandboxBackend } from "./gvisor_sandbox_backend.ts";
 
@@ -39,14 +40,14 @@ export function runscFlags(s: GvisorSettings): string[] {
 }
 
 /** Descriptor of the gVisor kind. */
-export const gvisorKind: SandboxKind = {
+export const gvisorKind: HostKind = {
   name: "gvisor",
   binaryName: "gvisor-sandboxer",
   description: "pods as gVisor sandboxes (runsc), containers as its subcontainers",
   defaultListen: "/run/gvisor-sandboxer.sock",
   defaultDir: "/run/kuasar-gvisor",
   settingsSchema: gvisorSettings,
-  async create(ctx: KindContext): Promise<KindParts> {
+  async create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as GvisorSettings;
     const binary = findExecutable(s.binary ?? "runsc");
     if (!binary) {
@@ -58,26 +59,24 @@ export const gvisorKind: SandboxKind = {
     }
     if (s.root) ctx.layout.reserve(s.root, "runsc's root ([gvisor] root)");
     if (s.debug_log_dir) await Deno.mkdir(s.debug_log_dir, { recursive: true, mode: 0o700 });
-    const runsc = new RuncCli({
+    const runsc = new OciRuntimeCli({
       binary,
       root: s.root ?? ctx.layout.path("runscRoot"),
       systemdCgroup: false,
       globalFlags: runscFlags(s),
-      launcher: [ctx.helper, "exec", "--"],
-    });
+      detached: true,
+    }, ctx.supervisor);
     return {
       backend: new GvisorSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
-        helper: ctx.helper,
-        exits: ctx.exits,
+        supervisor: ctx.supervisor,
         runsc,
       }),
       runtime: new GvisorContainerRuntime({
         dir: ctx.dir,
         layout: ctx.layout,
-        helper: ctx.helper,
-        exits: ctx.exits,
+        supervisor: ctx.supervisor,
         cli: runsc,
         streams: ctx.streams,
       }),

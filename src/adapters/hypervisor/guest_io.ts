@@ -15,7 +15,7 @@ import type { Io } from "../../domain/task.ts";
 import { Any } from "../../gen/containerd/google/protobuf/any.ts";
 import { StreamInit } from "../../gen/containerd/services/streaming/v1/streaming.ts";
 import { Data, WindowUpdate } from "../../gen/containerd/types/transfer/streaming.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import {
   type InChannel,
   type OutChannel,

@@ -13,9 +13,7 @@ import type { OciSpec } from "../../domain/oci.ts";
 import type { Mount } from "../../domain/task.ts";
 import { bindMount, isMountPoint, mountAll, unmountAll } from "../os/mounts.ts";
 import { guestSpec } from "./guest_spec.ts";
-
-/** Where the guest mounts the pod's shared directory. */
-export const GUEST_SHARED_DIR = "/run/kuasar/shared";
+import { GUEST_SHARED_DIR } from "../../ports/agent_protocol.ts";
 
 /** The host directory of container `cid`'s share. */
 export function shareDir(dir: string, sandboxId: string, cid: string): string {

@@ -6,9 +6,10 @@
  * @module
  */
 import { join } from "node:path";
-import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
+import type { KindParts } from "../../ports/sandbox_kind.ts";
+import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
 import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
 import {
@@ -50,7 +51,7 @@ function serveVmExec(server: TtrpcServer, links: AgentLinks): void {
 }
 
 /** Descriptor of the vmm kind. */
-export const vmmKind: SandboxKind = {
+export const vmmKind: HostKind = {
   name: "vmm",
   binaryName: "vmm-sandboxer",
   description: "pods as microVMs on QEMU, with a guest agent as PID 1",
@@ -59,7 +60,7 @@ export const vmmKind: SandboxKind = {
   defaultConfig: "/var/lib/kuasar/config.toml",
   configTable: "hypervisor",
   settingsSchema: hypervisorSettings,
-  create(ctx: KindContext): Promise<KindParts> {
+  create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as HypervisorSettings;
     const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
     if (!qemu) {
@@ -83,8 +84,7 @@ export const vmmKind: SandboxKind = {
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
-        helper: ctx.helper,
-        exits: ctx.exits,
+        supervisor: ctx.supervisor,
         qemu,
         kernel: existing(s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"), "kernel_path"),
         initrd: existing(

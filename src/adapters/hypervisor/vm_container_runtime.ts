@@ -26,14 +26,14 @@ import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/
 import { now } from "../../domain/time.ts";
 import { TaskOOM } from "../../gen/containerd/events/task.ts";
 import { Status } from "../../gen/containerd/types/task/task.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import type {
   ContainerRuntime,
   ProcessExitListener,
   ProcessInfo,
   StoredAnyBytes,
 } from "../../ports/container_runtime.ts";
-import { sleep } from "../../app/sync.ts";
+import { sleep } from "../../lib/sync.ts";
 import { fromTimestamp } from "../convert.ts";
 import { readSpec } from "../os/bundle.ts";
 import { type StreamHub, streamingId } from "../task/streaming.ts";

@@ -14,7 +14,7 @@ import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import {
   cgroupMetrics,
   cgroupPathsFor,
@@ -22,14 +22,12 @@ import {
   makeCgroup,
   removeCgroup,
 } from "../os/cgroups.ts";
-import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { startMonitored } from "../os/monitored.ts";
-import { PodProcessBackend } from "../os/pod_process_backend.ts";
-import { holderToken, killByCommandLine, sharedFsToken, socketPath } from "../os/process_tokens.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
+import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
+import { holderToken, sharedFsToken, socketPath } from "../supervisor/process_tokens.ts";
 import { type AgentAddress, type AgentLink, AgentLinks } from "./agent_links.ts";
-import { AGENT_VSOCK_PORT } from "../../agent/channel.ts";
+import { AGENT_VSOCK_PORT } from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
-import { runCommand } from "../os/command.ts";
 import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
 import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
 import { QmpClient } from "./qemu/qmp.ts";
@@ -40,8 +38,7 @@ export interface VmmBackendOptions {
   readonly dir: string;
   /** Where the daemon's own entries under --dir are (short socket names). */
   readonly layout: StateLayout;
-  readonly helper: string;
-  readonly exits: ExitWatcher;
+  readonly supervisor: Supervisor;
   readonly qemu: string;
   readonly kernel: string;
   readonly initrd: string;
@@ -129,7 +126,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
     record.backend = { ...record.backend, cgroupsPath };
     const t0 = performance.now();
-    const h = await startMonitored({ helper: o.helper, exits: o.exits }, {
+    const h = await o.supervisor.startMonitored({
       token: holderToken(record.id),
       monitorLog: join(o.dir, record.id, "monitor.log"),
       argv: () => argv,
@@ -160,7 +157,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
   async #startVirtiofsd(record: SandboxRecord, p: { fs: string; shared: string }): Promise<string> {
     await Deno.mkdir(p.shared, { recursive: true, mode: 0o700 });
     await Deno.remove(p.fs).catch(() => {});
-    await startMonitored({ helper: this.opts.helper, exits: this.opts.exits }, {
+    await this.opts.supervisor.startMonitored({
       token: sharedFsToken(record.id),
       monitorLog: join(this.opts.dir, record.id, "virtiofsd.log"),
       argv: () => [
@@ -235,7 +232,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     const taps = record.backend.taps;
     if (record.netnsPath && Array.isArray(taps)) {
       for (const tap of taps) {
-        await runCommand([
+        await this.opts.supervisor.run([
           "nsenter",
           `--net=${record.netnsPath}`,
           "--",
@@ -251,8 +248,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       await removeCgroup(record.backend.cgroupsPath);
     }
     // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
-    await killByCommandLine(this.opts.exits.needle(sharedFsToken(record.id)));
-    await this.opts.exits.remove(sharedFsToken(record.id));
+    await this.opts.supervisor.killOrphans(sharedFsToken(record.id));
+    await this.opts.supervisor.exits.remove(sharedFsToken(record.id));
     const p = await vmPaths(this.opts, record.id);
     for (const f of [p.qmp, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
   }

@@ -5,34 +5,13 @@
  * @module
  */
 import { DeadlineExceededError, InternalError, UnavailableError } from "../../domain/errors.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { spawned } from "./children.ts";
-
-/** Result of a finished command. */
-export interface CommandResult {
-  readonly code: number;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-/** Options of `runCommand`. */
-export interface RunOptions {
-  /** Bytes written to the command's stdin (which is closed afterwards). */
-  readonly stdin?: Uint8Array;
-  /** Kills the command (SIGKILL) after this many milliseconds. */
-  readonly timeoutMs?: number;
-  readonly env?: Record<string, string>;
-  readonly cwd?: string;
-  /**
-   * Output to /dev/null: for commands that leave processes behind holding
-   * their stdio (runsc create), whose pipes would never reach EOF.
-   */
-  readonly discardOutput?: boolean;
-}
+import type { CommandResult, RunOptions } from "../../ports/supervisor.ts";
 
 const td = new TextDecoder();
 
-/** Runs `argv` to completion; a missing binary is UNAVAILABLE, a timeout DEADLINE_EXCEEDED. */
+/** Runs `argv` to completion (`detached` is the Supervisor's business); a missing binary is UNAVAILABLE, a timeout DEADLINE_EXCEEDED. */
 export async function runCommand(
   argv: readonly string[],
   opts: RunOptions = {},

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 
 type Trim = (pad: bigint) => number;
 

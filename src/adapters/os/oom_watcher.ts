@@ -17,7 +17,7 @@
  * @module
  */
 import { join } from "node:path";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { type CgroupPaths, type CgroupRoot, hostCgroupRoot, oomKills } from "./cgroups.ts";
 
 const EFD_NONBLOCK = 0o4000, EFD_CLOEXEC = 0o2000000;

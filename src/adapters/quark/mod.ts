@@ -6,7 +6,8 @@
  * @module
  */
 import { z } from "zod";
-import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
+import type { KindParts } from "../../ports/sandbox_kind.ts";
+import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { findExecutable } from "../os/executables.ts";
 import { unsupportedRuntime } from "../task/unsupported_runtime.ts";
@@ -19,14 +20,14 @@ export const quarkSettings = z.strictObject({
 });
 
 /** Descriptor of the Quark kind. */
-export const quarkKind: SandboxKind = {
+export const quarkKind: HostKind = {
   name: "quark",
   binaryName: "quark-sandboxer",
   description: "pods as Quark (QVisor) sandboxes, which serve their own Task API",
   defaultListen: "/run/quark-sandboxer.sock",
   defaultDir: "/var/lib/kuasar-quark",
   settingsSchema: quarkSettings,
-  create(ctx: KindContext): Promise<KindParts> {
+  create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof quarkSettings>;
     const binary = findExecutable(s.binary ?? "quark");
     if (!binary) {
@@ -42,7 +43,7 @@ export const quarkKind: SandboxKind = {
       backend: new QuarkSandboxBackend({
         dir: ctx.dir,
         binary,
-        launcher: [ctx.helper, "exec", "--"],
+        supervisor: ctx.supervisor,
       }),
       runtime: unsupportedRuntime(
         "Quark pods serve the Task API themselves, at the address Start returned",

@@ -19,9 +19,9 @@ import type {
   SandboxBackend,
   SandboxExitListener,
 } from "../../ports/sandbox_backend.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
 import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
-import { runCommand } from "../os/command.ts";
 import { bindMount, mountAll, unmountAll } from "../os/mounts.ts";
 import { goArch } from "../os/platform.ts";
 import {
@@ -38,8 +38,8 @@ export interface QuarkSandboxBackendOptions {
   readonly dir: string;
   /** The quark binary. */
   readonly binary: string;
-  /** Prefix that runs a command without the daemon's descriptors (`kuasar-helper exec --`). */
-  readonly launcher: readonly string[];
+  /** Runs quark (detached: the sandbox it leaves keeps none of the daemon's descriptors). */
+  readonly supervisor: Pick<Supervisor, "run">;
   /** How often a running Quark is checked for (it is not our child). */
   readonly pollMs?: number;
 }
@@ -90,11 +90,12 @@ export class QuarkSandboxBackend implements SandboxBackend {
     const p = quarkPaths(this.#opts.dir, record.id);
     await Deno.remove(p.pidFile).catch(() => {});
     // Quark daemonises and returns; the pid file names the sandbox process.
-    const argv = [
-      ...this.#opts.launcher,
-      ...quarkSandboxArgv(this.#opts.binary, this.#opts.dir, record.id),
-    ];
-    const r = await runCommand(argv, { cwd: p.bundle, timeoutMs: 60_000 });
+    const argv = quarkSandboxArgv(this.#opts.binary, this.#opts.dir, record.id);
+    const r = await this.#opts.supervisor.run(argv, {
+      cwd: p.bundle,
+      timeoutMs: 60_000,
+      detached: true,
+    });
     if (r.code !== 0) {
       throw new InternalError(
         `quark sandbox failed (exit ${r.code}): ${(r.stderr || r.stdout).trim() || "no output"}`,

@@ -4,8 +4,9 @@
  * @module
  */
 import { z } from "zod";
-import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
-import { RuncCli } from "./runc_cli.ts";
+import type { KindParts } from "../../ports/sandbox_kind.ts";
+import type { HostKind, HostKindContext } from "../kind_host.ts";
+import { OciRuntimeCli } from "../oci/runtime_cli.ts";
 import { RuncContainerRuntime } from "./runc_container_runtime.ts";
 import { RuncSandboxBackend } from "./runc_sandbox_backend.ts";
 
@@ -20,32 +21,31 @@ export const runcSettings = z.strictObject({
 });
 
 /** Descriptor of the runC kind. */
-export const runcKind: SandboxKind = {
+export const runcKind: HostKind = {
   name: "runc",
   binaryName: "runc-sandboxer",
   description: "pods as namespace holders, containers run by runc",
   defaultListen: "/run/runc-sandboxer.sock",
   defaultDir: "/run/kuasar-runc",
   settingsSchema: runcSettings,
-  create(ctx: KindContext): Promise<KindParts> {
+  create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof runcSettings>;
-    const runc = new RuncCli({
+    const runc = new OciRuntimeCli({
       binary: s.binary ?? "runc",
       root: s.root ?? ctx.layout.path("runcRoot"),
       systemdCgroup: s.systemd_cgroup ?? false,
-    });
+    }, ctx.supervisor);
     // A root configured as `<dir>/<name>` (the old README's example) is no pod's name.
     if (s.root) ctx.layout.reserve(s.root, "runc's root ([runc] root)");
     const runtime = new RuncContainerRuntime({
       dir: ctx.dir,
       layout: ctx.layout,
-      helper: ctx.helper,
-      exits: ctx.exits,
+      supervisor: ctx.supervisor,
       cli: runc,
       streams: ctx.streams,
     });
     return Promise.resolve({
-      backend: new RuncSandboxBackend({ dir: ctx.dir, helper: ctx.helper, exits: ctx.exits }),
+      backend: new RuncSandboxBackend({ dir: ctx.dir, supervisor: ctx.supervisor }),
       runtime,
       close: () => runtime.close(),
     });

@@ -22,16 +22,16 @@ import {
   oomKills,
   removeCgroup,
 } from "../os/cgroups.ts";
-import type { ExitRecord } from "../os/exit_watcher.ts";
+import type { ExitRecord } from "../../ports/supervisor.ts";
 import { mountRootfs } from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { OomWatcher } from "../os/oom_watcher.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
-import { initToken } from "../os/process_tokens.ts";
+import { initToken } from "../supervisor/process_tokens.ts";
 import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
-import { sleep } from "../../app/sync.ts";
-import { type MonitoredBackend, MonitoredContainers } from "./monitored_containers.ts";
+import { sleep } from "../../lib/sync.ts";
+import { type MonitoredBackend, MonitoredContainers } from "../oci/monitored_containers.ts";
 
 /** Backend state kept in a container or exec record. */
 interface ProcBackend extends MonitoredBackend {

@@ -10,7 +10,7 @@
 import { podSysctls } from "../../domain/sysctls.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import {
   cgroupExists,
   cgroupMetrics,
@@ -18,17 +18,15 @@ import {
   cgroupPathsFor,
   summedCgroupMetrics,
 } from "../os/cgroups.ts";
-import type { ExitWatcher } from "../os/exit_watcher.ts";
-import { PodProcessBackend } from "../os/pod_process_backend.ts";
-import { startHelper } from "../os/helper.ts";
-import { holderToken } from "../os/process_tokens.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
+import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
+import { holderToken } from "../supervisor/process_tokens.ts";
 
 /** What the runC sandbox backend needs. */
 export interface RuncSandboxBackendOptions {
   /** The sandboxer's --dir (a pod's files live in `<dir>/<id>/`). */
   readonly dir: string;
-  readonly helper: string;
-  readonly exits: ExitWatcher;
+  readonly supervisor: Supervisor;
 }
 
 /** Pod lifecycle for the runC sandboxer. */
@@ -36,21 +34,19 @@ export class RuncSandboxBackend extends PodProcessBackend<RuncSandboxBackendOpti
   #log = log.with({ component: "runc-sandbox" });
 
   async start(record: SandboxRecord): Promise<void> {
-    const token = holderToken(record.id);
-    const args = ["hold", "--exit-file", this.opts.exits.path(token)];
-    if (record.netnsPath) args.push("--netns", record.netnsPath);
-    else if (record.pod.network === "node") args.push("--host-netns");
-    else args.push("--new-netns");
-    // Host-network pods share the node's UTS namespace too, as in Kubernetes.
-    if (record.pod.network === "node") args.push("--host-uts");
-    else if (record.pod.hostname) args.push("--hostname", record.pod.hostname);
-    if (record.pod.ipc === "node") args.push("--host-ipc");
-    for (const [k, v] of podSysctls(record.pod)) args.push("--sysctl", `${k}=${v}`);
-    const h = await startHelper(this.opts.helper, args);
+    const hostNetwork = record.pod.network === "node";
+    const h = await this.opts.supervisor.hold(holderToken(record.id), {
+      netnsPath: record.netnsPath || undefined,
+      hostNetwork,
+      // Host-network pods share the node's UTS namespace too, as in Kubernetes.
+      hostUts: hostNetwork,
+      hostname: record.pod.hostname || undefined,
+      hostIpc: record.pod.ipc === "node",
+      sysctls: podSysctls(record.pod),
+    });
     record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };
     this.holders.watch(record.id, h.helperPid);
-    h.exited.then(() => this.opts.exits.check(token));
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {

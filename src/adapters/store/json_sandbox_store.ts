@@ -12,7 +12,7 @@ import type { BrokenRecord, SandboxStore } from "../../ports/sandbox_store.ts";
 import { validateId } from "../../domain/ids.ts";
 import { unmountAll } from "../os/mounts.ts";
 import { StateLayout } from "../os/state_layout.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 
 const RECORD = "sandbox.json";
 /** Version of the record layout, bumped on incompatible changes. */

@@ -22,7 +22,7 @@ import {
   StreamInit,
 } from "../../gen/containerd/services/streaming/v1/streaming.ts";
 import { Data, WindowUpdate } from "../../gen/containerd/types/transfer/streaming.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import type { CallContext, ServerStream, TtrpcServer } from "../ttrpc/server.ts";
 
 const TYPE_DATA = "containerd.types.transfer.Data";

@@ -15,14 +15,14 @@ import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/s
 import { ProcessDetails } from "../../gen/containerd/types/runc/options/oci.ts";
 import type { TaskService } from "../../app/task_service.ts";
 import type { TaskEndpoint } from "../../ports/task_endpoint.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { fromPbMount, toTimestamp } from "../convert.ts";
-import { socketPath } from "../os/process_tokens.ts";
-import { readPreamble, type Relay } from "../os/relay.ts";
+import { socketPath } from "../supervisor/process_tokens.ts";
+import { readPreamble, type Relay } from "../supervisor/relay.ts";
 import { validateId } from "../../domain/ids.ts";
 import type { CallContext, TtrpcServer } from "../ttrpc/server.ts";
 import { type UnaryImplementation, unaryMethods } from "../ttrpc/typed.ts";
-import { VERSION } from "../../version.ts";
+import { VERSION } from "../../lib/version.ts";
 
 /** Metadata key containerd puts the namespace under on ttrpc. */
 export const NAMESPACE_KEY = "containerd-namespace-ttrpc";
@@ -164,7 +164,7 @@ export function registerTaskService(server: TtrpcServer, tasks: TaskService): vo
 
 /**
  * Per-pod task sockets owned by the relay helper, whose connections this
- * daemon serves through one backend socket (see src/adapters/os/relay.ts).
+ * daemon serves through one backend socket (see src/adapters/supervisor/relay.ts).
  * Closing the daemon leaves the pods' sockets and connections to the relay.
  */
 export class RelayTaskEndpoint implements TaskEndpoint {

@@ -12,7 +12,7 @@
  */
 import { Code } from "../../domain/errors.ts";
 import { Request, Response } from "../../gen/ttrpc/request.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { type RpcStatus, toStatus } from "../rpc_status.ts";
 import type { ByteStream } from "./frame.ts";
 import { encodeFrame, Flag, FrameDecoder, MAX_PAYLOAD, MessageType } from "./frame.ts";

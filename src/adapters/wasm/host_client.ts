@@ -6,20 +6,20 @@
  * @module
  */
 import { UnavailableError } from "../../domain/errors.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { fromStatus } from "../rpc_status.ts";
-import { helperAlive } from "../os/exit_watcher.ts";
-import { startHelper } from "../os/helper.ts";
+import { helperAlive } from "../supervisor/exit_watcher.ts";
 import { selfCommand } from "../os/self_command.ts";
-import { sleep } from "../../app/sync.ts";
+import { sleep } from "../../lib/sync.ts";
 import type { Request, TaskInfo, TaskSpec, WireError } from "./host/protocol.ts";
 import type { StateLayout } from "../os/state_layout.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
 
 /** How the host is started. */
 export interface WasmHostConfig {
   /** Where the daemon's entries are (the host's control socket and log among them). */
   readonly layout: StateLayout;
-  readonly helper: string;
+  readonly supervisor: Supervisor;
   readonly warm: number;
   readonly wasmtimeLib?: string;
   readonly wasmtimeCli?: string;
@@ -202,13 +202,7 @@ export class WasmHostClient {
     if (c.wasmtimeCli) argv.push("--wasmtime", c.wasmtimeCli);
     if (c.wasmedge) argv.push("--wasmedge", c.wasmedge);
     await Deno.remove(this.control).catch(() => {});
-    const h = await startHelper(c.helper, [
-      "detach",
-      "--log",
-      c.layout.path("wasmHostLog"),
-      "--",
-      ...argv,
-    ]);
+    const h = await c.supervisor.detach(argv, c.layout.path("wasmHostLog"));
     this.#log.info("wasm host started", { pid: h.pid });
   }
 

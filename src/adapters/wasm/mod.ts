@@ -5,8 +5,9 @@
  */
 import { join } from "node:path";
 import { z } from "zod";
-import type { KindContext, KindParts, SandboxKind } from "../../daemon/kind.ts";
-import { Logger } from "../../log.ts";
+import type { KindParts } from "../../ports/sandbox_kind.ts";
+import type { HostKind, HostKindContext } from "../kind_host.ts";
+import { Logger } from "../../lib/log.ts";
 import { findExecutable, firstFile } from "../os/executables.ts";
 import { ENGINES } from "./host/protocol.ts";
 import { WasmHostClient } from "./host_client.ts";
@@ -39,18 +40,18 @@ function defaultWasmtimeLib(): string | undefined {
 }
 
 /** Descriptor of the Wasm kind. */
-export const wasmKind: SandboxKind = {
+export const wasmKind: HostKind = {
   name: "wasm",
   binaryName: "wasm-sandboxer",
   description: "pods of WebAssembly modules (embedded V8/WASI engine, Wasmtime, WasmEdge)",
   defaultListen: "/run/wasm-sandboxer.sock",
   defaultDir: "/run/kuasar-wasm",
   settingsSchema: wasmSettings,
-  create(ctx: KindContext): Promise<KindParts> {
+  create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof wasmSettings>;
     const host = new WasmHostClient({
       layout: ctx.layout,
-      helper: ctx.helper,
+      supervisor: ctx.supervisor,
       warm: s.warm_workers ?? 2,
       wasmtimeLib: s.wasmtime_lib ?? defaultWasmtimeLib(),
       wasmtimeCli: s.wasmtime ?? findExecutable("wasmtime"),
@@ -62,7 +63,7 @@ export const wasmKind: SandboxKind = {
       runtime: new WasmContainerRuntime({
         dir: ctx.dir,
         layout: ctx.layout,
-        exits: ctx.exits,
+        supervisor: ctx.supervisor,
         host,
         streams: ctx.streams,
         engine: s.engine ?? "embedded",

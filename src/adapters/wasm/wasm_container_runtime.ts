@@ -18,11 +18,11 @@ import type {
   StoredAnyBytes,
 } from "../../ports/container_runtime.ts";
 import { readSpec } from "../os/bundle.ts";
-import type { ExitWatcher } from "../os/exit_watcher.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
 import { mountRootfs, unmountOwn } from "../os/mounts.ts";
 import { ownRootfsTarget, rootfsMountTarget } from "../../domain/bundle_paths.ts";
-import { ProcessIo } from "../os/process_io.ts";
-import { initToken } from "../os/process_tokens.ts";
+import { ProcessIo } from "../supervisor/process_io.ts";
+import { initToken } from "../supervisor/process_tokens.ts";
 import type { StreamHub } from "../task/streaming.ts";
 import type { EngineName } from "./host/protocol.ts";
 import type { WasmHostClient } from "./host_client.ts";
@@ -43,7 +43,7 @@ export interface WasmContainerRuntimeOptions {
   readonly dir: string;
   /** Where the daemon's own entries under --dir are. */
   readonly layout: StateLayout;
-  readonly exits: ExitWatcher;
+  readonly supervisor: Supervisor;
   readonly host: WasmHostClient;
   readonly streams: StreamHub;
   /** Engine of containers that do not ask for one. */
@@ -88,7 +88,7 @@ export class WasmContainerRuntime implements ContainerRuntime {
       const module = modulePath(rootfs, entry, spec.process?.cwd, spec.process?.env);
       await checkIsWasm(module, entry, annotatedWasm(spec));
       const token = initToken(c.id);
-      const exits = this.#opts.exits;
+      const exits = this.#opts.supervisor.exits;
       await exits.remove(token);
       const stdio = await this.#io.stdioPlan(token, c.io);
       const host = this.#opts.host;
@@ -116,7 +116,7 @@ export class WasmContainerRuntime implements ContainerRuntime {
   }
 
   #watch(sandboxId: string, c: ContainerRecord, hostPid: number): void {
-    this.#opts.exits.expect(initToken(c.id), hostPid, {
+    this.#opts.supervisor.exits.expect(initToken(c.id), hostPid, {
       // Reported once its streamed output was read: containerd stops reading at the exit.
       exited: async (r) => {
         await this.#io.delivered(sandboxId, c.io);
@@ -150,12 +150,12 @@ export class WasmContainerRuntime implements ContainerRuntime {
 
   async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     const token = initToken(c.id);
-    this.#opts.exits.cancel(token);
+    this.#opts.supervisor.exits.cancel(token);
     if (await this.#opts.host.alive()) await this.#opts.host.delete(`${sb.id}/${c.id}`);
     const rootfs = ownRootfsTarget(c.bundle, c.rootfs.length, (c.backend as WasmBackend).rootfs);
     // Only the mounts Create made (directly; the mount table only read when that fails).
     if (rootfs) await unmountOwn(rootfs, c.rootfs.length);
-    await this.#opts.exits.remove(token);
+    await this.#opts.supervisor.exits.remove(token);
     await this.#io.release(sb.id, token, c.io);
   }
 
@@ -215,7 +215,7 @@ export class WasmContainerRuntime implements ContainerRuntime {
   ): Promise<ProcessExit | undefined> {
     if (e) return { status: 255, at: now() };
     const token = initToken(c.id);
-    const rec = await this.#opts.exits.read(token);
+    const rec = await this.#opts.supervisor.exits.read(token);
     if (rec) return { status: rec.status, at: rec.at };
     const hostPid = Number((c.backend as WasmBackend).hostPid ?? 0);
     const host = this.#opts.host;

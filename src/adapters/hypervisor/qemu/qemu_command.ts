@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { AGENT_PORT_NAME } from "../../../ports/agent_protocol.ts";
 
 /** What a VM is made of. */
 export interface QemuVmSpec {
@@ -38,9 +39,6 @@ export interface QemuVmSpec {
 export function hotplugPort(i: number): string {
   return `hp${i}`;
 }
-
-/** The name the agent looks for (src/agent/channel.ts). */
-export const AGENT_PORT_NAME = "agent.0";
 
 /** argv of `qemu-system-x86_64` for `vm`. */
 export function qemuArgv(vm: QemuVmSpec): string[] {

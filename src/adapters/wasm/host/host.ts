@@ -14,7 +14,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from "../../../domain/errors.ts";
-import { log } from "../../../log.ts";
+import { log } from "../../../lib/log.ts";
 import { toStatus } from "../../rpc_status.ts";
 import { ignoredByDefault } from "../../os/signals.ts";
 import { CliEngine, wasmedgeArgv, wasmtimeRunArgv } from "./cli_engine.ts";

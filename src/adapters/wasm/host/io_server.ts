@@ -6,12 +6,12 @@
  * and stderr bytes it passed on; tag 0 back to it acknowledges stdin taken).
  * Output is kept until acknowledged and sent
  * again to a new connection, and each stream has at most `WINDOW` bytes
- * unacknowledged, so the daemon's side (src/adapters/os/monitor_io.ts) is the
+ * unacknowledged, so the daemon's side (src/adapters/supervisor/monitor_io.ts) is the
  * same for both.
  *
  * @module
  */
-import { ioFrame, readIoFrames } from "../../os/monitor_io.ts";
+import { ioFrame, readIoFrames } from "../../supervisor/monitor_io.ts";
 
 /** Largest buffered output of one stream before its writer is told to wait. */
 const LIMIT = 1 << 20;

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ioFrame } from "../../os/monitor_io.ts";
+import { ioFrame } from "../../supervisor/monitor_io.ts";
 import { ByteQueue } from "../../ttrpc/byte_queue.ts";
 import { IoServer } from "./io_server.ts";
 

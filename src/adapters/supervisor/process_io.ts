@@ -13,14 +13,8 @@ import { OUTPUT_IDLE_MS, type StreamHub, streamingId } from "../task/streaming.t
 import { writeAll } from "../ttrpc/server.ts";
 import { MonitorIo } from "./monitor_io.ts";
 import { socketPath } from "./process_tokens.ts";
-import { log } from "../../log.ts";
-
-/** What the monitor is told about a process's stdio. */
-export interface MonitorStdio {
-  readonly args: string[];
-  /** Set for a terminal: where the runtime sends the pty master. */
-  readonly consoleSocket?: string;
-}
+import { log } from "../../lib/log.ts";
+import type { MonitorStdio, StdioSource } from "../../ports/supervisor.ts";
 
 /** Where each stdio stream of a process goes. */
 export interface StdioPlan {
@@ -52,7 +46,7 @@ function checkPath(path: string): string {
 }
 
 /** Stdio plumbing of monitored processes. */
-export class ProcessIo {
+export class ProcessIo implements StdioSource {
   #hub: StreamHub;
   #socketDir: string;
   #bridges = new Map<string, MonitorIo>();

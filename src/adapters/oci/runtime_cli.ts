@@ -1,15 +1,17 @@
 /**
- * The runc command line: argv builders (pure, unit-tested) and the verbs the
- * runC sandboxer calls, with runc's failures mapped to error classes.
+ * The command line shared by OCI runtimes with runc's verbs and flags (runc
+ * on the host and in a VM's guest, runsc): argv builders and the verbs the
+ * sandboxers call, with the runtime's failures mapped to error classes.
+ * Commands run through the injected Supervisor.
  *
  * @module
  */
 import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
-import { runCommand } from "../os/command.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
 
-/** How runc is invoked. */
-export interface RuncOptions {
-  /** runc binary (name or path). */
+/** How the runtime is invoked. */
+export interface OciRuntimeOptions {
+  /** Runtime binary (name or path). */
   readonly binary: string;
   /** runc --root: where runc keeps container state. */
   readonly root: string;
@@ -18,10 +20,10 @@ export interface RuncOptions {
   /** More global flags, before the verb (runsc's --platform, --network…). */
   readonly globalFlags?: readonly string[];
   /**
-   * Prefix of every command the daemon runs directly (`kuasar-helper exec --`),
-   * so processes the runtime leaves behind inherit none of the daemon's descriptors.
+   * Run every command through the supervisor's launcher, so processes the
+   * runtime leaves behind (runsc's sandbox) inherit none of the daemon's descriptors.
    */
-  readonly launcher?: readonly string[];
+  readonly detached?: boolean;
   /** More flags of `create` (`--no-pivot` where the root is an initramfs, as in a VM). */
   readonly createFlags?: readonly string[];
 }
@@ -32,12 +34,14 @@ export interface RuncState {
   readonly pid: number;
 }
 
-/** A runc front end bound to one state root. */
-export class RuncCli {
-  readonly opts: RuncOptions;
+/** An OCI runtime front end bound to one state root. */
+export class OciRuntimeCli {
+  readonly opts: OciRuntimeOptions;
+  readonly #supervisor: Pick<Supervisor, "run">;
 
-  constructor(opts: RuncOptions) {
+  constructor(opts: OciRuntimeOptions, supervisor: Pick<Supervisor, "run">) {
     this.opts = opts;
+    this.#supervisor = supervisor;
   }
 
   /** Global flags; with `logFile`, errors go there as JSON lines. */
@@ -156,12 +160,15 @@ export class RuncCli {
     }
   }
 
-  /** Runs a verb with the global flags; failures are mapped by `runcError`. */
+  /** Runs a verb with the global flags; failures are mapped by `runtimeError`. */
   async run(args: string[], what: string, stdin?: Uint8Array): Promise<string> {
-    const argv = [...this.opts.launcher ?? [], ...this.global(), ...args];
-    const r = await runCommand(argv, { stdin, timeoutMs: 60_000 });
+    const r = await this.#supervisor.run([...this.global(), ...args], {
+      stdin,
+      timeoutMs: 60_000,
+      detached: this.opts.detached,
+    });
     if (r.code === 0) return r.stdout;
-    throw runcError(what, (r.stderr || r.stdout).trim());
+    throw runtimeError(what, (r.stderr || r.stdout).trim());
   }
 
   /**
@@ -177,18 +184,19 @@ export class RuncCli {
   ): Promise<void> {
     await Deno.remove(logFile).catch(() => {});
     const argv = [...this.global(logFile), ...extraFlags, "create", "--bundle", bundle];
-    const r = await runCommand([...this.opts.launcher ?? [], ...argv, "--pid-file", pidFile, id], {
+    const r = await this.#supervisor.run([...argv, "--pid-file", pidFile, id], {
       timeoutMs: 60_000,
       discardOutput: true,
+      detached: this.opts.detached,
     });
     if (r.code !== 0) {
-      throw runcError(`create container "${id}"`, await lastRuncError(logFile) ?? "");
+      throw runtimeError(`create container "${id}"`, await lastRuntimeError(logFile) ?? "");
     }
   }
 }
 
-/** Classifies a runc failure message. */
-export function runcError(what: string, message: string): Error {
+/** Classifies a runtime's failure message (runc's wording; runsc and crun say the same). */
+export function runtimeError(what: string, message: string): Error {
   const msg = message.replace(/^time="[^"]*" level=\w+ msg="(.*)"$/s, "$1").split("\n").pop() ??
     message;
   if (/does not exist|not found/i.test(msg)) return new NotFoundError(`Cannot ${what}: ${msg}`);
@@ -198,11 +206,11 @@ export function runcError(what: string, message: string): Error {
   ) {
     return new FailedPreconditionError(`Cannot ${what}: ${msg}`);
   }
-  return new InternalError(`Cannot ${what}: ${msg || "runc failed"}`);
+  return new InternalError(`Cannot ${what}: ${msg || "the runtime failed"}`);
 }
 
-/** The last error runc wrote to its JSON log file, if any. */
-export async function lastRuncError(logFile: string): Promise<string | undefined> {
+/** The last error the runtime wrote to its JSON log file, if any. */
+export async function lastRuntimeError(logFile: string): Promise<string | undefined> {
   let text: string;
   try {
     text = await Deno.readTextFile(logFile);

@@ -11,23 +11,8 @@
  * @module
  */
 import { join } from "node:path";
-import type { Instant } from "../../domain/time.ts";
-import { log } from "../../log.ts";
-
-/** An exit as the helper recorded it. */
-export interface ExitRecord {
-  readonly pid: number;
-  /** Exit code, or 128 + signal. */
-  readonly status: number;
-  readonly at: Instant;
-}
-
-/** What a watcher calls back. */
-export interface ExitHandlers {
-  exited(record: ExitRecord): void | Promise<void>;
-  /** The helper is gone and left no record: the exit status is unknown. */
-  lost?(): void;
-}
+import type { ExitHandlers, ExitRecord, ExitRecords } from "../../ports/supervisor.ts";
+import { log } from "../../lib/log.ts";
 
 interface Watch {
   readonly helperPid: number;
@@ -39,7 +24,7 @@ interface Watch {
 const POLL_MS = 2000;
 
 /** Watches one directory of exit records. */
-export class ExitWatcher {
+export class ExitWatcher implements ExitRecords {
   readonly dir: string;
   #watches = new Map<string, Watch>();
   #fs: Deno.FsWatcher | undefined;

@@ -9,9 +9,9 @@
  * @module
  */
 import { InternalError, UnavailableError } from "../../domain/errors.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 import { startHelper } from "./helper.ts";
-import type { StateLayout } from "./state_layout.ts";
+import type { StateLayout } from "../os/state_layout.ts";
 
 /** Where a daemon's relay lives. */
 export interface RelayPaths {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import info from "../deno.json" with { type: "json" };
+import info from "../../deno.json" with { type: "json" };
 
 /** The version string, like Kuasar's `Version:` line. */
 export const VERSION: string = info.version;

@@ -19,7 +19,7 @@
  */
 import { ByteQueue } from "../ttrpc/byte_queue.ts";
 import { writeAll } from "../ttrpc/server.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 
 /**
  * Receives a process's output; `null` ends a stream. It must not wait: a slow

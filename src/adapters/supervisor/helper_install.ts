@@ -10,7 +10,7 @@
  */
 import { dirname, join } from "node:path";
 import { UnavailableError } from "../../domain/errors.ts";
-import { log } from "../../log.ts";
+import { log } from "../../lib/log.ts";
 
 /** Where the helper comes from. */
 export interface HelperLocation {

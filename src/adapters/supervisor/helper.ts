@@ -1,32 +1,12 @@
 /**
- * The native helper (native/kuasar-helper.c): starts its `hold` and
- * `monitor` processes. helper_install.ts puts the binary in place.
+ * The native helper (native/*.c): starts its `hold`, `monitor` and
+ * `detach` processes. helper_install.ts puts the binary in place.
  *
  * @module
  */
-import { InternalError, UnavailableError } from "../../domain/errors.ts";
-import { spawned } from "./children.ts";
-
-/** A helper process that reported ready. */
-export interface HelperProcess {
-  /** Pid of the helper itself (the monitor / holder parent). */
-  readonly helperPid: number;
-  /** The pid it reported: the container process, or the namespace init. */
-  readonly pid: number;
-  /** Resolves when the helper process exits (only while it is our child). */
-  readonly exited: Promise<void>;
-}
-
-/** Why a helper did not become ready. */
-export class HelperFailedError extends InternalError {
-  /** Exit status of the runtime it ran, if it reported one. */
-  readonly status: number | undefined;
-  constructor(message: string, status?: number) {
-    super(message);
-    this.status = status;
-    this.name = "HelperFailedError";
-  }
-}
+import { UnavailableError } from "../../domain/errors.ts";
+import { ProcessStartError, type SupervisedProcess } from "../../ports/supervisor.ts";
+import { spawned } from "../os/children.ts";
 
 /**
  * Starts `helper <args>` and waits for its "ready <pid>" line. The helper
@@ -37,7 +17,7 @@ export async function startHelper(
   helper: string,
   args: string[],
   timeoutMs = 60_000,
-): Promise<HelperProcess> {
+): Promise<SupervisedProcess> {
   let child: Deno.ChildProcess;
   try {
     child = spawned(
@@ -77,7 +57,7 @@ export async function startHelper(
   await exited;
   const err = (await stderr).trim();
   if (word === "failed") {
-    throw new HelperFailedError(`runtime exited with status ${n}${err ? `: ${err}` : ""}`, n);
+    throw new ProcessStartError(`runtime exited with status ${n}${err ? `: ${err}` : ""}`, n);
   }
-  throw new HelperFailedError(`helper ${args[0]} did not start${err ? `: ${err}` : ""}`);
+  throw new ProcessStartError(`helper ${args[0]} did not start${err ? `: ${err}` : ""}`);
 }

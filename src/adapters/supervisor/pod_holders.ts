@@ -9,10 +9,10 @@
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { now } from "../../domain/time.ts";
 import type { RecoveredSandbox } from "../../ports/sandbox_backend.ts";
-import { Latch, withTimeout } from "../../app/sync.ts";
-import { log } from "../../log.ts";
-import type { ExitWatcher } from "./exit_watcher.ts";
-import { holderToken, killByCommandLine } from "./process_tokens.ts";
+import { Latch, withTimeout } from "../../lib/sync.ts";
+import { log } from "../../lib/log.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
+import { holderToken } from "./process_tokens.ts";
 
 const KILL_WAIT_MS = 10_000;
 
@@ -21,12 +21,12 @@ export type PodSignal = (record: SandboxRecord, signal: "SIGTERM" | "SIGKILL") =
 
 /** Every pod process of a backend, by sandbox id. */
 export class PodHolders {
-  #exits: ExitWatcher;
+  #supervisor: Supervisor;
   #onExit: (id: string, exit: SandboxExit) => void;
   #latches = new Map<string, Latch<SandboxExit>>();
 
-  constructor(exits: ExitWatcher, onExit: (id: string, exit: SandboxExit) => void) {
-    this.#exits = exits;
+  constructor(supervisor: Supervisor, onExit: (id: string, exit: SandboxExit) => void) {
+    this.#supervisor = supervisor;
     this.#onExit = onExit;
   }
 
@@ -38,7 +38,7 @@ export class PodHolders {
       latch.set(exit);
       this.#onExit(id, exit);
     };
-    this.#exits.expect(holderToken(id), helperPid, {
+    this.#supervisor.exits.expect(holderToken(id), helperPid, {
       exited: (r) => exited({ status: r.status, at: r.at }),
       lost: () => exited({ status: 255, at: now() }),
     });
@@ -75,9 +75,9 @@ export class PodHolders {
   /** Forgets a pod: kills whatever still carries its exit file, removes the record. */
   async forget(id: string): Promise<number> {
     const token = holderToken(id);
-    const killed = await killByCommandLine(this.#exits.needle(token));
+    const killed = await this.#supervisor.killOrphans(token);
     this.#latches.delete(id);
-    await this.#exits.remove(token);
+    await this.#supervisor.exits.remove(token);
     return killed;
   }
 
@@ -88,9 +88,9 @@ export class PodHolders {
   async recoverRunning(record: SandboxRecord): Promise<RecoveredSandbox> {
     const token = holderToken(record.id);
     const helperPid = Number(record.backend.holderPid ?? 0);
-    const rec = await this.#exits.read(token);
+    const rec = await this.#supervisor.exits.read(token);
     if (rec) return { alive: false, exit: { status: rec.status, at: rec.at } };
-    if (!await this.#exits.alive(token, helperPid)) {
+    if (!await this.#supervisor.exits.alive(token, helperPid)) {
       return { alive: false, exit: { status: 255, at: now() } };
     }
     this.watch(record.id, helperPid);
@@ -99,6 +99,6 @@ export class PodHolders {
 
   /** Kills the pod process of a Start that never returned (found on disk after a restart). */
   async killUnfinished(id: string): Promise<number> {
-    return await killByCommandLine(this.#exits.needle(holderToken(id)));
+    return await this.#supervisor.killOrphans(holderToken(id));
   }
 }

@@ -1,6 +1,6 @@
 /**
  * What runc and runsc containers have in common: an OCI runtime CLI
- * (RuncCli) makes them, each process runs under a monitor helper that owns
+ * (OciRuntimeCli) makes them, each process runs under a monitor helper that owns
  * its stdio and records its exit, and the daemon finds all of it again
  * after a restart. Subclasses say how a container is created and started,
  * how an exec is signalled, and where stats come from.
@@ -18,18 +18,21 @@ import type {
   ProcessInfo,
   StoredAnyBytes,
 } from "../../ports/container_runtime.ts";
-import { sleep } from "../../app/sync.ts";
-import type { ExitRecord, ExitWatcher } from "../os/exit_watcher.ts";
-import { HelperFailedError, type HelperProcess } from "../os/helper.ts";
-import { startMonitored } from "../os/monitored.ts";
+import { sleep } from "../../lib/sync.ts";
+import {
+  type ExitRecord,
+  ProcessStartError,
+  type SupervisedProcess,
+  type Supervisor,
+} from "../../ports/supervisor.ts";
 import { unmountOwn } from "../os/mounts.ts";
 import { ownRootfsTarget } from "../../domain/bundle_paths.ts";
-import { ProcessIo } from "../os/process_io.ts";
+import { ProcessIo } from "../supervisor/process_io.ts";
 import type { StateLayout } from "../os/state_layout.ts";
-import { execToken, initToken } from "../os/process_tokens.ts";
+import { execToken, initToken } from "../supervisor/process_tokens.ts";
 import type { StreamHub } from "../task/streaming.ts";
-import { lastRuncError, type RuncCli } from "./runc_cli.ts";
-import { log } from "../../log.ts";
+import { lastRuntimeError, type OciRuntimeCli } from "./runtime_cli.ts";
+import { log } from "../../lib/log.ts";
 
 /** The parent pid of a live process, undefined when it is gone (or a zombie's). */
 export async function parentOf(pid: number): Promise<number | undefined> {
@@ -46,10 +49,9 @@ export interface MonitoredContainersOptions {
   readonly dir: string;
   /** Where the daemon's own entries under --dir are. */
   readonly layout: StateLayout;
-  readonly helper: string;
-  readonly exits: ExitWatcher;
+  readonly supervisor: Supervisor;
   /** The runtime CLI (runc, or runsc through the same flags). */
-  readonly cli: RuncCli;
+  readonly cli: OciRuntimeCli;
   /** The Streaming service's channels, for containerd's streaming IO. */
   readonly streams: StreamHub;
   /** Running as a VM's guest agent: the pod is the VM, specs are ready as they come. */
@@ -77,7 +79,7 @@ export interface LaunchCommand {
 /** Containers made by an OCI runtime CLI and run under monitors. */
 export abstract class MonitoredContainers implements ContainerRuntime {
   protected readonly opts: MonitoredContainersOptions;
-  protected readonly cli: RuncCli;
+  protected readonly cli: OciRuntimeCli;
   protected readonly io: ProcessIo;
   protected listener: ProcessExitListener | undefined;
   /** The runtime's name in error messages ("runc", "runsc"). */
@@ -144,14 +146,16 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     pidFile: string,
     stateDir: string,
     cmd: LaunchCommand,
-  ): Promise<HelperProcess> {
-    const deps = { helper: this.opts.helper, exits: this.opts.exits, io: this.io };
+  ): Promise<SupervisedProcess> {
     try {
       const monitorLog = join(stateDir, "monitor.log");
-      return await startMonitored(deps, { token, io, pidFile, monitorLog, ...cmd });
+      return await this.opts.supervisor.startMonitored(
+        { token, io, pidFile, monitorLog, ...cmd },
+        this.io,
+      );
     } catch (e) {
-      if (e instanceof HelperFailedError) {
-        const why = await lastRuncError(cmd.logFile) ?? e.message;
+      if (e instanceof ProcessStartError) {
+        const why = await lastRuntimeError(cmd.logFile) ?? e.message;
         throw new InternalError(`${this.runtimeName} failed in sandbox "${sandboxId}": ${why}`);
       }
       throw e;
@@ -166,7 +170,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     helperPid: number,
   ): void {
     const token = e ? execToken(c.id, e.id) : initToken(c.id);
-    this.opts.exits.expect(token, helperPid, {
+    this.opts.supervisor.exits.expect(token, helperPid, {
       // Reported once its streamed output was read: containerd stops reading at the exit.
       exited: async (r) => {
         await this.io.delivered(sandboxId, (e ?? c).io);
@@ -211,13 +215,13 @@ export abstract class MonitoredContainers implements ContainerRuntime {
       throw new FailedPreconditionError(`Cannot signal exec "${e.id}": it was not started`);
     }
     // Already exited: its exit is being recorded.
-    if (!await this.opts.exits.alive(execToken(c.id, e.id), helperPid)) return;
+    if (!await this.opts.supervisor.exits.alive(execToken(c.id, e.id), helperPid)) return;
     await this.signalExec(c, e, signal);
   }
 
   async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     const token = initToken(c.id);
-    const exits = this.opts.exits;
+    const exits = this.opts.supervisor.exits;
     exits.cancel(token);
     // A failing delete is judged by what it leaves: processes (below) or nothing.
     await this.cli.delete(c.id, true).catch((err) =>
@@ -280,7 +284,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
     const token = execToken(c.id, e.id);
-    await this.opts.exits.remove(token);
+    await this.opts.supervisor.exits.remove(token);
     await this.io.release(sb.id, token, e.io);
     const state = this.stateDir(sb.id, c.id);
     const prefix = `exec-${e.id}.`;
@@ -318,7 +322,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     c: ContainerRecord,
     e: ExecRecord | undefined,
   ): Promise<ProcessExit | undefined> {
-    const exits = this.opts.exits;
+    const exits = this.opts.supervisor.exits;
     const token = e ? execToken(c.id, e.id) : initToken(c.id);
     const helperPid = Number(((e ?? c).backend as MonitoredBackend).helperPid ?? 0);
     const alive = helperPid > 0 && await exits.alive(token, helperPid);

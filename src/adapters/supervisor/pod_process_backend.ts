@@ -15,17 +15,16 @@ import type {
   SandboxBackend,
   SandboxExitListener,
 } from "../../ports/sandbox_backend.ts";
-import type { ExitWatcher } from "./exit_watcher.ts";
-import { goArch } from "./platform.ts";
-import { preparePod } from "./pod_files.ts";
+import type { Supervisor } from "../../ports/supervisor.ts";
+import { goArch } from "../os/platform.ts";
+import { preparePod } from "../os/pod_files.ts";
 import { PodHolders } from "./pod_holders.ts";
 
 /** What every pod-process backend has. */
 export interface PodProcessBackendOptions {
   /** The sandboxer's --dir (a pod's files live in `<dir>/<id>/`). */
   readonly dir: string;
-  readonly helper: string;
-  readonly exits: ExitWatcher;
+  readonly supervisor: Supervisor;
 }
 
 export abstract class PodProcessBackend<
@@ -39,7 +38,7 @@ export abstract class PodProcessBackend<
   constructor(opts: O) {
     this.opts = opts;
     this.holders = new PodHolders(
-      opts.exits,
+      opts.supervisor,
       (id, exit) => this.#listener?.sandboxExited(id, exit),
     );
   }

@@ -1,0 +1,13 @@
+/**
+ * What the host and the guest agent agree on besides the ttrpc services
+ * themselves: where the agent listens. Both sides import it from here.
+ *
+ * @module
+ */
+
+/** The agent's vsock port (Kuasar's). */
+export const AGENT_VSOCK_PORT = 1024;
+/** The name the host gives the agent's virtio-serial port (used where there is no vhost-vsock). */
+export const AGENT_PORT_NAME = "agent.0";
+/** Where the host's per-pod share (virtiofs) is mounted in the guest. */
+export const GUEST_SHARED_DIR = "/run/kuasar/shared";
