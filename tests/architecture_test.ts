@@ -36,9 +36,7 @@ export function layerOf(path: string): string {
 export function backEdge(from: string, to: string): string | undefined {
   const a = layerOf(from), b = layerOf(to);
   if (b === "gen") {
-    return a === "gen" || RANKS[a] >= RANKS.adapters
-      ? undefined
-      : `${a} imports generated code`;
+    return a === "gen" || RANKS[a] >= RANKS.adapters ? undefined : `${a} imports generated code`;
   }
   if (a === "gen") return "generated code imports the tree";
   if (a !== b && RANKS[a] === RANKS[b]) return `${a} and ${b} are separate programs`;

@@ -228,7 +228,7 @@ export class SandboxService implements SandboxExitListener {
       checkSandboxTransition(id, sb.state, "running");
       this.#starting.add(id);
       try {
-        await this.#backend.start(sb);
+        sb.pid = (await this.#backend.start(sb)).pid;
         sb.taskAddress = this.#backend.ownTaskAddress?.(sb) ?? await this.#endpoint.open(id);
         const early = this.#earlyExits.get(id);
         if (early) {

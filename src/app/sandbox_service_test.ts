@@ -424,8 +424,7 @@ Deno.test("verbose Status adds kind, netns, container count and scalar backend f
   await runningSandbox(h, "sb1");
   await h.tasks.create("sb1", "k8s.io", taskInput("c1"));
   const sb = h.registry.get("sb1");
-  sb.backend.nested = { x: 1 };
-  sb.backend.flag = true;
+  Object.assign(sb.backend, { nested: { x: 1 }, flag: true });
   const st = h.sandboxes.status("sb1", true);
   assert.deepEqual(st.info, {
     kind: "fake",

@@ -33,6 +33,8 @@ import {
 } from "../domain/task.ts";
 import { type Instant, now } from "../domain/time.ts";
 import type {
+  Capabilities,
+  Capability,
   ContainerRuntime,
   ProcessExitListener,
   ProcessInfo,
@@ -42,6 +44,14 @@ import type { EventPublisher } from "../ports/event_publisher.ts";
 import { log } from "../lib/log.ts";
 import type { SandboxRegistry } from "./registry.ts";
 import { withTimeout } from "../lib/sync.ts";
+
+/** Capabilities by the Task API calls that need them, for messages. */
+const CAPABILITY_NAMES: Record<Capability, string> = {
+  exec: "Exec",
+  pause: "Pause/Resume",
+  update: "Update",
+  stats: "Stats",
+};
 
 /** Task.Create input. */
 export interface CreateTaskInput {
@@ -121,6 +131,18 @@ export class TaskService implements ProcessExitListener {
 
   // ------------------------------------------------------------------ lookups
 
+  /**
+   * The runtime's implementation of capability `k`; UNIMPLEMENTED, with the
+   * runtime's reason, when it declares none.
+   */
+  #capability<K extends Capability>(k: K): NonNullable<Capabilities[K]> {
+    const impl = this.#runtime.capabilities[k];
+    if (impl) return impl as NonNullable<Capabilities[K]>;
+    throw new UnimplementedError(
+      this.#runtime.lacking?.[k] ?? `${CAPABILITY_NAMES[k]} is not supported by this sandboxer`,
+    );
+  }
+
   #container(sb: SandboxRecord, id: string): ContainerRecord {
     const c = sb.containers[id];
     if (!c) throw new NotFoundError(`Container "${id}" not found in sandbox "${sb.id}"`);
@@ -184,7 +206,7 @@ export class TaskService implements ProcessExitListener {
       this.#reg.addContainer(sandboxId, c);
       await this.#reg.save(sb);
       try {
-        await this.#runtime.create(sb, c);
+        c.pid = (await this.#runtime.create(sb, c)).pid;
       } catch (e) {
         await this.#runtime.delete(sb, c).catch((err) =>
           this.#log.warn("cleanup of failed create failed", { container: c.id, error: err })
@@ -246,7 +268,7 @@ export class TaskService implements ProcessExitListener {
       await this.#reg.save(sb);
       await this.#starting(c.id, execId, async () => {
         try {
-          await this.#runtime.startExec(sb, c, e);
+          e.pid = (await this.#capability("exec").startExec(sb, c, e)).pid;
         } catch (err) {
           e.pending = undefined;
           await this.#reg.save(sb);
@@ -274,7 +296,7 @@ export class TaskService implements ProcessExitListener {
       if (execId) {
         const e = this.#process(sb, id, execId) as ExecRecord;
         checkDeletable(`exec process "${execId}"`, e.state);
-        await this.#runtime.deleteExec(sb, c, e);
+        await this.#runtime.capabilities.exec?.deleteExec(sb, c, e);
         this.#releaseWaiters(c, e);
         delete c.execs[execId];
         this.#reg.removeExec(id, execId);
@@ -286,7 +308,7 @@ export class TaskService implements ProcessExitListener {
         if (e.state === "running" || e.state === "paused") {
           await this.#runtime.kill(sb, c, e, SIGKILL, false).catch(() => {});
         }
-        await this.#runtime.deleteExec(sb, c, e).catch(() => {});
+        await this.#runtime.capabilities.exec?.deleteExec(sb, c, e).catch(() => {});
       }
       await this.#runtime.delete(sb, c);
       this.#releaseWaiters(c);
@@ -417,7 +439,7 @@ export class TaskService implements ProcessExitListener {
       const sb = this.#reg.get(sandboxId);
       const c = this.#container(sb, id);
       checkProcessTransition(`container "${id}"`, c.state, "paused");
-      await this.#runtime.pause(sb, c);
+      await this.#capability("pause").pause(sb, c);
       // The process may have exited (and been recorded) meanwhile.
       if (c.state === "running") c.state = "paused";
       await this.#reg.save(sb);
@@ -433,7 +455,7 @@ export class TaskService implements ProcessExitListener {
       if (c.state !== "paused") {
         throw new FailedPreconditionError(`Cannot resume container "${id}": it is ${c.state}`);
       }
-      await this.#runtime.resume(sb, c);
+      await this.#capability("pause").resume(sb, c);
       if (c.state === "paused") c.state = "running";
       await this.#reg.save(sb);
       this.#events.publish(c.namespace, { topic: "/tasks/resumed", containerId: id });
@@ -490,7 +512,7 @@ export class TaskService implements ProcessExitListener {
       if (c.state === "stopped") {
         throw new FailedPreconditionError(`Cannot update container "${id}": it is stopped`);
       }
-      await this.#runtime.update(sb, c, parsed);
+      await this.#capability("update").update(sb, c, parsed);
     });
   }
 
@@ -508,9 +530,10 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Stats. */
-  stats(sandboxId: string, id: string): Promise<StoredAnyBytes> {
+  async stats(sandboxId: string, id: string): Promise<StoredAnyBytes> {
     const sb = this.#reg.get(sandboxId);
-    return this.#runtime.stats(sb, this.#container(sb, id));
+    const c = this.#container(sb, id);
+    return await this.#capability("stats").stats(sb, c);
   }
 
   /** Task.Connect: the task pid of a container. */
@@ -558,7 +581,7 @@ export class TaskService implements ProcessExitListener {
     const failed: Error[] = [];
     for (const c of Object.values(sb.containers)) {
       for (const e of Object.values(c.execs)) {
-        await this.#runtime.deleteExec(sb, c, e).catch((err) =>
+        await this.#runtime.capabilities.exec?.deleteExec(sb, c, e).catch((err) =>
           this.#log.warn("cannot delete exec", { container: c.id, exec: e.id, error: err })
         );
       }

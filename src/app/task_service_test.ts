@@ -93,7 +93,7 @@ Deno.test("Task.Create makes a created container, returns its pid and publishes 
   assert.equal(saved.state, "created");
   assert.equal(saved.pending, undefined, "the record is no longer marked pending");
   assert.equal(saved.namespace, "ns1");
-  assert.equal(saved.backend.token, "tok-c1");
+  assert.equal((saved.backend as { token?: string }).token, "tok-c1");
   assert.equal(h.registry.sandboxOfContainer("c1"), "sb1");
   assert.deepEqual(h.tasks.connect("sb1", "c1"), { taskPid: 555 });
 });
@@ -970,4 +970,28 @@ Deno.test("a replayed Kill of a process that exited succeeds; a second Kill is N
   h.runtime.exit("sb1", "c1", undefined, 137);
   await assert.rejects(h.tasks.kill("sb1", "c1", "", 9, false), NotFoundError);
   await h.tasks.kill("sb1", "c1", "", 9, false, REPLAY);
+});
+
+Deno.test("a capability the runtime does not declare is UNIMPLEMENTED with its reason, before anything is called", async () => {
+  const h = await withContainer();
+  delete h.runtime.capabilities.pause;
+  delete h.runtime.capabilities.stats;
+  delete h.runtime.capabilities.update;
+  delete h.runtime.capabilities.exec;
+  h.runtime.lacking.pause = "modules cannot be frozen";
+  const before = h.runtime.calls.length;
+  await assert.rejects(h.tasks.pause("sb1", "c1"), (e) => {
+    assert.ok(e instanceof UnimplementedError);
+    assert.equal(e.message, "modules cannot be frozen");
+    return true;
+  });
+  await assert.rejects(h.tasks.stats("sb1", "c1"), /Stats is not supported/);
+  await assert.rejects(h.tasks.update("sb1", "c1", undefined), UnimplementedError);
+  await h.tasks.exec("sb1", "c1", "x", io(), { args: ["true"] });
+  await assert.rejects(h.tasks.start("sb1", "c1", "x"), /Exec is not supported/);
+  // Delete of the exec that never ran has nothing of the runtime's to release.
+  await h.tasks.delete("sb1", "c1", "x");
+  assert.deepEqual(h.runtime.calls.slice(before), []);
+  // A missing container is still NOT_FOUND, not UNIMPLEMENTED.
+  await assert.rejects(h.tasks.stats("sb1", "nope"), NotFoundError);
 });

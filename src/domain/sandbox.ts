@@ -27,8 +27,11 @@ export interface SandboxExit {
   readonly at: Instant;
 }
 
-/** Everything the sandboxer knows about one pod; persisted as `<dir>/<id>/sandbox.json`. */
-export interface SandboxRecord {
+/**
+ * Everything the sandboxer knows about one pod; persisted as
+ * `<dir>/<id>/sandbox.json`. `B` is the kind's own pod state (`backend`).
+ */
+export interface SandboxRecord<B extends object = object> {
   readonly id: string;
   /** Sandbox kind serving it: "runc", "wasm", "gvisor", "vmm"… */
   readonly kind: string;
@@ -48,8 +51,8 @@ export interface SandboxRecord {
   /** Task API address returned by Start, e.g. `ttrpc+unix:///run/kuasar-runc/<id>/task.sock`. */
   taskAddress: string;
   taskApiVersion: number;
-  /** Backend-specific state (holder process, VM handles…). */
-  backend: Record<string, unknown>;
+  /** The kind's own pod state (holder process, VM handles…), opaque to the core. */
+  backend: B;
   containers: Record<string, ContainerRecord>;
 }
 

@@ -33,8 +33,11 @@ export interface Mount {
   readonly options: readonly string[];
 }
 
-/** State common to init and exec processes. */
-export interface ProcessRecord {
+/**
+ * State common to init and exec processes. `B` is the runtime's own state
+ * (`backend`), opaque to the core: each runtime names its type.
+ */
+export interface ProcessRecord<B extends object = object> {
   readonly id: string;
   readonly io: Io;
   state: ProcessState;
@@ -48,25 +51,25 @@ export interface ProcessRecord {
   pending?: "create" | "start";
   /** Recovery killed it because its Start never returned: a replayed Start is not answered OK. */
   undone?: boolean;
-  /** Backend-specific handles (monitor token and pid for runc…). */
-  backend: Record<string, unknown>;
+  /** The runtime's own state (monitor pid, mounts, cgroups…), persisted with the record. */
+  backend: B;
 }
 
 /** An exec process added by Task.Exec. */
-export interface ExecRecord extends ProcessRecord {
+export interface ExecRecord<B extends object = object> extends ProcessRecord<B> {
   /** The OCI process spec (JSON) from ExecProcessRequest.spec. */
   readonly spec: unknown;
 }
 
 /** A container of a sandbox; its init process shares the container's id. */
-export interface ContainerRecord extends ProcessRecord {
+export interface ContainerRecord<B extends object = object> extends ProcessRecord<B> {
   readonly sandboxId: string;
   /** containerd namespace the container was created in (events are published there). */
   readonly namespace: string;
   readonly bundle: string;
   readonly rootfs: readonly Mount[];
   readonly createdAt: Instant;
-  execs: Record<string, ExecRecord>;
+  execs: Record<string, ExecRecord<B>>;
 }
 
 const PROCESS_TRANSITIONS: Record<ProcessState, readonly ProcessState[]> = {

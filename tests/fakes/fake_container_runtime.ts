@@ -10,11 +10,21 @@ import type { SandboxRecord } from "../../src/domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../src/domain/task.ts";
 import { now } from "../../src/domain/time.ts";
 import type {
+  Capabilities,
+  Capability,
   ContainerRuntime,
   ProcessExitListener,
   ProcessInfo,
+  StartedProcess,
   StoredAnyBytes,
 } from "../../src/ports/container_runtime.ts";
+
+/** What the fake keeps in process records. */
+export interface FakeProcessState {
+  token?: string;
+}
+type C = ContainerRecord<FakeProcessState>;
+type E = ExecRecord<FakeProcessState>;
 
 /** The runtime operations. */
 export type RuntimeOp =
@@ -46,7 +56,15 @@ export interface RuntimeCall {
 }
 
 /** In-memory container runtime. */
-export class FakeContainerRuntime implements ContainerRuntime {
+export class FakeContainerRuntime implements ContainerRuntime<FakeProcessState> {
+  /** Every capability; a test deletes one to see it refused. */
+  readonly capabilities: { -readonly [K in Capability]?: Capabilities<FakeProcessState>[K] } = {
+    exec: this,
+    pause: this,
+    update: this,
+    stats: this,
+  };
+  readonly lacking: Partial<Record<Capability, string>> = {};
   readonly calls: RuntimeCall[] = [];
   /** Errors thrown by calls of an operation (persist until deleted). */
   readonly failures: Partial<Record<RuntimeOp, Error>> = {};
@@ -72,22 +90,26 @@ export class FakeContainerRuntime implements ContainerRuntime {
     await this.hooks[call.op]?.(call);
   }
 
-  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
+    let pid = 0;
     await this.#call({ op: "create", sandboxId: sb.id, containerId: c.id }, () => {
-      c.pid = this.nextPid++;
+      pid = this.nextPid++;
       c.backend.token = `tok-${c.id}`;
     });
+    return { pid };
   }
 
   async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
     await this.#call({ op: "start", sandboxId: sb.id, containerId: c.id });
   }
 
-  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+  async startExec(sb: SandboxRecord, c: C, e: E): Promise<StartedProcess> {
+    let pid = 0;
     await this.#call(
       { op: "startExec", sandboxId: sb.id, containerId: c.id, execId: e.id },
-      () => (e.pid = this.nextPid++),
+      () => (pid = this.nextPid++),
     );
+    return { pid };
   }
 
   async kill(

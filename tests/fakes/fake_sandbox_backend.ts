@@ -7,7 +7,7 @@
  */
 import type { SandboxExit, SandboxRecord } from "../../src/domain/sandbox.ts";
 import { now } from "../../src/domain/time.ts";
-import type { StoredAnyBytes } from "../../src/ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../src/ports/container_runtime.ts";
 import type {
   RecoveredSandbox,
   SandboxBackend,
@@ -25,7 +25,13 @@ export interface BackendCall {
 }
 
 /** In-memory sandbox backend. */
-export class FakeSandboxBackend implements SandboxBackend {
+/** What the fake keeps in sandbox records. */
+export interface FakePodState {
+  cgroup?: string;
+  holderPid?: number;
+}
+
+export class FakeSandboxBackend implements SandboxBackend<FakePodState> {
   readonly platform = { os: "linux", architecture: "amd64", variant: "" };
   readonly calls: BackendCall[] = [];
   /** Errors thrown by calls of an operation (persist until deleted). */
@@ -48,19 +54,20 @@ export class FakeSandboxBackend implements SandboxBackend {
     if (e) throw e;
   }
 
-  async create(record: SandboxRecord): Promise<void> {
+  async create(record: SandboxRecord<FakePodState>): Promise<void> {
     await Promise.resolve();
     this.#record("create", record.id);
     record.backend.cgroup = `/fake/${record.id}`;
     this.hooks.create?.(record);
   }
 
-  async start(record: SandboxRecord): Promise<void> {
+  async start(record: SandboxRecord<FakePodState>): Promise<StartedProcess> {
     await Promise.resolve();
     this.#record("start", record.id);
-    record.pid = this.nextPid++;
-    record.backend.holderPid = record.pid;
+    const pid = this.nextPid++;
+    record.backend.holderPid = pid;
     this.hooks.start?.(record);
+    return { pid };
   }
 
   async stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {

@@ -16,25 +16,34 @@
  * @module
  */
 import { join } from "node:path";
-import { FailedPreconditionError, UnimplementedError } from "../../domain/errors.ts";
+import { FailedPreconditionError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord } from "../../domain/task.ts";
-import type { ProcessInfo, StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type {
+  Capabilities,
+  ProcessInfo,
+  StartedProcess,
+  StatsCapability,
+  StoredAnyBytes,
+} from "../../ports/container_runtime.ts";
 import { readSpec } from "../os/bundle.ts";
 import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
 import { mountRootfs, unmountOwn } from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { initToken } from "../supervisor/process_tokens.ts";
-import { type MonitoredBackend, MonitoredContainers } from "../oci/monitored_containers.ts";
+import { MonitoredContainers, type MonitoredState } from "../oci/monitored_containers.ts";
 import { CONTAINER_TYPE, SANDBOX_ID } from "./gvisor_sandbox_backend.ts";
 
-/** Backend state kept in a container or exec record. */
-interface GvisorBackend extends MonitoredBackend {
+/** What a gVisor container or exec keeps in its record. */
+export interface GvisorProcessState extends MonitoredState {
   /** Pid inside the sandbox (execs), for `runsc kill --pid`. */
   innerPid?: number;
 }
+
+type C = ContainerRecord<GvisorProcessState>;
+type E = ExecRecord<GvisorProcessState>;
 
 /**
  * Makes a container spec a subcontainer of sandbox `sandboxId`: runsc reads
@@ -51,17 +60,25 @@ export function asSubcontainer(spec: OciSpec, sandboxId: string): void {
 }
 
 /** runsc-backed containers. */
-export class GvisorContainerRuntime extends MonitoredContainers {
+export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessState>
+  implements StatsCapability<GvisorProcessState> {
+  // runsc has no update verb: the sandbox's resources are the pod's.
+  readonly capabilities: Capabilities<GvisorProcessState> = {
+    exec: this,
+    pause: this,
+    stats: this,
+  };
+  readonly lacking = { update: "gVisor cannot change a running container's resources" };
   protected readonly runtimeName = "runsc";
 
-  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
     const spec = await readSpec(c.bundle);
     asSubcontainer(spec, sb.id);
     await addPodFileMounts(spec, join(this.opts.dir, sb.id));
     await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
-    const b = c.backend as GvisorBackend;
+    const b = c.backend;
     if (c.rootfs.length) {
       b.rootfs = rootfsMountTarget(c.bundle, spec.root?.path);
       await mountRootfs(c.rootfs, b.rootfs);
@@ -88,23 +105,22 @@ export class GvisorContainerRuntime extends MonitoredContainers {
           waitArgv: [...this.cli.global(), "wait", c.id],
           logFile,
         });
-        c.pid = h.pid;
         b.helperPid = h.helperPid;
         this.watch(sb.id, c, undefined, h.helperPid);
         await this.io.attach(sb.id, token, c.io);
-        return;
+        return { pid: h.pid };
       }
       await this.cli.createDetached(c.id, c.bundle, pidFile, logFile);
-      c.pid = Number((await Deno.readTextFile(pidFile)).trim());
+      return { pid: Number((await Deno.readTextFile(pidFile)).trim()) };
     } catch (e) {
       if (b.rootfs) await unmountOwn(b.rootfs, c.rootfs.length).catch(() => {});
       throw e;
     }
   }
 
-  async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async start(sb: SandboxRecord, c: C): Promise<void> {
     // A pty container's monitor exists since create: it owns the terminal.
-    if ((c.backend as GvisorBackend).helperPid) return await this.cli.start(c.id);
+    if (c.backend.helperPid) return await this.cli.start(c.id);
     const state = this.stateDir(sb.id, c.id);
     const token = initToken(c.id);
     const logFile = join(state, "start.log.json");
@@ -113,22 +129,22 @@ export class GvisorContainerRuntime extends MonitoredContainers {
       waitArgv: [...this.cli.global(), "wait", c.id],
       logFile,
     });
-    (c.backend as GvisorBackend).helperPid = h.helperPid;
+    c.backend.helperPid = h.helperPid;
     this.watch(sb.id, c, undefined, h.helperPid);
     await this.io.attach(sb.id, token, c.io);
   }
 
-  protected override execFlags(stateDir: string, e: ExecRecord): string[] {
+  protected override execFlags(stateDir: string, e: E): string[] {
     return ["--internal-pid-file", join(stateDir, `exec-${e.id}.inner-pid`)];
   }
 
-  protected override async execStarted(stateDir: string, e: ExecRecord): Promise<void> {
+  protected override async execStarted(stateDir: string, e: E): Promise<void> {
     const text = await Deno.readTextFile(join(stateDir, `exec-${e.id}.inner-pid`)).catch(() => "");
-    (e.backend as GvisorBackend).innerPid = Number(text.trim()) || undefined;
+    e.backend.innerPid = Number(text.trim()) || undefined;
   }
 
-  protected async signalExec(c: ContainerRecord, e: ExecRecord, signal: number): Promise<void> {
-    const inner = (e.backend as GvisorBackend).innerPid;
+  protected async signalExec(c: C, e: E, signal: number): Promise<void> {
+    const inner = e.backend.innerPid;
     if (!inner) throw new FailedPreconditionError(`Exec "${e.id}" has no pid in the sandbox`);
     await this.cli.run(
       ["kill", "--pid", String(inner), c.id, String(signal)],
@@ -141,10 +157,10 @@ export class GvisorContainerRuntime extends MonitoredContainers {
   }
 
   /** Pids inside the sandbox (gVisor's own pid space), as `runsc ps` lists them. */
-  async pids(_sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
+  async pids(_sb: SandboxRecord, c: C): Promise<ProcessInfo[]> {
     const out = await this.cli.run(["ps", "--format", "json", c.id], `list processes of "${c.id}"`);
     const byInner = new Map(
-      Object.values(c.execs).map((e) => [(e.backend as GvisorBackend).innerPid, e.id]),
+      Object.values(c.execs).map((e) => [e.backend.innerPid, e.id]),
     );
     const list = JSON.parse(out || "[]");
     return (Array.isArray(list) ? list : [])
@@ -153,14 +169,7 @@ export class GvisorContainerRuntime extends MonitoredContainers {
       .map((pid) => ({ pid, execId: byInner.get(pid) }));
   }
 
-  update(): Promise<void> {
-    // runsc has no update verb: the sandbox's resources are the pod's.
-    return Promise.reject(
-      new UnimplementedError("gVisor cannot change a running container's resources"),
-    );
-  }
-
-  async stats(sb: SandboxRecord, _c: ContainerRecord): Promise<StoredAnyBytes> {
+  async stats(sb: SandboxRecord, _c: C): Promise<StoredAnyBytes> {
     if (!sb.pid) throw new FailedPreconditionError(`Sandbox "${sb.id}" is not running`);
     return await cgroupMetrics(await cgroupPathsOf(sb.pid));
   }

@@ -14,7 +14,7 @@ import { InternalError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { podSysctls } from "../../domain/sysctls.ts";
-import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../lib/log.ts";
 import {
   cgroupMetrics,
@@ -25,6 +25,7 @@ import {
 } from "../os/cgroups.ts";
 import { ProcessStartError, type Supervisor } from "../../ports/supervisor.ts";
 import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
+import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken } from "../supervisor/process_tokens.ts";
 import { lastRuntimeError, type OciRuntimeCli } from "../oci/runtime_cli.ts";
 import type { StateLayout } from "../os/state_layout.ts";
@@ -47,7 +48,7 @@ export const SANDBOX_ID = "io.kubernetes.cri.sandbox-id";
 
 /** The OCI spec of a pod's root container. */
 export function rootContainerSpec(
-  record: SandboxRecord,
+  record: SandboxRecord<GvisorPodState>,
   rootfs: string,
   cgroupsPath: string,
 ): OciSpec {
@@ -84,7 +85,7 @@ export function rootContainerSpec(
  * (no CNI) gets loopback only, as runsc will not run its own stack in the
  * host's netns.
  */
-export function networkFlags(record: SandboxRecord): string[] {
+export function networkFlags(record: SandboxRecord<GvisorPodState>): string[] {
   if (record.pod.network === "node") return ["--network=host"];
   if (!record.netnsPath) return ["--network=none"];
   return [];
@@ -101,7 +102,14 @@ function hintFor(why: string): string {
 }
 
 /** Pod lifecycle for the gVisor sandboxer. */
-export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackendOptions> {
+/** What a gVisor pod keeps in its record. */
+export interface GvisorPodState extends PodProcessState {
+  /** The sandbox's cgroup, recorded before runsc makes it. */
+  cgroupsPath?: string;
+}
+
+export class GvisorSandboxBackend
+  extends PodProcessBackend<GvisorSandboxBackendOptions, GvisorPodState> {
   #log = log.with({ component: "gvisor-sandbox" });
 
   /** The bundle of a pod's root container. */
@@ -125,7 +133,7 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
     return root;
   }
 
-  async start(record: SandboxRecord): Promise<void> {
+  async start(record: SandboxRecord<GvisorPodState>): Promise<StartedProcess> {
     const runsc = this.opts.runsc;
     const bundle = this.#bundle(record.id);
     await Deno.mkdir(bundle, { recursive: true, mode: 0o700 });
@@ -161,20 +169,21 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
       const why = await lastRuntimeError(startLog) ?? e.message;
       throw new InternalError(`runsc cannot start sandbox "${record.id}": ${why}${hintFor(why)}`);
     }
-    record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };
-    this.holders.watch(record.id, h.helperPid);
+    this.holders.watch(record.id, h.helperPid, h.pid);
+    return { pid: h.pid };
   }
 
-  stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    return this.holders.stop(record, timeoutMs, async (r, sig) => {
-      await this.opts.runsc.kill(r.id, sig === "SIGTERM" ? SIGTERM : SIGKILL, false).catch((e) =>
-        this.#log.debug("signalling the sandbox failed", { sandbox: r.id, error: e })
+  stop(record: SandboxRecord<GvisorPodState>, timeoutMs: number): Promise<SandboxExit> {
+    return this.holders.stop(record, timeoutMs, async (_pid, sig) => {
+      const signal = sig === "SIGTERM" ? SIGTERM : SIGKILL;
+      await this.opts.runsc.kill(record.id, signal, false).catch((e) =>
+        this.#log.debug("signalling the sandbox failed", { sandbox: record.id, error: e })
       );
     });
   }
 
-  async cleanup(record: SandboxRecord): Promise<void> {
+  async cleanup(record: SandboxRecord<GvisorPodState>): Promise<void> {
     await this.#deleteSandbox(record);
     await this.holders.waitGone(record.id);
     // A monitor of a Start that never completed goes too.
@@ -183,13 +192,13 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
   }
 
   /** Destroys the sandbox of a failed Start, and its cgroup. */
-  async #destroy(record: SandboxRecord): Promise<void> {
+  async #destroy(record: SandboxRecord<GvisorPodState>): Promise<void> {
     await this.#deleteSandbox(record);
     await this.#removeCgroup(record);
   }
 
   /** Destroys the sandbox with whatever still runs in it. */
-  async #deleteSandbox(record: SandboxRecord): Promise<void> {
+  async #deleteSandbox(record: SandboxRecord<GvisorPodState>): Promise<void> {
     await this.opts.runsc.delete(record.id, true).catch((e) =>
       this.#log.warn("runsc delete failed", { sandbox: record.id, error: e })
     );
@@ -204,9 +213,9 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
    * always empty it (a `runsc create` that failed or timed out leaves a
    * sandbox runsc no longer manages): what is left (gofer, sentry) is killed.
    */
-  async #removeCgroup(record: SandboxRecord): Promise<void> {
+  async #removeCgroup(record: SandboxRecord<GvisorPodState>): Promise<void> {
     const path = record.backend.cgroupsPath;
-    if (typeof path !== "string") return;
+    if (!path) return;
     const left = await cgroupProcesses(cgroupPathsFor(path)).catch(() => []);
     if (left.length) {
       this.#log.warn("killing sandbox processes runsc left", { sandbox: record.id, pids: left });
@@ -219,13 +228,13 @@ export class GvisorSandboxBackend extends PodProcessBackend<GvisorSandboxBackend
     await removeCgroup(path);
   }
 
-  protected override async abandonStart(record: SandboxRecord): Promise<void> {
+  protected override async abandonStart(record: SandboxRecord<GvisorPodState>): Promise<void> {
     // The Start may have left a sandbox and its monitor.
     await this.holders.killUnfinished(record.id);
     await this.opts.runsc.delete(record.id, true).catch(() => {});
   }
 
-  async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
+  async metrics(record: SandboxRecord<GvisorPodState>): Promise<StoredAnyBytes | undefined> {
     // The whole sandbox (sentry, gofer, every container) lives in the root container's cgroup.
     if (!record.pid) return undefined;
     return await cgroupMetrics(await cgroupPathsOf(record.pid));

@@ -28,10 +28,16 @@ import { TaskOOM } from "../../gen/containerd/events/task.ts";
 import { Status } from "../../gen/containerd/types/task/task.ts";
 import { log } from "../../lib/log.ts";
 import type {
+  Capabilities,
   ContainerRuntime,
+  ExecCapability,
+  PauseCapability,
   ProcessExitListener,
   ProcessInfo,
+  StartedProcess,
+  StatsCapability,
   StoredAnyBytes,
+  UpdateCapability,
 } from "../../ports/container_runtime.ts";
 import { sleep } from "../../lib/sync.ts";
 import { fromTimestamp } from "../convert.ts";
@@ -69,7 +75,9 @@ function streamBase(cid: string, execId?: string): string {
 }
 
 /** Containers relayed to the guest agent. */
-export class VmContainerRuntime implements ContainerRuntime {
+export class VmContainerRuntime
+  implements ContainerRuntime, ExecCapability, PauseCapability, UpdateCapability, StatsCapability {
+  readonly capabilities: Capabilities = { exec: this, pause: this, update: this, stats: this };
   #o: VmContainerOptions;
   #listener: ProcessExitListener | undefined;
   #stdio = new Map<string, GuestStdio>();
@@ -102,7 +110,7 @@ export class VmContainerRuntime implements ContainerRuntime {
 
   // ------------------------------------------------------------- processes
 
-  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async create(sb: SandboxRecord, c: ContainerRecord): Promise<StartedProcess> {
     const share = shareDir(this.#o.dir, sb.id, c.id);
     const t0 = performance.now();
     try {
@@ -124,7 +132,6 @@ export class VmContainerRuntime implements ContainerRuntime {
         parentCheckpoint: "",
         options: undefined,
       });
-      c.pid = r.pid;
       this.#watch(sb.id, c, undefined);
       this.#log.debug("container created in the guest", {
         sandbox: sb.id,
@@ -132,6 +139,7 @@ export class VmContainerRuntime implements ContainerRuntime {
         shareMs: Math.round(t1 - t0),
         agentMs: Math.round(performance.now() - t1),
       });
+      return { pid: r.pid };
     } catch (e) {
       await this.#release(sb.id, c.io, c.id, undefined);
       await removeShare(share);
@@ -140,15 +148,16 @@ export class VmContainerRuntime implements ContainerRuntime {
   }
 
   async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
-    const r = await (await this.#agent(sb.id)).start({ id: c.id, execId: "" });
-    c.pid = r.pid;
+    // The init keeps the pid Create reported (OCI: start runs the created process).
+    await (await this.#agent(sb.id)).start({ id: c.id, execId: "" });
   }
 
-  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<StartedProcess> {
     const link = await this.#link(sb.id);
     const agent = link.tasks;
     const io = guestIo(e.io, streamBase(c.id, e.id));
     this.#attach(link, sb.id, c, e);
+    let pid: number;
     try {
       await agent.exec({
         id: c.id,
@@ -156,13 +165,14 @@ export class VmContainerRuntime implements ContainerRuntime {
         ...io,
         spec: { typeUrl: PROCESS_SPEC_TYPE, value: te.encode(JSON.stringify(e.spec)) },
       });
-      e.pid = (await agent.start({ id: c.id, execId: e.id })).pid;
+      pid = (await agent.start({ id: c.id, execId: e.id })).pid;
     } catch (err) {
       await agent.delete({ id: c.id, execId: e.id }).catch(() => {});
       await this.#release(sb.id, e.io, c.id, e.id);
       throw err;
     }
     this.#watch(sb.id, c, e);
+    return { pid };
   }
 
   async kill(

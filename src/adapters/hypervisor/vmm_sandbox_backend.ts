@@ -13,7 +13,7 @@ import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
-import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../lib/log.ts";
 import {
   cgroupMetrics,
@@ -24,6 +24,7 @@ import {
 } from "../os/cgroups.ts";
 import type { Supervisor } from "../../ports/supervisor.ts";
 import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
+import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken, sharedFsToken, socketPath } from "../supervisor/process_tokens.ts";
 import { type AgentAddress, type AgentLink, AgentLinks } from "./agent_links.ts";
 import { AGENT_VSOCK_PORT } from "../../ports/agent_protocol.ts";
@@ -78,7 +79,16 @@ export function vsockCid(id: string): number {
 }
 
 /** Pod lifecycle for the vmm sandboxer. */
-export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
+/** What a VM pod keeps in its record. */
+export interface VmmPodState extends PodProcessState {
+  /** The taps mirroring the pod's CNI interfaces (in its netns). */
+  taps?: string[];
+  /** The VM's cgroup (QEMU and its threads). */
+  cgroupsPath?: string;
+  accel?: "kvm" | "tcg";
+}
+
+export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmPodState> {
   #log = log.with({ component: "vmm-sandbox" });
   /** The connections to the pods' agents, shared with the containers' runtime. */
   readonly links: AgentLinks = new AgentLinks(async (id) => {
@@ -91,7 +101,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       : [serial];
   });
 
-  async start(record: SandboxRecord): Promise<void> {
+  async start(record: SandboxRecord<VmmPodState>): Promise<StartedProcess> {
     const o = this.opts;
     const p = await vmPaths(o, record.id);
     for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
@@ -132,10 +142,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       argv: () => argv,
       cgroupProcs: await makeCgroup(cgroupsPath),
     });
-    record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
     const network = { interfaces: guestInterfaces(nics), routes };
-    this.holders.watch(record.id, h.helperPid);
+    this.holders.watch(record.id, h.helperPid, h.pid);
     const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
     let checked: number;
@@ -151,10 +160,14 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
       agentCheckMs: Math.round(checked),
       agentReadyMs: Math.round(performance.now() - t0),
     });
+    return { pid: h.pid };
   }
 
   /** Starts virtiofsd on the pod's shared directory; resolves with its socket once it listens. */
-  async #startVirtiofsd(record: SandboxRecord, p: { fs: string; shared: string }): Promise<string> {
+  async #startVirtiofsd(
+    record: SandboxRecord<VmmPodState>,
+    p: { fs: string; shared: string },
+  ): Promise<string> {
     await Deno.mkdir(p.shared, { recursive: true, mode: 0o700 });
     await Deno.remove(p.fs).catch(() => {});
     await this.opts.supervisor.startMonitored({
@@ -185,7 +198,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
    * Resolves with when Check answered (`performance.now()`).
    */
   async #initAgent(
-    record: SandboxRecord,
+    record: SandboxRecord<VmmPodState>,
     deadline: number,
     network: { interfaces: Interface[]; routes: Route[] },
   ): Promise<number> {
@@ -204,33 +217,34 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     return this.holders.running(id);
   }
 
-  stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    return this.holders.stop(record, timeoutMs, async (r, sig) => {
+  stop(record: SandboxRecord<VmmPodState>, timeoutMs: number): Promise<SandboxExit> {
+    return this.holders.stop(record, timeoutMs, async (pid, sig) => {
       if (sig === "SIGTERM") {
         // QEMU's own orderly exit (the guest has nothing that must be flushed yet).
-        const p = await vmPaths(this.opts, r.id);
+        const p = await vmPaths(this.opts, record.id);
         const qmp = await QmpClient.connect(p.qmp, 2000).catch(() => undefined);
         await qmp?.execute("quit").catch(() => {});
         qmp?.close();
         return;
       }
       try {
-        Deno.kill(r.pid, "SIGKILL");
+        Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     });
   }
 
-  async cleanup(record: SandboxRecord): Promise<void> {
-    if (this.holders.running(record.id) && record.pid) {
+  async cleanup(record: SandboxRecord<VmmPodState>): Promise<void> {
+    const pid = this.holders.runningPid(record.id);
+    if (pid) {
       try {
-        Deno.kill(record.pid, "SIGKILL");
+        Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
       await this.holders.waitGone(record.id);
     }
     await this.holders.forget(record.id);
     await this.links.drop(record.id);
     const taps = record.backend.taps;
-    if (record.netnsPath && Array.isArray(taps)) {
+    if (record.netnsPath && taps) {
       for (const tap of taps) {
         await this.opts.supervisor.run([
           "nsenter",
@@ -244,7 +258,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
           .catch(() => {});
       }
     }
-    if (typeof record.backend.cgroupsPath === "string") {
+    if (record.backend.cgroupsPath) {
       await removeCgroup(record.backend.cgroupsPath);
     }
     // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
@@ -258,7 +272,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
    * Shares announced containers into the guest ahead of their Task.Create
    * (iSulad, Kuasar's containerd); withdrawn ones that were never created go.
    */
-  async tasksChanged(record: SandboxRecord, diff: TasksDiff): Promise<void> {
+  async tasksChanged(record: SandboxRecord<VmmPodState>, diff: TasksDiff): Promise<void> {
     for (const t of diff.addedTasks) {
       const cid = validateId("container", t.task_id);
       if (!t.spec || typeof t.spec !== "object") {
@@ -282,8 +296,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
     }
   }
 
-  async metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined> {
-    if (typeof record.backend.cgroupsPath === "string") {
+  async metrics(record: SandboxRecord<VmmPodState>): Promise<StoredAnyBytes | undefined> {
+    if (record.backend.cgroupsPath) {
       return await cgroupMetrics(cgroupPathsFor(record.backend.cgroupsPath));
     }
     if (!record.pid) return undefined;
@@ -292,7 +306,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions> {
 }
 
 /** The pod's settings as Kuasar's host sends them to the agent: PodSandboxConfig as JSON. */
-export function podSandboxJson(record: SandboxRecord): Uint8Array {
+export function podSandboxJson(record: SandboxRecord<VmmPodState>): Uint8Array {
   const pod = record.pod;
   return new TextEncoder().encode(JSON.stringify({
     metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid },

@@ -13,10 +13,13 @@ import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
 import type {
+  Capabilities,
   ContainerRuntime,
+  ExecCapability,
+  PauseCapability,
   ProcessExitListener,
   ProcessInfo,
-  StoredAnyBytes,
+  StartedProcess,
 } from "../../ports/container_runtime.ts";
 import { sleep } from "../../lib/sync.ts";
 import {
@@ -58,8 +61,8 @@ export interface MonitoredContainersOptions {
   readonly guest?: boolean;
 }
 
-/** Backend state every monitored process keeps in its record. */
-export interface MonitoredBackend {
+/** State every monitored process keeps in its record. */
+export interface MonitoredState {
   /** Pid of the monitor helper. */
   helperPid?: number;
   /** Where the rootfs mounts of Task.Create were mounted. */
@@ -77,7 +80,9 @@ export interface LaunchCommand {
 }
 
 /** Containers made by an OCI runtime CLI and run under monitors. */
-export abstract class MonitoredContainers implements ContainerRuntime {
+export abstract class MonitoredContainers<P extends MonitoredState = MonitoredState>
+  implements ContainerRuntime<P>, ExecCapability<P>, PauseCapability<P> {
+  abstract readonly capabilities: Capabilities<P>;
   protected readonly opts: MonitoredContainersOptions;
   protected readonly cli: OciRuntimeCli;
   protected readonly io: ProcessIo;
@@ -91,22 +96,24 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     this.io = new ProcessIo(opts.streams, opts.layout.path("sockets"));
   }
 
-  abstract create(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
-  abstract start(sb: SandboxRecord, c: ContainerRecord): Promise<void>;
-  abstract pids(sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]>;
-  abstract update(sb: SandboxRecord, c: ContainerRecord, resources: unknown): Promise<void>;
-  abstract stats(sb: SandboxRecord, c: ContainerRecord): Promise<StoredAnyBytes>;
+  abstract create(sb: SandboxRecord, c: ContainerRecord<P>): Promise<StartedProcess>;
+  abstract start(sb: SandboxRecord, c: ContainerRecord<P>): Promise<void>;
+  abstract pids(sb: SandboxRecord, c: ContainerRecord<P>): Promise<ProcessInfo[]>;
   /** More `exec` flags of the runtime (runsc: where to write the pid inside the sandbox). */
-  protected execFlags(_stateDir: string, _e: ExecRecord): string[] {
+  protected execFlags(_stateDir: string, _e: ExecRecord<P>): string[] {
     return [];
   }
 
   /** Called once an exec process runs, before its exit is followed. */
-  protected execStarted(_stateDir: string, _e: ExecRecord): Promise<void> {
+  protected execStarted(_stateDir: string, _e: ExecRecord<P>): Promise<void> {
     return Promise.resolve();
   }
 
-  async startExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+  async startExec(
+    sb: SandboxRecord,
+    c: ContainerRecord<P>,
+    e: ExecRecord<P>,
+  ): Promise<StartedProcess> {
     const state = this.stateDir(sb.id, c.id);
     const processFile = join(state, `exec-${e.id}.json`);
     const spec = { ...(e.spec as Record<string, unknown>), terminal: e.io.terminal };
@@ -119,15 +126,19 @@ export abstract class MonitoredContainers implements ContainerRuntime {
       argv: (console) => this.cli.execArgv(c.id, processFile, pidFile, logFile, console, flags),
       logFile,
     });
-    e.pid = h.pid;
-    (e.backend as MonitoredBackend).helperPid = h.helperPid;
+    e.backend.helperPid = h.helperPid;
     await this.execStarted(state, e);
     this.watch(sb.id, c, e, h.helperPid);
     await this.io.attach(sb.id, token, e.io);
+    return { pid: h.pid };
   }
 
   /** Signals a started exec process that still runs. */
-  protected abstract signalExec(c: ContainerRecord, e: ExecRecord, signal: number): Promise<void>;
+  protected abstract signalExec(
+    c: ContainerRecord<P>,
+    e: ExecRecord<P>,
+    signal: number,
+  ): Promise<void>;
 
   setExitListener(listener: ProcessExitListener): void {
     this.listener = listener;
@@ -165,8 +176,8 @@ export abstract class MonitoredContainers implements ContainerRuntime {
   /** Follows a process's monitor until its exit record arrives. */
   protected watch(
     sandboxId: string,
-    c: ContainerRecord,
-    e: ExecRecord | undefined,
+    c: ContainerRecord<P>,
+    e: ExecRecord<P> | undefined,
     helperPid: number,
   ): void {
     const token = e ? execToken(c.id, e.id) : initToken(c.id);
@@ -180,18 +191,22 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     });
   }
 
-  #exited(sandboxId: string, c: ContainerRecord, e: ExecRecord, r: ExitRecord): void {
+  #exited(sandboxId: string, c: ContainerRecord<P>, e: ExecRecord<P>, r: ExitRecord): void {
     this.listener?.processExited(sandboxId, c.id, e.id, { status: r.status, at: r.at });
   }
 
   /** A container's init exited (a subclass may do more first). */
-  protected initExited(sandboxId: string, c: ContainerRecord, r: ExitRecord): Promise<void> {
+  protected initExited(sandboxId: string, c: ContainerRecord<P>, r: ExitRecord): Promise<void> {
     this.listener?.processExited(sandboxId, c.id, undefined, { status: r.status, at: r.at });
     return Promise.resolve();
   }
 
   /** The monitor died without a record: wait until the runtime sees the container stopped. */
-  async #lost(sandboxId: string, c: ContainerRecord, e: ExecRecord | undefined): Promise<void> {
+  async #lost(
+    sandboxId: string,
+    c: ContainerRecord<P>,
+    e: ExecRecord<P> | undefined,
+  ): Promise<void> {
     if (!e) {
       for (;;) {
         const st = await this.cli.state(c.id).catch(() => undefined);
@@ -204,13 +219,13 @@ export abstract class MonitoredContainers implements ContainerRuntime {
 
   async kill(
     _sb: SandboxRecord,
-    c: ContainerRecord,
-    e: ExecRecord | undefined,
+    c: ContainerRecord<P>,
+    e: ExecRecord<P> | undefined,
     signal: number,
     all: boolean,
   ): Promise<void> {
     if (!e) return await this.cli.kill(c.id, signal, all);
-    const helperPid = Number((e.backend as MonitoredBackend).helperPid ?? 0);
+    const helperPid = Number(e.backend.helperPid ?? 0);
     if (!e.pid) {
       throw new FailedPreconditionError(`Cannot signal exec "${e.id}": it was not started`);
     }
@@ -219,7 +234,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     await this.signalExec(c, e, signal);
   }
 
-  async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async delete(sb: SandboxRecord, c: ContainerRecord<P>): Promise<void> {
     const token = initToken(c.id);
     const exits = this.opts.supervisor.exits;
     exits.cancel(token);
@@ -228,7 +243,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
       log.warn("runtime delete failed", { container: c.id, error: err })
     );
     // Let the monitor write its record before it is removed, so none is left behind.
-    const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
+    const helperPid = Number(c.backend.helperPid ?? 0);
     for (let i = 0; i < 50 && helperPid && await exits.alive(token, helperPid); i++) {
       await sleep(50);
     }
@@ -252,7 +267,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     const rootfs = ownRootfsTarget(
       c.bundle,
       c.rootfs.length,
-      (c.backend as MonitoredBackend).rootfs,
+      c.backend.rootfs,
     );
     if (rootfs) await unmountOwn(rootfs, c.rootfs.length);
     await exits.remove(token);
@@ -264,14 +279,14 @@ export abstract class MonitoredContainers implements ContainerRuntime {
    * Whether a process of the container still runs on the host: its init,
    * recognised as the child of its monitor (a reused pid has another parent).
    */
-  protected async stillRuns(c: ContainerRecord): Promise<boolean> {
-    const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
+  protected async stillRuns(c: ContainerRecord<P>): Promise<boolean> {
+    const helperPid = Number(c.backend.helperPid ?? 0);
     return helperPid > 0 && c.pid > 0 && await parentOf(c.pid) === helperPid;
   }
 
   /** SIGKILLs the container's processes without the runtime (which lost them), and waits a little. */
-  protected async killDirectly(c: ContainerRecord): Promise<void> {
-    const helperPid = Number((c.backend as MonitoredBackend).helperPid ?? 0);
+  protected async killDirectly(c: ContainerRecord<P>): Promise<void> {
+    const helperPid = Number(c.backend.helperPid ?? 0);
     for (let i = 0; i < 40 && await this.stillRuns(c); i++) {
       if (await parentOf(c.pid) === helperPid) {
         try {
@@ -282,7 +297,7 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     }
   }
 
-  async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+  async deleteExec(sb: SandboxRecord, c: ContainerRecord<P>, e: ExecRecord<P>): Promise<void> {
     const token = execToken(c.id, e.id);
     await this.opts.supervisor.exits.remove(token);
     await this.io.release(sb.id, token, e.io);
@@ -294,37 +309,37 @@ export abstract class MonitoredContainers implements ContainerRuntime {
     }
   }
 
-  async pause(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async pause(_sb: SandboxRecord, c: ContainerRecord<P>): Promise<void> {
     await this.cli.pause(c.id);
   }
 
-  async resume(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async resume(_sb: SandboxRecord, c: ContainerRecord<P>): Promise<void> {
     await this.cli.resume(c.id);
   }
 
   async resizePty(
     _sb: SandboxRecord,
-    c: ContainerRecord,
-    e: ExecRecord | undefined,
+    c: ContainerRecord<P>,
+    e: ExecRecord<P> | undefined,
     width: number,
     height: number,
   ): Promise<void> {
     await this.io.control(e ? execToken(c.id, e.id) : initToken(c.id), `resize ${width} ${height}`);
   }
 
-  async closeStdin(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord | undefined) {
+  async closeStdin(sb: SandboxRecord, c: ContainerRecord<P>, e: ExecRecord<P> | undefined) {
     // A FIFO stdin needs nothing: the process reads it and sees EOF when the writer closes.
     await this.io.closeStdin(sb.id, e ? execToken(c.id, e.id) : initToken(c.id), (e ?? c).io);
   }
 
   async recover(
     sb: SandboxRecord,
-    c: ContainerRecord,
-    e: ExecRecord | undefined,
+    c: ContainerRecord<P>,
+    e: ExecRecord<P> | undefined,
   ): Promise<ProcessExit | undefined> {
     const exits = this.opts.supervisor.exits;
     const token = e ? execToken(c.id, e.id) : initToken(c.id);
-    const helperPid = Number(((e ?? c).backend as MonitoredBackend).helperPid ?? 0);
+    const helperPid = Number((e ?? c).backend.helperPid ?? 0);
     const alive = helperPid > 0 && await exits.alive(token, helperPid);
     // Streamed output may still wait in a monitor, even after the exit.
     if (alive) await this.io.attach(sb.id, token, (e ?? c).io);

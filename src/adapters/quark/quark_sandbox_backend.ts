@@ -13,7 +13,7 @@ import { validateId } from "../../domain/ids.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { TaskResource, TasksDiff } from "../../domain/tasks_extension.ts";
 import { now } from "../../domain/time.ts";
-import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import type {
   RecoveredSandbox,
   SandboxBackend,
@@ -86,7 +86,7 @@ export class QuarkSandboxBackend implements SandboxBackend {
     await writeAtomic(join(p.bundle, "config.json"), JSON.stringify(podSpec(record)));
   }
 
-  async start(record: SandboxRecord): Promise<void> {
+  async start(record: SandboxRecord): Promise<StartedProcess> {
     const p = quarkPaths(this.#opts.dir, record.id);
     await Deno.remove(p.pidFile).catch(() => {});
     // Quark daemonises and returns; the pid file names the sandbox process.
@@ -105,8 +105,8 @@ export class QuarkSandboxBackend implements SandboxBackend {
     if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) {
       throw new InternalError(`quark sandbox returned, but ${p.pidFile} names no running process`);
     }
-    record.pid = pid;
     this.#watch(record.id, pid);
+    return { pid };
   }
 
   /** Quark is not our child: check for it now and then, as Kuasar's ping does. */

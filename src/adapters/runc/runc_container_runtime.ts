@@ -12,7 +12,14 @@ import { FailedPreconditionError } from "../../domain/errors.ts";
 import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
-import type { ProcessInfo, StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type {
+  Capabilities,
+  ProcessInfo,
+  StartedProcess,
+  StatsCapability,
+  StoredAnyBytes,
+  UpdateCapability,
+} from "../../ports/container_runtime.ts";
 import {
   cgroupExists,
   cgroupMetrics,
@@ -31,13 +38,16 @@ import { initToken } from "../supervisor/process_tokens.ts";
 import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
 import { sleep } from "../../lib/sync.ts";
-import { type MonitoredBackend, MonitoredContainers } from "../oci/monitored_containers.ts";
+import { MonitoredContainers, type MonitoredState } from "../oci/monitored_containers.ts";
 
-/** Backend state kept in a container or exec record. */
-interface ProcBackend extends MonitoredBackend {
+/** What a runc container or exec keeps in its record. */
+export interface RuncProcessState extends MonitoredState {
   cgroups?: CgroupPaths;
   ownPidNs?: boolean;
 }
+
+type C = ContainerRecord<RuncProcessState>;
+type E = ExecRecord<RuncProcessState>;
 
 const SIGKILL = 9;
 
@@ -46,11 +56,18 @@ function oomKey(sandboxId: string, containerId: string): string {
 }
 
 /** runc-backed containers. */
-export class RuncContainerRuntime extends MonitoredContainers {
+export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
+  implements UpdateCapability<RuncProcessState>, StatsCapability<RuncProcessState> {
+  readonly capabilities: Capabilities<RuncProcessState> = {
+    exec: this,
+    pause: this,
+    update: this,
+    stats: this,
+  };
   protected readonly runtimeName = "runc";
   #oom = new OomWatcher();
 
-  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
     const spec = await readSpec(c.bundle);
     // In a VM the pod is the whole guest: the spec comes prepared by the host.
     if (!this.opts.guest) {
@@ -65,7 +82,7 @@ export class RuncContainerRuntime extends MonitoredContainers {
     }
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
-    const backend = c.backend as ProcBackend;
+    const backend = c.backend;
     if (c.rootfs.length) {
       // Checked before anything is mounted: never a path outside the bundle.
       const target = rootfsMountTarget(c.bundle, spec.root?.path);
@@ -82,21 +99,21 @@ export class RuncContainerRuntime extends MonitoredContainers {
     });
     // runc writes it through the daemon's umask; a state file is the daemon's alone.
     await Deno.chmod(pidFile, 0o600).catch(() => {});
-    c.pid = pid;
     backend.helperPid = helperPid;
     backend.ownPidNs = hasOwnPidNamespace(spec);
     backend.cgroups = await cgroupPathsOf(pid).catch(() => undefined);
     this.#watchOom(sb.id, c, 0n);
     this.watch(sb.id, c, undefined, helperPid);
     await this.io.attach(sb.id, token, c.io);
+    return { pid };
   }
 
   protected override async initExited(
     sandboxId: string,
-    c: ContainerRecord,
+    c: C,
     r: ExitRecord,
   ): Promise<void> {
-    const b = c.backend as ProcBackend;
+    const b = c.backend;
     // Kills not seen yet; without a watch (no FFI), any kill the cgroup counted.
     const watched = await this.#oom.finish(oomKey(sandboxId, c.id));
     if (!watched && b.cgroups && await oomKills(b.cgroups).catch(() => 0n) > 0n) {
@@ -108,13 +125,13 @@ export class RuncContainerRuntime extends MonitoredContainers {
     await super.initExited(sandboxId, c, r);
   }
 
-  async start(_sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async start(_sb: SandboxRecord, c: C): Promise<void> {
     await this.cli.start(c.id);
   }
 
   /** Reports OOM kills in the container's cgroup while it runs (`known`: kills already seen). */
-  #watchOom(sandboxId: string, c: ContainerRecord, known: bigint): void {
-    const cgroups = (c.backend as ProcBackend).cgroups;
+  #watchOom(sandboxId: string, c: C, known: bigint): void {
+    const cgroups = c.backend.cgroups;
     if (!cgroups) return;
     this.#oom.watch(
       oomKey(sandboxId, c.id),
@@ -125,17 +142,17 @@ export class RuncContainerRuntime extends MonitoredContainers {
   }
 
   /** runc knows whether a container the record calls created was started. */
-  async started(_sb: SandboxRecord, c: ContainerRecord): Promise<boolean> {
+  async started(_sb: SandboxRecord, c: C): Promise<boolean> {
     const st = await this.cli.state(c.id).catch(() => undefined);
     return st?.status === "running" || st?.status === "paused";
   }
 
   override async recover(
     sb: SandboxRecord,
-    c: ContainerRecord,
-    e: ExecRecord | undefined,
+    c: C,
+    e: E | undefined,
   ): Promise<ProcessExit | undefined> {
-    const cgroups = (c.backend as ProcBackend).cgroups;
+    const cgroups = c.backend.cgroups;
     // Watch again before the exit is followed (an exit right after must find
     // the watch); kills during the daemon's downtime are not news any more.
     if (!e && cgroups && await cgroupExists(cgroups)) {
@@ -146,14 +163,14 @@ export class RuncContainerRuntime extends MonitoredContainers {
     return exit;
   }
 
-  override async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  override async delete(sb: SandboxRecord, c: C): Promise<void> {
     this.#oom.unwatch(oomKey(sb.id, c.id));
     await super.delete(sb, c);
   }
 
   /** Any process left in the container's cgroup counts too (its init may be gone). */
-  protected override async stillRuns(c: ContainerRecord): Promise<boolean> {
-    const cgroups = (c.backend as ProcBackend).cgroups;
+  protected override async stillRuns(c: C): Promise<boolean> {
+    const cgroups = c.backend.cgroups;
     if (cgroups && (await cgroupProcesses(cgroups)).length) return true;
     return await super.stillRuns(c);
   }
@@ -163,8 +180,8 @@ export class RuncContainerRuntime extends MonitoredContainers {
    * left (a fork racing the kill is found on the next round), then removes
    * the cgroup as `runc delete` would have.
    */
-  protected override async killDirectly(c: ContainerRecord): Promise<void> {
-    const cgroups = (c.backend as ProcBackend).cgroups;
+  protected override async killDirectly(c: C): Promise<void> {
+    const cgroups = c.backend.cgroups;
     if (cgroups) {
       for (let round = 0; round < 40; round++) {
         const pids = await cgroupProcesses(cgroups);
@@ -186,7 +203,7 @@ export class RuncContainerRuntime extends MonitoredContainers {
     await this.#oom.close();
   }
 
-  protected signalExec(_c: ContainerRecord, e: ExecRecord, signal: number): Promise<void> {
+  protected signalExec(_c: C, e: E, signal: number): Promise<void> {
     try {
       Deno.kill(e.pid, signalName(signal));
     } catch (err) {
@@ -195,18 +212,18 @@ export class RuncContainerRuntime extends MonitoredContainers {
     return Promise.resolve();
   }
 
-  async pids(_sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
+  async pids(_sb: SandboxRecord, c: C): Promise<ProcessInfo[]> {
     const byPid = new Map(Object.values(c.execs).map((e) => [e.pid, e.id]));
     const pids = await this.cli.ps(c.id).catch(() => [c.pid]);
     return pids.map((pid) => ({ pid, execId: byPid.get(pid) }));
   }
 
-  async update(_sb: SandboxRecord, c: ContainerRecord, resources: unknown): Promise<void> {
+  async update(_sb: SandboxRecord, c: C, resources: unknown): Promise<void> {
     await this.cli.update(c.id, resources);
   }
 
-  async stats(_sb: SandboxRecord, c: ContainerRecord): Promise<StoredAnyBytes> {
-    const b = c.backend as ProcBackend;
+  async stats(_sb: SandboxRecord, c: C): Promise<StoredAnyBytes> {
+    const b = c.backend;
     if (!b.cgroups) throw new FailedPreconditionError(`Container "${c.id}" has no cgroup to read`);
     return await cgroupMetrics(b.cgroups);
   }

@@ -9,7 +9,7 @@
 
 import { podSysctls } from "../../domain/sysctls.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
-import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../lib/log.ts";
 import {
   cgroupExists,
@@ -20,6 +20,7 @@ import {
 } from "../os/cgroups.ts";
 import type { Supervisor } from "../../ports/supervisor.ts";
 import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
+import type { RuncProcessState } from "./runc_container_runtime.ts";
 import { holderToken } from "../supervisor/process_tokens.ts";
 
 /** What the runC sandbox backend needs. */
@@ -33,7 +34,7 @@ export interface RuncSandboxBackendOptions {
 export class RuncSandboxBackend extends PodProcessBackend<RuncSandboxBackendOptions> {
   #log = log.with({ component: "runc-sandbox" });
 
-  async start(record: SandboxRecord): Promise<void> {
+  async start(record: SandboxRecord): Promise<StartedProcess> {
     const hostNetwork = record.pod.network === "node";
     const h = await this.opts.supervisor.hold(holderToken(record.id), {
       netnsPath: record.netnsPath || undefined,
@@ -44,24 +45,25 @@ export class RuncSandboxBackend extends PodProcessBackend<RuncSandboxBackendOpti
       hostIpc: record.pod.ipc === "node",
       sysctls: podSysctls(record.pod),
     });
-    record.pid = h.pid;
     record.backend = { ...record.backend, holderPid: h.helperPid };
-    this.holders.watch(record.id, h.helperPid);
+    this.holders.watch(record.id, h.helperPid, h.pid);
+    return { pid: h.pid };
   }
 
   stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit> {
-    return this.holders.stop(record, timeoutMs, (r, sig) => {
+    return this.holders.stop(record, timeoutMs, (pid, sig) => {
       try {
-        Deno.kill(r.pid, sig);
+        Deno.kill(pid, sig);
       } catch { /* already gone */ }
       return Promise.resolve();
     });
   }
 
   async cleanup(record: SandboxRecord): Promise<void> {
-    if (this.holders.running(record.id) && record.pid) {
+    const pid = this.holders.runningPid(record.id);
+    if (pid) {
       try {
-        Deno.kill(record.pid, "SIGKILL");
+        Deno.kill(pid, "SIGKILL");
       } catch { /* already gone */ }
       await this.holders.waitGone(record.id);
     }
@@ -84,7 +86,7 @@ export class RuncSandboxBackend extends PodProcessBackend<RuncSandboxBackendOpti
       if (await cgroupExists(paths)) return await cgroupMetrics(paths);
     }
     const each = Object.values(record.containers)
-      .map((c) => (c.backend as { cgroups?: CgroupPaths }).cgroups)
+      .map((c) => (c.backend as RuncProcessState).cgroups)
       .filter((p): p is CgroupPaths => !!p);
     return await summedCgroupMetrics(each);
   }

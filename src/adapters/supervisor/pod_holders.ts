@@ -16,24 +16,41 @@ import { holderToken } from "./process_tokens.ts";
 
 const KILL_WAIT_MS = 10_000;
 
-/** Signals a pod's process ("SIGTERM" to ask, "SIGKILL" to force). */
-export type PodSignal = (record: SandboxRecord, signal: "SIGTERM" | "SIGKILL") => Promise<void>;
+/** What a pod followed through its process keeps in its record. */
+export interface PodProcessState {
+  /** Pid of the supervisor of the pod's process (holder or monitor). */
+  holderPid?: number;
+}
+
+/** Signals the pod's process `pid` ("SIGTERM" to ask, "SIGKILL" to force). */
+export type PodSignal = (pid: number, signal: "SIGTERM" | "SIGKILL") => Promise<void>;
+
+/** A pod process being followed. */
+interface Followed {
+  /** The pod's process (what containers join), known from the moment it started. */
+  readonly pid: number;
+  readonly latch: Latch<SandboxExit>;
+}
 
 /** Every pod process of a backend, by sandbox id. */
 export class PodHolders {
   #supervisor: Supervisor;
   #onExit: (id: string, exit: SandboxExit) => void;
-  #latches = new Map<string, Latch<SandboxExit>>();
+  #pods = new Map<string, Followed>();
 
   constructor(supervisor: Supervisor, onExit: (id: string, exit: SandboxExit) => void) {
     this.#supervisor = supervisor;
     this.#onExit = onExit;
   }
 
-  /** Follows the pod process whose monitor (or holder) is `helperPid`. */
-  watch(id: string, helperPid: number): void {
+  /**
+   * Follows the pod process `pid` whose monitor (or holder) is `helperPid`:
+   * from here on, Stop and cleanup can take it down even when the Start that
+   * launched it fails.
+   */
+  watch(id: string, helperPid: number, pid: number): void {
     const latch = new Latch<SandboxExit>();
-    this.#latches.set(id, latch);
+    this.#pods.set(id, { pid, latch });
     const exited = (exit: SandboxExit) => {
       latch.set(exit);
       this.#onExit(id, exit);
@@ -46,37 +63,44 @@ export class PodHolders {
 
   /** Asks the pod to end, forces it after `timeoutMs`; resolves with how it ended. */
   async stop(record: SandboxRecord, timeoutMs: number, signal: PodSignal): Promise<SandboxExit> {
-    const latch = this.#latches.get(record.id);
-    if (!latch || !record.pid) return { status: 0, at: now() };
+    const pod = this.#pods.get(record.id);
+    if (!pod || !pod.pid) return { status: 0, at: now() };
+    const { pid, latch } = pod;
     if (latch.isSet) return latch.value!;
     if (timeoutMs > 0) {
-      await signal(record, "SIGTERM");
+      await signal(pid, "SIGTERM");
       const exit = await withTimeout(latch.wait(), timeoutMs);
       if (exit) return exit;
     }
-    await signal(record, "SIGKILL");
+    await signal(pid, "SIGKILL");
     const exit = await withTimeout(latch.wait(), KILL_WAIT_MS);
-    if (!exit) log.warn("pod did not end after SIGKILL", { sandbox: record.id, pid: record.pid });
+    if (!exit) log.warn("pod did not end after SIGKILL", { sandbox: record.id, pid });
     return exit ?? { status: 137, at: now() };
   }
 
   /** Waits (bounded) for a pod that is being taken down to be seen gone. */
   async waitGone(id: string): Promise<void> {
-    const latch = this.#latches.get(id);
+    const latch = this.#pods.get(id)?.latch;
     if (latch && !latch.isSet) await withTimeout(latch.wait(), KILL_WAIT_MS);
   }
 
   /** Whether the pod's process is followed and has not ended. */
   running(id: string): boolean {
-    const latch = this.#latches.get(id);
+    const latch = this.#pods.get(id)?.latch;
     return !!latch && !latch.isSet;
+  }
+
+  /** The pod's process while it is followed and has not ended. */
+  runningPid(id: string): number | undefined {
+    const pod = this.#pods.get(id);
+    return pod && !pod.latch.isSet && pod.pid ? pod.pid : undefined;
   }
 
   /** Forgets a pod: kills whatever still carries its exit file, removes the record. */
   async forget(id: string): Promise<number> {
     const token = holderToken(id);
     const killed = await this.#supervisor.killOrphans(token);
-    this.#latches.delete(id);
+    this.#pods.delete(id);
     await this.#supervisor.exits.remove(token);
     return killed;
   }
@@ -85,7 +109,7 @@ export class PodHolders {
    * After a restart: a running pod whose process still lives is followed
    * again; one that ended while the daemon was down reports how.
    */
-  async recoverRunning(record: SandboxRecord): Promise<RecoveredSandbox> {
+  async recoverRunning(record: SandboxRecord<PodProcessState>): Promise<RecoveredSandbox> {
     const token = holderToken(record.id);
     const helperPid = Number(record.backend.holderPid ?? 0);
     const rec = await this.#supervisor.exits.read(token);
@@ -93,7 +117,7 @@ export class PodHolders {
     if (!await this.#supervisor.exits.alive(token, helperPid)) {
       return { alive: false, exit: { status: 255, at: now() } };
     }
-    this.watch(record.id, helperPid);
+    this.watch(record.id, helperPid, record.pid);
     return { alive: true };
   }
 

@@ -9,7 +9,7 @@
 import { join } from "node:path";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { now } from "../../domain/time.ts";
-import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import type {
   RecoveredSandbox,
   SandboxBackend,
@@ -18,7 +18,7 @@ import type {
 import type { Supervisor } from "../../ports/supervisor.ts";
 import { goArch } from "../os/platform.ts";
 import { preparePod } from "../os/pod_files.ts";
-import { PodHolders } from "./pod_holders.ts";
+import { PodHolders, type PodProcessState } from "./pod_holders.ts";
 
 /** What every pod-process backend has. */
 export interface PodProcessBackendOptions {
@@ -29,7 +29,8 @@ export interface PodProcessBackendOptions {
 
 export abstract class PodProcessBackend<
   O extends PodProcessBackendOptions = PodProcessBackendOptions,
-> implements SandboxBackend {
+  S extends PodProcessState = PodProcessState,
+> implements SandboxBackend<S> {
   readonly platform = { os: "linux", architecture: goArch(), variant: "" };
   protected readonly opts: O;
   protected readonly holders: PodHolders;
@@ -43,13 +44,13 @@ export abstract class PodProcessBackend<
     );
   }
 
-  abstract start(record: SandboxRecord): Promise<void>;
-  abstract stop(record: SandboxRecord, timeoutMs: number): Promise<SandboxExit>;
-  abstract cleanup(record: SandboxRecord): Promise<void>;
-  abstract metrics(record: SandboxRecord): Promise<StoredAnyBytes | undefined>;
+  abstract start(record: SandboxRecord<S>): Promise<StartedProcess>;
+  abstract stop(record: SandboxRecord<S>, timeoutMs: number): Promise<SandboxExit>;
+  abstract cleanup(record: SandboxRecord<S>): Promise<void>;
+  abstract metrics(record: SandboxRecord<S>): Promise<StoredAnyBytes | undefined>;
 
   /** Undoes a Start that never returned (found in state "created" after a restart). */
-  protected async abandonStart(record: SandboxRecord): Promise<void> {
+  protected async abandonStart(record: SandboxRecord<S>): Promise<void> {
     await this.holders.killUnfinished(record.id);
   }
 
@@ -57,11 +58,11 @@ export abstract class PodProcessBackend<
     this.#listener = listener;
   }
 
-  async create(record: SandboxRecord): Promise<void> {
+  async create(record: SandboxRecord<S>): Promise<void> {
     await preparePod(join(this.opts.dir, record.id), record);
   }
 
-  async recover(record: SandboxRecord): Promise<RecoveredSandbox> {
+  async recover(record: SandboxRecord<S>): Promise<RecoveredSandbox> {
     if (record.state === "running") return await this.holders.recoverRunning(record);
     if (record.state === "created") {
       await this.abandonStart(record);

@@ -1,8 +1,8 @@
 /**
  * A ContainerRuntime for kinds whose containers the daemon does not run
- * (Quark serves its own Task API; VM pods before their agent runs
- * containers): every call is answered UNIMPLEMENTED with `reason`, and
- * removal and recovery have nothing to do.
+ * (Quark serves its own Task API): every call is answered UNIMPLEMENTED with
+ * `reason`, it declares no capability, and removal and recovery have nothing
+ * to do.
  *
  * @module
  */
@@ -12,17 +12,13 @@ import type { ContainerRuntime } from "../../ports/container_runtime.ts";
 export function unsupportedRuntime(reason: string): ContainerRuntime {
   const refuse = () => Promise.reject(new UnimplementedError(reason));
   return {
+    capabilities: {},
+    lacking: { exec: reason, pause: reason, update: reason, stats: reason },
     create: refuse,
     start: refuse,
-    startExec: refuse,
     kill: refuse,
     delete: () => Promise.resolve(),
-    deleteExec: () => Promise.resolve(),
     pids: refuse,
-    pause: refuse,
-    resume: refuse,
-    update: refuse,
-    stats: refuse,
     resizePty: refuse,
     closeStdin: refuse,
     recover: () => Promise.resolve(undefined),

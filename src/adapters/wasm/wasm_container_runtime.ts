@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { NotFoundError, UnimplementedError } from "../../domain/errors.ts";
+import { NotFoundError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
@@ -15,7 +15,7 @@ import type {
   ContainerRuntime,
   ProcessExitListener,
   ProcessInfo,
-  StoredAnyBytes,
+  StartedProcess,
 } from "../../ports/container_runtime.ts";
 import { readSpec } from "../os/bundle.ts";
 import type { Supervisor } from "../../ports/supervisor.ts";
@@ -50,14 +50,25 @@ export interface WasmContainerRuntimeOptions {
   readonly engine: EngineName;
 }
 
-interface WasmBackend {
+/** What a Wasm container keeps in its record. */
+export interface WasmProcessState {
   hostPid?: number;
   rootfs?: string;
   engine?: EngineName;
 }
 
-/** Wasm modules as containers. */
-export class WasmContainerRuntime implements ContainerRuntime {
+type C = ContainerRecord<WasmProcessState>;
+
+/** Wasm modules as containers: no exec (a module has no processes), no pause, update or stats. */
+export class WasmContainerRuntime implements ContainerRuntime<WasmProcessState> {
+  readonly capabilities = {};
+  readonly lacking = {
+    exec: "Exec is not supported in Wasm containers: a module has no processes",
+    pause: "Pause and Resume are not supported for Wasm containers",
+    update:
+      "Update is not supported for Wasm containers: the memory limit is fixed when the module is created",
+    stats: "Stats are not available for Wasm containers (they have no cgroup)",
+  };
   #opts: WasmContainerRuntimeOptions;
   #io: ProcessIo;
   #listener: ProcessExitListener | undefined;
@@ -71,14 +82,14 @@ export class WasmContainerRuntime implements ContainerRuntime {
     this.#listener = listener;
   }
 
-  async create(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
     const spec = await readSpec(c.bundle);
     const entry = wasmEntry(spec);
     const engine = engineOf(spec, sb.annotations, this.#opts.engine);
     const rootfs = c.rootfs.length
       ? rootfsMountTarget(c.bundle, spec.root?.path)
       : rootfsOf(c.bundle, spec);
-    const b = c.backend as WasmBackend;
+    const b = c.backend;
     b.engine = engine;
     if (c.rootfs.length) {
       b.rootfs = rootfs;
@@ -105,17 +116,17 @@ export class WasmContainerRuntime implements ContainerRuntime {
         memoryLimit: memoryLimitOf(spec),
         ...stdio,
       });
-      c.pid = hostPid;
       b.hostPid = hostPid;
       this.#watch(sb.id, c, hostPid);
       await this.#io.attach(sb.id, token, c.io);
+      return { pid: hostPid };
     } catch (e) {
       if (b.rootfs) await unmountOwn(rootfs, c.rootfs.length).catch(() => {});
       throw e;
     }
   }
 
-  #watch(sandboxId: string, c: ContainerRecord, hostPid: number): void {
+  #watch(sandboxId: string, c: C, hostPid: number): void {
     this.#opts.supervisor.exits.expect(initToken(c.id), hostPid, {
       // Reported once its streamed output was read: containerd stops reading at the exit.
       exited: async (r) => {
@@ -128,19 +139,13 @@ export class WasmContainerRuntime implements ContainerRuntime {
     }, this.#opts.host.needle);
   }
 
-  async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async start(sb: SandboxRecord, c: C): Promise<void> {
     await this.#opts.host.start(`${sb.id}/${c.id}`);
-  }
-
-  startExec(): Promise<void> {
-    return Promise.reject(
-      new UnimplementedError("Exec is not supported in Wasm containers: a module has no processes"),
-    );
   }
 
   async kill(
     sb: SandboxRecord,
-    c: ContainerRecord,
+    c: C,
     e: ExecRecord | undefined,
     signal: number,
   ): Promise<void> {
@@ -148,52 +153,26 @@ export class WasmContainerRuntime implements ContainerRuntime {
     await this.#opts.host.kill(`${sb.id}/${c.id}`, signal);
   }
 
-  async delete(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async delete(sb: SandboxRecord, c: C): Promise<void> {
     const token = initToken(c.id);
     this.#opts.supervisor.exits.cancel(token);
     if (await this.#opts.host.alive()) await this.#opts.host.delete(`${sb.id}/${c.id}`);
-    const rootfs = ownRootfsTarget(c.bundle, c.rootfs.length, (c.backend as WasmBackend).rootfs);
+    const rootfs = ownRootfsTarget(c.bundle, c.rootfs.length, c.backend.rootfs);
     // Only the mounts Create made (directly; the mount table only read when that fails).
     if (rootfs) await unmountOwn(rootfs, c.rootfs.length);
     await this.#opts.supervisor.exits.remove(token);
     await this.#io.release(sb.id, token, c.io);
   }
 
-  deleteExec(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  pids(_sb: SandboxRecord, c: ContainerRecord): Promise<ProcessInfo[]> {
+  pids(_sb: SandboxRecord, c: C): Promise<ProcessInfo[]> {
     return Promise.resolve([{ pid: c.pid }]);
-  }
-
-  pause(): Promise<void> {
-    return Promise.reject(new UnimplementedError("Pause is not supported for Wasm containers"));
-  }
-
-  resume(): Promise<void> {
-    return Promise.reject(new UnimplementedError("Resume is not supported for Wasm containers"));
-  }
-
-  update(): Promise<void> {
-    return Promise.reject(
-      new UnimplementedError(
-        "Update is not supported for Wasm containers: the memory limit is fixed when the module is created",
-      ),
-    );
-  }
-
-  stats(): Promise<StoredAnyBytes> {
-    return Promise.reject(
-      new UnimplementedError("Stats are not available for Wasm containers (they have no cgroup)"),
-    );
   }
 
   resizePty(): Promise<void> {
     return Promise.resolve(); // no pty: a module writes plain output
   }
 
-  async closeStdin(sb: SandboxRecord, c: ContainerRecord): Promise<void> {
+  async closeStdin(sb: SandboxRecord, c: C): Promise<void> {
     // Streamed stdin ends in order with its stream's data; FIFO stdin at the host.
     if (await this.#io.closeStdin(sb.id, initToken(c.id), c.io)) return;
     await this.#opts.host.closeStdin(`${sb.id}/${c.id}`).catch((e) => {
@@ -202,7 +181,7 @@ export class WasmContainerRuntime implements ContainerRuntime {
   }
 
   /** The host knows whether a task the record calls created was started. */
-  async started(sb: SandboxRecord, c: ContainerRecord): Promise<boolean> {
+  async started(sb: SandboxRecord, c: C): Promise<boolean> {
     const host = this.#opts.host;
     const tasks = await host.alive() ? await host.list() : [];
     return tasks.some((t) => t.token === `${sb.id}/${c.id}` && t.state === "running");
@@ -210,14 +189,14 @@ export class WasmContainerRuntime implements ContainerRuntime {
 
   async recover(
     sb: SandboxRecord,
-    c: ContainerRecord,
+    c: C,
     e: ExecRecord | undefined,
   ): Promise<ProcessExit | undefined> {
     if (e) return { status: 255, at: now() };
     const token = initToken(c.id);
     const rec = await this.#opts.supervisor.exits.read(token);
     if (rec) return { status: rec.status, at: rec.at };
-    const hostPid = Number((c.backend as WasmBackend).hostPid ?? 0);
+    const hostPid = Number(c.backend.hostPid ?? 0);
     const host = this.#opts.host;
     const tasks = await host.alive() ? await host.list() : [];
     const t = tasks.find((x) => x.token === `${sb.id}/${c.id}`);

@@ -9,7 +9,7 @@
  */
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import { now } from "../../domain/time.ts";
-import type { StoredAnyBytes } from "../../ports/container_runtime.ts";
+import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import type {
   RecoveredSandbox,
   SandboxBackend,
@@ -19,7 +19,13 @@ import { goArch } from "../os/platform.ts";
 import type { WasmHostClient } from "./host_client.ts";
 
 /** Pod lifecycle for the Wasm sandboxer. */
-export class WasmSandboxBackend implements SandboxBackend {
+/** What a Wasm pod keeps in its record. */
+export interface WasmPodState {
+  /** The Wasm host serving the pod's modules. */
+  hostPid?: number;
+}
+
+export class WasmSandboxBackend implements SandboxBackend<WasmPodState> {
   /** Modules are portable, but containerd matches images against the node's platform. */
   readonly platform = { os: "linux", architecture: goArch(), variant: "" };
   #host: WasmHostClient;
@@ -37,10 +43,11 @@ export class WasmSandboxBackend implements SandboxBackend {
     return Promise.resolve();
   }
 
-  async start(record: SandboxRecord): Promise<void> {
+  async start(record: SandboxRecord<WasmPodState>): Promise<StartedProcess> {
     this.#pods.add(record.id);
-    record.pid = await this.#host.ensure();
-    record.backend = { ...record.backend, hostPid: record.pid };
+    const pid = await this.#host.ensure();
+    record.backend = { ...record.backend, hostPid: pid };
+    return { pid };
   }
 
   stop(_record: SandboxRecord, _timeoutMs: number): Promise<SandboxExit> {
