@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { FailedPreconditionError } from "../../domain/errors.ts";
+import { FailedPreconditionError, NotFoundError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord } from "../../domain/task.ts";
@@ -34,6 +34,7 @@ import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
 import { initToken } from "../supervisor/process_tokens.ts";
 import { MonitoredContainers, type MonitoredState } from "../oci/monitored_containers.ts";
+import { killError } from "../oci/runtime_cli.ts";
 import { CONTAINER_TYPE, SANDBOX_ID } from "./gvisor_sandbox_backend.ts";
 
 /** What a gVisor container or exec keeps in its record. */
@@ -149,11 +150,12 @@ export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessSta
     await this.cli.run(
       ["kill", "--pid", String(inner), c.id, String(signal)],
       `signal exec "${e.id}"`,
-    )
-      .catch((err) => {
-        // The process ended between the check and the signal.
-        if (!/no such process|not found|not running/i.test(String(err))) throw err;
-      });
+      undefined,
+      killError,
+    ).catch((err) => {
+      // The process ended between the check and the signal.
+      if (!(err instanceof NotFoundError)) throw err;
+    });
   }
 
   /** Pids inside the sandbox (gVisor's own pid space), as `runsc ps` lists them. */

@@ -100,20 +100,12 @@ export class OciRuntimeCli {
    * containerd's StopPodSandbox treats it as stopped instead of failing.
    */
   async kill(id: string, signal: number, all: boolean): Promise<void> {
-    try {
-      await this.run(
-        ["kill", ...(all ? ["--all"] : []), id, String(signal)],
-        `signal container "${id}"`,
-      );
-    } catch (e) {
-      if (
-        e instanceof FailedPreconditionError &&
-        /not running|process already finished/.test(e.message)
-      ) {
-        throw new NotFoundError(e.message);
-      }
-      throw e;
-    }
+    await this.run(
+      ["kill", ...(all ? ["--all"] : []), id, String(signal)],
+      `signal container "${id}"`,
+      undefined,
+      killError,
+    );
   }
 
   /** Deletes the container; a container runc no longer knows is fine. */
@@ -160,15 +152,20 @@ export class OciRuntimeCli {
     }
   }
 
-  /** Runs a verb with the global flags; failures are mapped by `runtimeError`. */
-  async run(args: string[], what: string, stdin?: Uint8Array): Promise<string> {
+  /** Runs a verb with the global flags; failures are mapped by `classify`. */
+  async run(
+    args: string[],
+    what: string,
+    stdin?: Uint8Array,
+    classify: (what: string, message: string) => Error = runtimeError,
+  ): Promise<string> {
     const r = await this.#supervisor.run([...this.global(), ...args], {
       stdin,
       timeoutMs: 60_000,
       detached: this.opts.detached,
     });
     if (r.code === 0) return r.stdout;
-    throw runtimeError(what, (r.stderr || r.stdout).trim());
+    throw classify(what, (r.stderr || r.stdout).trim());
   }
 
   /**
@@ -195,10 +192,27 @@ export class OciRuntimeCli {
   }
 }
 
+/** The runtime's own message: the last line, without runc's logrus framing. */
+function lastMessage(message: string): string {
+  return message.replace(/^time="[^"]*" level=\w+ msg="(.*)"$/s, "$1").split("\n").pop() ??
+    message;
+}
+
+/**
+ * Classifies a failed kill: a process that already ended is NOT_FOUND, as
+ * containerd's runc shim answers, so that StopPodSandbox treats it as stopped.
+ */
+export function killError(what: string, message: string): Error {
+  const msg = lastMessage(message);
+  if (/not running|process already finished|no such process/i.test(msg)) {
+    return new NotFoundError(`Cannot ${what}: ${msg}`);
+  }
+  return runtimeError(what, message);
+}
+
 /** Classifies a runtime's failure message (runc's wording; runsc and crun say the same). */
 export function runtimeError(what: string, message: string): Error {
-  const msg = message.replace(/^time="[^"]*" level=\w+ msg="(.*)"$/s, "$1").split("\n").pop() ??
-    message;
+  const msg = lastMessage(message);
   if (/does not exist|not found/i.test(msg)) return new NotFoundError(`Cannot ${what}: ${msg}`);
   if (
     /not running|container not paused|cannot (start|pause|resume)|is (stopped|paused|running)/i
