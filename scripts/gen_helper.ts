@@ -1,7 +1,9 @@
 // Builds native/*.c into a small static binary (musl-gcc) and
 // embeds it, base64-encoded, in src/gen/helper/, so the kuasar binary carries
 // it and needs nothing on the node. `--check` rebuilds and fails when the
-// committed bytes differ from what the source gives (the test suite runs it).
+// committed bytes differ from what the source gives (the test suite runs it);
+// `--missing` prints why this machine cannot build the helper (nothing when
+// it can), so the suite can skip the check instead of failing it.
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -25,6 +27,18 @@ async function build(): Promise<Uint8Array<ArrayBuffer>> {
   }
 }
 
+/** Why musl-gcc cannot build here, or undefined when it runs. */
+async function missingTool(): Promise<string | undefined> {
+  try {
+    const r = await new Deno.Command("musl-gcc", { args: ["--version"] }).output();
+    if (r.success) return undefined;
+    return `musl-gcc does not run: ${new TextDecoder().decode(r.stderr).trim()}`;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "musl-gcc is not installed (Debian: musl-tools)";
+    throw e;
+  }
+}
+
 function render(bin: Uint8Array, sha: string): string {
   let b64 = "";
   for (let i = 0; i < bin.length; i += 0x8000) {
@@ -45,6 +59,10 @@ ${lines.map((l) => `  "${l}",`).join("\n")}
 `;
 }
 
+if (Deno.args.includes("--missing")) {
+  console.log(await missingTool() ?? "");
+  Deno.exit(0);
+}
 const bin = await build();
 const sha = Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", bin)))
   .map((b) => b.toString(16).padStart(2, "0")).join("");

@@ -1,7 +1,9 @@
 // Generates TypeScript for the project's .proto files with the pinned ts-proto
 // (scripts/proto/package-lock.json) and the system protoc. Output goes to
 // src/gen/ and is committed; `--check` regenerates into a temporary directory
-// and fails when the committed output differs (the test suite runs it).
+// and fails when the committed output differs (the test suite runs it);
+// `--missing` prints which of its tools this machine lacks (nothing when it
+// has them all), so the suite can skip the check instead of failing it.
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -67,12 +69,37 @@ const groups: { name: string; includes: string[]; files: string[] }[] = [
   },
 ];
 
+/** grpc_tools' directory of well-known .proto files, or undefined without grpcio-tools. */
+async function wellKnownProtos(): Promise<string | undefined> {
+  try {
+    const probe = await new Deno.Command(python, {
+      args: ["-c", "import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))"],
+      stderr: "null",
+    }).output();
+    if (!probe.success) return undefined;
+    return join(new TextDecoder().decode(probe.stdout).trim(), "_proto");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined; // no venv
+    throw e;
+  }
+}
+
+/** Which tool this machine lacks to generate, or undefined when it has them all. */
+async function missingTool(): Promise<string | undefined> {
+  if (await wellKnownProtos() === undefined) {
+    return `grpcio-tools is missing (${venv}): run scripts/setup.sh`;
+  }
+  try {
+    if (((await Deno.stat(plugin)).mode ?? 0) & 0o111) return undefined;
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return `ts-proto is missing (${plugin}): run scripts/setup.sh`;
+}
+
 async function generate(dest: string): Promise<void> {
-  const probe = await new Deno.Command(python, {
-    args: ["-c", "import grpc_tools, os; print(os.path.dirname(grpc_tools.__file__))"],
-  }).output();
-  if (!probe.success) throw new Error("grpcio-tools is missing: run scripts/setup.sh");
-  const wellKnown = join(new TextDecoder().decode(probe.stdout).trim(), "_proto");
+  const wellKnown = await wellKnownProtos();
+  if (wellKnown === undefined) throw new Error("grpcio-tools is missing: run scripts/setup.sh");
   for (const g of groups) {
     const target = join(dest, g.name);
     await Deno.mkdir(target, { recursive: true });
@@ -105,7 +132,9 @@ async function listFiles(dir: string, base = dir): Promise<string[]> {
   return files.sort();
 }
 
-if (Deno.args.includes("--check")) {
+if (Deno.args.includes("--missing")) {
+  console.log(await missingTool() ?? "");
+} else if (Deno.args.includes("--check")) {
   const tmp = await Deno.makeTempDir({ prefix: "kuasar-gen-" });
   try {
     await generate(tmp);

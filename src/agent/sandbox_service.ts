@@ -32,8 +32,15 @@ export interface GuestPaths {
 
 const td = new TextDecoder();
 
+/** A program's exit code and output. */
+interface Outcome {
+  readonly code: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
 /** Runs a program (argv, no shell of ours) as a child the reaper leaves to Deno. */
-async function run(argv: string[], stdin: Uint8Array = new Uint8Array()): Promise<string> {
+async function execute(argv: string[], stdin: Uint8Array = new Uint8Array()): Promise<Outcome> {
   const child = spawned(new Deno.Command(argv[0], {
     args: argv.slice(1),
     stdin: "piped",
@@ -44,12 +51,19 @@ async function run(argv: string[], stdin: Uint8Array = new Uint8Array()): Promis
   if (stdin.length) await w.write(stdin).catch(() => {});
   await w.close().catch(() => {});
   const out = await child.output();
-  if (out.code !== 0) {
-    throw new InternalError(
-      `${argv[0]} exited with ${out.code}: ${td.decode(out.stderr).trim() || "no stderr"}`,
-    );
-  }
-  return td.decode(out.stdout);
+  return { code: out.code, stdout: td.decode(out.stdout), stderr: td.decode(out.stderr) };
+}
+
+/** The error of a program that failed, naming its exit code and stderr. */
+function failure(argv: string[], r: Outcome): InternalError {
+  return new InternalError(`${argv[0]} exited with ${r.code}: ${r.stderr.trim() || "no stderr"}`);
+}
+
+/** Runs a program; one that fails is an InternalError. */
+async function run(argv: string[], stdin?: Uint8Array): Promise<string> {
+  const r = await execute(argv, stdin);
+  if (r.code !== 0) throw failure(argv, r);
+  return r.stdout;
 }
 
 /** ExecVMProcess: a command line for the guest's shell. */
@@ -104,10 +118,10 @@ async function configureRoutes(routes: readonly Route[]): Promise<void> {
     if (r.device) argv.push("dev", r.device);
     if (r.source) argv.push("src", r.source);
     if (r.scope === 253) argv.push("scope", "link");
-    await run(argv).catch((e) => {
-      // The kernel adds the routes of an address's own subnet itself.
-      if (!/exists/i.test((e as Error).message)) throw e;
-    });
+    const out = await execute(argv);
+    // The kernel adds the routes of an address's own subnet itself: `ip`
+    // then reports EEXIST ("RTNETLINK answers: File exists").
+    if (out.code !== 0 && !/File exists/.test(out.stderr)) throw failure(argv, out);
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { NotFoundError } from "../domain/errors.ts";
+import { InternalError, NotFoundError } from "../domain/errors.ts";
 import { sandboxService } from "./sandbox_service.ts";
 import type { CallContext } from "../adapters/ttrpc/server.ts";
 
@@ -78,6 +78,47 @@ Deno.test("agent SandboxService: SetupSandbox writes sysctls, hostname and DNS; 
       /Invalid sysctl/,
     );
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("agent SandboxService: UpdateRoutes passes over a route that exists, and fails on other errors", async () => {
+  // A fake `ip` first in PATH: it fails with the stderr the test puts beside it.
+  const dir = await Deno.makeTempDir();
+  const path = Deno.env.get("PATH") ?? "";
+  try {
+    await Deno.writeTextFile(
+      join(dir, "ip"),
+      `#!/bin/sh\necho "$@" >> ${dir}/calls\ncat ${dir}/stderr >&2\nexit 2\n`,
+    );
+    await Deno.chmod(join(dir, "ip"), 0o755);
+    Deno.env.set("PATH", `${dir}:${path}`);
+    const s = sandboxService();
+    const route = {
+      dest: "10.0.0.0/24",
+      gateway: "",
+      device: "exists0",
+      source: "",
+      scope: 0,
+      family: 0,
+      flags: 0,
+    };
+
+    await Deno.writeTextFile(join(dir, "stderr"), "RTNETLINK answers: File exists\n");
+    assert.deepEqual(await s.updateRoutes!({ routes: [route] }, ctx), {});
+    assert.equal(
+      await Deno.readTextFile(join(dir, "calls")),
+      "route add 10.0.0.0/24 dev exists0\n",
+    );
+
+    // Other failures fail the call, even when a name in them says "exists".
+    await Deno.writeTextFile(join(dir, "stderr"), 'Cannot find device "exists0"\n');
+    await assert.rejects(
+      s.updateRoutes!({ routes: [route] }, ctx),
+      (e) => e instanceof InternalError && /ip exited with 2: Cannot find device/.test(e.message),
+    );
+  } finally {
+    Deno.env.set("PATH", path);
     await Deno.remove(dir, { recursive: true });
   }
 });

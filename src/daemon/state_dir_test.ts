@@ -28,11 +28,6 @@ Deno.test("--dir: created 0700 when missing; refused when others could write int
     await Deno.writeTextFile(file, "");
     await assert.rejects(prepareStateDir(file), /not a directory/);
 
-    const foreign = join(base, "foreign");
-    await Deno.mkdir(foreign, { mode: 0o700 });
-    await Deno.chown(foreign, 65534, 65534);
-    await assert.rejects(prepareStateDir(foreign), /owned by uid 65534/);
-
     // Readable by others only: nothing can have been written; tightened.
     const readable = join(base, "readable");
     await Deno.mkdir(readable);
@@ -41,6 +36,22 @@ Deno.test("--dir: created 0700 when missing; refused when others could write int
     assert.equal((await Deno.stat(readable)).mode! & 0o7777, 0o700);
   } finally {
     Deno.umask(old);
+    await Deno.remove(base, { recursive: true });
+  }
+});
+
+// Giving a directory to another user takes root (as that user, it would be its own).
+Deno.test({
+  name: "--dir: refused when owned by another user",
+  ignore: Deno.uid() !== 0,
+}, async () => {
+  const base = await Deno.makeTempDir();
+  try {
+    const foreign = join(base, "foreign");
+    await Deno.mkdir(foreign, { mode: 0o700 });
+    await Deno.chown(foreign, 65534, 65534);
+    await assert.rejects(prepareStateDir(foreign), /owned by uid 65534/);
+  } finally {
     await Deno.remove(base, { recursive: true });
   }
 });

@@ -118,7 +118,7 @@ Deno.test("runtime CLI: a detached create that fails reports the runtime's logge
   try {
     const log = join(dir, "log.json");
     const { sup, cli: c } = cli({ detached: true });
-    sup.answer = async (argv, opts) => {
+    sup.answer = async (_argv, opts) => {
       assert.equal(opts.discardOutput, true, "its stdio is kept by what it leaves behind");
       await Deno.writeTextFile(
         log,

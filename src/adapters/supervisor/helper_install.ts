@@ -1,5 +1,5 @@
 /**
- * Puts the native helper (native/kuasar-helper.c) in place. The binary ships
+ * Puts the native helper (built from native/*.c) in place. The binary ships
  * inside kuasar (src/gen/helper/) so a node needs nothing else; it is
  * written once per content hash to a directory that allows execution (/run
  * is often mounted noexec, so not under --dir by default). Apart from
@@ -35,7 +35,8 @@ export async function installHelper(loc: HelperLocation): Promise<string> {
   }
   if (Deno.build.arch !== "x86_64") {
     throw new UnavailableError(
-      `No embedded helper for ${Deno.build.arch}: build native/kuasar-helper.c and pass --helper`,
+      `No embedded helper for ${Deno.build.arch}: build native/*.c ` +
+        "(musl-gcc -static, as scripts/gen_helper.ts does) and pass --helper",
     );
   }
   // A literal specifier, so bundles and compiled binaries carry the module.

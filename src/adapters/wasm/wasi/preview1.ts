@@ -103,7 +103,15 @@ type Desc = FileDesc | DirDesc | StdioDesc;
 const te = new TextEncoder();
 const td = new TextDecoder();
 
-function errnoOf(e: unknown): number {
+/** Errors Deno has no class for, by the errno name it puts in their `code`. */
+const BY_CODE: Readonly<Record<string, number>> = {
+  ENOTEMPTY: Errno.ENOTEMPTY,
+  EXDEV: Errno.EXDEV,
+  ENOSPC: Errno.ENOSPC,
+};
+
+/** The WASI errno of an error a call threw; EIO for what has no better one. Exported for tests. */
+export function errnoOf(e: unknown): number {
   if (e instanceof PathError) return e.errno;
   if (e instanceof Deno.errors.NotFound) return Errno.ENOENT;
   if (e instanceof Deno.errors.AlreadyExists) return Errno.EEXIST;
@@ -112,11 +120,9 @@ function errnoOf(e: unknown): number {
   if (e instanceof Deno.errors.NotADirectory) return Errno.ENOTDIR;
   if (e instanceof Deno.errors.FilesystemLoop) return Errno.ELOOP;
   if (e instanceof Deno.errors.InvalidData) return Errno.EINVAL;
-  const msg = e instanceof Error ? e.message : "";
-  if (/os error 39|not empty/i.test(msg)) return Errno.ENOTEMPTY;
-  if (/os error 18/.test(msg)) return Errno.EXDEV;
-  if (/os error 28/.test(msg)) return Errno.ENOSPC;
-  return Errno.EIO;
+  // The message names the paths, which may say anything: only the code counts.
+  const code = e instanceof Error ? (e as Error & { code?: unknown }).code : undefined;
+  return (typeof code === "string" && Object.hasOwn(BY_CODE, code)) ? BY_CODE[code] : Errno.EIO;
 }
 
 function fileType(st: Deno.FileInfo): number {
