@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { InvalidArgumentError, NotFoundError } from "../domain/errors.ts";
-import { emptyPodConfig } from "../domain/pod_config.ts";
 import type { SandboxRecord } from "../domain/sandbox.ts";
 import type { ContainerRecord } from "../domain/task.ts";
 import { now } from "../domain/time.ts";
 import { MemorySandboxStore } from "../../tests/fakes/memory_sandbox_store.ts";
 import { SandboxRegistry } from "./registry.ts";
+import { containerRecord, sandboxRecord } from "../../tests/fakes/records.ts";
 
 /** A store whose writes wait for the test to open the gate. */
 class GatedStore extends MemorySandboxStore {
@@ -32,40 +32,11 @@ function deferred(): { promise: Promise<void>; resolve: () => void } {
 }
 
 function record(id: string, over: Partial<SandboxRecord> = {}): SandboxRecord {
-  return {
-    id,
-    kind: "fake",
-    state: "running",
-    createdAt: now(),
-    pid: 1,
-    netnsPath: "",
-    pod: emptyPodConfig(),
-    annotations: {},
-    labels: {},
-    extensions: {},
-    taskAddress: "",
-    taskApiVersion: 3,
-    backend: {},
-    containers: {},
-    ...over,
-  };
+  return sandboxRecord(id, over);
 }
 
 function container(id: string, over: Partial<ContainerRecord> = {}): ContainerRecord {
-  return {
-    id,
-    sandboxId: "sb1",
-    namespace: "k8s.io",
-    bundle: `/b/${id}`,
-    rootfs: [],
-    io: { stdin: "", stdout: "", stderr: "", terminal: false },
-    createdAt: now(),
-    state: "running",
-    pid: 10,
-    execs: {},
-    backend: {},
-    ...over,
-  };
+  return containerRecord(id, over);
 }
 
 Deno.test("registry get/find validate the id and distinguish unknown ids", () => {

@@ -124,6 +124,8 @@ export class RecordingSupervisor implements Supervisor {
   }
 
   async startMonitored(p: MonitoredProcess, stdio?: StdioSource): Promise<SupervisedProcess> {
+    // As the helper's: a record left by an earlier process of the token is gone first.
+    await this.exits.remove(p.token);
     const s = p.io && stdio ? await stdio.monitorArgs(p.token, p.io) : undefined;
     const call: MonitoredCall = { ...p, argv: p.argv(s?.consoleSocket), stdioArgs: s?.args };
     this.monitored.push(call);

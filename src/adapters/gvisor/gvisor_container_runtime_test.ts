@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
-import { emptyPodConfig } from "../../domain/pod_config.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, Io } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
@@ -20,6 +19,7 @@ import { StateLayout } from "../os/state_layout.ts";
 import { StreamHub } from "../task/streaming.ts";
 import { CONTAINER_TYPE, SANDBOX_ID } from "./gvisor_sandbox_backend.ts";
 import { GvisorContainerRuntime, type GvisorProcessState } from "./gvisor_container_runtime.ts";
+import { sandboxRecord } from "../../../tests/fakes/records.ts";
 
 const RUNSC = "/opt/gvisor/runsc";
 const OK: CommandResult = { code: 0, stdout: "", stderr: "" };
@@ -53,22 +53,12 @@ async function withRuntime(fn: (s: Setup) => Promise<void>): Promise<void> {
       cli,
       streams: new StreamHub(),
     });
-    const sb: SandboxRecord = {
-      id: "pod1",
+    const sb = sandboxRecord("pod1", {
       kind: "gvisor",
-      state: "running",
-      createdAt: now(),
       pid: 0,
       netnsPath: "/var/run/netns/cni-1",
-      pod: emptyPodConfig(),
-      annotations: {},
-      labels: {},
-      extensions: {},
-      taskAddress: "",
       taskApiVersion: 2,
-      backend: {},
-      containers: {},
-    };
+    });
     await fn({ dir, root, sup, runtime, sb });
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -101,13 +101,13 @@ function hintFor(why: string): string {
   return "";
 }
 
-/** Pod lifecycle for the gVisor sandboxer. */
 /** What a gVisor pod keeps in its record. */
 export interface GvisorPodState extends PodProcessState {
   /** The sandbox's cgroup, recorded before runsc makes it. */
   cgroupsPath?: string;
 }
 
+/** Pod lifecycle for the gVisor sandboxer. */
 export class GvisorSandboxBackend
   extends PodProcessBackend<GvisorSandboxBackendOptions, GvisorPodState> {
   #log = log.with({ component: "gvisor-sandbox" });

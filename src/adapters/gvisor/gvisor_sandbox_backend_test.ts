@@ -21,6 +21,7 @@ import {
   GvisorSandboxBackend,
   SANDBOX_ID,
 } from "./gvisor_sandbox_backend.ts";
+import { sandboxRecord } from "../../../tests/fakes/records.ts";
 
 const RUNSC = "/opt/gvisor/runsc";
 
@@ -74,26 +75,18 @@ function podId(): string {
   return `gvunit${crypto.randomUUID().replaceAll("-", "").slice(0, 20)}`;
 }
 
-function sandboxRecord(
+function podRecord(
   over: { id?: string; netnsPath?: string; pod?: Partial<PodConfig> } = {},
 ): SandboxRecord<GvisorPodState> {
   const id = over.id ?? podId();
-  return {
-    id,
+  return sandboxRecord<GvisorPodState>(id, {
     kind: "gvisor",
     state: "created",
-    createdAt: now(),
     pid: 0,
     netnsPath: over.netnsPath ?? `/var/run/netns/cni-${id}`,
     pod: { ...emptyPodConfig(), name: `pod-${id}`, namespace: "default", ...over.pod },
-    annotations: {},
-    labels: {},
-    extensions: {},
-    taskAddress: "",
     taskApiVersion: 2,
-    backend: {},
-    containers: {},
-  };
+  });
 }
 
 /** runsc's global flags as configured, with `--log` when `log` is given. */
@@ -117,7 +110,7 @@ const isCreate = (argv: readonly string[]) => argv.includes("create");
 
 Deno.test("gVisor Start: runsc create detached, then start under a monitor that waits", async () => {
   await withBackend(async ({ dir, root, sup, backend, started }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     const bundle = join(dir, rec.id, "sandbox");
     let atCreate: GvisorPodState | undefined;
     sup.answer = (argv) => {
@@ -168,7 +161,7 @@ Deno.test("gVisor Start: runsc create detached, then start under a monitor that 
 
 Deno.test("gVisor Start: the root container's spec runs the helper's pause in the pod's netns", async () => {
   await withBackend(async ({ dir, helper, layout, backend }) => {
-    const rec = sandboxRecord({
+    const rec = podRecord({
       netnsPath: "/var/run/netns/cni-1234",
       pod: {
         cgroupParent: "/kubepods/besteffort/pod-u1",
@@ -209,9 +202,9 @@ Deno.test("gVisor Start: the root container's spec runs the helper's pause in th
 
 Deno.test("gVisor Start: the pod decides runsc's network (host network, no netns)", async () => {
   await withBackend(async ({ dir, sup, backend }) => {
-    const host = sandboxRecord({ netnsPath: "", pod: { network: "node" } });
+    const host = podRecord({ netnsPath: "", pod: { network: "node" } });
     await backend.start(host);
-    const none = sandboxRecord({ netnsPath: "" });
+    const none = podRecord({ netnsPath: "" });
     await backend.start(none);
     const verbAt = (argv: readonly string[], verb: string) => argv.indexOf(verb);
     const create = sup.runs.map((r) => r.argv);
@@ -229,7 +222,7 @@ Deno.test("gVisor Start: the pod decides runsc's network (host network, no netns
 
 Deno.test("gVisor Start: a failing runsc create is runsc's reason, and the sandbox is destroyed", async () => {
   await withBackend(async ({ dir, root, sup, backend }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     const bundle = join(dir, rec.id, "sandbox");
     // runsc leaves the lock of a sandbox whose create failed.
     const lock = join(root, `${rec.id}_sandbox:${rec.id}.lock`);
@@ -260,7 +253,7 @@ Deno.test("gVisor Start: a failing runsc create is runsc's reason, and the sandb
 
 Deno.test("gVisor Start: a runsc start failing under the monitor is runsc's reason, the sandbox destroyed", async () => {
   await withBackend(async ({ dir, sup, backend }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     const startLog = join(dir, rec.id, "sandbox", "start.log.json");
     sup.failNextMonitored = 1;
     sup.onMonitored = async () => {
@@ -280,7 +273,7 @@ Deno.test("gVisor Start: a runsc start failing under the monitor is runsc's reas
 
 Deno.test("gVisor Start: runsc's root-netns mistake gets a hint; without a log, the monitor's reason", async () => {
   await withBackend(async ({ dir, sup, backend }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     sup.failNextMonitored = 1;
     sup.onMonitored = async () => {
       await Deno.writeTextFile(
@@ -290,7 +283,7 @@ Deno.test("gVisor Start: runsc's root-netns mistake gets a hint; without a log, 
     };
     await assert.rejects(backend.start(rec), /set \[gvisor\] network = "host"/);
 
-    const other = sandboxRecord();
+    const other = podRecord();
     sup.failNextMonitored = 3;
     sup.onMonitored = () => {};
     await assert.rejects(
@@ -303,7 +296,7 @@ Deno.test("gVisor Start: runsc's root-netns mistake gets a hint; without a log, 
 
 Deno.test("gVisor Start: a monitor that cannot be started at all destroys the sandbox, error unchanged", async () => {
   await withBackend(async ({ sup, backend }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     const boom = new NotFoundError("no helper");
     sup.onMonitored = () => {
       throw boom;
@@ -315,7 +308,7 @@ Deno.test("gVisor Start: a monitor that cannot be started at all destroys the sa
 
 Deno.test("gVisor Stop: runsc kill asks, then forces; the monitor's exit record is how it ended", async () => {
   await withBackend(async ({ sup, backend, exited }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     await backend.start(rec);
     const token = `s@${rec.id}`;
     sup.answer = (argv) => {
@@ -328,7 +321,7 @@ Deno.test("gVisor Stop: runsc kill asks, then forces; the monitor's exit record 
     assert.deepEqual(sup.runs.at(-1)?.argv.slice(-3), ["kill", rec.id, "15"]);
     assert.deepEqual(exited.map(([id, e]) => [id, e.status]), [[rec.id, 143]]);
 
-    const forced = sandboxRecord();
+    const forced = podRecord();
     await backend.start(forced);
     sup.answer = (argv) => {
       if (argv.includes("kill")) setTimeout(() => sup.exits.exit(`s@${forced.id}`, 137), 0);
@@ -341,7 +334,7 @@ Deno.test("gVisor Stop: runsc kill asks, then forces; the monitor's exit record 
 
 Deno.test("gVisor cleanup: deletes the sandbox, waits for its end, forgets its monitor", async () => {
   await withBackend(async ({ sup, backend }) => {
-    const rec = sandboxRecord();
+    const rec = podRecord();
     await backend.start(rec);
     const token = `s@${rec.id}`;
     sup.answer = (argv) => {
@@ -358,7 +351,7 @@ Deno.test("gVisor cleanup: deletes the sandbox, waits for its end, forgets its m
 Deno.test("gVisor recovery: a running pod's exit record, lost monitor, or live monitor", async () => {
   await withBackend(async ({ sup, backend, exited }) => {
     const running = (id: string, holderPid: number) => ({
-      ...sandboxRecord({ id }),
+      ...podRecord({ id }),
       state: "running" as const,
       pid: 4_300_001,
       backend: { holderPid },
@@ -387,7 +380,7 @@ Deno.test("gVisor recovery: a running pod's exit record, lost monitor, or live m
 
 Deno.test("gVisor recovery: a Start that never returned is undone", async () => {
   await withBackend(async ({ sup, backend }) => {
-    const rec = { ...sandboxRecord({ id: "halfway" }), pid: 4_300_001 };
+    const rec = { ...podRecord({ id: "halfway" }), pid: 4_300_001 };
     const r = await backend.recover(rec);
     assert.equal(r.alive, false);
     assert.equal(rec.pid, 0);

@@ -2,27 +2,17 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { emptyPodConfig } from "../../domain/pod_config.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
-import { now } from "../../domain/time.ts";
 import { podFilesDir, preparePodFiles } from "./pod_files.ts";
+import { sandboxRecord } from "../../../tests/fakes/records.ts";
 
 function record(): SandboxRecord {
-  return {
-    id: "sb1",
+  return sandboxRecord("sb1", {
     kind: "runc",
     state: "created",
-    createdAt: now(),
     pid: 0,
-    netnsPath: "",
     // Host IPC: no shm tmpfs to mount (and unmount) in a unit test.
     pod: { ...emptyPodConfig(), hostname: "web-0", ipc: "node" },
-    annotations: {},
-    labels: {},
-    extensions: {},
-    taskAddress: "",
-    taskApiVersion: 3,
-    backend: {},
-    containers: {},
-  };
+  });
 }
 
 Deno.test("pod files get 0644 (directory 0755) whatever the daemon's umask", async () => {

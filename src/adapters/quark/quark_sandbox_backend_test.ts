@@ -14,6 +14,7 @@ import type { CommandResult, RunOptions } from "../../ports/supervisor.ts";
 import { RecordingSupervisor } from "../../../tests/fakes/recording_supervisor.ts";
 import { QuarkSandboxBackend } from "./quark_sandbox_backend.ts";
 import { podSpec, quarkPaths } from "./quark_spec.ts";
+import { sandboxRecord } from "../../../tests/fakes/records.ts";
 
 const QUARK = "/usr/local/bin/quark";
 const POLL_MS = 10;
@@ -43,12 +44,10 @@ async function withBackend(fn: (s: Setup) => Promise<void>): Promise<void> {
   }
 }
 
-function sandboxRecord(id: string): SandboxRecord {
-  return {
-    id,
+function quarkRecord(id: string): SandboxRecord {
+  return sandboxRecord(id, {
     kind: "quark",
     state: "created",
-    createdAt: now(),
     pid: 0,
     netnsPath: `/var/run/netns/cni-${id}`,
     pod: {
@@ -58,14 +57,8 @@ function sandboxRecord(id: string): SandboxRecord {
       cgroupParent: "/kubepods/pod-u1",
       annotations: { "io.kubernetes.cri.sandbox-name": `pod-${id}` },
     },
-    annotations: {},
-    labels: {},
-    extensions: {},
-    taskAddress: "",
     taskApiVersion: 2,
-    backend: {},
-    containers: {},
-  };
+  });
 }
 
 /** A live process standing in for the daemonised Quark. */
@@ -85,7 +78,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("Quark create: the pod's spec in the sandbox bundle", async () => {
   await withBackend(async ({ dir, backend }) => {
-    const rec = sandboxRecord("qp1");
+    const rec = quarkRecord("qp1");
     await backend.create(rec);
     const bundle = join(dir, "qp1", "sandbox");
     assert.deepEqual(
@@ -105,7 +98,7 @@ Deno.test("Quark create: the pod's spec in the sandbox bundle", async () => {
 
 Deno.test("Quark start: quark sandbox runs detached in the bundle; its pid comes from the pid file", async () => {
   await withBackend(async ({ dir, sup, backend, exited }) => {
-    const rec = sandboxRecord("qp1");
+    const rec = quarkRecord("qp1");
     await backend.create(rec);
     const p = quarkPaths(dir, "qp1");
     // A pid file of an earlier run is not this run's.
@@ -156,7 +149,7 @@ Deno.test("Quark start: quark sandbox runs detached in the bundle; its pid comes
 
 Deno.test("Quark start: a Quark that dies is reported once, and its watch ends", async () => {
   await withBackend(async ({ sup, backend, exited }) => {
-    const rec = sandboxRecord("qp2");
+    const rec = quarkRecord("qp2");
     await backend.create(rec);
     const quark = fakeQuarkProcess();
     sup.answer = quarkWrites(String(quark.pid));
@@ -177,7 +170,7 @@ Deno.test("Quark start: a Quark that dies is reported once, and its watch ends",
 
 Deno.test("Quark start: a failing quark is INTERNAL with what quark said", async () => {
   await withBackend(async ({ sup, backend }) => {
-    const rec = sandboxRecord("qp3");
+    const rec = quarkRecord("qp3");
     await backend.create(rec);
     sup.answer = () => ({ code: 2, stdout: "ignored", stderr: "quark: cannot open /dev/kvm\n" });
     await assert.rejects(
@@ -195,7 +188,7 @@ Deno.test("Quark start: a failing quark is INTERNAL with what quark said", async
 
 Deno.test("Quark start: a pid file that is absent or names no live process is INTERNAL", async () => {
   await withBackend(async ({ dir, sup, backend }) => {
-    const rec = sandboxRecord("qp4");
+    const rec = quarkRecord("qp4");
     await backend.create(rec);
     const why = `${quarkPaths(dir, "qp4").pidFile} names no running process`;
     const check = (e: Error) => e instanceof InternalError && e.message.endsWith(why);
@@ -215,7 +208,7 @@ Deno.test("Quark start: a pid file that is absent or names no live process is IN
 
 Deno.test("Quark cleanup: kills Quark and clears its watch", async () => {
   await withBackend(async ({ sup, backend, exited }) => {
-    const rec = sandboxRecord("qp5");
+    const rec = quarkRecord("qp5");
     await backend.create(rec);
     const quark = fakeQuarkProcess();
     sup.answer = quarkWrites(String(quark.pid));
@@ -238,7 +231,7 @@ Deno.test("Quark recovery: a live Quark is watched again; a gone one ended", asy
   await withBackend(async ({ backend, exited }) => {
     const quark = fakeQuarkProcess();
     try {
-      const rec = { ...sandboxRecord("qp6"), state: "running" as const, pid: quark.pid };
+      const rec = { ...quarkRecord("qp6"), state: "running" as const, pid: quark.pid };
       assert.deepEqual(await backend.recover(rec), { alive: true });
       quark.kill("SIGKILL");
       await quark.status;
@@ -250,12 +243,12 @@ Deno.test("Quark recovery: a live Quark is watched again; a gone one ended", asy
       } catch { /* gone */ }
       await quark.status;
     }
-    const gone = { ...sandboxRecord("qp7"), state: "running" as const, pid: 4_200_000 };
+    const gone = { ...quarkRecord("qp7"), state: "running" as const, pid: 4_200_000 };
     const r = await backend.recover(gone);
     assert.equal(r.alive, false);
     assert.equal(!r.alive && r.exit.status, 255);
     const stopped = {
-      ...sandboxRecord("qp8"),
+      ...quarkRecord("qp8"),
       state: "stopped" as const,
       exit: { status: 0, at: now() },
     };

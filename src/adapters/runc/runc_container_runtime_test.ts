@@ -1,15 +1,14 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { InternalError } from "../../domain/errors.ts";
-import { emptyPodConfig } from "../../domain/pod_config.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
-import { now } from "../../domain/time.ts";
 import { RecordingSupervisor } from "../../../tests/fakes/recording_supervisor.ts";
 import { OciRuntimeCli } from "../oci/runtime_cli.ts";
 import { StateLayout } from "../os/state_layout.ts";
 import { StreamHub } from "../task/streaming.ts";
 import { RuncContainerRuntime, type RuncProcessState } from "./runc_container_runtime.ts";
+import { containerRecord, sandboxRecord } from "../../../tests/fakes/records.ts";
 
 const NO_IO = { stdin: "", stdout: "", stderr: "", terminal: false };
 
@@ -41,22 +40,7 @@ async function fixture(): Promise<Fixture> {
   runtime.setExitListener({
     processExited: (_sb, containerId, execId, exit) => exits.push({ containerId, execId, exit }),
   });
-  const sb: SandboxRecord = {
-    id: "sb1",
-    kind: "runc",
-    state: "running",
-    createdAt: now(),
-    pid: 4_300_001,
-    netnsPath: "",
-    pod: emptyPodConfig(),
-    annotations: {},
-    labels: {},
-    extensions: {},
-    taskAddress: "",
-    taskApiVersion: 3,
-    backend: {},
-    containers: {},
-  };
+  const sb = sandboxRecord("sb1", { kind: "runc", pid: 4_300_001 });
   return {
     dir,
     sup,
@@ -76,19 +60,7 @@ async function fixture(): Promise<Fixture> {
           ...spec,
         }),
       );
-      return {
-        id,
-        sandboxId: "sb1",
-        namespace: "k8s.io",
-        bundle,
-        rootfs: [],
-        createdAt: now(),
-        io: NO_IO,
-        state: "created",
-        pid: 0,
-        execs: {},
-        backend: {},
-      };
+      return containerRecord<RuncProcessState>(id, { bundle, state: "created", pid: 0 });
     },
     async close() {
       await runtime.close();

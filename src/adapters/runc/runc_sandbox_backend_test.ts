@@ -1,32 +1,23 @@
 import assert from "node:assert/strict";
 import { emptyPodConfig, type PodConfig } from "../../domain/pod_config.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
-import { now } from "../../domain/time.ts";
 import { RecordingSupervisor } from "../../../tests/fakes/recording_supervisor.ts";
 import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { RuncSandboxBackend } from "./runc_sandbox_backend.ts";
+import { sandboxRecord } from "../../../tests/fakes/records.ts";
 
 function record(
   id: string,
   pod: Partial<PodConfig> = {},
   netnsPath = "",
 ): SandboxRecord<PodProcessState> {
-  return {
-    id,
+  return sandboxRecord<PodProcessState>(id, {
     kind: "runc",
     state: "created",
-    createdAt: now(),
     pid: 0,
     netnsPath,
     pod: { ...emptyPodConfig(), ...pod },
-    annotations: {},
-    labels: {},
-    extensions: {},
-    taskAddress: "",
-    taskApiVersion: 3,
-    backend: {},
-    containers: {},
-  };
+  });
 }
 
 function backend() {
