@@ -416,12 +416,14 @@ static pid_t start_waiter(char **cmd, long pid, int *out) {
   if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
   char pidstr[24];
   snprintf(pidstr, sizeof pidstr, "%ld", pid);
-  for (char **a = cmd; *a; a++) {
-    if (!strcmp(*a, "{pid}")) *a = pidstr;
-  }
   pid_t w = fork();
   if (w < 0) die("fork");
   if (w == 0) {
+    // Replaced in the child's copy only: the parent's cmd keeps its "{pid}"
+    // marks for a later waiter, and pidstr lives until the exec.
+    for (char **a = cmd; *a; a++) {
+      if (!strcmp(*a, "{pid}")) *a = pidstr;
+    }
     int nul = open("/dev/null", O_RDWR);
     dup2(nul, 0);
     dup2(p[1], 1);
@@ -463,18 +465,25 @@ static int waited_status(struct buf *b, int waiter_status) {
   return v < 0 || v > 255 ? 255 : (int)v;
 }
 
-int cmd_monitor(int argc, char **argv) {
-  const char *exit_file = NULL, *pid_file = NULL, *in = NULL, *out = NULL, *err = NULL;
-  const char *console = NULL, *control = NULL, *iosock = NULL, *log = NULL;
+// The monitor's command line.
+struct opts {
+  const char *exit_file, *pid_file, *in, *out, *err;
+  const char *console, *control, *iosock, *log;
   // Waiter mode: "--wait N <N args>". For runtimes whose container processes
   // are not host processes (gVisor), the exit comes from a waiter command that
   // prints {"exitStatus":N} when the container ends. Counted, so the runtime
   // command after "--" may hold any argument ("--" of nsenter included).
-  char **wait_cmd = NULL;
+  char **wait_cmd;
   // cgroup.procs files the command starts in (a VM pod's QEMU): joined by the
   // monitor before it forks, so all the command allocates is charged there.
   const char *cgroups[16];
-  int ncgroups = 0;
+  int ncgroups;
+  char **cmd;  // the runtime command (or, without --pid-file, the process)
+};
+
+// parse_args fills o; returns 0, or the exit code of a usage error.
+static int parse_args(int argc, char **argv, struct opts *o) {
+  memset(o, 0, sizeof *o);
   int i = 0;
   for (; i < argc; i++) {
     if (!strcmp(argv[i], "--")) {
@@ -482,119 +491,129 @@ int cmd_monitor(int argc, char **argv) {
       break;
     }
     if (i + 1 >= argc) break;
-    if (!strcmp(argv[i], "--exit-file")) exit_file = argv[++i];
-    else if (!strcmp(argv[i], "--pid-file")) pid_file = argv[++i];
-    else if (!strcmp(argv[i], "--stdin")) in = argv[++i];
-    else if (!strcmp(argv[i], "--stdout")) out = argv[++i];
-    else if (!strcmp(argv[i], "--stderr")) err = argv[++i];
-    else if (!strcmp(argv[i], "--console-socket")) console = argv[++i];
-    else if (!strcmp(argv[i], "--control")) control = argv[++i];
-    else if (!strcmp(argv[i], "--io-socket")) iosock = argv[++i];
-    else if (!strcmp(argv[i], "--log")) log = argv[++i];
+    if (!strcmp(argv[i], "--exit-file")) o->exit_file = argv[++i];
+    else if (!strcmp(argv[i], "--pid-file")) o->pid_file = argv[++i];
+    else if (!strcmp(argv[i], "--stdin")) o->in = argv[++i];
+    else if (!strcmp(argv[i], "--stdout")) o->out = argv[++i];
+    else if (!strcmp(argv[i], "--stderr")) o->err = argv[++i];
+    else if (!strcmp(argv[i], "--console-socket")) o->console = argv[++i];
+    else if (!strcmp(argv[i], "--control")) o->control = argv[++i];
+    else if (!strcmp(argv[i], "--io-socket")) o->iosock = argv[++i];
+    else if (!strcmp(argv[i], "--log")) o->log = argv[++i];
     else if (!strcmp(argv[i], "--cgroup")) {
-      if (ncgroups == (int)(sizeof cgroups / sizeof *cgroups)) {
+      if (o->ncgroups == (int)(sizeof o->cgroups / sizeof *o->cgroups)) {
         dprintf(2, "kuasar-helper monitor: too many --cgroup\n");
         return 2;
       }
-      cgroups[ncgroups++] = argv[++i];
+      o->cgroups[o->ncgroups++] = argv[++i];
     } else if (!strcmp(argv[i], "--wait")) {
       int n = atoi(argv[++i]);
       if (n < 1 || i + n >= argc) {
         dprintf(2, "kuasar-helper monitor: --wait needs a count and that many arguments\n");
         return 2;
       }
-      wait_cmd = calloc((size_t)n + 1, sizeof *wait_cmd);
-      if (!wait_cmd) die("out of memory");
-      for (int k = 0; k < n; k++) wait_cmd[k] = argv[i + 1 + k];
+      o->wait_cmd = calloc((size_t)n + 1, sizeof *o->wait_cmd);
+      if (!o->wait_cmd) die("out of memory");
+      for (int k = 0; k < n; k++) o->wait_cmd[k] = argv[i + 1 + k];
       i += n;
     } else {
       dprintf(2, "kuasar-helper monitor: unknown argument \"%s\"\n", argv[i]);
       return 2;
     }
   }
-  struct mon m;
-  memset(&m, 0, sizeof m);
-  m.next_tag = 1;
-  m.streamed[0] = is_stream(in);
-  m.streamed[1] = is_stream(out);
-  m.streamed[2] = is_stream(err);
-  if (!exit_file || i >= argc) {
+  if (!o->exit_file || i >= argc) {
     dprintf(2, "kuasar-helper monitor: --exit-file and a command are required\n");
     return 2;
   }
-  if ((m.streamed[0] || m.streamed[1] || m.streamed[2]) && !iosock) {
+  if ((is_stream(o->in) || is_stream(o->out) || is_stream(o->err)) && !o->iosock) {
     dprintf(2, "kuasar-helper monitor: @stream stdio needs --io-socket\n");
     return 2;
   }
-  char **cmd = argv + i;
-  for (int k = 0; k < ncgroups; k++) {
-    int fd = open(cgroups[k], O_WRONLY | O_CLOEXEC);
+  o->cmd = argv + i;
+  return 0;
+}
+
+// join_cgroups moves the monitor into each --cgroup; returns 0, or 1 when one
+// cannot be joined.
+static int join_cgroups(const struct opts *o) {
+  for (int k = 0; k < o->ncgroups; k++) {
+    int fd = open(o->cgroups[k], O_WRONLY | O_CLOEXEC);
     if (fd < 0 || write(fd, "0\n", 2) != 2) {
-      dprintf(2, "kuasar-helper monitor: cannot join cgroup %s: %s\n", cgroups[k], strerror(errno));
+      dprintf(2, "kuasar-helper monitor: cannot join cgroup %s: %s\n", o->cgroups[k], strerror(errno));
       return 1;
     }
     close(fd);
   }
-  setsid();
-  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
-  signal(SIGPIPE, SIG_IGN);
+  return 0;
+}
 
-  int terminal = console != NULL;
-  m.master = m.out_fd = m.stdin_fifo = m.in_w = m.io_listen = m.io_client = -1;
-  for (int t = 0; t < 3; t++) m.src[t] = -1;
-  // What the runtime (and so the container) gets as fds 0-2.
-  int child_fd[3] = {-1, -1, -1};
-  int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
-  if (terminal) {
-    if (m.streamed[0]) {
-      // stdin frames are copied to the master once it arrives
-    } else if (in && *in) {
-      m.stdin_fifo = open_input(in, 1);
-    }
-    if (!m.streamed[1]) m.out_fd = open_output(out);
-    for (int t = 0; t < 3; t++) child_fd[t] = nul;
+// mon_init: nothing open yet; which stdio go through the io socket.
+static void mon_init(struct mon *m, const struct opts *o) {
+  memset(m, 0, sizeof *m);
+  m->next_tag = 1;
+  m->streamed[0] = is_stream(o->in);
+  m->streamed[1] = is_stream(o->out);
+  m->streamed[2] = is_stream(o->err);
+  m->master = m->out_fd = m->stdin_fifo = m->in_w = m->io_listen = m->io_client = -1;
+  for (int t = 0; t < 3; t++) m->src[t] = -1;
+}
+
+// setup_terminal_stdio: the container's stdio is the pty (the runtime gets
+// /dev/null); the monitor copies between its master and the stdio paths.
+static void setup_terminal_stdio(struct mon *m, const struct opts *o, int child_fd[3], int nul) {
+  if (m->streamed[0]) {
+    // stdin frames are copied to the master once it arrives
+  } else if (o->in && *o->in) {
+    m->stdin_fifo = open_input(o->in, 1);
+  }
+  if (!m->streamed[1]) m->out_fd = open_output(o->out);
+  for (int t = 0; t < 3; t++) child_fd[t] = nul;
+}
+
+// setup_pipe_stdio: a path is handed to the container as it is; a @stream
+// stdio is a pipe whose other end the monitor serves on the io socket.
+static void setup_pipe_stdio(struct mon *m, const struct opts *o, int child_fd[3]) {
+  int p[2];
+  if (m->streamed[0]) {
+    if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
+    child_fd[0] = p[0];
+    m->in_w = p[1];
+    set_nonblock(m->in_w);
   } else {
-    int p[2];
-    if (m.streamed[0]) {
+    child_fd[0] = open_input(o->in, 0);
+  }
+  const char *paths[3] = {NULL, o->out, o->err};
+  for (int t = 1; t < 3; t++) {
+    if (m->streamed[t]) {
       if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
-      child_fd[0] = p[0];
-      m.in_w = p[1];
-      set_nonblock(m.in_w);
+      child_fd[t] = p[1];
+      m->src[t] = p[0];
+      m->src_open[t] = 1;
+      set_nonblock(p[0]);
     } else {
-      child_fd[0] = open_input(in, 0);
-    }
-    const char *paths[3] = {NULL, out, err};
-    for (int t = 1; t < 3; t++) {
-      if (m.streamed[t]) {
-        if (pipe2(p, O_CLOEXEC) < 0) die("pipe");
-        child_fd[t] = p[1];
-        m.src[t] = p[0];
-        m.src_open[t] = 1;
-        set_nonblock(p[0]);
-      } else {
-        child_fd[t] = open_output(paths[t]);
-      }
+      child_fd[t] = open_output(paths[t]);
     }
   }
-  for (int t = 0; t < 3; t++) {
-    if (child_fd[t] < 0) die("open stdio");
-  }
-  int console_sock = -1, control_sock = -1;
-  if (terminal && (console_sock = listen_unix(console, 1)) < 0) die("listen console socket");
-  if (control && (control_sock = listen_unix(control, 1)) < 0) die("listen control socket");
-  if (iosock && (m.io_listen = listen_unix(iosock, 1)) < 0) die("listen io socket");
+}
 
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  sigprocmask(SIG_BLOCK, &chld, NULL);
-  int sfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+// sigchld_fd blocks SIGCHLD and returns a signalfd for it, so children's
+// exits are polled for with everything else.
+static int sigchld_fd(sigset_t *chld) {
+  sigemptyset(chld);
+  sigaddset(chld, SIGCHLD);
+  sigprocmask(SIG_BLOCK, chld, NULL);
+  int sfd = signalfd(-1, chld, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sfd < 0) die("signalfd");
+  return sfd;
+}
 
+// start_runtime forks and execs cmd with child_fd as its fds 0-2, then
+// closes the monitor's copies of them.
+static pid_t start_runtime(char **cmd, const int child_fd[3], int nul, const sigset_t *chld) {
   pid_t runtime = fork();
   if (runtime < 0) die("fork");
   if (runtime == 0) {
-    sigprocmask(SIG_UNBLOCK, &chld, NULL);
+    sigprocmask(SIG_UNBLOCK, chld, NULL);
     signal(SIGPIPE, SIG_DFL);
     for (int t = 0; t < 3; t++) dup2(child_fd[t], t);
     execvp(cmd[0], cmd);
@@ -606,205 +625,312 @@ int cmd_monitor(int argc, char **argv) {
     if (child_fd[t] != nul) close(child_fd[t]);
   }
   close(nul);
+  return runtime;
+}
 
-  // Reap until the runtime exits, taking the pty master on the way. Processes
-  // that exit before their pid is known are remembered by pid. In direct
-  // mode (no pid file) the command is the process: nothing to wait for.
-  pid_t early_pid[MAX_EARLY];
-  int early_st[MAX_EARLY], early_n = 0, runtime_st = pid_file ? -1 : 0;
+// Children reaped before the process's pid was known, by pid.
+struct early {
+  pid_t pid[MAX_EARLY];
+  int st[MAX_EARLY];
+  int n;
+};
+
+static void drain_signals(int sfd) {
+  struct signalfd_siginfo si;
+  while (read(sfd, &si, sizeof si) > 0) {
+  }
+}
+
+// take_master accepts the runtime's connection on the console socket and
+// receives the pty master; once it has, the socket is closed (-1).
+static void take_master(struct mon *m, const char *console, int *console_sock) {
+  int c = accept4(*console_sock, NULL, NULL, SOCK_CLOEXEC);
+  if (c >= 0) {
+    m->master = recv_fd(c);
+    close(c);
+  }
+  if (m->master >= 0) {
+    close(*console_sock);
+    *console_sock = -1;
+    unlink(console);
+  }
+}
+
+// await_runtime reaps until the runtime exits, taking the pty master on the
+// way, and returns its wait status. Processes that exit before their pid is
+// known are remembered in e. In direct mode (no pid file) the command is the
+// process: nothing to wait for. The console socket is closed on return.
+static int await_runtime(struct mon *m, const struct opts *o, int sfd, pid_t runtime, int console_sock,
+                         struct early *e) {
+  int runtime_st = o->pid_file ? -1 : 0;
   while (runtime_st < 0) {
     struct pollfd p[2] = {{sfd, POLLIN, 0}, {console_sock, POLLIN, 0}};
     if (poll(p, console_sock >= 0 ? 2 : 1, -1) < 0 && errno != EINTR) die("poll");
-    if (console_sock >= 0 && (p[1].revents & POLLIN)) {
-      int c = accept4(console_sock, NULL, NULL, SOCK_CLOEXEC);
-      if (c >= 0) {
-        m.master = recv_fd(c);
-        close(c);
-      }
-      if (m.master >= 0) {
-        close(console_sock);
-        console_sock = -1;
-        unlink(console);
-      }
-    }
-    struct signalfd_siginfo si;
-    while (read(sfd, &si, sizeof si) > 0) {
-    }
+    if (console_sock >= 0 && (p[1].revents & POLLIN)) take_master(m, o->console, &console_sock);
+    drain_signals(sfd);
     int st;
     pid_t w;
     while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
       if (w == runtime) runtime_st = st;
-      else if (early_n < MAX_EARLY) {
-        early_pid[early_n] = w;
-        early_st[early_n++] = st;
+      else if (e->n < MAX_EARLY) {
+        e->pid[e->n] = w;
+        e->st[e->n++] = st;
       }
     }
   }
   if (console_sock >= 0) {
     close(console_sock);
-    unlink(console);
+    unlink(o->console);
   }
-  long pid = pid_file ? read_pid_file(pid_file) : runtime;
-  if (runtime_st != 0 || pid <= 0 || (terminal && m.master < 0)) {
-    report("failed", runtime_st != 0 ? status_code(runtime_st) : 255);
-    if (control) unlink(control);
-    if (iosock) unlink(iosock);
-    return 1;
-  }
-  report("ready", pid);
-  detach_stdio(log);
+  return runtime_st;
+}
 
-  if (terminal) {
-    set_nonblock(m.master);
-    m.src[1] = m.master;
-    m.src_open[1] = 1;
-    m.in_w = (m.streamed[0] || m.stdin_fifo >= 0) ? m.master : -1;
-    m.src[0] = m.stdin_fifo;
-  }
+// adopt_master: with a terminal, the master is the output and, when there is
+// stdin, where it goes.
+static void adopt_master(struct mon *m) {
+  set_nonblock(m->master);
+  m->src[1] = m->master;
+  m->src_open[1] = 1;
+  m->in_w = (m->streamed[0] || m->stdin_fifo >= 0) ? m->master : -1;
+  m->src[0] = m->stdin_fifo;
+}
 
-  int done = 0, status = 0;
-  pid_t waiter = -1;
-  int wait_out = -1;
-  struct buf wbuf = {0};
-  if (wait_cmd) {
-    waiter = start_waiter(wait_cmd, pid, &wait_out);
-  } else {
-    for (int k = 0; k < early_n; k++) {
-      if (early_pid[k] == pid) {
-        done = 1;
-        status = status_code(early_st[k]);
-      }
+static void unlink_sockets(const struct opts *o) {
+  if (o->control) unlink(o->control);
+  if (o->iosock) unlink(o->iosock);
+}
+
+// How the process's exit is learnt (waitpid, or a waiter command) and recorded.
+struct exitw {
+  const char *exit_file;
+  char **wait_cmd;
+  long pid;
+  pid_t waiter;         // the waiter running, or -1
+  int wait_out;         // its output, or -1
+  struct buf wbuf;      // what it printed
+  int done;             // the exit record is written
+  long long exited_at;  // since when output may trail the exit
+};
+
+static void record_exit(struct exitw *x, int status) {
+  x->done = 1;
+  x->exited_at = now_ms();
+  write_exit_record(x->exit_file, x->pid, status);
+}
+
+// start_exit_watch starts the waiter, or records an exit reaped already.
+static void start_exit_watch(struct exitw *x, const struct early *e) {
+  if (x->wait_cmd) {
+    x->waiter = start_waiter(x->wait_cmd, x->pid, &x->wait_out);
+    return;
+  }
+  int found = 0, status = 0;
+  for (int k = 0; k < e->n; k++) {
+    if (e->pid[k] == x->pid) {
+      found = 1;
+      status = status_code(e->st[k]);
     }
   }
-  long long exited_at = done ? now_ms() : 0;
-  if (done) write_exit_record(exit_file, pid, status);
+  if (found) record_exit(x, status);
+}
+
+// waiter_exited takes the status the waiter printed before it ended (wait
+// status st).
+static void waiter_exited(struct exitw *x, int st) {
+  if (x->wait_out >= 0) {
+    while (read_some(x->wait_out, &x->wbuf)) {
+    }
+    close(x->wait_out);
+    x->wait_out = -1;
+  }
+  // A created container cannot be waited for until it is started: ask
+  // again until it is (or the answer is something else).
+  buf_append(&x->wbuf, "", 1);
+  if (!strstr(x->wbuf.p, "\"exitStatus\":") && strstr(x->wbuf.p, "not started")) {
+    buf_free(&x->wbuf);
+    usleep(100 * 1000);
+    x->waiter = start_waiter(x->wait_cmd, x->pid, &x->wait_out);
+    return;
+  }
+  record_exit(x, waited_status(&x->wbuf, st));
+}
+
+// reap collects exited children; the process's (or its waiter's) exit is
+// recorded.
+static void reap(struct exitw *x, int sfd) {
+  drain_signals(sfd);
+  int st;
+  pid_t w;
+  while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
+    if (w == x->waiter && !x->done) waiter_exited(x, st);
+    else if (w == x->pid && !x->done && !x->wait_cmd) record_exit(x, status_code(st));
+  }
+}
+
+// cut_off_output ends the output streams still open: output that trails the
+// exit (an orphan holding the pipe) is not waited for any longer.
+static void cut_off_output(struct mon *m) {
+  for (int t = 1; t < 3; t++) {
+    if (!m->src_open[t]) continue;
+    if (m->src[t] >= 0 && m->src[t] != m->master) close(m->src[t]);
+    m->src[t] = -1;
+    if (m->streamed[t]) m->out[t].ended = 1;
+    m->src_open[t] = 0;
+  }
+  flush_out(m);
+}
+
+// finished, once the exit is recorded: the output has ended and been
+// acknowledged, or is given up on.
+static int finished(struct mon *m, struct exitw *x) {
+  int outputs_open = m->src_open[1] || m->src_open[2];
+  // A connected daemon that is behind (its reader is slow) is not an
+  // orphan holding the pipe: the output still moves, so the clock waits.
+  // Nor is output it has yet to acknowledge given up on while it is connected.
+  int backlog = q_len(&m->out[1]) > OUT_LIMIT || q_len(&m->out[2]) > OUT_LIMIT;
+  int unacked = q_len(&m->out[1]) || q_len(&m->out[2]);
+  if (m->io_client >= 0 && (backlog || (!outputs_open && unacked))) x->exited_at = now_ms();
+  long long since = now_ms() - x->exited_at;
+  if (outputs_open && since > DRAIN_MS) {
+    cut_off_output(m);
+    outputs_open = 0;
+  }
+  return !outputs_open && (!unacked || since > LINGER_MS);
+}
+
+// The descriptors one turn of the main loop polls, with the index of each in
+// p (-1: not polled this turn).
+struct pollset {
+  struct pollfd p[8];
+  int n, isig, ictl, ilis, icli, isrc[3], iin, iwait;
+};
+
+static void pollset_add(struct pollset *s, int *slot, int fd, short events) {
+  *slot = s->n;
+  s->p[s->n++] = (struct pollfd){fd, events, 0};
+}
+
+static void build_pollset(struct pollset *s, struct mon *m, int sfd, int control_sock, int wait_out) {
+  s->n = 0;
+  s->ictl = s->ilis = s->icli = s->iin = s->iwait = -1;
+  for (int t = 0; t < 3; t++) s->isrc[t] = -1;
+  pollset_add(s, &s->isig, sfd, POLLIN);
+  if (control_sock >= 0) pollset_add(s, &s->ictl, control_sock, POLLIN);
+  if (m->io_listen >= 0) pollset_add(s, &s->ilis, m->io_listen, POLLIN);
+  if (m->io_client >= 0) {
+    short ev = m->inq.len < OUT_LIMIT ? POLLIN : 0;
+    if (out_ready(m)) ev |= POLLOUT;
+    pollset_add(s, &s->icli, m->io_client, ev);
+  }
+  for (int t = 0; t < 3; t++) {
+    if (m->src[t] < 0) continue;
+    if (t > 0 && q_len(&m->out[t]) > OUT_LIMIT) continue;  // backpressure, per stream
+    pollset_add(s, &s->isrc[t], m->src[t], POLLIN);
+  }
+  if (m->in_w >= 0 && m->inq.len && m->in_w != m->master) pollset_add(s, &s->iin, m->in_w, POLLOUT);
+  if (wait_out >= 0) pollset_add(s, &s->iwait, wait_out, POLLIN);
+}
+
+// accept_io: a new daemon connection replaces the old one; output is sent
+// again from a frame start. Returns 0 when there was none to accept.
+static int accept_io(struct mon *m) {
+  int c = accept4(m->io_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (c < 0) return 0;
+  if (m->io_client >= 0) close(m->io_client);
+  m->io_client = c;
+  io_reset(m);
+  flush_out(m);
+  return 1;
+}
+
+// move_data serves the ready io client, stdio and waiter output.
+static void move_data(struct mon *m, struct exitw *x, const struct pollset *s) {
+  if (s->icli >= 0 && m->io_client >= 0) {
+    if (s->p[s->icli].revents & (POLLIN | POLLHUP | POLLERR)) io_read(m);
+    if (m->io_client >= 0 && (s->p[s->icli].revents & POLLOUT)) flush_out(m);
+  }
+  for (int t = 0; t < 3; t++) {
+    if (s->isrc[t] >= 0 && m->src[t] >= 0 && s->p[s->isrc[t]].revents) pump(m, t);
+  }
+  if (s->iin >= 0 && s->p[s->iin].revents) flush_in(m);
+  if (s->iwait >= 0 && s->p[s->iwait].revents && !read_some(x->wait_out, &x->wbuf)) {
+    close(x->wait_out);
+    x->wait_out = -1;
+  }
+  if (m->in_w == m->master && m->master >= 0 && m->inq.len) flush_in(m);
+  flush_out(m);  // stdin acknowledgements of what flush_in passed on
+}
+
+// serve copies the stdio and watches for the exit until the monitor may go.
+static void serve(struct mon *m, struct exitw *x, int sfd, int control_sock) {
   for (;;) {
-    int outputs_open = m.src_open[1] || m.src_open[2];
-    if (done) {
-      // A connected daemon that is behind (its reader is slow) is not an
-      // orphan holding the pipe: the output still moves, so the clock waits.
-      // Nor is output it has yet to acknowledge given up on while it is connected.
-      int backlog = q_len(&m.out[1]) > OUT_LIMIT || q_len(&m.out[2]) > OUT_LIMIT;
-      int unacked = q_len(&m.out[1]) || q_len(&m.out[2]);
-      if (m.io_client >= 0 && (backlog || (!outputs_open && unacked))) exited_at = now_ms();
-      long long since = now_ms() - exited_at;
-      // Output that trails the exit (an orphan holding the pipe) is cut off.
-      if (outputs_open && since > DRAIN_MS) {
-        for (int t = 1; t < 3; t++) {
-          if (!m.src_open[t]) continue;
-          if (m.src[t] >= 0 && m.src[t] != m.master) close(m.src[t]);
-          m.src[t] = -1;
-          if (m.streamed[t]) m.out[t].ended = 1;
-          m.src_open[t] = 0;
-        }
-        flush_out(&m);
-        outputs_open = 0;
-      }
-      if (!outputs_open && (!unacked || since > LINGER_MS)) break;
-    }
-    struct pollfd p[8];
-    int n = 0, isig, ictl = -1, ilis = -1, icli = -1, isrc[3] = {-1, -1, -1}, iin = -1;
-    isig = n;
-    p[n++] = (struct pollfd){sfd, POLLIN, 0};
-    if (control_sock >= 0) {
-      ictl = n;
-      p[n++] = (struct pollfd){control_sock, POLLIN, 0};
-    }
-    if (m.io_listen >= 0) {
-      ilis = n;
-      p[n++] = (struct pollfd){m.io_listen, POLLIN, 0};
-    }
-    if (m.io_client >= 0) {
-      icli = n;
-      short ev = m.inq.len < OUT_LIMIT ? POLLIN : 0;
-      if (out_ready(&m)) ev |= POLLOUT;
-      p[n++] = (struct pollfd){m.io_client, ev, 0};
-    }
-    for (int t = 0; t < 3; t++) {
-      if (m.src[t] < 0) continue;
-      if (t > 0 && q_len(&m.out[t]) > OUT_LIMIT) continue;  // backpressure, per stream
-      isrc[t] = n;
-      p[n++] = (struct pollfd){m.src[t], POLLIN, 0};
-    }
-    if (m.in_w >= 0 && m.inq.len && m.in_w != m.master) {
-      iin = n;
-      p[n++] = (struct pollfd){m.in_w, POLLOUT, 0};
-    }
-    int iwait = -1;
-    if (wait_out >= 0) {
-      iwait = n;
-      p[n++] = (struct pollfd){wait_out, POLLIN, 0};
-    }
-    int timeout = done ? 200 : -1;
-    if (poll(p, n, timeout) < 0) {
+    if (x->done && finished(m, x)) return;
+    struct pollset s;
+    build_pollset(&s, m, sfd, control_sock, x->wait_out);
+    if (poll(s.p, s.n, x->done ? 200 : -1) < 0) {
       if (errno == EINTR) continue;
       die("poll");
     }
-    if (ictl >= 0 && (p[ictl].revents & POLLIN)) handle_control(control_sock, &m);
-    if (ilis >= 0 && (p[ilis].revents & POLLIN)) {
-      int c = accept4(m.io_listen, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
-      if (c >= 0) {
-        // A new daemon connection replaces the old one; resend from a frame start.
-        if (m.io_client >= 0) close(m.io_client);
-        m.io_client = c;
-        io_reset(&m);
-        flush_out(&m);
-        continue;
-      }
-    }
-    if (icli >= 0 && m.io_client >= 0) {
-      if (p[icli].revents & (POLLIN | POLLHUP | POLLERR)) io_read(&m);
-      if (m.io_client >= 0 && (p[icli].revents & POLLOUT)) flush_out(&m);
-    }
-    for (int t = 0; t < 3; t++) {
-      if (isrc[t] >= 0 && m.src[t] >= 0 && p[isrc[t]].revents) pump(&m, t);
-    }
-    if (iin >= 0 && p[iin].revents) flush_in(&m);
-    if (iwait >= 0 && p[iwait].revents && !read_some(wait_out, &wbuf)) {
-      close(wait_out);
-      wait_out = -1;
-    }
-    if (m.in_w == m.master && m.master >= 0 && m.inq.len) flush_in(&m);
-    flush_out(&m);  // stdin acknowledgements of what flush_in passed on
-    if (p[isig].revents & POLLIN) {
-      struct signalfd_siginfo si;
-      while (read(sfd, &si, sizeof si) > 0) {
-      }
-      int st;
-      pid_t w;
-      while ((w = waitpid(-1, &st, WNOHANG)) > 0) {
-        if (w == waiter && !done) {
-          if (wait_out >= 0) {
-            while (read_some(wait_out, &wbuf)) {
-            }
-            close(wait_out);
-            wait_out = -1;
-          }
-          // A created container cannot be waited for until it is started:
-          // ask again until it is (or the answer is something else).
-          buf_append(&wbuf, "", 1);
-          if (!strstr(wbuf.p, "\"exitStatus\":") && strstr(wbuf.p, "not started")) {
-            buf_free(&wbuf);
-            usleep(100 * 1000);
-            waiter = start_waiter(wait_cmd, pid, &wait_out);
-            continue;
-          }
-          done = 1;
-          status = waited_status(&wbuf, st);
-          exited_at = now_ms();
-          write_exit_record(exit_file, pid, status);
-        } else if (w == pid && !done && !wait_cmd) {
-          done = 1;
-          status = status_code(st);
-          exited_at = now_ms();
-          write_exit_record(exit_file, pid, status);
-        }
-      }
-    }
+    if (s.ictl >= 0 && (s.p[s.ictl].revents & POLLIN)) handle_control(control_sock, m);
+    // The rest of this turn's events are stale for the new connection.
+    if (s.ilis >= 0 && (s.p[s.ilis].revents & POLLIN) && accept_io(m)) continue;
+    move_data(m, x, &s);
+    if (s.p[s.isig].revents & POLLIN) reap(x, sfd);
   }
+}
+
+int cmd_monitor(int argc, char **argv) {
+  struct opts o;
+  int rc = parse_args(argc, argv, &o);
+  if (rc == 0) rc = join_cgroups(&o);
+  if (rc) return rc;
+  setsid();
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
+  signal(SIGPIPE, SIG_IGN);
+
+  int terminal = o.console != NULL;
+  struct mon m;
+  mon_init(&m, &o);
+  // What the runtime (and so the container) gets as fds 0-2.
+  int child_fd[3] = {-1, -1, -1};
+  int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (terminal) setup_terminal_stdio(&m, &o, child_fd, nul);
+  else setup_pipe_stdio(&m, &o, child_fd);
+  for (int t = 0; t < 3; t++) {
+    if (child_fd[t] < 0) die("open stdio");
+  }
+  int console_sock = -1, control_sock = -1;
+  if (terminal && (console_sock = listen_unix(o.console, 1)) < 0) die("listen console socket");
+  if (o.control && (control_sock = listen_unix(o.control, 1)) < 0) die("listen control socket");
+  if (o.iosock && (m.io_listen = listen_unix(o.iosock, 1)) < 0) die("listen io socket");
+
+  sigset_t chld;
+  int sfd = sigchld_fd(&chld);
+  pid_t runtime = start_runtime(o.cmd, child_fd, nul, &chld);
+  struct early e;
+  e.n = 0;
+  int runtime_st = await_runtime(&m, &o, sfd, runtime, console_sock, &e);
+  long pid = o.pid_file ? read_pid_file(o.pid_file) : runtime;
+  if (runtime_st != 0 || pid <= 0 || (terminal && m.master < 0)) {
+    report("failed", runtime_st != 0 ? status_code(runtime_st) : 255);
+    unlink_sockets(&o);
+    return 1;
+  }
+  report("ready", pid);
+  detach_stdio(o.log);
+  if (terminal) adopt_master(&m);
+
+  struct exitw x;
+  memset(&x, 0, sizeof x);
+  x.exit_file = o.exit_file;
+  x.wait_cmd = o.wait_cmd;
+  x.pid = pid;
+  x.waiter = -1;
+  x.wait_out = -1;
+  start_exit_watch(&x, &e);
+  serve(&m, &x, sfd, control_sock);
   if (m.master >= 0) close(m.master);
-  if (control) unlink(control);
-  if (iosock) unlink(iosock);
-  buf_free(&wbuf);
+  unlink_sockets(&o);
+  buf_free(&x.wbuf);
   return 0;
 }

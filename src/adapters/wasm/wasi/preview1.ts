@@ -100,6 +100,9 @@ interface StdioDesc {
 
 type Desc = FileDesc | DirDesc | StdioDesc;
 
+/** `wasi_snapshot_preview1` functions by name. */
+type Imports = Record<string, (...a: never[]) => number | void>;
+
 const te = new TextEncoder();
 const td = new TextDecoder();
 
@@ -134,6 +137,24 @@ function fileType(st: Deno.FileInfo): number {
 
 function ns(d: Date | null): bigint {
   return d ? BigInt(d.getTime()) * 1_000_000n : 0n;
+}
+
+/** Now on clock id, in nanoseconds: 0 is realtime, any other the monotonic clock. */
+function clockNs(id: number): bigint {
+  return id === 0 ? BigInt(Date.now()) * 1_000_000n : BigInt(Math.round(performance.now() * 1e6));
+}
+
+/**
+ * The atime and mtime a set_times call asks for: fst_flags ATIM (1) takes
+ * atim, ATIM_NOW (2) now, likewise MTIM (4) and MTIM_NOW (8); neither keeps
+ * the time st has.
+ */
+function newTimes(st: Deno.FileInfo, atim: bigint, mtim: bigint, flags: number): [Date, Date] {
+  const now = new Date();
+  return [
+    flags & 2 ? now : flags & 1 ? new Date(Number(atim / 1_000_000n)) : st.atime ?? now,
+    flags & 8 ? now : flags & 4 ? new Date(Number(mtim / 1_000_000n)) : st.mtime ?? now,
+  ];
 }
 
 /** One module's WASI world. */
@@ -291,19 +312,42 @@ export class Wasi {
   }
 
   /** The import object for `wasi_snapshot_preview1`. */
-  imports(): Record<string, (...a: never[]) => number | void> {
-    const fd = (n: number): Desc => {
-      const d = this.#fds.get(n);
-      if (!d) throw new PathError(Errno.EBADF, "bad fd");
-      return d;
+  imports(): Imports {
+    return {
+      ...this.#argsEnvImports(),
+      ...this.#clockRandomImports(),
+      ...this.#fdLifecycleImports(),
+      ...this.#fdStatImports(),
+      ...this.#fdDataImports(),
+      ...this.#pathImports(),
+      ...this.#pollProcImports(),
     };
-    const file = (n: number): FileDesc => {
-      const d = fd(n);
-      if (d.kind !== "file") {
-        throw new PathError(d.kind === "dir" ? Errno.EISDIR : Errno.ESPIPE, "not a file");
-      }
-      return d;
-    };
+  }
+
+  /** Descriptor n (EBADF when there is none). */
+  #desc(n: number): Desc {
+    const d = this.#fds.get(n);
+    if (!d) throw new PathError(Errno.EBADF, "bad fd");
+    return d;
+  }
+
+  /** Descriptor n as a regular file (EISDIR for a directory, ESPIPE for stdio). */
+  #file(n: number): FileDesc {
+    const d = this.#desc(n);
+    if (d.kind !== "file") {
+      throw new PathError(d.kind === "dir" ? Errno.EISDIR : Errno.ESPIPE, "not a file");
+    }
+    return d;
+  }
+
+  /** Preopen n, or undefined when n is not one. */
+  #preopen(n: number): string | undefined {
+    const d = this.#fds.get(n);
+    return d?.kind === "dir" ? d.preopen : undefined;
+  }
+
+  /** args_* and environ_*: the OCI process's args and env. */
+  #argsEnvImports(): Imports {
     return {
       args_get: (argv: number, buf: number) =>
         this.#call(() => this.#writeList(this.#opts.args, argv, buf)),
@@ -313,34 +357,61 @@ export class Wasi {
         this.#call(() => this.#writeList(this.#opts.env, env, buf)),
       environ_sizes_get: (c: number, s: number) =>
         this.#call(() => this.#sizes(this.#opts.env, c, s)),
+    };
+  }
+
+  /** Clocks (realtime and monotonic, microsecond resolution) and randomness. */
+  #clockRandomImports(): Imports {
+    return {
       clock_res_get: (_id: number, res: number) =>
         this.#call(() => this.#view().setBigUint64(res, 1000n, true)),
       clock_time_get: (id: number, _prec: bigint, out: number) =>
+        this.#call(() => this.#view().setBigUint64(out, clockNs(id), true)),
+      random_get: (buf: number, len: number) =>
         this.#call(() => {
-          const t = id === 0
-            ? BigInt(Date.now()) * 1_000_000n
-            : BigInt(Math.round(performance.now() * 1e6));
-          this.#view().setBigUint64(out, t, true);
+          for (let off = 0; off < len; off += 65536) {
+            crypto.getRandomValues(this.#bytes(buf + off, Math.min(65536, len - off)));
+          }
         }),
+    };
+  }
+
+  /** Closing, renumbering, syncing and sizing descriptors. */
+  #fdLifecycleImports(): Imports {
+    return {
       fd_advise: () => Errno.SUCCESS,
       fd_allocate: (n: number, off: bigint, len: bigint) =>
         this.#call(() => {
-          const f = file(n);
+          const f = this.#file(n);
           const end = Number(off + len);
           if (f.file.statSync().size < end) f.file.truncateSync(end);
         }),
       fd_close: (n: number) =>
         this.#call(() => {
-          const d = fd(n);
+          const d = this.#desc(n);
           if (d.kind === "file") d.file.close();
           if (d.kind === "dir" && d.preopen) return Errno.ENOTSUP;
           this.#fds.delete(n);
         }),
-      fd_datasync: (n: number) => this.#call(() => file(n).file.syncDataSync()),
-      fd_sync: (n: number) => this.#call(() => file(n).file.syncSync()),
+      fd_datasync: (n: number) => this.#call(() => this.#file(n).file.syncDataSync()),
+      fd_sync: (n: number) => this.#call(() => this.#file(n).file.syncSync()),
+      fd_renumber: (from: number, to: number) =>
+        this.#call(() => {
+          const d = this.#desc(from);
+          const old = this.#fds.get(to);
+          if (old?.kind === "file") old.file.close();
+          this.#fds.set(to, d);
+          this.#fds.delete(from);
+        }),
+    };
+  }
+
+  /** Descriptor and file attributes, and the preopens' names. */
+  #fdStatImports(): Imports {
+    return {
       fd_fdstat_get: (n: number, out: number) =>
         this.#call(() => {
-          const d = fd(n);
+          const d = this.#desc(n);
           const v = this.#view();
           const type = d.kind === "stdio" ? FT.CHAR : d.kind === "dir" ? FT.DIR : FT.FILE;
           v.setUint8(out, type);
@@ -350,13 +421,13 @@ export class Wasi {
         }),
       fd_fdstat_set_flags: (n: number, flags: number) =>
         this.#call(() => {
-          const d = fd(n);
+          const d = this.#desc(n);
           if (d.kind === "file") d.append = (flags & FDFLAGS.APPEND) !== 0;
         }),
       fd_fdstat_set_rights: () => Errno.SUCCESS,
       fd_filestat_get: (n: number, out: number) =>
         this.#call(() => {
-          const d = fd(n);
+          const d = this.#desc(n);
           if (d.kind === "stdio") {
             this.#bytes(out, 64).fill(0);
             this.#view().setUint8(out + 16, FT.CHAR);
@@ -368,116 +439,65 @@ export class Wasi {
           this.#writeFilestat(out, st);
         }),
       fd_filestat_set_size: (n: number, size: bigint) =>
-        this.#call(() => file(n).file.truncateSync(Number(size))),
+        this.#call(() => this.#file(n).file.truncateSync(Number(size))),
       fd_filestat_set_times: (n: number, atim: bigint, mtim: bigint, flags: number) =>
         this.#call(() => {
-          const f = file(n);
-          const now = new Date();
-          const st = f.file.statSync();
-          f.file.utimeSync(
-            flags & 2 ? now : flags & 1 ? new Date(Number(atim / 1_000_000n)) : st.atime ?? now,
-            flags & 8 ? now : flags & 4 ? new Date(Number(mtim / 1_000_000n)) : st.mtime ?? now,
-          );
-        }),
-      fd_pread: (n: number, iovs: number, len: number, off: bigint, out: number) =>
-        this.#call(() => {
-          const f = file(n);
-          const pos = f.file.seekSync(0, Deno.SeekMode.Current);
-          f.file.seekSync(Number(off), Deno.SeekMode.Start);
-          try {
-            this.#view().setUint32(out, this.#read(f, this.#iovs(iovs, len)), true);
-          } finally {
-            f.file.seekSync(pos, Deno.SeekMode.Start);
-          }
-        }),
-      fd_pwrite: (n: number, iovs: number, len: number, off: bigint, out: number) =>
-        this.#call(() => {
-          const f = file(n);
-          const pos = f.file.seekSync(0, Deno.SeekMode.Current);
-          f.file.seekSync(Number(off), Deno.SeekMode.Start);
-          try {
-            this.#view().setUint32(
-              out,
-              this.#write({ ...f, append: false }, this.#iovs(iovs, len)),
-              true,
-            );
-          } finally {
-            f.file.seekSync(pos, Deno.SeekMode.Start);
-          }
+          const f = this.#file(n);
+          f.file.utimeSync(...newTimes(f.file.statSync(), atim, mtim, flags));
         }),
       fd_prestat_get: (n: number, out: number) =>
         this.#call(() => {
-          const d = this.#fds.get(n);
-          if (!d || d.kind !== "dir" || !d.preopen) return Errno.EBADF;
+          const guest = this.#preopen(n);
+          if (!guest) return Errno.EBADF;
           const v = this.#view();
           v.setUint8(out, 0);
-          v.setUint32(out + 4, te.encode(d.preopen).length, true);
+          v.setUint32(out + 4, te.encode(guest).length, true);
         }),
       fd_prestat_dir_name: (n: number, ptr: number, len: number) =>
         this.#call(() => {
-          const d = this.#fds.get(n);
-          if (!d || d.kind !== "dir" || !d.preopen) return Errno.EBADF;
-          const b = te.encode(d.preopen);
+          const guest = this.#preopen(n);
+          if (!guest) return Errno.EBADF;
+          const b = te.encode(guest);
           if (b.length > len) return Errno.ENAMETOOLONG;
           this.#bytes(ptr, b.length).set(b);
         }),
+    };
+  }
+
+  /** Reading, writing and seeking descriptors, and listing directories. */
+  #fdDataImports(): Imports {
+    return {
+      fd_pread: (n: number, iovs: number, len: number, off: bigint, out: number) =>
+        this.#call(() => {
+          const f = this.#file(n);
+          const r = this.#atOffset(f, off, () => this.#read(f, this.#iovs(iovs, len)));
+          this.#view().setUint32(out, r, true);
+        }),
+      fd_pwrite: (n: number, iovs: number, len: number, off: bigint, out: number) =>
+        this.#call(() => {
+          const f = this.#file(n);
+          const w = this.#atOffset(
+            f,
+            off,
+            () => this.#write({ ...f, append: false }, this.#iovs(iovs, len)),
+          );
+          this.#view().setUint32(out, w, true);
+        }),
       fd_read: (n: number, iovs: number, len: number, out: number) =>
         this.#call(() =>
-          this.#view().setUint32(out, this.#read(fd(n), this.#iovs(iovs, len)), true)
+          this.#view().setUint32(out, this.#read(this.#desc(n), this.#iovs(iovs, len)), true)
         ),
       fd_write: (n: number, iovs: number, len: number, out: number) =>
         this.#call(() =>
-          this.#view().setUint32(out, this.#write(fd(n), this.#iovs(iovs, len)), true)
+          this.#view().setUint32(out, this.#write(this.#desc(n), this.#iovs(iovs, len)), true)
         ),
       fd_readdir: (n: number, buf: number, len: number, cookie: bigint, out: number) =>
-        this.#call(() => {
-          const d = this.#dir(n);
-          if (cookie === 0n || !d.entries) {
-            const host = resolveIn(d.root, d.comps, ".", true);
-            d.entries = [
-              { name: ".", type: FT.DIR },
-              { name: "..", type: FT.DIR },
-              ...[...Deno.readDirSync(host)].map((e) => ({
-                name: e.name,
-                type: e.isDirectory
-                  ? FT.DIR
-                  : e.isSymlink
-                  ? FT.SYMLINK
-                  : e.isFile
-                  ? FT.FILE
-                  : FT.UNKNOWN,
-              })),
-            ];
-          }
-          const v = this.#view();
-          let used = 0;
-          for (let i = Number(cookie); i < d.entries.length && used < len; i++) {
-            const e = d.entries[i];
-            const name = te.encode(e.name);
-            const rec = new Uint8Array(24 + name.length);
-            const rv = new DataView(rec.buffer);
-            rv.setBigUint64(0, BigInt(i + 1), true);
-            rv.setBigUint64(8, 0n, true);
-            rv.setUint32(16, name.length, true);
-            rv.setUint8(20, e.type);
-            rec.set(name, 24);
-            const take = Math.min(rec.length, len - used);
-            this.#bytes(buf + used, take).set(rec.subarray(0, take));
-            used += take;
-          }
-          v.setUint32(out, used, true);
-        }),
-      fd_renumber: (from: number, to: number) =>
-        this.#call(() => {
-          const d = fd(from);
-          const old = this.#fds.get(to);
-          if (old?.kind === "file") old.file.close();
-          this.#fds.set(to, d);
-          this.#fds.delete(from);
-        }),
+        this.#call(() =>
+          this.#view().setUint32(out, this.#readdir(this.#dir(n), buf, len, cookie), true)
+        ),
       fd_seek: (n: number, off: bigint, whence: number, out: number) =>
         this.#call(() => {
-          const f = file(n);
+          const f = this.#file(n);
           const mode = [Deno.SeekMode.Start, Deno.SeekMode.Current, Deno.SeekMode.End][whence];
           if (mode === undefined) return Errno.EINVAL;
           this.#view().setBigUint64(out, BigInt(f.file.seekSync(Number(off), mode)), true);
@@ -486,10 +506,62 @@ export class Wasi {
         this.#call(() =>
           this.#view().setBigUint64(
             out,
-            BigInt(file(n).file.seekSync(0, Deno.SeekMode.Current)),
+            BigInt(this.#file(n).file.seekSync(0, Deno.SeekMode.Current)),
             true,
           )
         ),
+    };
+  }
+
+  /** Runs io at offset off of f; f's own position is kept. */
+  #atOffset(f: FileDesc, off: bigint, io: () => number): number {
+    const pos = f.file.seekSync(0, Deno.SeekMode.Current);
+    f.file.seekSync(Number(off), Deno.SeekMode.Start);
+    try {
+      return io();
+    } finally {
+      f.file.seekSync(pos, Deno.SeekMode.Start);
+    }
+  }
+
+  /**
+   * fd_readdir: dirents from cookie on, as many as fit in len bytes (the last
+   * one cut short when it does not fit). The listing is taken at cookie 0 and
+   * kept, so later cookies index the same entries. Returns the bytes used.
+   */
+  #readdir(d: DirDesc, buf: number, len: number, cookie: bigint): number {
+    if (cookie === 0n || !d.entries) {
+      const host = resolveIn(d.root, d.comps, ".", true);
+      d.entries = [
+        { name: ".", type: FT.DIR },
+        { name: "..", type: FT.DIR },
+        ...[...Deno.readDirSync(host)].map((e) => ({
+          name: e.name,
+          type: e.isDirectory ? FT.DIR : e.isSymlink ? FT.SYMLINK : e.isFile ? FT.FILE : FT.UNKNOWN,
+        })),
+      ];
+    }
+    let used = 0;
+    for (let i = Number(cookie); i < d.entries.length && used < len; i++) {
+      const e = d.entries[i];
+      const name = te.encode(e.name);
+      const rec = new Uint8Array(24 + name.length);
+      const rv = new DataView(rec.buffer);
+      rv.setBigUint64(0, BigInt(i + 1), true);
+      rv.setBigUint64(8, 0n, true);
+      rv.setUint32(16, name.length, true);
+      rv.setUint8(20, e.type);
+      rec.set(name, 24);
+      const take = Math.min(rec.length, len - used);
+      this.#bytes(buf + used, take).set(rec.subarray(0, take));
+      used += take;
+    }
+    return used;
+  }
+
+  /** Operations on paths under a directory descriptor (see paths.ts for the confinement). */
+  #pathImports(): Imports {
+    return {
       path_create_directory: (dirfd: number, p: number, l: number) =>
         this.#call(() => Deno.mkdirSync(this.#path(dirfd, p, l, false).host)),
       path_filestat_get: (dirfd: number, flags: number, p: number, l: number, out: number) =>
@@ -508,13 +580,7 @@ export class Wasi {
       ) =>
         this.#call(() => {
           const { host } = this.#path(dirfd, p, l, (flags & 1) !== 0);
-          const now = new Date();
-          const st = Deno.statSync(host);
-          Deno.utimeSync(
-            host,
-            fst & 2 ? now : fst & 1 ? new Date(Number(atim / 1_000_000n)) : st.atime ?? now,
-            fst & 8 ? now : fst & 4 ? new Date(Number(mtim / 1_000_000n)) : st.mtime ?? now,
-          );
+          Deno.utimeSync(host, ...newTimes(Deno.statSync(host), atim, mtim, fst));
         }),
       path_link: (
         ofd: number,
@@ -541,37 +607,7 @@ export class Wasi {
       ) =>
         this.#call(() => {
           const { dir, host } = this.#path(dirfd, p, l, (dirflags & 1) !== 0);
-          let st: Deno.FileInfo | undefined;
-          try {
-            st = Deno.statSync(host);
-          } catch { /* created below if asked */ }
-          if (st?.isDirectory || (oflags & OFLAGS.DIRECTORY)) {
-            if (!st) return Errno.ENOENT;
-            if (!st.isDirectory) return Errno.ENOTDIR;
-            this.#view().setUint32(
-              out,
-              this.#newFd({ kind: "dir", root: dir.root, comps: componentsUnder(dir.root, host) }),
-              true,
-            );
-            return;
-          }
-          const write = (rights & RIGHT_WRITE) !== 0n ||
-            (oflags & (OFLAGS.CREAT | OFLAGS.TRUNC)) !== 0;
-          const f = Deno.openSync(host, {
-            read: (rights & RIGHT_READ) !== 0n || !write,
-            write,
-            create: (oflags & OFLAGS.CREAT) !== 0,
-            createNew: (oflags & OFLAGS.EXCL) !== 0,
-            truncate: (oflags & OFLAGS.TRUNC) !== 0,
-          });
-          const fdNum = this.#newFd({
-            kind: "file",
-            file: f,
-            host,
-            append: (fdflags & FDFLAGS.APPEND) !== 0,
-            rights,
-          });
-          this.#view().setUint32(out, fdNum, true);
+          this.#view().setUint32(out, this.#open(dir, host, oflags, rights, fdflags), true);
         }),
       path_readlink: (dirfd: number, p: number, l: number, buf: number, len: number, out: number) =>
         this.#call(() => {
@@ -600,6 +636,43 @@ export class Wasi {
           if (Deno.lstatSync(host).isDirectory) return Errno.EISDIR;
           Deno.removeSync(host);
         }),
+    };
+  }
+
+  /**
+   * path_open of host (resolved under dir): a directory gets a directory
+   * descriptor; a file is opened as oflags and rights ask. Returns the new fd.
+   */
+  #open(dir: DirDesc, host: string, oflags: number, rights: bigint, fdflags: number): number {
+    let st: Deno.FileInfo | undefined;
+    try {
+      st = Deno.statSync(host);
+    } catch { /* created below if asked */ }
+    if (st?.isDirectory || (oflags & OFLAGS.DIRECTORY)) {
+      if (!st) throw new PathError(Errno.ENOENT, "no such directory");
+      if (!st.isDirectory) throw new PathError(Errno.ENOTDIR, "not a directory");
+      return this.#newFd({ kind: "dir", root: dir.root, comps: componentsUnder(dir.root, host) });
+    }
+    const write = (rights & RIGHT_WRITE) !== 0n || (oflags & (OFLAGS.CREAT | OFLAGS.TRUNC)) !== 0;
+    const f = Deno.openSync(host, {
+      read: (rights & RIGHT_READ) !== 0n || !write,
+      write,
+      create: (oflags & OFLAGS.CREAT) !== 0,
+      createNew: (oflags & OFLAGS.EXCL) !== 0,
+      truncate: (oflags & OFLAGS.TRUNC) !== 0,
+    });
+    return this.#newFd({
+      kind: "file",
+      file: f,
+      host,
+      append: (fdflags & FDFLAGS.APPEND) !== 0,
+      rights,
+    });
+  }
+
+  /** poll_oneoff, the process's exit, scheduling; sockets are not offered. */
+  #pollProcImports(): Imports {
+    return {
       poll_oneoff: (inPtr: number, outPtr: number, n: number, nevents: number) =>
         this.#call(() => this.#poll(inPtr, outPtr, n, nevents)),
       proc_exit: (code: number) => {
@@ -607,12 +680,6 @@ export class Wasi {
       },
       proc_raise: () => Errno.ENOSYS,
       sched_yield: () => Errno.SUCCESS,
-      random_get: (buf: number, len: number) =>
-        this.#call(() => {
-          for (let off = 0; off < len; off += 65536) {
-            crypto.getRandomValues(this.#bytes(buf + off, Math.min(65536, len - off)));
-          }
-        }),
       sock_accept: () => Errno.ENOTSUP,
       sock_recv: () => Errno.ENOTSUP,
       sock_send: () => Errno.ENOTSUP,
@@ -634,10 +701,7 @@ export class Wasi {
         let timeout = v.getBigUint64(s + 24, true);
         const abs = (v.getUint16(s + 40, true) & 1) !== 0;
         if (abs) {
-          const clock = v.getUint32(s + 16, true);
-          const now = clock === 0
-            ? BigInt(Date.now()) * 1_000_000n
-            : BigInt(Math.round(performance.now() * 1e6));
+          const now = clockNs(v.getUint32(s + 16, true));
           timeout = timeout > now ? timeout - now : 0n;
         }
         if (sleepNs < 0n || timeout < sleepNs) sleepNs = timeout;
