@@ -16,7 +16,7 @@
  * @module
  */
 import { join } from "node:path";
-import { FailedPreconditionError, NotFoundError } from "../../domain/errors.ts";
+import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord } from "../../domain/task.ts";
@@ -112,7 +112,12 @@ export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessSta
         return { pid: h.pid };
       }
       await this.cli.createDetached(c.id, c.bundle, pidFile, logFile);
-      return { pid: Number((await Deno.readTextFile(pidFile)).trim()) };
+      const pid = Number((await Deno.readTextFile(pidFile).catch(() => "")).trim());
+      if (!Number.isInteger(pid) || pid <= 0) {
+        await this.cli.delete(c.id, true).catch(() => {});
+        throw new InternalError(`runsc created container "${c.id}" but wrote no pid to ${pidFile}`);
+      }
+      return { pid };
     } catch (e) {
       if (b.rootfs) await unmountOwn(b.rootfs, c.rootfs.length).catch(() => {});
       throw e;

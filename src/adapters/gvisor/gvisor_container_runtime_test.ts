@@ -190,6 +190,17 @@ Deno.test("gVisor runtime: Create makes a subcontainer with runsc create, its pi
   });
 });
 
+Deno.test("gVisor runtime: a create that leaves no pid is INTERNAL and the container is deleted", async () => {
+  await withRuntime(async ({ dir, sup, runtime, sb }) => {
+    const c = await container(dir, "ctr1", containerdSpec());
+    await assert.rejects(runtime.create(sb, c), /wrote no pid/);
+    assert.deepEqual(sup.runs.map((r) => r.argv.slice(-3)), [
+      ["--pid-file", join(dir, "pod1", "c", "ctr1", "init.pid"), "ctr1"],
+      ["delete", "--force", "ctr1"],
+    ]);
+  });
+});
+
 Deno.test("gVisor runtime: a failing create is runsc's logged reason, classified", async () => {
   await withRuntime(async ({ dir, sup, runtime, sb }) => {
     const c = await container(dir, "ctr1", containerdSpec());

@@ -50,18 +50,44 @@ async function writeAtomic(path: string, text: string): Promise<void> {
   await Deno.rename(tmp, path);
 }
 
-/** Whether `pid` runs (exists and is not a zombie). */
-function alive(pid: number): boolean {
+/**
+ * When the live process `pid` started (clock ticks since boot, field 22 of
+ * /proc/<pid>/stat), undefined when it is gone or a zombie. With the pid, it
+ * tells a process from a later one that reuses the pid.
+ */
+function startTimeOf(pid: number): string | undefined {
   try {
     const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[0] === "Z" ? undefined : fields[19];
   } catch {
-    return false;
+    return undefined;
   }
 }
 
+function alive(pid: number): boolean {
+  return startTimeOf(pid) !== undefined;
+}
+
+/** What a Quark pod keeps in its record. */
+export interface QuarkPodState {
+  /** Start time of the Quark process (see `startTimeOf`). */
+  startTime?: string;
+}
+
+/**
+ * Whether the pod's recorded pid is still its Quark: Quark is not our child,
+ * so after a restart or a reboot the pid alone could name anything.
+ * (Records from before the start time was kept are trusted by pid.)
+ */
+function isPodProcess(record: SandboxRecord<QuarkPodState>): boolean {
+  if (!record.pid) return false;
+  const t = startTimeOf(record.pid);
+  return t !== undefined && (record.backend.startTime ?? t) === t;
+}
+
 /** Pod lifecycle for the Quark sandboxer. */
-export class QuarkSandboxBackend implements SandboxBackend {
+export class QuarkSandboxBackend implements SandboxBackend<QuarkPodState> {
   readonly platform = { os: "linux", architecture: goArch(), variant: "" };
   #opts: QuarkSandboxBackendOptions;
   #listener: SandboxExitListener | undefined;
@@ -86,7 +112,7 @@ export class QuarkSandboxBackend implements SandboxBackend {
     await writeAtomic(join(p.bundle, "config.json"), JSON.stringify(podSpec(record)));
   }
 
-  async start(record: SandboxRecord): Promise<StartedProcess> {
+  async start(record: SandboxRecord<QuarkPodState>): Promise<StartedProcess> {
     const p = quarkPaths(this.#opts.dir, record.id);
     await Deno.remove(p.pidFile).catch(() => {});
     // Quark daemonises and returns; the pid file names the sandbox process.
@@ -105,6 +131,7 @@ export class QuarkSandboxBackend implements SandboxBackend {
     if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) {
       throw new InternalError(`quark sandbox returned, but ${p.pidFile} names no running process`);
     }
+    record.backend = { ...record.backend, startTime: startTimeOf(pid) };
     this.#watch(record.id, pid);
     return { pid };
   }
@@ -122,11 +149,11 @@ export class QuarkSandboxBackend implements SandboxBackend {
     this.#timers.set(id, timer);
   }
 
-  stop(record: SandboxRecord): Promise<SandboxExit> {
+  stop(record: SandboxRecord<QuarkPodState>): Promise<SandboxExit> {
     clearInterval(this.#timers.get(record.id));
     this.#timers.delete(record.id);
     // Quark has no graceful stop: Kuasar kills it outright.
-    if (record.pid) {
+    if (isPodProcess(record)) {
       try {
         Deno.kill(record.pid, "SIGKILL");
       } catch { /* already gone */ }
@@ -134,13 +161,13 @@ export class QuarkSandboxBackend implements SandboxBackend {
     return Promise.resolve({ status: 137, at: now() });
   }
 
-  async cleanup(record: SandboxRecord): Promise<void> {
+  async cleanup(record: SandboxRecord<QuarkPodState>): Promise<void> {
     await this.stop(record);
     await unmountAll(quarkPaths(this.#opts.dir, record.id).pod);
   }
 
-  recover(record: SandboxRecord): Promise<RecoveredSandbox> {
-    if (record.state === "running" && record.pid && alive(record.pid)) {
+  recover(record: SandboxRecord<QuarkPodState>): Promise<RecoveredSandbox> {
+    if (record.state === "running" && isPodProcess(record)) {
       this.#watch(record.id, record.pid);
       return Promise.resolve({ alive: true });
     }

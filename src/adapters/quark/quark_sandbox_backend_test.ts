@@ -255,3 +255,33 @@ Deno.test("Quark recovery: a live Quark is watched again; a gone one ended", asy
     assert.deepEqual(await backend.recover(stopped), { alive: false, exit: stopped.exit });
   });
 });
+
+Deno.test("Quark: a recorded pid now used by another process is neither adopted nor killed", async () => {
+  await withBackend(async ({ sup, backend }) => {
+    const rec = quarkRecord("qp9");
+    await backend.create(rec);
+    const quark = fakeQuarkProcess();
+    await sleep(30); // start times count in clock ticks (10 ms)
+    const other = fakeQuarkProcess();
+    try {
+      sup.answer = quarkWrites(String(quark.pid));
+      rec.pid = (await backend.start(rec)).pid;
+      rec.state = "running";
+      // After a reboot (or a long downtime), the pid names a process that started at another time.
+      const reused = { ...rec, pid: other.pid };
+      const r = await backend.recover(reused);
+      assert.equal(r.alive, false);
+      await backend.stop(reused);
+      assert.equal(await Promise.race([other.status.then(() => "ended"), sleep(50)]), undefined);
+      await backend.stop(rec);
+      assert.equal((await quark.status).signal, "SIGKILL");
+    } finally {
+      for (const p of [quark, other]) {
+        try {
+          p.kill("SIGKILL");
+        } catch { /* gone */ }
+        await p.status;
+      }
+    }
+  });
+});
