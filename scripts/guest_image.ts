@@ -7,6 +7,7 @@
 // `kuasar vmm` looks without a config file).
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { GUEST_SHARED_DIR, SHARE_TAG } from "../src/ports/agent_protocol.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const outArg = Deno.args.indexOf("--out");
@@ -69,9 +70,9 @@ ip link set lo up
 for m in ${MODULES.map((m) => m.slice(m.lastIndexOf("/") + 1, -3)).join(" ")}; do
   insmod /lib/modules/$m.ko 2>/tmp/insmod.err || echo "kuasar-init: $m: $(cat /tmp/insmod.err)" > /dev/console
 done
-# The pod's shared directory (virtiofs tag "kuasar"), when the host gives one.
-mkdir -p /run/kuasar/shared
-mount -t virtiofs kuasar /run/kuasar/shared 2>/dev/null
+# The pod's shared directory (virtiofs), when the host gives one.
+mkdir -p ${GUEST_SHARED_DIR}
+mount -t virtiofs ${SHARE_TAG} ${GUEST_SHARED_DIR} 2>/dev/null
 echo "kuasar-init: $(cut -d' ' -f1 /proc/uptime)s, starting the agent" > /dev/console
 export HOME=/run DENO_DIR=/var/cache/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 export KUASAR_HELPER=/usr/bin/kuasar-helper

@@ -1,6 +1,8 @@
 /**
- * What the host and the guest agent agree on besides the ttrpc services
- * themselves: where the agent listens. Both sides import it from here.
+ * What the host and the guest agree on besides the ttrpc services
+ * themselves: where the agent listens, and where the pod's share appears.
+ * The host's adapters, the agent and the guest image's init all take them
+ * from here.
  *
  * @module
  */
@@ -11,3 +13,5 @@ export const AGENT_VSOCK_PORT = 1024;
 export const AGENT_PORT_NAME = "agent.0";
 /** Where the host's per-pod share (virtiofs) is mounted in the guest. */
 export const GUEST_SHARED_DIR = "/run/kuasar/shared";
+/** The virtiofs tag of that share. */
+export const SHARE_TAG = "kuasar";

@@ -102,6 +102,8 @@ export class RecordingSupervisor implements Supervisor {
   readonly holds: { token: string; opts: HoldOptions }[] = [];
   readonly detached: { argv: readonly string[]; logFile: string }[] = [];
   readonly orphanKills: string[] = [];
+  /** Every process handed out, in order (pids to compare what adapters report with). */
+  readonly started: SupervisedProcess[] = [];
   /** Answers a command; default: exit 0, no output. */
   answer: (argv: readonly string[], opts: RunOptions) => CommandResult | Promise<CommandResult> =
     () => ({ code: 0, stdout: "", stderr: "" });
@@ -160,6 +162,8 @@ export class RecordingSupervisor implements Supervisor {
     this.nextProcess = undefined;
     const helperPid = given?.helperPid ?? this.#nextPid++;
     const pid = given?.pid ?? this.#nextPid++;
-    return { helperPid, pid, exited: new Promise(() => {}) };
+    const p = { helperPid, pid, exited: new Promise<void>(() => {}) };
+    this.started.push(p);
+    return p;
   }
 }

@@ -240,7 +240,8 @@ Deno.test("gVisor runtime: a terminal container's monitor runs runsc create with
       "tty1",
     ]);
     assert.deepEqual(m.waitArgv, [RUNSC, "--root", root, "wait", "tty1"]);
-    assert.ok(c.backend.helperPid && r.pid > 0);
+    assert.equal(r.pid, sup.started[0].pid);
+    assert.equal(c.backend.helperPid, sup.started[0].helperPid);
     // Start then only starts it: the monitor owns the pty already.
     await runtime.start(sb, c);
     assert.deepEqual(sup.runs.map((x) => x.argv.slice(3)), [["start", "tty1"]]);

@@ -215,7 +215,7 @@ export class GvisorSandboxBackend
    */
   async #removeCgroup(record: SandboxRecord<GvisorPodState>): Promise<void> {
     const path = record.backend.cgroupsPath;
-    if (!path) return;
+    if (typeof path !== "string") return; // read back from disk: checked, not trusted
     const left = await cgroupProcesses(cgroupPathsFor(path)).catch(() => []);
     if (left.length) {
       this.#log.warn("killing sandbox processes runsc left", { sandbox: record.id, pids: left });

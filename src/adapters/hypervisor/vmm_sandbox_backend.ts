@@ -27,7 +27,7 @@ import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
 import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken, sharedFsToken, socketPath } from "../supervisor/process_tokens.ts";
 import { type AgentAddress, type AgentLink, AgentLinks } from "./agent_links.ts";
-import { AGENT_VSOCK_PORT } from "../../ports/agent_protocol.ts";
+import { AGENT_VSOCK_PORT, SHARE_TAG } from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
 import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
 import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
@@ -110,7 +110,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
     const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
     const virtiofs = o.virtiofsd
-      ? [{ socket: await this.#startVirtiofsd(record, p), tag: "kuasar" }]
+      ? [{ socket: await this.#startVirtiofsd(record, p), tag: SHARE_TAG }]
       : [];
     const spec: QemuVmSpec = {
       name: `kuasar-${record.id.slice(0, 12)}`,
@@ -244,7 +244,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     await this.holders.forget(record.id);
     await this.links.drop(record.id);
     const taps = record.backend.taps;
-    if (record.netnsPath && taps) {
+    // State read back from disk: checked, not trusted.
+    if (record.netnsPath && Array.isArray(taps)) {
       for (const tap of taps) {
         await this.opts.supervisor.run([
           "nsenter",
@@ -258,7 +259,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
           .catch(() => {});
       }
     }
-    if (record.backend.cgroupsPath) {
+    if (typeof record.backend.cgroupsPath === "string") {
       await removeCgroup(record.backend.cgroupsPath);
     }
     // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
@@ -297,7 +298,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   }
 
   async metrics(record: SandboxRecord<VmmPodState>): Promise<StoredAnyBytes | undefined> {
-    if (record.backend.cgroupsPath) {
+    if (typeof record.backend.cgroupsPath === "string") {
       return await cgroupMetrics(cgroupPathsFor(record.backend.cgroupsPath));
     }
     if (!record.pid) return undefined;

@@ -100,6 +100,7 @@ Deno.test("runtime CLI: failures are classified from the runtime's message", () 
     ['time="2026-01-01" level=error msg="container c1 not found"', NotFoundError],
     ["cannot start a container that has stopped", FailedPreconditionError],
     ["container not paused", FailedPreconditionError],
+    ["container not running", FailedPreconditionError],
     ["container is running", FailedPreconditionError],
     ["exec failed: permission denied", InternalError],
     ["", InternalError],

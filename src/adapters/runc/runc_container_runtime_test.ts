@@ -104,8 +104,9 @@ Deno.test("runc runtime: create runs `runc create` under a monitor, joined to th
       join(state, "init.pid"),
       "c1",
     ]);
-    assert.ok(pid > 0);
-    assert.ok(c.backend.helperPid, "the monitor is recorded for recovery");
+    // The container's pid is the runtime's process, the monitor's is kept for recovery.
+    assert.equal(pid, f.sup.started[0].pid);
+    assert.equal(c.backend.helperPid, f.sup.started[0].helperPid);
     assert.equal(c.backend.ownPidNs, true, "a container pid namespace of its own (CRI's default)");
     const spec = JSON.parse(await Deno.readTextFile(join(c.bundle, "config.json")));
     const paths = Object.fromEntries(
@@ -183,7 +184,8 @@ Deno.test("runc runtime: an exec runs `runc exec --detach` with its process spec
       backend: {},
     };
     const { pid } = await f.runtime.startExec(f.sb, c, e);
-    assert.ok(pid > 0);
+    assert.equal(pid, f.sup.started[1].pid);
+    assert.equal(e.backend.helperPid, f.sup.started[1].helperPid);
     e.pid = pid; // the Task service records what the runtime produced
     const m = f.sup.monitored[1];
     assert.equal(m.token, "e@c1@e1");

@@ -32,8 +32,9 @@ Deno.test("runc pod: Start holds the namespaces the pod config asks for", async 
   const { sup, b } = backend();
   const cni = record("cni", { hostname: "web-0" }, "/var/run/netns/cni-1");
   const { pid } = await b.start(cni);
-  assert.ok(pid > 0);
-  assert.ok(cni.backend.holderPid, "the holder is recorded for recovery");
+  // The pod's pid is the namespace init's; the holder's own is kept for recovery.
+  assert.equal(pid, sup.started[0].pid);
+  assert.equal(cni.backend.holderPid, sup.started[0].helperPid);
   const host = record("host", { network: "node", ipc: "node", hostname: "ignored" });
   await b.start(host);
   const isolated = record("isolated");
