@@ -396,6 +396,11 @@ export class SandboxService implements SandboxExitListener {
           removed: diff.removedTasks,
         });
         await this.#backend.tasksChanged?.(sb, diff);
+        for (const p of diff.removedProcesses) {
+          if (await this.#tasks.withdrawExec(sb, p.taskId, p.execId)) {
+            this.#log.debug("withdrawn exec forgotten", { sandbox: id, exec: p.execId });
+          }
+        }
         sb.extensions[TASKS_EXTENSION] = any;
       }
       if (input.fields.includes("labels")) sb.labels = { ...input.labels };

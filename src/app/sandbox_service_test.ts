@@ -590,6 +590,37 @@ Deno.test("Update of extensions.tasks with valid JSON stores the document, and l
   assert.deepEqual(h.store.load("sb1")!.extensions.tasks, second);
 });
 
+Deno.test("an exec withdrawn from extensions.tasks without Task.Delete (iSulad) is forgotten once it ended", async () => {
+  const h = makeHarness();
+  await runningSandbox(h, "sb1");
+  await runningContainer(h, "sb1", "c1");
+  const update = (doc: unknown) =>
+    h.sandboxes.update("sb1", {
+      fields: ["extensions.tasks"],
+      labels: {},
+      extensions: { tasks: tasksAny(doc) },
+    });
+  const execs = (ids: string[]) => ({
+    tasks: [{ task_id: "c1", processes: ids.map((exec_id) => ({ exec_id })) }],
+  });
+  await update(execs(["e1", "e2"]));
+  for (const e of ["e1", "e2"]) {
+    await h.tasks.exec("sb1", "c1", e, io(), { args: ["ls"] });
+    await h.tasks.start("sb1", "c1", e);
+  }
+  h.runtime.exit("sb1", "c1", "e1", 0);
+  // e1 ended and is withdrawn: its record goes. e2 still runs: it stays, and still answers.
+  await update(execs([]));
+  const c = h.registry.get("sb1").containers.c1;
+  assert.deepEqual(Object.keys(c.execs), ["e2"]);
+  assert.deepEqual(Object.keys(h.store.load("sb1")!.containers.c1.execs), ["e2"]);
+  assert.deepEqual(
+    h.runtime.calls.filter((x) => x.op === "deleteExec").map((x) => x.execId),
+    ["e1"],
+  );
+  await assert.rejects(h.tasks.delete("sb1", "c1", "e1"), NotFoundError);
+});
+
 Deno.test("Update of labels replaces them; of extensions merges them; other fields are ignored", async () => {
   const h = makeHarness();
   await h.sandboxes.create(sandboxInput("sb1", { extensions: { a: { typeUrl: "a", value: "" } } }));

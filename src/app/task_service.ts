@@ -296,10 +296,7 @@ export class TaskService implements ProcessExitListener {
       if (execId) {
         const e = this.#process(sb, id, execId) as ExecRecord;
         checkDeletable(`exec process "${execId}"`, e.state);
-        await this.#runtime.capabilities.exec?.deleteExec(sb, c, e);
-        this.#releaseWaiters(c, e);
-        delete c.execs[execId];
-        this.#reg.removeExec(id, execId);
+        await this.#removeExec(sb, c, e);
         await this.#reg.save(sb);
         return exitOf(e);
       }
@@ -570,6 +567,29 @@ export class TaskService implements ProcessExitListener {
     if (!await withTimeout(exited, KILL_GRACE_MS)) {
       this.#log.warn("containers did not exit after SIGKILL", { sandbox: sb.id });
     }
+  }
+
+  /** Releases what an exec holds and forgets it (its waiters get its exit, or are let go). */
+  async #removeExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {
+    await this.#runtime.capabilities.exec?.deleteExec(sb, c, e);
+    this.#releaseWaiters(c, e);
+    delete c.execs[e.id];
+    this.#reg.removeExec(c.id, e.id);
+  }
+
+  /**
+   * An exec the engine withdrew from `extensions.tasks` (Controller.Update)
+   * without a Task.Delete, as iSulad ends every exec: its record goes once
+   * it no longer runs, instead of piling up until its container goes. One
+   * that still runs stays (its Wait and Delete still work). The caller holds
+   * the sandbox's lock and saves the record.
+   */
+  async withdrawExec(sb: SandboxRecord, containerId: string, execId: string): Promise<boolean> {
+    const c = sb.containers[containerId];
+    const e = c?.execs[execId];
+    if (!e || e.state === "running" || e.state === "paused") return false;
+    await this.#removeExec(sb, c, e);
+    return true;
   }
 
   /**
