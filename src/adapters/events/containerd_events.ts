@@ -3,7 +3,9 @@
  * (`containerd.services.events.ttrpc.v1.Events/Forward`), the way shims do.
  * Events are queued and sent in order by one sender; while containerd cannot
  * be reached they are logged and dropped (containerd re-reads task state on
- * reconnect, so a lost event is not a lost exit).
+ * reconnect, so a lost event is not a lost exit). A node without containerd's
+ * socket (iSulad's, which learns exits through Wait) is told once, not per
+ * event.
  *
  * @module
  */
@@ -78,6 +80,12 @@ export function encodeEvent(e: TaskEvent): { typeUrl: string; value: Uint8Array 
 
 const RETRY_MS = 5000;
 
+/** Options of the publisher. */
+export interface EventPublisherOptions {
+  /** How long after a failed send the next connection is tried. */
+  readonly retryMs?: number;
+}
+
 /** Sends events to containerd at `address` (a ttrpc unix socket), or only logs them without one. */
 export class ContainerdEventPublisher implements EventPublisher {
   #address: string | undefined;
@@ -85,10 +93,14 @@ export class ContainerdEventPublisher implements EventPublisher {
   #sending: Promise<void> | undefined;
   #client: TtrpcClient | undefined;
   #downUntil = 0;
+  #retryMs: number;
+  /** The socket was found missing, and that was said. */
+  #absent = false;
   #log = log.with({ component: "events" });
 
-  constructor(address: string | undefined) {
+  constructor(address: string | undefined, opts: EventPublisherOptions = {}) {
     this.#address = address;
+    this.#retryMs = opts.retryMs ?? RETRY_MS;
   }
 
   publish(namespace: string, event: TaskEvent): void {
@@ -113,15 +125,31 @@ export class ContainerdEventPublisher implements EventPublisher {
     for (let item = this.#queue.shift(); item; item = this.#queue.shift()) {
       try {
         await this.#send(item.namespace, item.event);
+        if (this.#absent) {
+          this.#absent = false;
+          this.#log.info("containerd's events socket is back: task events are forwarded", {
+            address: this.#address,
+          });
+        }
       } catch (e) {
         this.#client?.close();
         this.#client = undefined;
-        this.#downUntil = Date.now() + RETRY_MS;
-        this.#log.info("cannot forward event to containerd", {
-          topic: item.event.topic,
-          address: this.#address,
-          error: e,
-        });
+        this.#downUntil = Date.now() + this.#retryMs;
+        const fields = { topic: item.event.topic, address: this.#address, error: e };
+        const missing = (e as Error).cause instanceof Deno.errors.NotFound;
+        if (missing || this.#absent) {
+          if (!this.#absent) {
+            this.#log.info(
+              "containerd's events socket does not exist: task events are dropped until it does " +
+                '(an iSulad node needs none; --containerd-address "" turns them off)',
+              { address: this.#address },
+            );
+          }
+          this.#absent ||= missing;
+          this.#log.debug("cannot forward event to containerd", fields);
+        } else {
+          this.#log.info("cannot forward event to containerd", fields);
+        }
       }
     }
   }
