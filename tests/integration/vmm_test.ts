@@ -5,6 +5,8 @@
  * stats; a SIGKILL of the sandboxer loses nothing; a dead VM takes its
  * containers with it; Stop ends the VM; nothing is left after Shutdown.
  */
+import * as cgroup1 from "../../src/gen/cgroups/cgroup1/stats/metrics.ts";
+import * as cgroup2 from "../../src/gen/cgroups/cgroup2/stats/metrics.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -153,8 +155,21 @@ Deno.test({
         await t.task.delete({ id: c2.id, execId: "e1" }, K8S_NS);
         const pids = await t.task.pids({ id: c2.id }, K8S_NS);
         assert.ok(pids.processes.length >= 1);
+        // The guest is cgroup v2: v3 (containerd ≥ 2.1) gets that; v2 (iSulad, which reads
+        // only v1) gets the same numbers as v1 metrics.
         const stats = await t.task.stats({ id: c2.id }, K8S_NS);
-        assert.match(stats.stats?.typeUrl ?? "", /^io\.containerd\.cgroups\.v[12]\.Metrics$/);
+        assert.equal(stats.stats?.typeUrl, "io.containerd.cgroups.v2.Metrics");
+        const onV3 = cgroup2.Metrics.decode(stats.stats!.value);
+        const tv2 = await taskClient(a.address, 2);
+        try {
+          const old = (await tv2.task.stats({ id: c2.id }, K8S_NS)).stats;
+          assert.equal(old?.typeUrl, "io.containerd.cgroups.v1.Metrics");
+          const onV2 = cgroup1.Metrics.decode(old!.value);
+          assert.ok(onV2.memory!.usage!.usage > 0n && onV2.cpu!.usage!.total > 0n);
+          assert.equal(onV2.pids!.limit, onV3.pids!.limit);
+        } finally {
+          tv2.close();
+        }
         const ptyOut = join(d.base, "pty-out");
         await mkfifo(ptyOut);
         const po = readFifo(ptyOut);

@@ -17,6 +17,7 @@ import type { TaskService } from "../../app/task_service.ts";
 import type { TaskEndpoint } from "../../ports/task_endpoint.ts";
 import { log } from "../../lib/log.ts";
 import { fromPbMount, toTimestamp } from "../convert.ts";
+import { asV1Metrics } from "./metrics_v1.ts";
 import { socketPath } from "../supervisor/process_tokens.ts";
 import { readPreamble, type Relay } from "../supervisor/relay.ts";
 import { validateId } from "../../domain/ids.ts";
@@ -152,10 +153,19 @@ export function taskHandlers(tasks: TaskService): UnaryImplementation<typeof Tas
   };
 }
 
-/** Registers the Task API (v2 and v3) on a ttrpc server. */
+/**
+ * Registers the Task API (v2 and v3) on a ttrpc server. Stats on v2 are
+ * cgroup v1 metrics, which every v2 client reads (see metrics_v1.ts).
+ */
 export function registerTaskService(server: TtrpcServer, tasks: TaskService): void {
   const impl = taskHandlers(tasks);
-  server.register(TaskV2.fullName, unaryMethods(TaskV2, impl));
+  server.register(
+    TaskV2.fullName,
+    unaryMethods(TaskV2, {
+      ...impl,
+      stats: async (r, ctx) => ({ stats: asV1Metrics(await tasks.stats(ctx.scope, r.id)) }),
+    }),
+  );
   server.register(
     TaskV3.fullName,
     unaryMethods(TaskV3, impl as UnaryImplementation<typeof TaskV3>),
