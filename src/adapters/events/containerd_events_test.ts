@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { EventsDefinition } from "../../gen/containerd/services/ttrpc/events/v1/events.ts";
 import { Logger } from "../../lib/log.ts";
 import { now } from "../../domain/time.ts";
-import { TtrpcServer } from "../ttrpc/server.ts";
-import { unaryMethods } from "../ttrpc/typed.ts";
+import { startEventsSink } from "../../../tests/support/events.ts";
 import { ContainerdEventPublisher } from "./containerd_events.ts";
 
 const exit = (id: string) => ({
@@ -24,7 +22,6 @@ Deno.test("events: a node without containerd's socket is told once; events flow 
   Logger.setLevel("debug");
   const path = join(dir, "containerd.sock.ttrpc");
   const pub = new ContainerdEventPublisher(path, { retryMs: 0 });
-  let listener: Deno.Listener | undefined;
   try {
     for (const id of ["a", "b", "c"]) pub.publish("k8s.io", exit(id));
     await pub.flush();
@@ -34,28 +31,17 @@ Deno.test("events: a node without containerd's socket is told once; events flow 
     assert.equal(lines.filter((l) => /cannot forward/.test(l.msg)).length, 3);
 
     // containerd comes up: the next events reach it, in order.
-    const got: string[] = [];
-    const server = new TtrpcServer();
-    server.register(
-      EventsDefinition.fullName,
-      unaryMethods(EventsDefinition, {
-        forward: (req) => {
-          got.push(`${req.envelope?.namespace} ${req.envelope?.topic}`);
-          return Promise.resolve({});
-        },
-      }),
-    );
-    listener = Deno.listen({ transport: "unix", path });
-    const serving = server.serve(listener);
+    const sink = startEventsSink(dir);
     pub.publish("k8s.io", exit("d"));
     pub.publish("ns2", { topic: "/tasks/oom", containerId: "d" });
     await pub.flush();
-    assert.deepEqual(got, ["k8s.io /tasks/exit", "ns2 /tasks/oom"]);
+    assert.deepEqual(sink.events.map((e) => `${e.namespace} ${e.topic}`), [
+      "k8s.io /tasks/exit",
+      "ns2 /tasks/oom",
+    ]);
     assert.ok(lines.some((l) => /is back/.test(l.msg)));
     await pub.close();
-    listener.close();
-    server.close();
-    await serving.catch(() => {});
+    await sink.close();
   } finally {
     Logger.setSink((l) => console.error(l));
     Logger.setLevel(level);
