@@ -31,6 +31,7 @@ int cmd_monitor(int argc, char **argv);
 int cmd_relay(int argc, char **argv);
 int cmd_notify(int argc, char **argv);
 int cmd_shim_stub(int argc, char **argv);
+int cmd_shim_v2(int argc, char **argv);
 int cmd_detach(int argc, char **argv);
 int cmd_pause(void);
 #endif

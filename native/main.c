@@ -21,7 +21,8 @@
 //   kuasar-helper detach  [--log L] -- <argv...>
 //   kuasar-helper exec    -- <argv...>   (runs argv without the daemon's descriptors)
 //   kuasar-helper pause   (a sandbox's root process: reaps, exits on TERM/INT)
-//   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name)
+//   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name: containerd 2.x)
+//   containerd-shim-kuasar-<kind>-v2 ...   (containerd 1.7 shim mode, shim_v2.c)
 //
 // Exit records: {"pid":N,"status":S,"exited_sec":T,"exited_nsec":U}; status is
 // the exit code, or 128+signal for a killed process.

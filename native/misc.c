@@ -120,6 +120,11 @@ int cmd_shim_stub(int argc, char **argv) {
   base = base ? base + 1 : argv[0];
   for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "-info")) return runtime_info(base);
+  }
+  // containerd-shim-kuasar-<kind>-v2: containerd 1.7's shim mode (shim_v2.c).
+  size_t blen = strlen(base);
+  if (blen > 3 && !strcmp(base + blen - 3, "-v2")) return cmd_shim_v2(argc, argv);
+  for (int i = 1; i < argc; i++) {
     if (!strcmp(argv[i], "delete")) return 0;  // empty DeleteResponse: status 0
     if (!strcmp(argv[i], "start")) {
       dprintf(2, "%s: kuasar sandboxers serve tasks themselves; the sandboxer must report task API version 3\n",

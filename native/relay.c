@@ -21,6 +21,7 @@
 // stdin bytes, ends the stream and closes its connection at once).
 //
 // Control socket, one line per connection: "listen <id> <path>", "close <id>",
+// "unlisten <id>" (the socket goes, its connections stay),
 // "ping", "quit" (refused while a pod is served); answers "ok" or "err <reason>". With no pod left for 60 s
 // and no control traffic, the relay exits.
 #include "helper.h"
@@ -535,7 +536,11 @@ static const char *control_command(char *line) {
     watch(fd, &l->tag, EPOLLIN, 1);
     return "ok";
   }
-  if (sscanf(line, "close %95s", scope) == 1) {
+  // "unlisten" takes the socket away and keeps the connections: a pod whose
+  // Shutdown travels on one of them (containerd 1.7's shim mode) must get its
+  // answer; "close" later ends what the client has not closed itself.
+  int unlisten = sscanf(line, "unlisten %95s", scope) == 1;
+  if (unlisten || sscanf(line, "close %95s", scope) == 1) {
     for (struct listener **pp = &listeners; *pp; pp = &(*pp)->next) {
       if (!strcmp((*pp)->scope, scope)) {
         struct listener *l = *pp;
@@ -546,6 +551,7 @@ static const char *control_command(char *line) {
         break;
       }
     }
+    if (unlisten) return "ok";
     for (struct conn *c = conns, *next; c; c = next) {
       next = c->next;
       if (!strcmp(c->scope, scope)) close_conn(c);

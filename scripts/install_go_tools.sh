@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the end-to-end tools with Go and caches them in <cache-dir>/bin: containerd, ctr and
 # containerd-shim-runc-v2 v2.4.2 (Debian ships containerd 1.6, which has no Sandbox API),
-# crictl and critest v1.37.0. No release tarballs are reachable from the test machines, only
-# the Go module proxy, so everything is `go install`ed (critest is a Go test binary: `go test -c`).
+# crictl and critest v1.37.0; and containerd 1.7.35 with its ctr in <cache-dir>/containerd-1.7/bin.
+# No release tarballs are reachable from the test machines, only the Go module proxy, so
+# everything is `go install`ed (critest is a Go test binary: `go test -c`).
 # Idempotent: a binary whose embedded build info (or --version) already names the pinned
 # version is kept, so a second run only checks.
 set -euo pipefail
@@ -69,7 +70,11 @@ go_install crictl "$CRI_TOOLS_MOD/cmd/crictl" "$CRI_TOOLS_MOD" "$CRI_TOOLS_VERSI
 critest_ok() {
   local bin=$BIN/critest
   [ -x "$bin" ] || return 1
-  if "$bin" --version 2>/dev/null | grep -qxE "critest version: v?${CRI_TOOLS_VERSION#v}"; then
+  # Captured first: `grep -q` would stop reading at the match, and critest's next line (it
+  # prints PASS) would then die of SIGPIPE, which pipefail reports as a failure.
+  local out
+  out=$("$bin" --version 2>/dev/null || true)
+  if grep -qxE "critest version: v?${CRI_TOOLS_VERSION#v}" <<<"$out"; then
     return 0
   fi
   grep -qaF "$(printf 'path\t%s/cmd/critest\n' "$CRI_TOOLS_MOD")" "$bin" &&
@@ -101,5 +106,32 @@ else
   mv -f "$BIN/critest.tmp" "$BIN/critest"
   critest_ok || { log "critest: built binary does not report $CRI_TOOLS_VERSION"; exit 1; }
   log "critest $CRI_TOOLS_VERSION: installed"
+fi
+# --- containerd 1.7 and its ctr (the shim-mode engine of docs/engines.md), apart from 2.4 ------
+# `go install ...@v1.7.x` refuses the module (its go.mod has exclude directives), so both are
+# built from a scratch module that requires it: the same sources, the dependency versions its
+# go.mod asks for or newer ones where the build list says so.
+BIN17=$CACHE/containerd-1.7/bin
+CONTAINERD17_VERSION=v1.7.35
+CONTAINERD17_MOD=github.com/containerd/containerd
+if has_build_info "$BIN17/containerd" "$CONTAINERD17_MOD/cmd/containerd" "$CONTAINERD17_MOD" "$CONTAINERD17_VERSION" &&
+  has_build_info "$BIN17/ctr" "$CONTAINERD17_MOD/cmd/ctr" "$CONTAINERD17_MOD" "$CONTAINERD17_VERSION"; then
+  log "containerd $CONTAINERD17_VERSION: cached ($BIN17)"
+else
+  need_go "containerd $CONTAINERD17_VERSION"
+  log "containerd $CONTAINERD17_VERSION: building (containerd, ctr)"
+  mod17=$(mktemp -d)
+  printf 'module kuasar.local/containerd17\n\ngo 1.23\n\nrequire %s %s\n' \
+    "$CONTAINERD17_MOD" "$CONTAINERD17_VERSION" >"$mod17/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "%s/cmd/containerd"\n\t_ "%s/cmd/ctr"\n)\n' \
+    "$CONTAINERD17_MOD" "$CONTAINERD17_MOD" >"$mod17/tools.go"
+  mkdir -p "$BIN17"
+  (cd "$mod17" && GOFLAGS=-mod=mod "$GO" mod tidy &&
+    GOFLAGS=-mod=mod "$GO" build -o "$BIN17/containerd" "$CONTAINERD17_MOD/cmd/containerd" &&
+    GOFLAGS=-mod=mod "$GO" build -o "$BIN17/ctr" "$CONTAINERD17_MOD/cmd/ctr")
+  rm -rf "$mod17"
+  has_build_info "$BIN17/containerd" "$CONTAINERD17_MOD/cmd/containerd" "$CONTAINERD17_MOD" "$CONTAINERD17_VERSION" ||
+    { log "containerd $CONTAINERD17_VERSION: build info mismatch"; exit 1; }
+  log "containerd $CONTAINERD17_VERSION: installed ($BIN17)"
 fi
 log "tools in $BIN: $(cd "$BIN" && echo *)"

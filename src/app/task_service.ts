@@ -534,9 +534,14 @@ export class TaskService implements ProcessExitListener {
   }
 
   /** Task.Connect: the task pid of a container. */
+  /**
+   * Task.Connect. A container the pod does not have (yet) has task pid 0, as
+   * containerd's runc shim answers: containerd 1.7 connects to a container's
+   * shim, here the pod's socket, before it sends Task.Create. The pod must exist.
+   */
   connect(sandboxId: string, id: string): { taskPid: number } {
     const sb = this.#reg.get(sandboxId);
-    return { taskPid: this.#container(sb, id).pid };
+    return { taskPid: sb.containers[id]?.pid ?? 0 };
   }
 
   // ------------------------------------------------------------ sandbox-wide

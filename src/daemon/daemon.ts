@@ -13,7 +13,8 @@ import { ContainerdEventPublisher } from "../adapters/events/containerd_events.t
 import { ensureSocketFree, serveController } from "../adapters/grpc/controller_server.ts";
 import { ExitWatcher } from "../adapters/supervisor/exit_watcher.ts";
 import { HelperSupervisor } from "../adapters/supervisor/helper_supervisor.ts";
-import { installHelper, installShimStub } from "../adapters/supervisor/helper_install.ts";
+import { installHelper, installShimStubs } from "../adapters/supervisor/helper_install.ts";
+import { registerShimSandboxService, shimRequests } from "../adapters/task/shim_mode.ts";
 import { IdleReclaimer } from "../adapters/os/memory.ts";
 import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
@@ -62,7 +63,6 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
   // Refuse early, before touching any pod, if another daemon serves this socket.
   await ensureSocketFree(opts.listen);
   const helper = await installHelper({ path: opts.helper, installDir: opts.helperDir });
-  await installShimStub(helper, opts.helperDir, kind.name);
   // Pods and the daemon's own entries share --dir; an old layout is kept (see state_layout.ts).
   const layout = await StateLayout.detect(opts.dir);
   if (layout.old) {
@@ -105,6 +105,11 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
     createdSandboxTimeoutMs: opts.createdSandboxTimeoutMs,
     checkNetns: checkNetnsPath,
   });
+
+  // containerd 1.7 (shim mode): the same pod connections carry the shim's Sandbox API.
+  registerShimSandboxService(ttrpc, sandboxes, endpoint);
+  endpoint.onShimRequest(shimRequests(sandboxes, endpoint));
+  await installShimStubs(helper, opts.helperDir, kind.name, relay.paths.backend);
 
   // Serve relayed task connections before recovery re-registers the pods' sockets.
   await endpoint.start();

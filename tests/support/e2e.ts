@@ -29,7 +29,7 @@ export interface E2E {
  */
 export async function startE2E(
   kind = "runc",
-  opts: { entry?: string; config?: string } = {},
+  opts: E2EOptions = {},
 ): Promise<E2E> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const ctdBase = await Deno.makeTempDir({ prefix: "ctd-" });
@@ -47,14 +47,20 @@ export async function startE2E(
   });
   let ctd: TestContainerd;
   try {
-    ctd = await TestContainerd.start({
-      base: ctdBase,
-      runtimes: [
-        { name: fifo, sandboxerSocket: sock, ioType: "fifo", kind },
-        { name: stream, sandboxerSocket: sock, ioType: "streaming", kind },
-      ],
-      shimDir: join(base, "bin"),
-    });
+    ctd = opts.release === "1.7"
+      ? await TestContainerd.start({
+        base: ctdBase,
+        release: "1.7",
+        shim17Toml: await containerd17Handlers(join(base, "bin")),
+      })
+      : await TestContainerd.start({
+        base: ctdBase,
+        runtimes: [
+          { name: fifo, sandboxerSocket: sock, ioType: "fifo", kind },
+          { name: stream, sandboxerSocket: sock, ioType: "streaming", kind },
+        ],
+        shimDir: join(base, "bin"),
+      });
   } catch (e) {
     await d.cleanup();
     await Deno.remove(ctdBase, { recursive: true }).catch(() => {});
@@ -67,13 +73,43 @@ export async function startE2E(
     d,
     ctd,
     fifo,
-    stream,
+    // containerd 1.7 has no io_type: its handler uses FIFOs.
+    stream: opts.release === "1.7" ? fifo : stream,
     cleanup: async () => {
       await ctd.crictl(["rmp", "--all", "--force"], { timeoutMs: 60_000 }).catch(() => {});
       await ctd.cleanup();
       await d.cleanup();
     },
   };
+}
+
+/** Options of `startE2E`. */
+export interface E2EOptions {
+  /** The daemon's entry point (default: src/main.ts). */
+  readonly entry?: string;
+  /** A sandboxer TOML config. */
+  readonly config?: string;
+  /**
+   * containerd 2.4 (default: the sandboxer as a proxy plugin, handlers `kuasar-<kind>` with FIFOs
+   * and `kuasar-<kind>-stream`) or 1.7 (shim mode, handler `kuasar-<kind>`, as docs/engines.md
+   * configures it).
+   */
+  readonly release?: "2.4" | "1.7";
+}
+
+/** The helper directory docs/engines.md's containerd 1.7 config names. */
+const DOCUMENTED_HELPER_DIR = "/var/lib/kuasar/bin/";
+
+/**
+ * docs/engines.md's containerd 1.7 handler tables, as an operator pastes them, with only the
+ * helper directory moved to the test daemon's.
+ */
+export async function containerd17Handlers(helperDir: string): Promise<string> {
+  const doc = await Deno.readTextFile(new URL("../../docs/engines.md", import.meta.url));
+  const block = [...doc.matchAll(/```toml\n([\s\S]*?)```/g)].map((m) => m[1])
+    .find((b) => b.includes(`sandbox_mode = "shim"`));
+  if (!block) throw new Error("docs/engines.md has no containerd 1.7 (sandbox_mode) block");
+  return block.replaceAll(DOCUMENTED_HELPER_DIR, helperDir.replace(/\/?$/, "/"));
 }
 
 async function writeConfig(dir: string, text: string): Promise<string> {
@@ -157,7 +193,7 @@ export async function runContainer(
 export async function withE2E(
   kind: string,
   fn: (e: E2E) => Promise<void>,
-  opts: { config?: string } = {},
+  opts: E2EOptions = {},
 ): Promise<void> {
   const e = await startE2E(kind, opts);
   try {

@@ -53,21 +53,39 @@ export async function installHelper(loc: HelperLocation): Promise<string> {
 }
 
 /**
- * Links the helper as `containerd-shim-kuasar-<kind>-v1` in `dir`: containerd
- * requires a binary named after the runtime_type even when it attaches to a
- * sandboxer directly (put `dir` on containerd's PATH, or give runtime_type
- * as this absolute path).
+ * Links the helper as containerd's shims of a kind in `dir` (put `dir` on
+ * containerd's PATH):
+ * - `containerd-shim-kuasar-<kind>-v1`: containerd 2.x requires a binary named
+ *   after the runtime_type even when it attaches to a sandboxer directly;
+ * - `containerd-shim-kuasar-<kind>-v2`: containerd 1.7's shim mode, which asks
+ *   this sandboxer for each pod's address through its backend socket, named in
+ *   the file `containerd-shim-kuasar-<kind>-v2.sandboxer` next to it (the last
+ *   sandboxer of a kind started with this `dir` is the one it reaches).
  */
-export async function installShimStub(helper: string, dir: string, kind: string): Promise<string> {
-  const link = join(dir, `containerd-shim-kuasar-${kind}-v1`);
+export async function installShimStubs(
+  helper: string,
+  dir: string,
+  kind: string,
+  backendSocket: string,
+): Promise<void> {
   await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
+  for (const v of ["v1", "v2"]) {
+    await linkAs(helper, join(dir, `containerd-shim-kuasar-${kind}-${v}`));
+  }
+  const sidecar = join(dir, `containerd-shim-kuasar-${kind}-v2.sandboxer`);
+  const tmp = `${sidecar}.${crypto.randomUUID()}`;
+  await Deno.writeTextFile(tmp, backendSocket + "\n", { mode: 0o644 });
+  await Deno.chmod(tmp, 0o644);
+  await Deno.rename(tmp, sidecar);
+}
+
+async function linkAs(helper: string, link: string): Promise<void> {
   try {
-    if (await Deno.readLink(link) === helper) return link;
+    if (await Deno.readLink(link) === helper) return;
   } catch { /* absent or not a link */ }
   const tmp = `${link}.${crypto.randomUUID()}`;
   await Deno.symlink(helper, tmp);
   await Deno.rename(tmp, link);
-  return link;
 }
 
 async function isExecutable(path: string): Promise<boolean> {

@@ -72,6 +72,11 @@ export class Relay {
     await this.#command(`close ${scope}`);
   }
 
+  /** Removes pod `scope`'s task socket and keeps its open connections. */
+  async unlisten(scope: string): Promise<void> {
+    await this.#command(`unlisten ${scope}`);
+  }
+
   /** Ends the relay (only when no pod is left). */
   async quit(): Promise<void> {
     await this.#try("quit");
@@ -120,15 +125,20 @@ export class Relay {
 }
 
 const PREAMBLE = "KUASAR-RELAY 1 ";
+/** The first line of a shim request (native/shim_v2.c): `KUASAR-SHIM 1 <verb> <args…>`. */
+const SHIM_PREAMBLE = "KUASAR-SHIM 1 ";
+
+/** What a backend connection is: a relayed task connection, or a one-line shim request. */
+export type Preamble =
+  | { readonly kind: "relay"; readonly scope: string; readonly rest: Uint8Array }
+  | { readonly kind: "shim"; readonly args: readonly string[] };
 
 /**
- * Reads the relay's preamble from a backend connection. Resolves with the
- * pod it serves and the bytes read past the line; throws on anything else.
+ * Reads the first line of a backend connection: the relay's preamble (the pod
+ * it serves, and the bytes read past the line) or a shim request; throws on
+ * anything else.
  */
-export async function readPreamble(
-  conn: Deno.Conn,
-  timeoutMs = 5000,
-): Promise<{ scope: string; rest: Uint8Array }> {
+export async function readPreamble(conn: Deno.Conn, timeoutMs = 5000): Promise<Preamble> {
   const buf = new Uint8Array(256);
   let have = new Uint8Array(0);
   const deadline = Date.now() + timeoutMs;
@@ -136,12 +146,19 @@ export async function readPreamble(
     const nl = have.indexOf(10);
     if (nl >= 0) {
       const line = new TextDecoder().decode(have.subarray(0, nl));
-      if (!line.startsWith(PREAMBLE)) {
-        throw new InternalError("Backend connection without relay preamble");
+      if (line.startsWith(PREAMBLE)) {
+        return {
+          kind: "relay",
+          scope: line.slice(PREAMBLE.length).trim(),
+          rest: have.slice(nl + 1),
+        };
       }
-      return { scope: line.slice(PREAMBLE.length).trim(), rest: have.slice(nl + 1) };
+      if (line.startsWith(SHIM_PREAMBLE)) {
+        return { kind: "shim", args: line.slice(SHIM_PREAMBLE.length).trim().split(" ") };
+      }
+      break;
     }
-    if (have.length > 200) break;
+    if (have.length > 400) break;
     const n = await conn.read(buf);
     if (n === null) break;
     const merged = new Uint8Array(have.length + n);

@@ -57,6 +57,9 @@ const EMPTY = {};
 /** How often the daemon checks that the relay still runs. */
 const RELAY_CHECK_MS = 2000;
 
+/** How long a shim-mode pod's connections outlive its Shutdown (see `#closeShim`). */
+const SHIM_LINGER_MS = 5000;
+
 /** Longest path a unix socket address holds (sun_path is 108 bytes with the NUL). */
 const MAX_SOCKET_PATH = 107;
 
@@ -240,10 +243,11 @@ export class RelayTaskEndpoint implements TaskEndpoint {
   async #accept(listener: Deno.Listener): Promise<void> {
     try {
       for await (const conn of listener) {
-        readPreamble(conn).then(async ({ scope, rest }) => {
-          validateId("sandbox", scope);
-          await this.#ready(scope);
-          return this.#server.handle(conn, scope, rest);
+        readPreamble(conn).then(async (p) => {
+          if (p.kind === "shim") return await this.#answerShim(conn, p.args);
+          validateId("sandbox", p.scope);
+          await this.#ready(p.scope);
+          return this.#server.handle(conn, p.scope, p.rest);
         }).catch((e) => {
           log.warn("rejected backend connection", { error: e });
           try {
@@ -258,12 +262,74 @@ export class RelayTaskEndpoint implements TaskEndpoint {
     }
   }
 
+  /** Answers the one-line request of a containerd 1.7 shim binary (see shim_mode.ts). */
+  async #answerShim(conn: Deno.Conn, args: readonly string[]): Promise<void> {
+    let answer: string;
+    try {
+      if (!this.#shimRequests) {
+        throw new UnimplementedError("This sandboxer serves no shim requests");
+      }
+      answer = `ok ${await this.#shimRequests(args)}`;
+    } catch (e) {
+      log.warn("shim request failed", { request: args.join(" "), error: e });
+      answer = `err ${(e as Error).message.replaceAll("\n", " ")}`;
+    }
+    try {
+      await writeAllTo(conn, new TextEncoder().encode(answer + "\n"));
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed */ }
+    }
+  }
+
+  #shimRequests: ((args: readonly string[]) => Promise<string>) | undefined;
+
+  /** Who answers containerd 1.7 shim binaries (`start`, `delete`) on the backend socket. */
+  onShimRequest(fn: (args: readonly string[]) => Promise<string>): void {
+    this.#shimRequests = fn;
+  }
+
+  /** Pods whose socket a shim binary asked for (containerd 1.7's shim mode). */
+  #shimPods = new Set<string>();
+
+  /**
+   * The socket of a pod started through a shim binary: a hashed name under the
+   * short socket directory, since it is needed before the pod (and its
+   * directory) exists. Recovery finds it again by its name.
+   */
+  #shimSocketPath(sandboxId: string): Promise<string> {
+    return socketPath(this.#shortDir, `shim@${sandboxId}`, "task.sock");
+  }
+
+  /**
+   * Serves pod `sandboxId`'s Task and shim Sandbox APIs before the pod exists
+   * (containerd 1.7 dials the address, then creates the pod on it); returns
+   * the address as a shim prints it.
+   */
+  async openShim(sandboxId: string): Promise<string> {
+    validateId("sandbox", sandboxId);
+    await Deno.mkdir(this.#shortDir, { recursive: true, mode: 0o700 });
+    const path = await this.#shimSocketPath(sandboxId);
+    await this.#serial(async () => {
+      await this.#relay.listen(sandboxId, path);
+      this.#shimPods.add(sandboxId);
+      this.#open.add(sandboxId);
+    });
+    return `unix://${path}`;
+  }
+
   /**
    * The socket of a pod: `<dir>/<id>/task.sock`, or a hashed name under
    * the daemon's short socket directory (`<dir>/.s/`) when that path would exceed the 107 bytes a unix socket
    * address holds (a deep --dir with 64-character ids).
    */
   async socketPath(sandboxId: string): Promise<string> {
+    const shim = await this.#shimSocketPath(sandboxId);
+    if (this.#shimPods.has(sandboxId) || await isSocket(shim)) {
+      this.#shimPods.add(sandboxId);
+      return shim;
+    }
     const plain = join(this.#root, sandboxId, "task.sock");
     if (new TextEncoder().encode(plain).length <= MAX_SOCKET_PATH) return plain;
     const dir = this.#shortDir;
@@ -297,6 +363,7 @@ export class RelayTaskEndpoint implements TaskEndpoint {
   }
 
   close(sandboxId: string): Promise<void> {
+    if (this.#shimPods.has(sandboxId)) return this.#closeShim(sandboxId);
     return this.#serial(async () => {
       await this.#relay.close(sandboxId);
       this.#server.closeScope(sandboxId);
@@ -305,13 +372,63 @@ export class RelayTaskEndpoint implements TaskEndpoint {
     });
   }
 
+  /**
+   * A shim-mode pod's Shutdown arrives on one of the connections being closed:
+   * the socket goes at once, the connections once the answer is out (containerd
+   * closes them itself right after).
+   */
+  async #closeShim(sandboxId: string): Promise<void> {
+    await this.#serial(() => this.#relay.unlisten(sandboxId));
+    this.#shimPods.delete(sandboxId);
+    const t = setTimeout(() => this.finishShimClose(sandboxId), SHIM_LINGER_MS);
+    Deno.unrefTimer(t);
+    this.#lingering.set(sandboxId, t);
+  }
+
+  /** Shim-mode pods whose socket is gone and whose connections still linger. */
+  #lingering = new Map<string, ReturnType<typeof setTimeout>>();
+
+  /**
+   * Ends what lingers of a shim-mode pod closed by `close` (at once when the
+   * answer of its Shutdown is out, else after a grace).
+   */
+  finishShimClose(sandboxId: string): void {
+    const t = this.#lingering.get(sandboxId);
+    if (t === undefined) return;
+    clearTimeout(t);
+    this.#lingering.delete(sandboxId);
+    this.#serial(async () => {
+      // Opened again meanwhile (a new pod with the same id): keep it.
+      if (this.#shimPods.has(sandboxId)) return;
+      await this.#relay.close(sandboxId);
+      this.#server.closeScope(sandboxId);
+      this.#open.delete(sandboxId);
+      if (!this.#open.size) await this.#relay.quit();
+    }).catch((e) =>
+      log.warn("cannot close a shim pod's connections", { sandbox: sandboxId, error: e })
+    );
+  }
+
   /** Stops serving relayed connections; the relay keeps the pods' sockets for the next daemon. */
   closeAll(): Promise<void> {
     clearInterval(this.#watchdog);
+    for (const id of [...this.#lingering.keys()]) this.finishShimClose(id);
     try {
       this.#backend?.close();
     } catch { /* closed */ }
     this.#server.close();
     return Promise.resolve();
   }
+}
+
+async function isSocket(path: string): Promise<boolean> {
+  try {
+    return (await Deno.lstat(path)).isSocket === true;
+  } catch {
+    return false;
+  }
+}
+
+async function writeAllTo(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let off = 0; off < bytes.length;) off += await conn.write(bytes.subarray(off));
 }

@@ -41,6 +41,8 @@ export interface CallContext {
   readonly signal: AbortSignal;
   /** Set by `serve`: e.g. the sandbox id a per-pod endpoint serves. */
   readonly scope: string;
+  /** Runs `fn` once the call's answer is written (or can no longer be). */
+  readonly afterResponse?: (fn: () => void) => void;
 }
 
 /** A server-side stream. */
@@ -363,15 +365,18 @@ class ServerConnection {
       const ms = Number(req.timeoutNano / 1_000_000n);
       timer = setTimeout(() => ac.abort(new DOMException("deadline exceeded", "TimeoutError")), ms);
     }
+    const after: (() => void)[] = [];
     return {
       service: req.service,
       method: req.method,
       metadata,
       signal: ac.signal,
       scope: this.scope,
+      afterResponse: (fn) => after.push(fn),
       dispose: () => {
         clearTimeout(timer);
         this.#closed.signal.removeEventListener("abort", onClose);
+        for (const fn of after) fn();
       },
     };
   }
