@@ -1,6 +1,6 @@
 /**
  * containerd 1.7 (shim mode, configured as docs/engines.md says) and crictl against the runC,
- * Wasm and vmm sandboxers: containerd runs `containerd-shim-kuasar-<kind>-v2 start` per pod and
+ * Wasm, gVisor and vmm sandboxers: containerd runs `containerd-shim-kuasar-<kind>-v2 start` per pod and
  * speaks the shim's Sandbox API and the Task API v2 at the address it prints, which the
  * sandboxer serves itself. Pods, containers, logs, exec (sync, stdin, tty), exit codes, stop,
  * removal, a sandboxer restart and a containerd restart with pods running, and no process per
@@ -8,7 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { containerd17Unavailable } from "../support/containerd.ts";
-import { runcUnavailable, skipUnless, VMM_CRI_CONFIG, vmUnavailable } from "../support/env.ts";
+import {
+  GVISOR_CRI_CONFIG,
+  runcUnavailable,
+  runscUnavailable,
+  skipUnless,
+  VMM_CRI_CONFIG,
+  vmUnavailable,
+} from "../support/env.ts";
 import {
   assertAllPodsRemoved,
   assertExecStatsStop,
@@ -145,4 +152,26 @@ Deno.test({
       await assertExecStatsStop(e, cid);
       await assertAllPodsRemoved(e, [pod]);
     }, { release: "1.7", config: VMM_CRI_CONFIG }),
+});
+
+Deno.test({
+  name: "containerd 1.7 + gVisor (shim mode): output, exit code, exec, stop, removal",
+  ...skipUnless(runscUnavailable() ?? ctd17, "containerd 1.7 + gVisor sandboxer"),
+  fn: () =>
+    withE2E("gvisor", async (e) => {
+      const once = await runContainer(e, e.fifo, [
+        "sh",
+        "-c",
+        "echo hello; dmesg | head -n 2; exit 3",
+      ]);
+      assert.deepEqual(await waitState(e, once.cid, "CONTAINER_EXITED"), {
+        state: "CONTAINER_EXITED",
+        exitCode: 3,
+      });
+      assert.match(await logsOf(e, once.cid, /Starting gVisor/), /^hello\n[\s\S]*Starting gVisor/);
+      const { pod, cid } = await runTrappingContainer(e, e.fifo);
+      await assertNoShimProcesses(e);
+      await assertExecStatsStop(e, cid);
+      await assertAllPodsRemoved(e, [pod, once.pod]);
+    }, { release: "1.7", config: GVISOR_CRI_CONFIG }),
 });
