@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { containerdUnavailable, TestContainerd } from "../support/containerd.ts";
 import { TestDaemon } from "../support/daemon.ts";
+import { containerdDropIn } from "../support/e2e.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 
@@ -61,13 +62,11 @@ Deno.test({
       ctd = await TestContainerd.start({
         base: ctdBase,
         images: false,
-        runtimes: [{
-          name: "kuasar-runc",
-          sandboxerSocket: d.listen,
-          kind: "runc",
-          pullPauseImage: true,
-        }],
-        shimDir: join(base, "bin"),
+        // The documented handler, with the pause image pulled as a node without that line would.
+        dropIns: [
+          (await containerdDropIn("runc", d.listen, join(base, "bin")))
+            .replaceAll("disable_pause_image_pull = true", "disable_pause_image_pull = false"),
+        ],
       });
       const podJson = await ctd.writeJson("pod.json", {
         metadata: { name: "unstarted", namespace: "default", uid: crypto.randomUUID(), attempt: 0 },

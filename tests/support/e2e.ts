@@ -1,8 +1,9 @@
 /**
- * A sandboxer and a real containerd wired together, as on a node: the
- * daemon's Controller socket is containerd's proxy sandbox plugin, with two
- * CRI runtime handlers on it — `kuasar-<kind>` (FIFO IO) and
- * `kuasar-<kind>-stream` (`io_type = "streaming"`).
+ * A sandboxer and a real containerd wired together, as on a node: containerd
+ * imports the kind's drop-in from `deploy/containerd/` as an operator installs
+ * it — the daemon's Controller socket as a proxy sandbox plugin, with two CRI
+ * runtime handlers on it, `kuasar-<kind>` (FIFO IO) and `kuasar-<kind>-stream`
+ * (`io_type = "streaming"`).
  *
  * @module
  */
@@ -55,11 +56,7 @@ export async function startE2E(
       })
       : await TestContainerd.start({
         base: ctdBase,
-        runtimes: [
-          { name: fifo, sandboxerSocket: sock, ioType: "fifo", kind },
-          { name: stream, sandboxerSocket: sock, ioType: "streaming", kind },
-        ],
-        shimDir: join(base, "bin"),
+        dropIns: [await containerdDropIn(kind, sock, join(base, "bin"))],
       });
   } catch (e) {
     await d.cleanup();
@@ -97,7 +94,28 @@ export interface E2EOptions {
   readonly release?: "2.4" | "1.7";
 }
 
-/** The helper directory docs/engines.md's containerd 1.7 config names. */
+/**
+ * `deploy/containerd/kuasar-<kind>.toml`, the containerd 2.x drop-in an operator copies to
+ * /etc/containerd/conf.d, with only the node's paths replaced by the test's: the sandboxer's
+ * default socket by `listen`, the default helper directory by `helperDir`.
+ */
+export async function containerdDropIn(
+  kind: string,
+  listen: string,
+  helperDir: string,
+): Promise<string> {
+  const text = await Deno.readTextFile(
+    new URL(`../../deploy/containerd/kuasar-${kind}.toml`, import.meta.url),
+  );
+  const socket = `"/run/${kind}-sandboxer.sock"`;
+  if (!text.includes(socket) || !text.includes(DOCUMENTED_HELPER_DIR)) {
+    throw new Error(`deploy/containerd/kuasar-${kind}.toml names neither ${socket} nor the stubs`);
+  }
+  return text.replaceAll(socket, JSON.stringify(listen))
+    .replaceAll(DOCUMENTED_HELPER_DIR, helperDir.replace(/\/?$/, "/"));
+}
+
+/** The helper directory deploy/containerd/ and docs/engines.md's containerd 1.7 config name. */
 const DOCUMENTED_HELPER_DIR = "/var/lib/kuasar/bin/";
 
 /**
