@@ -34,4 +34,5 @@ int cmd_shim_stub(int argc, char **argv);
 int cmd_shim_v2(int argc, char **argv);
 int cmd_detach(int argc, char **argv);
 int cmd_pause(void);
+int cmd_probe_kvm(void);
 #endif

@@ -55,6 +55,7 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "notify")) return cmd_notify(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "detach")) return cmd_detach(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "pause")) return cmd_pause();
+  if (argc >= 2 && !strcmp(argv[1], "probe-kvm")) return cmd_probe_kvm();
   // exec: for runtimes that leave long-lived processes behind (runsc's
   // sandbox and gofer), which would otherwise keep the daemon's sockets.
   if (argc >= 4 && !strcmp(argv[1], "exec") && !strcmp(argv[2], "--")) {
@@ -66,6 +67,6 @@ int main(int argc, char **argv) {
     dprintf(1, "kuasar-helper 2\n");
     return 0;
   }
-  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|version ...\n");
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|version ...\n");
   return 2;
 }

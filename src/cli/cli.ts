@@ -17,6 +17,7 @@ import { kindForBinaryName, KINDS } from "../daemon/kinds.ts";
 import { BUILD_TIME, VERSION } from "../lib/version.ts";
 import { serveWasmHost } from "../adapters/wasm/host/host.ts";
 import { addCtlCommand } from "./ctl.ts";
+import { addDoctorCommand, DoctorUsageError, ExitStatus } from "./doctor.ts";
 
 /** Thrown for bad flags or config; exits 2. */
 export class UsageError extends Error {
@@ -156,6 +157,7 @@ export function buildProgram(): Command {
       .action((flags: DaemonFlags) => runKind(kind, flags));
   }
   addCtlCommand(program);
+  addDoctorCommand(program);
   // Internal: the Wasm sandboxer starts this process itself (src/adapters/wasm/host/host.ts).
   program.command("wasm-host", { hidden: true })
     .requiredOption("--control <path>", "control socket")
@@ -210,7 +212,9 @@ export async function main(args: string[]): Promise<number> {
     if (e instanceof CommanderError) {
       return e.exitCode === 0 ? 0 : 2;
     }
-    const usage = e instanceof UsageError || codeOf(e) === Code.INVALID_ARGUMENT;
+    if (e instanceof ExitStatus) return e.code;
+    const usage = e instanceof UsageError || e instanceof DoctorUsageError ||
+      codeOf(e) === Code.INVALID_ARGUMENT;
     console.error(`kuasar: ${messageOf(e)}`);
     return usage ? 2 : 1;
   }

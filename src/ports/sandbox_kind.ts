@@ -11,6 +11,7 @@
  * @module
  */
 import type { z } from "zod";
+import type { NodeCheck } from "../domain/doctor.ts";
 import type { ContainerRuntime } from "./container_runtime.ts";
 import type { SandboxBackend } from "./sandbox_backend.ts";
 import type { Supervisor } from "./supervisor.ts";
@@ -35,6 +36,14 @@ export interface KindParts {
   close?(): Promise<void>;
 }
 
+/** What a kind's node checks get (`kuasar doctor`). */
+export interface NodeCheckContext {
+  /** The kind's settings (output of `settingsSchema`). */
+  readonly settings: Readonly<Record<string, unknown>>;
+  /** The helper binary, for probes that need a system call Deno lacks. */
+  readonly helper: string;
+}
+
 /** A sandbox kind. */
 export interface SandboxKind<Host = unknown> {
   /** Subcommand, e.g. "runc". */
@@ -51,4 +60,9 @@ export interface SandboxKind<Host = unknown> {
   /** Schema of the kind's own config table, e.g. `[runc]`; its output is `KindBasics.settings`. */
   readonly settingsSchema: z.ZodType;
   create(ctx: KindContext<Host>): Promise<KindParts>;
+  /**
+   * What the kind needs of the node, checked without changing it. The first
+   * check (id `engine`) is what the kind cannot run without at all.
+   */
+  nodeChecks(ctx: NodeCheckContext): Promise<NodeCheck[]>;
 }

@@ -14,8 +14,8 @@ import {
   hotplugPort,
   kvmUsable,
   qemuArgv,
-  vhostVsockUsable,
 } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
+import { vhostVsockPresent } from "../../src/adapters/doctor/probes.ts";
 import { QmpClient } from "../../src/adapters/hypervisor/qemu/qmp.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
 import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
@@ -39,7 +39,7 @@ Deno.test({
   async fn() {
     const kvm = kvmUsable();
     if (!kvm.usable) console.log(`KVM not used: ${kvm.why}; booting with TCG`);
-    console.log(`vhost-vsock: ${vhostVsockUsable() ? "present" : "absent (virtio-serial only)"}`);
+    console.log(`vhost-vsock: ${vhostVsockPresent() ? "present" : "absent (virtio-serial only)"}`);
     const dir = await Deno.makeTempDir({ prefix: "k-vm-" });
     const spec = {
       name: "kuasar-test",

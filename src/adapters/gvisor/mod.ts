@@ -10,6 +10,8 @@ import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { findExecutable } from "../os/executables.ts";
+import type { NodeCheck } from "../../domain/doctor.ts";
+import { kvmUsable, requiredTool } from "../doctor/probes.ts";
 import { OciRuntimeCli } from "../oci/runtime_cli.ts";
 import { GvisorContainerRuntime } from "./gvisor_container_runtime.ts";
 import { GvisorSandboxBackend } from "./gvisor_sandbox_backend.ts";
@@ -47,6 +49,31 @@ export const gvisorKind: HostKind = {
   defaultListen: "/run/gvisor-sandboxer.sock",
   defaultDir: "/run/kuasar-gvisor",
   settingsSchema: gvisorSettings,
+  async nodeChecks({ settings, helper }): Promise<NodeCheck[]> {
+    const s = settings as GvisorSettings;
+    const checks = [
+      await requiredTool(
+        "gvisor",
+        "engine",
+        s.binary ?? "runsc",
+        ["--version"],
+        "install gVisor's runsc (https://gvisor.dev/docs/user_guide/install/) or set [gvisor] binary",
+      ),
+    ];
+    if (s.platform === "kvm") {
+      const k = await kvmUsable(helper);
+      checks.push(
+        k.usable ? { id: "kvm", kind: "gvisor", status: "ok", detail: k.detail } : {
+          id: "kvm",
+          kind: "gvisor",
+          status: "fail",
+          detail: `[gvisor] platform = "kvm", but KVM is not usable: ${k.detail}`,
+          fix: 'use platform = "systrap" (or "ptrace"), or a host with VMX/SVM',
+        },
+      );
+    }
+    return checks;
+  },
   async create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as GvisorSettings;
     const binary = findExecutable(s.binary ?? "runsc");

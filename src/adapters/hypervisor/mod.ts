@@ -11,7 +11,9 @@ import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
-import { kvmUsable, vhostVsockUsable } from "./qemu/qemu_command.ts";
+import { kvmUsable as kvmFlagsUsable } from "./qemu/qemu_command.ts";
+import type { NodeCheck } from "../../domain/doctor.ts";
+import { kvmUsable, requiredFile, requiredTool, vhostVsockPresent } from "../doctor/probes.ts";
 import {
   DEFAULT_GUEST_DIR,
   type HypervisorSettings,
@@ -60,6 +62,73 @@ export const vmmKind: HostKind = {
   defaultConfig: "/var/lib/kuasar/config.toml",
   configTable: "hypervisor",
   settingsSchema: hypervisorSettings,
+  async nodeChecks({ settings, helper }): Promise<NodeCheck[]> {
+    const s = settings as HypervisorSettings;
+    const checks = [
+      await requiredTool(
+        "vmm",
+        "engine",
+        s.qemu_path ?? "qemu-system-x86_64",
+        ["--version"],
+        "install QEMU (apt install qemu-system-x86 / dnf install qemu-kvm) or set " +
+          "[hypervisor] qemu_path",
+      ),
+    ];
+    const forced = s.machine_accelerators?.trim();
+    const k = await kvmUsable(helper);
+    if (k.usable) checks.push({ id: "kvm", kind: "vmm", status: "ok", detail: k.detail });
+    else {
+      checks.push({
+        id: "kvm",
+        kind: "vmm",
+        // Chosen knowingly: TCG works, slowly; otherwise pods are expected to be fast.
+        status: forced === "tcg" ? "warn" : "fail",
+        detail: `KVM is not usable: ${k.detail}; VMs run under TCG emulation (several times ` +
+          "slower to boot and run)",
+        fix: forced === "tcg"
+          ? "a host with VMX/SVM and /dev/kvm for real use"
+          : 'a host with VMX/SVM and /dev/kvm, or machine_accelerators = "tcg" to accept emulation',
+      });
+    }
+    const vsock = vhostVsockPresent();
+    if (s.use_vsock ?? true) {
+      checks.push(
+        vsock
+          ? { id: "vhost-vsock", kind: "vmm", status: "ok", detail: "/dev/vhost-vsock opens" }
+          : {
+            id: "vhost-vsock",
+            kind: "vmm",
+            status: "warn",
+            detail: "/dev/vhost-vsock is absent: the guest agent is reached over virtio-serial",
+            fix: "modprobe vhost_vsock for vsock (or use_vsock = false to silence this)",
+          },
+      );
+    }
+    const virtiofsd = s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd";
+    checks.push(
+      await requiredTool(
+        "vmm",
+        "virtiofsd",
+        virtiofsd,
+        ["--version"],
+        "install virtiofsd (Debian: qemu-system-common; or the Rust virtiofsd) or set " +
+          "[hypervisor.virtiofsd] path",
+      ),
+      requiredFile(
+        "vmm",
+        "guest-kernel",
+        s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"),
+        "deno task guest-image builds the guest image (or set [hypervisor] kernel_path)",
+      ),
+      requiredFile(
+        "vmm",
+        "guest-initrd",
+        s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),
+        "deno task guest-image builds the guest image (or set [hypervisor] initrd_path)",
+      ),
+    );
+    return checks;
+  },
   create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as HypervisorSettings;
     const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
@@ -76,7 +145,7 @@ export const vmmKind: HostKind = {
         new InvalidArgumentError(`hypervisor.machine_accelerators: "${forced}" is not kvm or tcg`),
       );
     } else {
-      const k = kvmUsable();
+      const k = kvmFlagsUsable();
       accel = k.usable ? "kvm" : "tcg";
       if (!k.usable) log.warn("KVM is not usable: VMs run under TCG (slow)", { why: k.why });
     }
@@ -95,7 +164,7 @@ export const vmmKind: HostKind = {
         memoryMiB: s.memory_in_mb ?? 1024,
         vcpus: s.vcpus ?? 1,
         accel,
-        vsock: (s.use_vsock ?? true) && vhostVsockUsable(),
+        vsock: (s.use_vsock ?? true) && vhostVsockPresent(),
         bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
         virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
         virtiofsdOptions: virtiofsdOptions(s),

@@ -10,6 +10,7 @@ import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { findExecutable } from "../os/executables.ts";
+import type { NodeCheck } from "../../domain/doctor.ts";
 import { unsupportedRuntime } from "../task/unsupported_runtime.ts";
 import { QuarkSandboxBackend } from "./quark_sandbox_backend.ts";
 
@@ -27,6 +28,19 @@ export const quarkKind: HostKind = {
   defaultListen: "/run/quark-sandboxer.sock",
   defaultDir: "/var/lib/kuasar-quark",
   settingsSchema: quarkSettings,
+  nodeChecks({ settings }): Promise<NodeCheck[]> {
+    const name = (settings as z.infer<typeof quarkSettings>).binary ?? "quark";
+    const binary = findExecutable(name);
+    return Promise.resolve([
+      binary ? { id: "engine", kind: "quark", status: "ok", detail: binary } : {
+        id: "engine",
+        kind: "quark",
+        status: "fail",
+        detail: `"${name}" is not an executable file`,
+        fix: "install Quark (https://github.com/QuarkContainer/Quark) or set [quark] binary",
+      },
+    ]);
+  },
   create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof quarkSettings>;
     const binary = findExecutable(s.binary ?? "quark");

@@ -4,7 +4,9 @@
  * @module
  */
 import { z } from "zod";
+import type { NodeCheck } from "../../domain/doctor.ts";
 import type { KindParts } from "../../ports/sandbox_kind.ts";
+import { requiredTool, systemdCheck } from "../doctor/probes.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { OciRuntimeCli } from "../oci/runtime_cli.ts";
 import { RuncContainerRuntime } from "./runc_container_runtime.ts";
@@ -28,6 +30,20 @@ export const runcKind: HostKind = {
   defaultListen: "/run/runc-sandboxer.sock",
   defaultDir: "/run/kuasar-runc",
   settingsSchema: runcSettings,
+  async nodeChecks({ settings }): Promise<NodeCheck[]> {
+    const s = settings as z.infer<typeof runcSettings>;
+    const checks = [
+      await requiredTool(
+        "runc",
+        "engine",
+        s.binary ?? "runc",
+        ["--version"],
+        "install runc (apt/dnf install runc) or set [runc] binary",
+      ),
+    ];
+    if (s.systemd_cgroup) checks.push(systemdCheck("runc", "[runc] systemd_cgroup = true"));
+    return checks;
+  },
   create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof runcSettings>;
     const runc = new OciRuntimeCli({

@@ -9,6 +9,7 @@ import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { Logger } from "../../lib/log.ts";
 import { findExecutable, firstFile } from "../os/executables.ts";
+import type { NodeCheck } from "../../domain/doctor.ts";
 import { ENGINES } from "./host/protocol.ts";
 import { WasmHostClient } from "./host_client.ts";
 import { WasmContainerRuntime } from "./wasm_container_runtime.ts";
@@ -47,6 +48,37 @@ export const wasmKind: HostKind = {
   defaultListen: "/run/wasm-sandboxer.sock",
   defaultDir: "/run/kuasar-wasm",
   settingsSchema: wasmSettings,
+  nodeChecks({ settings }): Promise<NodeCheck[]> {
+    const s = settings as z.infer<typeof wasmSettings>;
+    const engine = s.engine ?? "embedded";
+    const optional = (name: string, found: string | undefined, install: string): NodeCheck => {
+      if (found) return { id: name, kind: "wasm", status: "ok", detail: found };
+      return {
+        id: name,
+        kind: "wasm",
+        status: engine === name ? "fail" : "skip",
+        detail: engine === name
+          ? `[wasm] engine = "${name}", and ${name} is not installed`
+          : `${name} is not installed: only containers that ask for it (annotation ` +
+            "io.kuasar.wasm.engine) need it",
+        fix: install,
+      };
+    };
+    return Promise.resolve([
+      { id: "engine", kind: "wasm", status: "ok", detail: "embedded engine (V8 + WASI) in kuasar" },
+      optional(
+        "wasmtime",
+        s.wasmtime_lib ? firstFile([s.wasmtime_lib]) : defaultWasmtimeLib() ??
+          findExecutable(s.wasmtime ?? "wasmtime"),
+        "scripts/install_wasmtime.sh installs its C library (or set [wasm] wasmtime_lib)",
+      ),
+      optional(
+        "wasmedge",
+        findExecutable(s.wasmedge ?? "wasmedge"),
+        "install WasmEdge (or set [wasm] wasmedge)",
+      ),
+    ]);
+  },
   create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as z.infer<typeof wasmSettings>;
     const host = new WasmHostClient({

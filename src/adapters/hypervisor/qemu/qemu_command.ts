@@ -7,6 +7,7 @@
  * @module
  */
 import { AGENT_PORT_NAME } from "../../../ports/agent_protocol.ts";
+import { cpuHasVirtualization } from "../../doctor/probes.ts";
 
 /** What a VM is made of. */
 export interface QemuVmSpec {
@@ -122,18 +123,8 @@ export function kvmUsable(cpuinfo?: string): { usable: boolean; why: string } {
     return { usable: false, why: `/dev/kvm cannot be opened: ${(e as Error).message}` };
   }
   const info = cpuinfo ?? Deno.readTextFileSync("/proc/cpuinfo");
-  if (!/^flags\s*:.*\b(vmx|svm)\b/m.test(info)) {
+  if (!cpuHasVirtualization(info)) {
     return { usable: false, why: "the CPU shows no vmx/svm flag (KVM guests would hang)" };
   }
   return { usable: true, why: "/dev/kvm opens and the CPU has vmx/svm" };
-}
-
-/** Whether the host can give the guest a vsock device. */
-export function vhostVsockUsable(): boolean {
-  try {
-    Deno.openSync("/dev/vhost-vsock", { read: true, write: true }).close();
-    return true;
-  } catch {
-    return false;
-  }
 }
