@@ -44,10 +44,39 @@ static void put_varint(struct buf *b, uint64_t v) {
 }
 
 // backend_path reads the sandboxer's backend socket from the sidecar file.
+// A link to the installed stub (on containerd's PATH, say) finds the sidecar
+// next to the link it points to: links are followed until one has a sidecar.
+static FILE *open_sidecar(const char *self, char *sidecar, size_t len) {
+  char cur[4096], next[4096];
+  snprintf(cur, sizeof cur, "%s", self);
+  for (int hop = 0; hop < 8; hop++) {
+    if (snprintf(sidecar, len, "%s.sandboxer", cur) >= (int)len) return NULL;
+    FILE *f = fopen(sidecar, "re");
+    if (f || errno != ENOENT) return f;
+    ssize_t n = readlink(cur, next, sizeof next - 1);
+    if (n <= 0) break;
+    next[n] = 0;
+    if (next[0] == '/') {
+      snprintf(cur, sizeof cur, "%s", next);
+    } else {
+      char *slash = strrchr(cur, '/');
+      if (slash) {
+        slash[1] = 0;
+        if (strlen(cur) + strlen(next) >= sizeof cur) break;
+        strcat(cur, next);
+      } else {
+        snprintf(cur, sizeof cur, "%s", next);
+      }
+    }
+  }
+  snprintf(sidecar, len, "%s.sandboxer", self);
+  errno = ENOENT;
+  return NULL;
+}
+
 static int backend_path(const char *self, char *out, size_t outlen) {
   char sidecar[4096];
-  if (snprintf(sidecar, sizeof sidecar, "%s.sandboxer", self) >= (int)sizeof sidecar) return -1;
-  FILE *f = fopen(sidecar, "re");
+  FILE *f = open_sidecar(self, sidecar, sizeof sidecar);
   if (!f) {
     dprintf(2, "%s: cannot read %s (%s): is the sandboxer of this kind running?\n", self, sidecar,
             strerror(errno));
@@ -55,9 +84,12 @@ static int backend_path(const char *self, char *out, size_t outlen) {
   }
   char *ok = fgets(out, (int)outlen, f);
   fclose(f);
-  if (!ok) return -1;
-  out[strcspn(out, "\r\n")] = 0;
-  return *out ? 0 : -1;
+  if (ok) out[strcspn(out, "\r\n")] = 0;
+  if (!ok || !*out) {
+    dprintf(2, "%s: %s names no sandboxer socket\n", self, sidecar);
+    return -1;
+  }
+  return 0;
 }
 
 // ask sends one request line to the sandboxer and reads its one-line answer

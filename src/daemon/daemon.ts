@@ -108,7 +108,12 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
 
   // containerd 1.7 (shim mode): the same pod connections carry the shim's Sandbox API.
   registerShimSandboxService(ttrpc, sandboxes, endpoint);
-  endpoint.onShimRequest(shimRequests(sandboxes, endpoint));
+  endpoint.onShimRequest(
+    shimRequests(sandboxes, endpoint, {
+      sandboxOf: (cid) => registry.sandboxOfContainer(cid),
+      tasks,
+    }),
+  );
   await installShimStubs(helper, opts.helperDir, kind.name, relay.paths.backend);
 
   // Serve relayed task connections before recovery re-registers the pods' sockets.

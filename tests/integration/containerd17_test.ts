@@ -105,6 +105,18 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 1500));
       assert.ok((await ctd.crictlOk(["logs", b.cid])).split("\n").length > before);
 
+      // Both at once, the sandboxer down for longer than containerd's default 5 s shim load
+      // timeout: the documented `shim.load` timeout keeps the containers containerd's, running.
+      await e.d.kill9();
+      const restarting = ctd.restart();
+      await new Promise((r) => setTimeout(r, 7000));
+      await e.d.spawn();
+      await restarting;
+      for (const x of [a, b]) {
+        assert.equal(await waitPodReady(e, x.pod), "SANDBOX_READY");
+        assert.equal((await waitState(e, x.cid, "CONTAINER_RUNNING")).state, "CONTAINER_RUNNING");
+      }
+
       // exec, stats, stop with the trap's exit code
       await assertExecStatsStop(e, a.cid);
       await assertNoShimProcesses(e);

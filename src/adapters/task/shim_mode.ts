@@ -14,6 +14,7 @@ import { validateId } from "../../domain/ids.ts";
 import { toMillis } from "../../domain/time.ts";
 import { SandboxDefinition } from "../../gen/containerd/runtime/sandbox/v1/sandbox.ts";
 import type { SandboxService } from "../../app/sandbox_service.ts";
+import type { TaskService } from "../../app/task_service.ts";
 import { log } from "../../lib/log.ts";
 import { toStoredAny, toTimestamp } from "../convert.ts";
 import { podConfigFromOptions } from "../grpc/pod_config.ts";
@@ -112,15 +113,27 @@ export function registerShimSandboxService(
   );
 }
 
+/** The containers a shim `delete` may name (containerd gave up on a task). */
+export interface ShimContainers {
+  /** The pod holding container `id`, if any. */
+  sandboxOf(id: string): string | undefined;
+  readonly tasks: Pick<TaskService, "kill" | "wait" | "delete">;
+}
+
+/** How long a container's shim delete waits for SIGKILL to take effect. */
+const DELETE_WAIT_MS = 10_000;
+
 /**
  * Answers the shim binary's one-line requests (see native/shim_v2.c):
  * `start <namespace> <id>` → the pod's address; `delete <namespace> <id>` →
- * `<exit status> <exited at, ms>` after stopping and removing the pod, which
- * containerd has given up on.
+ * `<exit status> <exited at, ms>` after stopping and removing the pod or the
+ * container containerd has given up on (as runc's shim does: containerd
+ * reports the task exited and may start another, so it must not run on).
  */
 export function shimRequests(
   sandboxes: SandboxService,
   endpoint: ShimSockets,
+  containers?: ShimContainers,
   createGraceMs = SHIM_CREATE_GRACE_MS,
 ): (args: readonly string[]) => Promise<string> {
   const l = log.with({ component: "shim-mode" });
@@ -157,6 +170,8 @@ export function shimRequests(
         return address;
       }
       case "delete": {
+        const pod = containers?.sandboxOf(id);
+        if (pod && containers) return await deleteContainer(containers, pod, id);
         if (!exists(id)) return `0 ${Date.now()}`;
         l.warn("containerd gave up on the pod's shim: removing the pod", { sandbox: id });
         // containerd already takes the pod for dead: a short grace, not the default one.
@@ -170,4 +185,17 @@ export function shimRequests(
         throw new UnimplementedError(`Unknown shim request "${verb}"`);
     }
   };
+}
+
+async function deleteContainer(c: ShimContainers, pod: string, id: string): Promise<string> {
+  log.warn("containerd gave up on a container's shim: killing and removing the container", {
+    component: "shim-mode",
+    sandbox: pod,
+    container: id,
+  });
+  // Already stopped is fine: the exit is what containerd asks for.
+  await c.tasks.kill(pod, id, "", 9, true).catch(() => {});
+  const exit = await c.tasks.wait(pod, id, "", AbortSignal.timeout(DELETE_WAIT_MS));
+  await c.tasks.delete(pod, id, "");
+  return `${exit.exitStatus} ${exit.exitedAt ? toMillis(exit.exitedAt) : Date.now()}`;
 }

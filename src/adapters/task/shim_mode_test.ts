@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { makeHarness, sandboxInput } from "../../../tests/fakes/harness.ts";
+import {
+  makeHarness,
+  runningContainer,
+  runningSandbox,
+  sandboxInput,
+} from "../../../tests/fakes/harness.ts";
 import { Code, InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
 import {
   PlatformRequest,
@@ -50,7 +55,7 @@ function call(server: TtrpcServer, method: string, payload: Uint8Array, scope: s
 Deno.test("shim request start: the pod's socket before the pod, withdrawn if no pod follows", async () => {
   const h = makeHarness();
   const sockets = new FakeShimSockets();
-  const answer = shimRequests(h.sandboxes, sockets, 20);
+  const answer = shimRequests(h.sandboxes, sockets, undefined, 20);
   assert.equal(await answer(["start", "k8s.io", ID]), `unix:///run/test/.s/${ID}.task.sock`);
   assert.deepEqual(sockets.calls, [`open ${ID}`]);
   await new Promise((r) => setTimeout(r, 40));
@@ -58,7 +63,7 @@ Deno.test("shim request start: the pod's socket before the pod, withdrawn if no 
 
   // Created in time: kept.
   const kept = new FakeShimSockets();
-  const answer2 = shimRequests(h.sandboxes, kept, 20);
+  const answer2 = shimRequests(h.sandboxes, kept, undefined, 20);
   await answer2(["start", "k8s.io", OTHER]);
   await h.sandboxes.create(sandboxInput(OTHER));
   await new Promise((r) => setTimeout(r, 40));
@@ -69,7 +74,7 @@ Deno.test("shim request start: the pod's socket before the pod, withdrawn if no 
 Deno.test("shim requests: malformed lines, bad ids and unknown verbs are refused", async () => {
   const h = makeHarness();
   const sockets = new FakeShimSockets();
-  const answer = shimRequests(h.sandboxes, sockets, 20);
+  const answer = shimRequests(h.sandboxes, sockets, undefined, 20);
   await assert.rejects(answer(["start", "k8s.io"]), InvalidArgumentError);
   await assert.rejects(answer(["start", "k8s.io", ID, "extra"]), InvalidArgumentError);
   await assert.rejects(answer(["start", "k8s.io", "../../etc"]), InvalidArgumentError);
@@ -80,7 +85,7 @@ Deno.test("shim requests: malformed lines, bad ids and unknown verbs are refused
 
 Deno.test("shim request delete: removes a pod containerd gave up on; an unknown id is a no-op", async () => {
   const h = makeHarness();
-  const answer = shimRequests(h.sandboxes, new FakeShimSockets(), 20);
+  const answer = shimRequests(h.sandboxes, new FakeShimSockets(), undefined, 20);
   const [status, at] = (await answer(["delete", "k8s.io", ID])).split(" ").map(Number);
   assert.equal(status, 0);
   assert.ok(Math.abs(at - Date.now()) < 5000);
@@ -90,6 +95,22 @@ Deno.test("shim request delete: removes a pod containerd gave up on; an unknown 
   const [status2] = (await answer(["delete", "k8s.io", ID])).split(" ").map(Number);
   assert.equal(typeof status2, "number");
   assert.throws(() => h.sandboxes.status(ID, false), { name: "NotFoundError" });
+});
+
+Deno.test("shim request delete of a container: killed and removed, its pod kept", async () => {
+  const h = makeHarness();
+  const answer = shimRequests(h.sandboxes, new FakeShimSockets(), {
+    sandboxOf: (cid) => h.registry.sandboxOfContainer(cid),
+    tasks: h.tasks,
+  }, 20);
+  await runningSandbox(h, ID);
+  await runningContainer(h, ID, "ctr");
+  const [status, at] = (await answer(["delete", "k8s.io", "ctr"])).split(" ").map(Number);
+  assert.equal(status, 137, "SIGKILLed");
+  assert.ok(Math.abs(at - Date.now()) < 5000);
+  assert.equal(h.registry.sandboxOfContainer("ctr"), undefined, "removed");
+  assert.equal(h.sandboxes.status(ID, false).state, "SANDBOX_READY", "the pod stays");
+  await h.sandboxes.shutdown(ID).catch(() => {});
 });
 
 Deno.test("shim Sandbox API: a connection serves its own pod only; Shutdown's connections go after the answer", async () => {

@@ -244,7 +244,14 @@ export class RelayTaskEndpoint implements TaskEndpoint {
     try {
       for await (const conn of listener) {
         readPreamble(conn).then(async (p) => {
-          if (p.kind === "shim") return await this.#answerShim(conn, p.args);
+          if (p.kind === "shim") {
+            // A delete (or start) must meet the pod as recovery leaves it: before
+            // the pod is re-registered it would look unknown, and an unknown
+            // pod's delete is acknowledged as done while the pod goes on running.
+            const id = p.args[2];
+            if (id) await this.#ready(id);
+            return await this.#answerShim(conn, p.args);
+          }
           validateId("sandbox", p.scope);
           await this.#ready(p.scope);
           return this.#server.handle(conn, p.scope, p.rest);
