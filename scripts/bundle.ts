@@ -1,6 +1,7 @@
 // Single-file bundles of the entry points in dist/, runnable with
 // `deno run -A dist/kuasar.js …` on a node that has only Deno. The build time
-// and git revision are stamped into the version output.
+// (the commit's, so the same tree bundles to the same bytes: `kuasar install`
+// then rewrites nothing) and git revision are stamped into the version output.
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -18,20 +19,19 @@ try {
   entries.push(["src/agent/main.ts", join(outDir, "kuasar-agent.js")]);
 } catch { /* no guest agent in this tree */ }
 
-async function gitDescribe(): Promise<string> {
+async function git(...args: string[]): Promise<string> {
   try {
-    const r = await new Deno.Command("git", {
-      args: ["describe", "--always", "--dirty"],
-      cwd: root,
-    }).output();
+    const r = await new Deno.Command("git", { args, cwd: root, stderr: "null" }).output();
     return r.success ? new TextDecoder().decode(r.stdout).trim() : "";
   } catch {
     return "";
   }
 }
 
-const rev = await gitDescribe();
-const stamp = `${new Date().toISOString()}${rev ? ` (git ${rev})` : ""}`;
+const rev = await git("describe", "--always", "--dirty");
+const committed = await git("log", "-1", "--format=%ct");
+const time = committed ? new Date(Number(committed) * 1000) : new Date();
+const stamp = `${time.toISOString()}${rev ? ` (git ${rev})` : ""}`;
 await Deno.mkdir(resolve(root, outDir), { recursive: true });
 for (const [src, out] of entries) {
   const r = await new Deno.Command(Deno.execPath(), {

@@ -1,38 +1,36 @@
 /**
- * The containerd 2.x drop-ins of `deploy/containerd/`, as an operator copies
- * them: one per kind this machine runs, each the same handlers at the kind's
- * default socket, and the README shows the runC one byte for byte. The
- * end-to-end suites import these files (tests/support/e2e.ts).
+ * deploy/ as an operator copies it: each kind's systemd unit and containerd
+ * 2.x drop-in are what `kuasar install` writes (src/daemon/deploy_files.ts;
+ * `deno task gen:deploy` rewrites them), the drop-ins name the kind's socket
+ * and stub, and the README shows the runC one byte for byte. The end-to-end
+ * suites import these drop-ins (tests/support/e2e.ts).
  */
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { parse } from "smol-toml";
 import { KINDS } from "../src/daemon/kinds.ts";
+import { containerdDropIn, systemdUnit } from "../src/daemon/deploy_files.ts";
 
 const read = (rel: string) =>
   Deno.readTextFileSync(fileURLToPath(new URL(`../${rel}`, import.meta.url)));
+const list = (rel: string) =>
+  [...Deno.readDirSync(fileURLToPath(new URL(`../${rel}`, import.meta.url)))]
+    .filter((e) => e.isFile).map((e) => e.name).sort();
 
-/** Kinds with a drop-in: Quark is absent, as it cannot run under containerd here. */
-const DROP_IN_KINDS = ["runc", "wasm", "gvisor", "vmm"];
+Deno.test("deploy/: one unit and one drop-in per kind, as generated (deno task gen:deploy)", () => {
+  assert.deepEqual(list("deploy"), KINDS.map((k) => `kuasar-${k.name}.service`).sort());
+  assert.deepEqual(list("deploy/containerd"), KINDS.map((k) => `kuasar-${k.name}.toml`).sort());
+  for (const kind of KINDS) {
+    assert.equal(read(`deploy/kuasar-${kind.name}.service`), systemdUnit(kind), kind.name);
+    assert.equal(read(`deploy/containerd/kuasar-${kind.name}.toml`), containerdDropIn(kind));
+  }
+});
 
-Deno.test("deploy/containerd: one drop-in per kind, the same handlers at the kind's socket", () => {
-  const runc = read("deploy/containerd/kuasar-runc.toml");
-  const files = [
-    ...Deno.readDirSync(fileURLToPath(new URL("../deploy/containerd", import.meta.url))),
-  ]
-    .map((e) => e.name).sort();
-  assert.deepEqual(files, DROP_IN_KINDS.map((k) => `kuasar-${k}.toml`).sort());
-  for (const name of DROP_IN_KINDS) {
-    const kind = KINDS.find((k) => k.name === name);
-    assert.ok(kind, name);
-    const text = read(`deploy/containerd/kuasar-${name}.toml`);
-    assert.equal(
-      text,
-      runc.replaceAll("runc", name),
-      `kuasar-${name}.toml follows kuasar-runc.toml`,
-    );
+Deno.test("deploy/containerd: each drop-in has the handlers at the kind's socket and stub", () => {
+  for (const kind of KINDS) {
+    const name = kind.name;
     // deno-lint-ignore no-explicit-any
-    const conf = parse(text) as any;
+    const conf = parse(read(`deploy/containerd/kuasar-${name}.toml`)) as any;
     assert.equal(conf.version, 3);
     assert.deepEqual({ ...conf.proxy_plugins[`kuasar-${name}`] }, {
       type: "sandbox",
@@ -51,6 +49,23 @@ Deno.test("deploy/containerd: one drop-in per kind, the same handlers at the kin
       io_type: "streaming",
       disable_pause_image_pull: true,
     });
+  }
+});
+
+Deno.test("deploy/: each unit runs the kind at its default socket and dir, pods kept", () => {
+  for (const kind of KINDS) {
+    const unit = read(`deploy/kuasar-${kind.name}.service`);
+    assert.match(
+      unit,
+      new RegExp(
+        `^ExecStart=/usr/local/bin/kuasar ${kind.name} --listen ${kind.defaultListen} --dir ` +
+          `${kind.defaultDir}$`,
+        "m",
+      ),
+    );
+    assert.match(unit, /^KillMode=process$/m);
+    assert.match(unit, /^Type=notify$/m);
+    assert.match(unit, /^Before=containerd.service$/m);
   }
 });
 

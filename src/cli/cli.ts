@@ -18,6 +18,7 @@ import { BUILD_TIME, VERSION } from "../lib/version.ts";
 import { serveWasmHost } from "../adapters/wasm/host/host.ts";
 import { addCtlCommand } from "./ctl.ts";
 import { addDoctorCommand, DoctorUsageError, ExitStatus } from "./doctor.ts";
+import { addInstallCommands } from "./install.ts";
 
 /** Thrown for bad flags or config; exits 2. */
 export class UsageError extends Error {
@@ -158,6 +159,7 @@ export function buildProgram(): Command {
   }
   addCtlCommand(program);
   addDoctorCommand(program);
+  addInstallCommands(program);
   // Internal: the Wasm sandboxer starts this process itself (src/adapters/wasm/host/host.ts).
   program.command("wasm-host", { hidden: true })
     .requiredOption("--control <path>", "control socket")
@@ -193,6 +195,13 @@ export function effectiveArgs(argv0: string, args: string[]): string[] {
 
 /** argv[0] as invoked (Deno resolves symlinks in execPath, /proc/self/cmdline does not). */
 export function invokedName(): string {
+  // The installed launcher (src/daemon/install.ts) runs the bundle on Deno and passes the name
+  // it was called by; not inherited by what this process starts.
+  const passed = Deno.env.get("KUASAR_ARGV0");
+  if (passed !== undefined) {
+    Deno.env.delete("KUASAR_ARGV0");
+    return passed;
+  }
   try {
     const cmd = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
     // From source, argv is "deno run … main.ts": only a compiled binary has a meaningful argv[0].

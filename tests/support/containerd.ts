@@ -46,6 +46,8 @@ export interface TestContainerdOptions {
    * into /etc/containerd/conf.d: the sandboxers' handlers (`deploy/containerd/`).
    */
   readonly dropIns?: readonly string[];
+  /** Paths or globs added to the config's `imports`, as an operator's config.toml names them. */
+  readonly imports?: readonly string[];
   /** CRI `default_runtime_name` (used by `crictl runp` without `--runtime`); default `runc`. */
   readonly defaultRuntime?: string;
   /** Import the test images (`images.ts`) once containerd is up; default true. */
@@ -67,6 +69,11 @@ export interface TestContainerdOptions {
   readonly release?: "2.4" | "1.7";
   /** containerd 1.7 only: the runtime tables of the kuasar handlers (docs/engines.md). */
   readonly shim17Toml?: string;
+  /**
+   * Runs containerd through this argv prefix (e.g. `nsenter -t <pid> -m --`: in a mount
+   * namespace that shows a staging root's files at a node's paths). It must exec, not fork.
+   */
+  readonly exec?: readonly string[];
 }
 
 /** What a finished command printed. */
@@ -471,6 +478,7 @@ export class TestContainerd {
     // containerd 1.7 serves sandbox_mode = "shim" only from its experimental sandbox CRI server.
     this.#env = this.release === "1.7" ? { PATH: path, ENABLE_CRI_SANDBOXES: "1" } : { PATH: path };
     this.#startTimeoutMs = opts.startTimeoutMs ?? 60_000;
+    this.#exec = opts.exec ?? [];
   }
 
   /** Writes the config, starts containerd and waits until CRI serves (and imports the images). */
@@ -513,13 +521,14 @@ export class TestContainerd {
         portmap,
       }),
     );
-    const imports: string[] = [];
+    const imports: string[] = [...opts.imports ?? []];
     if (opts.dropIns?.length) {
       const dir = join(this.base, "conf.d");
       await Deno.mkdir(dir, { mode: 0o700 });
       for (const [i, text] of opts.dropIns.entries()) {
-        imports.push(join(dir, `${i}.toml`));
-        await Deno.writeTextFile(imports[i], text, { mode: 0o600 });
+        const path = join(dir, `${i}.toml`);
+        imports.push(path);
+        await Deno.writeTextFile(path, text, { mode: 0o600 });
       }
     }
     const params = {
@@ -563,9 +572,12 @@ export class TestContainerd {
     return this.#child?.pid ?? 0;
   }
 
+  readonly #exec: readonly string[];
+
   async #spawn(): Promise<void> {
-    const child = new Deno.Command(this.containerdBin, {
-      args: ["--config", this.configPath, "--log-level", "debug"],
+    const [bin, ...prefix] = [...this.#exec, this.containerdBin];
+    const child = new Deno.Command(bin, {
+      args: [...prefix, "--config", this.configPath, "--log-level", "debug"],
       cwd: this.base,
       env: this.#env,
       stdin: "null",

@@ -1,10 +1,12 @@
 /**
  * Whether containerd on this node can drive a sandboxer: its version (2.x
  * attaches to the Sandbox API, 1.7 only through shim mode) and its config as
- * containerd itself would read it (the main file plus `imports`, and the
- * `conf.d` directory containerd ≥ 2.2 imports by default): a proxy plugin
- * at the sandboxer's socket, CRI handlers naming it, no pause image pull,
- * and a `runtime_type` whose stub containerd can resolve.
+ * containerd itself reads it (the main file, then what its `imports` name:
+ * containerd ≥ 2.2 writes `imports = ["/etc/containerd/conf.d/*.toml"]` into
+ * the config `containerd config default` prints, but imports nothing a
+ * config file does not name): a proxy plugin at the sandboxer's socket, CRI
+ * handlers naming it, no pause image pull, and a `runtime_type` whose stub
+ * containerd can resolve.
  *
  * @module
  */
@@ -18,8 +20,8 @@ import { toolVersion } from "./probes.ts";
 /** containerd's PATH under systemd (its unit sets none). */
 export const CONTAINERD_DEFAULT_PATH =
   "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/** What containerd ≥ 2.2 imports when the config names nothing else. */
-export const DEFAULT_IMPORTS = "/etc/containerd/conf.d/*.toml";
+/** Where kuasar install puts the drop-ins, and what containerd's default config imports. */
+export const DROP_IN_IMPORT = "/etc/containerd/conf.d/*.toml";
 
 /** A containerd release, as `containerd --version` prints it. */
 export interface ContainerdVersion {
@@ -67,10 +69,7 @@ function escapeRegExp(s: string): string {
  * override earlier ones key by key). A missing main file is containerd's
  * defaults; a file that does not parse is an error naming it.
  */
-export function readContainerdConfig(
-  main: string,
-  version: ContainerdVersion,
-): ConfigFile[] {
+export function readContainerdConfig(main: string): ConfigFile[] {
   const files: ConfigFile[] = [];
   const load = (path: string): Table | undefined => {
     let text: string;
@@ -89,9 +88,6 @@ export function readContainerdConfig(
   const doc = load(main) ?? {};
   files.push({ path: main, doc });
   const imports = Array.isArray(doc.imports) ? doc.imports.map(String) : [];
-  if (version.major > 2 || (version.major === 2 && version.minor >= 2)) {
-    imports.unshift(DEFAULT_IMPORTS);
-  }
   const seen = new Set([main]);
   for (const entry of imports) {
     for (const path of expandImport(entry, dirname(main))) {
@@ -102,6 +98,14 @@ export function readContainerdConfig(
     }
   }
   return files;
+}
+
+function existsFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
 }
 
 /** A CRI runtime handler found in the config. */
@@ -182,12 +186,17 @@ export function checkSandboxHandlers(
   const mine = [...plugins].filter(([, p]) => p.address === listen).map(([name]) => name);
   const where = files.map((f) => f.path).join(", ");
   if (!mine.length) {
+    const installed = `${dirname(DROP_IN_IMPORT)}/kuasar-${kind}.toml`;
+    const unread = !files.some((f) => f.path === installed) && existsFile(installed);
     return [{
       id: "containerd.proxy-plugin",
       kind,
       status: "fail",
-      detail: `no [proxy_plugins] entry of type "sandbox" at ${listen} in ${where}`,
-      fix: copyFix,
+      detail: `no [proxy_plugins] entry of type "sandbox" at ${listen} in ${where}` +
+        (unread ? ` (${installed} is there, but no imports line names it)` : ""),
+      fix: unread
+        ? `add imports = ["${DROP_IN_IMPORT}"] to ${files[0]?.path} and restart containerd`
+        : copyFix,
     }];
   }
   const out: NodeCheck[] = [{
@@ -327,7 +336,7 @@ export async function inspectContainerd(
   }
   let files: ConfigFile[];
   try {
-    files = readContainerdConfig(main, version);
+    files = readContainerdConfig(main);
   } catch (e) {
     return {
       check: {

@@ -139,19 +139,18 @@ Deno.test("containerd config: imports by glob, relative to the main file, parse 
     await Deno.writeTextFile(join(dir, "conf.d", "b.toml"), proxy);
     await Deno.writeTextFile(join(dir, "conf.d", "a.toml"), "version = 3\n");
     await Deno.writeTextFile(join(dir, "conf.d", "skip.txt"), "not toml");
-    const v21 = { major: 2, minor: 1, text: "v2.1.0" };
-    const found = readContainerdConfig(join(dir, "config.toml"), v21).map((f) => f.path);
+    const found = readContainerdConfig(join(dir, "config.toml")).map((f) => f.path);
     assert.deepEqual(
       found,
       ["config.toml", "conf.d/a.toml", "conf.d/b.toml"].map((p) => join(dir, p)),
     );
     await Deno.writeTextFile(join(dir, "conf.d", "c.toml"), "[broken");
     assert.throws(
-      () => readContainerdConfig(join(dir, "config.toml"), v21),
+      () => readContainerdConfig(join(dir, "config.toml")),
       /c\.toml is not valid TOML/,
     );
     // A missing main file is containerd's defaults.
-    assert.deepEqual(readContainerdConfig(join(dir, "none.toml"), v21).map((f) => f.path), [
+    assert.deepEqual(readContainerdConfig(join(dir, "none.toml")).map((f) => f.path), [
       join(dir, "none.toml"),
     ]);
   } finally {

@@ -48,6 +48,8 @@ export const gvisorKind: HostKind = {
   description: "pods as gVisor sandboxes (runsc), containers as its subcontainers",
   defaultListen: "/run/gvisor-sandboxer.sock",
   defaultDir: "/run/kuasar-gvisor",
+  // Not one of Kuasar's (only its vmm reads a file by default): beside vmm's, by kind.
+  defaultConfig: "/var/lib/kuasar/config_gvisor.toml",
   settingsSchema: gvisorSettings,
   async nodeChecks({ settings, helper }): Promise<NodeCheck[]> {
     const s = settings as GvisorSettings;

@@ -27,6 +27,8 @@ export const quarkKind: HostKind = {
   description: "pods as Quark (QVisor) sandboxes, which serve their own Task API",
   defaultListen: "/run/quark-sandboxer.sock",
   defaultDir: "/var/lib/kuasar-quark",
+  // Not one of Kuasar's (only its vmm reads a file by default): beside vmm's, by kind.
+  defaultConfig: "/var/lib/kuasar/config_quark.toml",
   settingsSchema: quarkSettings,
   nodeChecks({ settings }): Promise<NodeCheck[]> {
     const name = (settings as z.infer<typeof quarkSettings>).binary ?? "quark";

@@ -29,6 +29,8 @@ export const runcKind: HostKind = {
   description: "pods as namespace holders, containers run by runc",
   defaultListen: "/run/runc-sandboxer.sock",
   defaultDir: "/run/kuasar-runc",
+  // Not one of Kuasar's (only its vmm reads a file by default): beside vmm's, by kind.
+  defaultConfig: "/var/lib/kuasar/config_runc.toml",
   settingsSchema: runcSettings,
   async nodeChecks({ settings }): Promise<NodeCheck[]> {
     const s = settings as z.infer<typeof runcSettings>;

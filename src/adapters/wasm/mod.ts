@@ -47,6 +47,8 @@ export const wasmKind: HostKind = {
   description: "pods of WebAssembly modules (embedded V8/WASI engine, Wasmtime, WasmEdge)",
   defaultListen: "/run/wasm-sandboxer.sock",
   defaultDir: "/run/kuasar-wasm",
+  // Not one of Kuasar's (only its vmm reads a file by default): beside vmm's, by kind.
+  defaultConfig: "/var/lib/kuasar/config_wasm.toml",
   settingsSchema: wasmSettings,
   nodeChecks({ settings }): Promise<NodeCheck[]> {
     const s = settings as z.infer<typeof wasmSettings>;
