@@ -73,6 +73,11 @@ done
 # The pod's shared directory (virtiofs), when the host gives one.
 mkdir -p ${GUEST_SHARED_DIR}
 mount -t virtiofs ${SHARE_TAG} ${GUEST_SHARED_DIR} 2>/dev/null
+# kuasar.init=<program>: run that instead of the agent (tests running a sandboxer inside the
+# guest, on its cgroup v2; see tests/integration/cgroup_v2_vm_test.ts).
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in kuasar.init=*) exec "\${arg#kuasar.init=}" ;; esac
+done
 echo "kuasar-init: $(cut -d' ' -f1 /proc/uptime)s, starting the agent" > /dev/console
 export HOME=/run DENO_DIR=/var/cache/deno DENO_NO_UPDATE_CHECK=1 NO_COLOR=1
 export KUASAR_HELPER=/usr/bin/kuasar-helper

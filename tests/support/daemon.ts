@@ -16,7 +16,11 @@ import { V8_FLAGS } from "../../src/adapters/os/self_command.ts";
 import { GUEST_IMAGE } from "./env.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
-const MAIN = join(ROOT, "src/main.ts");
+/**
+ * The daemon's entry module: src/main.ts, or the bundle KUASAR_TEST_ENTRY names (the suites
+ * bundled into a VM, where the source tree is not).
+ */
+const MAIN = Deno.env.get("KUASAR_TEST_ENTRY") ?? join(ROOT, "src/main.ts");
 
 /** Options of a test daemon. */
 export interface TestDaemonOptions {
