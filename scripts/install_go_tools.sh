@@ -134,4 +134,27 @@ else
     { log "containerd $CONTAINERD17_VERSION: build info mismatch"; exit 1; }
   log "containerd $CONTAINERD17_VERSION: installed ($BIN17)"
 fi
+# --- Jaeger (an OTLP collector with a query API) for the tracing test, optional ------------------
+# `go install` refuses the module (replace directives), so it is built from a scratch module as a
+# tool. A failure leaves the tracing test to skip with the reason; nothing else needs it.
+JAEGER_BIN=$CACHE/jaeger/bin/jaeger
+JAEGER_VERSION=v1.75.0
+JAEGER_MOD=github.com/jaegertracing/jaeger
+if has_build_info "$JAEGER_BIN" "$JAEGER_MOD/cmd/jaeger" "$JAEGER_MOD" "$JAEGER_VERSION"; then
+  log "jaeger $JAEGER_VERSION: cached ($JAEGER_BIN)"
+elif [ -z "$GO" ]; then
+  log "jaeger $JAEGER_VERSION: not built (no Go); the tracing test will skip"
+else
+  log "jaeger $JAEGER_VERSION: building (a few minutes)"
+  modj=$(mktemp -d)
+  printf 'module kuasar.local/jaeger\n\ngo 1.25\n' >"$modj/go.mod"
+  mkdir -p "$(dirname "$JAEGER_BIN")"
+  if (cd "$modj" && GOFLAGS=-mod=mod "$GO" get -tool "$JAEGER_MOD/cmd/jaeger@$JAEGER_VERSION" &&
+    GOFLAGS=-mod=mod "$GO" build -o "$JAEGER_BIN" "$JAEGER_MOD/cmd/jaeger") >&2; then
+    log "jaeger $JAEGER_VERSION: installed ($JAEGER_BIN)"
+  else
+    log "jaeger $JAEGER_VERSION: build failed; the tracing test will skip"
+  fi
+  rm -rf "$modj"
+fi
 log "tools in $BIN: $(cd "$BIN" && echo *)"

@@ -8,6 +8,7 @@ import type { KindContext, SandboxKind } from "../ports/sandbox_kind.ts";
 import type { StateLayout } from "./os/state_layout.ts";
 import type { StreamHub } from "./task/streaming.ts";
 import type { TtrpcServer } from "./ttrpc/server.ts";
+import type { SpanSources } from "./telemetry/tracing_switch.ts";
 
 /** Services of the sandboxer process a kind may use. */
 export interface KindHost {
@@ -17,6 +18,8 @@ export interface KindHost {
   readonly ttrpc: TtrpcServer;
   /** Channels of containerd's Streaming service (streamed stdio). */
   readonly streams: StreamHub;
+  /** Where spans other processes record (guest agents) are pulled from while tracing. */
+  readonly tracing: SpanSources;
 }
 
 /** A kind of this binary. */

@@ -8,9 +8,16 @@
  * @module
  */
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { setTraceBackend } from "../lib/trace.ts";
+import { SpanRecorder } from "../lib/trace_recorder.ts";
 import { unaryMethods } from "../adapters/ttrpc/typed.ts";
 import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
-import { AGENT_PORT_NAME, AGENT_VSOCK_PORT } from "../ports/agent_protocol.ts";
+import {
+  AGENT_PORT_NAME,
+  AGENT_VSOCK_PORT,
+  TRACE_DRAIN,
+  TRACE_SERVICE,
+} from "../ports/agent_protocol.ts";
 import { findVirtioPort, openPort } from "./channel.ts";
 import { ownChild, powerOff, startReaper } from "./pid1.ts";
 import { trackChildren } from "../adapters/os/children.ts";
@@ -23,6 +30,15 @@ function say(msg: string, fields: Record<string, unknown> = {}): void {
 
 const server = new TtrpcServer();
 const events = new GuestEvents();
+// Spans of the host's traces (a traceparent in the request), for the host to take and export.
+const spans = new SpanRecorder();
+setTraceBackend(spans);
+server.register(TRACE_SERVICE, {
+  [TRACE_DRAIN]: {
+    kind: "unary",
+    handle: () => Promise.resolve(new TextEncoder().encode(JSON.stringify(spans.drain()))),
+  },
+});
 server.register(
   SandboxServiceDefinition.fullName,
   unaryMethods(

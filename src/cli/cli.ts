@@ -98,6 +98,7 @@ async function runKind(kind: HostKind, flags: DaemonFlags): Promise<void> {
     taskApiVersion: apiVersion,
     stopTimeoutMs: (s.stop_timeout_secs ?? 10) * 1000,
     createdSandboxTimeoutMs: (s.created_sandbox_timeout_secs ?? 300) * 1000,
+    enableTracing: s.enable_tracing ?? false,
     settings: config.kind,
   });
   if (running.stopRequested) daemon.stop();

@@ -9,6 +9,7 @@ import { type Command, Option } from "commander";
 import { doctorVerdict, type NodeCheck } from "../domain/doctor.ts";
 import { runDoctor } from "../daemon/doctor.ts";
 import { KINDS } from "../daemon/kinds.ts";
+import { Logger } from "../lib/log.ts";
 
 /** Ends the CLI with this exit code and nothing more printed. */
 export class ExitStatus extends Error {
@@ -75,6 +76,8 @@ export function addDoctorCommand(program: Command): void {
       "containerd's config (default /etc/containerd/config.toml)",
     )
     .action(async (f: DoctorFlags) => {
+      // Its findings are the output: the log's info lines (a helper copy in a temp dir) are not.
+      Logger.setLevel("warn");
       const kinds = f.kind ? KINDS.filter((k) => f.kind!.includes(k.name)) : KINDS;
       if ((f.listen || f.dir || f.config) && kinds.length !== 1) {
         throw new DoctorUsageError("--listen, --dir and --config need exactly one --kind");

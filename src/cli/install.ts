@@ -18,6 +18,7 @@ import {
   uninstall,
 } from "../daemon/install.ts";
 import { UnavailableError } from "../domain/errors.ts";
+import { ExitStatus } from "./doctor.ts";
 
 interface InstallFlags {
   root: string;
@@ -103,11 +104,15 @@ export function addInstallCommands(program: Command): void {
       }
       if (systemdRuns(f.root)) await systemctl(["daemon-reload"]);
       const bin = join(f.prefix, "bin", "kuasar");
+      await print(reportLines(report, f.root));
+      // Someone else's file where ours belongs: the install is not what the next steps assume.
+      if (report.kept.some((k) => k.why.startsWith("not installed by kuasar install"))) {
+        throw new ExitStatus(1);
+      }
       await print([
-        ...reportLines(report, f.root),
         "next:",
         `  systemctl enable --now ${kinds.map((k) => `kuasar-${k.name}`).join(" ")}`,
-        "  systemctl restart containerd   # reads /etc/containerd/conf.d/kuasar-<kind>.toml",
+        "  systemctl restart containerd",
         `  ${bin} doctor`,
       ]);
     });

@@ -25,7 +25,7 @@ export const sandboxSection = z.strictObject({
   helper: z.string().optional(),
   /** Where the embedded helper is written (must allow exec). */
   helper_dir: z.string().optional(),
-  /** Kuasar's OTLP tracing switch: accepted so its config files load; tracing is not implemented. */
+  /** OTLP spans to OTEL_EXPORTER_OTLP_ENDPOINT from the start; SIGUSR1 toggles them at run time. */
   enable_tracing: z.boolean().optional(),
 });
 

@@ -23,6 +23,7 @@ import { Relay, relayPaths } from "../adapters/supervisor/relay.ts";
 import { checkNetnsPath } from "../adapters/os/netns.ts";
 import { StateLayout } from "../adapters/os/state_layout.ts";
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { TracingSwitch } from "../adapters/telemetry/tracing_switch.ts";
 import { StreamHub } from "../adapters/task/streaming.ts";
 import { log } from "../lib/log.ts";
 import type { HostKind } from "../adapters/kind_host.ts";
@@ -44,6 +45,8 @@ export interface DaemonOptions {
   readonly createdSandboxTimeoutMs?: number;
   /** Kind-specific settings. */
   readonly settings: Readonly<Record<string, unknown>>;
+  /** `[sandbox] enable_tracing`: OTLP spans from the start (SIGUSR1 toggles at run time). */
+  readonly enableTracing?: boolean;
 }
 
 /** A running daemon. */
@@ -81,12 +84,17 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
   ttrpc.onCall = () => reclaimer.touch();
   const streams = new StreamHub();
   streams.register(ttrpc);
+  const tracing = new TracingSwitch(`kuasar-${kind.name}`);
+  if (opts.enableTracing) await tracing.enable();
+  const onUsr1 = () => void tracing.toggle();
+  Deno.addSignalListener("SIGUSR1", onUsr1);
   const parts = await kind.create({
     dir: opts.dir,
     layout,
     supervisor: new HelperSupervisor(helper, exits),
     ttrpc,
     streams,
+    tracing,
     settings: opts.settings,
   });
   const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir, layout));
@@ -141,6 +149,8 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
       exits.stop();
       await events.close();
       await parts.close?.();
+      Deno.removeSignalListener("SIGUSR1", onUsr1);
+      await tracing.disable();
       resolveFinished();
     })();
   return { sandboxes, finished, stop };

@@ -22,11 +22,12 @@
  *
  * @module
  */
-import { dirname, join } from "node:path";
+import { dirname, isAbsolute, join, normalize, resolve, sep } from "node:path";
 import type { HostKind } from "../adapters/kind_host.ts";
 import { DEFAULT_GUEST_DIR } from "../adapters/hypervisor/vmm_config.ts";
 import { V8_FLAGS } from "../adapters/os/self_command.ts";
 import { parse as parseToml } from "smol-toml";
+import { importCovers } from "../adapters/doctor/containerd_checks.ts";
 import { InvalidArgumentError } from "../domain/errors.ts";
 import { containerdDropIn, defaultKindConfig, NODE_PATHS, systemdUnit } from "./deploy_files.ts";
 
@@ -60,6 +61,8 @@ interface FileEntry {
   readonly mode: number;
   /** An operator may edit it: kept when changed. */
   readonly config?: boolean;
+  /** Being written when the manifest was saved: the content it is being replaced by. */
+  readonly pending?: string;
 }
 interface LinkEntry {
   readonly type: "symlink";
@@ -114,8 +117,48 @@ async function fileHash(path: string): Promise<string | undefined> {
   }
 }
 
+/** A node path as the manifest and the plan name it: absolute, normalized, no "..". */
+function nodePath(path: unknown): string {
+  if (
+    typeof path !== "string" || !isAbsolute(path) || normalize(path) !== path ||
+    path.split("/").includes("..")
+  ) {
+    throw new InvalidArgumentError(
+      `not an absolute, normalized node path: ${JSON.stringify(path)}`,
+    );
+  }
+  return path;
+}
+
 function under(root: string, path: string): string {
-  return join(root, path);
+  return join(root, nodePath(path));
+}
+
+/**
+ * `path` under `root`, refused when an existing component of it is a symlink
+ * leading out of the root (a staging root's absolute links name the host's
+ * paths): install and uninstall never write or remove outside the root.
+ */
+async function inside(root: string, path: string): Promise<string> {
+  const dest = under(root, path);
+  if (resolve(root) === "/") return dest;
+  const top = await Deno.realPath(root);
+  for (let d = dirname(dest);; d = dirname(d)) {
+    let real: string;
+    try {
+      real = await Deno.realPath(d);
+    } catch {
+      if (dirname(d) === d) break;
+      continue;
+    }
+    if (real !== top && !real.startsWith(top + sep)) {
+      throw new InvalidArgumentError(
+        `${dest}: ${d} leads out of the root (to ${real}); refusing to write or remove there`,
+      );
+    }
+    break;
+  }
+  return dest;
 }
 
 /** The launcher of the bundle form: finds its runtime and bundle relative to itself. */
@@ -176,6 +219,8 @@ export async function plan(opts: InstallOptions): Promise<{ files: Planned[]; no
         path: join(NODE_PATHS.units, `kuasar-${kind.name}.service`),
         mode: 0o644,
         data: te.encode(systemdUnit(kind, exe)),
+        // An operator's edit stays (a drop-in in kuasar-<kind>.service.d/ is the better place).
+        config: true,
       },
       {
         type: "file",
@@ -206,7 +251,10 @@ async function guestImage(opts: InstallOptions, files: Planned[]): Promise<strin
   const names: string[] = [];
   try {
     for await (const e of Deno.readDir(from)) if (e.isFile) names.push(e.name);
-  } catch {
+  } catch (e) {
+    if (opts.guestImage) {
+      throw new InvalidArgumentError(`--guest-image ${from}: ${(e as Error).message}`);
+    }
     return [`vmm: no guest image at ${from} (deno task guest-image builds it): not installed`];
   }
   const dest = under(opts.root, DEFAULT_GUEST_DIR);
@@ -230,10 +278,10 @@ async function guestImage(opts: InstallOptions, files: Planned[]): Promise<strin
  * default` prints that line since 2.2). Editing an operator's config.toml is
  * theirs to do; install says so.
  */
-async function dropInsRead(root: string): Promise<string[]> {
+async function dropInsRead(root: string, kinds: readonly HostKind[]): Promise<string[]> {
   const config = "/etc/containerd/config.toml";
-  const wanted = `${NODE_PATHS.containerdDropIns}/*.toml`;
-  const line = `imports = ["${wanted}"]`;
+  const line = `imports = ["${NODE_PATHS.containerdDropIns}/*.toml"]`;
+  const where = `at the top of ${config} (before its first [table])`;
   let doc: Record<string, unknown>;
   try {
     doc = parseToml(await Deno.readTextFile(under(root, config)));
@@ -246,24 +294,42 @@ async function dropInsRead(root: string): Promise<string[]> {
     ];
   }
   const imports = Array.isArray(doc.imports) ? doc.imports.map(String) : [];
-  const dir = NODE_PATHS.containerdDropIns;
-  if (imports.some((i) => i === wanted || dirname(i) === dir)) return [];
-  return [`containerd: add ${line} to ${config}, or it does not read the drop-ins`];
+  const unread = kinds.map((k) => `${NODE_PATHS.containerdDropIns}/kuasar-${k.name}.toml`)
+    .filter((f) => !imports.some((i) => importCovers(i, dirname(config), f)));
+  if (!unread.length) return [];
+  return [`containerd does not read ${unread.join(", ")}: add ${line} ${where}`];
 }
 
 async function readManifest(root: string): Promise<Manifest | undefined> {
+  let m: Manifest;
   try {
-    return JSON.parse(await Deno.readTextFile(under(root, MANIFEST))) as Manifest;
+    m = JSON.parse(await Deno.readTextFile(under(root, MANIFEST))) as Manifest;
+    if (!m || !Array.isArray(m.entries) || !Array.isArray(m.dirs)) {
+      throw new Error("no entries or dirs list");
+    }
+    for (const e of m.entries) {
+      nodePath(e?.path);
+      if (e.type !== "file" && e.type !== "symlink") {
+        throw new Error(`entry type ${(e as { type: unknown }).type}`);
+      }
+    }
+    m.dirs.forEach(nodePath);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw new InvalidArgumentError(
       `${under(root, MANIFEST)} is unreadable: ${(e as Error).message}`,
     );
   }
+  return m;
 }
 
 /** Creates `dir`'s missing parents (0755), recording each under `root`. */
-async function mkdirs(root: string, dir: string, created: string[]): Promise<void> {
+async function mkdirs(
+  root: string,
+  dir: string,
+  created: string[],
+  onRecord?: () => Promise<void>,
+): Promise<void> {
   const missing: string[] = [];
   for (let d = dir; d !== "/" && d !== "."; d = dirname(d)) {
     try {
@@ -274,9 +340,10 @@ async function mkdirs(root: string, dir: string, created: string[]): Promise<voi
     }
   }
   for (const d of missing) {
-    await Deno.mkdir(under(root, d), { mode: 0o755 });
-    await Deno.chmod(under(root, d), 0o755);
     if (!created.includes(d)) created.push(d);
+    await onRecord?.();
+    await Deno.mkdir(await inside(root, d), { mode: 0o755 });
+    await Deno.chmod(under(root, d), 0o755);
   }
 }
 
@@ -295,16 +362,39 @@ async function writeAtomically(dest: string, write: (tmp: string) => Promise<voi
 
 /** Installs (or brings up to date) what `plan` lists; idempotent. */
 export async function install(opts: InstallOptions): Promise<ChangeReport> {
+  if (!opts.root) throw new InvalidArgumentError("--root is empty (the node is --root /)");
+  if (!isAbsolute(opts.prefix)) {
+    throw new InvalidArgumentError(`--prefix must be an absolute path, not "${opts.prefix}"`);
+  }
   const report: ChangeReport = { written: [], unchanged: [], removed: [], kept: [], notes: [] };
   await Deno.mkdir(opts.root, { recursive: true, mode: 0o755 });
   const old = await readManifest(opts.root);
   const ours = new Map((old?.entries ?? []).map((e) => [e.path, e]));
   const dirs = [...(old?.dirs ?? [])];
   const entries: Entry[] = [];
+  // The manifest as saved before each change: an install killed half-way leaves a record of
+  // what it may have written, so that the next install owns it and uninstall removes it.
+  const journal = new Map(ours);
+  const save = async (m: Manifest) => {
+    await writeAtomically(
+      await inside(opts.root, MANIFEST),
+      (tmp) => Deno.writeTextFile(tmp, JSON.stringify(m, null, 2) + "\n"),
+      0o644,
+    );
+  };
+  const record = () =>
+    save({
+      version: 1,
+      prefix: opts.prefix,
+      kinds: [...new Set([...(old?.kinds ?? []), ...opts.kinds.map((k) => k.name)])],
+      entries: [...journal.values()],
+      dirs,
+    });
   const { files, notes } = await plan(opts);
-  report.notes.push(...notes, ...await dropInsRead(opts.root));
+  report.notes.push(...notes, ...await dropInsRead(opts.root, opts.kinds));
+  await mkdirs(opts.root, dirname(MANIFEST), dirs);
   for (const f of files) {
-    const dest = under(opts.root, f.path);
+    const dest = await inside(opts.root, f.path);
     const mine = ours.get(f.path);
     let st: Deno.FileInfo | undefined;
     try {
@@ -317,19 +407,23 @@ export async function install(opts: InstallOptions): Promise<ChangeReport> {
         if (mine) entries.push(mine);
         continue;
       }
-      if (st && !mine && !st.isSymlink && !opts.force) {
+      // A link someone else made (to their own build, say) is theirs, as a file is.
+      if (st && !mine && !opts.force) {
         report.kept.push({
           path: f.path,
           why: "not installed by kuasar install (--force replaces it)",
         });
         continue;
       }
-      await mkdirs(opts.root, dirname(f.path), dirs);
+      const entry: LinkEntry = { type: "symlink", path: f.path, target: f.target };
+      await mkdirs(opts.root, dirname(f.path), dirs, record);
+      journal.set(f.path, entry);
+      await record();
       // No chmod: it would follow the link (a link's own mode means nothing on Linux).
       const tmp = `${dest}.kuasar-install.${crypto.randomUUID().slice(0, 8)}`;
       await Deno.symlink(f.target, tmp);
       await Deno.rename(tmp, dest);
-      entries.push({ type: "symlink", path: f.path, target: f.target });
+      entries.push(entry);
       report.written.push(f.path);
       continue;
     }
@@ -341,13 +435,16 @@ export async function install(opts: InstallOptions): Promise<ChangeReport> {
     const config = f.type === "file" && !!f.config;
     const entry: FileEntry = { type: "file", path: f.path, sha256: want, mode: f.mode, config };
     if (have === want) {
-      if ((st!.mode! & 0o7777) !== f.mode) await Deno.chmod(dest, f.mode);
+      if (mine) {
+        if ((st!.mode! & 0o7777) !== f.mode) await Deno.chmod(dest, f.mode);
+        entries.push(entry);
+      }
       report.unchanged.push(f.path);
-      if (mine) entries.push(entry);
       continue;
     }
     if (st) {
-      const editedByOperator = mine?.type === "file" && mine.sha256 !== have;
+      const editedByOperator = mine?.type === "file" && mine.sha256 !== have &&
+        mine.pending !== have;
       if (!mine && !opts.force) {
         report.kept.push({
           path: f.path,
@@ -361,7 +458,13 @@ export async function install(opts: InstallOptions): Promise<ChangeReport> {
         continue;
       }
     }
-    await mkdirs(opts.root, dirname(f.path), dirs);
+    await mkdirs(opts.root, dirname(f.path), dirs, record);
+    journal.set(f.path, {
+      ...entry,
+      sha256: mine?.type === "file" && have === mine.sha256 ? mine.sha256 : want,
+      pending: want,
+    });
+    await record();
     await writeAtomically(
       dest,
       (tmp) => data ? Deno.writeFile(tmp, data, { mode: f.mode }) : Deno.copyFile(from, tmp),
@@ -372,44 +475,40 @@ export async function install(opts: InstallOptions): Promise<ChangeReport> {
   }
   // What an earlier install put there and this one no longer wants (fewer kinds, say).
   const now = new Set(entries.map((e) => e.path));
-  for (const e of old?.entries ?? []) {
+  for (const e of journal.values()) {
     if (!now.has(e.path)) await removeEntry(opts.root, e, report);
   }
   // And the directories only those held (the guest image's, say).
   const needed = [...now, MANIFEST];
   for (const d of [...dirs].reverse()) {
     if (needed.some((p) => p.startsWith(`${d}/`))) continue;
-    await Deno.remove(under(opts.root, d)).then(() => {
+    await Deno.remove(await inside(opts.root, d)).then(() => {
       dirs.splice(dirs.indexOf(d), 1);
       report.removed.push(d);
     }).catch(() => {/* not empty: someone else's files */});
   }
-  const manifest: Manifest = {
+  await save({
     version: 1,
     prefix: opts.prefix,
     kinds: opts.kinds.map((k) => k.name),
     entries,
     dirs,
-  };
-  await mkdirs(opts.root, dirname(MANIFEST), dirs);
-  await writeAtomically(
-    under(opts.root, MANIFEST),
-    (tmp) => Deno.writeTextFile(tmp, JSON.stringify(manifest, null, 2) + "\n"),
-    0o644,
-  );
+  });
   return report;
 }
 
 async function removeEntry(root: string, e: Entry, report: ChangeReport): Promise<void> {
-  const dest = under(root, e.path);
+  const dest = await inside(root, e.path);
   try {
     const st = await Deno.lstat(dest);
     if (e.type === "symlink") {
-      if (!st.isSymlink) {
+      if (!st.isSymlink || await Deno.readLink(dest) !== e.target) {
         report.kept.push({ path: e.path, why: "no longer the link install made: kept" });
         return;
       }
-    } else if (!st.isFile || await fileHash(dest) !== e.sha256) {
+    } else if (
+      !st.isFile || ![e.sha256, e.pending].includes(await fileHash(dest))
+    ) {
       report.kept.push({ path: e.path, why: "changed since install: kept" });
       return;
     }
@@ -427,6 +526,7 @@ function isHelperDirFile(name: string): boolean {
 
 /** Removes what install put under `root` (and the helper directory's program files). */
 export async function uninstall(root: string): Promise<ChangeReport> {
+  if (!root) throw new InvalidArgumentError("--root is empty (the node is --root /)");
   const report: ChangeReport = { written: [], unchanged: [], removed: [], kept: [], notes: [] };
   const m = await readManifest(root);
   if (!m) {
@@ -437,18 +537,22 @@ export async function uninstall(root: string): Promise<ChangeReport> {
   }
   for (const e of [...m.entries].reverse()) await removeEntry(root, e, report);
   try {
-    for await (const e of Deno.readDir(under(root, NODE_PATHS.helperDir))) {
+    const dir = await inside(root, join(NODE_PATHS.helperDir, "x")).then(dirname);
+    for await (const e of Deno.readDir(dir)) {
       if (!isHelperDirFile(e.name)) continue;
       const path = join(NODE_PATHS.helperDir, e.name);
-      await Deno.remove(under(root, path)).catch(() => {});
+      await Deno.remove(join(dir, e.name)).catch(() => {});
       report.removed.push(path);
     }
-  } catch { /* no helper dir */ }
+  } catch (e) {
+    if (e instanceof InvalidArgumentError) throw e;
+    /* no helper dir */
+  }
   await Deno.remove(under(root, MANIFEST)).catch(() => {});
   report.removed.push(MANIFEST);
   for (const d of [...m.dirs].reverse()) {
     try {
-      await Deno.remove(under(root, d));
+      await Deno.remove(await inside(root, d));
       report.removed.push(d);
     } catch { /* not empty (a user's files, pods' state) or gone */ }
   }

@@ -158,3 +158,57 @@ Deno.test("uninstall keeps what changed since install, and what it did not creat
     await f.cleanup();
   }
 });
+
+Deno.test("install and uninstall stay under the root: planted links, manifest paths", async () => {
+  const f = await fixture();
+  const victim = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(f.root, "usr/local"), { recursive: true });
+    await Deno.symlink(victim, join(f.root, "usr/local/bin"));
+    await assert.rejects(() => install(f.opts), /leads out of the root/);
+    assert.deepEqual(await tree(victim), []);
+    await Deno.remove(join(f.root, "usr/local/bin"));
+    await Deno.writeTextFile(join(victim, "file"), "x");
+    await Deno.mkdir(join(f.root, "var/lib/kuasar"), { recursive: true });
+    await Deno.writeTextFile(
+      join(f.root, MANIFEST),
+      JSON.stringify({ version: 1, entries: [{ type: "symlink", path: "../x", target: "y" }] }),
+    );
+    await assert.rejects(() => uninstall(f.root), /unreadable/);
+    await assert.rejects(() => install({ ...f.opts, root: "" }), /--root is empty/);
+    await assert.rejects(() => install({ ...f.opts, prefix: "opt/k" }), /absolute/);
+  } finally {
+    await f.cleanup();
+    await Deno.remove(victim, { recursive: true });
+  }
+});
+
+Deno.test("a foreign link is kept; an install cut short is owned by the next one", async () => {
+  const f = await fixture();
+  try {
+    await Deno.mkdir(join(f.root, "usr/local/bin"), { recursive: true });
+    await Deno.symlink("/opt/kuasar/runc-sandboxer", join(f.root, "usr/local/bin/runc-sandboxer"));
+    const r = await install(f.opts);
+    assert.ok(r.kept.some((k) => k.path === "/usr/local/bin/runc-sandboxer"));
+    await uninstall(f.root);
+    await Deno.remove(join(f.root, "usr/local/bin/runc-sandboxer"));
+    // Killed half-way (the 8th rename fails): the manifest saved before each write names them.
+    const rename = Deno.rename;
+    let n = 0;
+    Object.assign(Deno, {
+      rename: (a: string, b: string) =>
+        ++n === 8 ? Promise.reject(new Error("killed")) : rename(a, b),
+    });
+    try {
+      await assert.rejects(() => install(f.opts), /killed/);
+    } finally {
+      Object.assign(Deno, { rename });
+    }
+    await install(f.opts);
+    await uninstall(f.root);
+    // What the test made itself stays.
+    assert.deepEqual(await tree(f.root), ["usr", "usr/local", "usr/local/bin"]);
+  } finally {
+    await f.cleanup();
+  }
+});

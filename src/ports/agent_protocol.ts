@@ -15,3 +15,10 @@ export const AGENT_PORT_NAME = "agent.0";
 export const GUEST_SHARED_DIR = "/run/kuasar/shared";
 /** The virtiofs tag of that share. */
 export const SHARE_TAG = "kuasar";
+
+/**
+ * The agent's spans (src/lib/trace_recorder.ts): `Drain` takes the finished
+ * ones, as JSON `{ spans: RecordedSpan[], dropped: number }` (an empty request).
+ */
+export const TRACE_SERVICE = "kuasar.trace.v1.Spans";
+export const TRACE_DRAIN = "Drain";

@@ -289,7 +289,10 @@ export async function startGvisorDaemon(extra = 'platform = "ptrace"'): Promise<
 }
 
 /** A vmm sandboxer on the guest image, 512 MiB and one vCPU per VM, with debug logs. */
-export async function startVmmDaemon(extraArgs: string[] = []): Promise<TestDaemon> {
+export async function startVmmDaemon(
+  extraArgs: string[] = [],
+  sandboxToml: readonly string[] = [],
+): Promise<TestDaemon> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "vmm.toml");
   await Deno.writeTextFile(
@@ -297,6 +300,7 @@ export async function startVmmDaemon(extraArgs: string[] = []): Promise<TestDaem
     [
       "[sandbox]",
       'log_level = "debug"',
+      ...sandboxToml,
       "[hypervisor]",
       `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
       `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,

@@ -46,12 +46,32 @@ type Table = Record<string, unknown>;
 const table = (v: unknown): Table =>
   v && typeof v === "object" && !Array.isArray(v) ? v as Table : {};
 
-/** Files matching an `imports` entry: a path, or a `*` pattern in its last component. */
+function importsOf(doc: Table, file: string): string[] {
+  const imports = Array.isArray(doc.imports) ? doc.imports.map(String) : [];
+  return imports.flatMap((entry) => expandImport(entry, dirname(file)));
+}
+
+/** Whether the `imports` entry `entry` of a config in `base` names the file `file`. */
+export function importCovers(entry: string, base: string, file: string): boolean {
+  const path = isAbsolute(entry) ? entry : join(base, entry);
+  if (dirname(path) !== dirname(file)) return false;
+  return globOf(path.slice(path.lastIndexOf("/") + 1)).test(file.slice(file.lastIndexOf("/") + 1));
+}
+
+/** A file name pattern (`*`, `?`) as a regular expression. */
+function globOf(name: string): RegExp {
+  const parts = name.split(/([*?])/).map((p) =>
+    p === "*" ? "[^/]*" : p === "?" ? "[^/]" : escapeRegExp(p)
+  );
+  return new RegExp(`^${parts.join("")}$`);
+}
+
+/** Files matching an `imports` entry: a path, or a pattern in its last component. */
 function expandImport(entry: string, base: string): string[] {
   const path = isAbsolute(entry) ? entry : join(base, entry);
   const name = path.slice(path.lastIndexOf("/") + 1);
-  if (!name.includes("*")) return [path];
-  const re = new RegExp(`^${name.split("*").map(escapeRegExp).join("[^/]*")}$`);
+  if (!/[*?]/.test(name)) return [path];
+  const re = globOf(name);
   try {
     return [...Deno.readDirSync(dirname(path))].filter((e) => re.test(e.name))
       .map((e) => join(dirname(path), e.name)).sort();
@@ -87,17 +107,28 @@ export function readContainerdConfig(main: string): ConfigFile[] {
   };
   const doc = load(main) ?? {};
   files.push({ path: main, doc });
-  const imports = Array.isArray(doc.imports) ? doc.imports.map(String) : [];
+  // containerd follows imports breadth-first, imported files' imports included.
   const seen = new Set([main]);
-  for (const entry of imports) {
-    for (const path of expandImport(entry, dirname(main))) {
-      if (seen.has(path)) continue;
-      seen.add(path);
-      const d = load(path);
-      if (d) files.push({ path, doc: d });
+  const pending = importsOf(doc, main);
+  while (pending.length) {
+    const path = pending.shift()!;
+    if (seen.has(path)) continue;
+    seen.add(path);
+    const d = load(path);
+    if (d) {
+      files.push({ path, doc: d });
+      pending.push(...importsOf(d, path));
     }
   }
   return files;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return Deno.statSync(path).isDirectory;
+  } catch {
+    return false;
+  }
 }
 
 function existsFile(path: string): boolean {
@@ -188,6 +219,17 @@ export function checkSandboxHandlers(
   if (!mine.length) {
     const installed = `${dirname(DROP_IN_IMPORT)}/kuasar-${kind}.toml`;
     const unread = !files.some((f) => f.path === installed) && existsFile(installed);
+    const elsewhere = plugins.get(`kuasar-${kind}`);
+    if (elsewhere && !unread) {
+      return [{
+        id: "containerd.proxy-plugin",
+        kind,
+        status: "fail",
+        detail: `proxy plugin kuasar-${kind} (${elsewhere.file}) is at ${elsewhere.address}, ` +
+          `not at the sandboxer's ${listen}`,
+        fix: `make its address ${listen}, or run the sandboxer with --listen ${elsewhere.address}`,
+      }];
+    }
     return [{
       id: "containerd.proxy-plugin",
       kind,
@@ -195,7 +237,8 @@ export function checkSandboxHandlers(
       detail: `no [proxy_plugins] entry of type "sandbox" at ${listen} in ${where}` +
         (unread ? ` (${installed} is there, but no imports line names it)` : ""),
       fix: unread
-        ? `add imports = ["${DROP_IN_IMPORT}"] to ${files[0]?.path} and restart containerd`
+        ? `add imports = ["${DROP_IN_IMPORT}"] at the top of ${files[0]?.path} (before its ` +
+          "first [table]) and restart containerd"
         : copyFix,
     }];
   }
@@ -229,7 +272,10 @@ export function checkSandboxHandlers(
       problems.push(`containerd cannot resolve runtime_type "${type}": ${shim.why}`);
       fixes.push(
         isAbsolute(type)
-          ? "start the sandboxer before containerd: it installs the stub at start"
+          ? (isDirectory(type)
+            ? `${type} is a directory: name the stub binary in it`
+            : "start the sandboxer before containerd (it installs the stub at start), or " +
+              "kuasar install")
           : `set runtime_type to the stub's absolute path, /var/lib/kuasar/bin/containerd-shim-kuasar-${kind}-v1`,
       );
     }
@@ -304,24 +350,39 @@ export interface ContainerdInspection {
 
 /** containerd's version and config (`binary` default: containerd on PATH; config default /etc). */
 export async function inspectContainerd(
-  binary = "containerd",
+  binary?: string,
   main = "/etc/containerd/config.toml",
 ): Promise<ContainerdInspection> {
   const id = "containerd";
-  const v = await toolVersion(binary, ["--version"]);
+  const v = await toolVersion(binary ?? "containerd", ["--version"]);
   if ("why" in v) {
+    const found = !!findExecutable(binary ?? "containerd");
+    return {
+      check: found || binary
+        ? {
+          id,
+          status: "fail",
+          detail: `containerd does not answer --version: ${v.why}`,
+          fix: "pass --containerd with the containerd binary the node runs",
+        }
+        : {
+          id,
+          status: "skip",
+          detail: `containerd not found (${v.why})`,
+          fix: "iSulad nodes: docs/engines.md has its daemon.json",
+        },
+    };
+  }
+  const version = /^containerd\s/.test(v.line) ? parseContainerdVersion(v.line) : undefined;
+  if (!version) {
     return {
       check: {
         id,
-        status: "skip",
-        detail: `containerd not found (${v.why})`,
-        fix: "iSulad nodes: docs/engines.md has its daemon.json",
+        status: "fail",
+        detail: `${v.path} does not say it is containerd: "${v.line}"`,
+        fix: "pass --containerd with the containerd binary the node runs",
       },
     };
-  }
-  const version = parseContainerdVersion(v.line);
-  if (!version) {
-    return { check: { id, status: "warn", detail: `${v.path}: cannot read "${v.line}"` } };
   }
   const shimMode = version.major === 1 && version.minor === 7;
   if (version.major < 2 && !shimMode) {

@@ -157,3 +157,18 @@ Deno.test("containerd config: imports by glob, relative to the main file, parse 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("containerd config: imports of imports are read, breadth-first, cycles once", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(join(dir, "config.toml"), `imports = ["a.toml"]\n`);
+    await Deno.writeTextFile(join(dir, "a.toml"), `imports = ["b.toml", "config.toml"]\n`);
+    await Deno.writeTextFile(join(dir, "b.toml"), `imports = ["a.toml"]\n`);
+    assert.deepEqual(
+      readContainerdConfig(join(dir, "config.toml")).map((f) => f.path),
+      ["config.toml", "a.toml", "b.toml"].map((n) => join(dir, n)),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -241,7 +241,10 @@ export async function mountOptionsOf(path: string, mountinfo?: string): Promise<
 
 /** The helper directory must allow execution: containerd and the sandboxer run binaries there. */
 export async function helperDirCheck(kind: string, helperDir: string): Promise<NodeCheck> {
-  const at = existingAncestor(helperDir);
+  // Through its symlinks: the mount the files land on is the one that counts.
+  const at = await Deno.realPath(existingAncestor(helperDir)).catch(() =>
+    existingAncestor(helperDir)
+  );
   const id = "helper-dir";
   const options = await mountOptionsOf(at).catch((): string[] => []);
   if (options.includes("noexec")) {

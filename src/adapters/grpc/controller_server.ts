@@ -6,6 +6,7 @@
  * @module
  */
 import { Buffer } from "node:buffer";
+import { traced } from "../../lib/trace.ts";
 import "./http2_goaway_guard.ts";
 import * as grpc from "@grpc/grpc-js";
 import { Code, InvalidArgumentError, UnavailableError } from "../../domain/errors.ts";
@@ -63,12 +64,18 @@ function unaryHandler(
     call.on("cancelled", () => ac.abort(new DOMException("cancelled", "AbortError")));
     const req = call.request;
     // Handlers may throw synchronously; run them inside the promise chain.
-    const run = Promise.resolve().then(() => {
-      if (req instanceof Undecodable) {
-        throw new InvalidArgumentError(`Cannot decode ${name} request: ${req.error.message}`);
-      }
-      return fn(req as never, ac.signal);
-    });
+    const pod = (req as { sandboxId?: unknown })?.sandboxId;
+    const run = traced(
+      `containerd.services.sandbox.v1.Controller/${name}`,
+      typeof pod === "string" ? { "kuasar.pod": pod } : {},
+      async () => {
+        if (req instanceof Undecodable) {
+          throw new InvalidArgumentError(`Cannot decode ${name} request: ${req.error.message}`);
+        }
+        return await fn(req as never, ac.signal);
+      },
+      String(call.metadata.get("traceparent")[0] ?? "") || undefined,
+    );
     run.then(
       (res) => callback(null, res),
       (e) => {
@@ -229,10 +236,17 @@ export async function serveController(
 
 /** Fails if something answers on `path`; removes the file if nothing does. */
 export async function ensureSocketFree(path: string): Promise<void> {
+  let st: Deno.FileInfo;
   try {
-    await Deno.lstat(path);
+    st = await Deno.lstat(path);
   } catch {
     return;
+  }
+  // Only a socket is ours to replace: a file or link there is someone's mistake, not stale state.
+  if (!st.isSocket) {
+    throw new InvalidArgumentError(
+      `--listen "${path}" exists and is not a socket: remove it or choose another path`,
+    );
   }
   try {
     const c = await Deno.connect({ transport: "unix", path });

@@ -8,6 +8,8 @@
  * @module
  */
 import { DeadlineExceededError, UnavailableError } from "../../domain/errors.ts";
+import type { RecordedSpan } from "../../lib/trace_recorder.ts";
+import { TRACE_DRAIN, TRACE_SERVICE } from "../../ports/agent_protocol.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { type UnaryClient, unaryClient } from "../ttrpc/typed.ts";
@@ -64,6 +66,24 @@ export class AgentLinks {
   /** The pod's connection, made again if it dropped. */
   get(sandboxId: string): Promise<AgentLink> {
     return this.connect(sandboxId, performance.now() + RECONNECT_MS);
+  }
+
+  /** The spans every connected agent recorded since the last call (an older agent has none). */
+  async drainSpans(): Promise<RecordedSpan[]> {
+    const out: RecordedSpan[] = [];
+    for (const link of this.#links.values()) {
+      const l = await link.catch(() => undefined);
+      if (!l || l.client.closed) continue;
+      try {
+        const bytes = await l.client.call(TRACE_SERVICE, TRACE_DRAIN, new Uint8Array(), {
+          timeoutMs: 2_000,
+        });
+        out.push(
+          ...(JSON.parse(new TextDecoder().decode(bytes)) as { spans: RecordedSpan[] }).spans,
+        );
+      } catch { /* an agent without tracing, or gone */ }
+    }
+    return out;
   }
 
   /** Closes the pod's connection (the VM is gone). */

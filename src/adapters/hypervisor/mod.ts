@@ -183,6 +183,7 @@ export const vmmKind: HostKind = {
         streams: ctx.streams,
       });
       serveVmExec(ctx.ttrpc, backend.links);
+      ctx.tracing.addSource(() => backend.links.drainSpans());
       return Promise.resolve({ backend, runtime });
     } catch (e) {
       return Promise.reject(e);

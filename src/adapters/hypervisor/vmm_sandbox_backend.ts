@@ -7,6 +7,7 @@
  * @module
  */
 import { join } from "node:path";
+import { traced } from "../../lib/trace.ts";
 import { DeadlineExceededError, InvalidArgumentError } from "../../domain/errors.ts";
 import { validateId } from "../../domain/ids.ts";
 import type { OciSpec } from "../../domain/oci.ts";
@@ -136,20 +137,27 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
     record.backend = { ...record.backend, cgroupsPath };
     const t0 = performance.now();
-    const h = await o.supervisor.startMonitored({
-      token: holderToken(record.id),
-      monitorLog: join(o.dir, record.id, "monitor.log"),
-      argv: () => argv,
-      cgroupProcs: await makeCgroup(cgroupsPath),
+    const attrs = { "kuasar.pod": record.id, "kuasar.accel": o.accel };
+    const { h, qmp } = await traced("vm launch", attrs, async () => {
+      const h = await o.supervisor.startMonitored({
+        token: holderToken(record.id),
+        monitorLog: join(o.dir, record.id, "monitor.log"),
+        argv: () => argv,
+        cgroupProcs: await makeCgroup(cgroupsPath),
+      });
+      record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
+      this.holders.watch(record.id, h.helperPid, h.pid);
+      return { h, qmp: await QmpClient.connect(p.qmp, o.bootTimeoutMs) };
     });
-    record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
     const network = { interfaces: guestInterfaces(nics), routes };
-    this.holders.watch(record.id, h.helperPid, h.pid);
-    const qmp = await QmpClient.connect(p.qmp, o.bootTimeoutMs);
     const vmm = performance.now() - t0;
     let checked: number;
     try {
-      checked = await this.#initAgent(record, t0 + o.bootTimeoutMs, network) - t0;
+      checked = await traced(
+        "vm boot and agent connect",
+        attrs,
+        () => this.#initAgent(record, t0 + o.bootTimeoutMs, network),
+      ) - t0;
     } finally {
       qmp.close();
     }

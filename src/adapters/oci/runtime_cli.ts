@@ -7,6 +7,8 @@
  * @module
  */
 import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
+import { basename } from "node:path";
+import { traced } from "../../lib/trace.ts";
 import type { Supervisor } from "../../ports/supervisor.ts";
 
 /** How the runtime is invoked. */
@@ -181,11 +183,16 @@ export class OciRuntimeCli {
   ): Promise<void> {
     await Deno.remove(logFile).catch(() => {});
     const argv = [...this.global(logFile), ...extraFlags, "create", "--bundle", bundle];
-    const r = await this.#supervisor.run([...argv, "--pid-file", pidFile, id], {
-      timeoutMs: 60_000,
-      discardOutput: true,
-      detached: this.opts.detached,
-    });
+    const r = await traced(
+      `${basename(this.opts.binary)} create`,
+      { "kuasar.container": id },
+      () =>
+        this.#supervisor.run([...argv, "--pid-file", pidFile, id], {
+          timeoutMs: 60_000,
+          discardOutput: true,
+          detached: this.opts.detached,
+        }),
+    );
     if (r.code !== 0) {
       throw runtimeError(`create container "${id}"`, await lastRuntimeError(logFile) ?? "");
     }

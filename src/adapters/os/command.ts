@@ -48,10 +48,37 @@ export async function runCommand(
       child.kill("SIGKILL");
     } catch { /* already gone */ }
   }, opts.timeoutMs);
+  // Read the pipes ourselves: a grandchild the program left behind (a script's `sleep`) keeps
+  // them open after the kill, and waiting for their end would outlast the timeout (forever).
+  const readers: ReadableStreamDefaultReader<Uint8Array>[] = [];
+  const collect = async (s: ReadableStream<Uint8Array>): Promise<Uint8Array> => {
+    const r = s.getReader();
+    readers.push(r);
+    const chunks: Uint8Array[] = [];
+    try {
+      for (;;) {
+        const { done, value } = await r.read();
+        if (done) break;
+        chunks.push(value);
+      }
+    } catch { /* cancelled */ }
+    const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+    let at = 0;
+    for (const c of chunks) {
+      all.set(c, at);
+      at += c.length;
+    }
+    return all;
+  };
+  const stop = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
+    for (const r of readers) r.cancel().catch(() => {});
+  }, opts.timeoutMs + 100);
   const out = opts.discardOutput
     ? { code: (await child.status).code, stdout: new Uint8Array(), stderr: new Uint8Array() }
-    : await child.output();
+    : await Promise.all([child.status, collect(child.stdout), collect(child.stderr)])
+      .then(([st, stdout, stderr]) => ({ code: st.code, stdout, stderr }));
   clearTimeout(timer);
+  clearTimeout(stop);
   if (timedOut) {
     throw new DeadlineExceededError(
       `"${bin} ${args.join(" ")}" did not finish within ${opts.timeoutMs} ms`,

@@ -8,6 +8,7 @@
  * @module
  */
 import { join } from "node:path";
+import { traced } from "../../lib/trace.ts";
 import { FailedPreconditionError } from "../../domain/errors.ts";
 import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
@@ -93,10 +94,15 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
     const pidFile = join(state, "init.pid");
     const logFile = join(c.bundle, "log.json");
     await Deno.remove(logFile).catch(() => {});
-    const { helperPid, pid } = await this.launch(sb.id, token, c.io, pidFile, state, {
-      argv: (console) => this.cli.createArgv(c.id, c.bundle, pidFile, logFile, console),
-      logFile,
-    });
+    const { helperPid, pid } = await traced(
+      "runc create",
+      { "kuasar.pod": sb.id, "kuasar.container": c.id },
+      () =>
+        this.launch(sb.id, token, c.io, pidFile, state, {
+          argv: (console) => this.cli.createArgv(c.id, c.bundle, pidFile, logFile, console),
+          logFile,
+        }),
+    );
     // runc writes it through the daemon's umask; a state file is the daemon's alone.
     await Deno.chmod(pidFile, 0o600).catch(() => {});
     backend.helperPid = helperPid;

@@ -5,6 +5,7 @@
  * @module
  */
 import { Code, UnavailableError } from "../../domain/errors.ts";
+import { currentTraceparent } from "../../lib/trace.ts";
 import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { fromStatus } from "../rpc_status.ts";
 import type { ByteStream } from "./frame.ts";
@@ -171,12 +172,18 @@ export class TtrpcClient {
   }
 
   #request(service: string, method: string, payload: Uint8Array, opts: CallOptions): Uint8Array {
+    const metadata = Object.entries(opts.metadata ?? {}).map(([key, value]) => ({ key, value }));
+    // The current span's context goes with the call (W3C trace context, as containerd sends it).
+    const traceparent = currentTraceparent();
+    if (traceparent && !opts.metadata?.traceparent) {
+      metadata.push({ key: "traceparent", value: traceparent });
+    }
     return Request.encode({
       service,
       method,
       payload,
       timeoutNano: opts.timeoutMs ? BigInt(Math.round(opts.timeoutMs * 1e6)) : 0n,
-      metadata: Object.entries(opts.metadata ?? {}).map(([key, value]) => ({ key, value })),
+      metadata,
     }).finish();
   }
 

@@ -11,6 +11,7 @@
  * @module
  */
 import { Code } from "../../domain/errors.ts";
+import { traced } from "../../lib/trace.ts";
 import { Request, Response } from "../../gen/ttrpc/request.ts";
 import { log } from "../../lib/log.ts";
 import { type RpcStatus, toStatus } from "../rpc_status.ts";
@@ -284,7 +285,12 @@ class ServerConnection {
     }
     const ctx = this.#context(req);
     if (method.kind === "unary") {
-      method.handle(req.payload, ctx).then(
+      traced(
+        `${req.service}/${req.method}`,
+        this.scope ? { "kuasar.pod": this.scope } : {},
+        () => method.handle(req.payload, ctx),
+        ctx.metadata.get("traceparent")?.[0],
+      ).then(
         (out) => this.#respond(streamId, { code: Code.OK, message: "" }, out),
         (e) => this.#respond(streamId, toStatus(e), new Uint8Array()),
       ).catch(() => {
