@@ -56,8 +56,8 @@ export function containerdDropIn(
   const stub = `${helperDir}/containerd-shim-kuasar-${k}-v1`;
   return `# containerd 2.x: the CRI runtime handlers of the Kuasar ${k} sandboxer (kuasar ${k}, ${kind.binaryName}).
 # Copy to /etc/containerd/conf.d/ and restart containerd. containerd reads it when its config.toml
-# has imports = ["/etc/containerd/conf.d/*.toml"] (the config \`containerd config default\` prints
-# has it since 2.2; add the line otherwise). Tested as written: tests/support/e2e.ts reads it.
+# has imports = ["/etc/containerd/conf.d/*.toml"] at the top, before the first [table] (the config
+# \`containerd config default\` prints has it since 2.2). Tested as written (tests/support/e2e.ts).
 version = 3
 
 # The sandboxer: one daemon for all pods of this kind (containerd's Sandbox API, gRPC).
