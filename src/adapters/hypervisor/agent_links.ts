@@ -10,6 +10,7 @@
 import { DeadlineExceededError, UnavailableError } from "../../domain/errors.ts";
 import type { RecordedSpan } from "../../lib/trace_recorder.ts";
 import { TRACE_DRAIN, TRACE_SERVICE } from "../../ports/agent_protocol.ts";
+import type { AgentAddress } from "../../ports/hypervisor.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
 import { type UnaryClient, unaryClient } from "../ttrpc/typed.ts";
@@ -18,10 +19,8 @@ import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/s
 /** How long a dropped connection is retried before calls fail. */
 const RECONNECT_MS = 10_000;
 
-/** Where an agent listens: vsock (a host with vhost-vsock) or the virtio-serial chardev. */
-export type AgentAddress =
-  | { readonly transport: "vsock"; readonly cid: number; readonly port: number }
-  | { readonly transport: "unix"; readonly path: string };
+/** Where an agent listens: vsock (a host with vhost-vsock) or a unix socket the VMM made. */
+export type { AgentAddress };
 
 /** A pod's connection to its agent, with typed clients of the agent's services. */
 export interface AgentLink {

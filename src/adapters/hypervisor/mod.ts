@@ -27,6 +27,7 @@ import { unaryMethods } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
+import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
 
 function existing(path: string, key: string): string {
   try {
@@ -154,7 +155,7 @@ export const vmmKind: HostKind = {
         dir: ctx.dir,
         layout: ctx.layout,
         supervisor: ctx.supervisor,
-        qemu,
+        hypervisor: new QemuHypervisor({ binary: qemu, accel }),
         kernel: existing(s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"), "kernel_path"),
         initrd: existing(
           s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),

@@ -1,8 +1,9 @@
 /**
- * microVM pods on QEMU: a pod is a VM booted from the guest image, whose
- * agent (PID 1) the sandboxer reaches over vsock or virtio-serial. QEMU runs
- * under the monitor helper, so its exit is recorded even while the daemon is
- * down, and a restarted daemon finds the VM again.
+ * microVM pods: a pod is a VM booted from the guest image, whose agent (PID
+ * 1) the sandboxer reaches over vsock or virtio-serial. The VMM (the
+ * Hypervisor port: QEMU here) runs under the monitor helper, so its exit is
+ * recorded even while the daemon is down, and a restarted daemon finds the VM
+ * again.
  *
  * @module
  */
@@ -27,12 +28,11 @@ import type { Supervisor } from "../../ports/supervisor.ts";
 import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
 import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken, sharedFsToken, socketPath } from "../supervisor/process_tokens.ts";
-import { type AgentAddress, type AgentLink, AgentLinks } from "./agent_links.ts";
+import { type AgentLink, AgentLinks } from "./agent_links.ts";
+import type { Hypervisor, VmDescription } from "../../ports/hypervisor.ts";
 import { AGENT_VSOCK_PORT, SHARE_TAG } from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
 import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
-import { qemuArgv, type QemuVmSpec } from "./qemu/qemu_command.ts";
-import { QmpClient } from "./qemu/qmp.ts";
 import type { StateLayout } from "../os/state_layout.ts";
 
 /** How the vmm backend makes VMs. */
@@ -41,12 +41,14 @@ export interface VmmBackendOptions {
   /** Where the daemon's own entries under --dir are (short socket names). */
   readonly layout: StateLayout;
   readonly supervisor: Supervisor;
-  readonly qemu: string;
+  /** The VMM that runs each pod's VM. */
+  readonly hypervisor: Hypervisor;
   readonly kernel: string;
   readonly initrd: string;
   readonly kernelParams: string;
   readonly memoryMiB: number;
   readonly vcpus: number;
+  /** How the VMM runs guests, for the logs and the pod's record. */
   readonly accel: "kvm" | "tcg";
   /** Give VMs a vhost-vsock device (the host has /dev/vhost-vsock). */
   readonly vsock: boolean;
@@ -64,11 +66,35 @@ async function vmPaths(o: VmmBackendOptions, id: string) {
   await Deno.mkdir(s, { recursive: true, mode: 0o700 });
   const token = `vm@${id}`;
   return {
-    qmp: await socketPath(s, token, "qmp"),
+    // The name QEMU's QMP socket always had, so a restarted daemon finds running VMs.
+    control: await socketPath(s, token, "qmp"),
     agent: await socketPath(s, token, "agent"),
     fs: await socketPath(s, token, "fs"),
     shared: join(dir, id, "shared"),
     console: join(dir, id, "console.log"),
+  };
+}
+
+/** The pod's VM as the VMM sees it; `nics` and `shares` matter only at launch. */
+function describe(
+  o: VmmBackendOptions,
+  id: string,
+  p: Awaited<ReturnType<typeof vmPaths>>,
+  launch: Pick<VmDescription, "nics" | "shares"> = { nics: [], shares: [] },
+): VmDescription {
+  return {
+    id,
+    name: `kuasar-${id.slice(0, 12)}`,
+    kernel: o.kernel,
+    initrd: o.initrd,
+    kernelParams: o.kernelParams,
+    memoryMiB: o.memoryMiB,
+    vcpus: o.vcpus,
+    consoleLog: p.console,
+    controlSocket: p.control,
+    agentSocket: p.agent,
+    vsockCid: o.vsock ? vsockCid(id) : undefined,
+    ...launch,
   };
 }
 
@@ -92,20 +118,17 @@ export interface VmmPodState extends PodProcessState {
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmPodState> {
   #log = log.with({ component: "vmm-sandbox" });
   /** The connections to the pods' agents, shared with the containers' runtime. */
-  readonly links: AgentLinks = new AgentLinks(async (id) => {
-    const serial: AgentAddress = {
-      transport: "unix",
-      path: (await vmPaths(this.opts, id)).agent,
-    };
-    return this.opts.vsock
-      ? [{ transport: "vsock", cid: vsockCid(id), port: AGENT_VSOCK_PORT }, serial]
-      : [serial];
-  });
+  readonly links: AgentLinks = new AgentLinks(async (id) =>
+    this.opts.hypervisor.agentAddresses(
+      describe(this.opts, id, await vmPaths(this.opts, id)),
+      AGENT_VSOCK_PORT,
+    )
+  );
 
   async start(record: SandboxRecord<VmmPodState>): Promise<StartedProcess> {
     const o = this.opts;
     const p = await vmPaths(o, record.id);
-    for (const f of [p.qmp, p.agent]) await Deno.remove(f).catch(() => {});
+    for (const f of [p.control, p.agent]) await Deno.remove(f).catch(() => {});
     // The CNI interfaces, mirrored onto taps the VM's NICs use.
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
@@ -113,32 +136,24 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const virtiofs = o.virtiofsd
       ? [{ socket: await this.#startVirtiofsd(record, p), tag: SHARE_TAG }]
       : [];
-    const spec: QemuVmSpec = {
-      name: `kuasar-${record.id.slice(0, 12)}`,
-      binary: o.qemu,
-      kernel: o.kernel,
-      initrd: o.initrd,
-      kernelParams: o.kernelParams,
-      memoryMiB: o.memoryMiB,
-      vcpus: o.vcpus,
-      accel: o.accel,
-      qmpSocket: p.qmp,
-      consoleLog: p.console,
-      agentSocket: p.agent,
-      vsockCid: o.vsock ? vsockCid(record.id) : undefined,
+    const vm = describe(o, record.id, p, {
       nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
-      virtiofs,
-    };
+      shares: virtiofs,
+    });
     // In the pod's netns, so its devices (taps) are the pod's.
     const argv = record.netnsPath
-      ? ["nsenter", `--net=${record.netnsPath}`, "--", ...qemuArgv(spec)]
-      : qemuArgv(spec);
+      ? ["nsenter", `--net=${record.netnsPath}`, "--", ...o.hypervisor.argv(vm)]
+      : o.hypervisor.argv(vm);
     // The VM's own cgroup under the pod's parent: QEMU's memory is charged there from the start.
     const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
     record.backend = { ...record.backend, cgroupsPath };
     const t0 = performance.now();
-    const attrs = { "kuasar.pod": record.id, "kuasar.accel": o.accel };
-    const { h, qmp } = await traced("vm launch", attrs, async () => {
+    const attrs = {
+      "kuasar.pod": record.id,
+      "kuasar.hypervisor": o.hypervisor.name,
+      "kuasar.accel": o.accel,
+    };
+    const h = await traced("vm launch", attrs, async () => {
       const h = await o.supervisor.startMonitored({
         token: holderToken(record.id),
         monitorLog: join(o.dir, record.id, "monitor.log"),
@@ -147,22 +162,19 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       });
       record.backend = { ...record.backend, holderPid: h.helperPid, accel: o.accel };
       this.holders.watch(record.id, h.helperPid, h.pid);
-      return { h, qmp: await QmpClient.connect(p.qmp, o.bootTimeoutMs) };
+      await o.hypervisor.boot(vm, t0 + o.bootTimeoutMs);
+      return h;
     });
     const network = { interfaces: guestInterfaces(nics), routes };
     const vmm = performance.now() - t0;
-    let checked: number;
-    try {
-      checked = await traced(
-        "vm boot and agent connect",
-        attrs,
-        () => this.#initAgent(record, t0 + o.bootTimeoutMs, network),
-      ) - t0;
-    } finally {
-      qmp.close();
-    }
+    const checked = await traced(
+      "vm boot and agent connect",
+      attrs,
+      () => this.#initAgent(record, t0 + o.bootTimeoutMs, network),
+    ) - t0;
     this.#log.info("vm ready", {
       sandbox: record.id,
+      hypervisor: o.hypervisor.name,
       accel: o.accel,
       vmmMs: Math.round(vmm),
       agentCheckMs: Math.round(checked),
@@ -228,11 +240,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   stop(record: SandboxRecord<VmmPodState>, timeoutMs: number): Promise<SandboxExit> {
     return this.holders.stop(record, timeoutMs, async (pid, sig) => {
       if (sig === "SIGTERM") {
-        // QEMU's own orderly exit (the guest has nothing that must be flushed yet).
+        // The VMM's own orderly exit (the guest has nothing that must be flushed yet).
         const p = await vmPaths(this.opts, record.id);
-        const qmp = await QmpClient.connect(p.qmp, 2000).catch(() => undefined);
-        await qmp?.execute("quit").catch(() => {});
-        qmp?.close();
+        await this.opts.hypervisor.requestStop(describe(this.opts, record.id, p));
         return;
       }
       try {
@@ -274,7 +284,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     await this.opts.supervisor.killOrphans(sharedFsToken(record.id));
     await this.opts.supervisor.exits.remove(sharedFsToken(record.id));
     const p = await vmPaths(this.opts, record.id);
-    for (const f of [p.qmp, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
+    for (const f of [p.control, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
   }
 
   /**

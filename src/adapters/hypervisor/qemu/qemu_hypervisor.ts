@@ -1,0 +1,77 @@
+/**
+ * QEMU as the vmm sandboxer's Hypervisor: q35 with the VM on the command line
+ * (`qemu_command.ts`), QMP for control (`qmp.ts`), the agent over vsock where
+ * the host has vhost-vsock and over a virtio-serial chardev always.
+ *
+ * @module
+ */
+import type {
+  AgentAddress,
+  Hypervisor,
+  HypervisorCapabilities,
+  VmDescription,
+} from "../../../ports/hypervisor.ts";
+import { qemuArgv } from "./qemu_command.ts";
+import { QmpClient } from "./qmp.ts";
+
+/** How QEMU runs here. */
+export interface QemuOptions {
+  readonly binary: string;
+  readonly accel: "kvm" | "tcg";
+}
+
+export class QemuHypervisor implements Hypervisor {
+  readonly name = "qemu";
+  readonly capabilities: HypervisorCapabilities = { virtiofs: true, diskHotplug: true };
+  readonly #o: QemuOptions;
+
+  constructor(opts: QemuOptions) {
+    this.#o = opts;
+  }
+
+  get accel(): "kvm" | "tcg" {
+    return this.#o.accel;
+  }
+
+  argv(vm: VmDescription): string[] {
+    return qemuArgv({
+      name: vm.name,
+      binary: this.#o.binary,
+      kernel: vm.kernel,
+      initrd: vm.initrd,
+      kernelParams: vm.kernelParams,
+      memoryMiB: vm.memoryMiB,
+      vcpus: vm.vcpus,
+      accel: this.#o.accel,
+      qmpSocket: vm.controlSocket,
+      consoleLog: vm.consoleLog,
+      agentSocket: vm.agentSocket,
+      vsockCid: vm.vsockCid,
+      nics: vm.nics,
+      virtiofs: vm.shares,
+    });
+  }
+
+  /** QEMU boots from its command line: the VM runs once QMP answers. */
+  async boot(vm: VmDescription, deadline: number): Promise<void> {
+    const qmp = await QmpClient.connect(
+      vm.controlSocket,
+      Math.max(1000, deadline - performance.now()),
+    );
+    qmp.close();
+  }
+
+  /** QMP `quit`: QEMU's own orderly exit. */
+  async requestStop(vm: VmDescription): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 2000).catch(() => undefined);
+    await qmp?.execute("quit").catch(() => {});
+    qmp?.close();
+  }
+
+  agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[] {
+    const serial: AgentAddress = { transport: "unix", path: vm.agentSocket };
+    return vm.vsockCid !== undefined
+      ? [{ transport: "vsock", cid: vm.vsockCid, port: agentPort }, serial]
+      : [serial];
+  }
+}

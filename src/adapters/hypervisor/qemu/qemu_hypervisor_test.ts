@@ -1,0 +1,122 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import type { VmDescription } from "../../../ports/hypervisor.ts";
+import { QemuHypervisor } from "./qemu_hypervisor.ts";
+
+function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
+  return {
+    id: "a".repeat(64),
+    name: "kuasar-aaaaaaaaaaaa",
+    kernel: "/g/vmlinuz",
+    initrd: "/g/initramfs.img",
+    kernelParams: "",
+    memoryMiB: 512,
+    vcpus: 2,
+    consoleLog: join(dir, "console.log"),
+    controlSocket: join(dir, "qmp.sock"),
+    agentSocket: join(dir, "agent.sock"),
+    nics: [],
+    shares: [],
+    ...over,
+  };
+}
+
+/**
+ * A QMP endpoint as QEMU 7.2 answers: the greeting, then a `return` per command, only after
+ * `qmp_capabilities`; records the commands.
+ */
+function fakeQmp(path: string): { commands: string[]; close(): void } {
+  const commands: string[] = [];
+  const listener = Deno.listen({ transport: "unix", path });
+  (async () => {
+    for await (const conn of listener) {
+      (async () => {
+        const w = (o: unknown) => conn.write(new TextEncoder().encode(JSON.stringify(o) + "\r\n"));
+        await w({
+          QMP: { version: { qemu: { major: 7, minor: 2, micro: 22 } }, capabilities: [] },
+        });
+        let negotiated = false;
+        let quit = false;
+        let buf = "";
+        const chunk = new Uint8Array(4096);
+        while (!quit) {
+          const n = await conn.read(chunk).catch(() => null);
+          if (n === null) break;
+          buf += new TextDecoder().decode(chunk.subarray(0, n));
+          let nl;
+          while ((nl = buf.indexOf("\n")) >= 0) {
+            const cmd = JSON.parse(buf.slice(0, nl)).execute as string;
+            buf = buf.slice(nl + 1);
+            commands.push(cmd);
+            if (cmd === "qmp_capabilities") negotiated = true;
+            else if (!negotiated) {
+              await w({ error: { class: "CommandNotFound", desc: "Expecting capabilities" } });
+              continue;
+            }
+            await w({ return: {} });
+            if (cmd === "quit") quit = true;
+          }
+        }
+        conn.close();
+      })().catch(() => {});
+    }
+  })().catch(() => {});
+  let open = true;
+  return {
+    commands,
+    close: () => {
+      if (open) listener.close();
+      open = false;
+    },
+  };
+}
+
+Deno.test("QEMU: argv carries the description (control socket, agent port, vsock, shares)", () => {
+  const q = new QemuHypervisor({ binary: "/usr/bin/qemu-system-x86_64", accel: "tcg" });
+  const a = q.argv(vm("/run/x", {
+    vsockCid: 7,
+    nics: [{ tap: "tap0", mac: "02:00:00:00:00:01" }],
+    shares: [{ socket: "/run/x/fs.sock", tag: "kuasar" }],
+  }));
+  assert.equal(a[0], "/usr/bin/qemu-system-x86_64");
+  assert.ok(a.includes("unix:/run/x/qmp.sock,server=on,wait=off"));
+  assert.ok(a.includes("socket,id=agent,path=/run/x/agent.sock,server=on,wait=off"));
+  assert.ok(a.includes("vhost-vsock-pci,id=vsock0,guest-cid=7"));
+  assert.ok(a.includes("tap,id=net0,ifname=tap0,script=no,downscript=no"));
+  assert.ok(a.includes("vhost-user-fs-pci,chardev=fs0,tag=kuasar"));
+  assert.ok(a.includes("q35,accel=tcg"));
+  assert.deepEqual(q.capabilities, { virtiofs: true, diskHotplug: true });
+});
+
+Deno.test("QEMU: the agent over vsock first when the VM has it, the serial socket always", () => {
+  const q = new QemuHypervisor({ binary: "qemu", accel: "kvm" });
+  assert.deepEqual(q.agentAddresses(vm("/r"), 1024), [{
+    transport: "unix",
+    path: "/r/agent.sock",
+  }]);
+  assert.deepEqual(q.agentAddresses(vm("/r", { vsockCid: 9 }), 1024), [
+    { transport: "vsock", cid: 9, port: 1024 },
+    { transport: "unix", path: "/r/agent.sock" },
+  ]);
+});
+
+Deno.test("QEMU: boot waits for QMP (capabilities first), stop is QMP quit", async () => {
+  const dir = await Deno.makeTempDir();
+  const q = new QemuHypervisor({ binary: "qemu", accel: "tcg" });
+  const d = vm(dir);
+  // The socket appears late, as QEMU creates it once started.
+  let fake: ReturnType<typeof fakeQmp> | undefined;
+  setTimeout(() => (fake = fakeQmp(d.controlSocket)), 100);
+  try {
+    await q.boot(d, performance.now() + 5000);
+    await q.requestStop(d);
+    assert.deepEqual(fake?.commands, ["qmp_capabilities", "qmp_capabilities", "quit"]);
+    // No QEMU there (it is gone): stopping is not an error, booting is.
+    fake?.close();
+    await q.requestStop(vm(join(dir, "none")));
+    await assert.rejects(q.boot(vm(join(dir, "none")), performance.now() + 200));
+  } finally {
+    fake?.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

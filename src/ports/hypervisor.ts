@@ -1,0 +1,67 @@
+/**
+ * Port: what differs between VMMs (QEMU, Cloud Hypervisor, StratoVirt,
+ * Firecracker). The vmm sandboxer does the rest the same way for all: the
+ * pod's network (taps), its shared directory (virtiofsd), the monitor that
+ * runs the VMM's process and records its exit, the agent connection.
+ *
+ * A VMM runs as one process per pod, started from `argv` under the monitor
+ * helper (so a restarted daemon finds it again); `boot` then does whatever
+ * the VMM needs before the guest runs (QEMU boots from its command line; an
+ * API-driven VMM is configured and started over its API socket here).
+ *
+ * @module
+ */
+
+/** Where the pod's agent listens, as the VMM exposes it to the host. */
+export type AgentAddress =
+  | { readonly transport: "vsock"; readonly cid: number; readonly port: number }
+  | { readonly transport: "unix"; readonly path: string };
+
+/** One pod's VM, whatever runs it. */
+export interface VmDescription {
+  /** The pod id. */
+  readonly id: string;
+  /** A short name for the VMM's process and logs. */
+  readonly name: string;
+  readonly kernel: string;
+  readonly initrd: string;
+  /** Kernel command line after the console settings. */
+  readonly kernelParams: string;
+  readonly memoryMiB: number;
+  readonly vcpus: number;
+  /** The guest console goes to this file. */
+  readonly consoleLog: string;
+  /** The VMM's control socket (QMP, REST API), created by the VMM. */
+  readonly controlSocket: string;
+  /** A unix socket for the agent's serial or hybrid-vsock channel, created by the VMM. */
+  readonly agentSocket: string;
+  /** vhost-vsock context id; unset: no vsock device. */
+  readonly vsockCid?: number;
+  /** Taps in the pod's netns and the MACs the guest's NICs take. */
+  readonly nics: readonly { readonly tap: string; readonly mac: string }[];
+  /** virtiofsd sockets and the tags the guest mounts them by. */
+  readonly shares: readonly { readonly socket: string; readonly tag: string }[];
+}
+
+/** What a VMM can do, for the parts of the sandboxer that choose a path. */
+export interface HypervisorCapabilities {
+  /** Directories shared with the guest over virtiofs. */
+  readonly virtiofs: boolean;
+  /** Disks attached to a running VM. */
+  readonly diskHotplug: boolean;
+}
+
+/** A VMM. */
+export interface Hypervisor {
+  /** e.g. "qemu". */
+  readonly name: string;
+  readonly capabilities: HypervisorCapabilities;
+  /** The VMM process's argv. */
+  argv(vm: VmDescription): string[];
+  /** Once the process runs: until the VM is running (or the deadline, `performance.now()`). */
+  boot(vm: VmDescription, deadline: number): Promise<void>;
+  /** Asks the VMM to end the VM in order; the monitor sees the process exit. */
+  requestStop(vm: VmDescription): Promise<void>;
+  /** Where the agent can be reached, the preferred first. */
+  agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[];
+}
