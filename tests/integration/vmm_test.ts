@@ -6,6 +6,7 @@
  * containers with it; Stop ends the VM; nothing is left after Shutdown.
  */
 import * as cgroup1 from "../../src/gen/cgroups/cgroup1/stats/metrics.ts";
+import { GUEST_OVERHEAD_MIB } from "../../src/domain/vm_size.ts";
 import * as cgroup2 from "../../src/gen/cgroups/cgroup2/stats/metrics.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
@@ -334,4 +335,42 @@ Deno.test({
       }, () => startVmmDaemon(["--containerd-address", sink.address]))
     );
   },
+});
+
+Deno.test({
+  name: "vmm: a pod's CPU quota and memory limit size its VM; the host's cpuset is not the guest's",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  fn: () =>
+    withDaemon(async (d) => {
+      // The config's VMs have 1 vCPU and 512 MiB (startVmmDaemon); this pod asks for 2 CPUs and
+      // 768 MiB, so its VM has 2 vCPUs and 768 + GUEST_OVERHEAD_MIB.
+      const pod = await startPod(d, {
+        cgroupParent: d.cgroupParent,
+        resources: { cpuPeriod: 100_000, cpuQuota: 200_000, memoryLimitInBytes: 768 << 20 },
+      });
+      const out = join(d.base, "size-out");
+      await mkfifo(out);
+      const o = readFifo(out);
+      // Pinned as a static CPU manager pins it on the host: CPUs the guest does not have.
+      const c = await createContainer(d, pod, {
+        args: ["sh", "-c", "nproc; awk '/MemTotal/ { print int($2 / 1024) }' /proc/meminfo"],
+        stdout: out,
+        cpuset: "12-15",
+      });
+      const t = await taskClient(pod.address);
+      try {
+        const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+        assert.equal((await w).exitStatus, 0);
+        const [cpus, memMiB] = (await o.text).trim().split("\n").map(Number);
+        assert.equal(cpus, 2);
+        // MemTotal is the VM's memory less what the kernel keeps for itself.
+        const vm = 768 + GUEST_OVERHEAD_MIB;
+        assert.ok(memMiB > vm - 160 && memMiB <= vm, `MemTotal ${memMiB} MiB in a ${vm} MiB VM`);
+        await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+      } finally {
+        t.close();
+      }
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }, () => startVmmDaemon()),
 });

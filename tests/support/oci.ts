@@ -24,6 +24,8 @@ export interface BundleOptions {
   readonly cgroupParent?: string;
   readonly mounts?: { destination: string; type: string; source: string; options: string[] }[];
   readonly memoryLimit?: number;
+  /** `linux.resources.cpu.cpus`, as a static CPU manager pins a container. */
+  readonly cpuset?: string;
 }
 
 /** A process spec for Task.Exec. */
@@ -108,6 +110,7 @@ export async function writeBundle(
         devices: [{ allow: false, access: "rwm" }],
         // swap = limit: no swap beyond the limit, so exceeding it is an OOM kill on any host.
         ...(o.memoryLimit ? { memory: { limit: o.memoryLimit, swap: o.memoryLimit } } : {}),
+        ...(o.cpuset ? { cpu: { cpus: o.cpuset } } : {}),
       },
       namespaces: [
         o.sharePid ? ns("pid") : { type: "pid" },

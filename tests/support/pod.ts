@@ -37,6 +37,8 @@ export interface PodOptions {
   readonly cgroupParent?: string;
   /** The pod's id (a random one by default). */
   readonly id?: string;
+  /** `linux.resources` of the PodSandboxConfig (what a VM pod is sized by). */
+  readonly resources?: { cpuPeriod?: number; cpuQuota?: number; memoryLimitInBytes?: number };
 }
 
 /** Creates and starts a pod, passing a PodSandboxConfig like containerd does. */
@@ -52,6 +54,7 @@ export async function startPod(d: TestDaemon, o: PodOptions = {}): Promise<TestP
     hostname: o.hostname ?? `pod-${id.slice(0, 6)}`,
     linux: {
       cgroupParent: o.cgroupParent ?? "",
+      ...(o.resources ? { resources: o.resources } : {}),
       securityContext: {
         namespaceOptions: { network: o.hostNetwork ? 2 : 0, pid: o.sharePid ? 0 : 1, ipc: 0 },
       },

@@ -11,7 +11,9 @@
  *   bind-mounts the source under the container's shared directory, and the
  *   guest spec names it there;
  * - the rootfs is `rootfs` in the shared bundle; the cgroup is
- *   `/kuasar/<container>` in the guest's hierarchy; hooks (host programs) go.
+ *   `/kuasar/<container>` in the guest's hierarchy; hooks (host programs) go;
+ * - cpusets go, as Kuasar clears them: they name the host's CPUs and memory
+ *   nodes (a static CPU manager pins `12-15`), which a 2-vCPU guest lacks.
  *
  * Pure: the host performs the returned shares.
  *
@@ -55,6 +57,11 @@ export function guestSpec(spec: OciSpec, id: string, guestBundle: string): Guest
       .filter((n) => !VM_NAMESPACES.has(n.type))
       .map((n) => ({ type: n.type }));
     s.linux.cgroupsPath = `/kuasar/${id}`;
+    const cpu = s.linux.resources?.cpu;
+    if (cpu && typeof cpu === "object") {
+      delete (cpu as Record<string, unknown>).cpus;
+      delete (cpu as Record<string, unknown>).mems;
+    }
   }
   delete s.hooks;
   return { spec: s, shares };

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { guestSpec } from "./guest_spec.ts";
+import type { OciSpec } from "../../domain/oci.ts";
 
 Deno.test("guestSpec: VM namespaces dropped, the others made new", () => {
   const { spec } = guestSpec(
@@ -43,4 +44,22 @@ Deno.test("guestSpec: host bind mounts become shares, the rest pass through", ()
   assert.deepEqual(spec.hooks, undefined);
   // The input is left alone.
   assert.deepEqual(input.mounts[1].source, "/var/lib/c/hosts");
+});
+
+Deno.test("guest spec: the host's cpusets go (a guest has its own CPUs); the CPU shares stay", () => {
+  const input: OciSpec = {
+    root: { path: "rootfs" },
+    linux: {
+      resources: {
+        cpu: { shares: 512, quota: 50_000, period: 100_000, cpus: "12-15", mems: "1" },
+        memory: { limit: 67108864 },
+      },
+    },
+  };
+  const { spec } = guestSpec(input, "c1", "/g/c1");
+  assert.deepEqual(spec.linux?.resources, {
+    cpu: { shares: 512, quota: 50_000, period: 100_000 },
+    memory: { limit: 67108864 },
+  });
+  assert.equal((input.linux?.resources?.cpu as { cpus: string }).cpus, "12-15", "input untouched");
 });

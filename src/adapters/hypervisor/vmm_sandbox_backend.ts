@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { traced } from "../../lib/trace.ts";
 import { DeadlineExceededError, InvalidArgumentError } from "../../domain/errors.ts";
 import { validateId } from "../../domain/ids.ts";
+import { vmSize } from "../../domain/vm_size.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
@@ -112,6 +113,9 @@ export interface VmmPodState extends PodProcessState {
   taps?: string[];
   /** The VM's cgroup (QEMU and its threads). */
   cgroupsPath?: string;
+  /** The size the VM was started with (the config's, grown to the pod's limits). */
+  vcpus?: number;
+  memoryMiB?: number;
   accel?: "kvm" | "tcg";
 }
 
@@ -136,10 +140,16 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const virtiofs = o.virtiofsd
       ? [{ socket: await this.#startVirtiofsd(record, p), tag: SHARE_TAG }]
       : [];
-    const vm = describe(o, record.id, p, {
-      nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
-      shares: virtiofs,
-    });
+    // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
+    const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
+    record.backend = { ...record.backend, vcpus: size.vcpus, memoryMiB: size.memoryMiB };
+    const vm = {
+      ...describe(o, record.id, p, {
+        nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
+        shares: virtiofs,
+      }),
+      ...size,
+    };
     // In the pod's netns, so its devices (taps) are the pod's.
     const argv = record.netnsPath
       ? ["nsenter", `--net=${record.netnsPath}`, "--", ...o.hypervisor.argv(vm)]
@@ -176,6 +186,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       sandbox: record.id,
       hypervisor: o.hypervisor.name,
       accel: o.accel,
+      vcpus: size.vcpus,
+      memoryMiB: size.memoryMiB,
       vmmMs: Math.round(vmm),
       agentCheckMs: Math.round(checked),
       agentReadyMs: Math.round(performance.now() - t0),
