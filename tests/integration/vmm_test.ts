@@ -23,6 +23,9 @@ import {
 import { execRequest, writeBundle } from "../support/oci.ts";
 import { withEventsSink } from "../support/events.ts";
 import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
+import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
+import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
+import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
 import { skipUnless, vmUnavailable } from "../support/env.ts";
 import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
@@ -373,4 +376,46 @@ Deno.test({
       }
       await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => startVmmDaemon()),
+});
+
+Deno.test({
+  name: "vmm: a guest's clock is set again every interval, and when a restarted daemon finds it",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      const path = pod.address.replace(/^ttrpc\+unix:\/\//, "");
+      const vmShell = async (command: string) => {
+        const c = await TtrpcClient.connectUnix(path);
+        try {
+          const r = await unaryClient(c, SandboxServiceDefinition)
+            .execVMProcess({ command, stdin: new Uint8Array() }, { timeoutMs: 20_000 });
+          return r.out.trim();
+        } finally {
+          c.close();
+        }
+      };
+      const skew = async () => Math.abs(Number(await vmShell("date +%s")) - Date.now() / 1000);
+      const waitSynced = async (ms: number) => {
+        const deadline = Date.now() + ms;
+        while (await skew() > 5) {
+          if (Date.now() > deadline) return false;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        return true;
+      };
+      // An NTP step or a suspend, as the guest sees it: its clock in 2001.
+      await vmShell("date -s @1000000000 >/dev/null");
+      assert.ok(await skew() > 1e8, "the guest's clock was moved");
+      assert.ok(await waitSynced(20_000), "set again within the 10 s interval");
+
+      // Moved while no sandboxer runs: the restarted one sets it when it finds the VM, before
+      // its own first interval.
+      await d.kill9();
+      await vmShell("date -s @1000000000 >/dev/null").catch(() => {});
+      await d.spawn();
+      const skewed = await skew();
+      assert.ok(skewed < 5 || await waitSynced(5_000), `guest clock off by ${skewed} s`);
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }, () => startVmmDaemon([], [], ["clock_sync_interval_secs = 10"])),
 });

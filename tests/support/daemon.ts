@@ -292,6 +292,7 @@ export async function startGvisorDaemon(extra = 'platform = "ptrace"'): Promise<
 export async function startVmmDaemon(
   extraArgs: string[] = [],
   sandboxToml: readonly string[] = [],
+  hypervisorToml: readonly string[] = [],
 ): Promise<TestDaemon> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "vmm.toml");
@@ -306,6 +307,7 @@ export async function startVmmDaemon(
       `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
       "memory_in_mb = 512",
       "vcpus = 1",
+      ...hypervisorToml,
       "",
     ].join("\n"),
   );

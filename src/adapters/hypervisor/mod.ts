@@ -167,6 +167,7 @@ export const vmmKind: HostKind = {
         accel,
         vsock: (s.use_vsock ?? true) && vhostVsockPresent(),
         bootTimeoutMs: (s.boot_timeout_secs ?? (accel === "tcg" ? 120 : 30)) * 1000,
+        clockSyncMs: (s.clock_sync_interval_secs ?? 60) * 1000,
         virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
         virtiofsdOptions: virtiofsdOptions(s),
       });

@@ -32,6 +32,8 @@ export const hypervisorSettings = z.strictObject({
   use_vsock: z.boolean().optional(),
   /** Ours: how long Start waits for the agent (TCG boots take seconds). */
   boot_timeout_secs: z.number().int().min(1).optional(),
+  /** Ours: how often running guests' clocks are set from the host's (Kuasar: 60 s); 0: never. */
+  clock_sync_interval_secs: z.number().int().min(0).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   machine_type: z.enum(["pc", "q35"]).optional(),
   image_path: z.string().optional(),
@@ -81,6 +83,7 @@ const USED = new Set([
   "machine_accelerators",
   "use_vsock",
   "boot_timeout_secs",
+  "clock_sync_interval_secs",
   "virtiofsd",
 ]);
 

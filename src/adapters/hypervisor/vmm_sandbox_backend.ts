@@ -54,6 +54,8 @@ export interface VmmBackendOptions {
   /** Give VMs a vhost-vsock device (the host has /dev/vhost-vsock). */
   readonly vsock: boolean;
   readonly bootTimeoutMs: number;
+  /** How often running guests' clocks are set from the host's; 0: at start and recovery only. */
+  readonly clockSyncMs?: number;
   /** QEMU's virtiofsd, sharing `<dir>/<id>/shared` as the guest's /run/kuasar/shared; unset: none. */
   readonly virtiofsd?: string;
   /** Its options from the config (cache mode, thread pool). */
@@ -182,6 +184,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       attrs,
       () => this.#initAgent(record, t0 + o.bootTimeoutMs, network),
     ) - t0;
+    this.#keepClockSynced(record.id);
     this.#log.info("vm ready", {
       sandbox: record.id,
       hypervisor: o.hypervisor.name,
@@ -244,6 +247,40 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     return checked;
   }
 
+  /**
+   * Guest clocks drift (a host suspend, an NTP step on the host, a long-lived pod): each running
+   * VM's is set from the host's every `clockSyncMs`, and once more when a restarted daemon finds
+   * it, as Kuasar's sandboxer does every 60 s.
+   */
+  #clocked = new Set<string>();
+  #clockTimer: ReturnType<typeof setInterval> | undefined;
+
+  #keepClockSynced(id: string): void {
+    this.#clocked.add(id);
+    const every = this.opts.clockSyncMs ?? 0;
+    if (this.#clockTimer || every <= 0) return;
+    this.#clockTimer = setInterval(() => {
+      for (const pod of this.#clocked) this.#syncClockOf(pod);
+    }, every);
+    Deno.unrefTimer(this.#clockTimer);
+  }
+
+  #syncClockOf(id: string): void {
+    if (!this.holders.running(id)) return;
+    this.links.get(id).then((l) => syncClock(l.sandbox)).catch((e) =>
+      this.#log.debug("guest clock not synced", { sandbox: id, error: String(e) })
+    );
+  }
+
+  override async recover(record: SandboxRecord<VmmPodState>) {
+    const r = await super.recover(record);
+    if (r.alive) {
+      this.#keepClockSynced(record.id);
+      this.#syncClockOf(record.id);
+    }
+    return r;
+  }
+
   /** Whether the pod's VM runs (its QEMU has not exited). */
   vmRunning(id: string): boolean {
     return this.holders.running(id);
@@ -264,6 +301,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   }
 
   async cleanup(record: SandboxRecord<VmmPodState>): Promise<void> {
+    this.#clocked.delete(record.id);
     const pid = this.holders.runningPid(record.id);
     if (pid) {
       try {
