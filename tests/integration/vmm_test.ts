@@ -28,7 +28,15 @@ import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
 import { skipUnless, vmUnavailable } from "../support/env.ts";
 import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
-import { createContainer, randomId, startPod, tasksUpdate } from "../support/pod.ts";
+import {
+  createContainer,
+  createTask,
+  prepareContainer,
+  randomId,
+  startPod,
+  tasksUpdate,
+} from "../support/pod.ts";
+import { GUEST_SHARED_DIR } from "../../src/ports/agent_protocol.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
 import { catThroughStreams } from "../support/streams.ts";
 
@@ -418,4 +426,46 @@ Deno.test({
       assert.ok(skewed < 5 || await waitSynced(5_000), `guest clock off by ${skewed} s`);
       await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => startVmmDaemon([], [], ["clock_sync_interval_secs = 10"])),
+});
+
+Deno.test({
+  name: "vmm: OCI hooks the guest has run there; one naming a host-only program is dropped",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      const req = await prepareContainer(d, pod, { args: ["sh", "-c", "echo ran > /hook-seen"] });
+      const inGuest = `${GUEST_SHARED_DIR}/${req.id}`;
+      const hook = (stage: string) => ({
+        path: "/bin/sh",
+        args: ["sh", "-c", `cat > ${inGuest}/${stage}.json`], // the container state, on stdin
+      });
+      const config = join(req.bundle, "config.json");
+      const spec = JSON.parse(await Deno.readTextFile(config));
+      spec.hooks = {
+        createRuntime: [hook("createRuntime")],
+        poststart: [hook("poststart")],
+        prestart: [{ path: "/usr/local/bin/host-only-gpu-hook" }],
+      };
+      await Deno.writeTextFile(config, JSON.stringify(spec));
+      await createTask(pod, req);
+      const t = await taskClient(pod.address);
+      try {
+        const w = t.task.wait({ id: req.id, execId: "" }, K8S_NS);
+        await t.task.start({ id: req.id, execId: "" }, K8S_NS);
+        assert.equal((await w).exitStatus, 0);
+        const share = join(d.dir, pod.id, "shared", req.id);
+        for (const stage of ["createRuntime", "poststart"]) {
+          const state = JSON.parse(await Deno.readTextFile(join(share, `${stage}.json`)));
+          assert.equal(state.id, req.id, stage);
+        }
+        // The guest agent says so on the VM's console.
+        const console = await Deno.readTextFile(join(d.dir, pod.id, "console.log"));
+        assert.match(console, /hooks not in the guest are not run.*host-only-gpu-hook/);
+        await t.task.delete({ id: req.id, execId: "" }, K8S_NS);
+      } finally {
+        t.close();
+      }
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }, () => startVmmDaemon()),
 });

@@ -11,7 +11,8 @@
  *   bind-mounts the source under the container's shared directory, and the
  *   guest spec names it there;
  * - the rootfs is `rootfs` in the shared bundle; the cgroup is
- *   `/kuasar/<container>` in the guest's hierarchy; hooks (host programs) go;
+ *   `/kuasar/<container>` in the guest's hierarchy; hooks stay: the guest's
+ *   runc runs those whose program the guest has (the agent drops the others);
  * - cpusets go, as Kuasar clears them: they name the host's CPUs and memory
  *   nodes (a static CPU manager pins `12-15`), which a 2-vCPU guest lacks.
  *
@@ -63,6 +64,5 @@ export function guestSpec(spec: OciSpec, id: string, guestBundle: string): Guest
       delete (cpu as Record<string, unknown>).mems;
     }
   }
-  delete s.hooks;
   return { spec: s, shares };
 }

@@ -41,7 +41,8 @@ Deno.test("guestSpec: host bind mounts become shares, the rest pass through", ()
     { source: "/srv/vol", name: "m1" },
   ]);
   assert.deepEqual(spec.mounts?.map((m) => m.source), ["proc", "/g/c1/m0", "/g/c1/m1", "shm"]);
-  assert.deepEqual(spec.hooks, undefined);
+  // Hooks go to the guest, whose agent keeps the ones it can run (oci/guest_hooks.ts).
+  assert.deepEqual(spec.hooks, { prestart: [{ path: "/usr/bin/host-hook" }] });
   // The input is left alone.
   assert.deepEqual(input.mounts[1].source, "/var/lib/c/hosts");
 });

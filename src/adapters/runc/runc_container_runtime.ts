@@ -8,6 +8,8 @@
  * @module
  */
 import { join } from "node:path";
+import { log } from "../../lib/log.ts";
+import { isExecutableFile, keepRunnableHooks } from "../oci/guest_hooks.ts";
 import { traced } from "../../lib/trace.ts";
 import { FailedPreconditionError } from "../../domain/errors.ts";
 import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
@@ -69,7 +71,16 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   #oom = new OomWatcher();
 
   async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
-    const spec = await readSpec(c.bundle);
+    let spec = await readSpec(c.bundle);
+    if (this.opts.guest && spec.hooks) {
+      // The host's spec may name hooks the guest does not have: runc would fail on them.
+      const r = keepRunnableHooks(spec, isExecutableFile);
+      if (r.dropped.length) {
+        log.warn("hooks not in the guest are not run", { container: c.id, hooks: r.dropped });
+        spec = r.spec;
+        await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
+      }
+    }
     // In a VM the pod is the whole guest: the spec comes prepared by the host.
     if (!this.opts.guest) {
       joinPodNamespaces(spec, {
