@@ -22,3 +22,10 @@ export const SHARE_TAG = "kuasar";
  */
 export const TRACE_SERVICE = "kuasar.trace.v1.Spans";
 export const TRACE_DRAIN = "Drain";
+
+/**
+ * In a guest spec, the pid namespace of a pod whose containers share one
+ * (`shareProcessNamespace`): the guest's runtime replaces it with the
+ * namespace of a holder it starts for the pod (no pause container).
+ */
+export const POD_PID_NS = "/run/kuasar/pod-pid-ns";

@@ -35,6 +35,7 @@ import {
   randomId,
   startPod,
   tasksUpdate,
+  type TestPod,
 } from "../support/pod.ts";
 import { GUEST_SHARED_DIR } from "../../src/ports/agent_protocol.ts";
 import { overlayRootfs } from "../support/rootfs.ts";
@@ -467,5 +468,42 @@ Deno.test({
         t.close();
       }
       await assertShutdownLeavesNothing(d, [pod.id]);
+    }, () => startVmmDaemon()),
+});
+
+Deno.test({
+  name: "vmm: containers of a pod sharing its pid namespace see each other's processes",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  fn: () =>
+    withDaemon(async (d) => {
+      const ps = async (pod: TestPod, sharePid: boolean) => {
+        const sleeper = await createContainer(d, pod, { args: ["sleep", "1000"], sharePid });
+        const out = join(d.base, `ps-${sleeper.id}`);
+        await mkfifo(out);
+        const o = readFifo(out);
+        const t = await taskClient(pod.address);
+        try {
+          await t.task.start({ id: sleeper.id, execId: "" }, K8S_NS);
+          const c = await createContainer(d, pod, {
+            args: ["ps", "-o", "args"],
+            stdout: out,
+            sharePid,
+          });
+          const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+          await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+          assert.equal((await w).exitStatus, 0);
+          await t.task.kill({ id: sleeper.id, execId: "", signal: 9, all: false }, K8S_NS);
+          await t.task.wait({ id: sleeper.id, execId: "" }, K8S_NS);
+          for (const id of [c.id, sleeper.id]) await t.task.delete({ id, execId: "" }, K8S_NS);
+          return await o.text;
+        } finally {
+          t.close();
+        }
+      };
+      const shared = await startPod(d, { cgroupParent: d.cgroupParent, sharePid: true });
+      assert.match(await ps(shared, true), /sleep 1000/);
+      const apart = await startPod(d, { cgroupParent: d.cgroupParent });
+      assert.doesNotMatch(await ps(apart, false), /sleep 1000/);
+      await assertShutdownLeavesNothing(d, [shared.id, apart.id]);
     }, () => startVmmDaemon()),
 });

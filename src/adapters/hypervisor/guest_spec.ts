@@ -5,8 +5,9 @@
  * pod is the whole guest, so:
  *
  * - network, ipc and uts are the VM's own (the entries are dropped: runc
- *   then keeps the agent's); other namespaces are new ones (paths dropped);
- *   a pod-shared pid namespace is not offered (each container gets its own);
+ *   then keeps the agent's); other namespaces are new ones (paths dropped),
+ *   except a pid namespace the pod shares (containerd names the sandbox's):
+ *   it becomes the guest's pod pid namespace (`POD_PID_NS`);
  * - every bind mount of a host path is shared into the guest: the host
  *   bind-mounts the source under the container's shared directory, and the
  *   guest spec names it there;
@@ -21,6 +22,7 @@
  * @module
  */
 import type { OciSpec } from "../../domain/oci.ts";
+import { POD_PID_NS } from "../../ports/agent_protocol.ts";
 
 /** A host path the guest spec expects under the container's shared directory. */
 export interface Share {
@@ -56,7 +58,9 @@ export function guestSpec(spec: OciSpec, id: string, guestBundle: string): Guest
   if (s.linux) {
     s.linux.namespaces = (s.linux.namespaces ?? [])
       .filter((n) => !VM_NAMESPACES.has(n.type))
-      .map((n) => ({ type: n.type }));
+      .map((n) =>
+        n.type === "pid" && n.path ? { type: "pid", path: POD_PID_NS } : { type: n.type }
+      );
     s.linux.cgroupsPath = `/kuasar/${id}`;
     const cpu = s.linux.resources?.cpu;
     if (cpu && typeof cpu === "object") {

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { guestSpec } from "./guest_spec.ts";
 import type { OciSpec } from "../../domain/oci.ts";
+import { POD_PID_NS } from "../../ports/agent_protocol.ts";
 
-Deno.test("guestSpec: VM namespaces dropped, the others made new", () => {
+Deno.test("guestSpec: VM namespaces dropped, others new, a shared pid namespace the pod's", () => {
   const { spec } = guestSpec(
     {
       linux: {
@@ -19,8 +20,13 @@ Deno.test("guestSpec: VM namespaces dropped, the others made new", () => {
     "c1",
     "/run/kuasar/shared/c1",
   );
-  assert.deepEqual(spec.linux?.namespaces, [{ type: "pid" }, { type: "mount" }]);
+  assert.deepEqual(spec.linux?.namespaces, [
+    { type: "pid", path: POD_PID_NS },
+    { type: "mount" },
+  ]);
   assert.deepEqual(spec.linux?.cgroupsPath, "/kuasar/c1");
+  const own = guestSpec({ linux: { namespaces: [{ type: "pid" }] } }, "c2", "/g/c2");
+  assert.deepEqual(own.spec.linux?.namespaces, [{ type: "pid" }]);
 });
 
 Deno.test("guestSpec: host bind mounts become shares, the rest pass through", () => {

@@ -8,6 +8,7 @@
  * @module
  */
 import { join } from "node:path";
+import { POD_PID_NS } from "../../ports/agent_protocol.ts";
 import { log } from "../../lib/log.ts";
 import { isExecutableFile, keepRunnableHooks } from "../oci/guest_hooks.ts";
 import { traced } from "../../lib/trace.ts";
@@ -69,9 +70,27 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   };
   protected readonly runtimeName = "runc";
   #oom = new OomWatcher();
+  #podPid: Promise<number> | undefined;
+
+  /** The guest's pod pid namespace holder (started once; the VM is the pod). */
+  #podPidNamespace(): Promise<number> {
+    this.#podPid ??= this.opts.supervisor.hold("pod-pid-ns", {
+      hostNetwork: true,
+      hostIpc: true,
+      hostUts: true,
+    }).then((h) => h.pid);
+    this.#podPid.catch(() => (this.#podPid = undefined));
+    return this.#podPid;
+  }
 
   async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
     let spec = await readSpec(c.bundle);
+    const podPid = spec.linux?.namespaces?.find((n) => n.type === "pid" && n.path === POD_PID_NS);
+    if (this.opts.guest && podPid) {
+      // The pod's shared pid namespace, held in the guest by a holder of its own (no pause).
+      podPid.path = `/proc/${await this.#podPidNamespace()}/ns/pid`;
+      await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
+    }
     if (this.opts.guest && spec.hooks) {
       // The host's spec may name hooks the guest does not have: runc would fail on them.
       const r = keepRunnableHooks(spec, isExecutableFile);
