@@ -29,3 +29,11 @@ export const TRACE_DRAIN = "Drain";
  * namespace of a holder it starts for the pod (no pause container).
  */
 export const POD_PID_NS = "/run/kuasar/pod-pid-ns";
+
+/**
+ * Where the guest keeps a pod's memory-backed volumes (emptyDir with
+ * `medium: Memory`): one tmpfs per volume, `<dir>/<name>`, that every
+ * container of the pod naming it binds. In the guest's memory, not shared
+ * from the host over virtiofs.
+ */
+export const GUEST_EPHEMERAL_DIR = "/run/kuasar/ephemeral";

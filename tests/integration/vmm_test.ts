@@ -507,3 +507,55 @@ Deno.test({
       await assertShutdownLeavesNothing(d, [shared.id, apart.id]);
     }, () => startVmmDaemon()),
 });
+
+Deno.test({
+  name: "vmm: a memory emptyDir is a tmpfs in the guest, shared by the pod's containers",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  fn: () =>
+    withDaemon(async (d) => {
+      // As kubelet makes an emptyDir with medium: Memory: a tmpfs at its volume path.
+      const vol = join(d.base, "pods/u1/volumes/kubernetes.io~empty-dir/cache");
+      await Deno.mkdir(vol, { recursive: true });
+      const m = await new Deno.Command("mount", { args: ["-t", "tmpfs", "tmpfs", vol] }).output();
+      assert.ok(m.success, "mount tmpfs");
+      try {
+        const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+        const mounts = [{
+          destination: "/cache",
+          type: "bind",
+          source: vol,
+          options: ["rbind", "rw"],
+        }];
+        const run = async (script: string) => {
+          const out = join(d.base, `out-${randomId().slice(0, 8)}`);
+          await mkfifo(out);
+          const o = readFifo(out);
+          const c = await createContainer(d, pod, {
+            args: ["sh", "-c", script],
+            stdout: out,
+            mounts,
+          });
+          const t = await taskClient(pod.address);
+          try {
+            const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+            await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+            assert.equal((await w).exitStatus, 0);
+            await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+          } finally {
+            t.close();
+          }
+          return (await o.text).trim();
+        };
+        assert.match(
+          await run("grep ' /cache ' /proc/mounts; echo kept > /cache/f"),
+          /^tmpfs \/cache tmpfs /,
+        );
+        assert.equal(await run("cat /cache/f"), "kept", "the next container of the pod sees it");
+        assert.deepEqual([...Deno.readDirSync(vol)], [], "in the guest's memory, not the host's");
+        await new Deno.Command("umount", { args: ["-l", vol] }).output();
+        await assertShutdownLeavesNothing(d, [pod.id]);
+      } finally {
+        await new Deno.Command("umount", { args: ["-l", vol] }).output();
+      }
+    }, () => startVmmDaemon()),
+});

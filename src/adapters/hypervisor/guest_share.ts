@@ -11,7 +11,7 @@
 import { join } from "node:path";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { Mount } from "../../domain/task.ts";
-import { bindMount, isMountPoint, mountAll, unmountAll } from "../os/mounts.ts";
+import { bindMount, fsTypeAt, isMountPoint, mountAll, unmountAll } from "../os/mounts.ts";
 import { guestSpec } from "./guest_spec.ts";
 import { GUEST_SHARED_DIR } from "../../ports/agent_protocol.ts";
 
@@ -43,7 +43,7 @@ export async function makeShare(
   rootfs: readonly Mount[],
   hostRoot: string,
 ): Promise<void> {
-  const g = guestSpec(spec, cid, guestBundle(cid));
+  const g = guestSpec(spec, cid, guestBundle(cid), await memoryVolumes(spec));
   const root = join(share, "rootfs");
   try {
     await Deno.mkdir(root, { recursive: true, mode: 0o755 });
@@ -60,6 +60,20 @@ export async function makeShare(
     await removeShare(share);
     throw e;
   }
+}
+
+/**
+ * Which of the spec's bind sources are memory-backed volumes: kubelet's emptyDir with
+ * `medium: Memory` is a tmpfs it mounts at `…/volumes/kubernetes.io~empty-dir/<name>`.
+ */
+async function memoryVolumes(spec: OciSpec): Promise<(hostPath: string) => boolean> {
+  const memory = new Set<string>();
+  for (const m of spec.mounts ?? []) {
+    const src = m.source ?? "";
+    if (!src.includes("/kubernetes.io~empty-dir/")) continue;
+    if (await fsTypeAt(src).catch(() => undefined) === "tmpfs") memory.add(src);
+  }
+  return (p) => memory.has(p);
 }
 
 /** Unmounts and removes a share. Idempotent. */

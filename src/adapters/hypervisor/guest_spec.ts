@@ -10,7 +10,9 @@
  *   it becomes the guest's pod pid namespace (`POD_PID_NS`);
  * - every bind mount of a host path is shared into the guest: the host
  *   bind-mounts the source under the container's shared directory, and the
- *   guest spec names it there;
+ *   guest spec names it there; except a memory-backed volume (a kubelet
+ *   emptyDir on tmpfs), which becomes a tmpfs of the guest's, one per volume
+ *   for the whole pod (`GUEST_EPHEMERAL_DIR`), as Kuasar does;
  * - the rootfs is `rootfs` in the shared bundle; the cgroup is
  *   `/kuasar/<container>` in the guest's hierarchy; hooks stay: the guest's
  *   runc runs those whose program the guest has (the agent drops the others);
@@ -22,7 +24,7 @@
  * @module
  */
 import type { OciSpec } from "../../domain/oci.ts";
-import { POD_PID_NS } from "../../ports/agent_protocol.ts";
+import { GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
 
 /** A host path the guest spec expects under the container's shared directory. */
 export interface Share {
@@ -44,13 +46,32 @@ function isBind(m: { type?: string; options?: string[] }): boolean {
   return m.type === "bind" || (m.options ?? []).some((o) => o === "bind" || o === "rbind");
 }
 
-/** Rewrites `spec` (a copy) for container `id` whose bundle is `guestBundle` in the guest. */
-export function guestSpec(spec: OciSpec, id: string, guestBundle: string): GuestSpec {
+/** The guest's name of a memory volume: the same for every container of the pod that mounts it. */
+export function ephemeralName(hostPath: string): string {
+  let h = 0x811c9dc5;
+  for (const ch of hostPath) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+  const base = hostPath.slice(hostPath.lastIndexOf("/") + 1).replace(/[^A-Za-z0-9_.-]/g, "_");
+  return `${base.slice(0, 40)}-${h.toString(16).padStart(8, "0")}`;
+}
+
+/**
+ * Rewrites `spec` (a copy) for container `id` whose bundle is `guestBundle` in the guest;
+ * `inMemory` says which host paths are memory-backed volumes.
+ */
+export function guestSpec(
+  spec: OciSpec,
+  id: string,
+  guestBundle: string,
+  inMemory: (hostPath: string) => boolean = () => false,
+): GuestSpec {
   const s: OciSpec = structuredClone(spec);
   const shares: Share[] = [];
   s.root = { ...s.root, path: "rootfs" };
   s.mounts = (s.mounts ?? []).map((m) => {
     if (!isBind(m) || !m.source?.startsWith("/")) return m;
+    if (inMemory(m.source)) {
+      return { ...m, source: `${GUEST_EPHEMERAL_DIR}/${ephemeralName(m.source)}` };
+    }
     const name = `m${shares.length}`;
     shares.push({ source: m.source, name });
     return { ...m, source: `${guestBundle}/${name}` };

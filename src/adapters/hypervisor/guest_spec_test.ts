@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { guestSpec } from "./guest_spec.ts";
+import { ephemeralName, guestSpec } from "./guest_spec.ts";
 import type { OciSpec } from "../../domain/oci.ts";
-import { POD_PID_NS } from "../../ports/agent_protocol.ts";
+import { GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
 
 Deno.test("guestSpec: VM namespaces dropped, others new, a shared pid namespace the pod's", () => {
   const { spec } = guestSpec(
@@ -69,4 +69,23 @@ Deno.test("guest spec: the host's cpusets go (a guest has its own CPUs); the CPU
     memory: { limit: 67108864 },
   });
   assert.equal((input.linux?.resources?.cpu as { cpus: string }).cpus, "12-15", "input untouched");
+});
+
+Deno.test("guest spec: a memory volume becomes the pod's guest tmpfs, the same for every container", () => {
+  const vol = "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~empty-dir/cache";
+  const spec = (): OciSpec => ({
+    root: { path: "rootfs" },
+    mounts: [
+      { destination: "/cache", type: "bind", source: vol, options: ["rbind", "rw"] },
+      { destination: "/data", type: "bind", source: "/srv/vol", options: ["rbind"] },
+    ],
+  });
+  const inMemory = (p: string) => p === vol;
+  const a = guestSpec(spec(), "c1", "/g/c1", inMemory);
+  const b = guestSpec(spec(), "c2", "/g/c2", inMemory);
+  assert.equal(a.spec.mounts?.[0].source, `${GUEST_EPHEMERAL_DIR}/${ephemeralName(vol)}`);
+  assert.equal(a.spec.mounts?.[0].source, b.spec.mounts?.[0].source);
+  assert.match(ephemeralName(vol), /^cache-[0-9a-f]{8}$/);
+  assert.deepEqual(a.shares, [{ source: "/srv/vol", name: "m0" }], "not shared from the host");
+  assert.notEqual(ephemeralName("/a/x"), ephemeralName("/b/x"));
 });

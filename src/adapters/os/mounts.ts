@@ -28,6 +28,19 @@ export async function mountsUnder(prefix: string): Promise<string[]> {
   return [...points].sort((a, b) => b.length - a.length);
 }
 
+/** The file system type mounted exactly at `path` (the topmost), undefined when none is. */
+export async function fsTypeAt(path: string): Promise<string | undefined> {
+  const text = await Deno.readTextFile("/proc/self/mountinfo");
+  const want = path.endsWith("/") ? path.slice(0, -1) : path;
+  let type: string | undefined;
+  for (const line of text.split("\n")) {
+    const [pre, post] = line.split(" - ");
+    if (!post || unescape(pre.split(" ")[4] ?? "") !== want) continue;
+    type = post.split(" ")[0];
+  }
+  return type;
+}
+
 /** Whether `path` is a mount point. */
 export async function isMountPoint(path: string): Promise<boolean> {
   return (await mountsUnder(path)).includes(path.endsWith("/") ? path.slice(0, -1) : path);

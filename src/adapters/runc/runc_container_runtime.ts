@@ -8,7 +8,7 @@
  * @module
  */
 import { join } from "node:path";
-import { POD_PID_NS } from "../../ports/agent_protocol.ts";
+import { GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
 import { log } from "../../lib/log.ts";
 import { isExecutableFile, keepRunnableHooks } from "../oci/guest_hooks.ts";
 import { traced } from "../../lib/trace.ts";
@@ -34,7 +34,7 @@ import {
   removeCgroup,
 } from "../os/cgroups.ts";
 import type { ExitRecord } from "../../ports/supervisor.ts";
-import { mountRootfs } from "../os/mounts.ts";
+import { isMountPoint, mountAll, mountRootfs } from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { OomWatcher } from "../os/oom_watcher.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
@@ -90,6 +90,20 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
       // The pod's shared pid namespace, held in the guest by a holder of its own (no pause).
       podPid.path = `/proc/${await this.#podPidNamespace()}/ns/pid`;
       await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
+    }
+    if (this.opts.guest) {
+      // The pod's memory volumes: one guest tmpfs each, made by the first container naming it.
+      for (const m of spec.mounts ?? []) {
+        const src = m.source ?? "";
+        if (!src.startsWith(`${GUEST_EPHEMERAL_DIR}/`) || await isMountPoint(src)) continue;
+        await Deno.mkdir(src, { recursive: true, mode: 0o777 });
+        await mountAll([{
+          type: "tmpfs",
+          source: "tmpfs",
+          target: "",
+          options: ["mode=0777", "nosuid", "nodev"],
+        }], src);
+      }
     }
     if (this.opts.guest && spec.hooks) {
       // The host's spec may name hooks the guest does not have: runc would fail on them.
