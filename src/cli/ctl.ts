@@ -16,6 +16,7 @@ import { validateId } from "../domain/ids.ts";
 import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../adapters/ttrpc/client.ts";
 import { unaryClient } from "../adapters/ttrpc/typed.ts";
+import { ExitStatus } from "./doctor.ts";
 
 interface CtlFlags {
   kind: string;
@@ -71,6 +72,36 @@ async function sandboxIds(dir: string): Promise<string[]> {
     } catch { /* not a sandbox */ }
   }
   return ids.sort();
+}
+
+/** The sandbox an id or a unique id prefix names (as kuasar-ctl takes them). */
+export async function resolveId(dir: string, idOrPrefix: string): Promise<string> {
+  const ids = await sandboxIds(dir).catch((): string[] => []);
+  if (ids.includes(idOrPrefix)) return idOrPrefix;
+  const matches = ids.filter((i) => i.startsWith(idOrPrefix));
+  if (matches.length === 1) return matches[0];
+  if (!matches.length) throw new Error(`No sandbox id starts with "${idOrPrefix}" in ${dir}`);
+  throw new Error(`"${idOrPrefix}" names ${matches.length} sandboxes: give more of the id`);
+}
+
+/**
+ * The guest's ExecVMProcess (Kuasar's protocol) answers only output, and
+ * fails a command that exits non-zero: the command runs with its stderr
+ * merged and its exit code printed after a marker line, so both come back.
+ */
+const EXIT_MARK = "\u0000kuasar-exit=";
+export function withExitTrailer(command: string): string {
+  // A subshell, so that the command's own `exit` ends it, not the trailer.
+  return `( ${command}\n) 2>&1; printf '\\n\\000kuasar-exit=%d\\n' "$?"`;
+}
+
+/** The output and exit code from a trailer-marked result. */
+export function splitExitTrailer(out: string): { output: string; code: number } {
+  const at = out.lastIndexOf(EXIT_MARK);
+  if (at < 0) return { output: out, code: 0 };
+  const code = Number(out.slice(at + EXIT_MARK.length).trim());
+  // The trailer starts on a line of its own: the newline before it is ours.
+  return { output: out.slice(0, at).replace(/\n$/, ""), code: Number.isInteger(code) ? code : 1 };
 }
 
 /** Adds `ctl` and its subcommands to the program. */
@@ -162,24 +193,48 @@ export function addCtlCommand(program: Command): void {
     });
 
   ctl.command("exec <id> <command...>")
-    .description("run a command in a VM pod's guest (vmm), e.g. `exec <id> -- uname -r`")
-    .action(async (id: string, command: string[]) => {
-      const s = await withClient(flags(), (c) => c.status(id, false));
-      if (!s.address.startsWith("ttrpc+unix://")) {
-        throw new Error(`Sandbox "${id}" has no task address (state ${s.state})`);
-      }
-      const client = await TtrpcClient.connectUnix(s.address.slice("ttrpc+unix://".length));
-      try {
-        const r = await unaryClient(client, SandboxServiceDefinition).execVMProcess({
-          command: command.join(" "),
-          stdin: new Uint8Array(),
-        });
-        const bytes = new TextEncoder().encode(r.out);
+    .description(
+      "run a command in a VM pod's guest (vmm); prints its output (stderr merged) and exits " +
+        "with its exit code, e.g. `exec 3f2a -- uname -r`",
+    )
+    .option("-t, --timeout <secs>", "give up after this long (exit 124, as timeout(1))")
+    .option("-i, --stdin", "send this command's stdin to the command (read to its end first)")
+    .action(
+      async (idOrPrefix: string, command: string[], o: { timeout?: string; stdin?: boolean }) => {
+        const f = flags();
+        const id = await resolveId(target(f).dir, idOrPrefix);
+        const s = await withClient(f, (c) => c.status(id, false));
+        if (!s.address.startsWith("ttrpc+unix://")) {
+          throw new Error(`Sandbox "${id}" has no task address (state ${s.state})`);
+        }
+        const timeoutMs = o.timeout ? Number(o.timeout) * 1000 : undefined;
+        if (timeoutMs !== undefined && !(timeoutMs > 0)) {
+          throw new Error(`--timeout "${o.timeout}": expected a positive number of seconds`);
+        }
+        const stdin = o.stdin
+          ? new Uint8Array(await new Response(Deno.stdin.readable).arrayBuffer())
+          : new Uint8Array();
+        const client = await TtrpcClient.connectUnix(s.address.slice("ttrpc+unix://".length));
+        let r;
+        try {
+          r = await unaryClient(client, SandboxServiceDefinition).execVMProcess({
+            command: withExitTrailer(command.join(" ")),
+            stdin,
+          }, { timeoutMs });
+        } catch (e) {
+          if (timeoutMs !== undefined && /deadline|timed out|timeout/i.test(String(e))) {
+            throw new ExitStatus(124);
+          }
+          throw e;
+        } finally {
+          client.close();
+        }
+        const { output, code } = splitExitTrailer(r.out);
+        const bytes = new TextEncoder().encode(output);
         for (let off = 0; off < bytes.length;) off += await Deno.stdout.write(bytes.subarray(off));
-      } finally {
-        client.close();
-      }
-    });
+        if (code !== 0) throw new ExitStatus(code);
+      },
+    );
 
   ctl.command("wait <id>").description("wait until a sandbox stops; print its exit status")
     .action(async (id: string) => {

@@ -77,13 +77,24 @@ Deno.test({
       const guestLog = await Deno.readTextFile(join(d.dir, a.id, "console.log"));
       assert.match(guestLog, /kuasar-agent ready","pid":1/);
       // `kuasar ctl exec` runs a command in the guest (through the pod's task socket, as the
-      // daemon holds the VM's only serial connection); a failing command is an error.
-      const uname = await ctl(d, "exec", a.id, "--", "uname", "-r");
+      // daemon holds the VM's only serial connection), as Kuasar's kuasar-ctl: the pod by an id
+      // prefix, the output (stderr merged) and the command's exit code; --timeout; stdin.
+      const uname = await ctl(d, "exec", a.id.slice(0, 8), "--", "uname", "-r");
       assert.equal(uname.code, 0, uname.stderr);
       assert.match(uname.stdout, /cloud-amd64/);
-      const failing = await ctl(d, "exec", a.id, "exit", "4");
-      assert.notEqual(failing.code, 0);
-      assert.match(failing.stderr, /exited with 4/);
+      const failing = await ctl(
+        d,
+        "exec",
+        a.id,
+        "--",
+        "sh",
+        "-c",
+        "'echo partial; echo oops >&2; exit 4'",
+      );
+      assert.equal(failing.code, 4, failing.stderr);
+      assert.equal(failing.stdout, "partial\noops\n");
+      const slow = await ctl(d, "exec", "--timeout", "2", a.id, "--", "sleep", "30");
+      assert.equal(slow.code, 124, slow.stderr);
       // QEMU runs in the pod's own cgroup, under the pod's cgroup parent.
       assert.match(
         await Deno.readTextFile(`/proc/${a.pid}/cgroup`),
