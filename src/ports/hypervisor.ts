@@ -37,8 +37,12 @@ export interface VmDescription {
   readonly agentSocket: string;
   /** vhost-vsock context id; unset: no vsock device. */
   readonly vsockCid?: number;
-  /** Taps in the pod's netns and the MACs the guest's NICs take. */
-  readonly nics: readonly { readonly tap: string; readonly mac: string }[];
+  /** Taps in the pod's netns, the MACs the guest's NICs take, and their queues (multi-queue taps). */
+  readonly nics: readonly {
+    readonly tap: string;
+    readonly mac: string;
+    readonly queues?: number;
+  }[];
   /** virtiofsd sockets and the tags the guest mounts them by. */
   readonly shares: readonly { readonly socket: string; readonly tag: string }[];
 }

@@ -280,13 +280,18 @@ Deno.test({
       await ip("-n", ns, "link", "set", "lo", "up");
       await ip("-n", ns, "route", "add", "default", "via", `10.233.${net}.1`);
 
-      const pod = await startPod(d, { netnsPath: `/var/run/netns/${ns}`, hostname: "vm-net" });
+      // Two CPUs: the VM has 2 vCPUs and its NIC a queue pair per vCPU (multi-queue tap).
+      const pod = await startPod(d, {
+        netnsPath: `/var/run/netns/${ns}`,
+        hostname: "vm-net",
+        resources: { cpuPeriod: 100_000, cpuQuota: 200_000 },
+      });
       // Containers share the VM's network: the mirrored interface and routes, and a server.
       const netOut = join(d.base, "net-out");
       await mkfifo(netOut);
       const no = readFifo(netOut);
       const probe = await createContainer(d, pod, {
-        args: ["sh", "-c", "ip addr show eth0; ip route"],
+        args: ["sh", "-c", "ip addr show eth0; ip route; ls /sys/class/net/eth0/queues"],
         stdout: netOut,
       });
       const t = await taskClient(pod.address);
@@ -297,6 +302,7 @@ Deno.test({
         const text = await no.text;
         assert.match(text, new RegExp(`10\\.233\\.${net}\\.2/24`));
         assert.match(text, new RegExp(`default via 10\\.233\\.${net}\\.1`));
+        assert.deepEqual(text.match(/\brx-\d+\b/g), ["rx-0", "rx-1"], text);
         const web = await createContainer(d, pod, {
           args: [
             "sh",

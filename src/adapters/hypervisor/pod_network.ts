@@ -49,14 +49,26 @@ export async function podInterfaces(netns: string): Promise<IpAddrJson[]> {
   );
 }
 
-/** Creates a tap per interface and the tc redirects between them. */
-export async function mirrorInterfaces(netns: string): Promise<MirroredInterface[]> {
+/**
+ * Creates a tap per interface and the tc redirects between them. With more than one queue the
+ * taps are multi-queue, one queue per vCPU, as Kuasar makes them.
+ */
+export async function mirrorInterfaces(netns: string, queues = 1): Promise<MirroredInterface[]> {
   const out: MirroredInterface[] = [];
   const links = await podInterfaces(netns);
   for (const [i, link] of links.entries()) {
     const tap = `tap${i}_kuasar`;
     const ns = (argv: string[]) => runChecked(inNetns(netns, argv));
-    await ns(["ip", "tuntap", "add", "dev", tap, "mode", "tap"]);
+    await ns([
+      "ip",
+      "tuntap",
+      "add",
+      "dev",
+      tap,
+      "mode",
+      "tap",
+      ...(queues > 1 ? ["multi_queue"] : []),
+    ]);
     await ns(["ip", "link", "set", "dev", tap, "mtu", String(link.mtu ?? 1500), "up"]);
     for (const [from, to] of [[link.ifname, tap], [tap, link.ifname]]) {
       await ns(["tc", "qdisc", "add", "dev", from, "ingress"]);

@@ -135,19 +135,19 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const o = this.opts;
     const p = await vmPaths(o, record.id);
     for (const f of [p.control, p.agent]) await Deno.remove(f).catch(() => {});
-    // The CNI interfaces, mirrored onto taps the VM's NICs use.
-    const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath) : [];
+    // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
+    const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
+    record.backend = { ...record.backend, vcpus: size.vcpus, memoryMiB: size.memoryMiB };
+    // The CNI interfaces, mirrored onto taps the VM's NICs use (a queue per vCPU).
+    const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath, size.vcpus) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
     const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
     const virtiofs = o.virtiofsd
       ? [{ socket: await this.#startVirtiofsd(record, p), tag: SHARE_TAG }]
       : [];
-    // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
-    const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
-    record.backend = { ...record.backend, vcpus: size.vcpus, memoryMiB: size.memoryMiB };
     const vm = {
       ...describe(o, record.id, p, {
-        nics: nics.map((n) => ({ tap: n.tap, mac: n.mac })),
+        nics: nics.map((n) => ({ tap: n.tap, mac: n.mac, queues: size.vcpus })),
         shares: virtiofs,
       }),
       ...size,

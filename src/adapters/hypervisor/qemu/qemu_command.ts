@@ -29,7 +29,7 @@ export interface QemuVmSpec {
   /** vhost-vsock context id of the guest; unset: no vsock device. */
   readonly vsockCid?: number;
   /** Network devices: a tap (in QEMU's netns) and the MAC the guest's NIC takes. */
-  readonly nics?: readonly { tap: string; mac: string }[];
+  readonly nics?: readonly { tap: string; mac: string; queues?: number }[];
   /** Shared directories: virtiofsd sockets and their tags. */
   readonly virtiofs?: readonly { socket: string; tag: string }[];
   /** PCIe root ports left free for hot-plugged devices (`hotplugPort(i)`); q35's root bus takes none. */
@@ -81,11 +81,13 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
     );
   }
   vm.nics?.forEach((nic, i) => {
+    const q = nic.queues ?? 1;
     a.push(
       "-netdev",
-      `tap,id=net${i},ifname=${nic.tap},script=no,downscript=no`,
+      `tap,id=net${i},ifname=${nic.tap},script=no,downscript=no${q > 1 ? `,queues=${q}` : ""}`,
       "-device",
-      `virtio-net-pci,netdev=net${i},mac=${nic.mac}`,
+      // A vector per queue pair, one for config and one for control.
+      `virtio-net-pci,netdev=net${i},mac=${nic.mac}${q > 1 ? `,mq=on,vectors=${2 * q + 2}` : ""}`,
     );
   });
   if (vm.vsockCid !== undefined) {

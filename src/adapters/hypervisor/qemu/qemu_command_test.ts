@@ -55,3 +55,11 @@ Deno.test("kvmUsable: no vmx/svm flag means no KVM, whatever /dev/kvm says", () 
   assert.equal(r.usable, false);
   assert.match(r.why, /vmx\/svm|\/dev\/kvm/);
 });
+
+Deno.test("qemuArgv: a multi-queue NIC gets its queues and a vector per queue pair", () => {
+  const a = qemuArgv({ ...base, nics: [{ tap: "t0", mac: "02:00:00:00:00:01", queues: 4 }] });
+  assert.ok(a.includes("tap,id=net0,ifname=t0,script=no,downscript=no,queues=4"));
+  assert.ok(a.includes("virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01,mq=on,vectors=10"));
+  const one = qemuArgv({ ...base, nics: [{ tap: "t0", mac: "02:00:00:00:00:01", queues: 1 }] });
+  assert.ok(one.includes("virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01"));
+});
