@@ -150,7 +150,7 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
       await events.close();
       await parts.close?.();
       Deno.removeSignalListener("SIGUSR1", onUsr1);
-      await tracing.disable();
+      await tracing.disable().catch((e) => l.warn("tracing off failed", { error: String(e) }));
       resolveFinished();
     })();
   return { sandboxes, finished, stop };

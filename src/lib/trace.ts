@@ -76,6 +76,11 @@ export function traced<T>(
   });
 }
 
+/** Runs `fn` (a loop that outlives the call starting it) outside the current span. */
+export function detached<T>(fn: () => T): T {
+  return current.exit(fn);
+}
+
 /** The `traceparent` of the current span, to propagate; undefined when none. */
 export function currentTraceparent(): string | undefined {
   return backend ? current.getStore()?.traceparent : undefined;

@@ -27,6 +27,21 @@ export interface RecordedSpan {
   readonly error?: string;
 }
 
+/** Whether `x` (from another process, e.g. a guest agent's Drain) is a well-formed span. */
+export function isRecordedSpan(x: unknown): x is RecordedSpan {
+  if (typeof x !== "object" || x === null) return false;
+  const s = x as Record<string, unknown>;
+  const id = (v: unknown, n: number) =>
+    typeof v === "string" && v.length === n && /^[0-9a-f]+$/.test(v) && !/^0+$/.test(v);
+  return id(s.traceId, 32) && id(s.spanId, 16) &&
+    (s.parentSpanId === undefined || id(s.parentSpanId, 16)) &&
+    typeof s.name === "string" && s.name.length <= 256 &&
+    Number.isFinite(s.startMs) && Number.isFinite(s.endMs) &&
+    (s.error === undefined || typeof s.error === "string") &&
+    typeof s.attributes === "object" && s.attributes !== null && !Array.isArray(s.attributes) &&
+    Object.values(s.attributes).every((v) => ["string", "number", "boolean"].includes(typeof v));
+}
+
 const hex = (bytes: number) =>
   Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, "0"))
     .join("");

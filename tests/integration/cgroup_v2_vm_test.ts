@@ -12,7 +12,6 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { kvmUsable, qemuArgv } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
-import { GUEST_SHARED_DIR, SHARE_TAG } from "../../src/ports/agent_protocol.ts";
 import { GUEST_IMAGE, has, skipUnless, vmUnavailable } from "../support/env.ts";
 import { ensureBusyboxRootfs } from "../support/rootfs.ts";
 
@@ -20,6 +19,9 @@ const REPO = fileURLToPath(new URL("../..", import.meta.url));
 const VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
 /** Generous: the suite starts a Deno daemon per test under emulation. */
 const TIMEOUT_MS = 20 * 60_000;
+/** The guest's /init runs `kuasar.init=` programs only from a share with this tag. */
+const TEST_TAG = "kuasar-test";
+const GUEST_TEST_DIR = "/run/kuasar-test";
 
 function unavailable(): string | undefined {
   const vm = vmUnavailable();
@@ -45,7 +47,7 @@ async function ok(argv: string[], cwd = REPO): Promise<void> {
  * then it runs the suite and powers off.
  */
 function guestScript(): string {
-  const share = GUEST_SHARED_DIR;
+  const share = GUEST_TEST_DIR;
   return `#!/bin/sh
 if [ ! -e /.on-tmpfs ]; then
   mkdir /newroot && mount -t tmpfs -o size=1500m tmpfs /newroot
@@ -114,13 +116,13 @@ Deno.test({
         binary: "qemu-system-x86_64",
         kernel: join(GUEST_IMAGE, "vmlinuz"),
         initrd: join(GUEST_IMAGE, "initramfs.img"),
-        kernelParams: `kuasar.init=${GUEST_SHARED_DIR}/run.sh`,
+        kernelParams: `kuasar.init=${GUEST_TEST_DIR}/run.sh`,
         memoryMiB: 2048,
         vcpus: 2,
         accel: kvm.usable ? "kvm" : "tcg",
         qmpSocket: join(dir, "qmp.sock"),
         consoleLog: join(dir, "console.log"),
-        virtiofs: [{ socket: fs, tag: SHARE_TAG }],
+        virtiofs: [{ socket: fs, tag: TEST_TAG }],
       });
       const t0 = performance.now();
       const qemu = new Deno.Command(argv[0], {

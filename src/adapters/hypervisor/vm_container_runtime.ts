@@ -19,6 +19,7 @@
  *
  * @module
  */
+import { detached } from "../../lib/trace.ts";
 import { join } from "node:path";
 import { GUEST_OVERHEAD_MIB } from "../../domain/vm_size.ts";
 import { Code, codeOf, FailedPreconditionError, UnavailableError } from "../../domain/errors.ts";
@@ -291,7 +292,8 @@ export class VmContainerRuntime
     const k = key(sandboxId, c.id, e?.id);
     this.#watched.add(k);
     this.#followEvents(sandboxId);
-    (async () => {
+    // Not in the caller's trace: the wait outlives the Create/Exec that started it.
+    detached(async () => {
       while (this.#watched.has(k)) {
         try {
           const r = await (await this.#agent(sandboxId)).wait({ id: c.id, execId: e?.id ?? "" });
@@ -311,7 +313,7 @@ export class VmContainerRuntime
           await sleep(500);
         }
       }
-    })();
+    });
   }
 
   /**
@@ -321,7 +323,7 @@ export class VmContainerRuntime
   #followEvents(sandboxId: string): void {
     if (this.#following.has(sandboxId)) return;
     this.#following.add(sandboxId);
-    (async () => {
+    detached(async () => {
       while (this.#o.vmRunning(sandboxId)) {
         try {
           const env = await (await this.#o.links.get(sandboxId)).sandbox.getEvents({});
@@ -332,7 +334,7 @@ export class VmContainerRuntime
           await sleep(500);
         }
       }
-    })().finally(() => this.#following.delete(sandboxId));
+    }).finally(() => this.#following.delete(sandboxId));
   }
 
   #vmGone(sandboxId: string, c: ContainerRecord, procs: (ExecRecord | undefined)[]): void {

@@ -64,11 +64,11 @@ export async function startOtelTracing(service: string): Promise<OtelTracing> {
   const guestTracer = guest.getTracer("kuasar-guest-agent");
 
   type Handle = SpanHandle & { readonly span: import("@opentelemetry/api").Span };
-  const remote = (traceId: string, spanId: string) =>
+  const remote = (traceId: string, spanId: string, sampled = true) =>
     api.trace.setSpanContext(api.ROOT_CONTEXT, {
       traceId,
       spanId,
-      traceFlags: api.TraceFlags.SAMPLED,
+      traceFlags: sampled ? api.TraceFlags.SAMPLED : api.TraceFlags.NONE,
       isRemote: true,
     });
   const backend: TraceBackend = {
@@ -77,13 +77,13 @@ export async function startOtelTracing(service: string): Promise<OtelTracing> {
       if (parent && "span" in parent) ctx = api.trace.setSpan(ctx, (parent as Handle).span);
       else {
         const p = parseTraceparent(traceparent);
-        if (p) ctx = remote(p.traceId, p.spanId);
+        if (p) ctx = remote(p.traceId, p.spanId, p.sampled);
       }
       const span = tracer.startSpan(name, { attributes }, ctx);
       const sc = span.spanContext();
       const handle: Handle = {
         span,
-        traceparent: `00-${sc.traceId}-${sc.spanId}-01`,
+        traceparent: `00-${sc.traceId}-${sc.spanId}-${sc.traceFlags & 1 ? "01" : "00"}`,
         setAttributes: (a) => span.setAttributes(a),
         end: (error) => {
           if (error !== undefined) {

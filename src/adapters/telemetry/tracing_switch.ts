@@ -7,7 +7,7 @@
  */
 import { log } from "../../lib/log.ts";
 import { setTraceBackend } from "../../lib/trace.ts";
-import type { RecordedSpan } from "../../lib/trace_recorder.ts";
+import { isRecordedSpan, type RecordedSpan } from "../../lib/trace_recorder.ts";
 import type { OtelTracing } from "./otel.ts";
 
 /** Spans of another process, taken once (e.g. a guest agent's Drain). */
@@ -19,6 +19,8 @@ export interface SpanSources {
 }
 
 const PULL_MS = 1000;
+/** How long switching off waits for the last export. */
+const SHUTDOWN_MS = 2000;
 
 /** The daemon's tracing state. */
 export class TracingSwitch implements SpanSources {
@@ -68,11 +70,21 @@ export class TracingSwitch implements SpanSources {
       const otel = this.#otel;
       if (!otel) return;
       clearInterval(this.#timer);
-      await this.#pull();
-      setTraceBackend(undefined);
-      this.#otel = undefined;
-      await otel.shutdown();
-      log.info("tracing off", { service: this.#service });
+      try {
+        await this.#pull();
+      } finally {
+        // Off whatever the last pull did: a span source must not keep tracing on.
+        setTraceBackend(undefined);
+        this.#otel = undefined;
+        // An unreachable collector must not hold up a stop: what is not sent by then is dropped.
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await Promise.race([
+          otel.shutdown().catch(() => {}),
+          new Promise<void>((r) => (timer = setTimeout(r, SHUTDOWN_MS))),
+        ]);
+        clearTimeout(timer);
+        log.info("tracing off", { service: this.#service });
+      }
     });
   }
 
@@ -84,8 +96,13 @@ export class TracingSwitch implements SpanSources {
     const otel = this.#otel;
     if (!otel) return;
     for (const source of this.#sources) {
-      const spans = await source().catch(() => []);
-      if (spans.length) otel.importSpans(spans);
+      // One source's bad answer (a guest agent is not trusted) costs only its own spans.
+      try {
+        const spans = (await source()).filter(isRecordedSpan);
+        if (spans.length) otel.importSpans(spans);
+      } catch (e) {
+        log.debug("span source failed", { error: String(e) });
+      }
     }
   }
 
