@@ -85,6 +85,22 @@ export async function kvmUsable(
   return { usable: true, detail: probe.replace(/^ok /, "") };
 }
 
+/** The `kvm` finding of a kind: ok, or `unusable` (its status, what it means, what to do). */
+export async function kvmCheck(
+  kind: string,
+  helper: string,
+  unusable: { status: CheckStatus; detail: (why: string) => string; fix: string },
+): Promise<NodeCheck> {
+  const k = await kvmUsable(helper);
+  return k.usable ? { id: "kvm", kind, status: "ok", detail: k.detail } : {
+    id: "kvm",
+    kind,
+    status: unusable.status,
+    detail: unusable.detail(k.detail),
+    fix: unusable.fix,
+  };
+}
+
 /** Whether /proc/cpuinfo shows hardware virtualization (Intel VMX, AMD SVM). */
 export function cpuHasVirtualization(cpuinfo: string): boolean {
   return /^flags\s*:.*\b(vmx|svm)\b/m.test(cpuinfo);

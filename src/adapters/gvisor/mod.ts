@@ -11,7 +11,7 @@ import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { findExecutable } from "../os/executables.ts";
 import type { NodeCheck } from "../../domain/doctor.ts";
-import { kvmUsable, requiredTool } from "../doctor/probes.ts";
+import { kvmCheck, requiredTool } from "../doctor/probes.ts";
 import { OciRuntimeCli } from "../oci/runtime_cli.ts";
 import { GvisorContainerRuntime } from "./gvisor_container_runtime.ts";
 import { GvisorSandboxBackend } from "./gvisor_sandbox_backend.ts";
@@ -63,15 +63,12 @@ export const gvisorKind: HostKind = {
       ),
     ];
     if (s.platform === "kvm") {
-      const k = await kvmUsable(helper);
       checks.push(
-        k.usable ? { id: "kvm", kind: "gvisor", status: "ok", detail: k.detail } : {
-          id: "kvm",
-          kind: "gvisor",
+        await kvmCheck("gvisor", helper, {
           status: "fail",
-          detail: `[gvisor] platform = "kvm", but KVM is not usable: ${k.detail}`,
+          detail: (why) => `[gvisor] platform = "kvm", but KVM is not usable: ${why}`,
           fix: 'use platform = "systrap" (or "ptrace"), or a host with VMX/SVM',
-        },
+        }),
       );
     }
     return checks;

@@ -13,7 +13,7 @@ import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
 import { kvmUsable as kvmFlagsUsable } from "./qemu/qemu_command.ts";
 import type { NodeCheck } from "../../domain/doctor.ts";
-import { kvmUsable, requiredFile, requiredTool, vhostVsockPresent } from "../doctor/probes.ts";
+import { kvmCheck, requiredFile, requiredTool, vhostVsockPresent } from "../doctor/probes.ts";
 import {
   DEFAULT_GUEST_DIR,
   type HypervisorSettings,
@@ -76,21 +76,18 @@ export const vmmKind: HostKind = {
       ),
     ];
     const forced = s.machine_accelerators?.trim();
-    const k = await kvmUsable(helper);
-    if (k.usable) checks.push({ id: "kvm", kind: "vmm", status: "ok", detail: k.detail });
-    else {
-      checks.push({
-        id: "kvm",
-        kind: "vmm",
+    checks.push(
+      await kvmCheck("vmm", helper, {
         // Chosen knowingly: TCG works, slowly; otherwise pods are expected to be fast.
         status: forced === "tcg" ? "warn" : "fail",
-        detail: `KVM is not usable: ${k.detail}; VMs run under TCG emulation (several times ` +
-          "slower to boot and run)",
+        detail: (why) =>
+          `KVM is not usable: ${why}; VMs run under TCG emulation (several times slower to ` +
+          "boot and run)",
         fix: forced === "tcg"
           ? "a host with VMX/SVM and /dev/kvm for real use"
           : 'a host with VMX/SVM and /dev/kvm, or machine_accelerators = "tcg" to accept emulation',
-      });
-    }
+      }),
+    );
     const vsock = vhostVsockPresent();
     if (s.use_vsock ?? true) {
       checks.push(

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import type { OciSpec } from "../../domain/oci.ts";
 import { join } from "node:path";
 import { GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
 import { log } from "../../lib/log.ts";
@@ -72,6 +73,48 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   #oom = new OomWatcher();
   #podPid: Promise<number> | undefined;
 
+  /** A node's spec: the containers join the pod holder's namespaces and get its files. */
+  async #podSpec(sb: SandboxRecord, spec: OciSpec): Promise<OciSpec> {
+    joinPodNamespaces(spec, {
+      network: `/proc/${sb.pid}/ns/net`,
+      ipc: `/proc/${sb.pid}/ns/ipc`,
+      uts: `/proc/${sb.pid}/ns/uts`,
+      pid: `/proc/${sb.pid}/ns/pid`,
+    });
+    await addPodFileMounts(spec, join(this.opts.dir, sb.id));
+    return spec;
+  }
+
+  /**
+   * A guest's spec, prepared by the host (the pod is the whole VM) but for what only the guest
+   * has: the pod's pid namespace, its memory volumes, and which hooks it can run. Undefined
+   * when nothing changes.
+   */
+  async #guestSpec(c: C, spec: OciSpec): Promise<OciSpec | undefined> {
+    let changed = false;
+    const podPid = spec.linux?.namespaces?.find((n) => n.type === "pid" && n.path === POD_PID_NS);
+    if (podPid) {
+      // The pod's shared pid namespace, held in the guest by a holder of its own (no pause).
+      podPid.path = `/proc/${await this.#podPidNamespace()}/ns/pid`;
+      changed = true;
+    }
+    // The pod's memory volumes: one guest tmpfs each, made by the first container naming it.
+    for (const m of spec.mounts ?? []) {
+      const src = m.source ?? "";
+      if (!src.startsWith(`${GUEST_EPHEMERAL_DIR}/`) || await isMountPoint(src)) continue;
+      await Deno.mkdir(src, { recursive: true, mode: 0o777 });
+      const tmpfs = { type: "tmpfs", source: "tmpfs", target: "" };
+      await mountAll([{ ...tmpfs, options: ["mode=0777", "nosuid", "nodev"] }], src);
+    }
+    // The host's spec may name hooks the guest does not have: runc would fail on them.
+    const r = keepRunnableHooks(spec, isExecutableFile);
+    if (r.dropped.length) {
+      log.warn("hooks not in the guest are not run", { container: c.id, hooks: r.dropped });
+      return r.spec;
+    }
+    return changed ? spec : undefined;
+  }
+
   /** The guest's pod pid namespace holder (started once; the VM is the pod). */
   #podPidNamespace(): Promise<number> {
     this.#podPid ??= this.opts.supervisor.hold("pod-pid-ns", {
@@ -84,47 +127,12 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   }
 
   async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
-    let spec = await readSpec(c.bundle);
-    const podPid = spec.linux?.namespaces?.find((n) => n.type === "pid" && n.path === POD_PID_NS);
-    if (this.opts.guest && podPid) {
-      // The pod's shared pid namespace, held in the guest by a holder of its own (no pause).
-      podPid.path = `/proc/${await this.#podPidNamespace()}/ns/pid`;
-      await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
-    }
-    if (this.opts.guest) {
-      // The pod's memory volumes: one guest tmpfs each, made by the first container naming it.
-      for (const m of spec.mounts ?? []) {
-        const src = m.source ?? "";
-        if (!src.startsWith(`${GUEST_EPHEMERAL_DIR}/`) || await isMountPoint(src)) continue;
-        await Deno.mkdir(src, { recursive: true, mode: 0o777 });
-        await mountAll([{
-          type: "tmpfs",
-          source: "tmpfs",
-          target: "",
-          options: ["mode=0777", "nosuid", "nodev"],
-        }], src);
-      }
-    }
-    if (this.opts.guest && spec.hooks) {
-      // The host's spec may name hooks the guest does not have: runc would fail on them.
-      const r = keepRunnableHooks(spec, isExecutableFile);
-      if (r.dropped.length) {
-        log.warn("hooks not in the guest are not run", { container: c.id, hooks: r.dropped });
-        spec = r.spec;
-        await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
-      }
-    }
-    // In a VM the pod is the whole guest: the spec comes prepared by the host.
-    if (!this.opts.guest) {
-      joinPodNamespaces(spec, {
-        network: `/proc/${sb.pid}/ns/net`,
-        ipc: `/proc/${sb.pid}/ns/ipc`,
-        uts: `/proc/${sb.pid}/ns/uts`,
-        pid: `/proc/${sb.pid}/ns/pid`,
-      });
-      await addPodFileMounts(spec, join(this.opts.dir, sb.id));
-      await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(spec));
-    }
+    const read = await readSpec(c.bundle);
+    const changed = this.opts.guest
+      ? await this.#guestSpec(c, read)
+      : await this.#podSpec(sb, read);
+    if (changed) await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(changed));
+    const spec = changed ?? read;
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
     const backend = c.backend;
