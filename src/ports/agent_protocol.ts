@@ -37,3 +37,29 @@ export const POD_PID_NS = "/run/kuasar/pod-pid-ns";
  * from the host over virtiofs.
  */
 export const GUEST_EPHEMERAL_DIR = "/run/kuasar/ephemeral";
+
+/**
+ * Where the guest keeps the pod's hot-plugged disks (block volumes, block
+ * rootfs): a disk with a file system is mounted at `<dir>/<serial>`; every
+ * disk's device node is `<dir>/<serial>.dev` (a raw block volume binds it).
+ */
+export const GUEST_DISK_DIR = "/run/kuasar/disks";
+
+/**
+ * The guest spec's annotation listing the disks a container needs, as JSON
+ * `GuestDisk[]`; the agent finds each by its serial before the container is
+ * created.
+ */
+export const DISKS_ANNOTATION = "io.kuasar.disks";
+
+/** A hot-plugged disk as the guest's runtime sees it. */
+export interface GuestDisk {
+  /** The virtio-blk serial the host gave the disk (`/sys/block/<vd>/serial`). */
+  readonly serial: string;
+  /** The file system the agent mounts at `<GUEST_DISK_DIR>/<serial>`; unset: raw, not mounted. */
+  readonly fstype?: string;
+  /** Mount options (only `ro` is passed on: the rest belonged to the host's bind mount). */
+  readonly options?: readonly string[];
+  /** `major:minor` of the host device the spec's `linux.devices` names, to renumber in the guest. */
+  readonly hostDevice?: string;
+}

@@ -45,6 +45,21 @@ export interface VmDescription {
   }[];
   /** virtiofsd sockets and the tags the guest mounts them by. */
   readonly shares: readonly { readonly socket: string; readonly tag: string }[];
+  /** How many disks can be attached to the running VM at once (hot-plug slots). */
+  readonly diskSlots: number;
+}
+
+/** A host block device or image file attached to a running VM as a virtio-blk disk. */
+export interface DiskAttachment {
+  /** The VMM's device id, unique in the VM. */
+  readonly id: string;
+  /** Host path: a block device or a regular (raw image) file. */
+  readonly path: string;
+  readonly readOnly: boolean;
+  /** The serial the guest finds it by (at most 20 bytes). */
+  readonly serial: string;
+  /** Which hot-plug slot (0 … diskSlots-1) it takes. */
+  readonly slot: number;
 }
 
 /** What a VMM can do, for the parts of the sandboxer that choose a path. */
@@ -68,4 +83,8 @@ export interface Hypervisor {
   requestStop(vm: VmDescription): Promise<void>;
   /** Where the agent can be reached, the preferred first. */
   agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[];
+  /** Attaches a disk to the running VM (only when `capabilities.diskHotplug`). */
+  attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void>;
+  /** Detaches disk `id` once the guest has let it go (the guest unmounts first). */
+  detachDisk(vm: VmDescription, id: string): Promise<void>;
 }

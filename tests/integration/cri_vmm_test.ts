@@ -7,6 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { containerdUnavailable } from "../support/containerd.ts";
+import { blockToolsMissing, catInImage, ext4Image, loopDevice } from "../support/block.ts";
 import { GUEST_OVERHEAD_MIB } from "../../src/domain/vm_size.ts";
 import { skipUnless, VMM_CRI_CONFIG, vmUnavailable } from "../support/env.ts";
 import {
@@ -95,5 +96,58 @@ Deno.test({
       const vm = 768 + GUEST_OVERHEAD_MIB;
       assert.ok(mem > vm - 160 && mem <= vm, `MemTotal ${mem} MiB in a ${vm} MiB VM`);
       await assertAllPodsRemoved(e, [id]);
+    }),
+});
+
+Deno.test({
+  name:
+    "crictl + vmm: a block volume and a raw block device are disks of the VM, read and written there",
+  ...skipUnless(
+    vmUnavailable() ?? containerdUnavailable() ?? blockToolsMissing(),
+    "containerd + vmm sandboxer, e2fsprogs",
+  ),
+  fn: () =>
+    withVmm(async (e) => {
+      const files = await Deno.makeTempDir();
+      await Deno.writeTextFile(`${files}/hello.txt`, "from-the-host-disk\n");
+      const volImage = await ext4Image(`${files}.vol.img`, 32, files);
+      const rawImage = `${files}.raw.img`;
+      const raw = new Uint8Array(4 << 20);
+      raw.set(new TextEncoder().encode("raw-bytes"));
+      await Deno.writeFile(rawImage, raw);
+      const vol = await loopDevice(volImage);
+      const rawDev = await loopDevice(rawImage);
+      try {
+        const pc = podConfig(e);
+        const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
+        const id = await e.ctd.crictlOk(["runp", "--runtime", e.fifo, podJson]);
+        // A CSI block volume as the kubelet passes it: a mount of the device, and a raw
+        // device (volumeDevices) in `devices`.
+        const ctrJson = await e.ctd.writeJson(`${pc.metadata.name}-c.json`, {
+          ...containerConfig("blk", [
+            "sh",
+            "-c",
+            "grep ' /data ' /proc/mounts | cut -d' ' -f3; cat /data/hello.txt; " +
+            "echo written-in-the-vm > /data/out.txt; head -c 9 /dev/xvdb; echo; " +
+            "printf raw-write | dd of=/dev/xvdb bs=1 seek=100 conv=notrunc 2>/dev/null; sync",
+          ]),
+          mounts: [{ host_path: vol.path, container_path: "/data" }],
+          devices: [{ host_path: rawDev.path, container_path: "/dev/xvdb", permissions: "rwm" }],
+        });
+        const cid = await e.ctd.crictlOk(["create", id, ctrJson, podJson]);
+        await e.ctd.crictlOk(["start", cid]);
+        assert.equal((await waitState(e, cid, "CONTAINER_EXITED", 60_000)).exitCode, 0);
+        const logs = await logsOf(e, cid, /raw-bytes/);
+        assert.equal(logs, "ext4\nfrom-the-host-disk\nraw-bytes\n");
+        await assertAllPodsRemoved(e, [id]);
+      } finally {
+        await vol.detach();
+        await rawDev.detach();
+      }
+      assert.equal(await catInImage(volImage, "/out.txt"), "written-in-the-vm\n");
+      const rawAfter = await Deno.readFile(rawImage);
+      assert.equal(new TextDecoder().decode(rawAfter.subarray(100, 109)), "raw-write");
+      for (const f of [volImage, rawImage]) await Deno.remove(f);
+      await Deno.remove(files, { recursive: true });
     }),
 });

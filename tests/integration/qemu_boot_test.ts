@@ -89,7 +89,7 @@ Deno.test({
         await Deno.writeFile(disk, content);
         const sh = async (command: string) =>
           (await sandbox.execVMProcess({ command, stdin: new Uint8Array() })).out;
-        await qmp.addDisk("disk0", disk, hotplugPort(0), true);
+        await qmp.addDisk("disk0", disk, hotplugPort(0), { readOnly: true });
         let head = "";
         for (let i = 0; i < 100 && !head.startsWith("kuasar-hotplug-ok"); i++) {
           head = await sh("head -c 17 /dev/vda 2>/dev/null || true");

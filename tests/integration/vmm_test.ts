@@ -38,7 +38,8 @@ import {
   type TestPod,
 } from "../support/pod.ts";
 import { GUEST_SHARED_DIR } from "../../src/ports/agent_protocol.ts";
-import { overlayRootfs } from "../support/rootfs.ts";
+import { ensureBusyboxRootfs, overlayRootfs } from "../support/rootfs.ts";
+import { blockToolsMissing, catInImage, ext4Image, loopDevice } from "../support/block.ts";
 import { catThroughStreams } from "../support/streams.ts";
 
 function unavailable(): string | undefined {
@@ -574,5 +575,116 @@ Deno.test({
       } finally {
         await new Deno.Command("umount", { args: ["-l", vol] }).output();
       }
+    }, () => startVmmDaemon()),
+});
+
+Deno.test({
+  name:
+    "vmm: block volumes are disks of the VM: a file system on a host device, a raw device, a rootfs image",
+  ...skipUnless(unavailable() ?? blockToolsMissing(), "vmm sandboxer on QEMU, e2fsprogs"),
+  fn: () =>
+    withDaemon(async (d) => {
+      // A volume with a file system (as a CSI block volume mounted by path), a raw device
+      // (Kubernetes volumeDevices: linux.devices), and a rootfs that is an ext4 image file.
+      const files = join(d.base, "vol-files");
+      await Deno.mkdir(files);
+      await Deno.writeTextFile(join(files, "hello.txt"), "from-the-host-disk\n");
+      const volImage = await ext4Image(join(d.base, "vol.img"), 32, files);
+      const rawImage = join(d.base, "raw.img");
+      const raw = new Uint8Array(4 << 20);
+      raw.set(new TextEncoder().encode("raw-bytes"));
+      await Deno.writeFile(rawImage, raw);
+      const root = join(d.base, "root-files");
+      await new Deno.Command("cp", { args: ["-a", await ensureBusyboxRootfs(), root] }).output();
+      await Deno.writeTextFile(join(root, "marker"), "rootfs-on-a-disk\n");
+      const rootImage = await ext4Image(join(d.base, "root.img"), 32, root);
+      const vol = await loopDevice(volImage);
+      const rawDev = await loopDevice(rawImage);
+      try {
+        const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+        const disksFile = join(d.dir, pod.id, "disks.json");
+        const run = async (
+          script: string,
+          o: { devices?: boolean; rootfsImage?: boolean } = {},
+        ) => {
+          const out = join(d.base, `out-${randomId().slice(0, 8)}`);
+          await mkfifo(out);
+          const text = readFifo(out);
+          const req = await prepareContainer(d, pod, {
+            args: ["sh", "-c", script],
+            stdout: out,
+            mounts: [{
+              destination: "/data",
+              type: "bind",
+              source: vol.path,
+              options: ["rbind", "rw"],
+            }],
+          });
+          const config = join(req.bundle, "config.json");
+          const spec = JSON.parse(await Deno.readTextFile(config));
+          if (o.devices) {
+            const dev = { type: "b", major: rawDev.major, minor: rawDev.minor };
+            spec.linux.devices = [{ path: "/dev/xvdb", ...dev, fileMode: 0o660, uid: 0, gid: 0 }];
+            spec.linux.resources.devices = [
+              ...(spec.linux.resources.devices ?? []),
+              { allow: true, ...dev, access: "rwm" },
+            ];
+          }
+          await Deno.writeTextFile(config, JSON.stringify(spec));
+          const c = await createTask(
+            pod,
+            o.rootfsImage
+              ? { ...req, rootfs: [{ type: "ext4", source: rootImage, target: "", options: [] }] }
+              : req,
+          );
+          const t = await taskClient(pod.address);
+          try {
+            const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+            await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+            const status = (await w).exitStatus;
+            const inUse = JSON.parse(await Deno.readTextFile(disksFile)).disks.length;
+            await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+            return { status, out: (await text.text).trim(), inUse };
+          } finally {
+            t.close();
+          }
+        };
+        const first = await run(
+          "grep ' /data ' /proc/mounts | cut -d' ' -f1,3; cat /data/hello.txt; " +
+            "echo written-in-the-vm > /data/out.txt; head -c 9 /dev/xvdb; echo; " +
+            "printf raw-write | dd of=/dev/xvdb bs=1 seek=100 conv=notrunc 2>/dev/null",
+          { devices: true },
+        );
+        assert.equal(first.status, 0, first.out);
+        const [mount, hello, rawHead] = first.out.split("\n");
+        assert.match(mount, /^\S+ ext4$/, "the guest's kernel mounts the disk's ext4");
+        assert.doesNotMatch(mount, /virtiofs/);
+        assert.equal(hello, "from-the-host-disk");
+        assert.equal(rawHead, "raw-bytes", "the raw device reads through");
+        assert.equal(first.inUse, 2, "two disks attached while the container ran");
+        // The next container of the pod finds the first one's write; its rootfs is a disk.
+        const second = await run("cat /marker /data/out.txt; grep ' / ' /proc/mounts", {
+          rootfsImage: true,
+        });
+        assert.equal(second.status, 0, second.out);
+        assert.match(second.out, /^rootfs-on-a-disk\nwritten-in-the-vm\n/);
+        assert.match(second.out, /\/run\/kuasar\/disks\/\S+ \/ ext4|\/ ext4/);
+        // Detached once unused: the guest lets the devices go (PCIe takes seconds).
+        const deadline = Date.now() + 60_000;
+        while (JSON.parse(await Deno.readTextFile(disksFile)).disks.length) {
+          assert.ok(Date.now() < deadline, "disks detached after their containers went");
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        const blocks = await ctl(d, "exec", pod.id, "--", "ls", "/sys/block");
+        assert.doesNotMatch(blocks.stdout, /vd/, "no disk left in the guest");
+        await assertShutdownLeavesNothing(d, [pod.id]);
+      } finally {
+        await vol.detach();
+        await rawDev.detach();
+      }
+      // What the VM wrote is on the host's devices.
+      assert.equal(await catInImage(volImage, "/out.txt"), "written-in-the-vm\n");
+      const rawAfter = await Deno.readFile(rawImage);
+      assert.equal(new TextDecoder().decode(rawAfter.subarray(100, 109)), "raw-write");
     }, () => startVmmDaemon()),
 });

@@ -17,14 +17,25 @@
  *   `/kuasar/<container>` in the guest's hierarchy; hooks stay: the guest's
  *   runc runs those whose program the guest has (the agent drops the others);
  * - cpusets go, as Kuasar clears them: they name the host's CPUs and memory
- *   nodes (a static CPU manager pins `12-15`), which a 2-vCPU guest lacks.
+ *   nodes (a static CPU manager pins `12-15`), which a 2-vCPU guest lacks;
+ * - what became a disk of the VM (disk_sources.ts) is named where the guest
+ *   has it: a file system at `GUEST_DISK_DIR/<serial>` (a rootfs there too),
+ *   a raw device at `GUEST_DISK_DIR/<serial>.dev`; `linux.devices` keep the
+ *   host's numbers, which the agent renumbers; the disks are listed in the
+ *   `DISKS_ANNOTATION` for the agent to find and mount first.
  *
  * Pure: the host performs the returned shares.
  *
  * @module
  */
 import type { OciSpec } from "../../domain/oci.ts";
-import { GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
+import {
+  DISKS_ANNOTATION,
+  GUEST_DISK_DIR,
+  GUEST_EPHEMERAL_DIR,
+  type GuestDisk,
+  POD_PID_NS,
+} from "../../ports/agent_protocol.ts";
 
 /** A host path the guest spec expects under the container's shared directory. */
 export interface Share {
@@ -54,20 +65,58 @@ export function ephemeralName(hostPath: string): string {
   return `${base.slice(0, 40)}-${h.toString(16).padStart(8, "0")}`;
 }
 
+/** The container's disks as the guest has them (serials given), by where the spec uses them. */
+export interface GuestDisks {
+  /** By index in `spec.mounts`. */
+  readonly mounts: ReadonlyMap<number, GuestDisk>;
+  readonly rootfs?: GuestDisk;
+  /** By index in `spec.linux.devices`. */
+  readonly devices: ReadonlyMap<number, GuestDisk>;
+}
+
+/** Options a bind mount of a disk keeps (a file system's own options went to its mount). */
+const BIND_FLAGS = new Set([
+  "ro",
+  "rw",
+  "nosuid",
+  "nodev",
+  "noexec",
+  "private",
+  "rprivate",
+  "slave",
+  "rslave",
+  "shared",
+  "rshared",
+]);
+
+const NO_DISKS: GuestDisks = { mounts: new Map(), devices: new Map() };
+
+/** Where the guest has a disk: its mount point, or its device node when raw. */
+export function guestDiskPath(d: GuestDisk): string {
+  return d.fstype ? `${GUEST_DISK_DIR}/${d.serial}` : `${GUEST_DISK_DIR}/${d.serial}.dev`;
+}
+
 /**
  * Rewrites `spec` (a copy) for container `id` whose bundle is `guestBundle` in the guest;
- * `inMemory` says which host paths are memory-backed volumes.
+ * `inMemory` says which host paths are memory-backed volumes, `disks` which parts are disks.
  */
 export function guestSpec(
   spec: OciSpec,
   id: string,
   guestBundle: string,
   inMemory: (hostPath: string) => boolean = () => false,
+  disks: GuestDisks = NO_DISKS,
 ): GuestSpec {
   const s: OciSpec = structuredClone(spec);
   const shares: Share[] = [];
-  s.root = { ...s.root, path: "rootfs" };
-  s.mounts = (s.mounts ?? []).map((m) => {
+  s.root = { ...s.root, path: disks.rootfs ? guestDiskPath(disks.rootfs) : "rootfs" };
+  s.mounts = (s.mounts ?? []).map((m, i) => {
+    const disk = disks.mounts.get(i);
+    if (disk) {
+      // The guest's mount of the disk (or its device node), bound where the spec wants it.
+      const keep = (m.options ?? []).filter((o) => BIND_FLAGS.has(o));
+      return { ...m, type: "bind", source: guestDiskPath(disk), options: ["rbind", ...keep] };
+    }
     if (!isBind(m) || !m.source?.startsWith("/")) return m;
     if (inMemory(m.source)) {
       return { ...m, source: `${GUEST_EPHEMERAL_DIR}/${ephemeralName(m.source)}` };
@@ -76,6 +125,24 @@ export function guestSpec(
     shares.push({ source: m.source, name });
     return { ...m, source: `${guestBundle}/${name}` };
   });
+  const used = [...disks.mounts.values(), ...disks.devices.values()];
+  if (disks.rootfs) used.push(disks.rootfs);
+  if (used.length) {
+    const bySerial = new Map<string, GuestDisk>();
+    for (const d of used) {
+      const had = bySerial.get(d.serial);
+      bySerial.set(d.serial, {
+        ...had,
+        ...d,
+        fstype: d.fstype ?? had?.fstype,
+        hostDevice: d.hostDevice ?? had?.hostDevice,
+      });
+    }
+    s.annotations = {
+      ...s.annotations,
+      [DISKS_ANNOTATION]: JSON.stringify([...bySerial.values()]),
+    };
+  }
   if (s.linux) {
     s.linux.namespaces = (s.linux.namespaces ?? [])
       .filter((n) => !VM_NAMESPACES.has(n.type))

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { ephemeralName, guestSpec } from "./guest_spec.ts";
 import type { OciSpec } from "../../domain/oci.ts";
-import { GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
+import { DISKS_ANNOTATION, GUEST_EPHEMERAL_DIR, POD_PID_NS } from "../../ports/agent_protocol.ts";
 
 Deno.test("guestSpec: VM namespaces dropped, others new, a shared pid namespace the pod's", () => {
   const { spec } = guestSpec(
@@ -88,4 +88,51 @@ Deno.test("guest spec: a memory volume becomes the pod's guest tmpfs, the same f
   assert.match(ephemeralName(vol), /^cache-[0-9a-f]{8}$/);
   assert.deepEqual(a.shares, [{ source: "/srv/vol", name: "m0" }], "not shared from the host");
   assert.notEqual(ephemeralName("/a/x"), ephemeralName("/b/x"));
+});
+
+Deno.test("guestSpec: disks are named where the guest has them and listed for the agent", () => {
+  const vol = { serial: "kuasar-0", fstype: "ext4", options: [] };
+  const raw = { serial: "kuasar-1", hostDevice: "7:3", options: [] };
+  const root = { serial: "kuasar-2", fstype: "xfs", options: ["ro"] };
+  const { spec, shares } = guestSpec(
+    {
+      root: { path: "rootfs" },
+      mounts: [
+        { destination: "/data", type: "bind", source: "/dev/loop0", options: ["rbind", "rw"] },
+        {
+          destination: "/img",
+          type: "ext4",
+          source: "/x.img",
+          options: ["loop", "ro", "data=ordered"],
+        },
+        { destination: "/etc/hosts", type: "bind", source: "/h/hosts", options: ["rbind"] },
+      ],
+      linux: { devices: [{ path: "/dev/xvdb", type: "b", major: 7, minor: 3 }] },
+    },
+    "c1",
+    "/run/kuasar/shared/c1",
+    () => false,
+    { mounts: new Map([[0, vol], [1, vol]]), devices: new Map([[0, raw]]), rootfs: root },
+  );
+  assert.equal(spec.root?.path, "/run/kuasar/disks/kuasar-2");
+  assert.deepEqual(spec.mounts?.slice(0, 2), [
+    {
+      destination: "/data",
+      type: "bind",
+      source: "/run/kuasar/disks/kuasar-0",
+      options: ["rbind", "rw"],
+    },
+    {
+      destination: "/img",
+      type: "bind",
+      source: "/run/kuasar/disks/kuasar-0",
+      options: ["rbind", "ro"],
+    },
+  ]);
+  assert.deepEqual(shares, [{ source: "/h/hosts", name: "m0" }], "only the file is shared");
+  // Each disk once; the device keeps the host's numbers for the agent to renumber.
+  assert.deepEqual(JSON.parse(spec.annotations?.[DISKS_ANNOTATION] ?? ""), [vol, raw, root]);
+  assert.deepEqual(spec.linux?.devices, [{ path: "/dev/xvdb", type: "b", major: 7, minor: 3 }]);
+  const none = guestSpec({ mounts: [] }, "c2", "/g/c2");
+  assert.equal(none.spec.annotations?.[DISKS_ANNOTATION], undefined);
 });

@@ -180,6 +180,7 @@ export const vmmKind: HostKind = {
         links: backend.links,
         vmRunning: (id) => backend.vmRunning(id),
         streams: ctx.streams,
+        disks: backend.disks,
       });
       serveVmExec(ctx.ttrpc, backend.links);
       ctx.tracing.addSource(() => backend.links.drainSpans());

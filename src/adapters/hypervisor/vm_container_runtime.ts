@@ -46,6 +46,7 @@ import { fromTimestamp } from "../convert.ts";
 import { readSpec } from "../os/bundle.ts";
 import { type StreamHub, streamingId } from "../task/streaming.ts";
 import type { AgentLink, AgentLinks } from "./agent_links.ts";
+import type { PodDisks } from "./pod_disks.ts";
 import { guestIo, GuestStdio } from "./guest_io.ts";
 import { guestBundle, makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 
@@ -58,6 +59,8 @@ export interface VmContainerOptions {
   readonly vmRunning: (sandboxId: string) => boolean;
   /** The host's Streaming service, for containerd's streaming IO. */
   readonly streams: StreamHub;
+  /** The disks attached to the pods' VMs. */
+  readonly disks: PodDisks;
 }
 
 /** Exit status of a process whose VM died: killed. */
@@ -119,7 +122,8 @@ export class VmContainerRuntime
       // Made already when the engine announced the container (extensions.tasks).
       if (!await shared(share)) {
         const spec = await readSpec(c.bundle);
-        await makeShare(share, c.id, spec, c.rootfs, join(c.bundle, spec.root?.path ?? "rootfs"));
+        const root = join(c.bundle, spec.root?.path ?? "rootfs");
+        await makeShare(share, c.id, spec, c.rootfs, root, this.#o.disks.attacher(sb.id, c.id));
       }
       const link = await this.#link(sb.id);
       const t1 = performance.now();
@@ -145,6 +149,7 @@ export class VmContainerRuntime
     } catch (e) {
       await this.#release(sb.id, c.io, c.id, undefined);
       await removeShare(share);
+      await this.#o.disks.release(sb.id, c.id).catch(() => {});
       throw e;
     }
   }
@@ -200,6 +205,8 @@ export class VmContainerRuntime
     }
     await this.#release(sb.id, c.io, c.id, undefined);
     await removeShare(shareDir(this.#o.dir, sb.id, c.id));
+    // After the agent's Delete, which unmounted in the guest what only this container used.
+    if (this.#o.vmRunning(sb.id)) await this.#o.disks.release(sb.id, c.id);
   }
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {

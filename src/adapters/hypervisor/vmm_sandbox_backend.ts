@@ -15,6 +15,7 @@ import { vmSize } from "../../domain/vm_size.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
+import { PodDisks } from "./pod_disks.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
 import { log } from "../../lib/log.ts";
@@ -60,7 +61,12 @@ export interface VmmBackendOptions {
   readonly virtiofsd?: string;
   /** Its options from the config (cache mode, thread pool). */
   readonly virtiofsdOptions: readonly string[];
+  /** Disks a VM can have attached at once (block volumes, block rootfs); default 8. */
+  readonly diskSlots?: number;
 }
+
+/** Hot-plug slots of a VM when the config says nothing. */
+const DEFAULT_DISK_SLOTS = 8;
 
 /** A VM's control sockets and console, by pod. */
 async function vmPaths(o: VmmBackendOptions, id: string) {
@@ -97,8 +103,14 @@ function describe(
     controlSocket: p.control,
     agentSocket: p.agent,
     vsockCid: o.vsock ? vsockCid(id) : undefined,
+    diskSlots: diskSlots(o),
     ...launch,
   };
+}
+
+/** The VM's hot-plug slots for disks: none when the VMM cannot hot-plug them. */
+function diskSlots(o: VmmBackendOptions): number {
+  return o.hypervisor.capabilities.diskHotplug ? o.diskSlots ?? DEFAULT_DISK_SLOTS : 0;
 }
 
 /** A vsock context id for a pod (3 and up; 0-2 are reserved). */
@@ -130,6 +142,18 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       AGENT_VSOCK_PORT,
     )
   );
+  /** The disks attached to the pods' VMs, shared with the containers' runtime. */
+  readonly disks: PodDisks = new PodDisks(this.opts.dir, {
+    slots: diskSlots(this.opts),
+    attach: async (id, disk) =>
+      await this.opts.hypervisor.attachDisk(await this.#described(id), disk),
+    detach: async (id, diskId) =>
+      await this.opts.hypervisor.detachDisk(await this.#described(id), diskId),
+  });
+
+  async #described(id: string): Promise<VmDescription> {
+    return describe(this.opts, id, await vmPaths(this.opts, id));
+  }
 
   async start(record: SandboxRecord<VmmPodState>): Promise<StartedProcess> {
     const o = this.opts;
@@ -356,12 +380,23 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
           `Task "${cid}" in extensions.tasks has neither rootfs mounts nor an absolute root path`,
         );
       }
-      await makeShare(share, cid, spec, t.rootfs.map((m) => ({ ...m, target: "" })), root);
+      await makeShare(
+        share,
+        cid,
+        spec,
+        t.rootfs.map((m) => ({ ...m, target: "" })),
+        root,
+        this.disks.attacher(record.id, cid),
+      ).catch(async (e) => {
+        await this.disks.release(record.id, cid);
+        throw e;
+      });
       this.#log.debug("container shared in advance", { sandbox: record.id, container: cid });
     }
     for (const cid of diff.removedTasks) {
       if (record.containers[cid]) continue; // Task.Delete removes it
       await removeShare(shareDir(this.opts.dir, record.id, validateId("container", cid)));
+      await this.disks.release(record.id, cid);
     }
   }
 

@@ -44,6 +44,7 @@ import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
 import { sleep } from "../../lib/sync.ts";
 import { MonitoredContainers, type MonitoredState } from "../oci/monitored_containers.ts";
+import { GuestDisks } from "./guest_disks.ts";
 
 /** What a runc container or exec keeps in its record. */
 export interface RuncProcessState extends MonitoredState {
@@ -72,6 +73,8 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   protected readonly runtimeName = "runc";
   #oom = new OomWatcher();
   #podPid: Promise<number> | undefined;
+  /** In a guest: the pod's hot-plugged disks. */
+  #disks = new GuestDisks();
 
   /** A node's spec: the containers join the pod holder's namespaces and get its files. */
   async #podSpec(sb: SandboxRecord, spec: OciSpec): Promise<OciSpec> {
@@ -106,6 +109,8 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
       const tmpfs = { type: "tmpfs", source: "tmpfs", target: "" };
       await mountAll([{ ...tmpfs, options: ["mode=0777", "nosuid", "nodev"] }], src);
     }
+    // Disks the host attached (block volumes, a block rootfs): found, mounted, renumbered.
+    if (await this.#disks.prepare(c.id, spec)) changed = true;
     // The host's spec may name hooks the guest does not have: runc would fail on them.
     const r = keepRunnableHooks(spec, isExecutableFile);
     if (r.dropped.length) {
@@ -127,6 +132,15 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   }
 
   async create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
+    try {
+      return await this.#create(sb, c);
+    } catch (e) {
+      if (this.opts.guest) await this.#disks.release(c.id);
+      throw e;
+    }
+  }
+
+  async #create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
     const read = await readSpec(c.bundle);
     const changed = this.opts.guest
       ? await this.#guestSpec(c, read)
@@ -224,6 +238,8 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   override async delete(sb: SandboxRecord, c: C): Promise<void> {
     this.#oom.unwatch(oomKey(sb.id, c.id));
     await super.delete(sb, c);
+    // Unmounted before the host detaches them (it does after this Delete).
+    if (this.opts.guest) await this.#disks.release(c.id);
   }
 
   /** Any process left in the container's cgroup counts too (its init may be gone). */

@@ -7,11 +7,12 @@
  */
 import type {
   AgentAddress,
+  DiskAttachment,
   Hypervisor,
   HypervisorCapabilities,
   VmDescription,
 } from "../../../ports/hypervisor.ts";
-import { qemuArgv } from "./qemu_command.ts";
+import { hotplugPort, qemuArgv } from "./qemu_command.ts";
 import { QmpClient } from "./qmp.ts";
 
 /** How QEMU runs here. */
@@ -49,6 +50,7 @@ export class QemuHypervisor implements Hypervisor {
       vsockCid: vm.vsockCid,
       nics: vm.nics,
       virtiofs: vm.shares,
+      hotplugPorts: vm.diskSlots,
     });
   }
 
@@ -66,6 +68,31 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = await QmpClient.connect(vm.controlSocket, 2000).catch(() => undefined);
     await qmp?.execute("quit").catch(() => {});
     qmp?.close();
+  }
+
+  /** blockdev-add + device_add of a virtio-blk-pci with the serial, into the slot's root port. */
+  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    try {
+      const device = (await Deno.stat(disk.path)).isBlockDevice;
+      await qmp.addDisk(disk.id, disk.path, hotplugPort(disk.slot), {
+        readOnly: disk.readOnly,
+        serial: disk.serial,
+        driver: device ? "host_device" : "file",
+      });
+    } finally {
+      qmp.close();
+    }
+  }
+
+  /** device_del, then DEVICE_DELETED once the guest has released it, then blockdev-del. */
+  async detachDisk(vm: VmDescription, id: string): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    try {
+      await qmp.removeDisk(id);
+    } finally {
+      qmp.close();
+    }
   }
 
   agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[] {

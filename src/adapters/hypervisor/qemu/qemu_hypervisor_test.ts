@@ -17,6 +17,7 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
     agentSocket: join(dir, "agent.sock"),
     nics: [],
     shares: [],
+    diskSlots: 0,
     ...over,
   };
 }
@@ -25,8 +26,11 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
  * A QMP endpoint as QEMU 7.2 answers: the greeting, then a `return` per command, only after
  * `qmp_capabilities`; records the commands.
  */
-function fakeQmp(path: string): { commands: string[]; close(): void } {
+function fakeQmp(
+  path: string,
+): { commands: string[]; calls: Record<string, unknown>[]; close(): void } {
   const commands: string[] = [];
+  const calls: Record<string, unknown>[] = [];
   const listener = Deno.listen({ transport: "unix", path });
   (async () => {
     for await (const conn of listener) {
@@ -45,9 +49,11 @@ function fakeQmp(path: string): { commands: string[]; close(): void } {
           buf += new TextDecoder().decode(chunk.subarray(0, n));
           let nl;
           while ((nl = buf.indexOf("\n")) >= 0) {
-            const cmd = JSON.parse(buf.slice(0, nl)).execute as string;
+            const call = JSON.parse(buf.slice(0, nl));
+            const cmd = call.execute as string;
             buf = buf.slice(nl + 1);
             commands.push(cmd);
+            calls.push(call);
             if (cmd === "qmp_capabilities") negotiated = true;
             else if (!negotiated) {
               await w({ error: { class: "CommandNotFound", desc: "Expecting capabilities" } });
@@ -55,6 +61,10 @@ function fakeQmp(path: string): { commands: string[]; close(): void } {
             }
             await w({ return: {} });
             if (cmd === "quit") quit = true;
+            // As QEMU: the unplug completes later, once the guest has released the device.
+            if (cmd === "device_del") {
+              await w({ event: "DEVICE_DELETED", data: { device: call.arguments.id } });
+            }
           }
         }
         conn.close();
@@ -64,6 +74,7 @@ function fakeQmp(path: string): { commands: string[]; close(): void } {
   let open = true;
   return {
     commands,
+    calls,
     close: () => {
       if (open) listener.close();
       open = false;
@@ -117,6 +128,57 @@ Deno.test("QEMU: boot waits for QMP (capabilities first), stop is QMP quit", asy
     await assert.rejects(q.boot(vm(join(dir, "none")), performance.now() + 200));
   } finally {
     fake?.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("QEMU: disks hot-plug into free root ports with their serial; unplug waits for the guest", async () => {
+  const dir = await Deno.makeTempDir();
+  const q = new QemuHypervisor({ binary: "qemu", accel: "tcg" });
+  const d = vm(dir, { diskSlots: 2 });
+  const ports = q.argv(d).filter((a) => a.startsWith("pcie-root-port"));
+  assert.deepEqual(ports, [
+    "pcie-root-port,id=hp0,bus=pcie.0,chassis=1",
+    "pcie-root-port,id=hp1,bus=pcie.0,chassis=2",
+  ]);
+  const fake = fakeQmp(d.controlSocket);
+  try {
+    const image = join(dir, "disk.img");
+    await Deno.writeFile(image, new Uint8Array(4096));
+    await q.attachDisk(d, {
+      id: "kdisk0",
+      path: image,
+      readOnly: true,
+      serial: "kuasar-0",
+      slot: 1,
+    });
+    await q.detachDisk(d, "kdisk0");
+    const args = fake.calls.filter((c) => c.execute !== "qmp_capabilities");
+    assert.deepEqual(args, [
+      {
+        execute: "blockdev-add",
+        arguments: {
+          "node-name": "kdisk0",
+          driver: "raw",
+          "read-only": true,
+          file: { driver: "file", filename: image },
+        },
+      },
+      {
+        execute: "device_add",
+        arguments: {
+          driver: "virtio-blk-pci",
+          id: "kdisk0",
+          drive: "kdisk0",
+          bus: "hp1",
+          serial: "kuasar-0",
+        },
+      },
+      { execute: "device_del", arguments: { id: "kdisk0" } },
+      { execute: "blockdev-del", arguments: { "node-name": "kdisk0" } },
+    ]);
+  } finally {
+    fake.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

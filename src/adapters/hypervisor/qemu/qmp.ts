@@ -98,16 +98,30 @@ export class QmpClient {
     });
   }
 
-  /** Hot-plugs a raw disk image as virtio-blk device `id` into root port `bus`. */
-  async addDisk(id: string, file: string, bus: string, readOnly = false): Promise<void> {
+  /**
+   * Hot-plugs a raw disk (an image file, or a host block device with driver
+   * `host_device`) as virtio-blk device `id` into root port `bus`.
+   */
+  async addDisk(
+    id: string,
+    file: string,
+    bus: string,
+    opts: { readOnly?: boolean; serial?: string; driver?: "file" | "host_device" } = {},
+  ): Promise<void> {
     await this.execute("blockdev-add", {
       "node-name": id,
       driver: "raw",
-      "read-only": readOnly,
-      file: { driver: "file", filename: file },
+      "read-only": opts.readOnly ?? false,
+      file: { driver: opts.driver ?? "file", filename: file },
     });
     try {
-      await this.execute("device_add", { driver: "virtio-blk-pci", id, drive: id, bus });
+      await this.execute("device_add", {
+        driver: "virtio-blk-pci",
+        id,
+        drive: id,
+        bus,
+        ...(opts.serial ? { serial: opts.serial } : {}),
+      });
     } catch (e) {
       await this.execute("blockdev-del", { "node-name": id }).catch(() => {});
       throw e;

@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { PodDisks } from "./pod_disks.ts";
+import type { DiskAttachment } from "../../ports/hypervisor.ts";
+
+function fakeHost(slots: number) {
+  const attached = new Map<string, DiskAttachment>();
+  const detached: string[] = [];
+  let failNext = false;
+  return {
+    attached,
+    detached,
+    failAttach: () => (failNext = true),
+    host: {
+      slots,
+      attach: (_pod: string, d: DiskAttachment) => {
+        if (failNext) {
+          failNext = false;
+          return Promise.reject(new Error("QMP device_add failed"));
+        }
+        attached.set(d.id, d);
+        return Promise.resolve();
+      },
+      detach: (_pod: string, id: string) => {
+        detached.push(id);
+        attached.delete(id);
+        return Promise.resolve();
+      },
+    },
+  };
+}
+
+async function settled(disks: PodDisks, dir: string, pod: string, n: number) {
+  for (let i = 0; i < 100; i++) {
+    const f = JSON.parse(await Deno.readTextFile(join(dir, pod, "disks.json")));
+    if (f.disks.length === n) return f;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.fail(`disks.json never had ${n} disks`);
+}
+
+Deno.test("PodDisks: one disk per source, shared, detached after its last user, slots bounded", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(join(dir, "p1"));
+  const f = fakeHost(2);
+  const disks = new PodDisks(dir, f.host);
+  try {
+    const a = await disks.acquire("p1", "c1", "/dev/loop0", false);
+    assert.equal(await disks.acquire("p1", "c2", "/dev/loop0", false), a, "shared by c2");
+    await assert.rejects(disks.acquire("p1", "c3", "/dev/loop0", true), /read-write already/);
+    const b = await disks.acquire("p1", "c1", "/dev/loop1", true);
+    assert.notEqual(a, b);
+    assert.deepEqual([...f.attached.values()].map((d) => [d.path, d.slot, d.readOnly]), [
+      ["/dev/loop0", 0, false],
+      ["/dev/loop1", 1, true],
+    ]);
+    await assert.rejects(disks.acquire("p1", "c1", "/dev/loop2", false), /2 disk slots/);
+    // A failed attach leaves nothing recorded.
+    await disks.release("p1", "c1");
+    await settled(disks, dir, "p1", 1);
+    assert.deepEqual(f.detached, ["kdisk1"], "loop1 went; loop0 is still c2's");
+    f.failAttach();
+    await assert.rejects(disks.acquire("p1", "c4", "/dev/loop3", false), /device_add failed/);
+    await settled(disks, dir, "p1", 1);
+    await disks.release("p1", "c2");
+    await settled(disks, dir, "p1", 0);
+    assert.deepEqual(f.detached, ["kdisk1", "kdisk0"]);
+    // The record is the daemon's alone.
+    assert.equal((await Deno.stat(join(dir, "p1", "disks.json"))).mode! & 0o777, 0o600);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("PodDisks: a detach a previous daemon began is finished by the next", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(join(dir, "p1"));
+  await Deno.writeTextFile(
+    join(dir, "p1", "disks.json"),
+    JSON.stringify({
+      next: 3,
+      disks: [{
+        id: "kdisk2",
+        source: "/dev/loop0",
+        readOnly: false,
+        serial: "kuasar-2",
+        slot: 0,
+        users: [],
+        leaving: true,
+      }],
+    }),
+  );
+  const f = fakeHost(1);
+  const disks = new PodDisks(dir, f.host);
+  try {
+    // The slot frees once the old detach ends; the same source gets a new disk.
+    await disks.release("p1", "nobody");
+    await settled(disks, dir, "p1", 0);
+    assert.deepEqual(f.detached, ["kdisk2"]);
+    assert.equal(await disks.acquire("p1", "c1", "/dev/loop0", false), "kuasar-3");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,159 @@
+/**
+ * The guest's side of hot-plugged disks (the host's is hypervisor/pod_disks.ts):
+ * before a container is created, each disk its spec lists (`DISKS_ANNOTATION`)
+ * is found by its virtio serial, given a device node under `GUEST_DISK_DIR`,
+ * and its file system mounted there; `linux.devices` naming the host's device
+ * are renumbered to the guest's. A disk serves every container of the pod
+ * naming it and is unmounted when the last of them is deleted, so the host
+ * can detach it.
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { DeadlineExceededError, InvalidArgumentError } from "../../domain/errors.ts";
+import type { OciSpec } from "../../domain/oci.ts";
+import { log } from "../../lib/log.ts";
+import { sleep } from "../../lib/sync.ts";
+import { DISKS_ANNOTATION, GUEST_DISK_DIR, type GuestDisk } from "../../ports/agent_protocol.ts";
+import { runChecked } from "../os/command.ts";
+import { isMountPoint, mountAll, unmountAll } from "../os/mounts.ts";
+
+/** How long a disk the host attached may take to appear (PCIe hot-plug under emulation). */
+const APPEAR_TIMEOUT_MS = 30_000;
+
+const SERIAL = /^[A-Za-z0-9_-]{1,20}$/;
+const FSTYPE = /^[a-z0-9_]{1,32}$/;
+const MAJOR_MINOR = /^\d{1,10}:\d{1,10}$/;
+
+/** The disks a guest spec lists, checked (they come from the host, and name paths). */
+export function disksOf(spec: OciSpec): GuestDisk[] {
+  const raw = spec.annotations?.[DISKS_ANNOTATION];
+  if (!raw) return [];
+  let list: unknown;
+  try {
+    list = JSON.parse(raw);
+  } catch {
+    throw new InvalidArgumentError(`${DISKS_ANNOTATION} is not JSON`);
+  }
+  if (!Array.isArray(list)) throw new InvalidArgumentError(`${DISKS_ANNOTATION} is not a list`);
+  return list.map((d: Record<string, unknown>) => {
+    const serial = String(d?.serial ?? "");
+    const fstype = d?.fstype === undefined ? undefined : String(d.fstype);
+    const hostDevice = d?.hostDevice === undefined ? undefined : String(d.hostDevice);
+    const options = Array.isArray(d?.options) ? d.options.map(String) : [];
+    if (
+      !SERIAL.test(serial) || (fstype !== undefined && !FSTYPE.test(fstype)) ||
+      (hostDevice !== undefined && !MAJOR_MINOR.test(hostDevice)) ||
+      options.some((o) => o !== "ro" && o !== "rw")
+    ) {
+      throw new InvalidArgumentError(`${DISKS_ANNOTATION}: invalid disk ${JSON.stringify(d)}`);
+    }
+    return { serial, fstype, hostDevice, options };
+  });
+}
+
+/** The guest's `major:minor` of the virtio disk with `serial`, waiting for it to appear. */
+async function findDisk(serial: string): Promise<string> {
+  const deadline = Date.now() + APPEAR_TIMEOUT_MS;
+  for (;;) {
+    for await (const e of Deno.readDir("/sys/block")) {
+      const s = await Deno.readTextFile(`/sys/block/${e.name}/serial`).catch(() => "");
+      if (s.trim() !== serial) continue;
+      const dev = (await Deno.readTextFile(`/sys/block/${e.name}/dev`)).trim();
+      if (MAJOR_MINOR.test(dev)) return dev;
+    }
+    if (Date.now() > deadline) {
+      throw new DeadlineExceededError(
+        `Disk "${serial}" did not appear in the guest within ${APPEAR_TIMEOUT_MS / 1000} s`,
+      );
+    }
+    await sleep(50);
+  }
+}
+
+/** The pod's disks in the guest, by serial, and the containers using each. */
+export class GuestDisks {
+  readonly #users = new Map<string, Set<string>>();
+  /** Each disk's guest `major:minor`, once ready (a promise: two containers may race). */
+  readonly #numbers = new Map<string, Promise<string>>();
+
+  /**
+   * Makes container `cid`'s disks ready and renumbers its devices; whether the spec changed.
+   */
+  async prepare(cid: string, spec: OciSpec): Promise<boolean> {
+    const disks = disksOf(spec);
+    let changed = false;
+    for (const d of disks) {
+      let ready = this.#numbers.get(d.serial);
+      if (!ready) {
+        ready = this.#ready(d);
+        this.#numbers.set(d.serial, ready);
+        ready.catch(() => this.#numbers.delete(d.serial));
+      }
+      const dev = await ready;
+      const users = this.#users.get(d.serial) ?? new Set();
+      users.add(cid);
+      this.#users.set(d.serial, users);
+      if (d.hostDevice && d.hostDevice !== dev) {
+        changed = renumber(spec, d.hostDevice, dev) || changed;
+      }
+    }
+    return changed;
+  }
+
+  /** Container `cid` is gone: the disks nobody else uses are unmounted. */
+  async release(cid: string): Promise<void> {
+    for (const [serial, users] of this.#users) {
+      if (!users.delete(cid) || users.size) continue;
+      this.#users.delete(serial);
+      this.#numbers.delete(serial);
+      const target = join(GUEST_DISK_DIR, serial);
+      await unmountAll(target);
+      await Deno.remove(target).catch(() => {});
+      await Deno.remove(`${target}.dev`).catch(() => {});
+      log.info("disk released", { serial, container: cid });
+    }
+  }
+
+  /** Finds the disk, makes its node and mounts its file system. */
+  async #ready(d: GuestDisk): Promise<string> {
+    const dev = await findDisk(d.serial);
+    await Deno.mkdir(GUEST_DISK_DIR, { recursive: true, mode: 0o700 });
+    const node = join(GUEST_DISK_DIR, `${d.serial}.dev`);
+    await Deno.remove(node).catch(() => {});
+    const [major, minor] = dev.split(":");
+    await runChecked(["mknod", "-m", "0600", node, "b", major, minor]);
+    if (d.fstype) {
+      const target = join(GUEST_DISK_DIR, d.serial);
+      if (!await isMountPoint(target)) {
+        await Deno.mkdir(target, { recursive: true, mode: 0o755 });
+        await mountAll(
+          [{ type: d.fstype, source: node, target: "", options: d.options ?? [] }],
+          target,
+        );
+      }
+    }
+    log.info("disk ready", { serial: d.serial, device: dev, fstype: d.fstype ?? "raw" });
+    return dev;
+  }
+}
+
+/** Points `linux.devices` and device cgroup rules naming host `from` at guest `to`. */
+function renumber(spec: OciSpec, from: string, to: string): boolean {
+  const [fm, fn] = from.split(":").map(Number);
+  const [tm, tn] = to.split(":").map(Number);
+  let changed = false;
+  const lists = [
+    (spec.linux?.devices ?? []) as { major?: number; minor?: number }[],
+    (spec.linux?.resources?.devices ?? []) as { major?: number; minor?: number }[],
+  ];
+  for (const list of lists) {
+    for (const d of list) {
+      if (d.major !== fm || d.minor !== fn) continue;
+      d.major = tm;
+      d.minor = tn;
+      changed = true;
+    }
+  }
+  return changed;
+}
