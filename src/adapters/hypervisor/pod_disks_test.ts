@@ -30,7 +30,7 @@ function fakeHost(slots: number) {
   };
 }
 
-async function settled(disks: PodDisks, dir: string, pod: string, n: number) {
+async function settled(dir: string, pod: string, n: number) {
   for (let i = 0; i < 100; i++) {
     const f = JSON.parse(await Deno.readTextFile(join(dir, pod, "disks.json")));
     if (f.disks.length === n) return f;
@@ -57,13 +57,13 @@ Deno.test("PodDisks: one disk per source, shared, detached after its last user, 
     await assert.rejects(disks.acquire("p1", "c1", "/dev/loop2", false), /2 disk slots/);
     // A failed attach leaves nothing recorded.
     await disks.release("p1", "c1");
-    await settled(disks, dir, "p1", 1);
+    await settled(dir, "p1", 1);
     assert.deepEqual(f.detached, ["kdisk1"], "loop1 went; loop0 is still c2's");
     f.failAttach();
     await assert.rejects(disks.acquire("p1", "c4", "/dev/loop3", false), /device_add failed/);
-    await settled(disks, dir, "p1", 1);
+    await settled(dir, "p1", 1);
     await disks.release("p1", "c2");
-    await settled(disks, dir, "p1", 0);
+    await settled(dir, "p1", 0);
     assert.deepEqual(f.detached, ["kdisk1", "kdisk0"]);
     // The record is the daemon's alone.
     assert.equal((await Deno.stat(join(dir, "p1", "disks.json"))).mode! & 0o777, 0o600);
@@ -95,7 +95,7 @@ Deno.test("PodDisks: a detach a previous daemon began is finished by the next", 
   try {
     // The slot frees once the old detach ends; the same source gets a new disk.
     await disks.release("p1", "nobody");
-    await settled(disks, dir, "p1", 0);
+    await settled(dir, "p1", 0);
     assert.deepEqual(f.detached, ["kdisk2"]);
     assert.equal(await disks.acquire("p1", "c1", "/dev/loop0", false), "kuasar-3");
   } finally {
