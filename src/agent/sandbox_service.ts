@@ -84,10 +84,26 @@ function linkByMac(mac: string, sysNet = "/sys/class/net"): string | undefined {
   return undefined;
 }
 
-/** Gives the NICs with the interfaces' MACs their names, addresses and MTU (kuasar-spec §8.5). */
-async function configureInterfaces(ifs: readonly Interface[]): Promise<void> {
+/** A hot-plugged NIC appears once the guest has enumerated it (seconds under emulation). */
+const NIC_APPEAR_MS = 20_000;
+
+/** The link with `mac`, waiting up to `waitMs` for it to appear. */
+async function awaitLinkByMac(mac: string, waitMs: number): Promise<string | undefined> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const dev = linkByMac(mac);
+    if (dev || Date.now() >= deadline) return dev;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Gives the NICs with the interfaces' MACs their names, addresses and MTU (kuasar-spec §8.5).
+ * At setup the NICs are there from boot; an update may name one the host has just hot-plugged.
+ */
+async function configureInterfaces(ifs: readonly Interface[], waitMs = 0): Promise<void> {
   for (const i of ifs) {
-    const dev = linkByMac(i.hwAddr);
+    const dev = await awaitLinkByMac(i.hwAddr, waitMs);
     if (!dev) throw new NotFoundError(`No guest link has the MAC ${i.hwAddr} of "${i.name}"`);
     await run(["ip", "link", "set", "dev", dev, "down"]);
     await run(["ip", "addr", "flush", "dev", dev]);
@@ -163,7 +179,7 @@ export function sandboxService(
       return Promise.resolve(p);
     },
     updateInterfaces: async (req) => {
-      await configureInterfaces(req.interfaces);
+      await configureInterfaces(req.interfaces, NIC_APPEAR_MS);
       return {};
     },
     updateRoutes: async (req) => {

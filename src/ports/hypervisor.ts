@@ -47,6 +47,18 @@ export interface VmDescription {
   readonly shares: readonly { readonly socket: string; readonly tag: string }[];
   /** How many disks can be attached to the running VM at once (hot-plug slots). */
   readonly diskSlots: number;
+  /** How many NICs can be added to the running VM (hot-plug slots after the disks'). */
+  readonly nicSlots: number;
+}
+
+/** A NIC added to a running VM, on a tap in the VMM's netns. */
+export interface NicAttachment {
+  readonly tap: string;
+  readonly mac: string;
+  /** Queue pairs (a multi-queue tap); 1: single queue. */
+  readonly queues: number;
+  /** Which NIC hot-plug slot (0 … nicSlots-1) it takes; also names the device. */
+  readonly slot: number;
 }
 
 /** A host block device or image file attached to a running VM as a virtio-blk disk. */
@@ -68,6 +80,8 @@ export interface HypervisorCapabilities {
   readonly virtiofs: boolean;
   /** Disks attached to a running VM. */
   readonly diskHotplug: boolean;
+  /** NICs added to a running VM. */
+  readonly nicHotplug: boolean;
 }
 
 /** A VMM. */
@@ -87,4 +101,6 @@ export interface Hypervisor {
   attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void>;
   /** Detaches disk `id` once the guest has let it go (the guest unmounts first). */
   detachDisk(vm: VmDescription, id: string): Promise<void>;
+  /** Adds a NIC to the running VM (only when `capabilities.nicHotplug`). */
+  attachNic(vm: VmDescription, nic: NicAttachment): Promise<void>;
 }

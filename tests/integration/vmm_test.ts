@@ -259,11 +259,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "vmm: a pod's CNI interface is mirrored into the VM (tap + tc redirect) and its IP answers",
+  name:
+    "vmm: a pod's CNI interfaces are mirrored into the VM (tap + tc redirect), one added after start hot-plugged, and their IPs answer",
   ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
   async fn() {
     const tag = crypto.randomUUID().slice(0, 6);
-    const ns = `kuasar-vm-${tag}`, hostIf = `vh${tag}`;
+    const ns = `kuasar-vm-${tag}`, hostIf = `vh${tag}`, lateIf = `vl${tag}`;
     const net = 10 + Math.floor(Math.random() * 240);
     const ip = async (...args: string[]) => {
       const r = await new Deno.Command("ip", { args, stderr: "piped" }).output();
@@ -287,12 +288,24 @@ Deno.test({
         hostname: "vm-net",
         resources: { cpuPeriod: 100_000, cpuQuota: 200_000 },
       });
-      // Containers share the VM's network: the mirrored interface and routes, and a server.
+      // A second interface, set up after the pod started (an engine doing CNI late): the
+      // next container's Create finds it, and the VM gets a hot-plugged NIC for it.
+      await ip("link", "add", lateIf, "type", "veth", "peer", "name", "eth1", "netns", ns);
+      await ip("addr", "add", `10.234.${net}.1/24`, "dev", lateIf);
+      await ip("link", "set", lateIf, "up");
+      await ip("-n", ns, "addr", "add", `10.234.${net}.2/24`, "dev", "eth1");
+      await ip("-n", ns, "link", "set", "eth1", "up");
+      // Containers share the VM's network: the mirrored interfaces and routes, and a server.
       const netOut = join(d.base, "net-out");
       await mkfifo(netOut);
       const no = readFifo(netOut);
       const probe = await createContainer(d, pod, {
-        args: ["sh", "-c", "ip addr show eth0; ip route; ls /sys/class/net/eth0/queues"],
+        args: [
+          "sh",
+          "-c",
+          "ip addr show eth0; ip addr show eth1; ip route; ls /sys/class/net/eth0/queues; " +
+          "echo late; ls /sys/class/net/eth1/queues",
+        ],
         stdout: netOut,
       });
       const t = await taskClient(pod.address);
@@ -302,8 +315,11 @@ Deno.test({
         assert.equal((await pw).exitStatus, 0);
         const text = await no.text;
         assert.match(text, new RegExp(`10\\.233\\.${net}\\.2/24`));
+        assert.match(text, new RegExp(`10\\.234\\.${net}\\.2/24`), "the late interface");
         assert.match(text, new RegExp(`default via 10\\.233\\.${net}\\.1`));
-        assert.deepEqual(text.match(/\brx-\d+\b/g), ["rx-0", "rx-1"], text);
+        const [boot, late] = text.split("late\n");
+        assert.deepEqual(boot.match(/\brx-\d+\b/g), ["rx-0", "rx-1"], text);
+        assert.deepEqual(late.match(/\brx-\d+\b/g), ["rx-0", "rx-1"], "hot-plugged: as many");
         const web = await createContainer(d, pod, {
           args: [
             "sh",
@@ -322,6 +338,11 @@ Deno.test({
         if (!body) await new Promise((r) => setTimeout(r, 100));
       }
       assert.equal(body, "vm-page\n", "the pod IP answers from the host, served inside the VM");
+      const late = await fetch(`http://10.234.${net}.2:8080/`, {
+        signal: AbortSignal.timeout(5000),
+      })
+        .then((r) => r.text(), (e) => String(e));
+      assert.equal(late, "vm-page\n", "and so does the late interface's");
       await assertShutdownLeavesNothing(d, [pod.id]);
       const links = await new Deno.Command("ip", { args: ["-n", ns, "-o", "link"] }).output();
       assert.doesNotMatch(new TextDecoder().decode(links.stdout), /tap\d+_kuasar/, "taps removed");
@@ -331,6 +352,7 @@ Deno.test({
     } finally {
       await d.cleanup();
       await new Deno.Command("ip", { args: ["link", "del", hostIf] }).output();
+      await new Deno.Command("ip", { args: ["link", "del", lateIf] }).output();
       await new Deno.Command("ip", { args: ["netns", "del", ns] }).output();
     }
   },

@@ -181,6 +181,7 @@ export const vmmKind: HostKind = {
         vmRunning: (id) => backend.vmRunning(id),
         streams: ctx.streams,
         disks: backend.disks,
+        plugLateInterfaces: (sb) => backend.plugLateInterfaces(sb),
       });
       serveVmExec(ctx.ttrpc, backend.links);
       ctx.tracing.addSource(() => backend.links.drainSpans());

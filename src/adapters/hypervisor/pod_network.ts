@@ -3,7 +3,9 @@
  * netns; each gets a tap next to it, joined to it by tc mirred redirects in
  * both directions (as Kata and Kuasar do), and QEMU gives the guest a
  * virtio-net device on the tap with the interface's MAC. The guest agent
- * then takes the addresses and routes (SetupSandbox).
+ * then takes the addresses and routes (SetupSandbox). An interface a CNI
+ * plugin adds after the pod started is mirrored the same way and its NIC
+ * hot-plugged (UpdateInterfaces, UpdateRoutes).
  *
  * @module
  */
@@ -14,6 +16,8 @@ import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
 export interface MirroredInterface {
   readonly name: string;
   readonly tap: string;
+  /** The hot-plug slot of its NIC; unset: the VM had it from boot. */
+  readonly slot?: number;
   readonly mac: string;
   readonly mtu: number;
   readonly addresses: readonly { family: "inet" | "inet6"; local: string; prefixlen: number }[];
@@ -49,15 +53,45 @@ export async function podInterfaces(netns: string): Promise<IpAddrJson[]> {
   );
 }
 
+/** The alias a tap carries: what it mirrors, and the hot-plug slot of its NIC ("-": from boot). */
+const MIRROR_ALIAS = /^kuasar-mirror:(-|\d+):(.+)$/;
+
+/** The taps already made in the pod's netns: the interface each mirrors and its NIC's slot. */
+export async function mirroredLinks(
+  netns: string,
+): Promise<{ tap: string; ifname: string; slot?: number }[]> {
+  const r = await runChecked(inNetns(netns, ["ip", "-j", "link", "show"]));
+  const out: { tap: string; ifname: string; slot?: number }[] = [];
+  for (const l of JSON.parse(r.stdout || "[]") as { ifname: string; ifalias?: string }[]) {
+    const m = MIRROR_ALIAS.exec(l.ifalias ?? "");
+    if (!m || !/^tap\d+_kuasar$/.test(l.ifname)) continue;
+    out.push({ tap: l.ifname, ifname: m[2], slot: m[1] === "-" ? undefined : Number(m[1]) });
+  }
+  return out;
+}
+
 /**
- * Creates a tap per interface and the tc redirects between them. With more than one queue the
- * taps are multi-queue, one queue per vCPU, as Kuasar makes them.
+ * Creates a tap per interface not mirrored yet, and the tc redirects between them. With more
+ * than one queue the taps are multi-queue, one queue per vCPU, as Kuasar makes them. At boot
+ * (`firstSlot` unset) the VM gets the NICs on its command line; later ones are hot-plugged
+ * into slots from `firstSlot` on. Each tap's alias records what it mirrors, so the netns
+ * itself says what is done (after a daemon restart too).
  */
-export async function mirrorInterfaces(netns: string, queues = 1): Promise<MirroredInterface[]> {
+export async function mirrorInterfaces(
+  netns: string,
+  queues = 1,
+  firstSlot?: number,
+): Promise<MirroredInterface[]> {
   const out: MirroredInterface[] = [];
-  const links = await podInterfaces(netns);
-  for (const [i, link] of links.entries()) {
-    const tap = `tap${i}_kuasar`;
+  const done = await mirroredLinks(netns);
+  const mirrored = new Set(done.map((l) => l.ifname));
+  const taken = new Set(done.map((l) => l.tap));
+  let index = 0;
+  const links = (await podInterfaces(netns)).filter((l) => !mirrored.has(l.ifname));
+  for (const link of links) {
+    while (taken.has(`tap${index}_kuasar`)) index++;
+    const tap = `tap${index++}_kuasar`;
+    const slot = firstSlot === undefined ? undefined : firstSlot + out.length;
     const ns = (argv: string[]) => runChecked(inNetns(netns, argv));
     await ns([
       "ip",
@@ -68,6 +102,15 @@ export async function mirrorInterfaces(netns: string, queues = 1): Promise<Mirro
       "mode",
       "tap",
       ...(queues > 1 ? ["multi_queue"] : []),
+    ]);
+    await ns([
+      "ip",
+      "link",
+      "set",
+      "dev",
+      tap,
+      "alias",
+      `kuasar-mirror:${slot ?? "-"}:${link.ifname}`,
     ]);
     await ns(["ip", "link", "set", "dev", tap, "mtu", String(link.mtu ?? 1500), "up"]);
     for (const [from, to] of [[link.ifname, tap], [tap, link.ifname]]) {
@@ -98,6 +141,7 @@ export async function mirrorInterfaces(netns: string, queues = 1): Promise<Mirro
     out.push({
       name: link.ifname,
       tap,
+      slot,
       mac: link.address ?? "",
       mtu: link.mtu ?? 1500,
       addresses: (link.addr_info ?? [])
@@ -115,7 +159,7 @@ export async function mirrorInterfaces(netns: string, queues = 1): Promise<Mirro
 /** The pod netns's routes over the mirrored interfaces, for the guest. */
 export async function podRoutes(
   netns: string,
-  ifs: readonly MirroredInterface[],
+  ifs: readonly { readonly name: string }[],
 ): Promise<Route[]> {
   const names = new Set(ifs.map((i) => i.name));
   const routes: Route[] = [];

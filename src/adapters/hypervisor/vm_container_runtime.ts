@@ -61,6 +61,8 @@ export interface VmContainerOptions {
   readonly streams: StreamHub;
   /** The disks attached to the pods' VMs. */
   readonly disks: PodDisks;
+  /** Gives the pod's VM the interfaces added to its netns since (before a container runs). */
+  readonly plugLateInterfaces: (sb: SandboxRecord) => Promise<void>;
 }
 
 /** Exit status of a process whose VM died: killed. */
@@ -125,6 +127,7 @@ export class VmContainerRuntime
         const root = join(c.bundle, spec.root?.path ?? "rootfs");
         await makeShare(share, c.id, spec, c.rootfs, root, this.#o.disks.attacher(sb.id, c.id));
       }
+      await this.#o.plugLateInterfaces(sb);
       const link = await this.#link(sb.id);
       const t1 = performance.now();
       const io = guestIo(c.io, streamBase(c.id));

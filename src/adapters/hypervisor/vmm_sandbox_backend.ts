@@ -9,7 +9,12 @@
  */
 import { join } from "node:path";
 import { traced } from "../../lib/trace.ts";
-import { DeadlineExceededError, InvalidArgumentError } from "../../domain/errors.ts";
+import {
+  DeadlineExceededError,
+  InvalidArgumentError,
+  ResourceExhaustedError,
+} from "../../domain/errors.ts";
+import { KeyedMutex } from "../../lib/sync.ts";
 import { validateId } from "../../domain/ids.ts";
 import { vmSize } from "../../domain/vm_size.ts";
 import type { OciSpec } from "../../domain/oci.ts";
@@ -34,7 +39,7 @@ import { type AgentLink, AgentLinks } from "./agent_links.ts";
 import type { Hypervisor, VmDescription } from "../../ports/hypervisor.ts";
 import { AGENT_VSOCK_PORT, SHARE_TAG } from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
-import { guestInterfaces, mirrorInterfaces, podRoutes } from "./pod_network.ts";
+import { guestInterfaces, mirroredLinks, mirrorInterfaces, podRoutes } from "./pod_network.ts";
 import type { StateLayout } from "../os/state_layout.ts";
 
 /** How the vmm backend makes VMs. */
@@ -67,6 +72,8 @@ export interface VmmBackendOptions {
 
 /** Hot-plug slots of a VM when the config says nothing. */
 const DEFAULT_DISK_SLOTS = 8;
+/** NICs a running VM can be given (interfaces a CNI plugin adds after the pod started). */
+const NIC_SLOTS = 2;
 
 /** A VM's control sockets and console, by pod. */
 async function vmPaths(o: VmmBackendOptions, id: string) {
@@ -104,6 +111,7 @@ function describe(
     agentSocket: p.agent,
     vsockCid: o.vsock ? vsockCid(id) : undefined,
     diskSlots: diskSlots(o),
+    nicSlots: o.hypervisor.capabilities.nicHotplug ? NIC_SLOTS : 0,
     ...launch,
   };
 }
@@ -305,6 +313,45 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     return r;
   }
 
+  /**
+   * Interfaces a CNI plugin added to the pod's netns after the VM started (an engine that
+   * sets up the network late) are mirrored and their NICs hot-plugged, then configured by the
+   * agent. Checked before each container is created, so its network is complete.
+   */
+  plugLateInterfaces(record: SandboxRecord<VmmPodState>): Promise<void> {
+    const netns = record.netnsPath;
+    if (!netns || !this.vmRunning(record.id) || !this.opts.hypervisor.capabilities.nicHotplug) {
+      return Promise.resolve();
+    }
+    return this.#netLock.run(record.id, async () => {
+      const before = await mirroredLinks(netns);
+      const firstSlot = Math.max(-1, ...before.map((l) => l.slot ?? -1)) + 1;
+      const queues = record.backend.vcpus ?? this.opts.vcpus;
+      const fresh = await mirrorInterfaces(netns, queues, firstSlot);
+      if (!fresh.length) return;
+      const vm = await this.#described(record.id);
+      for (const nic of fresh) {
+        if (nic.slot === undefined || nic.slot >= vm.nicSlots) {
+          throw new ResourceExhaustedError(
+            `Interface "${nic.name}" appeared in the pod's netns after start, and the VM has ` +
+              `all its ${vm.nicSlots} NIC hot-plug slots in use`,
+          );
+        }
+        await this.opts.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot });
+      }
+      const agent = (await this.links.get(record.id)).sandbox;
+      await agent.updateInterfaces({ interfaces: guestInterfaces(fresh) }, { timeoutMs: 30_000 });
+      const all = [...before.map((l) => ({ name: l.ifname })), ...fresh];
+      await agent.updateRoutes({ routes: await podRoutes(netns, all) }, { timeoutMs: 10_000 });
+      this.#log.info("late interfaces hot-plugged", {
+        sandbox: record.id,
+        interfaces: fresh.map((n) => n.name),
+      });
+    });
+  }
+
+  #netLock = new KeyedMutex();
+
   /** Whether the pod's VM runs (its QEMU has not exited). */
   vmRunning(id: string): boolean {
     return this.holders.running(id);
@@ -335,9 +382,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     }
     await this.holders.forget(record.id);
     await this.links.drop(record.id);
-    const taps = record.backend.taps;
-    // State read back from disk: checked, not trusted.
-    if (record.netnsPath && Array.isArray(taps)) {
+    const taps = new Set(Array.isArray(record.backend.taps) ? record.backend.taps : []);
+    // State read back from disk: checked, not trusted. Hot-plugged NICs' taps are the netns's.
+    if (record.netnsPath) {
+      for (const l of await mirroredLinks(record.netnsPath).catch(() => [])) taps.add(l.tap);
       for (const tap of taps) {
         await this.opts.supervisor.run([
           "nsenter",

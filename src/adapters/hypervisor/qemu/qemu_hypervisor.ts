@@ -10,6 +10,7 @@ import type {
   DiskAttachment,
   Hypervisor,
   HypervisorCapabilities,
+  NicAttachment,
   VmDescription,
 } from "../../../ports/hypervisor.ts";
 import { hotplugPort, qemuArgv } from "./qemu_command.ts";
@@ -23,7 +24,11 @@ export interface QemuOptions {
 
 export class QemuHypervisor implements Hypervisor {
   readonly name = "qemu";
-  readonly capabilities: HypervisorCapabilities = { virtiofs: true, diskHotplug: true };
+  readonly capabilities: HypervisorCapabilities = {
+    virtiofs: true,
+    diskHotplug: true,
+    nicHotplug: true,
+  };
   readonly #o: QemuOptions;
 
   constructor(opts: QemuOptions) {
@@ -50,7 +55,7 @@ export class QemuHypervisor implements Hypervisor {
       vsockCid: vm.vsockCid,
       nics: vm.nics,
       virtiofs: vm.shares,
-      hotplugPorts: vm.diskSlots,
+      hotplugPorts: vm.diskSlots + vm.nicSlots,
     });
   }
 
@@ -90,6 +95,39 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
     try {
       await qmp.removeDisk(id);
+    } finally {
+      qmp.close();
+    }
+  }
+
+  /** netdev_add of the tap, then device_add of a virtio-net-pci into the slot's root port. */
+  async attachNic(vm: VmDescription, nic: NicAttachment): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    const netdev = `hnet${nic.slot}`;
+    try {
+      await qmp.execute("netdev_add", {
+        type: "tap",
+        id: netdev,
+        ifname: nic.tap,
+        script: "no",
+        downscript: "no",
+        ...(nic.queues > 1 ? { queues: nic.queues } : {}),
+      });
+      try {
+        await qmp.execute("device_add", {
+          driver: "virtio-net-pci",
+          id: `hnic${nic.slot}`,
+          netdev,
+          mac: nic.mac,
+          bus: hotplugPort(vm.diskSlots + nic.slot),
+          // QEMU's default vectors: a hot-plugged NIC given a vector per queue pair (as at boot)
+          // locked both vCPUs of a TCG guest in the kernel; shared vectors still give 2 queues.
+          ...(nic.queues > 1 ? { mq: true } : {}),
+        });
+      } catch (e) {
+        await qmp.execute("netdev_del", { id: netdev }).catch(() => {});
+        throw e;
+      }
     } finally {
       qmp.close();
     }

@@ -18,6 +18,7 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
     nics: [],
     shares: [],
     diskSlots: 0,
+    nicSlots: 0,
     ...over,
   };
 }
@@ -96,7 +97,7 @@ Deno.test("QEMU: argv carries the description (control socket, agent port, vsock
   assert.ok(a.includes("tap,id=net0,ifname=tap0,script=no,downscript=no"));
   assert.ok(a.includes("vhost-user-fs-pci,chardev=fs0,tag=kuasar"));
   assert.ok(a.includes("q35,accel=tcg"));
-  assert.deepEqual(q.capabilities, { virtiofs: true, diskHotplug: true });
+  assert.deepEqual(q.capabilities, { virtiofs: true, diskHotplug: true, nicHotplug: true });
 });
 
 Deno.test("QEMU: the agent over vsock first when the VM has it, the serial socket always", () => {
@@ -176,6 +177,44 @@ Deno.test("QEMU: disks hot-plug into free root ports with their serial; unplug w
       },
       { execute: "device_del", arguments: { id: "kdisk0" } },
       { execute: "blockdev-del", arguments: { "node-name": "kdisk0" } },
+    ]);
+  } finally {
+    fake.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("QEMU: a NIC hot-plugs as a tap netdev and a virtio-net in the slot after the disks'", async () => {
+  const dir = await Deno.makeTempDir();
+  const q = new QemuHypervisor({ binary: "qemu", accel: "tcg" });
+  const d = vm(dir, { diskSlots: 2, nicSlots: 2 });
+  assert.equal(q.argv(d).filter((a) => a.startsWith("pcie-root-port")).length, 4);
+  const fake = fakeQmp(d.controlSocket);
+  try {
+    await q.attachNic(d, { tap: "tap1_kuasar", mac: "02:00:00:00:00:02", queues: 2, slot: 1 });
+    assert.deepEqual(fake.calls.filter((c) => c.execute !== "qmp_capabilities"), [
+      {
+        execute: "netdev_add",
+        arguments: {
+          type: "tap",
+          id: "hnet1",
+          ifname: "tap1_kuasar",
+          script: "no",
+          downscript: "no",
+          queues: 2,
+        },
+      },
+      {
+        execute: "device_add",
+        arguments: {
+          driver: "virtio-net-pci",
+          id: "hnic1",
+          netdev: "hnet1",
+          mac: "02:00:00:00:00:02",
+          bus: "hp3",
+          mq: true,
+        },
+      },
     ]);
   } finally {
     fake.close();
