@@ -15,6 +15,7 @@ import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import {
   AGENT_PORT_NAME,
   AGENT_VSOCK_PORT,
+  DEBUG_PORT_NAME,
   TRACE_DRAIN,
   TRACE_SERVICE,
 } from "../ports/agent_protocol.ts";
@@ -53,6 +54,23 @@ async function serveSerial(path: string): Promise<void> {
   for (;;) await server.handle(await port.nextSession(), GUEST_SCOPE);
 }
 
+/** A shell on a pty per host connection to the debug port (the helper's pty-shell), kept up. */
+async function serveDebugConsole(path: string): Promise<void> {
+  const helper = Deno.env.get("KUASAR_HELPER") ?? "/usr/bin/kuasar-helper";
+  say("debug console enabled", { port: path });
+  for (;;) {
+    const st = await new Deno.Command(helper, {
+      args: ["pty-shell", "--port", path, "--", "/bin/sh", "-i"],
+      stdin: "null",
+    }).output().catch((e) => ({ code: -1, stderr: new TextEncoder().encode(String(e)) }));
+    say("debug console ended; restarting", {
+      code: st.code,
+      error: new TextDecoder().decode(st.stderr).trim(),
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
 function serveVsock(): boolean {
   let listener: Deno.Listener;
   try {
@@ -89,6 +107,9 @@ if (port) serveSerial(port);
 if (!vsock && !port) {
   say("no channel to the host: neither vsock nor a virtio-serial port named " + AGENT_PORT_NAME);
 }
+// The debug console, when the host gave the VM its port (opt-in).
+const debugPort = findVirtioPort(DEBUG_PORT_NAME);
+if (debugPort) serveDebugConsole(debugPort);
 say("kuasar-agent ready", {
   pid: Deno.pid,
   vsock,

@@ -17,6 +17,7 @@ import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../adapters/ttrpc/client.ts";
 import { unaryClient } from "../adapters/ttrpc/typed.ts";
 import { ExitStatus } from "./doctor.ts";
+import { SHELL_EXIT_MARK } from "../ports/agent_protocol.ts";
 
 interface CtlFlags {
   kind: string;
@@ -236,9 +237,89 @@ export function addCtlCommand(program: Command): void {
       },
     );
 
+  ctl.command("shell <id>")
+    .description(
+      "open a VM pod's debug console (vmm with [hypervisor.task] debug = true): a shell on a " +
+        "pty in the guest; exits with the shell's status; Ctrl-] leaves",
+    )
+    .action(async (idOrPrefix: string) => {
+      const f = flags();
+      const id = await resolveId(target(f).dir, idOrPrefix);
+      const s = await withClient(f, (c) => c.status(id, true));
+      const path = s.info.debugConsole;
+      if (!path) {
+        throw new Error(
+          `Sandbox "${id}" has no debug console: set [hypervisor.task] debug = true in the ` +
+            "sandboxer's config (pods started after that have one)",
+        );
+      }
+      throw new ExitStatus(await debugShell(path));
+    });
+
   ctl.command("wait <id>").description("wait until a sandbox stops; print its exit status")
     .action(async (id: string) => {
       const w = await withClient(flags(), (c) => c.wait(id));
       out(`${w.exitStatus}\t${iso(fromTimestamp(w.exitedAt))}`);
     });
+}
+
+/** Ctrl-]: leaves the console (as telnet's escape). */
+const LEAVE = 0x1d;
+
+/**
+ * Relays this terminal (raw, when it is one) to the guest's debug console until the shell
+ * exits (its status, from the console's trailer) or Ctrl-] (0).
+ */
+async function debugShell(path: string): Promise<number> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  const tty = Deno.stdin.isTerminal();
+  if (tty) Deno.stdin.setRaw(true);
+  const left = Promise.withResolvers<number>();
+  const write = async (b: Uint8Array) => {
+    for (let off = 0; off < b.length;) off += await Deno.stdout.write(b.subarray(off));
+  };
+  (async () => {
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await Deno.stdin.read(buf).catch(() => null);
+      if (n === null) return; // piped input ended: the shell goes on until it exits
+      const chunk = buf.subarray(0, n);
+      const leave = tty ? chunk.indexOf(LEAVE) : -1;
+      await conn.write(leave >= 0 ? chunk.subarray(0, leave) : chunk).catch(() => {});
+      if (leave >= 0) return left.resolve(0);
+    }
+  })();
+  const output = (async () => {
+    const mark = new TextEncoder().encode(SHELL_EXIT_MARK);
+    let held = new Uint8Array(0);
+    for await (const chunk of conn.readable) {
+      const b = new Uint8Array(held.length + chunk.length);
+      b.set(held);
+      b.set(chunk, held.length);
+      held = new Uint8Array(0);
+      const z = b.indexOf(0);
+      if (z < 0) {
+        await write(b);
+        continue;
+      }
+      await write(b.subarray(0, z));
+      const rest = b.subarray(z);
+      const m = /^\0kuasar-shell-exit=(\d+)\r\n/.exec(new TextDecoder().decode(rest));
+      if (m) return Number(m[1]);
+      const partial = rest.length < mark.length + 8 &&
+        mark.subarray(0, Math.min(rest.length, mark.length)).every((x, i) => rest[i] === x);
+      if (partial) held = rest;
+      else await write(rest); // a NUL of the shell's own
+    }
+    console.error("\r\nThe debug console closed (the VM stopped?)");
+    return 1;
+  })();
+  try {
+    return await Promise.race([output, left.promise]);
+  } finally {
+    if (tty) Deno.stdin.setRaw(false);
+    try {
+      conn.close();
+    } catch { /* closed */ }
+  }
 }

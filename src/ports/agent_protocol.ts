@@ -11,6 +11,14 @@
 export const AGENT_VSOCK_PORT = 1024;
 /** The name the host gives the agent's virtio-serial port (used where there is no vhost-vsock). */
 export const AGENT_PORT_NAME = "agent.0";
+/**
+ * The virtio-serial port of the opt-in debug console (`[hypervisor.task] debug`,
+ * Kuasar's vsock port 1025): a shell on a pty per host connection, ended by a
+ * line `\0kuasar-shell-exit=<status>` when the shell exits.
+ */
+export const DEBUG_PORT_NAME = "debug.0";
+export const SHELL_EXIT_MARK = "\u0000kuasar-shell-exit=";
+
 /** Where the host's per-pod share (virtiofs) is mounted in the guest. */
 export const GUEST_SHARED_DIR = "/run/kuasar/shared";
 /** The virtiofs tag of that share. */

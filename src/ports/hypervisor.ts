@@ -35,6 +35,8 @@ export interface VmDescription {
   readonly controlSocket: string;
   /** A unix socket for the agent's serial or hybrid-vsock channel, created by the VMM. */
   readonly agentSocket: string;
+  /** A unix socket for the guest's debug console (a second serial port); unset: none. */
+  readonly debugSocket?: string;
   /** vhost-vsock context id; unset: no vsock device. */
   readonly vsockCid?: number;
   /** Taps in the pod's netns, the MACs the guest's NICs take, and their queues (multi-queue taps). */

@@ -56,11 +56,24 @@ function qemuAlive(pid: number): boolean {
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
-/** `kuasar ctl` against the test daemon. */
+/** `kuasar ctl` against the test daemon, with `stdin` when given. */
 async function ctl(d: TestDaemon, ...args: string[]) {
-  const r = await new Deno.Command(Deno.execPath(), {
+  return await ctlWithInput(d, undefined, ...args);
+}
+
+async function ctlWithInput(d: TestDaemon, stdin: string | undefined, ...args: string[]) {
+  const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", MAIN, "ctl", "-k", "vmm", "-l", d.listen, "-d", d.dir, ...args],
-  }).output();
+    stdin: stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(stdin));
+    await w.close();
+  }
+  const r = await child.output();
   const td = new TextDecoder();
   return { code: r.code, stdout: td.decode(r.stdout), stderr: td.decode(r.stderr) };
 }
@@ -96,6 +109,10 @@ Deno.test({
       assert.equal(failing.stdout, "partial\noops\n");
       const slow = await ctl(d, "exec", "--timeout", "2", a.id, "--", "sleep", "30");
       assert.equal(slow.code, 124, slow.stderr);
+      // The debug console is opt-in: this sandboxer's VMs have none.
+      const noShell = await ctl(d, "shell", a.id);
+      assert.equal(noShell.code, 1);
+      assert.match(noShell.stderr, /no debug console: set \[hypervisor\.task\] debug = true/);
       // QEMU runs in the pod's own cgroup, under the pod's cgroup parent.
       assert.match(
         await Deno.readTextFile(`/proc/${a.pid}/cgroup`),
@@ -709,4 +726,30 @@ Deno.test({
       const rawAfter = await Deno.readFile(rawImage);
       assert.equal(new TextDecoder().decode(rawAfter.subarray(100, 109)), "raw-write");
     }, () => startVmmDaemon()),
+});
+
+Deno.test({
+  name: "vmm: the opt-in debug console: `kuasar ctl shell` gets a shell on a pty in the guest",
+  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      // A shell with a terminal (job control, a pty), its output and its exit status.
+      const first = await ctlWithInput(
+        d,
+        "tty; echo $((6 * 7)); cat /proc/1/comm; exit 3\n",
+        "shell",
+        pod.id.slice(0, 10),
+      );
+      assert.equal(first.code, 3, first.stderr);
+      assert.match(first.stdout, /\/dev\/pts\/\d+/);
+      assert.match(first.stdout, /\b42\b/);
+      assert.match(first.stdout, /deno/, "the guest's PID 1 is the agent");
+      assert.doesNotMatch(first.stdout, /kuasar-shell-exit/, "the trailer is not output");
+      // Each connection gets a new shell.
+      const second = await ctlWithInput(d, "echo again\nexit\n", "shell", pod.id);
+      assert.equal(second.code, 0, second.stderr);
+      assert.match(second.stdout, /again/);
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }, () => startVmmDaemon([], [], ["task = { debug = true }"])),
 });

@@ -167,6 +167,7 @@ export const vmmKind: HostKind = {
         clockSyncMs: (s.clock_sync_interval_secs ?? 60) * 1000,
         virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
         virtiofsdOptions: virtiofsdOptions(s),
+        debugConsole: s.task?.debug ?? false,
       });
       const unused = unusedKeys(s);
       if (unused.length) {

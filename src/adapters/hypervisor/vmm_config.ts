@@ -89,7 +89,10 @@ const USED = new Set([
 
 /** The keys of `s` that are set but not used (an operator is told, not left guessing). */
 export function unusedKeys(s: HypervisorSettings): string[] {
-  return Object.keys(s).filter((k) => !USED.has(k)).sort();
+  const unused = Object.keys(s).filter((k) => !USED.has(k) && k !== "task");
+  // [hypervisor.task] debug is the debug console; the guest's spans follow the host's tracing.
+  if (s.task?.enable_tracing !== undefined) unused.push("task.enable_tracing");
+  return unused.sort();
 }
 
 /**

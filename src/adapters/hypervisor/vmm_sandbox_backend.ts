@@ -66,6 +66,8 @@ export interface VmmBackendOptions {
   readonly virtiofsd?: string;
   /** Its options from the config (cache mode, thread pool). */
   readonly virtiofsdOptions: readonly string[];
+  /** Give each VM the debug console (`[hypervisor.task] debug`): `kuasar ctl shell`. */
+  readonly debugConsole?: boolean;
   /** Disks a VM can have attached at once (block volumes, block rootfs); default 8. */
   readonly diskSlots?: number;
 }
@@ -85,6 +87,7 @@ async function vmPaths(o: VmmBackendOptions, id: string) {
     // The name QEMU's QMP socket always had, so a restarted daemon finds running VMs.
     control: await socketPath(s, token, "qmp"),
     agent: await socketPath(s, token, "agent"),
+    debug: await socketPath(s, token, "debug"),
     fs: await socketPath(s, token, "fs"),
     shared: join(dir, id, "shared"),
     console: join(dir, id, "console.log"),
@@ -109,6 +112,7 @@ function describe(
     consoleLog: p.console,
     controlSocket: p.control,
     agentSocket: p.agent,
+    debugSocket: o.debugConsole ? p.debug : undefined,
     vsockCid: o.vsock ? vsockCid(id) : undefined,
     diskSlots: diskSlots(o),
     nicSlots: o.hypervisor.capabilities.nicHotplug ? NIC_SLOTS : 0,
@@ -139,6 +143,8 @@ export interface VmmPodState extends PodProcessState {
   vcpus?: number;
   memoryMiB?: number;
   accel?: "kvm" | "tcg";
+  /** The debug console's socket, when the VM has one. */
+  debugConsole?: string;
 }
 
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmPodState> {
@@ -166,7 +172,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   async start(record: SandboxRecord<VmmPodState>): Promise<StartedProcess> {
     const o = this.opts;
     const p = await vmPaths(o, record.id);
-    for (const f of [p.control, p.agent]) await Deno.remove(f).catch(() => {});
+    for (const f of [p.control, p.agent, p.debug]) await Deno.remove(f).catch(() => {});
     // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
     const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
     record.backend = { ...record.backend, vcpus: size.vcpus, memoryMiB: size.memoryMiB };
@@ -190,7 +196,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       : o.hypervisor.argv(vm);
     // The VM's own cgroup under the pod's parent: QEMU's memory is charged there from the start.
     const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
-    record.backend = { ...record.backend, cgroupsPath };
+    record.backend = {
+      ...record.backend,
+      cgroupsPath,
+      // Where `kuasar ctl shell` connects (Controller.Status, verbose).
+      ...(o.debugConsole ? { debugConsole: p.debug } : {}),
+    };
     const t0 = performance.now();
     const attrs = {
       "kuasar.pod": record.id,
@@ -406,7 +417,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     await this.opts.supervisor.killOrphans(sharedFsToken(record.id));
     await this.opts.supervisor.exits.remove(sharedFsToken(record.id));
     const p = await vmPaths(this.opts, record.id);
-    for (const f of [p.control, p.agent, p.fs]) await Deno.remove(f).catch(() => {});
+    for (const f of [p.control, p.agent, p.fs, p.debug]) await Deno.remove(f).catch(() => {});
   }
 
   /**

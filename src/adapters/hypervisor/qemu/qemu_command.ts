@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { AGENT_PORT_NAME } from "../../../ports/agent_protocol.ts";
+import { AGENT_PORT_NAME, DEBUG_PORT_NAME } from "../../../ports/agent_protocol.ts";
 import { cpuHasVirtualization } from "../../doctor/probes.ts";
 
 /** What a VM is made of. */
@@ -26,6 +26,8 @@ export interface QemuVmSpec {
   readonly consoleLog: string;
   /** The agent's virtio-serial port, a unix socket QEMU listens on; unset: none. */
   readonly agentSocket?: string;
+  /** The debug console's virtio-serial port, a unix socket QEMU listens on; unset: none. */
+  readonly debugSocket?: string;
   /** vhost-vsock context id of the guest; unset: no vsock device. */
   readonly vsockCid?: number;
   /** Network devices: a tap (in QEMU's netns) and the MAC the guest's NIC takes. */
@@ -79,6 +81,14 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
       "-device",
       `virtserialport,bus=vser0.0,chardev=agent,name=${AGENT_PORT_NAME}`,
     );
+    if (vm.debugSocket) {
+      a.push(
+        "-chardev",
+        `socket,id=debug,path=${vm.debugSocket},server=on,wait=off`,
+        "-device",
+        `virtserialport,bus=vser0.0,chardev=debug,name=${DEBUG_PORT_NAME}`,
+      );
+    }
   }
   vm.nics?.forEach((nic, i) => {
     const q = nic.queues ?? 1;

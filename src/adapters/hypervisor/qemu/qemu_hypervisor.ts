@@ -52,6 +52,7 @@ export class QemuHypervisor implements Hypervisor {
       qmpSocket: vm.controlSocket,
       consoleLog: vm.consoleLog,
       agentSocket: vm.agentSocket,
+      debugSocket: vm.debugSocket,
       vsockCid: vm.vsockCid,
       nics: vm.nics,
       virtiofs: vm.shares,
