@@ -29,6 +29,9 @@ export interface VmDescription {
   readonly kernelParams: string;
   readonly memoryMiB: number;
   readonly vcpus: number;
+  /** What CPU and memory hot-plug may grow the VM to; unset: no hot-plug. */
+  readonly maxVcpus?: number;
+  readonly maxMemoryMiB?: number;
   /** The guest console goes to this file. */
   readonly consoleLog: string;
   /** The VMM's control socket (QMP, REST API), created by the VMM. */
@@ -84,6 +87,8 @@ export interface HypervisorCapabilities {
   readonly diskHotplug: boolean;
   /** NICs added to a running VM. */
   readonly nicHotplug: boolean;
+  /** vCPUs and memory added to a running VM (up to the description's maxima). */
+  readonly resize: boolean;
 }
 
 /** A VMM. */
@@ -103,6 +108,14 @@ export interface Hypervisor {
   attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void>;
   /** Detaches disk `id` once the guest has let it go (the guest unmounts first). */
   detachDisk(vm: VmDescription, id: string): Promise<void>;
+  /**
+   * Grows the running VM to at least `want` (vCPUs and memory added, never removed), as far as
+   * its maxima allow; resolves with its size as the VMM has it (the guest onlines them).
+   */
+  resize(
+    vm: VmDescription,
+    want: { readonly vcpus: number; readonly memoryMiB: number },
+  ): Promise<{ vcpus: number; memoryMiB: number }>;
   /** Adds a NIC to the running VM (only when `capabilities.nicHotplug`). */
   attachNic(vm: VmDescription, nic: NicAttachment): Promise<void>;
 }

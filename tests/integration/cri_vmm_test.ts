@@ -101,6 +101,57 @@ Deno.test({
 
 Deno.test({
   name:
+    "crictl + vmm: a container raised beyond its VM grows it (CPU and memory hot-plug); beyond the host, refused",
+  ...skip,
+  fn: () =>
+    withVmm(async (e) => {
+      const { pod, cid } = await runTrappingContainer(e, e.fifo, 60_000);
+      const size = async () => {
+        const r = await e.ctd.crictlOk([
+          "exec",
+          cid,
+          "sh",
+          "-c",
+          "echo cpus=$(nproc); awk '/MemTotal/ { print \"mem=\" int($2 / 1024) }' /proc/meminfo",
+        ]);
+        return { cpus: Number(/cpus=(\d+)/.exec(r)?.[1]), mem: Number(/mem=(\d+)/.exec(r)?.[1]) };
+      };
+      const before = await size();
+      assert.equal(before.cpus, 1);
+      assert.ok(before.mem < 512, `MemTotal ${before.mem} MiB in a 512 MiB VM`);
+      // In-place resize, as the kubelet does it: 2 CPUs and 1 GiB for the container.
+      await e.ctd.crictlOk([
+        "update",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        "200000",
+        "--memory",
+        String(1 << 30),
+        cid,
+      ]);
+      const after = await size();
+      assert.equal(after.cpus, 2, "a vCPU hot-plugged and onlined");
+      const vm = 1024 + GUEST_OVERHEAD_MIB;
+      assert.ok(after.mem > vm - 200 && after.mem <= vm, `MemTotal ${after.mem} MiB, VM ${vm} MiB`);
+      // More CPUs than this host has: the VM cannot grow there; the Update says why.
+      const refused = await e.ctd.crictl([
+        "update",
+        "--cpu-period",
+        "100000",
+        "--cpu-quota",
+        String(100000 * (navigator.hardwareConcurrency + 1)),
+        cid,
+      ]);
+      assert.notEqual(refused.code, 0);
+      assert.match(refused.stderr, /does not fit the pod's VM \(2 vCPUs\), which can grow to/);
+      assert.deepEqual(await size(), after, "nothing changed");
+      await assertAllPodsRemoved(e, [pod]);
+    }),
+});
+
+Deno.test({
+  name:
     "crictl + vmm: a block volume and a raw block device are disks of the VM, read and written there",
   ...skipUnless(
     vmUnavailable() ?? containerdUnavailable() ?? blockToolsMissing(),

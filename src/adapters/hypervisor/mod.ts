@@ -183,6 +183,7 @@ export const vmmKind: HostKind = {
         streams: ctx.streams,
         disks: backend.disks,
         plugLateInterfaces: (sb) => backend.plugLateInterfaces(sb),
+        resizeVm: (sb, want) => backend.resizeVm(sb, want),
       });
       serveVmExec(ctx.ttrpc, backend.links);
       ctx.tracing.addSource(() => backend.links.drainSpans());

@@ -21,8 +21,8 @@
  */
 import { detached } from "../../lib/trace.ts";
 import { join } from "node:path";
-import { GUEST_OVERHEAD_MIB } from "../../domain/vm_size.ts";
-import { Code, codeOf, FailedPreconditionError, UnavailableError } from "../../domain/errors.ts";
+import { grownVmSize, type VmSize } from "../../domain/vm_size.ts";
+import { Code, codeOf, UnavailableError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
@@ -61,6 +61,8 @@ export interface VmContainerOptions {
   readonly streams: StreamHub;
   /** The disks attached to the pods' VMs. */
   readonly disks: PodDisks;
+  /** Grows the pod's VM to at least `want` (CPU and memory hot-plug), or refuses with why. */
+  readonly resizeVm: (sb: SandboxRecord, want: VmSize) => Promise<void>;
   /** Gives the pod's VM the interfaces added to its netns since (before a container runs). */
   readonly plugLateInterfaces: (sb: SandboxRecord) => Promise<void>;
 }
@@ -236,7 +238,10 @@ export class VmContainerRuntime
   }
 
   async update(sb: SandboxRecord, c: ContainerRecord, resources: unknown): Promise<void> {
-    checkFitsVm(sb, resources);
+    // Raised beyond its VM: the VM grows first (hot-plug), or the Update is refused with the
+    // sizes, rather than accepted and OOM-killed or throttled later.
+    const grow = grownVmSize(sb.backend as Partial<VmSize>, resources);
+    if (grow) await this.#o.resizeVm(sb, grow);
     await (await this.#agent(sb.id)).update({
       id: c.id,
       resources: { typeUrl: RESOURCES_TYPE, value: te.encode(JSON.stringify(resources)) },
@@ -370,38 +375,5 @@ export class VmContainerRuntime
     const copies = this.#stdio.get(k);
     this.#stdio.delete(k);
     await copies?.close();
-  }
-}
-
-/**
- * A container raised beyond its VM cannot get what it asks for: QEMU here
- * neither hot-plugs memory nor vCPUs, so such an Update is refused with the
- * sizes, rather than accepted and OOM-killed or throttled later.
- */
-export function checkFitsVm(sb: SandboxRecord, resources: unknown): void {
-  const vm = sb.backend as { vcpus?: unknown; memoryMiB?: unknown };
-  const r = resources as {
-    memory?: { limit?: unknown };
-    cpu?: { quota?: unknown; period?: unknown };
-  };
-  const limit = Number(r?.memory?.limit ?? 0);
-  if (typeof vm.memoryMiB === "number" && limit > 0) {
-    const room = (vm.memoryMiB - GUEST_OVERHEAD_MIB) * 1024 * 1024;
-    if (limit > room) {
-      throw new FailedPreconditionError(
-        `A memory limit of ${Math.ceil(limit / 1048576)} MiB does not fit the pod's VM ` +
-          `(${vm.memoryMiB} MiB, ${GUEST_OVERHEAD_MIB} of them the guest's): memory hot-plug is ` +
-          "not supported; give the pod the limit at creation, which sizes its VM",
-      );
-    }
-  }
-  const quota = Number(r?.cpu?.quota ?? 0), period = Number(r?.cpu?.period ?? 0);
-  if (
-    typeof vm.vcpus === "number" && quota > 0 && period > 0 && Math.ceil(quota / period) > vm.vcpus
-  ) {
-    throw new FailedPreconditionError(
-      `A CPU quota of ${(quota / period).toFixed(2)} CPUs does not fit the pod's VM (${vm.vcpus} ` +
-        "vCPUs): CPU hot-plug is not supported; give the pod the quota at creation",
-    );
   }
 }

@@ -11,12 +11,13 @@ import { join } from "node:path";
 import { traced } from "../../lib/trace.ts";
 import {
   DeadlineExceededError,
+  InternalError,
   InvalidArgumentError,
   ResourceExhaustedError,
 } from "../../domain/errors.ts";
 import { KeyedMutex } from "../../lib/sync.ts";
 import { validateId } from "../../domain/ids.ts";
-import { vmSize } from "../../domain/vm_size.ts";
+import { vmGrowthRefusal, type VmSize, vmSize } from "../../domain/vm_size.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
@@ -142,6 +143,9 @@ export interface VmmPodState extends PodProcessState {
   /** The size the VM was started with (the config's, grown to the pod's limits). */
   vcpus?: number;
   memoryMiB?: number;
+  /** What CPU and memory hot-plug may grow it to (the host's CPUs and memory). */
+  maxVcpus?: number;
+  maxMemoryMiB?: number;
   accel?: "kvm" | "tcg";
   /** The debug console's socket, when the VM has one. */
   debugConsole?: string;
@@ -175,7 +179,11 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     for (const f of [p.control, p.agent, p.debug]) await Deno.remove(f).catch(() => {});
     // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
     const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
-    record.backend = { ...record.backend, vcpus: size.vcpus, memoryMiB: size.memoryMiB };
+    // Room to grow into for containers raised later (Task.Update): the host's CPUs and memory.
+    const max = o.hypervisor.capabilities.resize ? hostSize() : size;
+    const maxVcpus = Math.max(size.vcpus, max.vcpus);
+    const maxMemoryMiB = Math.max(size.memoryMiB, max.memoryMiB);
+    record.backend = { ...record.backend, ...size, maxVcpus, maxMemoryMiB };
     // The CNI interfaces, mirrored onto taps the VM's NICs use (a queue per vCPU).
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath, size.vcpus) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
@@ -189,6 +197,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         shares: virtiofs,
       }),
       ...size,
+      maxVcpus,
+      maxMemoryMiB,
     };
     // In the pod's netns, so its devices (taps) are the pod's.
     const argv = record.netnsPath
@@ -363,6 +373,30 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
 
   #netLock = new KeyedMutex();
 
+  /**
+   * Grows the pod's VM for a container raised beyond it: vCPUs and memory hot-plugged (up to
+   * the room it was started with), then onlined by the guest. Refused with the sizes where the
+   * VMM cannot or the room is not there.
+   */
+  resizeVm(record: SandboxRecord<VmmPodState>, want: VmSize): Promise<void> {
+    return this.#netLock.run(record.id, async () => {
+      const b = record.backend;
+      const vm = {
+        vcpus: b.vcpus ?? this.opts.vcpus,
+        memoryMiB: b.memoryMiB ?? this.opts.memoryMiB,
+      };
+      const max = this.opts.hypervisor.capabilities.resize
+        ? { vcpus: b.maxVcpus ?? vm.vcpus, memoryMiB: b.maxMemoryMiB ?? vm.memoryMiB }
+        : vm;
+      const refusal = vmGrowthRefusal(vm, want, max);
+      if (refusal) throw refusal;
+      const got = await this.opts.hypervisor.resize(await this.#described(record.id), want);
+      await onlineInGuest((await this.links.get(record.id)).sandbox, got);
+      record.backend = { ...record.backend, ...got };
+      this.#log.info("vm grown", { sandbox: record.id, from: vm, to: got });
+    });
+  }
+
   /** Whether the pod's VM runs (its QEMU has not exited). */
   vmRunning(id: string): boolean {
     return this.holders.running(id);
@@ -479,6 +513,42 @@ export function podSandboxJson(record: SandboxRecord<VmmPodState>): Uint8Array {
       : undefined,
     linux: { sysctls: pod.sysctls },
   }));
+}
+
+/** The host's CPUs and memory (in the guest's 128 MiB blocks): how far a VM may grow. */
+function hostSize(): VmSize {
+  const kb = Number(/MemTotal:\s+(\d+)/.exec(Deno.readTextFileSync("/proc/meminfo"))?.[1] ?? 0);
+  return {
+    vcpus: navigator.hardwareConcurrency || 1,
+    memoryMiB: Math.floor(kb / 1024 / 128) * 128,
+  };
+}
+
+/**
+ * Has the guest take hot-plugged CPUs and memory blocks online (no udev there) and waits until
+ * it has `size`: its online memory blocks add up to the memory, `nproc` to the vCPUs.
+ */
+async function onlineInGuest(agent: AgentLink["sandbox"], size: VmSize): Promise<void> {
+  const script = [
+    `want_cpus=${size.vcpus}; want_mib=${size.memoryMiB}; i=0`,
+    "bs=$(( $(printf '%d' 0x$(cat /sys/devices/system/memory/block_size_bytes)) / 1048576 ))",
+    "while :; do",
+    "  for f in /sys/devices/system/cpu/cpu[0-9]*/online; do",
+    '    [ "$(cat $f)" = 1 ] || echo 1 > $f; done 2>/dev/null',
+    "  for f in /sys/devices/system/memory/memory[0-9]*/state; do",
+    '    [ "$(cat $f)" = online ] || echo online > $f; done 2>/dev/null',
+    "  blocks=$(grep -l '^online' /sys/devices/system/memory/memory[0-9]*/state | wc -l)",
+    '  [ "$(nproc)" -ge $want_cpus ] && [ $((blocks * bs)) -ge $want_mib ] && exit 0',
+    '  i=$((i + 1)); [ $i -ge 150 ] && { echo "cpus $(nproc), memory $((blocks * bs)) MiB"; exit 1; }',
+    "  sleep 0.2",
+    "done",
+  ].join("\n");
+  const r = await agent.execVMProcess({ command: script, stdin: new Uint8Array() }, {
+    timeoutMs: 60_000,
+  }).catch((e) => {
+    throw new InternalError(`The guest did not take its hot-plugged CPUs and memory: ${e}`);
+  });
+  void r;
 }
 
 /** Kuasar's two-step clock sync: measure the offset, then have the guest apply it. */

@@ -19,6 +19,9 @@ export interface QemuVmSpec {
   readonly kernelParams?: string;
   readonly memoryMiB: number;
   readonly vcpus: number;
+  /** Room for CPU and memory hot-plug (`maxcpus`; `slots` and `maxmem`); unset: none. */
+  readonly maxVcpus?: number;
+  readonly maxMemoryMiB?: number;
   readonly accel: "kvm" | "tcg";
   /** QMP control socket (unix, QEMU listens). */
   readonly qmpSocket: string;
@@ -38,6 +41,9 @@ export interface QemuVmSpec {
   readonly hotplugPorts?: number;
 }
 
+/** DIMM slots for memory hot-plug (one per raise of a container's memory beyond the VM). */
+export const MEMORY_SLOTS = 8;
+
 /** The id of hot-plug root port `i`, the `bus` a hot-plugged device names. */
 export function hotplugPort(i: number): string {
   return `hp${i}`;
@@ -54,9 +60,11 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
     "-cpu",
     vm.accel === "kvm" ? "host" : "max",
     "-m",
-    `${vm.memoryMiB}M`,
+    vm.maxMemoryMiB && vm.maxMemoryMiB > vm.memoryMiB
+      ? `${vm.memoryMiB}M,slots=${MEMORY_SLOTS},maxmem=${vm.maxMemoryMiB}M`
+      : `${vm.memoryMiB}M`,
     "-smp",
-    String(vm.vcpus),
+    vm.maxVcpus && vm.maxVcpus > vm.vcpus ? `${vm.vcpus},maxcpus=${vm.maxVcpus}` : String(vm.vcpus),
     "-nodefaults",
     "-nographic",
     // A guest poweroff or reboot ends QEMU: the pod is over.

@@ -28,6 +28,7 @@ export class QemuHypervisor implements Hypervisor {
     virtiofs: true,
     diskHotplug: true,
     nicHotplug: true,
+    resize: true,
   };
   readonly #o: QemuOptions;
 
@@ -48,6 +49,8 @@ export class QemuHypervisor implements Hypervisor {
       kernelParams: vm.kernelParams,
       memoryMiB: vm.memoryMiB,
       vcpus: vm.vcpus,
+      maxVcpus: vm.maxVcpus,
+      maxMemoryMiB: vm.maxMemoryMiB,
       accel: this.#o.accel,
       qmpSocket: vm.controlSocket,
       consoleLog: vm.consoleLog,
@@ -96,6 +99,64 @@ export class QemuHypervisor implements Hypervisor {
     const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
     try {
       await qmp.removeDisk(id);
+    } finally {
+      qmp.close();
+    }
+  }
+
+  /**
+   * CPUs: `device_add` of the hot-pluggable CPUs QEMU lists as not plugged, in order. Memory:
+   * one pc-dimm (backed by a shared memfd, as vhost-user-fs needs) for what is missing,
+   * in 128 MiB blocks (the guest's memory block size). What is there is read back from QEMU
+   * (query-memory-size-summary), so a restarted daemon does not plug twice; beyond
+   * `maxcpus`/`maxmem` QEMU refuses, and that error is the answer.
+   */
+  async resize(
+    vm: VmDescription,
+    want: { readonly vcpus: number; readonly memoryMiB: number },
+  ): Promise<{ vcpus: number; memoryMiB: number }> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    try {
+      type HotCpu = { type: string; props: Record<string, number>; "qom-path"?: string };
+      const cpus = await qmp.execute("query-hotpluggable-cpus") as HotCpu[];
+      let vcpus = cpus.filter((c) => c["qom-path"]).length;
+      const order = (c: HotCpu) =>
+        ((c.props["socket-id"] ?? 0) * 1024 + (c.props["core-id"] ?? 0)) * 64 +
+        (c.props["thread-id"] ?? 0);
+      const free = cpus.filter((c) => !c["qom-path"]).sort((a, b) => order(a) - order(b));
+      while (vcpus < want.vcpus && free.length) {
+        const c = free.shift()!;
+        const id = `hcpu-${Object.values(c.props).join("-")}`;
+        await qmp.execute("device_add", { driver: c.type, id, ...c.props });
+        vcpus++;
+      }
+      const mem = await qmp.execute("query-memory-size-summary") as {
+        "base-memory": number;
+        "plugged-memory"?: number;
+      };
+      let memoryMiB = Math.floor((mem["base-memory"] + (mem["plugged-memory"] ?? 0)) / 1048576);
+      const add = Math.ceil((want.memoryMiB - memoryMiB) / 128) * 128;
+      if (add > 0) {
+        const n = (await qmp.execute("query-memory-devices") as unknown[]).length;
+        await qmp.execute("object-add", {
+          "qom-type": "memory-backend-memfd",
+          id: `hmem${n}`,
+          size: add * 1048576,
+          share: true,
+        });
+        try {
+          await qmp.execute("device_add", {
+            driver: "pc-dimm",
+            id: `dimm${n}`,
+            memdev: `hmem${n}`,
+          });
+        } catch (e) {
+          await qmp.execute("object-del", { id: `hmem${n}` }).catch(() => {});
+          throw e;
+        }
+        memoryMiB += add;
+      }
+      return { vcpus, memoryMiB };
     } finally {
       qmp.close();
     }

@@ -29,6 +29,7 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
  */
 function fakeQmp(
   path: string,
+  answers: Record<string, unknown> = {},
 ): { commands: string[]; calls: Record<string, unknown>[]; close(): void } {
   const commands: string[] = [];
   const calls: Record<string, unknown>[] = [];
@@ -60,7 +61,7 @@ function fakeQmp(
               await w({ error: { class: "CommandNotFound", desc: "Expecting capabilities" } });
               continue;
             }
-            await w({ return: {} });
+            await w({ return: answers[cmd] ?? {} });
             if (cmd === "quit") quit = true;
             // As QEMU: the unplug completes later, once the guest has released the device.
             if (cmd === "device_del") {
@@ -97,7 +98,12 @@ Deno.test("QEMU: argv carries the description (control socket, agent port, vsock
   assert.ok(a.includes("tap,id=net0,ifname=tap0,script=no,downscript=no"));
   assert.ok(a.includes("vhost-user-fs-pci,chardev=fs0,tag=kuasar"));
   assert.ok(a.includes("q35,accel=tcg"));
-  assert.deepEqual(q.capabilities, { virtiofs: true, diskHotplug: true, nicHotplug: true });
+  assert.deepEqual(q.capabilities, {
+    virtiofs: true,
+    diskHotplug: true,
+    nicHotplug: true,
+    resize: true,
+  });
 });
 
 Deno.test("QEMU: the agent over vsock first when the VM has it, the serial socket always", () => {
@@ -215,6 +221,45 @@ Deno.test("QEMU: a NIC hot-plugs as a tap netdev and a virtio-net in the slot af
           mq: true,
         },
       },
+    ]);
+  } finally {
+    fake.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("QEMU: resize plugs the CPUs QEMU lists as free and one DIMM for the missing memory", async () => {
+  const dir = await Deno.makeTempDir();
+  const q = new QemuHypervisor({ binary: "qemu", accel: "tcg" });
+  const d = vm(dir, { vcpus: 1, memoryMiB: 512, maxVcpus: 4, maxMemoryMiB: 4096 });
+  const argv = q.argv(d);
+  assert.ok(argv.includes("1,maxcpus=4"));
+  assert.ok(argv.includes("512M,slots=8,maxmem=4096M"));
+  const cpu = (socket: number, plugged: boolean) => ({
+    type: "max-x86_64-cpu",
+    "vcpus-count": 1,
+    props: { "socket-id": socket, "core-id": 0, "thread-id": 0 },
+    ...(plugged ? { "qom-path": `/machine/unattached/device[${socket}]` } : {}),
+  });
+  // As QEMU 7.2 lists them: the last socket first.
+  const fake = fakeQmp(d.controlSocket, {
+    "query-hotpluggable-cpus": [cpu(3, false), cpu(2, false), cpu(1, false), cpu(0, true)],
+    "query-memory-size-summary": { "base-memory": 512 * 1048576, "plugged-memory": 0 },
+    "query-memory-devices": [],
+  });
+  try {
+    assert.deepEqual(await q.resize(d, { vcpus: 3, memoryMiB: 1000 }), {
+      vcpus: 3,
+      memoryMiB: 1024,
+    });
+    const plugs = fake.calls.filter((c) =>
+      ["device_add", "object-add"].includes(c.execute as string)
+    );
+    assert.deepEqual(plugs.map((c) => c.arguments), [
+      { driver: "max-x86_64-cpu", id: "hcpu-1-0-0", "socket-id": 1, "core-id": 0, "thread-id": 0 },
+      { driver: "max-x86_64-cpu", id: "hcpu-2-0-0", "socket-id": 2, "core-id": 0, "thread-id": 0 },
+      { "qom-type": "memory-backend-memfd", id: "hmem0", size: 512 * 1048576, share: true },
+      { driver: "pc-dimm", id: "dimm0", memdev: "hmem0" },
     ]);
   } finally {
     fake.close();
