@@ -29,9 +29,10 @@ export interface VmDescription {
   readonly kernelParams: string;
   readonly memoryMiB: number;
   readonly vcpus: number;
-  /** What CPU and memory hot-plug may grow the VM to; unset: no hot-plug. */
+  /** What CPU and memory hot-plug may grow the VM to, in how many DIMMs; unset: no hot-plug. */
   readonly maxVcpus?: number;
   readonly maxMemoryMiB?: number;
+  readonly memorySlots?: number;
   /** The guest console goes to this file. */
   readonly consoleLog: string;
   /** The VMM's control socket (QMP, REST API), created by the VMM. */

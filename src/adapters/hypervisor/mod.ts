@@ -168,6 +168,9 @@ export const vmmKind: HostKind = {
         virtiofsd: findExecutable(s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd"),
         virtiofsdOptions: virtiofsdOptions(s),
         debugConsole: s.task?.debug ?? false,
+        diskSlots: s.hotplug_disk_slots,
+        maxVcpus: s.default_max_vcpus ?? 0,
+        memorySlots: s.mem_slots ?? 0,
       });
       const unused = unusedKeys(s);
       if (unused.length) {

@@ -34,6 +34,18 @@ export const hypervisorSettings = z.strictObject({
   boot_timeout_secs: z.number().int().min(1).optional(),
   /** Ours: how often running guests' clocks are set from the host's (Kuasar: 60 s); 0: never. */
   clock_sync_interval_secs: z.number().int().min(0).optional(),
+  /** Ours: PCIe root ports left free for block volumes (disks hot-plugged per pod); default 3. */
+  hotplug_disk_slots: z.number().int().min(0).max(30).optional(),
+  /**
+   * Kuasar's: room for CPU hot-plug (`maxcpus`); 0 (the default, as Kuasar's): none, and a
+   * container raised beyond the VM's vCPUs is refused.
+   */
+  default_max_vcpus: z.number().int().min(0).max(256).optional(),
+  /**
+   * Kuasar's: DIMM slots for memory hot-plug, up to the host's memory (`slots`, `maxmem`).
+   * Kuasar defaults to 1; ours is 0 (none), as the room costs QEMU ~60 MiB more per VM here.
+   */
+  mem_slots: z.number().int().min(0).max(256).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   machine_type: z.enum(["pc", "q35"]).optional(),
   image_path: z.string().optional(),
@@ -42,9 +54,7 @@ export const hypervisorSettings = z.strictObject({
   cpu_features: z.string().optional(),
   cpu_model: z.string().optional(),
   default_bridges: z.number().int().optional(),
-  default_max_vcpus: z.number().int().optional(),
   entropy_source: z.string().optional(),
-  mem_slots: z.number().int().optional(),
   mem_offset: z.number().int().optional(),
   memory_path: z.string().optional(),
   file_backend_mem_path: z.string().optional(),
@@ -85,6 +95,9 @@ const USED = new Set([
   "boot_timeout_secs",
   "clock_sync_interval_secs",
   "virtiofsd",
+  "default_max_vcpus",
+  "mem_slots",
+  "hotplug_disk_slots",
 ]);
 
 /** The keys of `s` that are set but not used (an operator is told, not left guessing). */

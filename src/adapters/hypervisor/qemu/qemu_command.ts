@@ -22,6 +22,7 @@ export interface QemuVmSpec {
   /** Room for CPU and memory hot-plug (`maxcpus`; `slots` and `maxmem`); unset: none. */
   readonly maxVcpus?: number;
   readonly maxMemoryMiB?: number;
+  readonly memorySlots?: number;
   readonly accel: "kvm" | "tcg";
   /** QMP control socket (unix, QEMU listens). */
   readonly qmpSocket: string;
@@ -41,9 +42,6 @@ export interface QemuVmSpec {
   readonly hotplugPorts?: number;
 }
 
-/** DIMM slots for memory hot-plug (one per raise of a container's memory beyond the VM). */
-export const MEMORY_SLOTS = 8;
-
 /** The id of hot-plug root port `i`, the `bus` a hot-plugged device names. */
 export function hotplugPort(i: number): string {
   return `hp${i}`;
@@ -60,8 +58,8 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
     "-cpu",
     vm.accel === "kvm" ? "host" : "max",
     "-m",
-    vm.maxMemoryMiB && vm.maxMemoryMiB > vm.memoryMiB
-      ? `${vm.memoryMiB}M,slots=${MEMORY_SLOTS},maxmem=${vm.maxMemoryMiB}M`
+    vm.memorySlots && vm.maxMemoryMiB && vm.maxMemoryMiB > vm.memoryMiB
+      ? `${vm.memoryMiB}M,slots=${vm.memorySlots},maxmem=${vm.maxMemoryMiB}M`
       : `${vm.memoryMiB}M`,
     "-smp",
     vm.maxVcpus && vm.maxVcpus > vm.vcpus ? `${vm.vcpus},maxcpus=${vm.maxVcpus}` : String(vm.vcpus),

@@ -51,6 +51,7 @@ export class QemuHypervisor implements Hypervisor {
       vcpus: vm.vcpus,
       maxVcpus: vm.maxVcpus,
       maxMemoryMiB: vm.maxMemoryMiB,
+      memorySlots: vm.memorySlots,
       accel: this.#o.accel,
       qmpSocket: vm.controlSocket,
       consoleLog: vm.consoleLog,

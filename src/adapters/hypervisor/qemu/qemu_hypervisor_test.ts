@@ -231,7 +231,7 @@ Deno.test("QEMU: a NIC hot-plugs as a tap netdev and a virtio-net in the slot af
 Deno.test("QEMU: resize plugs the CPUs QEMU lists as free and one DIMM for the missing memory", async () => {
   const dir = await Deno.makeTempDir();
   const q = new QemuHypervisor({ binary: "qemu", accel: "tcg" });
-  const d = vm(dir, { vcpus: 1, memoryMiB: 512, maxVcpus: 4, maxMemoryMiB: 4096 });
+  const d = vm(dir, { vcpus: 1, memoryMiB: 512, maxVcpus: 4, maxMemoryMiB: 4096, memorySlots: 8 });
   const argv = q.argv(d);
   assert.ok(argv.includes("1,maxcpus=4"));
   assert.ok(argv.includes("512M,slots=8,maxmem=4096M"));
