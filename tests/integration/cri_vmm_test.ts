@@ -6,8 +6,14 @@
  * sandboxer restart.
  */
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import { containerdUnavailable } from "../support/containerd.ts";
-import { blockToolsMissing, catInImage, ext4Image, loopDevice } from "../support/block.ts";
+import {
+  BLOCK_IO_OUTPUT,
+  BLOCK_IO_SCRIPT,
+  blockFixtures,
+  blockToolsMissing,
+} from "../support/block.ts";
 import { GUEST_OVERHEAD_MIB } from "../../src/domain/vm_size.ts";
 import { skipUnless, VMM_CRI_CONFIG, vmUnavailable } from "../support/env.ts";
 import {
@@ -159,15 +165,8 @@ Deno.test({
   ),
   fn: () =>
     withVmm(async (e) => {
-      const files = await Deno.makeTempDir();
-      await Deno.writeTextFile(`${files}/hello.txt`, "from-the-host-disk\n");
-      const volImage = await ext4Image(`${files}.vol.img`, 32, files);
-      const rawImage = `${files}.raw.img`;
-      const raw = new Uint8Array(4 << 20);
-      raw.set(new TextEncoder().encode("raw-bytes"));
-      await Deno.writeFile(rawImage, raw);
-      const vol = await loopDevice(volImage);
-      const rawDev = await loopDevice(rawImage);
+      const dir = await Deno.makeTempDir();
+      const f = await blockFixtures(dir);
       try {
         const pc = podConfig(e);
         const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
@@ -178,27 +177,68 @@ Deno.test({
           ...containerConfig("blk", [
             "sh",
             "-c",
-            "grep ' /data ' /proc/mounts | cut -d' ' -f3; cat /data/hello.txt; " +
-            "echo written-in-the-vm > /data/out.txt; head -c 9 /dev/xvdb; echo; " +
-            "printf raw-write | dd of=/dev/xvdb bs=1 seek=100 conv=notrunc 2>/dev/null; sync",
+            `grep ' /data ' /proc/mounts | cut -d' ' -f3; ${BLOCK_IO_SCRIPT}`,
           ]),
-          mounts: [{ host_path: vol.path, container_path: "/data" }],
-          devices: [{ host_path: rawDev.path, container_path: "/dev/xvdb", permissions: "rwm" }],
+          mounts: [{ host_path: f.vol.path, container_path: "/data" }],
+          devices: [{ host_path: f.rawDev.path, container_path: "/dev/xvdb", permissions: "rwm" }],
         });
         const cid = await e.ctd.crictlOk(["create", id, ctrJson, podJson]);
         await e.ctd.crictlOk(["start", cid]);
         assert.equal((await waitState(e, cid, "CONTAINER_EXITED", 60_000)).exitCode, 0);
-        const logs = await logsOf(e, cid, /raw-bytes/);
-        assert.equal(logs, "ext4\nfrom-the-host-disk\nraw-bytes\n");
+        assert.equal(await logsOf(e, cid, /raw-bytes/), `ext4\n${BLOCK_IO_OUTPUT}`);
         await assertAllPodsRemoved(e, [id]);
       } finally {
-        await vol.detach();
-        await rawDev.detach();
+        await f.release();
       }
-      assert.equal(await catInImage(volImage, "/out.txt"), "written-in-the-vm\n");
-      const rawAfter = await Deno.readFile(rawImage);
-      assert.equal(new TextDecoder().decode(rawAfter.subarray(100, 109)), "raw-write");
-      for (const f of [volImage, rawImage]) await Deno.remove(f);
-      await Deno.remove(files, { recursive: true });
+      await f.assertWritten();
+      await Deno.remove(dir, { recursive: true });
+    }),
+});
+
+Deno.test({
+  name:
+    "crictl + vmm: shareProcessNamespace shows the other container's processes; a memory emptyDir is a guest tmpfs",
+  ...skip,
+  fn: () =>
+    withVmm(async (e) => {
+      // As kubelet makes an emptyDir with medium: Memory: a tmpfs at its volume path.
+      const vol = join(e.ctd.base, "pods/u1/volumes/kubernetes.io~empty-dir/cache");
+      await Deno.mkdir(vol, { recursive: true });
+      const m = await new Deno.Command("mount", { args: ["-t", "tmpfs", "tmpfs", vol] }).output();
+      assert.ok(m.success, "mount tmpfs");
+      try {
+        const pc = podConfig(e);
+        // namespace_options.pid = POD: shareProcessNamespace.
+        const pod = {
+          ...pc,
+          linux: {
+            ...pc.linux,
+            security_context: { namespace_options: { network: 0, pid: 0 } },
+          },
+        };
+        const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pod);
+        const id = await e.ctd.crictlOk(["runp", "--runtime", e.fifo, podJson]);
+        const run = async (name: string, script: string) => {
+          const json = await e.ctd.writeJson(`${pc.metadata.name}-${name}.json`, {
+            ...containerConfig(name, ["sh", "-c", script]),
+            mounts: [{ host_path: vol, container_path: "/cache" }],
+          });
+          const cid = await e.ctd.crictlOk(["create", id, json, podJson]);
+          await e.ctd.crictlOk(["start", cid]);
+          return cid;
+        };
+        const sleeper = await run("sleeper", "echo kept > /cache/f; exec sleep 1000");
+        await waitState(e, sleeper, "CONTAINER_RUNNING", 60_000);
+        const looker = await run(
+          "looker",
+          "ps -o args | grep -c '^sleep 1000'; grep ' /cache ' /proc/mounts | cut -d' ' -f3; cat /cache/f",
+        );
+        assert.equal((await waitState(e, looker, "CONTAINER_EXITED", 60_000)).exitCode, 0);
+        assert.equal(await logsOf(e, looker, /kept/), "1\ntmpfs\nkept\n");
+        assert.deepEqual([...Deno.readDirSync(vol)], [], "in the guest's memory, not the host's");
+        await assertAllPodsRemoved(e, [id]);
+      } finally {
+        await new Deno.Command("umount", { args: ["-l", vol] }).output();
+      }
     }),
 });

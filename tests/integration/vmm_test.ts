@@ -39,7 +39,13 @@ import {
 } from "../support/pod.ts";
 import { GUEST_SHARED_DIR } from "../../src/ports/agent_protocol.ts";
 import { ensureBusyboxRootfs, overlayRootfs } from "../support/rootfs.ts";
-import { blockToolsMissing, catInImage, ext4Image, loopDevice } from "../support/block.ts";
+import {
+  BLOCK_IO_OUTPUT,
+  BLOCK_IO_SCRIPT,
+  blockFixtures,
+  blockToolsMissing,
+  ext4Image,
+} from "../support/block.ts";
 import { catThroughStreams } from "../support/streams.ts";
 
 function unavailable(): string | undefined {
@@ -625,20 +631,12 @@ Deno.test({
     withDaemon(async (d) => {
       // A volume with a file system (as a CSI block volume mounted by path), a raw device
       // (Kubernetes volumeDevices: linux.devices), and a rootfs that is an ext4 image file.
-      const files = join(d.base, "vol-files");
-      await Deno.mkdir(files);
-      await Deno.writeTextFile(join(files, "hello.txt"), "from-the-host-disk\n");
-      const volImage = await ext4Image(join(d.base, "vol.img"), 32, files);
-      const rawImage = join(d.base, "raw.img");
-      const raw = new Uint8Array(4 << 20);
-      raw.set(new TextEncoder().encode("raw-bytes"));
-      await Deno.writeFile(rawImage, raw);
+      const f = await blockFixtures(d.base);
+      const vol = f.vol, rawDev = f.rawDev;
       const root = join(d.base, "root-files");
       await new Deno.Command("cp", { args: ["-a", await ensureBusyboxRootfs(), root] }).output();
       await Deno.writeTextFile(join(root, "marker"), "rootfs-on-a-disk\n");
       const rootImage = await ext4Image(join(d.base, "root.img"), 32, root);
-      const vol = await loopDevice(volImage);
-      const rawDev = await loopDevice(rawImage);
       try {
         const pod = await startPod(d, { cgroupParent: d.cgroupParent });
         const disksFile = join(d.dir, pod.id, "disks.json");
@@ -689,17 +687,14 @@ Deno.test({
           }
         };
         const first = await run(
-          "grep ' /data ' /proc/mounts | cut -d' ' -f1,3; cat /data/hello.txt; " +
-            "echo written-in-the-vm > /data/out.txt; head -c 9 /dev/xvdb; echo; " +
-            "printf raw-write | dd of=/dev/xvdb bs=1 seek=100 conv=notrunc 2>/dev/null",
+          `grep ' /data ' /proc/mounts | cut -d' ' -f1,3; ${BLOCK_IO_SCRIPT}`,
           { devices: true },
         );
         assert.equal(first.status, 0, first.out);
-        const [mount, hello, rawHead] = first.out.split("\n");
+        const [mount, ...rest] = first.out.split("\n");
         assert.match(mount, /^\S+ ext4$/, "the guest's kernel mounts the disk's ext4");
         assert.doesNotMatch(mount, /virtiofs/);
-        assert.equal(hello, "from-the-host-disk");
-        assert.equal(rawHead, "raw-bytes", "the raw device reads through");
+        assert.equal(`${rest.join("\n")}\n`, BLOCK_IO_OUTPUT, "volume and raw device read");
         assert.equal(first.inUse, 2, "two disks attached while the container ran");
         // The next container of the pod finds the first one's write; its rootfs is a disk.
         const second = await run("cat /marker /data/out.txt; grep ' / ' /proc/mounts", {
@@ -718,13 +713,10 @@ Deno.test({
         assert.doesNotMatch(blocks.stdout, /vd/, "no disk left in the guest");
         await assertShutdownLeavesNothing(d, [pod.id]);
       } finally {
-        await vol.detach();
-        await rawDev.detach();
+        await f.release();
       }
       // What the VM wrote is on the host's devices.
-      assert.equal(await catInImage(volImage, "/out.txt"), "written-in-the-vm\n");
-      const rawAfter = await Deno.readFile(rawImage);
-      assert.equal(new TextDecoder().decode(rawAfter.subarray(100, 109)), "raw-write");
+      await f.assertWritten();
     }, () => startVmmDaemon()),
 });
 

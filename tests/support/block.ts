@@ -5,6 +5,9 @@
  *
  * @module
  */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+
 const td = new TextDecoder();
 
 async function run(argv: string[]): Promise<string> {
@@ -64,4 +67,46 @@ export async function loopDevice(image: string): Promise<LoopDevice> {
 /** A file's content inside an ext4 image (no mount). */
 export async function catInImage(image: string, file: string): Promise<string> {
   return await run(["debugfs", "-R", `cat ${file}`, image]);
+}
+
+/**
+ * What a container does with the block fixtures: reads the volume's file and the raw
+ * device's first bytes, writes a file to the volume and bytes into the device.
+ */
+export const BLOCK_IO_SCRIPT = "cat /data/hello.txt; echo written-in-the-vm > /data/out.txt; " +
+  "head -c 9 /dev/xvdb; echo; " +
+  "printf raw-write | dd of=/dev/xvdb bs=1 seek=100 conv=notrunc 2>/dev/null; sync";
+
+/** The output BLOCK_IO_SCRIPT gives in a container that has both. */
+export const BLOCK_IO_OUTPUT = "from-the-host-disk\nraw-bytes\n";
+
+/** A volume (ext4 with hello.txt) and a raw device (starting "raw-bytes"), on loop devices. */
+export async function blockFixtures(dir: string) {
+  const files = join(dir, "vol-files");
+  await Deno.mkdir(files, { recursive: true });
+  await Deno.writeTextFile(join(files, "hello.txt"), "from-the-host-disk\n");
+  const volImage = await ext4Image(join(dir, "vol.img"), 32, files);
+  const rawImage = join(dir, "raw.img");
+  const raw = new Uint8Array(4 << 20);
+  raw.set(new TextEncoder().encode("raw-bytes"));
+  await Deno.writeFile(rawImage, raw);
+  const vol = await loopDevice(volImage);
+  const rawDev = await loopDevice(rawImage).catch(async (e) => {
+    await vol.detach();
+    throw e;
+  });
+  return {
+    vol,
+    rawDev,
+    release: async () => {
+      await vol.detach();
+      await rawDev.detach();
+    },
+    /** What BLOCK_IO_SCRIPT wrote is on the host's images. */
+    assertWritten: async () => {
+      assert.equal(await catInImage(volImage, "/out.txt"), "written-in-the-vm\n");
+      const after = await Deno.readFile(rawImage);
+      assert.equal(new TextDecoder().decode(after.subarray(100, 109)), "raw-write");
+    },
+  };
 }
