@@ -111,7 +111,7 @@ Deno.test({
   ...skip,
   fn: () =>
     withVmm(async (e) => {
-      const { pod, cid } = await runTrappingContainer(e, e.fifo, 60_000);
+      const { pod, cid, podJson } = await runTrappingContainer(e, e.fifo, 60_000);
       const size = async () => {
         const r = await e.ctd.crictlOk([
           "exec",
@@ -152,8 +152,23 @@ Deno.test({
       assert.notEqual(refused.code, 0);
       assert.match(refused.stderr, /does not fit the pod's VM \(2 vCPUs\), which can grow to/);
       assert.deepEqual(await size(), after, "nothing changed");
+      // A container created with limits beyond the VM grows it too (another DIMM).
+      const bigJson = await e.ctd.writeJson("big.json", {
+        ...containerConfig("big", [
+          "sh",
+          "-c",
+          "awk '/MemTotal/ { print \"mem=\" int($2 / 1024) }' /proc/meminfo",
+        ]),
+        linux: { resources: { memory_limit_in_bytes: 1536 << 20 } },
+      });
+      const big = await e.ctd.crictlOk(["create", pod, bigJson, podJson]);
+      await e.ctd.crictlOk(["start", big]);
+      await waitState(e, big, "CONTAINER_EXITED", 60_000);
+      const bigMem = Number(/mem=(\d+)/.exec(await logsOf(e, big, /mem=/))?.[1]);
+      const bigVm = 1536 + GUEST_OVERHEAD_MIB;
+      assert.ok(bigMem > bigVm - 200 && bigMem <= bigVm, `MemTotal ${bigMem} MiB, VM ${bigVm} MiB`);
       await assertAllPodsRemoved(e, [pod]);
-    }, "default_max_vcpus = 2\nmem_slots = 1\n"),
+    }, "default_max_vcpus = 2\nmem_slots = 2\n"),
 });
 
 Deno.test({

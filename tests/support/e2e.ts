@@ -299,7 +299,7 @@ export async function runTrappingContainer(
   e: E2E,
   handler: string,
   timeoutMs?: number,
-): Promise<{ pod: string; cid: string }> {
+): Promise<{ pod: string; cid: string; podJson: string }> {
   const r = await runContainer(e, handler, [
     "sh",
     "-c",

@@ -124,12 +124,16 @@ export class VmContainerRuntime
     const t0 = performance.now();
     try {
       // Made already when the engine announced the container (extensions.tasks).
-      if (!await shared(share)) {
-        const spec = await readSpec(c.bundle);
+      const early = await shared(share);
+      const spec = early
+        ? await readSpec(c.bundle).catch(() => undefined)
+        : await readSpec(c.bundle);
+      if (!early && spec) {
         const root = join(c.bundle, spec.root?.path ?? "rootfs");
         await makeShare(share, c.id, spec, c.rootfs, root, this.#o.disks.attacher(sb.id, c.id));
       }
       await this.#o.plugLateInterfaces(sb);
+      await this.#growForLimits(sb, c.id, spec?.linux?.resources);
       const link = await this.#link(sb.id);
       const t1 = performance.now();
       const io = guestIo(c.io, streamBase(c.id));
@@ -157,6 +161,24 @@ export class VmContainerRuntime
       await this.#o.disks.release(sb.id, c.id).catch(() => {});
       throw e;
     }
+  }
+
+  /**
+   * A container whose limits exceed its VM (an engine that sized the pod smaller, or not at
+   * all) grows it where the VM has room; where it has none the container still runs, with a
+   * warning: its limit may never be reached, and refusing it would refuse what runC runs.
+   */
+  async #growForLimits(sb: SandboxRecord, cid: string, resources: unknown): Promise<void> {
+    const grow = grownVmSize(sb.backend as Partial<VmSize>, resources);
+    if (!grow) return;
+    await this.#o.resizeVm(sb, grow).catch((e) => {
+      if (codeOf(e) !== Code.FAILED_PRECONDITION) throw e;
+      this.#log.warn("container limits beyond its VM", {
+        sandbox: sb.id,
+        container: cid,
+        why: e.message,
+      });
+    });
   }
 
   async start(sb: SandboxRecord, c: ContainerRecord): Promise<void> {

@@ -124,6 +124,7 @@ function describe(
     vsockCid: o.vsock ? vsockCid(id) : undefined,
     diskSlots: diskSlots(o),
     nicSlots: o.hypervisor.capabilities.nicHotplug ? NIC_SLOTS : 0,
+    memorySlots: o.hypervisor.capabilities.resize ? o.memorySlots ?? 0 : 0,
     ...launch,
   };
 }
@@ -190,7 +191,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     // `default_max_vcpus`, and with `mem_slots` the host's memory (as Kuasar).
     const resize = o.hypervisor.capabilities.resize;
     const maxVcpus = resize && o.maxVcpus ? Math.max(size.vcpus, o.maxVcpus) : size.vcpus;
-    const memorySlots = resize ? o.memorySlots ?? 0 : 0;
+    const memorySlots = describe(o, record.id, p).memorySlots ?? 0;
     const maxMemoryMiB = memorySlots ? Math.max(size.memoryMiB, hostMemoryMiB()) : size.memoryMiB;
     record.backend = { ...record.backend, ...size, maxVcpus, maxMemoryMiB };
     // The CNI interfaces, mirrored onto taps the VM's NICs use (a queue per vCPU).

@@ -14,6 +14,7 @@ import type {
   VmDescription,
 } from "../../../ports/hypervisor.ts";
 import { hotplugPort, qemuArgv } from "./qemu_command.ts";
+import { FailedPreconditionError } from "../../../domain/errors.ts";
 import { QmpClient } from "./qmp.ts";
 
 /** How QEMU runs here. */
@@ -139,6 +140,12 @@ export class QemuHypervisor implements Hypervisor {
       const add = Math.ceil((want.memoryMiB - memoryMiB) / 128) * 128;
       if (add > 0) {
         const n = (await qmp.execute("query-memory-devices") as unknown[]).length;
+        if (n >= (vm.memorySlots ?? 0)) {
+          throw new FailedPreconditionError(
+            `The VM has all its ${vm.memorySlots ?? 0} memory slots in use ([hypervisor] ` +
+              `mem_slots): it stays at ${memoryMiB} MiB`,
+          );
+        }
         await qmp.execute("object-add", {
           "qom-type": "memory-backend-memfd",
           id: `hmem${n}`,
