@@ -17,7 +17,7 @@ import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../adapters/ttrpc/client.ts";
 import { unaryClient } from "../adapters/ttrpc/typed.ts";
 import { ExitStatus } from "./doctor.ts";
-import { SHELL_EXIT_MARK } from "../ports/agent_protocol.ts";
+import { ShellOutput } from "./shell_output.ts";
 
 interface CtlFlags {
   kind: string;
@@ -290,26 +290,11 @@ async function debugShell(path: string): Promise<number> {
     }
   })();
   const output = (async () => {
-    const mark = new TextEncoder().encode(SHELL_EXIT_MARK);
-    let held = new Uint8Array(0);
+    const shell = new ShellOutput();
     for await (const chunk of conn.readable) {
-      const b = new Uint8Array(held.length + chunk.length);
-      b.set(held);
-      b.set(chunk, held.length);
-      held = new Uint8Array(0);
-      const z = b.indexOf(0);
-      if (z < 0) {
-        await write(b);
-        continue;
-      }
-      await write(b.subarray(0, z));
-      const rest = b.subarray(z);
-      const m = /^\0kuasar-shell-exit=(\d+)\r\n/.exec(new TextDecoder().decode(rest));
-      if (m) return Number(m[1]);
-      const partial = rest.length < mark.length + 8 &&
-        mark.subarray(0, Math.min(rest.length, mark.length)).every((x, i) => rest[i] === x);
-      if (partial) held = rest;
-      else await write(rest); // a NUL of the shell's own
+      const r = shell.push(chunk);
+      await write(r.out);
+      if (r.code !== undefined) return r.code;
     }
     console.error("\r\nThe debug console closed (the VM stopped?)");
     return 1;

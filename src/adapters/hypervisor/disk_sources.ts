@@ -11,6 +11,7 @@
  */
 import type { OciSpec } from "../../domain/oci.ts";
 import type { Mount } from "../../domain/task.ts";
+import { FailedPreconditionError } from "../../domain/errors.ts";
 import { runCommand } from "../os/command.ts";
 
 /** A host source to attach as a disk, and how the guest uses it. */
@@ -57,6 +58,7 @@ async function typedDisk(
   if (isBind(m) || NOT_DISKS.has(m.type ?? "") || !m.source?.startsWith("/")) return undefined;
   const st = await statOf(m.source);
   if (!st?.isBlockDevice && !st?.isFile) return undefined;
+  if (st.isBlockDevice) await checkedBlockDevice(m.source, st);
   return { source: m.source, readOnly: (m.options ?? []).includes("ro"), fstype: m.type };
 }
 
@@ -80,12 +82,70 @@ async function hostDeviceNode(majorMinor: string): Promise<string | undefined> {
   return name && !name.includes("..") ? `/dev/${name}` : undefined;
 }
 
+/** The names in a sysfs directory; none when it is not there. */
+function namesIn(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name);
+  } catch {
+    return [];
+  }
+}
+
+/** The `major:minor` of a block device node (Linux's dev_t encoding). */
+function majorMinor(rdev: number): string {
+  const major = (Math.floor(rdev / 256) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+  const minor = (rdev & 0xff) | (Math.floor(rdev / 4096) & ~0xff);
+  return `${major}:${minor}`;
+}
+
+/**
+ * Why the host block device `source` must not become a disk of a VM: a file system of the
+ * host's is on it (the device or one of its partitions is mounted here), or something holds
+ * it (device-mapper, md). The guest's kernel would mount the same file system a second time:
+ * two kernels writing one ext4 corrupt it (seen: blocks claimed by two files). A CSI block
+ * volume is a device nobody on the host mounts.
+ */
+async function hostUse(st: Deno.FileInfo): Promise<string | undefined> {
+  if (st.rdev === null) return undefined;
+  const dev = majorMinor(st.rdev);
+  const sys = `/sys/dev/block/${dev}`;
+  const numbers = new Set([dev]);
+  for (const name of namesIn(sys)) {
+    const part = await Deno.readTextFile(`${sys}/${name}/dev`).catch(() => "");
+    if (part && await Deno.stat(`${sys}/${name}/partition`).then(() => true, () => false)) {
+      numbers.add(part.trim());
+    }
+  }
+  const mountinfo = await Deno.readTextFile("/proc/self/mountinfo").catch(() => "");
+  for (const line of mountinfo.split("\n")) {
+    const f = line.split(" ");
+    if (f.length > 4 && numbers.has(f[2])) return `it is mounted on the host at ${f[4]}`;
+  }
+  for (const n of numbers) {
+    const holders = namesIn(`/sys/dev/block/${n}/holders`);
+    if (holders.length) return `it is in use on the host by ${holders.join(", ")}`;
+  }
+  return undefined;
+}
+
+/** `source` as a disk, refused when the host uses it. */
+async function checkedBlockDevice(source: string, st: Deno.FileInfo): Promise<void> {
+  const use = await hostUse(st);
+  if (use) {
+    throw new FailedPreconditionError(
+      `The block device "${source}" cannot be given to the pod's VM: ${use}`,
+    );
+  }
+}
+
 /** Plans the disks of a container from its host spec and Task.Create rootfs mounts. */
 export async function planDisks(spec: OciSpec, rootfs: readonly Mount[]): Promise<DiskPlan> {
   const mounts = new Map<number, DiskSource>();
   for (const [i, m] of (spec.mounts ?? []).entries()) {
     if (isBind(m) && m.source?.startsWith("/")) {
-      if (!(await statOf(m.source))?.isBlockDevice) continue;
+      const st = await statOf(m.source);
+      if (!st?.isBlockDevice) continue;
+      await checkedBlockDevice(m.source, st);
       const readOnly = (m.options ?? []).includes("ro");
       mounts.set(i, { source: m.source, readOnly, fstype: await probeFsType(m.source) });
       continue;
@@ -101,7 +161,9 @@ export async function planDisks(spec: OciSpec, rootfs: readonly Mount[]): Promis
       if (d.type !== "b" || !Number.isInteger(d.major) || !Number.isInteger(d.minor)) continue;
       const hostDevice = `${d.major}:${d.minor}`;
       const node = await hostDeviceNode(hostDevice);
-      if (!node || !(await statOf(node))?.isBlockDevice) continue;
+      const st = node ? await statOf(node) : undefined;
+      if (!node || !st?.isBlockDevice) continue;
+      await checkedBlockDevice(node, st);
       devices.set(i, { source: node, readOnly: false, hostDevice });
     }
   }

@@ -125,6 +125,8 @@ export function guestSpec(
     shares.push({ source: m.source, name });
     return { ...m, source: `${guestBundle}/${name}` };
   });
+  // The host's word to the agent: a spec's own (a pod author's annotation) never reaches it.
+  if (s.annotations) delete s.annotations[DISKS_ANNOTATION];
   const used = [...disks.mounts.values(), ...disks.devices.values()];
   if (disks.rootfs) used.push(disks.rootfs);
   if (used.length) {

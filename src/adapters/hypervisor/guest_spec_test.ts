@@ -136,3 +136,25 @@ Deno.test("guestSpec: disks are named where the guest has them and listed for th
   const none = guestSpec({ mounts: [] }, "c2", "/g/c2");
   assert.equal(none.spec.annotations?.[DISKS_ANNOTATION], undefined);
 });
+
+Deno.test("guestSpec: a disks annotation in the container's own spec never reaches the agent", () => {
+  const forged = JSON.stringify([{ serial: "kuasar-0", fstype: "ext4", options: ["rw"] }]);
+  const g = guestSpec(
+    { mounts: [], annotations: { [DISKS_ANNOTATION]: forged, keep: "me" } },
+    "c3",
+    "/g/c3",
+  );
+  assert.deepEqual(g.spec.annotations, { keep: "me" });
+  const vol = { serial: "kuasar-1", fstype: "ext4", options: [] };
+  const withDisk = guestSpec(
+    {
+      mounts: [{ destination: "/d", type: "bind", source: "/dev/loop0", options: ["rbind"] }],
+      annotations: { [DISKS_ANNOTATION]: forged },
+    },
+    "c4",
+    "/g/c4",
+    () => false,
+    { mounts: new Map([[0, vol]]), devices: new Map() },
+  );
+  assert.deepEqual(JSON.parse(withDisk.spec.annotations?.[DISKS_ANNOTATION] ?? ""), [vol]);
+});

@@ -81,13 +81,13 @@ export async function mirrorInterfaces(
   netns: string,
   queues = 1,
   firstSlot?: number,
+  max = Infinity,
 ): Promise<MirroredInterface[]> {
   const out: MirroredInterface[] = [];
   const done = await mirroredLinks(netns);
-  const mirrored = new Set(done.map((l) => l.ifname));
   const taken = new Set(done.map((l) => l.tap));
   let index = 0;
-  const links = (await podInterfaces(netns)).filter((l) => !mirrored.has(l.ifname));
+  const links = (await unmirrored(netns, done)).slice(0, Math.max(0, max));
   for (const link of links) {
     while (taken.has(`tap${index}_kuasar`)) index++;
     const tap = `tap${index++}_kuasar`;
@@ -154,6 +154,25 @@ export async function mirrorInterfaces(
     });
   }
   return out;
+}
+
+/** The pod's interfaces no tap mirrors yet (`done`: the taps there, when known). */
+export async function unmirrored(
+  netns: string,
+  done?: readonly { ifname: string }[],
+): Promise<IpAddrJson[]> {
+  const mirrored = new Set((done ?? await mirroredLinks(netns)).map((l) => l.ifname));
+  return (await podInterfaces(netns)).filter((l) => !mirrored.has(l.ifname));
+}
+
+/**
+ * Undoes `mirrorInterfaces` for one interface whose NIC the VM did not get: its tap and the
+ * redirect from the interface go, so the next look finds it again (and says why, again).
+ */
+export async function unmirror(netns: string, nic: { name: string; tap: string }): Promise<void> {
+  await runChecked(inNetns(netns, ["ip", "link", "del", nic.tap])).catch(() => {});
+  await runChecked(inNetns(netns, ["tc", "qdisc", "del", "dev", nic.name, "ingress"]))
+    .catch(() => {});
 }
 
 /** The pod netns's routes over the mirrored interfaces, for the guest. */

@@ -40,7 +40,14 @@ import { type AgentLink, AgentLinks } from "./agent_links.ts";
 import type { Hypervisor, VmDescription } from "../../ports/hypervisor.ts";
 import { AGENT_VSOCK_PORT, SHARE_TAG } from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
-import { guestInterfaces, mirroredLinks, mirrorInterfaces, podRoutes } from "./pod_network.ts";
+import {
+  guestInterfaces,
+  mirroredLinks,
+  mirrorInterfaces,
+  podRoutes,
+  unmirror,
+  unmirrored,
+} from "./pod_network.ts";
 import type { StateLayout } from "../os/state_layout.ts";
 
 /** How the vmm backend makes VMs. */
@@ -359,26 +366,37 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       const before = await mirroredLinks(netns);
       const firstSlot = Math.max(-1, ...before.map((l) => l.slot ?? -1)) + 1;
       const queues = record.backend.vcpus ?? this.opts.vcpus;
-      const fresh = await mirrorInterfaces(netns, queues, firstSlot);
-      if (!fresh.length) return;
       const vm = await this.#described(record.id);
-      for (const nic of fresh) {
-        if (nic.slot === undefined || nic.slot >= vm.nicSlots) {
-          throw new ResourceExhaustedError(
-            `Interface "${nic.name}" appeared in the pod's netns after start, and the VM has ` +
-              `all its ${vm.nicSlots} NIC hot-plug slots in use`,
-          );
+      // Only the interfaces the VM has slots for are mirrored: a tap records its interface as
+      // done, and one without a NIC would be skipped silently from then on.
+      const fresh = await mirrorInterfaces(netns, queues, firstSlot, vm.nicSlots - firstSlot);
+      const left = await unmirrored(netns);
+      if (fresh.length) {
+        for (const [i, nic] of fresh.entries()) {
+          try {
+            await this.opts.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! });
+          } catch (e) {
+            for (const n of fresh.slice(i)) await unmirror(netns, n);
+            throw e;
+          }
         }
-        await this.opts.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot });
+        const agent = (await this.links.get(record.id)).sandbox;
+        await agent.updateInterfaces({ interfaces: guestInterfaces(fresh) }, {
+          timeoutMs: 30_000,
+        });
+        const all = [...before.map((l) => ({ name: l.ifname })), ...fresh];
+        await agent.updateRoutes({ routes: await podRoutes(netns, all) }, { timeoutMs: 10_000 });
+        this.#log.info("late interfaces hot-plugged", {
+          sandbox: record.id,
+          interfaces: fresh.map((n) => n.name),
+        });
       }
-      const agent = (await this.links.get(record.id)).sandbox;
-      await agent.updateInterfaces({ interfaces: guestInterfaces(fresh) }, { timeoutMs: 30_000 });
-      const all = [...before.map((l) => ({ name: l.ifname })), ...fresh];
-      await agent.updateRoutes({ routes: await podRoutes(netns, all) }, { timeoutMs: 10_000 });
-      this.#log.info("late interfaces hot-plugged", {
-        sandbox: record.id,
-        interfaces: fresh.map((n) => n.name),
-      });
+      if (left.length) {
+        throw new ResourceExhaustedError(
+          `Interface "${left[0].ifname}" appeared in the pod's netns after start, and the VM ` +
+            `has all its ${vm.nicSlots} NIC hot-plug slots in use`,
+        );
+      }
     });
   }
 

@@ -91,6 +91,9 @@ export class GuestDisks {
         ready.catch(() => this.#numbers.delete(d.serial));
       }
       const dev = await ready;
+      // Mounted for the first container naming it with a file system: an earlier one may
+      // have used the disk raw (`linux.devices`), which makes the node only.
+      if (d.fstype) await this.#mounted({ ...d, fstype: d.fstype });
       const users = this.#users.get(d.serial) ?? new Set();
       users.add(cid);
       this.#users.set(d.serial, users);
@@ -107,6 +110,7 @@ export class GuestDisks {
       if (!users.delete(cid) || users.size) continue;
       this.#users.delete(serial);
       this.#numbers.delete(serial);
+      this.#mounts.delete(serial);
       const target = join(GUEST_DISK_DIR, serial);
       await unmountAll(target);
       await Deno.remove(target).catch(() => {});
@@ -115,7 +119,10 @@ export class GuestDisks {
     }
   }
 
-  /** Finds the disk, makes its node and mounts its file system. */
+  /** Each disk's file system, once mounted (a promise: two containers may race). */
+  readonly #mounts = new Map<string, Promise<void>>();
+
+  /** Finds the disk and makes its node. */
   async #ready(d: GuestDisk): Promise<string> {
     const dev = await findDisk(d.serial);
     await Deno.mkdir(GUEST_DISK_DIR, { recursive: true, mode: 0o700 });
@@ -123,18 +130,26 @@ export class GuestDisks {
     await Deno.remove(node).catch(() => {});
     const [major, minor] = dev.split(":");
     await runChecked(["mknod", "-m", "0600", node, "b", major, minor]);
-    if (d.fstype) {
-      const target = join(GUEST_DISK_DIR, d.serial);
-      if (!await isMountPoint(target)) {
-        await Deno.mkdir(target, { recursive: true, mode: 0o755 });
-        await mountAll(
-          [{ type: d.fstype, source: node, target: "", options: d.options ?? [] }],
-          target,
-        );
-      }
-    }
-    log.info("disk ready", { serial: d.serial, device: dev, fstype: d.fstype ?? "raw" });
+    log.info("disk ready", { serial: d.serial, device: dev });
     return dev;
+  }
+
+  /** Mounts the disk's file system at `GUEST_DISK_DIR/<serial>`, once. */
+  #mounted(d: GuestDisk & { fstype: string }): Promise<void> {
+    let m = this.#mounts.get(d.serial);
+    if (!m) {
+      const target = join(GUEST_DISK_DIR, d.serial);
+      m = (async () => {
+        if (await isMountPoint(target)) return;
+        await Deno.mkdir(target, { recursive: true, mode: 0o755 });
+        const source = join(GUEST_DISK_DIR, `${d.serial}.dev`);
+        await mountAll([{ type: d.fstype, source, target: "", options: d.options ?? [] }], target);
+        log.info("disk mounted", { serial: d.serial, fstype: d.fstype });
+      })();
+      this.#mounts.set(d.serial, m);
+      m.catch(() => this.#mounts.delete(d.serial));
+    }
+    return m;
   }
 }
 

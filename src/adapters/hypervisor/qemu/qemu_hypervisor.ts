@@ -160,6 +160,15 @@ export class QemuHypervisor implements Hypervisor {
           });
         } catch (e) {
           await qmp.execute("object-del", { id: `hmem${n}` }).catch(() => {});
+          // Each growth takes a DIMM slot (`mem_slots`; Kuasar's default is 1): the room is
+          // the slots' as much as maxmem's, and the Update is refused with the sizes.
+          if (/no free slots/.test(String(e))) {
+            throw new FailedPreconditionError(
+              `A memory limit needing ${want.memoryMiB} MiB does not fit the pod's VM ` +
+                `(${memoryMiB} MiB): it has used all its ${n} memory hot-plug slots ` +
+                "([hypervisor] mem_slots); give the pod the limit at creation, which sizes its VM",
+            );
+          }
           throw e;
         }
         memoryMiB += add;

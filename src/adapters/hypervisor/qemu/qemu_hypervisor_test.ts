@@ -30,6 +30,7 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
 function fakeQmp(
   path: string,
   answers: Record<string, unknown> = {},
+  errors: Record<string, { class: string; desc: string }> = {},
 ): { commands: string[]; calls: Record<string, unknown>[]; close(): void } {
   const commands: string[] = [];
   const calls: Record<string, unknown>[] = [];
@@ -59,6 +60,10 @@ function fakeQmp(
             if (cmd === "qmp_capabilities") negotiated = true;
             else if (!negotiated) {
               await w({ error: { class: "CommandNotFound", desc: "Expecting capabilities" } });
+              continue;
+            }
+            if (errors[cmd]) {
+              await w({ error: errors[cmd] });
               continue;
             }
             await w({ return: answers[cmd] ?? {} });
@@ -183,6 +188,25 @@ Deno.test("QEMU: disks hot-plug into free root ports with their serial; unplug w
       },
       { execute: "device_del", arguments: { id: "kdisk0" } },
       { execute: "blockdev-del", arguments: { "node-name": "kdisk0" } },
+    ]);
+  } finally {
+    fake.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("QEMU: a disk whose device is gone already (unplugged while the daemon was down) still has its blockdev deleted", async () => {
+  const dir = await Deno.makeTempDir();
+  const q = new QemuHypervisor({ binary: "qemu", accel: "tcg" });
+  const d = vm(dir, { diskSlots: 1 });
+  const fake = fakeQmp(d.controlSocket, {}, {
+    device_del: { class: "DeviceNotFound", desc: "Device 'kdisk0' not found" },
+  });
+  try {
+    await q.detachDisk(d, "kdisk0");
+    assert.deepEqual(fake.commands.filter((c) => c !== "qmp_capabilities"), [
+      "device_del",
+      "blockdev-del",
     ]);
   } finally {
     fake.close();

@@ -128,15 +128,26 @@ export class QmpClient {
     }
   }
 
-  /** Unplugs device `id` and waits until the guest has released it (then its disk goes). */
+  /**
+   * Unplugs device `id` and waits until the guest has released it, then deletes its disk. A
+   * device already gone (a previous daemon's unplug completed while it was down) still has its
+   * disk, which holds the host's device open: it goes too; a disk already gone is done.
+   */
   async removeDisk(id: string, timeoutMs = 30_000): Promise<void> {
     const deleted = this.waitEvent(
       (e) => e.event === "DEVICE_DELETED" && e.data?.device === id,
       timeoutMs,
     );
-    await this.execute("device_del", { id });
-    await deleted;
-    await this.execute("blockdev-del", { "node-name": id });
+    try {
+      await this.execute("device_del", { id });
+      await deleted;
+    } catch (e) {
+      deleted.catch(() => {});
+      if (!/DeviceNotFound/.test(String(e))) throw e;
+    }
+    await this.execute("blockdev-del", { "node-name": id }).catch((e) => {
+      if (!/Failed to find node/.test(String(e))) throw e;
+    });
   }
 
   close(): void {
