@@ -234,7 +234,27 @@ export async function taskClient(
   const c = await TtrpcClient.connectUnix(path);
   // containerd.task.v2.Task has the same methods and messages under another service name.
   const definition = version === 2 ? TaskV2 as unknown as typeof TaskDefinition : TaskDefinition;
-  return { task: unaryClient(c, definition), close: () => c.close() };
+  return { task: markHandled(unaryClient(c, definition)), close: () => c.close() };
+}
+
+/**
+ * Calls whose promises are also observed on a side branch: a test that fails
+ * between starting a Wait and awaiting it then reports its own failure, not the
+ * Wait's UNAVAILABLE rejection (when the client closes) as an uncaught error
+ * that takes down the whole test module. Awaiting the call still throws.
+ */
+function markHandled<T extends object>(client: T): T {
+  return new Proxy(client, {
+    get(target, key, receiver) {
+      const v = Reflect.get(target, key, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        const r = v.apply(target, args);
+        if (r instanceof Promise) r.catch(() => {});
+        return r;
+      };
+    },
+  });
 }
 
 /** Metadata containerd sends with task calls. */
