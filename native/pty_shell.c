@@ -1,8 +1,12 @@
 // pty-shell: the guest's opt-in debug console (as Kuasar's agent offers on
 // vsock port 1025), on a virtio-serial port the host exposes as a unix
-// socket. Each time the host connects, a shell runs on a new pty, relayed to
-// and from the port; when it exits, a trailer with its exit status follows,
-// and when the host goes first, the shell is hung up.
+// socket. Each time a host client says hello, a shell runs on a new pty,
+// relayed to and from the port; when it exits, a trailer with its exit status
+// follows, and when the host goes first, the shell is hung up.
+//
+// A session begins on the hello, not on the port's connected state: that
+// state can only be polled, and a client that leaves and a next one that
+// comes within one poll look like no change at all.
 //
 //   kuasar-helper pty-shell --port /dev/vportNpM -- <argv...>
 #include "helper.h"
@@ -27,12 +31,46 @@ static int host_connected(int port) {
   return (p.revents & POLLOUT) && !(p.revents & POLLHUP);
 }
 
-static void wait_host(int port, int connected) {
-  while (host_connected(port) != connected) usleep(200 * 1000);
+// The client's first bytes (SHELL_HELLO in src/ports/agent_protocol.ts).
+static const char HELLO[] = "\0kuasar-shell-open\n";
+#define HELLO_LEN (sizeof HELLO - 1)
+#define READ_CAP 4096
+
+// wait_hello discards what the port brings (a previous client's leftover
+// input) until a hello; the bytes that followed it are left in buf.
+static size_t wait_hello(int port, char buf[READ_CAP + HELLO_LEN]) {
+  char seen[HELLO_LEN + READ_CAP];
+  size_t have = 0;
+  for (;;) {
+    if (!host_connected(port)) {
+      have = 0;
+      usleep(200 * 1000);
+      continue;
+    }
+    struct pollfd p = {.fd = port, .events = POLLIN};
+    if (poll(&p, 1, 200) <= 0 || !(p.revents & POLLIN)) continue;
+    ssize_t n = read(port, seen + have, sizeof seen - have);
+    if (n <= 0) {
+      have = 0;
+      continue;
+    }
+    have += (size_t)n;
+    for (size_t i = 0; i + HELLO_LEN <= have; i++) {
+      if (memcmp(seen + i, HELLO, HELLO_LEN)) continue;
+      size_t rest = have - i - HELLO_LEN;
+      memcpy(buf, seen + i + HELLO_LEN, rest);
+      return rest;
+    }
+    // Keep only what could still begin a hello split across reads.
+    size_t keep = have < HELLO_LEN - 1 ? have : HELLO_LEN - 1;
+    memmove(seen, seen + have - keep, keep);
+    have = keep;
+  }
 }
 
-// session runs one shell for one host connection; returns once it is over.
-static void session(int port, char **argv) {
+// session runs one shell for one client; `first` is input that came with
+// its hello. Returns once the shell exited or the client left.
+static void session(int port, char **argv, const char *first, size_t first_len) {
   int master, slave;
   struct winsize ws = {.ws_row = 24, .ws_col = 80};
   if (openpty(&master, &slave, NULL, NULL, &ws) < 0) die("openpty");
@@ -51,6 +89,7 @@ static void session(int port, char **argv) {
     _exit(127);
   }
   close(slave);
+  if (first_len) write_all(master, first, first_len);
   char buf[16384];
   int host_left = 0;
   for (;;) {
@@ -90,7 +129,6 @@ static void session(int port, char **argv) {
     int n = snprintf(trailer, sizeof trailer, "\r\n%ckuasar-shell-exit=%d\r\n", 0,
                      status_code(st));
     write_all(port, trailer, (size_t)n);
-    wait_host(port, 0);
   }
 }
 
@@ -107,8 +145,9 @@ int cmd_pty_shell(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   int port = open(path, O_RDWR | O_CLOEXEC);
   if (port < 0) die(path);
+  char first[READ_CAP + HELLO_LEN];
   for (;;) {
-    wait_host(port, 1);
-    session(port, argv + i + 1);
+    size_t n = wait_hello(port, first);
+    session(port, argv + i + 1, first, n);
   }
 }

@@ -178,6 +178,7 @@ async function main(): Promise<void> {
     runc: await fileHash(runc),
     deno: await fileHash(deno),
     agent: await fileHash(agent),
+    helper: await fileHash(join(root, "src/gen/helper/kuasar_helper_x86_64.ts")),
     init: INIT,
     modules: MODULES,
   })));

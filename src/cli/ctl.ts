@@ -15,6 +15,7 @@ import type { Instant } from "../domain/time.ts";
 import { validateId } from "../domain/ids.ts";
 import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../adapters/ttrpc/client.ts";
+import { SHELL_HELLO } from "../ports/agent_protocol.ts";
 import { unaryClient } from "../adapters/ttrpc/typed.ts";
 import { ExitStatus } from "./doctor.ts";
 import { ShellOutput } from "./shell_output.ts";
@@ -272,6 +273,7 @@ const LEAVE = 0x1d;
  */
 async function debugShell(path: string): Promise<number> {
   const conn = await Deno.connect({ transport: "unix", path });
+  await conn.write(new TextEncoder().encode(SHELL_HELLO));
   const tty = Deno.stdin.isTerminal();
   if (tty) Deno.stdin.setRaw(true);
   const left = Promise.withResolvers<number>();

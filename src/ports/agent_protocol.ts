@@ -13,10 +13,13 @@ export const AGENT_VSOCK_PORT = 1024;
 export const AGENT_PORT_NAME = "agent.0";
 /**
  * The virtio-serial port of the opt-in debug console (`[hypervisor.task] debug`,
- * Kuasar's vsock port 1025): a shell on a pty per host connection, ended by a
- * line `\0kuasar-shell-exit=<status>` when the shell exits.
+ * Kuasar's vsock port 1025): a client opens a session by sending SHELL_HELLO
+ * first, gets a shell on a new pty, and the session ends with a line
+ * `\0kuasar-shell-exit=<status>` when the shell exits. The guest side is
+ * native/pty_shell.c, which spells the hello again.
  */
 export const DEBUG_PORT_NAME = "debug.0";
+export const SHELL_HELLO = "\u0000kuasar-shell-open\n";
 export const SHELL_EXIT_MARK = "\u0000kuasar-shell-exit=";
 
 /** Where the host's per-pod share (virtiofs) is mounted in the guest. */

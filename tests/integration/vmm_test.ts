@@ -73,6 +73,8 @@ async function ctlWithInput(d: TestDaemon, stdin: string | undefined, ...args: s
     stdin: stdin === undefined ? "null" : "piped",
     stdout: "piped",
     stderr: "piped",
+    // A console that never answers fails its test rather than holding up the suite.
+    signal: AbortSignal.timeout(180_000),
   }).spawn();
   if (stdin !== undefined) {
     const w = child.stdin.getWriter();
@@ -738,10 +740,12 @@ Deno.test({
       assert.match(first.stdout, /\b42\b/);
       assert.match(first.stdout, /deno/, "the guest's PID 1 is the agent");
       assert.doesNotMatch(first.stdout, /kuasar-shell-exit/, "the trailer is not output");
-      // Each connection gets a new shell.
+      // Each connection gets a new shell, even one that comes at once.
       const second = await ctlWithInput(d, "echo again\nexit\n", "shell", pod.id);
       assert.equal(second.code, 0, second.stderr);
       assert.match(second.stdout, /again/);
+      const third = await ctlWithInput(d, "exit 5\n", "shell", pod.id);
+      assert.equal(third.code, 5, third.stderr);
       await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => startVmmDaemon([], [], ["task = { debug = true }"])),
 });
