@@ -124,6 +124,41 @@ async function kernelDeb(): Promise<{ name: string; path: string }> {
   return { name, path: join(dir, got.name) };
 }
 
+/**
+ * The kernel's ELF image out of its bzImage, for VMMs without a bzImage loader (Cloud
+ * Hypervisor, Firecracker boot its PVH entry, which Debian's kernels have): the payload's
+ * place is in the boot header (setup_sects at 0x1f1, payload_offset/length at 0x248), its
+ * compression told by its magic.
+ */
+async function extractVmlinux(bzImage: string, out: string): Promise<void> {
+  const d = await Deno.readFile(bzImage);
+  const v = new DataView(d.buffer, d.byteOffset, d.byteLength);
+  const start = ((d[0x1f1] || 4) + 1) * 512 + v.getUint32(0x248, true);
+  const payload = d.subarray(start, start + v.getUint32(0x24c, true));
+  const magic = Array.from(payload.subarray(0, 6), (b) => b.toString(16).padStart(2, "0")).join("");
+  const tool = magic.startsWith("02214c18")
+    ? ["lz4", "-dc"]
+    : magic.startsWith("28b52ffd")
+    ? ["zstd", "-dcq"]
+    : magic.startsWith("fd377a585a00")
+    ? ["xz", "-dcq"]
+    : magic.startsWith("1f8b")
+    ? ["gzip", "-dc"]
+    : undefined;
+  if (!tool) throw new Error(`${bzImage}: a kernel payload this script cannot unpack (${magic})`);
+  const p = new Deno.Command(tool[0], { args: tool.slice(1), stdin: "piped", stdout: "piped" })
+    .spawn();
+  const w = p.stdin.getWriter();
+  const writing = w.write(payload).then(() => w.close());
+  const { success, stdout } = await p.output();
+  await writing.catch(() => {});
+  // The decompressors stop at the end of their stream; the kernel's size trailer is ignored.
+  if (stdout[0] !== 0x7f || stdout[1] !== 0x45) {
+    throw new Error(`${tool[0]} did not give an ELF kernel (exit ${success ? 0 : "non-zero"})`);
+  }
+  await Deno.writeFile(out, stdout, { mode: 0o644 });
+}
+
 /** Shared libraries a binary needs (ldd), with the loader. */
 async function libsOf(bin: string): Promise<string[]> {
   const out = await run("ldd", [bin]);
@@ -181,6 +216,8 @@ async function main(): Promise<void> {
     helper: await fileHash(join(root, "src/gen/helper/kuasar_helper_x86_64.ts")),
     init: INIT,
     modules: MODULES,
+    // The uncompressed kernel beside the bzImage (Cloud Hypervisor and Firecracker boot it).
+    vmlinux: 1,
   })));
   const manifestPath = join(outDir, "manifest.json");
   const old = await Deno.readTextFile(manifestPath).then(JSON.parse, () => undefined);
@@ -265,6 +302,7 @@ async function main(): Promise<void> {
     await Deno.mkdir(outDir, { recursive: true });
     await Deno.copyFile(join(x, "boot", boot.name), join(outDir, "vmlinuz"));
     await Deno.copyFile(join(work, "initramfs.img"), join(outDir, "initramfs.img"));
+    await extractVmlinux(join(outDir, "vmlinuz"), join(outDir, "vmlinux"));
     const manifest = {
       key,
       kernel: `${kernel.name} (${kver})`,

@@ -23,7 +23,7 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------------
 PKGS=(runc runsc crun containerd busybox-static containernetworking-plugins iproute2
       util-linux procps psmisc protobuf-compiler musl-tools wabt clang lld wasi-libc
-      libclang-rt-14-dev-wasm32 qemu-system-x86 qemu-utils cpio jq socat kmod)
+      libclang-rt-14-dev-wasm32 qemu-system-x86 qemu-utils cpio jq socat kmod lz4 zstd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,7 +15,12 @@
 /** Where the pod's agent listens, as the VMM exposes it to the host. */
 export type AgentAddress =
   | { readonly transport: "vsock"; readonly cid: number; readonly port: number }
-  | { readonly transport: "unix"; readonly path: string };
+  | { readonly transport: "unix"; readonly path: string }
+  /**
+   * Hybrid vsock (Cloud Hypervisor, Firecracker): the VMM's unix socket, where the host
+   * writes `CONNECT <port>\n` and the VMM answers `OK <host port>\n` before the stream.
+   */
+  | { readonly transport: "hvsock"; readonly path: string; readonly port: number };
 
 /** One pod's VM, whatever runs it. */
 export interface VmDescription {
@@ -90,6 +95,8 @@ export interface HypervisorCapabilities {
   readonly nicHotplug: boolean;
   /** vCPUs and memory added to a running VM (up to the description's maxima). */
   readonly resize: boolean;
+  /** Named virtio-serial ports (the debug console; the agent where there is no vsock). */
+  readonly serialPorts: boolean;
 }
 
 /** A VMM. */

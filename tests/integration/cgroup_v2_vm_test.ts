@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { kvmUsable, qemuArgv } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
-import { GUEST_IMAGE, has, skipUnless, vmUnavailable } from "../support/env.ts";
+import { GUEST_IMAGE, has, qemuOnly, skipUnless, vmUnavailable } from "../support/env.ts";
 import { ensureBusyboxRootfs } from "../support/rootfs.ts";
 
 const REPO = fileURLToPath(new URL("../..", import.meta.url));
@@ -24,7 +24,7 @@ const TEST_TAG = "kuasar-test";
 const GUEST_TEST_DIR = "/run/kuasar-test";
 
 function unavailable(): string | undefined {
-  const vm = vmUnavailable();
+  const vm = qemuOnly("a guest booted from the QEMU argv") ?? vmUnavailable();
   if (vm) return vm;
   try {
     Deno.statSync(VIRTIOFSD);

@@ -18,9 +18,12 @@ import {
 import { vhostVsockPresent } from "../../src/adapters/doctor/probes.ts";
 import { QmpClient } from "../../src/adapters/hypervisor/qemu/qmp.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
-import { GUEST_IMAGE, skipUnless, vmUnavailable } from "../support/env.ts";
+import { GUEST_IMAGE, qemuOnly, skipUnless, vmUnavailable } from "../support/env.ts";
 
-const skip = skipUnless(vmUnavailable(), "QEMU microVM boot");
+const skip = skipUnless(
+  qemuOnly("booting from the QEMU argv") ?? vmUnavailable(),
+  "QEMU microVM boot",
+);
 
 async function waitFor(file: string, needle: string, timeoutMs: number): Promise<string> {
   const deadline = Date.now() + timeoutMs;

@@ -3,7 +3,7 @@
  * those that fit are plugged and configured, the rest refused at every Create, never skipped.
  */
 import assert from "node:assert/strict";
-import { skipUnless, vmUnavailable } from "../support/env.ts";
+import { skipUnless, TEST_VMM, vmUnavailable } from "../support/env.ts";
 import { fileURLToPath } from "node:url";
 import { K8S_NS, startVmmDaemon, taskClient, type TestDaemon } from "../support/daemon.ts";
 import { createContainer, startPod } from "../support/pod.ts";
@@ -37,7 +37,7 @@ async function ctlExec(d: TestDaemon, pod: string, script: string) {
 Deno.test({
   name:
     "vmm: interfaces beyond the NIC hot-plug slots are refused at every Create; those that fit work",
-  ...skipUnless(Deno.uid() !== 0 ? "needs root" : vmUnavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(Deno.uid() !== 0 ? "needs root" : vmUnavailable(), `vmm sandboxer on ${TEST_VMM}`),
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {

@@ -1,5 +1,5 @@
 /**
- * The vmm sandboxer's pods on real QEMU (TCG here), driven like containerd
+ * The vmm sandboxer's pods on a real VMM (QEMU, TCG here; KUASAR_TEST_VMM), driven like containerd
  * does (Controller + Task API, host FIFOs, overlay rootfs, bind volumes):
  * containers run by the guest's runc on the guest's kernel; exec, pty,
  * stats; a SIGKILL of the sandboxer loses nothing; a dead VM takes its
@@ -26,7 +26,7 @@ import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
-import { skipUnless, vmUnavailable } from "../support/env.ts";
+import { qemuOnly, skipUnless, TEST_VMM, vmmAlive, vmUnavailable } from "../support/env.ts";
 import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import {
   createContainer,
@@ -50,14 +50,6 @@ import { catThroughStreams } from "../support/streams.ts";
 
 function unavailable(): string | undefined {
   return Deno.uid() !== 0 ? "needs root" : vmUnavailable();
-}
-
-function qemuAlive(pid: number): boolean {
-  try {
-    return Deno.readTextFileSync(`/proc/${pid}/cmdline`).includes("qemu-system");
-  } catch {
-    return false;
-  }
 }
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
@@ -89,12 +81,12 @@ async function ctlWithInput(d: TestDaemon, stdin: string | undefined, ...args: s
 Deno.test({
   name:
     "vmm: containers in VM pods (guest kernel, volume, exec, pty), recovery, crash, no leftovers",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
     withDaemon(async (d) => {
       // A pod boots: its pid is QEMU's, its console shows the agent as PID 1.
       const a = await startPod(d, { cgroupParent: d.cgroupParent, hostname: "vm-pod-a" });
-      assert.ok(qemuAlive(a.pid), "the pod's pid is a QEMU process");
+      assert.ok(vmmAlive(a.pid), "the pod's pid is its VMM's process");
       assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
       const guestLog = await Deno.readTextFile(join(d.dir, a.id, "console.log"));
       assert.match(guestLog, /kuasar-agent ready","pid":1/);
@@ -243,7 +235,7 @@ Deno.test({
         await d.kill9();
         await d.spawn();
         assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
-        assert.ok(qemuAlive(a.pid));
+        assert.ok(vmmAlive(a.pid));
         const t2 = await taskClient(a.address);
         try {
           assert.equal((await t2.task.state({ id: c2.id, execId: "" }, K8S_NS)).status, 2); // RUNNING
@@ -259,8 +251,8 @@ Deno.test({
       }
       // Stop: the VM ends (QEMU quits cleanly).
       await d.controller.stop(a.id, 10);
-      assert.ok(!qemuAlive(a.pid), "Stop ended the VM");
-      assert.equal((await d.controller.wait(a.id)).exitStatus, 0, "QEMU quit cleanly");
+      assert.ok(!vmmAlive(a.pid), "Stop ended the VM");
+      assert.equal((await d.controller.wait(a.id)).exitStatus, 0, "the VMM quit cleanly");
       await d.controller.shutdown(a.id);
 
       // A VM that dies takes its containers with it: their Wait returns 137, as does the pod's.
@@ -286,7 +278,7 @@ Deno.test({
 Deno.test({
   name:
     "vmm: a pod's CNI interfaces are mirrored into the VM (tap + tc redirect), one added after start hot-plugged, and their IPs answer",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   async fn() {
     const tag = crypto.randomUUID().slice(0, 6);
     const ns = `kuasar-vm-${tag}`, hostIf = `vh${tag}`, lateIf = `vl${tag}`;
@@ -385,7 +377,7 @@ Deno.test({
 
 Deno.test({
   name: "vmm: an out-of-memory kill in the guest reaches containerd as /tasks/oom",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   async fn() {
     await withEventsSink((sink) =>
       withDaemon(async (d) => {
@@ -416,7 +408,7 @@ Deno.test({
 
 Deno.test({
   name: "vmm: a pod's CPU quota and memory limit size its VM; the host's cpuset is not the guest's",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
     withDaemon(async (d) => {
       // The config's VMs have 1 vCPU and 512 MiB (startVmmDaemon); this pod asks for 2 CPUs and
@@ -454,7 +446,7 @@ Deno.test({
 
 Deno.test({
   name: "vmm: a guest's clock is set again every interval, and when a restarted daemon finds it",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
     withDaemon(async (d) => {
       const pod = await startPod(d, { cgroupParent: d.cgroupParent });
@@ -496,7 +488,7 @@ Deno.test({
 
 Deno.test({
   name: "vmm: OCI hooks the guest has run there; one naming a host-only program is dropped",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
     withDaemon(async (d) => {
       const pod = await startPod(d, { cgroupParent: d.cgroupParent });
@@ -538,7 +530,7 @@ Deno.test({
 
 Deno.test({
   name: "vmm: containers of a pod sharing its pid namespace see each other's processes",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
     withDaemon(async (d) => {
       const ps = async (pod: TestPod, sharePid: boolean) => {
@@ -575,7 +567,7 @@ Deno.test({
 
 Deno.test({
   name: "vmm: a memory emptyDir is a tmpfs in the guest, shared by the pod's containers",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
     withDaemon(async (d) => {
       // As kubelet makes an emptyDir with medium: Memory: a tmpfs at its volume path.
@@ -628,7 +620,7 @@ Deno.test({
 Deno.test({
   name:
     "vmm: block volumes are disks of the VM: a file system on a host device, a raw device, a rootfs image",
-  ...skipUnless(unavailable() ?? blockToolsMissing(), "vmm sandboxer on QEMU, e2fsprogs"),
+  ...skipUnless(unavailable() ?? blockToolsMissing(), `vmm sandboxer on ${TEST_VMM}, e2fsprogs`),
   fn: () =>
     withDaemon(async (d) => {
       // A volume with a file system (as a CSI block volume mounted by path), a raw device
@@ -724,7 +716,10 @@ Deno.test({
 
 Deno.test({
   name: "vmm: the opt-in debug console: `kuasar ctl shell` gets a shell on a pty in the guest",
-  ...skipUnless(unavailable(), "vmm sandboxer on QEMU"),
+  ...skipUnless(
+    unavailable() ?? qemuOnly("the debug console (a virtio-serial port)"),
+    `vmm sandboxer on ${TEST_VMM}`,
+  ),
   fn: () =>
     withDaemon(async (d) => {
       const pod = await startPod(d, { cgroupParent: d.cgroupParent });

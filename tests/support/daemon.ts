@@ -13,7 +13,7 @@ import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts
 import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { TaskDefinition as TaskV2 } from "../../src/gen/containerd/runtime/task/v2/shim.ts";
 import { V8_FLAGS } from "../../src/adapters/os/self_command.ts";
-import { GUEST_IMAGE } from "./env.ts";
+import { vmmTomlLines } from "./env.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /**
@@ -323,8 +323,7 @@ export async function startVmmDaemon(
       'log_level = "debug"',
       ...sandboxToml,
       "[hypervisor]",
-      `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
-      `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
+      ...vmmTomlLines(),
       "memory_in_mb = 512",
       "vcpus = 1",
       ...hypervisorToml,

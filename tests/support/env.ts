@@ -37,14 +37,41 @@ export function runscUnavailable(): string | undefined {
 /** The guest image the microVM tests boot (`deno task guest-image` builds it). */
 export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
 
+/**
+ * The hypervisor the VM suites run on: `KUASAR_TEST_VMM` (qemu, the default, or
+ * cloud-hypervisor); `scripts/vm_suite.sh` runs them on every one a machine has.
+ */
+export const TEST_VMM = Deno.env.get("KUASAR_TEST_VMM") ?? "qemu";
+
+/** The `[hypervisor]` keys (after the table header) that boot the guest image on TEST_VMM. */
+export function vmmTomlLines(): string[] {
+  const guest = TEST_VMM === "qemu" ? [`kernel_path = "${GUEST_IMAGE}/vmlinuz"`] : [
+    `vmm = "${TEST_VMM}"`,
+    `path = "${Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM}"`,
+    `kernel_path = "${GUEST_IMAGE}/vmlinux"`,
+  ];
+  return [...guest, `initrd_path = "${GUEST_IMAGE}/initramfs.img"`];
+}
+
 /** The vmm sandboxer's config of the containerd suites: the guest image, a 512 MiB guest. */
-export const VMM_CRI_CONFIG = [
-  "[hypervisor]",
-  `kernel_path = "${GUEST_IMAGE}/vmlinuz"`,
-  `initrd_path = "${GUEST_IMAGE}/initramfs.img"`,
-  "memory_in_mb = 512",
-  "",
-].join("\n");
+export const VMM_CRI_CONFIG = ["[hypervisor]", ...vmmTomlLines(), "memory_in_mb = 512", ""].join(
+  "\n",
+);
+
+/** Whether `pid` is the test VMM's process (a pod's pid is its VM's). */
+export function vmmAlive(pid: number): boolean {
+  try {
+    const cmd = Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+    return cmd.includes(TEST_VMM === "qemu" ? "qemu-system" : TEST_VMM);
+  } catch {
+    return false;
+  }
+}
+
+/** Why a test of a QEMU-only feature does not run on TEST_VMM, or undefined. */
+export function qemuOnly(feature: string): string | undefined {
+  return TEST_VMM === "qemu" ? undefined : `${feature} is QEMU's (KUASAR_TEST_VMM=${TEST_VMM})`;
+}
 
 /**
  * The gVisor sandboxer's config of the containerd suites. network = "host":
@@ -55,12 +82,28 @@ export const GVISOR_CRI_CONFIG = `[gvisor]\nplatform = "ptrace"\nnetwork = "host
 
 /** Why a VM cannot be booted here (QEMU or the guest image missing), or undefined. */
 export function vmUnavailable(): string | undefined {
-  if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
-  try {
-    Deno.statSync(`${GUEST_IMAGE}/vmlinuz`);
-    Deno.statSync(`${GUEST_IMAGE}/initramfs.img`);
-    return undefined;
-  } catch {
-    return `no guest image in ${GUEST_IMAGE} (deno task guest-image builds it)`;
+  const image = (f: string) => {
+    try {
+      Deno.statSync(`${GUEST_IMAGE}/${f}`);
+      return undefined;
+    } catch {
+      return `no ${f} in ${GUEST_IMAGE} (deno task guest-image builds it)`;
+    }
+  };
+  if (TEST_VMM === "qemu") {
+    if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
+    return image("vmlinuz") ?? image("initramfs.img");
   }
+  if (TEST_VMM !== "cloud-hypervisor") return `KUASAR_TEST_VMM=${TEST_VMM}: no such driver yet`;
+  const bin = Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM;
+  if (!has(bin)) return `${bin} is not installed (KUASAR_TEST_VMM_PATH names another)`;
+  try {
+    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
+  } catch (e) {
+    return `${TEST_VMM} needs KVM: /dev/kvm: ${(e as Error).message}`;
+  }
+  if (!/\b(vmx|svm)\b/.test(Deno.readTextFileSync("/proc/cpuinfo"))) {
+    return `${TEST_VMM} needs KVM: the CPU shows no vmx/svm`;
+  }
+  return image("vmlinux") ?? image("initramfs.img");
 }

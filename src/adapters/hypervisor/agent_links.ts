@@ -1,8 +1,9 @@
 /**
  * One ttrpc connection per VM to its agent, shared by the pod's lifecycle
  * (SetupSandbox, SyncClock) and its containers (Task API, Streaming): over
- * vsock where the VM has a vhost-vsock device, else over the virtio-serial
- * chardev, which takes one host connection at a time. It is made again when
+ * vsock where the VM has a vhost-vsock device, hybrid vsock (a unix socket the
+ * VMM relays) on Cloud Hypervisor, else over the virtio-serial chardev, which
+ * takes one host connection at a time. It is made again when
  * it drops (a restarted daemon, a transient error) as long as the VM runs.
  *
  * @module
@@ -94,6 +95,58 @@ export class AgentLinks {
   }
 }
 
+/** A stream to the agent at `addr` (for hybrid vsock, once the VMM has connected it). */
+async function open(addr: AgentAddress, deadline: number): Promise<Deno.Conn> {
+  if (addr.transport === "vsock") {
+    return await Deno.connect({ transport: "vsock", cid: addr.cid, port: addr.port });
+  }
+  const conn = await Deno.connect({ transport: "unix", path: addr.path });
+  if (addr.transport === "unix") return conn;
+  try {
+    await hybridVsockConnect(conn, addr.port, Math.max(500, deadline - performance.now()));
+    return conn;
+  } catch (e) {
+    conn.close();
+    throw e;
+  }
+}
+
+/**
+ * The hybrid vsock handshake: `CONNECT <port>\n`, then the VMM's line `OK <host port>\n` (read
+ * a byte at a time: what follows it is the agent's). A guest not listening yet closes the socket.
+ */
+export async function hybridVsockConnect(
+  conn: Deno.Conn,
+  port: number,
+  timeoutMs: number,
+): Promise<void> {
+  await conn.write(new TextEncoder().encode(`CONNECT ${port}\n`));
+  const line: number[] = [];
+  const one = new Uint8Array(1);
+  let late = false;
+  const timer = setTimeout(() => (late = true, conn.close()), timeoutMs);
+  try {
+    while (line.length < 64) {
+      const n = await conn.read(one);
+      if (n === null && !late) {
+        throw new UnavailableError(`hybrid vsock: port ${port} refused (the VMM closed)`);
+      }
+      if (n === null) throw new Error(`no answer within ${timeoutMs} ms`);
+      if (one[0] === 0x0a) break;
+      line.push(one[0]);
+    }
+  } catch (e) {
+    if (e instanceof UnavailableError) throw e;
+    throw new UnavailableError(`hybrid vsock: no answer to CONNECT ${port}: ${String(e)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+  const text = new TextDecoder().decode(Uint8Array.from(line));
+  if (!/^OK \d+$/.test(text)) {
+    throw new UnavailableError(`hybrid vsock: CONNECT ${port} answered ${JSON.stringify(text)}`);
+  }
+}
+
 /** Connects to the first address whose agent answers Check, trying them in turn until `deadline`. */
 async function dial(addresses: readonly AgentAddress[], deadline: number): Promise<TtrpcClient> {
   let last: unknown;
@@ -101,9 +154,7 @@ async function dial(addresses: readonly AgentAddress[], deadline: number): Promi
     for (const addr of addresses) {
       let client: TtrpcClient | undefined;
       try {
-        const conn = addr.transport === "vsock"
-          ? await Deno.connect({ transport: "vsock", cid: addr.cid, port: addr.port })
-          : await Deno.connect({ transport: "unix", path: addr.path });
+        const conn = await open(addr, deadline);
         client = new TtrpcClient(conn);
         await unaryClient(client, SandboxServiceDefinition).check({ service: "" }, {
           timeoutMs: Math.max(500, Math.min(5_000, deadline - performance.now())),

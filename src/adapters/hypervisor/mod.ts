@@ -8,7 +8,8 @@
 import { join } from "node:path";
 import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
-import { InvalidArgumentError } from "../../domain/errors.ts";
+import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
+import type { Hypervisor } from "../../ports/hypervisor.ts";
 import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
 import { kvmUsable as kvmFlagsUsable } from "./qemu/qemu_command.ts";
@@ -20,6 +21,8 @@ import {
   hypervisorSettings,
   unusedKeys,
   virtiofsdOptions,
+  type VmmName,
+  vmmOf,
 } from "./vmm_config.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import type { TtrpcServer } from "../ttrpc/server.ts";
@@ -28,6 +31,7 @@ import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
+import { CloudHypervisor } from "./cloud_hypervisor/ch_hypervisor.ts";
 
 function existing(path: string, key: string): string {
   try {
@@ -53,11 +57,61 @@ function serveVmExec(server: TtrpcServer, links: AgentLinks): void {
   );
 }
 
+/** The guest image's kernel: QEMU boots the bzImage, Cloud Hypervisor its ELF (PVH entry). */
+function defaultKernel(vmm: VmmName): string {
+  return join(DEFAULT_GUEST_DIR, vmm === "qemu" ? "vmlinuz" : "vmlinux");
+}
+
+/** The VMM the settings name, and how it runs guests (KVM, or QEMU's TCG where KVM is not usable). */
+function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; accel: "kvm" | "tcg" } {
+  const vmm = vmmOf(s);
+  if (vmm === "cloud-hypervisor") {
+    const binary = findExecutable(s.path ?? "cloud-hypervisor");
+    if (!binary) {
+      throw new InvalidArgumentError(`hypervisor.path: "${s.path}" is not an executable`);
+    }
+    const k = kvmFlagsUsable();
+    if (!k.usable) log.warn("KVM is not usable: Cloud Hypervisor cannot run VMs", { why: k.why });
+    return {
+      hypervisor: new CloudHypervisor({
+        binary,
+        hugepages: s.hugepages ?? false,
+        entropySource: s.entropy_source ?? "/dev/urandom",
+        debug: s.debug ?? false,
+      }),
+      accel: "kvm",
+    };
+  }
+  if (vmm !== "qemu") {
+    throw new UnimplementedError(
+      `[hypervisor] names ${vmm}: this sandboxer runs QEMU and Cloud Hypervisor so far ` +
+        "(docs/vmm.md, Hypervisors)",
+    );
+  }
+  const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
+  if (!qemu) {
+    throw new InvalidArgumentError(`hypervisor.qemu_path: "${s.qemu_path}" is not an executable`);
+  }
+  let accel: "kvm" | "tcg";
+  const forced = s.machine_accelerators?.trim();
+  if (forced === "kvm" || forced === "tcg") accel = forced;
+  else if (forced) {
+    throw new InvalidArgumentError(
+      `hypervisor.machine_accelerators: "${forced}" is not kvm or tcg`,
+    );
+  } else {
+    const k = kvmFlagsUsable();
+    accel = k.usable ? "kvm" : "tcg";
+    if (!k.usable) log.warn("KVM is not usable: VMs run under TCG (slow)", { why: k.why });
+  }
+  return { hypervisor: new QemuHypervisor({ binary: qemu, accel }), accel };
+}
+
 /** Descriptor of the vmm kind. */
 export const vmmKind: HostKind = {
   name: "vmm",
   binaryName: "vmm-sandboxer",
-  description: "pods as microVMs on QEMU, with a guest agent as PID 1",
+  description: "pods as microVMs on QEMU or Cloud Hypervisor, with a guest agent as PID 1",
   defaultListen: "/run/vmm-sandboxer.sock",
   defaultDir: "/run/kuasar-vmm",
   defaultConfig: "/var/lib/kuasar/config.toml",
@@ -65,31 +119,46 @@ export const vmmKind: HostKind = {
   settingsSchema: hypervisorSettings,
   async nodeChecks({ settings, helper }): Promise<NodeCheck[]> {
     const s = settings as HypervisorSettings;
+    const vmm = vmmOf(s);
+    const ch = vmm === "cloud-hypervisor";
     const checks = [
-      await requiredTool(
-        "vmm",
-        "engine",
-        s.qemu_path ?? "qemu-system-x86_64",
-        ["--version"],
-        "install QEMU (apt install qemu-system-x86 / dnf install qemu-kvm) or set " +
-          "[hypervisor] qemu_path",
-      ),
+      ch
+        ? await requiredTool(
+          "vmm",
+          "engine",
+          s.path ?? "cloud-hypervisor",
+          ["--version"],
+          "install Cloud Hypervisor (its release binary) or set [hypervisor] path",
+        )
+        : await requiredTool(
+          "vmm",
+          "engine",
+          s.qemu_path ?? "qemu-system-x86_64",
+          ["--version"],
+          "install QEMU (apt install qemu-system-x86 / dnf install qemu-kvm) or set " +
+            "[hypervisor] qemu_path",
+        ),
     ];
-    const forced = s.machine_accelerators?.trim();
+    const forced = ch ? "kvm" : s.machine_accelerators?.trim();
     checks.push(
       await kvmCheck("vmm", helper, {
         // Chosen knowingly: TCG works, slowly; otherwise pods are expected to be fast.
         status: forced === "tcg" ? "warn" : "fail",
         detail: (why) =>
-          `KVM is not usable: ${why}; VMs run under TCG emulation (several times slower to ` +
-          "boot and run)",
+          ch
+            ? `KVM is not usable: ${why}; Cloud Hypervisor runs no VM without it`
+            : `KVM is not usable: ${why}; VMs run under TCG emulation (several times slower to ` +
+              "boot and run)",
         fix: forced === "tcg"
           ? "a host with VMX/SVM and /dev/kvm for real use"
+          : ch
+          ? "a host with VMX/SVM and /dev/kvm"
           : 'a host with VMX/SVM and /dev/kvm, or machine_accelerators = "tcg" to accept emulation',
       }),
     );
     const vsock = vhostVsockPresent();
-    if (s.use_vsock ?? true) {
+    // Cloud Hypervisor's vsock is its own (a unix socket on the host): no vhost-vsock needed.
+    if (!ch && (s.use_vsock ?? true)) {
       checks.push(
         vsock
           ? { id: "vhost-vsock", kind: "vmm", status: "ok", detail: "/dev/vhost-vsock opens" }
@@ -115,13 +184,13 @@ export const vmmKind: HostKind = {
       requiredFile(
         "vmm",
         "guest-kernel",
-        s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"),
+        s.kernel_path || defaultKernel(vmm),
         "deno task guest-image builds the guest image (or set [hypervisor] kernel_path)",
       ),
       requiredFile(
         "vmm",
         "guest-initrd",
-        s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),
+        s.initrd_path || join(DEFAULT_GUEST_DIR, "initramfs.img"),
         "deno task guest-image builds the guest image (or set [hypervisor] initrd_path)",
       ),
     );
@@ -129,33 +198,22 @@ export const vmmKind: HostKind = {
   },
   create(ctx: HostKindContext): Promise<KindParts> {
     const s = ctx.settings as HypervisorSettings;
-    const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
-    if (!qemu) {
-      return Promise.reject(
-        new InvalidArgumentError(`hypervisor.qemu_path: "${s.qemu_path}" is not an executable`),
-      );
+    let chosen: { hypervisor: Hypervisor; accel: "kvm" | "tcg" };
+    try {
+      chosen = chooseHypervisor(s);
+    } catch (e) {
+      return Promise.reject(e);
     }
-    let accel: "kvm" | "tcg";
-    const forced = s.machine_accelerators?.trim();
-    if (forced === "kvm" || forced === "tcg") accel = forced;
-    else if (forced) {
-      return Promise.reject(
-        new InvalidArgumentError(`hypervisor.machine_accelerators: "${forced}" is not kvm or tcg`),
-      );
-    } else {
-      const k = kvmFlagsUsable();
-      accel = k.usable ? "kvm" : "tcg";
-      if (!k.usable) log.warn("KVM is not usable: VMs run under TCG (slow)", { why: k.why });
-    }
+    const { hypervisor, accel } = chosen;
     try {
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
         supervisor: ctx.supervisor,
-        hypervisor: new QemuHypervisor({ binary: qemu, accel }),
-        kernel: existing(s.kernel_path ?? join(DEFAULT_GUEST_DIR, "vmlinuz"), "kernel_path"),
+        hypervisor,
+        kernel: existing(s.kernel_path || defaultKernel(vmmOf(s)), "kernel_path"),
         initrd: existing(
-          s.initrd_path ?? join(DEFAULT_GUEST_DIR, "initramfs.img"),
+          s.initrd_path || join(DEFAULT_GUEST_DIR, "initramfs.img"),
           "initrd_path",
         ),
         kernelParams: s.kernel_params ?? "",
@@ -176,7 +234,14 @@ export const vmmKind: HostKind = {
       if (unused.length) {
         log.warn("hypervisor keys accepted for Kuasar's config files but not used", {
           keys: unused,
-          why: "QEMU q35 with virtiofs shares and the initramfs guest image (docs/vmm.md)",
+          why:
+            `${hypervisor.name} with virtiofs shares and the initramfs guest image (docs/vmm.md)`,
+        });
+      }
+      if (s.task?.debug && !hypervisor.capabilities.serialPorts) {
+        log.warn("[hypervisor.task] debug: no debug console on this VMM", {
+          vmm: hypervisor.name,
+          why: "the console is a virtio-serial port, which it does not have",
         });
       }
       const runtime = new VmContainerRuntime({

@@ -1,8 +1,11 @@
 /**
- * `[hypervisor]` of the vmm sandboxer's config, with Kuasar's QEMU keys
- * (kuasar-spec §3.4) so its config files load unchanged. Every key is
- * optional: `kuasar vmm` without a config finds the guest image that
- * `deno task guest-image` installs. Unknown keys are errors.
+ * `[hypervisor]` of the vmm sandboxer's config, with Kuasar's keys for QEMU,
+ * Cloud Hypervisor and StratoVirt (kuasar-spec §3.2-3.5) so its config files
+ * load unchanged. Kuasar builds one binary per VMM; here the file says which:
+ * `qemu_path` is QEMU, `path` names Cloud Hypervisor, StratoVirt or
+ * Firecracker by its file name, and `vmm` (ours) says it outright. Every key
+ * is optional: `kuasar vmm` without a config runs QEMU on the guest image
+ * that `deno task guest-image` installs. Unknown keys are errors.
  *
  * @module
  */
@@ -19,13 +22,22 @@ const virtiofsd = z.strictObject({
   syslog: z.boolean().optional(),
 });
 
+/** The VMMs a `[hypervisor]` table can name. */
+export const VMMS = ["qemu", "cloud-hypervisor", "stratovirt", "firecracker"] as const;
+export type VmmName = typeof VMMS[number];
+
 export const hypervisorSettings = z.strictObject({
   // Used.
+  /** Ours: which VMM, when `path`'s file name does not say. */
+  vmm: z.enum(VMMS).optional(),
   qemu_path: z.string().min(1).optional(),
+  /** Kuasar's for Cloud Hypervisor and StratoVirt: the VMM binary. */
+  path: z.string().min(1).optional(),
   vcpus: z.number().int().min(1).max(256).optional(),
   memory_in_mb: z.number().int().min(128).optional(),
-  kernel_path: z.string().min(1).optional(),
-  initrd_path: z.string().min(1).optional(),
+  /** Empty or unset: the guest image's (Kuasar's config_clh.toml sets initrd_path = ""). */
+  kernel_path: z.string().optional(),
+  initrd_path: z.string().optional(),
   kernel_params: z.string().optional(),
   /** "kvm" or "tcg" forces the accelerator; empty: probed (KVM when it really works). */
   machine_accelerators: z.string().optional(),
@@ -47,7 +59,8 @@ export const hypervisorSettings = z.strictObject({
    */
   mem_slots: z.number().int().min(0).max(256).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
-  machine_type: z.enum(["pc", "q35"]).optional(),
+  /** QEMU: pc or q35; StratoVirt: e.g. "q35,mem-share=on" (checked per VMM). */
+  machine_type: z.string().optional(),
   image_path: z.string().optional(),
   firmware_path: z.string().optional(),
   firmware: z.string().optional(),
@@ -67,7 +80,15 @@ export const hypervisorSettings = z.strictObject({
   virtio_9p_direct_io: z.boolean().optional(),
   virtio_9p_multidevs: z.string().optional(),
   enable_iothreads: z.boolean().optional(),
-  block_device_driver: z.enum(["VirtioBlk", "VirtioScsi", "VirtioMmio"]).optional(),
+  /** QEMU: VirtioBlk, VirtioScsi, VirtioMmio; StratoVirt: virtio-blk, virtio-scsi, virtio-mmio. */
+  block_device_driver: z.enum([
+    "VirtioBlk",
+    "VirtioScsi",
+    "VirtioMmio",
+    "virtio-blk",
+    "virtio-scsi",
+    "virtio-mmio",
+  ]).optional(),
   disable_nvdimm: z.boolean().optional(),
   share_fs: z.enum(["Virtio9P", "VirtioFS"]).optional(),
   debug: z.boolean().optional(),
@@ -76,14 +97,31 @@ export const hypervisorSettings = z.strictObject({
   virtiofs_extra_args: z.array(z.string()).optional(),
   virtiofs_cache_size: z.number().int().optional(),
   virtiofsd: virtiofsd.optional(),
+  /** StratoVirt's: its vhost-user-fs daemon. */
+  virtiofsd_conf: z.strictObject({ path: z.string().min(1).optional() }).optional(),
   task: z.strictObject({ debug: z.boolean().optional(), enable_tracing: z.boolean().optional() })
     .optional(),
 });
 
 export type HypervisorSettings = z.infer<typeof hypervisorSettings>;
 
+/** Which VMM the settings are for. */
+export function vmmOf(s: HypervisorSettings): VmmName {
+  if (s.vmm) return s.vmm;
+  if (s.qemu_path !== undefined || s.path === undefined) return "qemu";
+  const file = s.path.slice(s.path.lastIndexOf("/") + 1);
+  if (/^(cloud-hypervisor|cloud_hypervisor|clh|ch)$/.test(file)) return "cloud-hypervisor";
+  if (file === "stratovirt") return "stratovirt";
+  if (file === "firecracker") return "firecracker";
+  throw new InvalidArgumentError(
+    `hypervisor.path: "${s.path}" does not say which VMM it is: set [hypervisor] vmm to one of ` +
+      VMMS.join(", "),
+  );
+}
+
 /** Keys this sandboxer reads; the others of the schema are accepted so Kuasar's files load. */
 const USED = new Set([
+  "vmm",
   "qemu_path",
   "vcpus",
   "memory_in_mb",
@@ -100,9 +138,20 @@ const USED = new Set([
   "hotplug_disk_slots",
 ]);
 
+/** Keys read for one VMM only. */
+const USED_BY: Record<VmmName, readonly string[]> = {
+  qemu: [],
+  "cloud-hypervisor": ["path", "hugepages", "entropy_source", "debug"],
+  stratovirt: ["path"],
+  firecracker: ["path"],
+};
+
 /** The keys of `s` that are set but not used (an operator is told, not left guessing). */
 export function unusedKeys(s: HypervisorSettings): string[] {
-  const unused = Object.keys(s).filter((k) => !USED.has(k) && k !== "task");
+  const vmm = vmmOf(s);
+  const unused = Object.keys(s).filter((k) =>
+    !USED.has(k) && !USED_BY[vmm].includes(k) && k !== "task"
+  );
   // [hypervisor.task] debug is the debug console; the guest's spans follow the host's tracing.
   if (s.task?.enable_tracing !== undefined) unused.push("task.enable_tracing");
   return unused.sort();

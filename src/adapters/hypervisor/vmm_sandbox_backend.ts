@@ -127,13 +127,18 @@ function describe(
     consoleLog: p.console,
     controlSocket: p.control,
     agentSocket: p.agent,
-    debugSocket: o.debugConsole ? p.debug : undefined,
+    debugSocket: debugConsole(o) ? p.debug : undefined,
     vsockCid: o.vsock ? vsockCid(id) : undefined,
     diskSlots: diskSlots(o),
     nicSlots: o.hypervisor.capabilities.nicHotplug ? NIC_SLOTS : 0,
     memorySlots: o.hypervisor.capabilities.resize ? o.memorySlots ?? 0 : 0,
     ...launch,
   };
+}
+
+/** Whether VMs get the debug console: asked for, on a VMM with virtio-serial ports. */
+function debugConsole(o: VmmBackendOptions): boolean {
+  return (o.debugConsole ?? false) && o.hypervisor.capabilities.serialPorts;
 }
 
 /** The VM's hot-plug slots for disks: none when the VMM cannot hot-plug them. */
@@ -228,7 +233,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       ...record.backend,
       cgroupsPath,
       // Where `kuasar ctl shell` connects (Controller.Status, verbose).
-      ...(o.debugConsole ? { debugConsole: p.debug } : {}),
+      ...(debugConsole(o) ? { debugConsole: p.debug } : {}),
     };
     const t0 = performance.now();
     const attrs = {

@@ -30,6 +30,7 @@ export class QemuHypervisor implements Hypervisor {
     diskHotplug: true,
     nicHotplug: true,
     resize: true,
+    serialPorts: true,
   };
   readonly #o: QemuOptions;
 

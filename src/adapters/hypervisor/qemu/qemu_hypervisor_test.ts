@@ -108,6 +108,7 @@ Deno.test("QEMU: argv carries the description (control socket, agent port, vsock
     diskHotplug: true,
     nicHotplug: true,
     resize: true,
+    serialPorts: true,
   });
 });
 

@@ -1,0 +1,144 @@
+/**
+ * Checks HTTP requests against an OpenAPI 3.0 document (the subset VMM API
+ * documents use: $ref, object/array/string/integer/number/boolean, required,
+ * properties, additionalProperties, items, enum, minimum, integer formats).
+ * Stricter than the VMMs in one way, on purpose: a property the schema does
+ * not name is a violation (a misspelt key would otherwise be dropped by the
+ * VMM without a word).
+ *
+ * @module
+ */
+
+// deno-lint-ignore no-explicit-any
+type Schema = Record<string, any>;
+
+/** Integer formats and the ranges they allow. */
+const RANGES: Record<string, [number, number]> = {
+  int8: [-128, 127],
+  uint8: [0, 255],
+  int16: [-32768, 32767],
+  uint16: [0, 65535],
+  int32: [-(2 ** 31), 2 ** 31 - 1],
+  uint32: [0, 2 ** 32 - 1],
+  int64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  uint64: [0, Number.MAX_SAFE_INTEGER],
+};
+
+export class OpenApiContract {
+  readonly #doc: Schema;
+  readonly #base: string;
+
+  /** `doc` as parsed JSON; requests' paths are taken relative to its first server's path. */
+  constructor(doc: Schema) {
+    this.#doc = doc;
+    this.#base = new URL(doc.servers?.[0]?.url ?? "http://localhost/").pathname.replace(/\/$/, "");
+  }
+
+  /** The operation for `method path`, or why there is none (unknown path, wrong method). */
+  operation(method: string, path: string): { op: Schema; name: string } | string {
+    if (!path.startsWith(this.#base + "/")) return `${path} is outside ${this.#base}`;
+    const name = path.slice(this.#base.length);
+    const item = this.#doc.paths?.[name];
+    if (!item) return `${method} ${name}: no such path in the API`;
+    const op = item[method.toLowerCase()];
+    if (!op) {
+      return `${method} ${name}: the API has only ${
+        Object.keys(item).map((m) => m.toUpperCase()).join(", ")
+      } here`;
+    }
+    return { op, name };
+  }
+
+  /** Whether the document has `path` (whatever the method). */
+  hasPath(path: string): boolean {
+    return path.startsWith(this.#base + "/") && !!this.#doc.paths?.[path.slice(this.#base.length)];
+  }
+
+  /** What is wrong with a request (empty: nothing). `body` undefined: no body was sent. */
+  checkRequest(method: string, path: string, body: unknown): string[] {
+    const found = this.operation(method, path);
+    if (typeof found === "string") return [found];
+    const rb = found.op.requestBody;
+    const schema = rb?.content?.["application/json"]?.schema;
+    if (body === undefined) {
+      return rb?.required ? [`${method} ${found.name}: the API requires a body`] : [];
+    }
+    if (!schema) return [`${method} ${found.name}: the API takes no body`];
+    return this.validate(schema, body, found.name);
+  }
+
+  /** What is wrong with `value` against `schema` (empty: nothing). */
+  validate(schema: Schema, value: unknown, at: string): string[] {
+    if (schema.$ref) return this.validate(this.#resolve(schema.$ref), value, at);
+    if (value === null) return schema.nullable ? [] : [`${at}: null`];
+    const out: string[] = [];
+    switch (schema.type) {
+      case "object": {
+        if (typeof value !== "object" || Array.isArray(value)) return [`${at}: not an object`];
+        const v = value as Record<string, unknown>;
+        for (const r of schema.required ?? []) {
+          if (!(r in v)) out.push(`${at}: ${r} is required`);
+        }
+        for (const [k, x] of Object.entries(v)) {
+          const p = schema.properties?.[k];
+          if (p) out.push(...this.validate(p, x, `${at}.${k}`));
+          else if (typeof schema.additionalProperties === "object") {
+            out.push(...this.validate(schema.additionalProperties, x, `${at}.${k}`));
+          } else if (schema.properties || schema.additionalProperties === false) {
+            out.push(`${at}: ${k} is not a property of the schema`);
+          }
+        }
+        break;
+      }
+      case "array":
+        if (!Array.isArray(value)) return [`${at}: not an array`];
+        value.forEach((x, i) => out.push(...this.validate(schema.items ?? {}, x, `${at}[${i}]`)));
+        break;
+      case "string":
+        if (typeof value !== "string") return [`${at}: not a string`];
+        break;
+      case "boolean":
+        if (typeof value !== "boolean") return [`${at}: not a boolean`];
+        break;
+      case "integer": {
+        if (typeof value !== "number" || !Number.isInteger(value)) return [`${at}: not an integer`];
+        const r = RANGES[schema.format ?? "int64"];
+        if (r && (value < r[0] || value > r[1])) {
+          out.push(`${at}: ${value} is not ${schema.format}`);
+        }
+        break;
+      }
+      case "number":
+        if (typeof value !== "number") return [`${at}: not a number`];
+        break;
+    }
+    if (schema.enum && !schema.enum.includes(value)) {
+      out.push(`${at}: ${JSON.stringify(value)} is not one of ${JSON.stringify(schema.enum)}`);
+    }
+    if (typeof schema.minimum === "number" && typeof value === "number" && value < schema.minimum) {
+      out.push(`${at}: ${value} is below ${schema.minimum}`);
+    }
+    return out;
+  }
+
+  /** The schema a response of `method path` with `status` declares, if any. */
+  responseSchema(method: string, path: string, status: number): Schema | undefined {
+    const found = this.operation(method, path);
+    if (typeof found === "string") return undefined;
+    return found.op.responses?.[String(status)]?.content?.["application/json"]?.schema;
+  }
+
+  /** Whether the API declares `status` for `method path`. */
+  declares(method: string, path: string, status: number): boolean {
+    const found = this.operation(method, path);
+    return typeof found !== "string" && String(status) in (found.op.responses ?? {});
+  }
+
+  #resolve(ref: string): Schema {
+    if (!ref.startsWith("#/")) throw new Error(`external $ref ${ref}`);
+    let cur: Schema = this.#doc;
+    for (const part of ref.slice(2).split("/")) cur = cur?.[part];
+    if (!cur) throw new Error(`dangling $ref ${ref}`);
+    return cur;
+  }
+}
