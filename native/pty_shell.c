@@ -43,6 +43,10 @@ static size_t wait_hello(int port, char buf[READ_CAP + HELLO_LEN]) {
   size_t have = 0;
   for (;;) {
     if (!host_connected(port)) {
+      // What a client sent and left behind is not the next client's: drop it.
+      struct pollfd d = {.fd = port, .events = POLLIN};
+      while (poll(&d, 1, 0) > 0 && (d.revents & POLLIN) && read(port, seen, sizeof seen) > 0) {
+      }
       have = 0;
       usleep(200 * 1000);
       continue;
@@ -57,8 +61,15 @@ static size_t wait_hello(int port, char buf[READ_CAP + HELLO_LEN]) {
     have += (size_t)n;
     for (size_t i = 0; i + HELLO_LEN <= have; i++) {
       if (memcmp(seen + i, HELLO, HELLO_LEN)) continue;
+      // A departed client's hello may still precede this one's (a reconnect faster than the
+      // poll above): one session for the lot, each hello dropped.
+      char *p = seen + i + HELLO_LEN;
       size_t rest = have - i - HELLO_LEN;
-      memcpy(buf, seen + i + HELLO_LEN, rest);
+      while (rest >= HELLO_LEN && !memcmp(p, HELLO, HELLO_LEN)) {
+        p += HELLO_LEN;
+        rest -= HELLO_LEN;
+      }
+      memcpy(buf, p, rest);
       return rest;
     }
     // Keep only what could still begin a hello split across reads.

@@ -40,6 +40,8 @@ export interface VmDescription {
   readonly memorySlots?: number;
   /** The guest console goes to this file. */
   readonly consoleLog: string;
+  /** A file the VMM may write its own events to (lifecycle, devices); the pod's. */
+  readonly eventLog: string;
   /** The VMM's control socket (QMP, REST API), created by the VMM. */
   readonly controlSocket: string;
   /** A unix socket for the agent's serial or hybrid-vsock channel, created by the VMM. */
@@ -126,4 +128,10 @@ export interface Hypervisor {
   ): Promise<{ vcpus: number; memoryMiB: number }>;
   /** Adds a NIC to the running VM (only when `capabilities.nicHotplug`). */
   attachNic(vm: VmDescription, nic: NicAttachment): Promise<void>;
+  /**
+   * Whether the VMM restarted the guest by itself (a guest reboot or panic, on a VMM that has no
+   * way to exit instead, as QEMU's -no-reboot); the sandboxer then ends the VM, as the pod's
+   * containers died with the guest. Absent: the VMM exits when the guest does.
+   */
+  rebooted?(vm: VmDescription): Promise<boolean>;
 }

@@ -5,8 +5,11 @@
  * rules the real VMM applies (the VM's state machine, `VmConfig::validate`'s
  * checks, hot-plug limits), and answered as it answers: status codes, error
  * text, `vm.info` and `PciDeviceInfo` shapes (which are checked against the
- * document too). What the VMM would refuse is answered with its error and
- * recorded in `violations`: a test that expects none asserts it is empty.
+ * document too). Status codes are those of the released versions (v40-v53):
+ * a request the API layer refuses is 400, an unknown path 404, anything the
+ * VMM itself refuses (validation, a duplicate or unknown id) 500. What the
+ * VMM would refuse is answered with its error and recorded in `violations`:
+ * a test that expects none asserts it is empty.
  *
  * Its vsock socket speaks hybrid vsock: `CONNECT <port>\n` is answered
  * `OK <n>\n` and the stream handed to the guest listener of that port, or
@@ -52,6 +55,8 @@ export class ChApiFake {
   /** Device id → its PCI BDF. */
   #devices = new Map<string, string>();
   #nextSlot = 1;
+  #bootMemory = 0;
+  #memoryPlugs = 0;
   #vsock: Deno.Listener | undefined;
   #exited = Promise.withResolvers<void>();
   #opts: ChFakeOptions;
@@ -152,8 +157,9 @@ export class ChApiFake {
       case "/vm.create": {
         if (created) return [500, "Error creating VM: VmAlreadyCreated"];
         const why = validateVmConfig(body);
-        if (why) return [400, `Error creating VM: ${why}`];
+        if (why) return [500, `Error creating VM: ${why}`];
         this.#config = structuredClone(body);
+        this.#bootMemory = body.memory?.size ?? 512 << 20;
         this.#state = "Created";
         return [204, undefined];
       }
@@ -161,7 +167,7 @@ export class ChApiFake {
         if (!created) return [404, "Error booting VM: VmNotCreated"];
         if (this.#state !== "Created") return [500, "Error booting VM: VmAlreadyBooted"];
         const p = this.#config.payload;
-        for (const f of [p.kernel, p.initramfs].filter(Boolean)) {
+        for (const f of [p.kernel, p.initramfs].filter((f) => f !== undefined)) {
           if (!(await exists(f))) return [500, `Error booting VM: cannot open ${f}`];
         }
         for (const fs of this.#config.fs ?? []) {
@@ -189,13 +195,13 @@ export class ChApiFake {
       case "/vm.add-net": {
         if (!created) return [404, "VM is not created"];
         const id = body.id ?? `_dev${this.#devices.size}`;
-        if (this.#devices.has(id)) return [409, `Identifier ${id} is not unique`];
+        if (this.#devices.has(id)) return [500, `Error adding device: IdentifierNotUnique(${id})`];
         if (call === "/vm.add-disk" && !(await exists(body.path ?? ""))) {
           return [500, `Error adding device to the VM: cannot open disk path ${body.path}`];
         }
         if (call === "/vm.add-net") {
           const why = validateNet(body);
-          if (why) return [400, why];
+          if (why) return [500, why];
         }
         if (this.#devices.size >= 31) return [500, "Error adding device: no PCI slot left"];
         const bdf = this.#bdf();
@@ -204,8 +210,9 @@ export class ChApiFake {
         return [200, { id, bdf }];
       }
       case "/vm.remove-device": {
-        if (!created || !this.#devices.has(body.id)) {
-          return [404, `Error removing device: no device ${body.id}`];
+        if (!created) return [404, "VM is not created"];
+        if (!this.#devices.has(body.id)) {
+          return [500, `Error removing device: UnknownDeviceId(${body.id})`];
         }
         // The guest ejects it (ACPI); until then it is still in the device tree.
         setTimeout(() => this.#devices.delete(body.id), this.#opts.ejectMs ?? 100);
@@ -219,21 +226,25 @@ export class ChApiFake {
             return [500, `Error resizing VM: DesiredVCpuCountExceedsMax (${c.cpus.max_vcpus})`];
           }
         }
-        if (body.desired_ram !== undefined) {
-          const max = c.memory.size + (c.memory.hotplug_size ?? 0);
+        if (body.desired_ram !== undefined && body.desired_ram > c.memory.size) {
+          // ACPI hot-plug: the boot size plus hotplug_size at most, grown by whole 128 MiB
+          // blocks, in at most 8 steps; the new size becomes the config's.
+          const max = this.#bootMemory + (c.memory.hotplug_size ?? 0);
           if (!c.memory.hotplug_size) {
             return [500, "Error resizing VM: memory hotplug is not configured (hotplug_size)"];
           }
           if (body.desired_ram > max) {
             return [500, `Error resizing VM: desired RAM beyond the hotplug size (${max})`];
           }
-          if (body.desired_ram % (128 << 20)) {
+          if ((body.desired_ram - c.memory.size) % (128 << 20)) {
             return [500, "Error resizing VM: memory is hot-plugged in 128 MiB blocks"];
           }
+          if (this.#memoryPlugs >= 8) return [500, "Error resizing VM: InvalidAmountExceeded"];
         }
         if (body.desired_vcpus !== undefined) c.cpus.boot_vcpus = body.desired_vcpus;
         if (body.desired_ram !== undefined && body.desired_ram > c.memory.size) {
-          c.memory.hotplugged_size = body.desired_ram - c.memory.size;
+          c.memory.size = body.desired_ram;
+          this.#memoryPlugs++;
         }
         return [204, undefined];
       }
@@ -282,6 +293,9 @@ function validateVmConfig(c: Json): string | undefined {
     [...c.disks ?? [], ...c.net ?? []].some((d: Json) => d.vhost_user);
   if (vhostUser && !mem.shared && !mem.hugepages) {
     return "ValidationError: VhostUserRequiresSharedMemory";
+  }
+  if (mem.hotplug_method !== undefined && !["Acpi", "VirtioMem"].includes(mem.hotplug_method)) {
+    return `unknown variant \`${mem.hotplug_method}\`, expected \`Acpi\` or \`VirtioMem\``;
   }
   if (mem.hotplug_size !== undefined && mem.hotplug_size % (128 << 20)) {
     return "ValidationError: memory hotplug_size must be a multiple of 128 MiB";

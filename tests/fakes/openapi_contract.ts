@@ -77,10 +77,12 @@ export class OpenApiContract {
         if (typeof value !== "object" || Array.isArray(value)) return [`${at}: not an object`];
         const v = value as Record<string, unknown>;
         for (const r of schema.required ?? []) {
-          if (!(r in v)) out.push(`${at}: ${r} is required`);
+          if (!Object.hasOwn(v, r)) out.push(`${at}: ${r} is required`);
         }
         for (const [k, x] of Object.entries(v)) {
-          const p = schema.properties?.[k];
+          const p = schema.properties && Object.hasOwn(schema.properties, k)
+            ? schema.properties[k]
+            : undefined;
           if (p) out.push(...this.validate(p, x, `${at}.${k}`));
           else if (typeof schema.additionalProperties === "object") {
             out.push(...this.validate(schema.additionalProperties, x, `${at}.${k}`));

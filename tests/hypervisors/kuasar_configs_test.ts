@@ -42,6 +42,16 @@ Deno.test("vmm config: which VMM a [hypervisor] table is for", () => {
   assert.equal(of({ path: "/opt/vmm-v48", vmm: "cloud-hypervisor" }), "cloud-hypervisor");
   assert.throws(() => of({ path: "/opt/vmm-v48" }), /does not say which VMM.*\[hypervisor\] vmm/);
   assert.throws(() => of({ vmm: "xen" }));
+  assert.equal(of({ path: "/usr/local/bin/cloud-hypervisor-static" }), "cloud-hypervisor");
+  // Two VMMs in one table: said, not chosen.
+  assert.throws(
+    () => of({ qemu_path: "/usr/bin/qemu-system-x86_64", path: "/usr/bin/cloud-hypervisor" }),
+    /cloud-hypervisor but the table is for qemu/,
+  );
+  assert.throws(
+    () => of({ vmm: "cloud-hypervisor", qemu_path: "/usr/bin/qemu-system-x86_64" }),
+    /qemu_path is set but the table is for cloud-hypervisor/,
+  );
 });
 
 Deno.test("Kuasar's config_clh.toml starts the daemon up to the missing binary, said plainly", async () => {

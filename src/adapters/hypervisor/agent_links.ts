@@ -34,10 +34,18 @@ export interface AgentLink {
 export class AgentLinks {
   #links = new Map<string, Promise<AgentLink>>();
   #addressesOf: (sandboxId: string) => Promise<AgentAddress[]>;
+  #beforeReconnect: ((sandboxId: string) => Promise<void>) | undefined;
 
-  /** `addressesOf` lists a pod's agent addresses, the preferred first. */
-  constructor(addressesOf: (sandboxId: string) => Promise<AgentAddress[]>) {
+  /**
+   * `addressesOf` lists a pod's agent addresses, the preferred first; `beforeReconnect` is asked
+   * before a dropped connection is made again, and may refuse (the guest behind it is new).
+   */
+  constructor(
+    addressesOf: (sandboxId: string) => Promise<AgentAddress[]>,
+    beforeReconnect?: (sandboxId: string) => Promise<void>,
+  ) {
     this.#addressesOf = addressesOf;
+    this.#beforeReconnect = beforeReconnect;
   }
 
   /**
@@ -49,6 +57,7 @@ export class AgentLinks {
     const next = (async () => {
       const old = await cur?.catch(() => undefined);
       if (old && !old.client.closed) return old;
+      if (old) await this.#beforeReconnect?.(sandboxId);
       const client = await dial(await this.#addressesOf(sandboxId), deadline);
       return {
         client,
@@ -106,7 +115,9 @@ async function open(addr: AgentAddress, deadline: number): Promise<Deno.Conn> {
     await hybridVsockConnect(conn, addr.port, Math.max(500, deadline - performance.now()));
     return conn;
   } catch (e) {
-    conn.close();
+    try {
+      conn.close();
+    } catch { /* closed by the handshake's timer */ }
     throw e;
   }
 }

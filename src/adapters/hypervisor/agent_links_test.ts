@@ -64,3 +64,33 @@ Deno.test("AgentLinks: no agent before the deadline is a clear error", async () 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("AgentLinks: a connection that dropped is made again only if the pod allows it", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "agent.sock");
+  const agent = fakeAgent(path);
+  let asked = 0;
+  let allow = true;
+  const links = new AgentLinks(
+    () => Promise.resolve([{ transport: "unix" as const, path }]),
+    () => {
+      asked++;
+      return allow ? Promise.resolve() : Promise.reject(new Error("the guest is a new one"));
+    },
+  );
+  try {
+    const a = await links.get("pod");
+    assert.equal(asked, 0, "a first connection asks nothing");
+    a.client.close(); // the VM's side went away
+    const b = await links.get("pod");
+    assert.equal(asked, 1);
+    assert.notEqual(a, b);
+    b.client.close();
+    allow = false;
+    await assert.rejects(links.get("pod"), /a new one/);
+  } finally {
+    await links.drop("pod");
+    await agent.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -71,46 +71,73 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Reads one response: status line, headers, and a Content-Length body. */
+/**
+ * Reads one response: status line, headers, and a body of its Content-Length (or, without one,
+ * to the end of the connection); interim 1xx answers are skipped.
+ */
 export async function readAnswer(
   conn: { read(p: Uint8Array): Promise<number | null> },
 ): Promise<ApiAnswer> {
   let buf: Uint8Array = new Uint8Array(0);
   const chunk = new Uint8Array(16384);
+  let eof = false;
   const more = async () => {
     const n = await conn.read(chunk);
-    if (n === null) throw new UnavailableError("The VMM closed its API connection mid-answer");
+    if (n === null) {
+      eof = true;
+      return;
+    }
+    if (buf.length + n > MAX_BODY + 65536) {
+      throw new UnavailableError("The VMM's answer is too big");
+    }
     buf = concat(buf, chunk.subarray(0, n));
   };
-  let end: number;
-  while ((end = indexOf(buf, HEAD_END)) < 0) {
-    if (buf.length > 65536) throw new UnavailableError("The VMM's answer has no end of headers");
-    await more();
-  }
-  const lines = new TextDecoder().decode(buf.subarray(0, end)).split("\r\n");
-  const status = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0]);
-  if (!status) throw new UnavailableError(`Not an HTTP answer: ${JSON.stringify(lines[0])}`);
-  const headers = new Map(
-    lines.slice(1).map((l) => {
+  for (;;) {
+    let end: number;
+    while ((end = indexOf(buf, HEAD_END)) < 0) {
+      if (buf.length > 65536) throw new UnavailableError("The VMM's answer has no end of headers");
+      await more();
+      if (eof) throw new UnavailableError("The VMM closed its API connection mid-answer");
+    }
+    const lines = new TextDecoder().decode(buf.subarray(0, end)).split("\r\n");
+    const status = /^HTTP\/1\.[01] (\d{3})(?: |$)/.exec(lines[0]);
+    if (!status) throw new UnavailableError(`Not an HTTP answer: ${JSON.stringify(lines[0])}`);
+    const code = Number(status[1]);
+    const start = end + HEAD_END.length;
+    if (code < 200) {
+      buf = buf.subarray(start); // 100 Continue and the like: the answer follows
+      continue;
+    }
+    const lengths = new Set<string>();
+    for (const l of lines.slice(1)) {
       const i = l.indexOf(":");
-      return [l.slice(0, i).trim().toLowerCase(), l.slice(i + 1).trim()] as const;
-    }),
-  );
-  if (headers.get("transfer-encoding")) {
-    throw new UnavailableError(
-      "The VMM answered with a Transfer-Encoding this client does not read",
-    );
+      const name = l.slice(0, i).trim().toLowerCase();
+      if (name === "transfer-encoding") {
+        throw new UnavailableError(
+          "The VMM answered with a Transfer-Encoding this client does not read",
+        );
+      }
+      if (name === "content-length") lengths.add(l.slice(i + 1).trim());
+    }
+    if (lengths.size > 1) throw new UnavailableError("The VMM's answer has two Content-Lengths");
+    const [declared] = lengths;
+    if (declared !== undefined && !/^\d{1,9}$/.test(declared)) {
+      throw new UnavailableError(`The VMM's answer has a bad Content-Length: ${declared}`);
+    }
+    let length: number;
+    if (declared !== undefined) length = Number(declared);
+    else if (code === 204 || code === 304) length = 0;
+    else {
+      while (!eof) await more(); // no length: the body ends with the connection
+      length = buf.length - start;
+    }
+    if (length > MAX_BODY) throw new UnavailableError(`The VMM's answer is too big: ${length}`);
+    while (buf.length < start + length) {
+      await more();
+      if (eof) throw new UnavailableError("The VMM closed its API connection mid-answer");
+    }
+    return { status: code, body: new TextDecoder().decode(buf.subarray(start, start + length)) };
   }
-  const length = Number(headers.get("content-length") ?? "0");
-  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_BODY) {
-    throw new UnavailableError(`The VMM's answer has a bad Content-Length: ${length}`);
-  }
-  const start = end + HEAD_END.length;
-  while (buf.length < start + length) await more();
-  return {
-    status: Number(status[1]),
-    body: new TextDecoder().decode(buf.subarray(start, start + length)),
-  };
 }
 
 const HEAD_END = enc.encode("\r\n\r\n");

@@ -107,22 +107,42 @@ export type HypervisorSettings = z.infer<typeof hypervisorSettings>;
 
 /** Which VMM the settings are for. */
 export function vmmOf(s: HypervisorSettings): VmmName {
-  if (s.vmm) return s.vmm;
-  if (s.qemu_path !== undefined || s.path === undefined) return "qemu";
-  const file = s.path.slice(s.path.lastIndexOf("/") + 1);
-  if (/^(cloud-hypervisor|cloud_hypervisor|clh|ch)$/.test(file)) return "cloud-hypervisor";
-  if (file === "stratovirt") return "stratovirt";
-  if (file === "firecracker") return "firecracker";
-  throw new InvalidArgumentError(
-    `hypervisor.path: "${s.path}" does not say which VMM it is: set [hypervisor] vmm to one of ` +
-      VMMS.join(", "),
-  );
+  const named = s.path === undefined ? undefined : vmmNamed(s.path);
+  const vmm = s.vmm ?? (s.qemu_path !== undefined || s.path === undefined ? "qemu" : named);
+  if (!vmm) {
+    throw new InvalidArgumentError(
+      `hypervisor.path: "${s.path}" does not say which VMM it is: set [hypervisor] vmm to one of ` +
+        VMMS.join(", "),
+    );
+  }
+  // Two VMMs named in one table is a mistake to point out, not a choice to make silently.
+  if (s.qemu_path !== undefined && vmm !== "qemu") {
+    throw new InvalidArgumentError(
+      `hypervisor.qemu_path is set but the table is for ${vmm}: remove one of them`,
+    );
+  }
+  if (named && named !== vmm) {
+    throw new InvalidArgumentError(
+      `hypervisor.path: "${s.path}" is ${named} but the table is for ${vmm}: remove one of them`,
+    );
+  }
+  return vmm;
+}
+
+/** The VMM a binary's file name says (release names included), if any. */
+function vmmNamed(path: string): VmmName | undefined {
+  const file = path.slice(path.lastIndexOf("/") + 1);
+  if (/^(cloud-hypervisor|cloud_hypervisor|clh)(-static)?(-aarch64)?$/.test(file)) {
+    return "cloud-hypervisor";
+  }
+  if (/^stratovirt(-static)?$/.test(file)) return "stratovirt";
+  if (/^firecracker(-v[\d.]+)?(-(x86_64|aarch64))?$/.test(file)) return "firecracker";
+  return undefined;
 }
 
 /** Keys this sandboxer reads; the others of the schema are accepted so Kuasar's files load. */
 const USED = new Set([
   "vmm",
-  "qemu_path",
   "vcpus",
   "memory_in_mb",
   "kernel_path",
@@ -140,7 +160,7 @@ const USED = new Set([
 
 /** Keys read for one VMM only. */
 const USED_BY: Record<VmmName, readonly string[]> = {
-  qemu: [],
+  qemu: ["qemu_path"],
   "cloud-hypervisor": ["path", "hugepages", "entropy_source", "debug"],
   stratovirt: ["path"],
   firecracker: ["path"],

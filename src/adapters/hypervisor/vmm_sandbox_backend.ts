@@ -14,6 +14,7 @@ import {
   InternalError,
   InvalidArgumentError,
   ResourceExhaustedError,
+  UnavailableError,
 } from "../../domain/errors.ts";
 import { KeyedMutex } from "../../lib/sync.ts";
 import { validateId } from "../../domain/ids.ts";
@@ -106,6 +107,7 @@ async function vmPaths(o: VmmBackendOptions, id: string) {
     fs: await socketPath(s, token, "fs"),
     shared: join(dir, id, "shared"),
     console: join(dir, id, "console.log"),
+    events: join(dir, id, "vmm-events.log"),
   };
 }
 
@@ -125,6 +127,7 @@ function describe(
     memoryMiB: o.memoryMiB,
     vcpus: o.vcpus,
     consoleLog: p.console,
+    eventLog: p.events,
     controlSocket: p.control,
     agentSocket: p.agent,
     debugSocket: debugConsole(o) ? p.debug : undefined,
@@ -174,12 +177,36 @@ export interface VmmPodState extends PodProcessState {
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmPodState> {
   #log = log.with({ component: "vmm-sandbox" });
   /** The connections to the pods' agents, shared with the containers' runtime. */
-  readonly links: AgentLinks = new AgentLinks(async (id) =>
-    this.opts.hypervisor.agentAddresses(
-      describe(this.opts, id, await vmPaths(this.opts, id)),
-      AGENT_VSOCK_PORT,
-    )
+  readonly links: AgentLinks = new AgentLinks(
+    async (id) =>
+      this.opts.hypervisor.agentAddresses(
+        describe(this.opts, id, await vmPaths(this.opts, id)),
+        AGENT_VSOCK_PORT,
+      ),
+    (id) => this.#endIfRebooted(id),
   );
+
+  /**
+   * A guest the VMM restarted by itself lost the pod's containers with its old kernel: the VM
+   * is ended (its exit recorded as a crash) rather than left running an empty guest. Asked
+   * when the agent's connection is made again, and when a restarted daemon finds the VM.
+   */
+  async #endIfRebooted(id: string): Promise<void> {
+    const h = this.opts.hypervisor;
+    if (!h.rebooted || !(await h.rebooted(await this.#described(id)))) return;
+    const pid = this.holders.runningPid(id);
+    this.#log.warn("the VMM restarted the pod's guest by itself: ending the VM", {
+      sandbox: id,
+      hypervisor: h.name,
+      pid,
+    });
+    if (pid) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch { /* gone */ }
+    }
+    throw new UnavailableError(`The pod's VM rebooted (the guest kernel panicked?): it is ended`);
+  }
   /** The disks attached to the pods' VMs, shared with the containers' runtime. */
   readonly disks: PodDisks = new PodDisks(this.opts.dir, {
     slots: diskSlots(this.opts),
@@ -196,7 +223,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   async start(record: SandboxRecord<VmmPodState>): Promise<StartedProcess> {
     const o = this.opts;
     const p = await vmPaths(o, record.id);
-    for (const f of [p.control, p.agent, p.debug]) await Deno.remove(f).catch(() => {});
+    for (const f of [p.control, p.agent, p.debug, p.events]) await Deno.remove(f).catch(() => {});
     // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
     const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
     // Room to grow into for containers raised later (Task.Update), where the config gives it:
@@ -350,7 +377,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
 
   override async recover(record: SandboxRecord<VmmPodState>) {
     const r = await super.recover(record);
-    if (r.alive) {
+    if (r.alive) await this.#endIfRebooted(record.id).catch(() => {});
+    if (r.alive && this.vmRunning(record.id)) {
       this.#keepClockSynced(record.id);
       this.#syncClockOf(record.id);
     }

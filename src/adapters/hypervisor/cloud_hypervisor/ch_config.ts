@@ -12,7 +12,7 @@ export interface ChOptions {
   readonly binary: string;
   /** `hugepages`: guest memory from huge pages. */
   readonly hugepages: boolean;
-  /** `entropy_source`: the virtio-rng device's source; empty: no device. */
+  /** `entropy_source`: the virtio-rng device's source; empty: the VMM's default (/dev/urandom). */
   readonly entropySource: string;
   /** `debug`: the VMM logs verbosely (-vv) into the pod's monitor log. */
   readonly debug: boolean;
@@ -28,9 +28,24 @@ const MiB = 1024 * 1024;
 /** Memory is hot-plugged in blocks of this size (the guest's memory block size). */
 const HOTPLUG_BLOCK_MIB = 128;
 
-/** The VMM's argv: it waits on its API socket for `vm.create`. */
+/**
+ * The VMM's argv: it waits on its API socket for `vm.create`, and reports its events (a guest
+ * reboot among them, which it carries out rather than exit) to the pod's event log.
+ */
 export function chArgv(o: ChOptions, vm: VmDescription): string[] {
-  return [o.binary, "--api-socket", `path=${vm.controlSocket}`, ...(o.debug ? ["-vv"] : [])];
+  return [
+    o.binary,
+    "--api-socket",
+    `path=${vm.controlSocket}`,
+    "--event-monitor",
+    `path=${vm.eventLog}`,
+    ...(o.debug ? ["-vv"] : []),
+  ];
+}
+
+/** Whether an event log (pretty-printed JSON events, one after another) shows a guest reboot. */
+export function showsReboot(events: string): boolean {
+  return /"source"\s*:\s*"vm",\s*"event"\s*:\s*"reboot(ing|ed)"/.test(events);
 }
 
 /** The hot-plug room in MiB over the boot memory, rounded up to whole blocks; 0: none. */

@@ -24,7 +24,7 @@ import {
   UnavailableError,
 } from "../../../domain/errors.ts";
 import { type ApiAnswer, apiRequest } from "../api_http.ts";
-import { chArgv, type ChOptions, chVmConfig } from "./ch_config.ts";
+import { chArgv, type ChOptions, chVmConfig, showsReboot } from "./ch_config.ts";
 
 const API = "/api/v1";
 const MiB = 1024 * 1024;
@@ -97,6 +97,9 @@ export class CloudHypervisor implements Hypervisor {
         path: disk.path,
         readonly: disk.readOnly,
         direct: false,
+        // Said, not probed: since v51 a disk probed as raw refuses writes to sector 0 (where
+        // file systems keep their superblock) unless its type is given.
+        image_type: "Raw",
         serial: disk.serial,
         id: disk.id,
       }),
@@ -110,12 +113,17 @@ export class CloudHypervisor implements Hypervisor {
    * it through ACPI; until then its file is still open).
    */
   async detachDisk(vm: VmDescription, id: string): Promise<void> {
-    const r = await apiRequest(vm.controlSocket, "PUT", `${API}/vm.remove-device`, { id });
-    if (r.status === 404) return; // already gone (a restarted daemon finishing an unplug)
-    expect(r, "vm.remove-device");
+    const present = async () => !!((await this.#info(vm)).device_tree ?? {})[id];
+    // Already gone (a restarted daemon finishing an unplug): released versions answer an
+    // unknown id with a 500 like any other failure, so look first.
+    if (!(await present())) return;
+    expect(
+      await apiRequest(vm.controlSocket, "PUT", `${API}/vm.remove-device`, { id }),
+      "vm.remove-device",
+    );
     const deadline = performance.now() + 10_000;
     while (performance.now() < deadline) {
-      if (!((await this.#info(vm)).device_tree ?? {})[id]) return;
+      if (!(await present())) return;
       await new Promise((r) => setTimeout(r, 50));
     }
     throw new DeadlineExceededError(`The guest did not release disk ${id} within 10 s`);
@@ -169,10 +177,23 @@ export class CloudHypervisor implements Hypervisor {
     );
   }
 
+  /**
+   * Cloud Hypervisor has no -no-reboot: a guest that reboots or panics (`panic=-1`) is booted
+   * again from the same config, without the pod's containers. Its event log tells.
+   */
+  async rebooted(vm: VmDescription): Promise<boolean> {
+    const text = await Deno.readTextFile(vm.eventLog).catch(() => "");
+    return showsReboot(text);
+  }
+
   async #info(vm: VmDescription): Promise<VmInfo> {
     const r = await apiRequest(vm.controlSocket, "GET", `${API}/vm.info`);
     expect(r, "vm.info", 200);
-    return JSON.parse(r.body) as VmInfo;
+    try {
+      return JSON.parse(r.body) as VmInfo;
+    } catch {
+      throw new UnavailableError(`Cloud Hypervisor's vm.info is not JSON: ${r.body.slice(0, 200)}`);
+    }
   }
 }
 

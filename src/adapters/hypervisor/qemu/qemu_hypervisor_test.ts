@@ -13,6 +13,7 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
     memoryMiB: 512,
     vcpus: 2,
     consoleLog: join(dir, "console.log"),
+    eventLog: join(dir, "vmm-events.log"),
     controlSocket: join(dir, "qmp.sock"),
     agentSocket: join(dir, "agent.sock"),
     nics: [],
