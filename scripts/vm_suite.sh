@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The VM suites (VM pods through the Controller and Task APIs, through containerd and crictl)
 # on every hypervisor this machine has, one after the other: QEMU always (under TCG without
-# KVM), Cloud Hypervisor where it is installed and KVM works. A hypervisor that cannot run
-# here is reported with the reason and skipped, not failed. Run as root after scripts/setup.sh.
+# KVM), Cloud Hypervisor and StratoVirt where they are installed and KVM works (StratoVirt also
+# needs vhost-vsock). A hypervisor that cannot run here is reported with the reason and skipped,
+# not failed. Run as root after scripts/setup.sh.
 #
 #   scripts/vm_suite.sh                      # every hypervisor
 #   scripts/vm_suite.sh cloud-hypervisor     # one (KUASAR_TEST_VMM_PATH=<binary> if not in PATH)
@@ -13,7 +14,7 @@ SUITE=(tests/integration/vmm_test.ts tests/integration/vmm_late_nics_test.ts
        tests/integration/cri_vmm_test.ts tests/integration/qemu_boot_test.ts
        tests/integration/cgroup_v2_vm_test.ts)
 vmms=("$@")
-((${#vmms[@]})) || vmms=(qemu cloud-hypervisor)
+((${#vmms[@]})) || vmms=(qemu cloud-hypervisor stratovirt)
 deno task guest-image
 failed=()
 for vmm in "${vmms[@]}"; do

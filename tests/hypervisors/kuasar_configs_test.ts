@@ -11,11 +11,11 @@ import {
   vmmOf,
 } from "../../src/adapters/hypervisor/vmm_config.ts";
 
-const dir = fileURLToPath(new URL("../fixtures/kuasar-configs/", import.meta.url));
+const FIXTURES = fileURLToPath(new URL("../fixtures/kuasar-configs/", import.meta.url));
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
 async function load(file: string): Promise<HypervisorSettings> {
-  const c = await loadConfig(dir + file, "hypervisor", hypervisorSettings, true);
+  const c = await loadConfig(FIXTURES + file, "hypervisor", hypervisorSettings, true);
   return c.kind as HypervisorSettings;
 }
 
@@ -54,25 +54,36 @@ Deno.test("vmm config: which VMM a [hypervisor] table is for", () => {
   );
 });
 
-Deno.test("Kuasar's config_clh.toml starts the daemon up to the missing binary, said plainly", async () => {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      MAIN,
-      "vmm",
-      "--config",
-      dir + "config_clh.toml",
-      "--listen",
-      "/tmp/k-clh-never.sock",
-      "--dir",
-      "/tmp/k-clh-never",
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const err = new TextDecoder().decode(r.stderr);
-  assert.notEqual(r.code, 0);
-  assert.match(err, /hypervisor\.path: "\/usr\/local\/bin\/cloud-hypervisor" is not an executable/);
-  await Deno.remove("/tmp/k-clh-never", { recursive: true }).catch(() => {});
-});
+for (
+  const [file, binary] of [
+    ["config_clh.toml", "/usr/local/bin/cloud-hypervisor"],
+    ["config_stratovirt_x86_64.toml", "/usr/bin/stratovirt"],
+  ]
+) {
+  Deno.test(`Kuasar's ${file} starts the daemon up to the missing binary, said plainly`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "k-cfg-" });
+    try {
+      const r = await new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          MAIN,
+          "vmm",
+          "--config",
+          FIXTURES + file,
+          "--listen",
+          `${dir}/never.sock`,
+          "--dir",
+          `${dir}/state`,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const err = new TextDecoder().decode(r.stderr);
+      assert.notEqual(r.code, 0);
+      assert.ok(err.includes(`hypervisor.path: "${binary}" is not an executable`), err);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+}

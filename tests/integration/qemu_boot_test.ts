@@ -16,7 +16,7 @@ import {
   qemuArgv,
 } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
 import { vhostVsockPresent } from "../../src/adapters/doctor/probes.ts";
-import { QmpClient } from "../../src/adapters/hypervisor/qemu/qmp.ts";
+import { QmpClient } from "../../src/adapters/hypervisor/qmp.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
 import { GUEST_IMAGE, qemuOnly, skipUnless, vmUnavailable } from "../support/env.ts";
 

@@ -38,18 +38,19 @@ export function runscUnavailable(): string | undefined {
 export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasar/guest";
 
 /**
- * The hypervisor the VM suites run on: `KUASAR_TEST_VMM` (qemu, the default, or
- * cloud-hypervisor); `scripts/vm_suite.sh` runs them on every one a machine has.
+ * The hypervisor the VM suites run on: `KUASAR_TEST_VMM` (qemu, the default,
+ * cloud-hypervisor or stratovirt); `scripts/vm_suite.sh` runs them on every one a machine has.
  */
 export const TEST_VMM = Deno.env.get("KUASAR_TEST_VMM") ?? "qemu";
 
 /** The `[hypervisor]` keys (after the table header) that boot the guest image on TEST_VMM. */
 export function vmmTomlLines(): string[] {
-  const guest = TEST_VMM === "qemu" ? [`kernel_path = "${GUEST_IMAGE}/vmlinuz"`] : [
+  const kernel = TEST_VMM === "cloud-hypervisor" ? "vmlinux" : "vmlinuz";
+  const guest = TEST_VMM === "qemu" ? [] : [
     `vmm = "${TEST_VMM}"`,
     `path = "${Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM}"`,
-    `kernel_path = "${GUEST_IMAGE}/vmlinux"`,
   ];
+  guest.push(`kernel_path = "${GUEST_IMAGE}/${kernel}"`);
   return [...guest, `initrd_path = "${GUEST_IMAGE}/initramfs.img"`];
 }
 
@@ -94,7 +95,9 @@ export function vmUnavailable(): string | undefined {
     if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
     return image("vmlinuz") ?? image("initramfs.img");
   }
-  if (TEST_VMM !== "cloud-hypervisor") return `KUASAR_TEST_VMM=${TEST_VMM}: no such driver yet`;
+  if (TEST_VMM !== "cloud-hypervisor" && TEST_VMM !== "stratovirt") {
+    return `KUASAR_TEST_VMM=${TEST_VMM}: no such driver yet`;
+  }
   const bin = Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM;
   if (!has(bin)) return `${bin} is not installed (KUASAR_TEST_VMM_PATH names another)`;
   try {
@@ -104,6 +107,14 @@ export function vmUnavailable(): string | undefined {
   }
   if (!/\b(vmx|svm)\b/.test(Deno.readTextFileSync("/proc/cpuinfo"))) {
     return `${TEST_VMM} needs KVM: the CPU shows no vmx/svm`;
+  }
+  if (TEST_VMM === "stratovirt") {
+    try {
+      Deno.openSync("/dev/vhost-vsock", { read: true, write: true }).close();
+    } catch (e) {
+      return `stratovirt needs vhost-vsock: /dev/vhost-vsock: ${(e as Error).message}`;
+    }
+    return image("vmlinuz") ?? image("initramfs.img");
   }
   return image("vmlinux") ?? image("initramfs.img");
 }

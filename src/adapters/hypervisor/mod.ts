@@ -8,7 +8,11 @@
 import { join } from "node:path";
 import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
-import { InvalidArgumentError, UnimplementedError } from "../../domain/errors.ts";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  UnimplementedError,
+} from "../../domain/errors.ts";
 import type { Hypervisor } from "../../ports/hypervisor.ts";
 import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
@@ -32,6 +36,7 @@ import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
 import { CloudHypervisor } from "./cloud_hypervisor/ch_hypervisor.ts";
+import { StratoVirt } from "./stratovirt/sv_hypervisor.ts";
 
 function existing(path: string, key: string): string {
   try {
@@ -57,9 +62,12 @@ function serveVmExec(server: TtrpcServer, links: AgentLinks): void {
   );
 }
 
-/** The guest image's kernel: QEMU boots the bzImage, Cloud Hypervisor its ELF (PVH entry). */
+/**
+ * The guest image's kernel: QEMU and StratoVirt boot the bzImage, Cloud Hypervisor and
+ * Firecracker its ELF (their loaders take the PVH entry, not a bzImage).
+ */
 function defaultKernel(vmm: VmmName): string {
-  return join(DEFAULT_GUEST_DIR, vmm === "qemu" ? "vmlinuz" : "vmlinux");
+  return join(DEFAULT_GUEST_DIR, vmm === "qemu" || vmm === "stratovirt" ? "vmlinuz" : "vmlinux");
 }
 
 /** The VMM the settings name, and how it runs guests (KVM, or QEMU's TCG where KVM is not usable). */
@@ -82,10 +90,46 @@ function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; acce
       accel: "kvm",
     };
   }
+  if (vmm === "stratovirt") {
+    const binary = findExecutable(s.path ?? "stratovirt");
+    if (!binary) {
+      throw new InvalidArgumentError(`hypervisor.path: "${s.path}" is not an executable`);
+    }
+    if (!(s.use_vsock ?? true) || !vhostVsockPresent()) {
+      throw new FailedPreconditionError(
+        "StratoVirt reaches the guest agent over vhost-vsock: /dev/vhost-vsock is absent " +
+          "(modprobe vhost_vsock) or use_vsock = false",
+      );
+    }
+    const k = kvmFlagsUsable();
+    if (!k.usable) log.warn("KVM is not usable: StratoVirt cannot run VMs", { why: k.why });
+    const machine = s.machine_type ??
+      (Deno.build.arch === "aarch64" ? "virt,mem-share=on" : "q35,mem-share=on");
+    if (!/(^|,)mem-share=on(,|$)/.test(machine)) {
+      throw new InvalidArgumentError(
+        `hypervisor.machine_type: "${machine}" lacks mem-share=on, which virtiofs needs`,
+      );
+    }
+    if (s.virtiofsd_conf?.path) {
+      log.warn("[hypervisor.virtiofsd_conf] is not used: StratoVirt's vhost_user_fs was removed", {
+        use: "[hypervisor.virtiofsd] path (virtiofsd)",
+      });
+    }
+    return {
+      hypervisor: new StratoVirt({
+        binary,
+        machine,
+        firmware: s.firmware ?? "",
+        memPrealloc: s.enable_mem_prealloc ?? false,
+        debug: s.debug ?? false,
+      }),
+      accel: "kvm",
+    };
+  }
   if (vmm !== "qemu") {
     throw new UnimplementedError(
-      `[hypervisor] names ${vmm}: this sandboxer runs QEMU and Cloud Hypervisor so far ` +
-        "(docs/vmm.md, Hypervisors)",
+      `[hypervisor] names ${vmm}: this sandboxer runs QEMU, Cloud Hypervisor and StratoVirt ` +
+        "so far (docs/vmm.md, Hypervisors)",
     );
   }
   const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
@@ -111,7 +155,8 @@ function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; acce
 export const vmmKind: HostKind = {
   name: "vmm",
   binaryName: "vmm-sandboxer",
-  description: "pods as microVMs on QEMU or Cloud Hypervisor, with a guest agent as PID 1",
+  description:
+    "pods as microVMs on QEMU, Cloud Hypervisor or StratoVirt, with a guest agent as PID 1",
   defaultListen: "/run/vmm-sandboxer.sock",
   defaultDir: "/run/kuasar-vmm",
   defaultConfig: "/var/lib/kuasar/config.toml",
@@ -120,15 +165,17 @@ export const vmmKind: HostKind = {
   async nodeChecks({ settings, helper }): Promise<NodeCheck[]> {
     const s = settings as HypervisorSettings;
     const vmm = vmmOf(s);
-    const ch = vmm === "cloud-hypervisor";
+    // The VMMs that need KVM (QEMU alone can emulate).
+    const ch = vmm !== "qemu";
     const checks = [
       ch
         ? await requiredTool(
           "vmm",
           "engine",
-          s.path ?? "cloud-hypervisor",
+          s.path ?? vmm,
           ["--version"],
-          "install Cloud Hypervisor (its release binary) or set [hypervisor] path",
+          `install ${vmm} (its release binary or your distribution's package) or set ` +
+            "[hypervisor] path",
         )
         : await requiredTool(
           "vmm",
@@ -146,7 +193,7 @@ export const vmmKind: HostKind = {
         status: forced === "tcg" ? "warn" : "fail",
         detail: (why) =>
           ch
-            ? `KVM is not usable: ${why}; Cloud Hypervisor runs no VM without it`
+            ? `KVM is not usable: ${why}; ${vmm} runs no VM without it`
             : `KVM is not usable: ${why}; VMs run under TCG emulation (several times slower to ` +
               "boot and run)",
         fix: forced === "tcg"
@@ -158,16 +205,21 @@ export const vmmKind: HostKind = {
     );
     const vsock = vhostVsockPresent();
     // Cloud Hypervisor's vsock is its own (a unix socket on the host): no vhost-vsock needed.
-    if (!ch && (s.use_vsock ?? true)) {
+    if (vmm !== "cloud-hypervisor" && (s.use_vsock ?? true)) {
       checks.push(
         vsock
           ? { id: "vhost-vsock", kind: "vmm", status: "ok", detail: "/dev/vhost-vsock opens" }
           : {
             id: "vhost-vsock",
             kind: "vmm",
-            status: "warn",
-            detail: "/dev/vhost-vsock is absent: the guest agent is reached over virtio-serial",
-            fix: "modprobe vhost_vsock for vsock (or use_vsock = false to silence this)",
+            // StratoVirt has no other way to the agent.
+            status: vmm === "stratovirt" ? "fail" : "warn",
+            detail: vmm === "stratovirt"
+              ? "/dev/vhost-vsock is absent: StratoVirt has no other way to the guest agent"
+              : "/dev/vhost-vsock is absent: the guest agent is reached over virtio-serial",
+            fix: vmm === "stratovirt"
+              ? "modprobe vhost_vsock"
+              : "modprobe vhost_vsock for vsock (or use_vsock = false to silence this)",
           },
       );
     }

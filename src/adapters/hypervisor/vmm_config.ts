@@ -162,7 +162,7 @@ const USED = new Set([
 const USED_BY: Record<VmmName, readonly string[]> = {
   qemu: ["qemu_path"],
   "cloud-hypervisor": ["path", "hugepages", "entropy_source", "debug"],
-  stratovirt: ["path"],
+  stratovirt: ["path", "machine_type", "firmware", "enable_mem_prealloc", "debug"],
   firecracker: ["path"],
 };
 

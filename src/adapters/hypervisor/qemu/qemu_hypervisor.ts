@@ -15,7 +15,7 @@ import type {
 } from "../../../ports/hypervisor.ts";
 import { hotplugPort, qemuArgv } from "./qemu_command.ts";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
-import { QmpClient } from "./qmp.ts";
+import { QmpClient } from "../qmp.ts";
 
 /** How QEMU runs here. */
 export interface QemuOptions {

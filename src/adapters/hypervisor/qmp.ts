@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { DeadlineExceededError, InternalError, UnavailableError } from "../../../domain/errors.ts";
+import { DeadlineExceededError, InternalError, UnavailableError } from "../../domain/errors.ts";
 
 /** A QMP event. */
 export interface QmpEvent {

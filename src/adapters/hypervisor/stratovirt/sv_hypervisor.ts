@@ -1,0 +1,144 @@
+/**
+ * StratoVirt (openEuler's VMM) as the vmm sandboxer's Hypervisor: the VM on
+ * its command line (`sv_command.ts`), QMP for control (the client shared with
+ * QEMU: the protocol is the same, its commands StratoVirt's own subset), the
+ * agent on vhost-vsock (StratoVirt's serial ports carry no names the guest
+ * could find the agent's by), disks and NICs hot-plugged into PCIe root ports.
+ * No CPU or memory hot-plug (as Kuasar on StratoVirt).
+ *
+ * @module
+ */
+import type {
+  AgentAddress,
+  DiskAttachment,
+  Hypervisor,
+  HypervisorCapabilities,
+  NicAttachment,
+  VmDescription,
+} from "../../../ports/hypervisor.ts";
+import { FailedPreconditionError } from "../../../domain/errors.ts";
+import { QmpClient } from "../qmp.ts";
+import { svArgv, svHotplugPort, type SvOptions } from "./sv_command.ts";
+
+export class StratoVirt implements Hypervisor {
+  readonly name = "stratovirt";
+  readonly capabilities: HypervisorCapabilities = {
+    virtiofs: true,
+    diskHotplug: true,
+    nicHotplug: true,
+    resize: false,
+    serialPorts: false,
+  };
+  readonly #o: SvOptions;
+
+  constructor(opts: SvOptions) {
+    this.#o = opts;
+  }
+
+  argv(vm: VmDescription): string[] {
+    if (vm.vsockCid === undefined) {
+      throw new FailedPreconditionError(
+        "StratoVirt reaches the guest agent over vhost-vsock, which this host lacks " +
+          "(modprobe vhost_vsock; [hypervisor] use_vsock must not be false)",
+      );
+    }
+    return svArgv(this.#o, vm);
+  }
+
+  /** StratoVirt boots from its command line: the VM runs once QMP answers. */
+  async boot(vm: VmDescription, deadline: number): Promise<void> {
+    const qmp = await QmpClient.connect(
+      vm.controlSocket,
+      Math.max(1000, deadline - performance.now()),
+    );
+    qmp.close();
+  }
+
+  /** QMP `quit`: StratoVirt's orderly exit. */
+  async requestStop(vm: VmDescription): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 2000).catch(() => undefined);
+    await qmp?.execute("quit").catch(() => {});
+    qmp?.close();
+  }
+
+  agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[] {
+    return [{ transport: "vsock", cid: vm.vsockCid!, port: agentPort }];
+  }
+
+  /** blockdev-add (raw over a file, direct IO) + device_add of a virtio-blk-pci into a root port. */
+  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    try {
+      await qmp.execute("blockdev-add", {
+        "node-name": disk.id,
+        driver: "raw",
+        "read-only": disk.readOnly,
+        cache: { direct: true },
+        file: { driver: "file", filename: disk.path },
+      });
+      try {
+        await qmp.execute("device_add", {
+          id: disk.id,
+          driver: "virtio-blk-pci",
+          drive: disk.id,
+          bus: svHotplugPort(disk.slot),
+          addr: "0x0",
+          serial: disk.serial,
+        });
+      } catch (e) {
+        await qmp.execute("blockdev-del", { "node-name": disk.id }).catch(() => {});
+        throw e;
+      }
+    } finally {
+      qmp.close();
+    }
+  }
+
+  /** device_del, DEVICE_DELETED once the guest let it go, then blockdev-del. */
+  async detachDisk(vm: VmDescription, id: string): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    try {
+      await qmp.removeDisk(id);
+    } finally {
+      qmp.close();
+    }
+  }
+
+  resize(): Promise<{ vcpus: number; memoryMiB: number }> {
+    return Promise.reject(
+      new FailedPreconditionError(
+        "StratoVirt pods do not grow: give the pod its limits at creation",
+      ),
+    );
+  }
+
+  /** netdev_add of the tap, then device_add of a virtio-net-pci into the slot's root port. */
+  async attachNic(vm: VmDescription, nic: NicAttachment): Promise<void> {
+    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
+    const netdev = `hnet${nic.slot}`;
+    try {
+      await qmp.execute("netdev_add", {
+        id: netdev,
+        ifname: nic.tap,
+        ...(nic.queues > 1 ? { queues: 2 * nic.queues } : {}),
+      });
+      try {
+        await qmp.execute("device_add", {
+          id: `hnic${nic.slot}`,
+          driver: "virtio-net-pci",
+          netdev,
+          mac: nic.mac,
+          bus: svHotplugPort(vm.diskSlots + nic.slot),
+          addr: "0x0",
+          // A string in StratoVirt's QMP schema (QEMU's takes a boolean).
+          ...(nic.queues > 1 ? { mq: "on" } : {}),
+        });
+      } catch (e) {
+        await qmp.execute("netdev_del", { id: netdev }).catch(() => {});
+        throw e;
+      }
+    } finally {
+      qmp.close();
+    }
+  }
+}
