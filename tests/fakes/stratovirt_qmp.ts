@@ -86,6 +86,11 @@ export function checkArgv(argv: readonly string[]): string[] {
   return out;
 }
 
+/** A JSON value's type, as the schema entries name them. */
+function kindOf(v: unknown): string {
+  return typeof v;
+}
+
 /** What is wrong with QMP `arguments` against a transcribed schema entry. */
 function checkArgs(schema: Json, args: Json, at: string): string[] {
   if (args === undefined) args = {};
@@ -100,7 +105,7 @@ function checkArgs(schema: Json, args: Json, at: string): string[] {
       : undefined;
     if (t === undefined) out.push(`${at}: unknown field \`${k}\``);
     else if (typeof t === "object") out.push(...checkArgs(t, v, `${at}.${k}`));
-    else if (t === "integer" ? !Number.isInteger(v) : typeof v !== t) {
+    else if (!(t === "integer" ? Number.isInteger(v) : kindOf(v) === t)) {
       out.push(`${at}.${k}: invalid type, expected ${t}`);
     }
   }

@@ -194,3 +194,29 @@ export class QmpClient {
     this.#wake?.();
   }
 }
+
+/** Runs `f` on a new QMP connection to `socket`, closed after. */
+export async function withQmp<T>(
+  socket: string,
+  f: (qmp: QmpClient) => Promise<T>,
+  timeoutMs = 10_000,
+): Promise<T> {
+  const qmp = await QmpClient.connect(socket, timeoutMs);
+  try {
+    return await f(qmp);
+  } finally {
+    qmp.close();
+  }
+}
+
+/** For a VMM that boots from its command line: the VM runs once QMP answers (by `deadline`). */
+export async function qmpAnswers(socket: string, deadline: number): Promise<void> {
+  (await QmpClient.connect(socket, Math.max(1000, deadline - performance.now()))).close();
+}
+
+/** `quit`: the VMM's own orderly exit; nothing when it is already gone. */
+export async function qmpQuit(socket: string): Promise<void> {
+  const qmp = await QmpClient.connect(socket, 2000).catch(() => undefined);
+  await qmp?.execute("quit").catch(() => {});
+  qmp?.close();
+}

@@ -15,7 +15,7 @@ import type {
 } from "../../../ports/hypervisor.ts";
 import { hotplugPort, qemuArgv } from "./qemu_command.ts";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
-import { QmpClient } from "../qmp.ts";
+import { qmpAnswers, QmpClient, qmpQuit, withQmp } from "../qmp.ts";
 
 /** How QEMU runs here. */
 export interface QemuOptions {
@@ -68,18 +68,12 @@ export class QemuHypervisor implements Hypervisor {
 
   /** QEMU boots from its command line: the VM runs once QMP answers. */
   async boot(vm: VmDescription, deadline: number): Promise<void> {
-    const qmp = await QmpClient.connect(
-      vm.controlSocket,
-      Math.max(1000, deadline - performance.now()),
-    );
-    qmp.close();
+    await qmpAnswers(vm.controlSocket, deadline);
   }
 
   /** QMP `quit`: QEMU's own orderly exit. */
   async requestStop(vm: VmDescription): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 2000).catch(() => undefined);
-    await qmp?.execute("quit").catch(() => {});
-    qmp?.close();
+    await qmpQuit(vm.controlSocket);
   }
 
   /** blockdev-add + device_add of a virtio-blk-pci with the serial, into the slot's root port. */
@@ -99,12 +93,7 @@ export class QemuHypervisor implements Hypervisor {
 
   /** device_del, then DEVICE_DELETED once the guest has released it, then blockdev-del. */
   async detachDisk(vm: VmDescription, id: string): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
-    try {
-      await qmp.removeDisk(id);
-    } finally {
-      qmp.close();
-    }
+    await withQmp(vm.controlSocket, (qmp) => qmp.removeDisk(id));
   }
 
   /**

@@ -17,7 +17,7 @@ import type {
   VmDescription,
 } from "../../../ports/hypervisor.ts";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
-import { QmpClient } from "../qmp.ts";
+import { qmpAnswers, QmpClient, qmpQuit, withQmp } from "../qmp.ts";
 import { svArgv, svHotplugPort, type SvOptions } from "./sv_command.ts";
 
 export class StratoVirt implements Hypervisor {
@@ -47,18 +47,12 @@ export class StratoVirt implements Hypervisor {
 
   /** StratoVirt boots from its command line: the VM runs once QMP answers. */
   async boot(vm: VmDescription, deadline: number): Promise<void> {
-    const qmp = await QmpClient.connect(
-      vm.controlSocket,
-      Math.max(1000, deadline - performance.now()),
-    );
-    qmp.close();
+    await qmpAnswers(vm.controlSocket, deadline);
   }
 
   /** QMP `quit`: StratoVirt's orderly exit. */
   async requestStop(vm: VmDescription): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 2000).catch(() => undefined);
-    await qmp?.execute("quit").catch(() => {});
-    qmp?.close();
+    await qmpQuit(vm.controlSocket);
   }
 
   agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[] {
@@ -96,12 +90,7 @@ export class StratoVirt implements Hypervisor {
 
   /** device_del, DEVICE_DELETED once the guest let it go, then blockdev-del. */
   async detachDisk(vm: VmDescription, id: string): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
-    try {
-      await qmp.removeDisk(id);
-    } finally {
-      qmp.close();
-    }
+    await withQmp(vm.controlSocket, (qmp) => qmp.removeDisk(id));
   }
 
   resize(): Promise<{ vcpus: number; memoryMiB: number }> {
