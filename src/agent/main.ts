@@ -15,6 +15,8 @@ import { SandboxServiceDefinition } from "../gen/kuasar/sandbox.ts";
 import {
   AGENT_PORT_NAME,
   AGENT_VSOCK_PORT,
+  BOOT_ID,
+  BOOT_SERVICE,
   DEBUG_PORT_NAME,
   TRACE_DRAIN,
   TRACE_SERVICE,
@@ -38,6 +40,13 @@ server.register(TRACE_SERVICE, {
   [TRACE_DRAIN]: {
     kind: "unary",
     handle: () => Promise.resolve(new TextEncoder().encode(JSON.stringify(spans.drain()))),
+  },
+});
+server.register(BOOT_SERVICE, {
+  [BOOT_ID]: {
+    kind: "unary",
+    handle: async () =>
+      new TextEncoder().encode((await Deno.readTextFile("/proc/sys/kernel/random/boot_id")).trim()),
   },
 });
 server.register(

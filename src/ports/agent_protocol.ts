@@ -22,6 +22,15 @@ export const DEBUG_PORT_NAME = "debug.0";
 export const SHELL_HELLO = "\u0000kuasar-shell-open\n";
 export const SHELL_EXIT_MARK = "\u0000kuasar-shell-exit=";
 
+/**
+ * The guest's boot identity: `Id` answers the guest kernel's boot id (UTF-8, an empty request).
+ * The host keeps the one it saw first; another one later means the VMM restarted the guest by
+ * itself (a reboot or a panic, on a VMM with no way to exit instead), without the pod's
+ * containers.
+ */
+export const BOOT_SERVICE = "kuasar.guest.v1.Boot";
+export const BOOT_ID = "Id";
+
 /** Where the host's per-pod share (virtiofs) is mounted in the guest. */
 export const GUEST_SHARED_DIR = "/run/kuasar/shared";
 /** The virtiofs tag of that share. */

@@ -128,10 +128,4 @@ export interface Hypervisor {
   ): Promise<{ vcpus: number; memoryMiB: number }>;
   /** Adds a NIC to the running VM (only when `capabilities.nicHotplug`). */
   attachNic(vm: VmDescription, nic: NicAttachment): Promise<void>;
-  /**
-   * Whether the VMM restarted the guest by itself (a guest reboot or panic, on a VMM that has no
-   * way to exit instead, as QEMU's -no-reboot); the sandboxer then ends the VM, as the pod's
-   * containers died with the guest. Absent: the VMM exits when the guest does.
-   */
-  rebooted?(vm: VmDescription): Promise<boolean>;
 }

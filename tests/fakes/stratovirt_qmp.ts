@@ -6,8 +6,9 @@
  * - `checkArgv` finds what StratoVirt would refuse in a command line: an
  *   unknown option, a device driver or property its guidebook does not list,
  *   a PCI device without an explicit `bus`/`addr`, two devices at one slot;
- * - `SvQmpFake` serves QMP on a unix socket as StratoVirt does: its greeting,
- *   capabilities negotiation first, each command's arguments checked as its
+ * - `SvQmpFake` serves QMP on a unix socket as StratoVirt does: one client at
+ *   a time (the next is greeted when the first leaves), its greeting, each
+ *   command's arguments checked as its
  *   schema's `deny_unknown_fields` structs do (names and types), hot-plug only
  *   into the command line's free root ports at addr 0x0, DEVICE_DELETED once
  *   the guest let a device go, `quit` ending the process. What StratoVirt
@@ -63,6 +64,11 @@ export function checkArgv(argv: readonly string[]): string[] {
         if (!p.has("bus") || !p.has("addr")) {
           out.push(`-device ${first}: bus and addr are required`);
         }
+        // Slot 0 is the host bridge, 0x1f the ICH9 LPC bridge, 31 the last (config/pci.rs).
+        const n = Number(p.get("addr"));
+        if (p.get("bus") === "pcie.0" && !(n >= 1 && n <= 0x1e)) {
+          out.push(`-device ${first}: addr ${p.get("addr")} is not a free slot of pcie.0`);
+        }
         const slot = `${p.get("bus")}/${p.get("addr")}`;
         if (slots.has(slot)) out.push(`-device ${first}: ${slot} is taken`);
         slots.add(slot);
@@ -74,6 +80,11 @@ export function checkArgv(argv: readonly string[]): string[] {
         for (const k of p.keys()) {
           if (!allowed.includes(k) && k !== first) out.push(`-${name} ${first}: no property ${k}`);
         }
+      }
+      // Queue pairs, doubled by StratoVirt into at most 32 queues (parse_queues).
+      const q = p.get("queues");
+      if (q !== undefined && !(Number(q) >= 1 && Number(q) <= 16)) {
+        out.push(`-${name} ${first}: queues=${q} is not 1-16 pairs`);
       }
     } else if (name === "drive") {
       const [, dp] = props("x," + value);
@@ -138,7 +149,12 @@ export class SvQmpFake {
     const listener = Deno.listen({ transport: "unix", path: socket });
     this.#listener = listener;
     (async () => {
-      for await (const c of listener) this.#serve(c);
+      // One client at a time: the next is greeted once the one before has left.
+      let turn = Promise.resolve();
+      for await (const c of listener) {
+        this.#conns.add(c);
+        turn = turn.then(() => this.#serve(c));
+      }
     })().catch(() => {});
   }
 
@@ -168,10 +184,8 @@ export class SvQmpFake {
   }
 
   async #serve(conn: Deno.Conn): Promise<void> {
-    this.#conns.add(conn);
     const send = (m: Json) => conn.write(new TextEncoder().encode(JSON.stringify(m) + "\n"));
     await send(SPEC.qmp.greeting);
-    let negotiated = false;
     let buf = "";
     const chunk = new Uint8Array(4096);
     try {
@@ -185,10 +199,8 @@ export class SvQmpFake {
           buf = buf.slice(nl + 1);
           if (!line) continue;
           const msg = JSON.parse(line);
-          const [answer, events] = negotiated || msg.execute === "qmp_capabilities"
-            ? this.#execute(msg.execute, msg.arguments)
-            : [this.#refuse(msg.execute, msg.arguments, "CommandNotFound", "capabilities first")];
-          if (msg.execute === "qmp_capabilities") negotiated = true;
+          // StratoVirt keeps no negotiation state: qmp_capabilities is accepted, not required.
+          const [answer, events] = this.#execute(msg.execute, msg.arguments);
           for (const { delayMs, ...e } of events ?? []) {
             setTimeout(() => send(e).catch(() => {}), delayMs ?? 0);
           }
@@ -203,6 +215,9 @@ export class SvQmpFake {
       }
     } catch { /* closed */ }
     this.#conns.delete(conn);
+    try {
+      conn.close();
+    } catch { /* closed */ }
   }
 
   #refuse(execute: string, args: Json, cls: string, desc: string): Json {
@@ -237,18 +252,18 @@ export class SvQmpFake {
         break;
       case "blockdev-del":
         if (!this.#blockdevs.delete(a["node-name"])) {
-          return [fail(`Failed to find node ${a["node-name"]}`)];
+          return [fail(`Drive ${a["node-name"]} not found`)];
         }
         break;
       case "netdev_add":
         if (this.#netdevs.has(a.id)) return [fail(`netdev ${a.id} exists`)];
-        if (a.queues !== undefined && (a.queues < 2 || a.queues % 2)) {
-          return [fail("number queues of net device must be even, 2 at least")];
+        if (a.queues !== undefined && !(a.queues >= 1 && a.queues <= 16)) {
+          return [fail("number queues of net device: 1 to 16 pairs")];
         }
         this.#netdevs.add(a.id);
         break;
       case "netdev_del":
-        if (!this.#netdevs.delete(a.id)) return [fail(`DeviceNotFound ${a.id}`)];
+        if (!this.#netdevs.delete(a.id)) return [fail(`Net device ${a.id} not found`)];
         break;
       case "device_add": {
         if (this.#devices.has(a.id)) return [fail(`Device ${a.id} exists`)];
@@ -270,7 +285,8 @@ export class SvQmpFake {
       }
       case "device_del": {
         const d = this.#devices.get(a.id);
-        if (!d) return [fail(`DeviceNotFound ${a.id}`)];
+        // An unknown id falls through StratoVirt's PCI lookup to its USB one.
+        if (!d) return [fail("Can not find parent device from pci bus")];
         // The guest lets it go (PCIe hot-unplug), then StratoVirt says so.
         this.calls.push({ execute, arguments: args });
         setTimeout(() => {

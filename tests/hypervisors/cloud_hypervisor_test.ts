@@ -4,10 +4,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CloudHypervisor } from "../../src/adapters/hypervisor/cloud_hypervisor/ch_hypervisor.ts";
-import {
-  chVmConfig,
-  showsReboot,
-} from "../../src/adapters/hypervisor/cloud_hypervisor/ch_config.ts";
+import { chVmConfig } from "../../src/adapters/hypervisor/cloud_hypervisor/ch_config.ts";
 import { AgentLinks } from "../../src/adapters/hypervisor/agent_links.ts";
 import { apiRequest } from "../../src/adapters/hypervisor/api_http.ts";
 import type { VmDescription } from "../../src/ports/hypervisor.ts";
@@ -282,42 +279,4 @@ Deno.test("cloud-hypervisor contract: a wrong field, a wrong method, a missing c
       (e: Error) => e.name === "InternalError" && /cannot open disk path/.test(e.message),
     );
   });
-});
-
-// Events as Cloud Hypervisor's event monitor writes them (serde_json pretty-printed, in turn).
-const BOOT_EVENTS = `{
-  "timestamp": {
-    "secs": 0,
-    "nanos": 41022
-  },
-  "source": "vmm",
-  "event": "starting",
-  "properties": null
-}
-{
-  "timestamp": {
-    "secs": 0,
-    "nanos": 93231874
-  },
-  "source": "vm",
-  "event": "booted",
-  "properties": null
-}
-`;
-
-Deno.test("cloud-hypervisor: a guest the VMM rebooted by itself is told by its event log", async () => {
-  assert.ok(!showsReboot(BOOT_EVENTS));
-  const rebooted = BOOT_EVENTS + BOOT_EVENTS.split("\n{")[1].replace('"booted"', '"rebooting"')
-    .replace(/^/, "{");
-  assert.ok(showsReboot(rebooted));
-  const dir = await Deno.makeTempDir({ prefix: "k-ch-" });
-  try {
-    const vm = await vmIn(dir);
-    const ch = new CloudHypervisor(OPTS);
-    assert.equal(await ch.rebooted(vm), false, "no log yet: no reboot");
-    await Deno.writeTextFile(vm.eventLog, rebooted);
-    assert.equal(await ch.rebooted(vm), true);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 });

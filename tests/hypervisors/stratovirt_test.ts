@@ -92,7 +92,7 @@ Deno.test("stratovirt: argv within its parser and guidebook, every PCI device at
     "-device",
     "vhost-user-fs-pci,id=fsdev0,chardev=fs0,tag=kuasar,bus=pcie.0,addr=0x3",
     "-netdev",
-    "tap,id=net0,ifname=tap0_kuasar,queues=4",
+    "tap,id=net0,ifname=tap0_kuasar,queues=2",
     "-device",
     "virtio-net-pci,id=nic0,netdev=net0,mac=02:42:ac:11:00:02,bus=pcie.0,addr=0x4,mq=on",
     "-device",
@@ -109,6 +109,17 @@ Deno.test("stratovirt: argv within its parser and guidebook, every PCI device at
   assert.ok(more.includes("-mem-prealloc") && more.at(-1) === "-D");
   assert.ok(more.includes("cpus=2,maxcpus=4"));
   assert.ok(!more.includes("-drive"));
+  // The root bus has 30 free slots: more hot-plug room than fits is said at once.
+  assert.throws(
+    () => new StratoVirt(OPTS).argv(vmIn(dir, { diskSlots: 30 })),
+    /PCI slots on StratoVirt's root bus.*hotplug_disk_slots/,
+  );
+  // Many vCPUs: queue pairs capped at StratoVirt's 16.
+  const big = new StratoVirt(OPTS).argv(
+    vmIn(dir, { nics: [{ tap: "t", mac: "02:00:00:00:00:01", queues: 24 }] }),
+  );
+  assert.ok(big.includes("tap,id=net0,ifname=t,queues=16"));
+  assert.deepEqual(checkArgv(big), []);
   // Without vhost-vsock there is no way to the agent: said at once.
   assert.throws(
     () => new StratoVirt(OPTS).argv(vmIn(dir, { vsockCid: undefined })),
@@ -161,11 +172,19 @@ Deno.test("stratovirt: boot, disks and NICs into root ports, stop: all within QM
     await sv.detachDisk(vm, "kd0");
     assert.deepEqual(fake.devices, [], "detach returns once the guest let it go");
     assert.deepEqual(fake.blockdevs, []);
+    // Already gone (a restarted daemon finishing a detach): StratoVirt's words for it are known.
+    await sv.detachDisk(vm, "kd0");
+    fake.violations.length = 0; // those refusals were the point
     // A late NIC, multi-queue, into the first port after the disks'.
     await sv.attachNic(vm, { tap: "tap1_kuasar", mac: "02:42:ac:11:00:03", queues: 2, slot: 0 });
     const nic = fake.calls.filter((c) => c.execute === "device_add").at(-1)!;
     assert.equal(nic.arguments.bus, "pcie.3");
     assert.equal(nic.arguments.mq, "on");
+    assert.equal(fake.calls.find((c) => c.execute === "netdev_add")!.arguments.queues, 2);
+    // An image file is opened without O_DIRECT (tmpfs refuses it).
+    assert.deepEqual(fake.calls.find((c) => c.execute === "blockdev-add")!.arguments.cache, {
+      direct: false,
+    });
     await assert.rejects(() => sv.resize(), { name: "FailedPreconditionError" });
     await sv.requestStop(vm);
     await fake.exited;

@@ -8,9 +8,9 @@
  *
  * @module
  */
-import { DeadlineExceededError, UnavailableError } from "../../domain/errors.ts";
+import { Code, DeadlineExceededError, UnavailableError } from "../../domain/errors.ts";
 import type { RecordedSpan } from "../../lib/trace_recorder.ts";
-import { TRACE_DRAIN, TRACE_SERVICE } from "../../ports/agent_protocol.ts";
+import { BOOT_ID, BOOT_SERVICE, TRACE_DRAIN, TRACE_SERVICE } from "../../ports/agent_protocol.ts";
 import type { AgentAddress } from "../../ports/hypervisor.ts";
 import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../ttrpc/client.ts";
@@ -34,18 +34,18 @@ export interface AgentLink {
 export class AgentLinks {
   #links = new Map<string, Promise<AgentLink>>();
   #addressesOf: (sandboxId: string) => Promise<AgentAddress[]>;
-  #beforeReconnect: ((sandboxId: string) => Promise<void>) | undefined;
+  #verify: ((sandboxId: string, client: TtrpcClient) => Promise<void>) | undefined;
 
   /**
-   * `addressesOf` lists a pod's agent addresses, the preferred first; `beforeReconnect` is asked
-   * before a dropped connection is made again, and may refuse (the guest behind it is new).
+   * `addressesOf` lists a pod's agent addresses, the preferred first; `verify` is asked of each
+   * new connection before it is used, and may refuse it (the guest behind it is not the pod's).
    */
   constructor(
     addressesOf: (sandboxId: string) => Promise<AgentAddress[]>,
-    beforeReconnect?: (sandboxId: string) => Promise<void>,
+    verify?: (sandboxId: string, client: TtrpcClient) => Promise<void>,
   ) {
     this.#addressesOf = addressesOf;
-    this.#beforeReconnect = beforeReconnect;
+    this.#verify = verify;
   }
 
   /**
@@ -57,8 +57,13 @@ export class AgentLinks {
     const next = (async () => {
       const old = await cur?.catch(() => undefined);
       if (old && !old.client.closed) return old;
-      if (old) await this.#beforeReconnect?.(sandboxId);
       const client = await dial(await this.#addressesOf(sandboxId), deadline);
+      try {
+        await this.#verify?.(sandboxId, client);
+      } catch (e) {
+        client.close();
+        throw e;
+      }
       return {
         client,
         tasks: unaryClient(client, TaskV3),
@@ -94,6 +99,17 @@ export class AgentLinks {
       } catch { /* an agent without tracing, or gone */ }
     }
     return out;
+  }
+
+  /** The guest kernel's boot id behind `client`; undefined from an agent that does not say. */
+  static async bootId(client: TtrpcClient): Promise<string | undefined> {
+    try {
+      const b = await client.call(BOOT_SERVICE, BOOT_ID, new Uint8Array(), { timeoutMs: 5_000 });
+      return new TextDecoder().decode(b) || undefined;
+    } catch (e) {
+      if ((e as { code?: number }).code === Code.UNIMPLEMENTED) return undefined; // an older guest
+      throw e;
+    }
   }
 
   /** Closes the pod's connection (the VM is gone). */

@@ -4,6 +4,7 @@ import { SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
 import { TtrpcServer } from "../ttrpc/server.ts";
 import { unaryMethods } from "../ttrpc/typed.ts";
 import { AgentLinks } from "./agent_links.ts";
+import { BOOT_ID, BOOT_SERVICE } from "../../ports/agent_protocol.ts";
 
 /** An agent stand-in answering Check on a unix socket. */
 function fakeAgent(path: string) {
@@ -65,29 +66,54 @@ Deno.test("AgentLinks: no agent before the deadline is a clear error", async () 
   }
 });
 
-Deno.test("AgentLinks: a connection that dropped is made again only if the pod allows it", async () => {
+Deno.test("AgentLinks: every new connection is verified first; the guest's boot id is asked", async () => {
   const dir = await Deno.makeTempDir();
   const path = join(dir, "agent.sock");
-  const agent = fakeAgent(path);
-  let asked = 0;
-  let allow = true;
+  let boot = "boot-1";
+  const server = new TtrpcServer();
+  server.register(
+    SandboxServiceDefinition.fullName,
+    unaryMethods(SandboxServiceDefinition, { check: () => Promise.resolve({}) }),
+  );
+  server.register(BOOT_SERVICE, {
+    [BOOT_ID]: { kind: "unary", handle: () => Promise.resolve(new TextEncoder().encode(boot)) },
+  });
+  const serving = server.serve(Deno.listen({ transport: "unix", path }));
+  const seen: (string | undefined)[] = [];
   const links = new AgentLinks(
     () => Promise.resolve([{ transport: "unix" as const, path }]),
-    () => {
-      asked++;
-      return allow ? Promise.resolve() : Promise.reject(new Error("the guest is a new one"));
+    async (_id, client) => {
+      const id = await AgentLinks.bootId(client);
+      seen.push(id);
+      if (seen[0] !== id) throw new Error(`a new guest: ${id}`);
     },
   );
   try {
     const a = await links.get("pod");
-    assert.equal(asked, 0, "a first connection asks nothing");
+    assert.deepEqual(seen, ["boot-1"], "the first connection is verified too");
     a.client.close(); // the VM's side went away
     const b = await links.get("pod");
-    assert.equal(asked, 1);
     assert.notEqual(a, b);
     b.client.close();
-    allow = false;
-    await assert.rejects(links.get("pod"), /a new one/);
+    boot = "boot-2"; // the VMM booted the guest again
+    await assert.rejects(links.get("pod"), /a new guest: boot-2/);
+    assert.deepEqual(seen, ["boot-1", "boot-1", "boot-2"]);
+  } finally {
+    await links.drop("pod");
+    server.close();
+    await serving;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("AgentLinks: an agent that has no boot id (an older guest image) says none", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "agent.sock");
+  const agent = fakeAgent(path);
+  const links = new AgentLinks(() => Promise.resolve([{ transport: "unix" as const, path }]));
+  try {
+    const link = await links.get("pod");
+    assert.equal(await AgentLinks.bootId(link.client), undefined);
   } finally {
     await links.drop("pod");
     await agent.close();

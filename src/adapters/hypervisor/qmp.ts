@@ -15,6 +15,15 @@ export interface QmpEvent {
   readonly timestamp?: { seconds: number; microseconds: number };
 }
 
+/** How a VMM says a device or block node it is asked to remove does not exist. */
+export interface AlreadyGone {
+  readonly device: RegExp;
+  readonly node: RegExp;
+}
+
+/** QEMU's words. */
+export const QEMU_GONE: AlreadyGone = { device: /DeviceNotFound/, node: /Failed to find node/ };
+
 /** One QMP connection. */
 export class QmpClient {
   #conn: Deno.Conn;
@@ -34,25 +43,58 @@ export class QmpClient {
     this.#readLoop();
   }
 
-  /** Connects, retrying while QEMU has not created the socket yet; negotiates capabilities. */
+  /**
+   * Connects, retrying while the VMM has not created the socket yet, and negotiates
+   * capabilities, all by `timeoutMs`. A VMM serves one QMP client at a time (the next is greeted
+   * only once the first leaves), so this process takes turns per socket: a connection is had
+   * once the previous one is closed.
+   */
   static async connect(path: string, timeoutMs = 10_000): Promise<QmpClient> {
     const deadline = Date.now() + timeoutMs;
+    const release = await QmpClient.#turn(path, deadline);
     for (;;) {
+      let c: QmpClient | undefined;
       try {
-        const c = new QmpClient(await Deno.connect({ transport: "unix", path }));
-        const greeting = await c.#next();
+        c = new QmpClient(await Deno.connect({ transport: "unix", path }));
+        const greeting = await beforeDeadline(c.#next(), deadline);
         const qemu = (greeting.QMP as { version?: { qemu?: Record<string, number> } })?.version
           ?.qemu;
         if (qemu) c.version = `${qemu.major}.${qemu.minor}.${qemu.micro}`;
-        await c.execute("qmp_capabilities");
+        await beforeDeadline(c.execute("qmp_capabilities"), deadline);
+        c.#release = release;
         return c;
       } catch (e) {
+        c?.close();
         if (Date.now() > deadline) {
+          release();
           throw new UnavailableError(`Cannot reach QMP at "${path}": ${(e as Error).message}`);
         }
         await new Promise((r) => setTimeout(r, 20));
       }
     }
+  }
+
+  /** The ends of the queues of this process's clients, by socket. */
+  static #tails = new Map<string, Promise<void>>();
+  #release: () => void = () => {};
+
+  /** Waits for this process's turn at `path`; resolves with what ends the turn. */
+  static async #turn(path: string, deadline: number): Promise<() => void> {
+    const prev = QmpClient.#tails.get(path) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((r) => (release = r));
+    const tail = prev.then(() => mine);
+    QmpClient.#tails.set(path, tail);
+    tail.then(() => {
+      if (QmpClient.#tails.get(path) === tail) QmpClient.#tails.delete(path);
+    });
+    try {
+      await beforeDeadline(prev, deadline);
+    } catch {
+      release();
+      throw new UnavailableError(`QMP at "${path}" stays busy with another call`);
+    }
+    return release;
   }
 
   /** Runs a command; resolves with its "return" value, throws with its "error". */
@@ -133,7 +175,11 @@ export class QmpClient {
    * device already gone (a previous daemon's unplug completed while it was down) still has its
    * disk, which holds the host's device open: it goes too; a disk already gone is done.
    */
-  async removeDisk(id: string, timeoutMs = 30_000): Promise<void> {
+  async removeDisk(
+    id: string,
+    gone: AlreadyGone = QEMU_GONE,
+    timeoutMs = 30_000,
+  ): Promise<void> {
     const deleted = this.waitEvent(
       (e) => e.event === "DEVICE_DELETED" && e.data?.device === id,
       timeoutMs,
@@ -143,14 +189,16 @@ export class QmpClient {
       await deleted;
     } catch (e) {
       deleted.catch(() => {});
-      if (!/DeviceNotFound/.test(String(e))) throw e;
+      if (!gone.device.test(String(e))) throw e;
     }
     await this.execute("blockdev-del", { "node-name": id }).catch((e) => {
-      if (!/Failed to find node/.test(String(e))) throw e;
+      if (!gone.node.test(String(e))) throw e;
     });
   }
 
   close(): void {
+    this.#release();
+    this.#release = () => {};
     this.#closed = true;
     try {
       this.#conn.close();
@@ -193,6 +241,18 @@ export class QmpClient {
     this.#closed = true;
     this.#wake?.();
   }
+}
+
+/** `p`, or a DeadlineExceededError at `deadline` (a `Date.now()` value). */
+function beforeDeadline<T>(p: Promise<T>, deadline: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new DeadlineExceededError("no answer in time")),
+      Math.max(0, deadline - Date.now()),
+    );
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
 }
 
 /** Runs `f` on a new QMP connection to `socket`, closed after. */

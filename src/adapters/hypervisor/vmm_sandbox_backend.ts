@@ -38,6 +38,7 @@ import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
 import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken, sharedFsToken, socketPath } from "../supervisor/process_tokens.ts";
 import { type AgentLink, AgentLinks } from "./agent_links.ts";
+import type { TtrpcClient } from "../ttrpc/client.ts";
 import type { Hypervisor, VmDescription } from "../../ports/hypervisor.ts";
 import { AGENT_VSOCK_PORT, SHARE_TAG } from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
@@ -172,6 +173,8 @@ export interface VmmPodState extends PodProcessState {
   accel?: "kvm" | "tcg";
   /** The debug console's socket, when the VM has one. */
   debugConsole?: string;
+  /** The guest kernel's boot id when the pod started (a later different one: a reboot). */
+  guestBootId?: string;
 }
 
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmPodState> {
@@ -183,21 +186,29 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         describe(this.opts, id, await vmPaths(this.opts, id)),
         AGENT_VSOCK_PORT,
       ),
-    (id) => this.#endIfRebooted(id),
+    (id, client) => this.#checkBoot(id, client),
   );
 
+  /** Each running pod's guest boot id, as first seen (kept in its record across restarts). */
+  #bootIds = new Map<string, string>();
+
   /**
-   * A guest the VMM restarted by itself lost the pod's containers with its old kernel: the VM
-   * is ended (its exit recorded as a crash) rather than left running an empty guest. Asked
-   * when the agent's connection is made again, and when a restarted daemon finds the VM.
+   * A guest the VMM restarted by itself (Cloud Hypervisor and StratoVirt reboot a guest that
+   * reboots or panics, where QEMU's -no-reboot exits) lost the pod's containers with its old
+   * kernel: its VM is ended, its exit recorded as a crash, rather than left running an empty
+   * guest. Asked of every new connection to the agent, a restarted daemon's included.
    */
-  async #endIfRebooted(id: string): Promise<void> {
-    const h = this.opts.hypervisor;
-    if (!h.rebooted || !(await h.rebooted(await this.#described(id)))) return;
+  async #checkBoot(id: string, client: TtrpcClient): Promise<void> {
+    const now = await AgentLinks.bootId(client);
+    const first = this.#bootIds.get(id);
+    if (!now || first === undefined || first === now) {
+      if (now && first === undefined) this.#bootIds.set(id, now);
+      return;
+    }
     const pid = this.holders.runningPid(id);
     this.#log.warn("the VMM restarted the pod's guest by itself: ending the VM", {
       sandbox: id,
-      hypervisor: h.name,
+      hypervisor: this.opts.hypervisor.name,
       pid,
     });
     if (pid) {
@@ -205,8 +216,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     }
-    throw new UnavailableError(`The pod's VM rebooted (the guest kernel panicked?): it is ended`);
+    throw new UnavailableError("The pod's VM rebooted (its guest kernel panicked?): it is ended");
   }
+
   /** The disks attached to the pods' VMs, shared with the containers' runtime. */
   readonly disks: PodDisks = new PodDisks(this.opts.dir, {
     slots: diskSlots(this.opts),
@@ -340,8 +352,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     deadline: number,
     network: { interfaces: Interface[]; routes: Route[] },
   ): Promise<number> {
+    this.#bootIds.delete(record.id); // a new VM: its first boot id is the pod's
     const agent = (await this.links.connect(record.id, deadline)).sandbox;
     const checked = performance.now();
+    record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
     await agent.setupSandbox({
       config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
       ...network,
@@ -376,9 +390,11 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   }
 
   override async recover(record: SandboxRecord<VmmPodState>) {
+    // Known before any connection to the agent: a guest rebooted while the daemon was down.
+    const bootId = record.backend.guestBootId;
+    if (typeof bootId === "string" && bootId) this.#bootIds.set(record.id, bootId);
     const r = await super.recover(record);
-    if (r.alive) await this.#endIfRebooted(record.id).catch(() => {});
-    if (r.alive && this.vmRunning(record.id)) {
+    if (r.alive) {
       this.#keepClockSynced(record.id);
       this.#syncClockOf(record.id);
     }
@@ -485,6 +501,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
 
   async cleanup(record: SandboxRecord<VmmPodState>): Promise<void> {
     this.#clocked.delete(record.id);
+    this.#bootIds.delete(record.id);
     const pid = this.holders.runningPid(record.id);
     if (pid) {
       try {

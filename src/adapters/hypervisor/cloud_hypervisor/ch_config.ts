@@ -29,8 +29,8 @@ const MiB = 1024 * 1024;
 const HOTPLUG_BLOCK_MIB = 128;
 
 /**
- * The VMM's argv: it waits on its API socket for `vm.create`, and reports its events (a guest
- * reboot among them, which it carries out rather than exit) to the pod's event log.
+ * The VMM's argv: it waits on its API socket for `vm.create`, and reports its events (boot,
+ * devices, a guest reboot it carried out) to the pod's event log, for operators.
  */
 export function chArgv(o: ChOptions, vm: VmDescription): string[] {
   return [
@@ -41,11 +41,6 @@ export function chArgv(o: ChOptions, vm: VmDescription): string[] {
     `path=${vm.eventLog}`,
     ...(o.debug ? ["-vv"] : []),
   ];
-}
-
-/** Whether an event log (pretty-printed JSON events, one after another) shows a guest reboot. */
-export function showsReboot(events: string): boolean {
-  return /"source"\s*:\s*"vm",\s*"event"\s*:\s*"reboot(ing|ed)"/.test(events);
 }
 
 /** The hot-plug room in MiB over the boot memory, rounded up to whole blocks; 0: none. */

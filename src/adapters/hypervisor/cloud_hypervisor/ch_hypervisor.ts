@@ -24,7 +24,7 @@ import {
   UnavailableError,
 } from "../../../domain/errors.ts";
 import { type ApiAnswer, apiRequest } from "../api_http.ts";
-import { chArgv, type ChOptions, chVmConfig, showsReboot } from "./ch_config.ts";
+import { chArgv, type ChOptions, chVmConfig } from "./ch_config.ts";
 
 const API = "/api/v1";
 const MiB = 1024 * 1024;
@@ -175,15 +175,6 @@ export class CloudHypervisor implements Hypervisor {
       "vm.add-net",
       200,
     );
-  }
-
-  /**
-   * Cloud Hypervisor has no -no-reboot: a guest that reboots or panics (`panic=-1`) is booted
-   * again from the same config, without the pod's containers. Its event log tells.
-   */
-  async rebooted(vm: VmDescription): Promise<boolean> {
-    const text = await Deno.readTextFile(vm.eventLog).catch(() => "");
-    return showsReboot(text);
   }
 
   async #info(vm: VmDescription): Promise<VmInfo> {

@@ -9,6 +9,7 @@
  * @module
  */
 import type { VmDescription } from "../../../ports/hypervisor.ts";
+import { FailedPreconditionError } from "../../../domain/errors.ts";
 
 /** How StratoVirt runs here: Kuasar's `[hypervisor]` keys for it. */
 export interface SvOptions {
@@ -22,6 +23,9 @@ export interface SvOptions {
   /** `debug`: StratoVirt's log (to the pod's monitor log) at debug level. */
   readonly debug: boolean;
 }
+
+/** The last slot of `pcie.0` a device can take. */
+const MAX_SLOT = 0x1e;
 
 /** The id of hot-plug root port `i` (the `bus` a hot-plugged device names). */
 export function svHotplugPort(i: number): string {
@@ -87,7 +91,8 @@ export function svArgv(o: SvOptions, vm: VmDescription): string[] {
     const q = nic.queues ?? 1;
     a.push(
       "-netdev",
-      `tap,id=net${i},ifname=${nic.tap}${q > 1 ? `,queues=${2 * q}` : ""}`,
+      // Queue pairs (StratoVirt doubles them into queues itself), at most 16.
+      `tap,id=net${i},ifname=${nic.tap}${q > 1 ? `,queues=${Math.min(16, q)}` : ""}`,
       "-device",
       `virtio-net-pci,id=nic${i},netdev=net${i},mac=${nic.mac},bus=pcie.0,addr=${addr()}${
         q > 1 ? ",mq=on" : ""
@@ -97,6 +102,13 @@ export function svArgv(o: SvOptions, vm: VmDescription): string[] {
   for (let i = 0; i < vm.diskSlots + vm.nicSlots; i++) {
     const port = addr();
     a.push("-device", `pcie-root-port,id=${svHotplugPort(i)},port=${port},bus=pcie.0,addr=${port}`);
+  }
+  // Slot 0 is the host bridge, 0x1f the LPC bridge, nothing beyond: 30 devices at most.
+  if (slot > MAX_SLOT) {
+    throw new FailedPreconditionError(
+      `The VM needs ${slot} PCI slots on StratoVirt's root bus, which has ${MAX_SLOT}: ` +
+        "lower [hypervisor] hotplug_disk_slots",
+    );
   }
   if (o.debug) a.push("-D");
   return a;

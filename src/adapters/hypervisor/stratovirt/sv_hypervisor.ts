@@ -17,8 +17,18 @@ import type {
   VmDescription,
 } from "../../../ports/hypervisor.ts";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
-import { qmpAnswers, QmpClient, qmpQuit, withQmp } from "../qmp.ts";
+import { type AlreadyGone, qmpAnswers, QmpClient, qmpQuit, withQmp } from "../qmp.ts";
 import { svArgv, svHotplugPort, type SvOptions } from "./sv_command.ts";
+
+/**
+ * StratoVirt's words for a device or drive that is not there: an unknown id falls through its
+ * PCI lookup to the USB one ("Can not find parent device from pci bus"), a drive is "Drive <id>
+ * not found" (machine/src/lib.rs, standard_common, block drive.rs).
+ */
+const STRATOVIRT_GONE: AlreadyGone = {
+  device: /Can not find parent device|DeviceNotFound/,
+  node: /Drive .* not found/,
+};
 
 export class StratoVirt implements Hypervisor {
   readonly name = "stratovirt";
@@ -63,11 +73,13 @@ export class StratoVirt implements Hypervisor {
   async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
     const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
     try {
+      // Direct IO for a device; not for an image file, whose file system (tmpfs) may refuse it.
+      const device = (await Deno.stat(disk.path)).isBlockDevice;
       await qmp.execute("blockdev-add", {
         "node-name": disk.id,
         driver: "raw",
         "read-only": disk.readOnly,
-        cache: { direct: true },
+        cache: { direct: device },
         file: { driver: "file", filename: disk.path },
       });
       try {
@@ -90,7 +102,7 @@ export class StratoVirt implements Hypervisor {
 
   /** device_del, DEVICE_DELETED once the guest let it go, then blockdev-del. */
   async detachDisk(vm: VmDescription, id: string): Promise<void> {
-    await withQmp(vm.controlSocket, (qmp) => qmp.removeDisk(id));
+    await withQmp(vm.controlSocket, (qmp) => qmp.removeDisk(id, STRATOVIRT_GONE));
   }
 
   resize(): Promise<{ vcpus: number; memoryMiB: number }> {
@@ -109,7 +121,8 @@ export class StratoVirt implements Hypervisor {
       await qmp.execute("netdev_add", {
         id: netdev,
         ifname: nic.tap,
-        ...(nic.queues > 1 ? { queues: 2 * nic.queues } : {}),
+        // Queue pairs (StratoVirt doubles them itself), at most 16.
+        ...(nic.queues > 1 ? { queues: Math.min(16, nic.queues) } : {}),
       });
       try {
         await qmp.execute("device_add", {
