@@ -487,6 +487,34 @@ Deno.test({
 });
 
 Deno.test({
+  name: "vmm: a guest booted again behind the sandboxer's back (a new boot id) ends its pod",
+  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      const path = pod.address.replace(/^ttrpc\+unix:\/\//, "");
+      const c = await TtrpcClient.connectUnix(path);
+      const guestBoot = await unaryClient(c, SandboxServiceDefinition)
+        .execVMProcess({ command: "cat /proc/sys/kernel/random/boot_id", stdin: new Uint8Array() })
+        .then((r) => r.out.trim())
+        .finally(() => c.close());
+      const recordPath = join(d.dir, pod.id, "sandbox.json");
+      const file = JSON.parse(await Deno.readTextFile(recordPath));
+      assert.equal(file.record.backend.guestBootId, guestBoot, "the boot id is in the record");
+      // As a VMM that restarts a rebooting guest would leave it (Cloud Hypervisor, StratoVirt):
+      // the VM runs, its guest is another boot. QEMU exits instead, so the record says it here.
+      await d.kill9();
+      file.record.backend.guestBootId = "00000000-0000-0000-0000-000000000000";
+      await Deno.writeTextFile(recordPath, JSON.stringify(file));
+      await d.spawn();
+      const w = await d.controller.wait(pod.id);
+      assert.equal(w.exitStatus, 137, "ended as a crash");
+      assert.ok(!vmmAlive(pod.pid), "the VM is gone");
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }, () => startVmmDaemon()),
+});
+
+Deno.test({
   name: "vmm: OCI hooks the guest has run there; one naming a host-only program is dropped",
   ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
   fn: () =>
