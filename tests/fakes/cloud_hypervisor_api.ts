@@ -41,6 +41,8 @@ export interface ChFakeOptions {
   readonly guestPorts?: Record<number, (conn: Deno.Conn) => void>;
   /** How long the guest takes to eject a removed device (ACPI), in ms. */
   readonly ejectMs?: number;
+  /** Told after each request is answered. */
+  readonly onCall?: (fake: ChApiFake) => void;
 }
 
 type State = "Created" | "Running" | "Shutdown";
@@ -125,6 +127,7 @@ export class ChApiFake {
   ): Response {
     this.calls.push({ method, path, body, status });
     if (violation) this.violations.push(`${method} ${path} → ${status}: ${String(answer)}`);
+    this.#opts.onCall?.(this);
     if (status === 204 || answer === undefined) return new Response(null, { status });
     if (typeof answer === "string") return new Response(answer, { status });
     // The fake's own answers must be what the document says they are.

@@ -36,7 +36,12 @@ import {
 import type { Supervisor } from "../../ports/supervisor.ts";
 import { PodProcessBackend } from "../supervisor/pod_process_backend.ts";
 import type { PodProcessState } from "../supervisor/pod_holders.ts";
-import { holderToken, sharedFsToken, socketPath } from "../supervisor/process_tokens.ts";
+import {
+  holderToken,
+  killByCommandLine,
+  sharedFsToken,
+  socketPath,
+} from "../supervisor/process_tokens.ts";
 import { type AgentLink, AgentLinks } from "./agent_links.ts";
 import type { TtrpcClient } from "../ttrpc/client.ts";
 import type { Hypervisor, VmDescription } from "../../ports/hypervisor.ts";
@@ -531,10 +536,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     if (typeof record.backend.cgroupsPath === "string") {
       await removeCgroup(record.backend.cgroupsPath);
     }
-    // virtiofsd leaves with QEMU's connection; whatever is left of it goes.
+    // virtiofsd leaves with the VMM's connection; whatever is left of it goes: its monitor, and
+    // a virtiofsd no VMM ever connected to (a VMM that failed first), known by its own socket.
     await this.opts.supervisor.killOrphans(sharedFsToken(record.id));
     await this.opts.supervisor.exits.remove(sharedFsToken(record.id));
     const p = await vmPaths(this.opts, record.id);
+    if (this.opts.virtiofsd) await killByCommandLine(`--socket-path=${p.fs}\0`);
     for (const f of [p.control, p.agent, p.fs, p.debug]) await Deno.remove(f).catch(() => {});
   }
 
