@@ -18,6 +18,7 @@
  * @module
  */
 import { OpenApiContract } from "./openapi_contract.ts";
+import { type GuestPorts, serveHybridVsock } from "./hybrid_vsock.ts";
 
 const SPEC = JSON.parse(
   await Deno.readTextFile(
@@ -38,7 +39,7 @@ export interface ChCall {
 
 export interface ChFakeOptions {
   /** Guest services by vsock port: each gets the stream of a hybrid vsock CONNECT. */
-  readonly guestPorts?: Record<number, (conn: Deno.Conn) => void>;
+  readonly guestPorts?: GuestPorts;
   /** How long the guest takes to eject a removed device (ACPI), in ms. */
   readonly ejectMs?: number;
   /** Told after each request is answered. */
@@ -181,7 +182,12 @@ export class ChApiFake {
         if (this.#config.serial?.mode === "File") {
           await Deno.writeTextFile(this.#config.serial.file, "");
         }
-        await this.#listenVsock(this.#config.vsock?.socket);
+        if (this.#config.vsock?.socket) {
+          this.#vsock = await serveHybridVsock(
+            this.#config.vsock.socket,
+            this.#opts.guestPorts ?? {},
+          );
+        }
         for (
           const d of [
             ...this.#config.disks ?? [],
@@ -258,31 +264,6 @@ export class ChApiFake {
 
   #bdf(): string {
     return `0000:00:${(this.#nextSlot++).toString(16).padStart(2, "0")}.0`;
-  }
-
-  async #listenVsock(path: string | undefined): Promise<void> {
-    if (!path) return;
-    if (await exists(path)) throw new Error(`vsock socket ${path} exists: the real VMM fails here`);
-    const l = Deno.listen({ transport: "unix", path });
-    this.#vsock = l;
-    (async () => {
-      for await (const conn of l) this.#hybrid(conn);
-    })().catch(() => {});
-  }
-
-  async #hybrid(conn: Deno.Conn): Promise<void> {
-    const line: number[] = [];
-    const one = new Uint8Array(1);
-    while (line.length < 32) {
-      if ((await conn.read(one).catch(() => null)) === null) return conn.close();
-      if (one[0] === 0x0a) break;
-      line.push(one[0]);
-    }
-    const m = /^CONNECT (\d+)$/.exec(new TextDecoder().decode(Uint8Array.from(line)));
-    const guest = m ? this.#opts.guestPorts?.[Number(m[1])] : undefined;
-    if (!guest) return conn.close();
-    await conn.write(new TextEncoder().encode(`OK ${1073741824 + Number(m![1])}\n`));
-    guest(conn);
   }
 }
 

@@ -1,6 +1,6 @@
 /**
- * Checks HTTP requests against an OpenAPI 3.0 document (the subset VMM API
- * documents use: $ref, object/array/string/integer/number/boolean, required,
+ * Checks HTTP requests against an OpenAPI 3.0 or Swagger 2.0 document (the
+ * subset VMM API documents use: templated paths, a JSON body, $ref, object/array/string/integer/number/boolean, required,
  * properties, additionalProperties, items, enum, minimum, integer formats).
  * Stricter than the VMMs in one way, on purpose: a property the schema does
  * not name is a violation (a misspelt key would otherwise be dropped by the
@@ -28,38 +28,73 @@ export class OpenApiContract {
   readonly #doc: Schema;
   readonly #base: string;
 
-  /** `doc` as parsed JSON; requests' paths are taken relative to its first server's path. */
+  /**
+   * `doc` as parsed JSON; requests' paths are taken relative to its first server's path
+   * (OpenAPI 3) or its basePath (Swagger 2).
+   */
   constructor(doc: Schema) {
     this.#doc = doc;
-    this.#base = new URL(doc.servers?.[0]?.url ?? "http://localhost/").pathname.replace(/\/$/, "");
+    const base = doc.swagger
+      ? doc.basePath ?? "/"
+      : new URL(doc.servers?.[0]?.url ?? "http://localhost/").pathname;
+    this.#base = base.replace(/\/$/, "");
+  }
+
+  /** The document's path (template) that `name` is, and its path parameters. */
+  #match(name: string): { template: string; params: Record<string, string> } | undefined {
+    const paths = this.#doc.paths ?? {};
+    if (Object.hasOwn(paths, name)) return { template: name, params: {} };
+    for (const template of Object.keys(paths)) {
+      const names: string[] = [];
+      const re = new RegExp(
+        "^" + template.replace(/[.+*?^$()[\]\\|]/g, "\\$&").replace(/\{([^}]+)\}/g, (_, n) => {
+          names.push(n);
+          return "([^/]+)";
+        }) + "$",
+      );
+      const m = re.exec(name);
+      if (m && names.length) {
+        return {
+          template,
+          params: Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(m[i + 1])])),
+        };
+      }
+    }
+    return undefined;
   }
 
   /** The operation for `method path`, or why there is none (unknown path, wrong method). */
-  operation(method: string, path: string): { op: Schema; name: string } | string {
+  operation(
+    method: string,
+    path: string,
+  ): { op: Schema; name: string; params: Record<string, string> } | string {
     if (!path.startsWith(this.#base + "/")) return `${path} is outside ${this.#base}`;
     const name = path.slice(this.#base.length);
-    const item = this.#doc.paths?.[name];
-    if (!item) return `${method} ${name}: no such path in the API`;
+    const found = this.#match(name);
+    if (!found) return `${method} ${name}: no such path in the API`;
+    const item = this.#doc.paths[found.template];
     const op = item[method.toLowerCase()];
     if (!op) {
       return `${method} ${name}: the API has only ${
         Object.keys(item).map((m) => m.toUpperCase()).join(", ")
       } here`;
     }
-    return { op, name };
+    return { op, name, params: found.params };
   }
 
   /** Whether the document has `path` (whatever the method). */
   hasPath(path: string): boolean {
-    return path.startsWith(this.#base + "/") && !!this.#doc.paths?.[path.slice(this.#base.length)];
+    return path.startsWith(this.#base + "/") && !!this.#match(path.slice(this.#base.length));
   }
 
   /** What is wrong with a request (empty: nothing). `body` undefined: no body was sent. */
   checkRequest(method: string, path: string, body: unknown): string[] {
     const found = this.operation(method, path);
     if (typeof found === "string") return [found];
-    const rb = found.op.requestBody;
-    const schema = rb?.content?.["application/json"]?.schema;
+    // OpenAPI 3: requestBody; Swagger 2: the parameter `in: body`.
+    const param = (found.op.parameters ?? []).find((p: Schema) => p.in === "body");
+    const rb = found.op.requestBody ?? param;
+    const schema = param ? param.schema : rb?.content?.["application/json"]?.schema;
     if (body === undefined) {
       return rb?.required ? [`${method} ${found.name}: the API requires a body`] : [];
     }
@@ -120,6 +155,9 @@ export class OpenApiContract {
     if (typeof schema.minimum === "number" && typeof value === "number" && value < schema.minimum) {
       out.push(`${at}: ${value} is below ${schema.minimum}`);
     }
+    if (typeof schema.maximum === "number" && typeof value === "number" && value > schema.maximum) {
+      out.push(`${at}: ${value} is above ${schema.maximum}`);
+    }
     return out;
   }
 
@@ -127,7 +165,8 @@ export class OpenApiContract {
   responseSchema(method: string, path: string, status: number): Schema | undefined {
     const found = this.operation(method, path);
     if (typeof found === "string") return undefined;
-    return found.op.responses?.[String(status)]?.content?.["application/json"]?.schema;
+    const r = found.op.responses?.[String(status)] ?? found.op.responses?.default;
+    return r?.schema ?? r?.content?.["application/json"]?.schema;
   }
 
   /** Whether the API declares `status` for `method path`. */

@@ -126,10 +126,13 @@ function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; acce
       accel: "kvm",
     };
   }
-  if (vmm !== "qemu") {
+  if (vmm === "firecracker") {
+    // The driver (firecracker/) is built and tested against Firecracker's API; what is missing
+    // is the pods' container storage without virtiofs or hot-plug.
     throw new UnimplementedError(
-      `[hypervisor] names ${vmm}: this sandboxer runs QEMU, Cloud Hypervisor and StratoVirt ` +
-        "so far (docs/vmm.md, Hypervisors)",
+      "[hypervisor] names firecracker: its pods need their containers' root filesystems as " +
+        "block devices attached before boot (Firecracker has no virtiofs and no hot-plug), " +
+        "which this sandboxer does not prepare yet (docs/vmm.md, Hypervisors)",
     );
   }
   const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");

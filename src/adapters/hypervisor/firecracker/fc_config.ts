@@ -1,0 +1,60 @@
+/**
+ * What Firecracker is given for a pod (pure): its argv (the API socket and an id) and the
+ * pre-boot API calls that describe the VM, in the order Firecracker takes them, before
+ * `InstanceStart` (its Swagger document: tests/fixtures/firecracker/).
+ *
+ * @module
+ */
+import type { VmDescription } from "../../../ports/hypervisor.ts";
+
+/** How Firecracker runs here. */
+export interface FcOptions {
+  readonly binary: string;
+}
+
+/** Firecracker's vsock is the VM's own unix socket: every VM can have guest CID 3. */
+export const FC_GUEST_CID = 3;
+
+/** One API call. */
+export interface FcCall {
+  readonly method: "PUT" | "PATCH";
+  readonly path: string;
+  readonly body: Record<string, unknown>;
+}
+
+/** The VMM's argv: it serves its API and waits for the VM's description and InstanceStart. */
+export function fcArgv(o: FcOptions, vm: VmDescription): string[] {
+  return [o.binary, "--api-sock", vm.controlSocket, "--id", vm.name];
+}
+
+/**
+ * The VM as pre-boot calls: machine, kernel and initrd (its devices are virtio-mmio, which
+ * Firecracker announces on the command line itself), the agent's vsock, the pod's NICs. The
+ * serial console is Firecracker's stdout, in the pod's monitor log; a guest reboot ends the
+ * process (Firecracker does not reboot guests), so `panic=-1` ends the pod.
+ */
+export function fcBootCalls(vm: VmDescription): FcCall[] {
+  return [
+    {
+      method: "PUT",
+      path: "/machine-config",
+      body: { vcpu_count: Math.min(32, vm.vcpus), mem_size_mib: vm.memoryMiB, smt: false },
+    },
+    {
+      method: "PUT",
+      path: "/boot-source",
+      body: {
+        kernel_image_path: vm.kernel,
+        initrd_path: vm.initrd,
+        boot_args: ["console=ttyS0", "reboot=k", "panic=-1", "quiet", vm.kernelParams]
+          .filter(Boolean).join(" "),
+      },
+    },
+    { method: "PUT", path: "/vsock", body: { guest_cid: FC_GUEST_CID, uds_path: vm.agentSocket } },
+    ...vm.nics.map((n, i): FcCall => ({
+      method: "PUT",
+      path: `/network-interfaces/eth${i}`,
+      body: { iface_id: `eth${i}`, host_dev_name: n.tap, guest_mac: n.mac },
+    })),
+  ];
+}

@@ -1,0 +1,152 @@
+/**
+ * A contract fake of Firecracker's API on a unix socket, for the driver's tests: every request
+ * is checked against the published Swagger document (tests/fixtures/firecracker/swagger.json)
+ * and against the rules Firecracker applies (pre-boot calls refused once started, a path id
+ * that must match the body's, InstanceStart only with a kernel and only once, SMT with an even
+ * vCPU count), and answered as it answers: 204, or 400 with a `fault_message`; `GET /` as its
+ * InstanceInfo. What it would refuse is recorded in `violations`. Once started, its vsock
+ * socket speaks hybrid vsock (hybrid_vsock.ts); Ctrl-Alt-Del ends the "process".
+ *
+ * @module
+ */
+import { OpenApiContract } from "./openapi_contract.ts";
+import { type GuestPorts, serveHybridVsock } from "./hybrid_vsock.ts";
+
+const SPEC = JSON.parse(
+  await Deno.readTextFile(new URL("../fixtures/firecracker/swagger.json", import.meta.url)),
+);
+
+// deno-lint-ignore no-explicit-any
+type Json = any;
+
+export interface FcCallRecord {
+  readonly method: string;
+  readonly path: string;
+  readonly body: Json;
+  readonly status: number;
+}
+
+/** The calls Firecracker takes only before InstanceStart. */
+const PRE_BOOT = /^\/(boot-source|machine-config|vsock|network-interfaces\/|drives\/|cpu-config)/;
+
+export class FcApiFake {
+  readonly contract = new OpenApiContract(SPEC);
+  readonly calls: FcCallRecord[] = [];
+  readonly violations: string[] = [];
+  #server: Deno.HttpServer;
+  #started = false;
+  #config: Record<string, Json> = {};
+  #vsock: Deno.Listener | undefined;
+  #exited = Promise.withResolvers<void>();
+
+  constructor(readonly socket: string, readonly guestPorts: GuestPorts = {}) {
+    this.#server = Deno.serve({ path: socket, onListen: () => {} }, (req) => this.#handle(req));
+  }
+
+  get exited(): Promise<void> {
+    return this.#exited.promise;
+  }
+
+  /** What the VM was given, by call path. */
+  get config(): Record<string, Json> {
+    return this.#config;
+  }
+
+  async close(): Promise<void> {
+    this.#vsock?.close();
+    this.#vsock = undefined;
+    await this.#server.shutdown();
+    await Deno.remove(this.socket).catch(() => {});
+  }
+
+  async #handle(req: Request): Promise<Response> {
+    const path = new URL(req.url).pathname;
+    const text = await req.text();
+    let body: Json;
+    try {
+      body = text ? JSON.parse(text) : undefined;
+    } catch {
+      return this.#answer(req.method, path, body, 400, "body is not JSON");
+    }
+    const wrong = this.contract.checkRequest(req.method, path, body);
+    if (wrong.length) {
+      // Firecracker answers an unknown path or method 400 too, with its reason.
+      return this.#answer(req.method, path, body, 400, wrong.join("; "));
+    }
+    const [status, answer] = await this.#do(req.method, path, body);
+    return this.#answer(req.method, path, body, status, answer);
+  }
+
+  #answer(method: string, path: string, body: Json, status: number, answer: Json): Response {
+    this.calls.push({ method, path, body, status });
+    if (status >= 400) {
+      this.violations.push(`${method} ${path} → ${status}: ${answer}`);
+      return Response.json({ fault_message: String(answer) }, { status });
+    }
+    if (answer === undefined) return new Response(null, { status });
+    const schema = this.contract.responseSchema(method, path, status);
+    const bad = schema ? this.contract.validate(schema, answer, `answer of ${path}`) : [];
+    if (bad.length) throw new Error(`the fake answered out of contract: ${bad.join("; ")}`);
+    return Response.json(answer, { status });
+  }
+
+  async #do(method: string, path: string, body: Json): Promise<[number, Json]> {
+    if (method === "GET" && path === "/") {
+      return [200, {
+        app_name: "Firecracker",
+        id: "anonymous-instance",
+        state: this.#started ? "Running" : "Not started",
+        vmm_version: "1.17.0",
+      }];
+    }
+    if (PRE_BOOT.test(path) && method === "PUT") {
+      if (this.#started) {
+        return [400, "The requested operation is not supported after starting the microVM."];
+      }
+      const id = /^\/(network-interfaces|drives)\/(.+)$/.exec(path);
+      if (id) {
+        const field = id[1] === "drives" ? "drive_id" : "iface_id";
+        if (body[field] !== decodeURIComponent(id[2])) {
+          return [400, `The id from the path [${id[2]}] does not match the id from the body!`];
+        }
+      }
+      if (path === "/machine-config" && body.smt && body.vcpu_count > 1 && body.vcpu_count % 2) {
+        return [
+          400,
+          "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.",
+        ];
+      }
+      if (path === "/boot-source") {
+        for (const f of [body.kernel_image_path, body.initrd_path].filter((f) => f !== undefined)) {
+          if (!(await Deno.stat(f).then(() => true, () => false))) {
+            return [400, `Cannot open ${f}: No such file or directory`];
+          }
+        }
+      }
+      this.#config[path] = body;
+      return [204, undefined];
+    }
+    if (path === "/actions") {
+      switch (body.action_type) {
+        case "InstanceStart":
+          if (this.#started) return [400, "The microVM is already running."];
+          if (!this.#config["/boot-source"]) {
+            return [400, "Cannot start microvm without kernel configuration."];
+          }
+          if (this.#config["/vsock"]) {
+            this.#vsock = await serveHybridVsock(this.#config["/vsock"].uds_path, this.guestPorts);
+          }
+          this.#started = true;
+          return [204, undefined];
+        case "SendCtrlAltDel":
+          if (!this.#started) return [400, "The microVM is not running."];
+          // The guest reboots; Firecracker does not reboot guests: the process ends.
+          queueMicrotask(() => this.close().then(() => this.#exited.resolve()));
+          return [204, undefined];
+        default:
+          return [204, undefined];
+      }
+    }
+    return [400, `the fake does not model ${method} ${path}`];
+  }
+}

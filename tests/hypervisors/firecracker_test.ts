@@ -1,0 +1,143 @@
+// The Firecracker driver against its published API (Swagger document, via the contract fake):
+// the VM described before InstanceStart, the agent over hybrid vsock, nothing added later.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Firecracker } from "../../src/adapters/hypervisor/firecracker/fc_hypervisor.ts";
+import { AgentLinks } from "../../src/adapters/hypervisor/agent_links.ts";
+import { apiRequest } from "../../src/adapters/hypervisor/api_http.ts";
+import type { VmDescription } from "../../src/ports/hypervisor.ts";
+import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
+import { TtrpcServer } from "../../src/adapters/ttrpc/server.ts";
+import { unaryMethods } from "../../src/adapters/ttrpc/typed.ts";
+import { FcApiFake } from "../fakes/firecracker_api.ts";
+import type { GuestPorts } from "../fakes/hybrid_vsock.ts";
+
+const OPTS = { binary: "/usr/local/bin/firecracker" };
+
+async function withFake(
+  f: (fake: FcApiFake, vm: VmDescription, dir: string) => Promise<void>,
+  ports: GuestPorts = {},
+) {
+  const dir = await Deno.makeTempDir({ prefix: "k-fc-" });
+  await Deno.writeFile(join(dir, "vmlinux"), new Uint8Array(16));
+  await Deno.writeFile(join(dir, "initramfs.img"), new Uint8Array(16));
+  const vm: VmDescription = {
+    id: "pod-f",
+    name: "kuasar-pod-f",
+    kernel: join(dir, "vmlinux"),
+    initrd: join(dir, "initramfs.img"),
+    kernelParams: "",
+    memoryMiB: 512,
+    vcpus: 2,
+    consoleLog: join(dir, "console.log"),
+    eventLog: join(dir, "vmm-events.log"),
+    controlSocket: join(dir, "api.sock"),
+    agentSocket: join(dir, "task.vsock"),
+    nics: [{ tap: "tap0_kuasar", mac: "02:42:ac:11:00:02", queues: 2 }],
+    shares: [],
+    diskSlots: 0,
+    nicSlots: 0,
+  };
+  const fake = new FcApiFake(vm.controlSocket, ports);
+  try {
+    await f(fake, vm, dir);
+  } finally {
+    await fake.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all in the contract", async () => {
+  let checks = 0;
+  const agent = new TtrpcServer();
+  agent.register(
+    SandboxServiceDefinition.fullName,
+    unaryMethods(SandboxServiceDefinition, { check: () => (checks++, Promise.resolve({})) }),
+  );
+  await withFake(async (fake, vm) => {
+    const fc = new Firecracker(OPTS);
+    assert.deepEqual(fc.argv(vm), [OPTS.binary, "--api-sock", vm.controlSocket, "--id", vm.name]);
+    assert.deepEqual(fc.capabilities, {
+      virtiofs: false,
+      diskHotplug: false,
+      nicHotplug: false,
+      resize: false,
+      serialPorts: false,
+    });
+    await fc.boot(vm, performance.now() + 5000);
+    assert.deepEqual(fake.calls.map((c) => `${c.method} ${c.path}`), [
+      "GET /",
+      "PUT /machine-config",
+      "PUT /boot-source",
+      "PUT /vsock",
+      "PUT /network-interfaces/eth0",
+      "PUT /actions",
+      "GET /",
+    ]);
+    assert.deepEqual(fake.config["/machine-config"], {
+      vcpu_count: 2,
+      mem_size_mib: 512,
+      smt: false,
+    });
+    assert.deepEqual(fake.config["/boot-source"], {
+      kernel_image_path: vm.kernel,
+      initrd_path: vm.initrd,
+      boot_args: "console=ttyS0 reboot=k panic=-1 quiet",
+    });
+    assert.deepEqual(fake.config["/vsock"], { guest_cid: 3, uds_path: vm.agentSocket });
+    assert.deepEqual(fake.config["/network-interfaces/eth0"], {
+      iface_id: "eth0",
+      host_dev_name: "tap0_kuasar",
+      guest_mac: "02:42:ac:11:00:02",
+    });
+    // The agent, over hybrid vsock.
+    const links = new AgentLinks(() => Promise.resolve(fc.agentAddresses(vm, 1024)));
+    await links.connect(vm.id, performance.now() + 5000);
+    assert.equal(checks, 1);
+    await links.drop(vm.id);
+    // Nothing is added to a running Firecracker VM: said, not attempted.
+    await assert.rejects(() => fc.attachDisk(), /adds no disks/);
+    await assert.rejects(() => fc.attachNic(), /adds no network interfaces/);
+    await assert.rejects(() => fc.resize(), { name: "FailedPreconditionError" });
+    await fc.requestStop(vm);
+    await fake.exited;
+    assert.deepEqual(fake.violations, []);
+  }, { 1024: (conn) => void agent.handle(conn) });
+  agent.close();
+});
+
+Deno.test("firecracker contract: a wrong field, a mismatched id, a call out of order all fail", async () => {
+  await withFake(async (fake, vm) => {
+    const sock = vm.controlSocket;
+    const put = (path: string, body: unknown) => apiRequest(sock, "PUT", path, body);
+    // Out of order: no kernel yet.
+    assert.equal((await put("/actions", { action_type: "InstanceStart" })).status, 400);
+    // Not in the document: a field, an action, a path.
+    assert.equal(
+      (await put("/machine-config", { vcpu_count: 1, mem_size_mib: 128, cpus: 1 })).status,
+      400,
+    );
+    assert.equal((await put("/machine-config", { vcpu_count: 33, mem_size_mib: 128 })).status, 400);
+    assert.equal((await put("/actions", { action_type: "Reboot" })).status, 400);
+    assert.equal((await put("/vm.boot", {})).status, 400);
+    // Firecracker's own rules: the path's id is the body's; SMT wants an even vCPU count.
+    const nic = { iface_id: "eth1", host_dev_name: "tap0" };
+    assert.equal((await put("/network-interfaces/eth0", nic)).status, 400);
+    assert.equal(
+      (await put("/machine-config", { vcpu_count: 3, mem_size_mib: 128, smt: true })).status,
+      400,
+    );
+    assert.equal(fake.violations.length, 7, fake.violations.join("\n"));
+    assert.match(fake.violations[1], /cpus is not a property/);
+    assert.match(fake.violations[2], /33 is above 32/);
+    // Pre-boot only: refused once started, and the driver says so with Firecracker's words.
+    fake.violations.length = 0;
+    const fc = new Firecracker(OPTS);
+    await fc.boot(vm, performance.now() + 5000);
+    await assert.rejects(
+      () => fc.boot(vm, performance.now() + 5000),
+      (e: Error) =>
+        e.name === "InvalidArgumentError" && /not supported after starting/.test(e.message),
+    );
+  });
+});
