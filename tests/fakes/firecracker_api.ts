@@ -1,6 +1,7 @@
 /**
  * A contract fake of Firecracker's API on a unix socket, for the driver's tests: every request
  * is checked against the published Swagger document (tests/fixtures/firecracker/swagger.json)
+ * (error texts are Firecracker's own, from its api_server and vmm sources)
  * and against the rules Firecracker applies (pre-boot calls refused once started, a path id
  * that must match the body's, InstanceStart only with a kernel and only once, SMT with an even
  * vCPU count), and answered as it answers: 204, or 400 with a `fault_message`; `GET /` as its
@@ -26,7 +27,9 @@ export interface FcCallRecord {
   readonly status: number;
 }
 
-/** The calls Firecracker takes only before InstanceStart. */
+const AFTER_START = "The requested operation is not supported after starting the microVM.";
+
+/** The calls Firecracker takes only before InstanceStart (released versions: no hot-plug). */
 const PRE_BOOT = /^\/(boot-source|machine-config|vsock|network-interfaces\/|drives\/|cpu-config)/;
 
 export class FcApiFake {
@@ -39,7 +42,12 @@ export class FcApiFake {
   #vsock: Deno.Listener | undefined;
   #exited = Promise.withResolvers<void>();
 
-  constructor(readonly socket: string, readonly guestPorts: GuestPorts = {}) {
+  /** `id`: the instance id (`--id`), echoed by `GET /`. */
+  constructor(
+    readonly socket: string,
+    readonly guestPorts: GuestPorts = {},
+    readonly id = "anonymous-instance",
+  ) {
     this.#server = Deno.serve({ path: socket, onListen: () => {} }, (req) => this.#handle(req));
   }
 
@@ -68,11 +76,13 @@ export class FcApiFake {
     } catch {
       return this.#answer(req.method, path, body, 400, "body is not JSON");
     }
-    const wrong = this.contract.checkRequest(req.method, path, body);
-    if (wrong.length) {
-      // Firecracker answers an unknown path or method 400 too, with its reason.
-      return this.#answer(req.method, path, body, 400, wrong.join("; "));
+    if (typeof this.contract.operation(req.method, path) === "string") {
+      const name = path.replace(/^\//, "");
+      const why = `Invalid request method and/or path: ${req.method} ${name}.`;
+      return this.#answer(req.method, path, body, 400, why);
     }
+    const wrong = this.contract.checkRequest(req.method, path, body);
+    if (wrong.length) return this.#answer(req.method, path, body, 400, wrong.join("; "));
     const [status, answer] = await this.#do(req.method, path, body);
     return this.#answer(req.method, path, body, status, answer);
   }
@@ -94,20 +104,32 @@ export class FcApiFake {
     if (method === "GET" && path === "/") {
       return [200, {
         app_name: "Firecracker",
-        id: "anonymous-instance",
+        id: this.id,
         state: this.#started ? "Running" : "Not started",
         vmm_version: "1.17.0",
       }];
     }
     if (PRE_BOOT.test(path) && method === "PUT") {
-      if (this.#started) {
-        return [400, "The requested operation is not supported after starting the microVM."];
-      }
+      if (this.#started) return [400, AFTER_START];
       const id = /^\/(network-interfaces|drives)\/(.+)$/.exec(path);
       if (id) {
+        // Ids are taken as they are (not percent-decoded): letters, digits and _ only.
+        if (!/^[A-Za-z0-9_]+$/.test(id[2])) return [400, `Invalid id: ${id[2]}`];
         const field = id[1] === "drives" ? "drive_id" : "iface_id";
-        if (body[field] !== decodeURIComponent(id[2])) {
-          return [400, `The id from the path [${id[2]}] does not match the id from the body!`];
+        if (body[field] !== id[2]) {
+          return [
+            400,
+            `The id from the path [${id[2]}] does not match the id from the body [${body[field]}]!`,
+          ];
+        }
+      }
+      if (path === "/vsock") {
+        // Firecracker binds the socket here: one left over from an earlier run is refused.
+        this.#vsock?.close();
+        try {
+          this.#vsock = await serveHybridVsock(body.uds_path, this.guestPorts);
+        } catch (e) {
+          return [400, `Cannot create backend for vsock device: ${(e as Error).message}`];
         }
       }
       if (path === "/machine-config" && body.smt && body.vcpu_count > 1 && body.vcpu_count % 2) {
@@ -129,22 +151,21 @@ export class FcApiFake {
     if (path === "/actions") {
       switch (body.action_type) {
         case "InstanceStart":
-          if (this.#started) return [400, "The microVM is already running."];
+          if (this.#started) return [400, AFTER_START];
           if (!this.#config["/boot-source"]) {
-            return [400, "Cannot start microvm without kernel configuration."];
-          }
-          if (this.#config["/vsock"]) {
-            this.#vsock = await serveHybridVsock(this.#config["/vsock"].uds_path, this.guestPorts);
+            return [400, "Start microvm error: Cannot start microvm without kernel configuration."];
           }
           this.#started = true;
           return [204, undefined];
         case "SendCtrlAltDel":
-          if (!this.#started) return [400, "The microVM is not running."];
+          if (!this.#started) {
+            return [400, "The requested operation is not supported before starting the microVM."];
+          }
           // The guest reboots; Firecracker does not reboot guests: the process ends.
           queueMicrotask(() => this.close().then(() => this.#exited.resolve()));
           return [204, undefined];
-        default:
-          return [204, undefined];
+        default: // FlushMetrics: there is no metrics file here
+          return [400, "The metrics system is not initialized."];
       }
     }
     return [400, `the fake does not model ${method} ${path}`];

@@ -56,7 +56,7 @@ export class OpenApiContract {
       if (m && names.length) {
         return {
           template,
-          params: Object.fromEntries(names.map((n, i) => [n, decodeURIComponent(m[i + 1])])),
+          params: Object.fromEntries(names.map((n, i) => [n, m[i + 1]])),
         };
       }
     }
@@ -141,7 +141,7 @@ export class OpenApiContract {
         if (typeof value !== "number" || !Number.isInteger(value)) return [`${at}: not an integer`];
         const r = RANGES[schema.format ?? "int64"];
         if (r && (value < r[0] || value > r[1])) {
-          out.push(`${at}: ${value} is not ${schema.format}`);
+          out.push(`${at}: ${value} is not ${schema.format ?? "int64"}`);
         }
         break;
       }

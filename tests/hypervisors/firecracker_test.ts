@@ -38,7 +38,7 @@ async function withFake(
     diskSlots: 0,
     nicSlots: 0,
   };
-  const fake = new FcApiFake(vm.controlSocket, ports);
+  const fake = new FcApiFake(vm.controlSocket, ports, vm.name);
   try {
     await f(fake, vm, dir);
   } finally {
@@ -82,7 +82,7 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
     assert.deepEqual(fake.config["/boot-source"], {
       kernel_image_path: vm.kernel,
       initrd_path: vm.initrd,
-      boot_args: "console=ttyS0 reboot=k panic=-1 quiet",
+      boot_args: "console=ttyS0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd quiet",
     });
     assert.deepEqual(fake.config["/vsock"], { guest_cid: 3, uds_path: vm.agentSocket });
     assert.deepEqual(fake.config["/network-interfaces/eth0"], {
@@ -94,6 +94,9 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
     const links = new AgentLinks(() => Promise.resolve(fc.agentAddresses(vm, 1024)));
     await links.connect(vm.id, performance.now() + 5000);
     assert.equal(checks, 1);
+    const info = JSON.parse((await apiRequest(vm.controlSocket, "GET", "/")).body);
+    assert.equal(info.id, vm.name);
+    assert.equal(info.state, "Running");
     await links.drop(vm.id);
     // Nothing is added to a running Firecracker VM: said, not attempted.
     await assert.rejects(() => fc.attachDisk(), /adds no disks/);
@@ -130,6 +133,18 @@ Deno.test("firecracker contract: a wrong field, a mismatched id, a call out of o
     assert.equal(fake.violations.length, 7, fake.violations.join("\n"));
     assert.match(fake.violations[1], /cpus is not a property/);
     assert.match(fake.violations[2], /33 is above 32/);
+    // Ids as Firecracker takes them; a vsock socket left from an earlier run.
+    const drive = { drive_id: "drive-1", is_root_device: false };
+    assert.equal((await put("/drives/drive-1", drive)).status, 400);
+    await Deno.writeTextFile(vm.agentSocket, "");
+    assert.match((await put("/vsock", { guest_cid: 3, uds_path: vm.agentSocket })).body, /exists/);
+    await Deno.remove(vm.agentSocket);
+    assert.equal(fake.violations.length, 9);
+    // More vCPUs than Firecracker has: said before any call.
+    await assert.rejects(
+      () => new Firecracker(OPTS).boot({ ...vm, vcpus: 33 }, performance.now() + 5000),
+      /at most 32 vCPUs/,
+    );
     // Pre-boot only: refused once started, and the driver says so with Firecracker's words.
     fake.violations.length = 0;
     const fc = new Firecracker(OPTS);
@@ -137,7 +152,7 @@ Deno.test("firecracker contract: a wrong field, a mismatched id, a call out of o
     await assert.rejects(
       () => fc.boot(vm, performance.now() + 5000),
       (e: Error) =>
-        e.name === "InvalidArgumentError" && /not supported after starting/.test(e.message),
+        e.name === "FailedPreconditionError" && /not supported after starting/.test(e.message),
     );
   });
 });

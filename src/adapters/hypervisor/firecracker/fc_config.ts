@@ -6,6 +6,7 @@
  * @module
  */
 import type { VmDescription } from "../../../ports/hypervisor.ts";
+import { InvalidArgumentError } from "../../../domain/errors.ts";
 
 /** How Firecracker runs here. */
 export interface FcOptions {
@@ -34,11 +35,16 @@ export function fcArgv(o: FcOptions, vm: VmDescription): string[] {
  * process (Firecracker does not reboot guests), so `panic=-1` ends the pod.
  */
 export function fcBootCalls(vm: VmDescription): FcCall[] {
+  if (vm.vcpus > 32) {
+    throw new InvalidArgumentError(
+      `Firecracker VMs have at most 32 vCPUs; this pod asks ${vm.vcpus}`,
+    );
+  }
   return [
     {
       method: "PUT",
       path: "/machine-config",
-      body: { vcpu_count: Math.min(32, vm.vcpus), mem_size_mib: vm.memoryMiB, smt: false },
+      body: { vcpu_count: vm.vcpus, mem_size_mib: vm.memoryMiB, smt: false },
     },
     {
       method: "PUT",
@@ -46,8 +52,19 @@ export function fcBootCalls(vm: VmDescription): FcCall[] {
       body: {
         kernel_image_path: vm.kernel,
         initrd_path: vm.initrd,
-        boot_args: ["console=ttyS0", "reboot=k", "panic=-1", "quiet", vm.kernelParams]
-          .filter(Boolean).join(" "),
+        // Given boot_args replace Firecracker's defaults: its i8042 ones are kept (no probing
+        // of a keyboard controller's ports it does not have), its 8250.nr_uarts=0 is not (the
+        // console is the serial port).
+        boot_args: [
+          "console=ttyS0",
+          "reboot=k",
+          "panic=-1",
+          "i8042.noaux",
+          "i8042.nomux",
+          "i8042.dumbkbd",
+          "quiet",
+          vm.kernelParams,
+        ].filter(Boolean).join(" "),
       },
     },
     { method: "PUT", path: "/vsock", body: { guest_cid: FC_GUEST_CID, uds_path: vm.agentSocket } },

@@ -1,7 +1,8 @@
 /**
  * Firecracker as a Hypervisor: the VM described over its API socket before `InstanceStart`,
  * the agent over hybrid vsock (as Cloud Hypervisor's), the guest console on its stdout.
- * Firecracker has no virtiofs, no PCI and no hot-plug: nothing is added to a running VM, and
+ * Firecracker has no virtiofs, and its released versions no PCI and no hot-plug (1.17's, behind
+ * `--enable-pci`, is not used): nothing is added to a running VM, and
  * a pod's containers need their root filesystems as block devices attached before boot, which
  * the sandboxer does not prepare yet (docs/vmm.md, Hypervisors): the vmm kind refuses to run on
  * it until then, and this driver is tested against Firecracker's published API alone.
@@ -18,7 +19,6 @@ import {
   DeadlineExceededError,
   FailedPreconditionError,
   InternalError,
-  InvalidArgumentError,
 } from "../../../domain/errors.ts";
 import { type ApiAnswer, apiRequest } from "../api_http.ts";
 import { fcArgv, fcBootCalls, type FcOptions } from "./fc_config.ts";
@@ -67,8 +67,12 @@ export class Firecracker implements Hypervisor {
     }
   }
 
-  /** Ctrl-Alt-Del: the guest reboots, which ends Firecracker (the sandboxer kills it after). */
+  /**
+   * Ctrl-Alt-Del (x86 only): the guest's PID 1 reboots, which ends Firecracker. Refused or not
+   * heeded, the sandboxer kills the process after the stop timeout, as on aarch64 at once.
+   */
   async requestStop(vm: VmDescription): Promise<void> {
+    if (Deno.build.arch !== "x86_64") return;
     await apiRequest(vm.controlSocket, "PUT", "/actions", { action_type: "SendCtrlAltDel" }, 2000)
       .catch(() => {});
   }
@@ -106,5 +110,6 @@ function expect(r: ApiAnswer, call: string): void {
     why = (JSON.parse(r.body) as { fault_message?: string }).fault_message ?? why;
   } catch { /* not JSON */ }
   const what = `Firecracker refused ${call} (${r.status}): ${why || "no detail"}`;
-  throw r.status === 400 ? new InvalidArgumentError(what) : new InternalError(what);
+  // Its 400s are its input's and the host's alike (a bad value, a tap in use, a call too late).
+  throw r.status === 400 ? new FailedPreconditionError(what) : new InternalError(what);
 }
