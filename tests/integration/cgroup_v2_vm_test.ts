@@ -11,7 +11,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { kvmUsable, qemuArgv } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
+import { qemuArgv } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
+import { kvmUsable } from "../../src/adapters/hypervisor/kvm.ts";
 import { GUEST_IMAGE, has, qemuOnly, skipUnless, vmUnavailable } from "../support/env.ts";
 import { ensureBusyboxRootfs } from "../support/rootfs.ts";
 

@@ -10,11 +10,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
-import {
-  hotplugPort,
-  kvmUsable,
-  qemuArgv,
-} from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
+import { hotplugPort, qemuArgv } from "../../src/adapters/hypervisor/qemu/qemu_command.ts";
+import { kvmUsable } from "../../src/adapters/hypervisor/kvm.ts";
 import { vhostVsockPresent } from "../../src/adapters/doctor/probes.ts";
 import { QmpClient } from "../../src/adapters/hypervisor/qmp.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
@@ -92,7 +89,18 @@ Deno.test({
         await Deno.writeFile(disk, content);
         const sh = async (command: string) =>
           (await sandbox.execVMProcess({ command, stdin: new Uint8Array() })).out;
-        await qmp.addDisk("disk0", disk, hotplugPort(0), { readOnly: true });
+        await qmp.plug({
+          add: {
+            execute: "blockdev-add",
+            arguments: {
+              "node-name": "disk0",
+              driver: "raw",
+              "read-only": true,
+              file: { driver: "file", filename: disk },
+            },
+          },
+          undo: { execute: "blockdev-del", arguments: { "node-name": "disk0" } },
+        }, { driver: "virtio-blk-pci", id: "disk0", drive: "disk0", bus: hotplugPort(0) });
         let head = "";
         for (let i = 0; i < 100 && !head.startsWith("kuasar-hotplug-ok"); i++) {
           head = await sh("head -c 17 /dev/vda 2>/dev/null || true");

@@ -1,3 +1,6 @@
+import { kvmUsable } from "../../src/adapters/hypervisor/kvm.ts";
+import { vhostVsockPresent } from "../../src/adapters/doctor/probes.ts";
+
 /**
  * What the machine offers the integration tests, probed for real; a test
  * that needs something missing is skipped with the reason printed.
@@ -100,20 +103,10 @@ export function vmUnavailable(): string | undefined {
   }
   const bin = Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM;
   if (!has(bin)) return `${bin} is not installed (KUASAR_TEST_VMM_PATH names another)`;
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-  } catch (e) {
-    return `${TEST_VMM} needs KVM: /dev/kvm: ${(e as Error).message}`;
-  }
-  if (!/\b(vmx|svm)\b/.test(Deno.readTextFileSync("/proc/cpuinfo"))) {
-    return `${TEST_VMM} needs KVM: the CPU shows no vmx/svm`;
-  }
+  const kvm = kvmUsable();
+  if (!kvm.usable) return `${TEST_VMM} needs KVM: ${kvm.why}`;
   if (TEST_VMM === "stratovirt") {
-    try {
-      Deno.openSync("/dev/vhost-vsock", { read: true, write: true }).close();
-    } catch (e) {
-      return `stratovirt needs vhost-vsock: /dev/vhost-vsock: ${(e as Error).message}`;
-    }
+    if (!vhostVsockPresent()) return "stratovirt needs vhost-vsock: /dev/vhost-vsock does not open";
     return image("vmlinuz") ?? image("initramfs.img");
   }
   return image("vmlinux") ?? image("initramfs.img");

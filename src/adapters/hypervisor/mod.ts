@@ -16,7 +16,7 @@ import {
 import type { Hypervisor } from "../../ports/hypervisor.ts";
 import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
-import { kvmUsable as kvmFlagsUsable } from "./qemu/qemu_command.ts";
+import { kvmUsable as kvmFlagsUsable } from "./kvm.ts";
 import type { NodeCheck } from "../../domain/doctor.ts";
 import { kvmCheck, requiredFile, requiredTool, vhostVsockPresent } from "../doctor/probes.ts";
 import {
@@ -62,6 +62,17 @@ function serveVmExec(server: TtrpcServer, links: AgentLinks): void {
   );
 }
 
+/** The VMM binary `[hypervisor] key` names (or `fallback`, looked up in PATH). */
+function executable(key: string, configured: string | undefined, fallback: string): string {
+  const found = findExecutable(configured ?? fallback);
+  if (!found) {
+    throw new InvalidArgumentError(
+      `hypervisor.${key}: "${configured ?? fallback}" is not an executable`,
+    );
+  }
+  return found;
+}
+
 /**
  * The guest image's kernel: QEMU and StratoVirt boot the bzImage, Cloud Hypervisor and
  * Firecracker its ELF (their loaders take the PVH entry, not a bzImage).
@@ -74,10 +85,7 @@ function defaultKernel(vmm: VmmName): string {
 function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; accel: "kvm" | "tcg" } {
   const vmm = vmmOf(s);
   if (vmm === "cloud-hypervisor") {
-    const binary = findExecutable(s.path ?? "cloud-hypervisor");
-    if (!binary) {
-      throw new InvalidArgumentError(`hypervisor.path: "${s.path}" is not an executable`);
-    }
+    const binary = executable("path", s.path, "cloud-hypervisor");
     const k = kvmFlagsUsable();
     if (!k.usable) log.warn("KVM is not usable: Cloud Hypervisor cannot run VMs", { why: k.why });
     return {
@@ -91,10 +99,7 @@ function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; acce
     };
   }
   if (vmm === "stratovirt") {
-    const binary = findExecutable(s.path ?? "stratovirt");
-    if (!binary) {
-      throw new InvalidArgumentError(`hypervisor.path: "${s.path}" is not an executable`);
-    }
+    const binary = executable("path", s.path, "stratovirt");
     if (!(s.use_vsock ?? true) || !vhostVsockPresent()) {
       throw new FailedPreconditionError(
         "StratoVirt reaches the guest agent over vhost-vsock: /dev/vhost-vsock is absent " +
@@ -135,10 +140,7 @@ function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; acce
         "which this sandboxer does not prepare yet (docs/vmm.md, Hypervisors)",
     );
   }
-  const qemu = findExecutable(s.qemu_path ?? "qemu-system-x86_64");
-  if (!qemu) {
-    throw new InvalidArgumentError(`hypervisor.qemu_path: "${s.qemu_path}" is not an executable`);
-  }
+  const qemu = executable("qemu_path", s.qemu_path, "qemu-system-x86_64");
   let accel: "kvm" | "tcg";
   const forced = s.machine_accelerators?.trim();
   if (forced === "kvm" || forced === "tcg") accel = forced;

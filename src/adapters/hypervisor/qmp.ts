@@ -15,6 +15,12 @@ export interface QmpEvent {
   readonly timestamp?: { seconds: number; microseconds: number };
 }
 
+/** A QMP command and its arguments. */
+export interface QmpCommand {
+  readonly execute: string;
+  readonly arguments: Record<string, unknown>;
+}
+
 /** How a VMM says a device or block node it is asked to remove does not exist. */
 export interface AlreadyGone {
   readonly device: RegExp;
@@ -141,31 +147,18 @@ export class QmpClient {
   }
 
   /**
-   * Hot-plugs a raw disk (an image file, or a host block device with driver
-   * `host_device`) as virtio-blk device `id` into root port `bus`.
+   * Hot-plugs a device on a new backend (a block node, a netdev): `backend` is added, then the
+   * device; a device the VMM refuses takes its backend away again (`undo`).
    */
-  async addDisk(
-    id: string,
-    file: string,
-    bus: string,
-    opts: { readOnly?: boolean; serial?: string; driver?: "file" | "host_device" } = {},
+  async plug(
+    backend: { readonly add: QmpCommand; readonly undo: QmpCommand },
+    device: Record<string, unknown>,
   ): Promise<void> {
-    await this.execute("blockdev-add", {
-      "node-name": id,
-      driver: "raw",
-      "read-only": opts.readOnly ?? false,
-      file: { driver: opts.driver ?? "file", filename: file },
-    });
+    await this.execute(backend.add.execute, backend.add.arguments);
     try {
-      await this.execute("device_add", {
-        driver: "virtio-blk-pci",
-        id,
-        drive: id,
-        bus,
-        ...(opts.serial ? { serial: opts.serial } : {}),
-      });
+      await this.execute("device_add", device);
     } catch (e) {
-      await this.execute("blockdev-del", { "node-name": id }).catch(() => {});
+      await this.execute(backend.undo.execute, backend.undo.arguments).catch(() => {});
       throw e;
     }
   }

@@ -1,13 +1,9 @@
 /**
- * The QEMU command line of a microVM pod, as an argv array (pure), and the
- * probe that decides between KVM and TCG: /dev/kvm existing is not enough
- * (nested setups expose it without vmx/svm, and KVM guests then hang), so
- * KVM is used only when the device opens and the CPU offers virtualization.
+ * The QEMU command line of a microVM pod, as an argv array (pure).
  *
  * @module
  */
 import { AGENT_PORT_NAME, DEBUG_PORT_NAME } from "../../../ports/agent_protocol.ts";
-import { cpuHasVirtualization } from "../../doctor/probes.ts";
 
 /** What a VM is made of. */
 export interface QemuVmSpec {
@@ -130,19 +126,4 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
     a.push("-device", `pcie-root-port,id=${hotplugPort(i)},bus=pcie.0,chassis=${i + 1}`);
   }
   return a;
-}
-
-/** Whether KVM can really be used here (device usable and CPU virtualization present). */
-export function kvmUsable(cpuinfo?: string): { usable: boolean; why: string } {
-  try {
-    const f = Deno.openSync("/dev/kvm", { read: true, write: true });
-    f.close();
-  } catch (e) {
-    return { usable: false, why: `/dev/kvm cannot be opened: ${(e as Error).message}` };
-  }
-  const info = cpuinfo ?? Deno.readTextFileSync("/proc/cpuinfo");
-  if (!cpuHasVirtualization(info)) {
-    return { usable: false, why: "the CPU shows no vmx/svm flag (KVM guests would hang)" };
-  }
-  return { usable: true, why: "/dev/kvm opens and the CPU has vmx/svm" };
 }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { kvmUsable, qemuArgv, type QemuVmSpec } from "./qemu_command.ts";
+import { qemuArgv, type QemuVmSpec } from "./qemu_command.ts";
+import { kvmUsable } from "../kvm.ts";
 
 const base: QemuVmSpec = {
   name: "pod1",

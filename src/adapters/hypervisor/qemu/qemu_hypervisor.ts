@@ -78,17 +78,26 @@ export class QemuHypervisor implements Hypervisor {
 
   /** blockdev-add + device_add of a virtio-blk-pci with the serial, into the slot's root port. */
   async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
-    try {
-      const device = (await Deno.stat(disk.path)).isBlockDevice;
-      await qmp.addDisk(disk.id, disk.path, hotplugPort(disk.slot), {
-        readOnly: disk.readOnly,
+    const device = (await Deno.stat(disk.path)).isBlockDevice;
+    await withQmp(vm.controlSocket, (qmp) =>
+      qmp.plug({
+        add: {
+          execute: "blockdev-add",
+          arguments: {
+            "node-name": disk.id,
+            driver: "raw",
+            "read-only": disk.readOnly,
+            file: { driver: device ? "host_device" : "file", filename: disk.path },
+          },
+        },
+        undo: { execute: "blockdev-del", arguments: { "node-name": disk.id } },
+      }, {
+        driver: "virtio-blk-pci",
+        id: disk.id,
+        drive: disk.id,
+        bus: hotplugPort(disk.slot),
         serial: disk.serial,
-        driver: device ? "host_device" : "file",
-      });
-    } finally {
-      qmp.close();
-    }
+      }));
   }
 
   /** device_del, then DEVICE_DELETED once the guest has released it, then blockdev-del. */
@@ -171,35 +180,31 @@ export class QemuHypervisor implements Hypervisor {
 
   /** netdev_add of the tap, then device_add of a virtio-net-pci into the slot's root port. */
   async attachNic(vm: VmDescription, nic: NicAttachment): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
     const netdev = `hnet${nic.slot}`;
-    try {
-      await qmp.execute("netdev_add", {
-        type: "tap",
-        id: netdev,
-        ifname: nic.tap,
-        script: "no",
-        downscript: "no",
-        ...(nic.queues > 1 ? { queues: nic.queues } : {}),
-      });
-      try {
-        await qmp.execute("device_add", {
-          driver: "virtio-net-pci",
-          id: `hnic${nic.slot}`,
-          netdev,
-          mac: nic.mac,
-          bus: hotplugPort(vm.diskSlots + nic.slot),
-          // QEMU's default vectors: a hot-plugged NIC given a vector per queue pair (as at boot)
-          // locked both vCPUs of a TCG guest in the kernel; shared vectors still give 2 queues.
-          ...(nic.queues > 1 ? { mq: true } : {}),
-        });
-      } catch (e) {
-        await qmp.execute("netdev_del", { id: netdev }).catch(() => {});
-        throw e;
-      }
-    } finally {
-      qmp.close();
-    }
+    await withQmp(vm.controlSocket, (qmp) =>
+      qmp.plug({
+        add: {
+          execute: "netdev_add",
+          arguments: {
+            type: "tap",
+            id: netdev,
+            ifname: nic.tap,
+            script: "no",
+            downscript: "no",
+            ...(nic.queues > 1 ? { queues: nic.queues } : {}),
+          },
+        },
+        undo: { execute: "netdev_del", arguments: { id: netdev } },
+      }, {
+        driver: "virtio-net-pci",
+        id: `hnic${nic.slot}`,
+        netdev,
+        mac: nic.mac,
+        bus: hotplugPort(vm.diskSlots + nic.slot),
+        // QEMU's default vectors: a hot-plugged NIC given a vector per queue pair (as at boot)
+        // locked both vCPUs of a TCG guest in the kernel; shared vectors still give 2 queues.
+        ...(nic.queues > 1 ? { mq: true } : {}),
+      }));
   }
 
   agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[] {

@@ -17,7 +17,7 @@ import type {
   VmDescription,
 } from "../../../ports/hypervisor.ts";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
-import { type AlreadyGone, qmpAnswers, QmpClient, qmpQuit, withQmp } from "../qmp.ts";
+import { type AlreadyGone, qmpAnswers, qmpQuit, withQmp } from "../qmp.ts";
 import { svArgv, svHotplugPort, type SvOptions } from "./sv_command.ts";
 
 /**
@@ -69,35 +69,31 @@ export class StratoVirt implements Hypervisor {
     return [{ transport: "vsock", cid: vm.vsockCid!, port: agentPort }];
   }
 
-  /** blockdev-add (raw over a file, direct IO) + device_add of a virtio-blk-pci into a root port. */
+  /** blockdev-add (raw over a file) + device_add of a virtio-blk-pci into a root port. */
   async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
-    try {
-      // Direct IO for a device; not for an image file, whose file system (tmpfs) may refuse it.
-      const device = (await Deno.stat(disk.path)).isBlockDevice;
-      await qmp.execute("blockdev-add", {
-        "node-name": disk.id,
-        driver: "raw",
-        "read-only": disk.readOnly,
-        cache: { direct: device },
-        file: { driver: "file", filename: disk.path },
-      });
-      try {
-        await qmp.execute("device_add", {
-          id: disk.id,
-          driver: "virtio-blk-pci",
-          drive: disk.id,
-          bus: svHotplugPort(disk.slot),
-          addr: "0x0",
-          serial: disk.serial,
-        });
-      } catch (e) {
-        await qmp.execute("blockdev-del", { "node-name": disk.id }).catch(() => {});
-        throw e;
-      }
-    } finally {
-      qmp.close();
-    }
+    // Direct IO for a device; not for an image file, whose file system (tmpfs) may refuse it.
+    const device = (await Deno.stat(disk.path)).isBlockDevice;
+    await withQmp(vm.controlSocket, (qmp) =>
+      qmp.plug({
+        add: {
+          execute: "blockdev-add",
+          arguments: {
+            "node-name": disk.id,
+            driver: "raw",
+            "read-only": disk.readOnly,
+            cache: { direct: device },
+            file: { driver: "file", filename: disk.path },
+          },
+        },
+        undo: { execute: "blockdev-del", arguments: { "node-name": disk.id } },
+      }, {
+        id: disk.id,
+        driver: "virtio-blk-pci",
+        drive: disk.id,
+        bus: svHotplugPort(disk.slot),
+        addr: "0x0",
+        serial: disk.serial,
+      }));
   }
 
   /** device_del, DEVICE_DELETED once the guest let it go, then blockdev-del. */
@@ -115,32 +111,28 @@ export class StratoVirt implements Hypervisor {
 
   /** netdev_add of the tap, then device_add of a virtio-net-pci into the slot's root port. */
   async attachNic(vm: VmDescription, nic: NicAttachment): Promise<void> {
-    const qmp = await QmpClient.connect(vm.controlSocket, 10_000);
     const netdev = `hnet${nic.slot}`;
-    try {
-      await qmp.execute("netdev_add", {
-        id: netdev,
-        ifname: nic.tap,
-        // Queue pairs (StratoVirt doubles them itself), at most 16.
-        ...(nic.queues > 1 ? { queues: Math.min(16, nic.queues) } : {}),
-      });
-      try {
-        await qmp.execute("device_add", {
-          id: `hnic${nic.slot}`,
-          driver: "virtio-net-pci",
-          netdev,
-          mac: nic.mac,
-          bus: svHotplugPort(vm.diskSlots + nic.slot),
-          addr: "0x0",
-          // A string in StratoVirt's QMP schema (QEMU's takes a boolean).
-          ...(nic.queues > 1 ? { mq: "on" } : {}),
-        });
-      } catch (e) {
-        await qmp.execute("netdev_del", { id: netdev }).catch(() => {});
-        throw e;
-      }
-    } finally {
-      qmp.close();
-    }
+    await withQmp(vm.controlSocket, (qmp) =>
+      qmp.plug({
+        add: {
+          execute: "netdev_add",
+          arguments: {
+            id: netdev,
+            ifname: nic.tap,
+            // Queue pairs (StratoVirt doubles them itself), at most 16.
+            ...(nic.queues > 1 ? { queues: Math.min(16, nic.queues) } : {}),
+          },
+        },
+        undo: { execute: "netdev_del", arguments: { id: netdev } },
+      }, {
+        id: `hnic${nic.slot}`,
+        driver: "virtio-net-pci",
+        netdev,
+        mac: nic.mac,
+        bus: svHotplugPort(vm.diskSlots + nic.slot),
+        addr: "0x0",
+        // A string in StratoVirt's QMP schema (QEMU's takes a boolean).
+        ...(nic.queues > 1 ? { mq: "on" } : {}),
+      }));
   }
 }
