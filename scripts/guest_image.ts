@@ -25,6 +25,8 @@ export const MODULES = [
   "drivers/virtio/virtio_pci_modern_dev.ko",
   "drivers/virtio/virtio_pci_legacy_dev.ko",
   "drivers/virtio/virtio_pci.ko",
+  // Firecracker's devices (virtio-mmio, described in its ACPI tables).
+  "drivers/virtio/virtio_mmio.ko",
   "drivers/char/virtio_console.ko",
   "net/vmw_vsock/vsock.ko",
   "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The VM suites (VM pods through the Controller and Task APIs, through containerd and crictl)
 # on every hypervisor this machine has, one after the other: QEMU always (under TCG without
-# KVM), Cloud Hypervisor and StratoVirt where they are installed and KVM works (StratoVirt also
-# needs vhost-vsock). A hypervisor that cannot run here is reported with the reason and skipped,
+# KVM), Cloud Hypervisor, StratoVirt and Firecracker where they are installed and KVM works
+# (StratoVirt also needs vhost-vsock; Firecracker 1.8 or later, whose ACPI tables the guest's
+# kernel finds its devices by). A hypervisor that cannot run here is reported with the reason and skipped,
 # not failed. Run as root after scripts/setup.sh.
 #
 #   scripts/vm_suite.sh                      # every hypervisor
@@ -14,7 +15,7 @@ SUITE=(tests/integration/vmm_test.ts tests/integration/vmm_late_nics_test.ts
        tests/integration/cri_vmm_test.ts tests/integration/qemu_boot_test.ts
        tests/integration/cgroup_v2_vm_test.ts)
 vmms=("$@")
-((${#vmms[@]})) || vmms=(qemu cloud-hypervisor stratovirt)
+((${#vmms[@]})) || vmms=(qemu cloud-hypervisor stratovirt firecracker)
 deno task guest-image
 failed=()
 for vmm in "${vmms[@]}"; do

@@ -72,6 +72,15 @@ export const GUEST_DISK_DIR = "/run/kuasar/disks";
  */
 export const DISKS_ANNOTATION = "io.kuasar.disks";
 
+/**
+ * A container's bundle on a disk, for pods with no shared directory (Firecracker, or
+ * `share_fs = "None"`): the host packs the bundle (config.json, rootfs/, the bind sources) into
+ * a file system image, attaches it, and names it in Task.Create as the one rootfs mount
+ * `{ type: BUNDLE_DISK_MOUNT, source: <serial>, options: [<fstype>] }`. The agent mounts that
+ * disk at the bundle path (`GUEST_SHARED_DIR/<id>`, as with a share) before reading the spec.
+ */
+export const BUNDLE_DISK_MOUNT = "kuasar.bundle-disk";
+
 /** A hot-plugged disk as the guest's runtime sees it. */
 export interface GuestDisk {
   /** The virtio-blk serial the host gave the disk (`/sys/block/<vd>/serial`). */

@@ -60,6 +60,8 @@ export interface VmDescription {
   readonly shares: readonly { readonly socket: string; readonly tag: string }[];
   /** How many disks can be attached to the running VM at once (hot-plug slots). */
   readonly diskSlots: number;
+  /** The pod's own host directory, for files the VMM needs (Firecracker's empty drives). */
+  readonly stateDir: string;
   /** How many NICs can be added to the running VM (hot-plug slots after the disks'). */
   readonly nicSlots: number;
 }
@@ -91,7 +93,7 @@ export interface DiskAttachment {
 export interface HypervisorCapabilities {
   /** Directories shared with the guest over virtiofs. */
   readonly virtiofs: boolean;
-  /** Disks attached to a running VM. */
+  /** Disks attached to a running VM (hot-plugged, or re-pointed drives made at boot). */
   readonly diskHotplug: boolean;
   /** NICs added to a running VM. */
   readonly nicHotplug: boolean;
@@ -114,10 +116,13 @@ export interface Hypervisor {
   requestStop(vm: VmDescription): Promise<void>;
   /** Where the agent can be reached, the preferred first. */
   agentAddresses(vm: VmDescription, agentPort: number): AgentAddress[];
-  /** Attaches a disk to the running VM (only when `capabilities.diskHotplug`). */
-  attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void>;
-  /** Detaches disk `id` once the guest has let it go (the guest unmounts first). */
-  detachDisk(vm: VmDescription, id: string): Promise<void>;
+  /**
+   * Attaches a disk to the running VM (only when `capabilities.diskHotplug`); resolves with
+   * the serial the guest sees (the one asked for, where the VMM takes one).
+   */
+  attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<string>;
+  /** Detaches a disk once the guest has let it go (the guest unmounts first). */
+  detachDisk(vm: VmDescription, disk: Pick<DiskAttachment, "id" | "slot">): Promise<void>;
   /**
    * Grows the running VM to at least `want` (vCPUs and memory added, never removed), as far as
    * its maxima allow; resolves with its size as the VMM has it (the guest onlines them).

@@ -47,6 +47,8 @@ export class FcApiFake {
     readonly socket: string,
     readonly guestPorts: GuestPorts = {},
     readonly id = "anonymous-instance",
+    /** Told after every call (a stand-in binary records them for its test). */
+    readonly onCall?: (fake: FcApiFake) => void,
   ) {
     this.#server = Deno.serve({ path: socket, onListen: () => {} }, (req) => this.#handle(req));
   }
@@ -58,6 +60,28 @@ export class FcApiFake {
   /** What the VM was given, by call path. */
   get config(): Record<string, Json> {
     return this.#config;
+  }
+
+  /** The drives re-pointed on the running VM, in order. */
+  readonly patches: { drive: string; path: string }[] = [];
+
+  /**
+   * The serial the guest would read for drive `id` now: Firecracker's image id of the file
+   * it points at (st_dev, st_rdev, st_ino, run together, cut at 20 bytes).
+   */
+  serialOf(id: string): string {
+    const st = Deno.statSync(this.#config[`/drives/${id}`].path_on_host);
+    return `${st.dev}${st.rdev ?? 0}${st.ino ?? 0}`.slice(0, 20);
+  }
+
+  /** Why Firecracker could not open a drive's file (it opens it at once), if it could not. */
+  async #openable(path: string | undefined): Promise<string | undefined> {
+    if (path === undefined) return undefined;
+    const st = await Deno.stat(path).catch(() => undefined);
+    if (!st || !(st.isFile || st.isBlockDevice)) {
+      return `Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound, message: "No such file or directory" }, "${path}")`;
+    }
+    return undefined;
   }
 
   async close(): Promise<void> {
@@ -89,6 +113,7 @@ export class FcApiFake {
 
   #answer(method: string, path: string, body: Json, status: number, answer: Json): Response {
     this.calls.push({ method, path, body, status });
+    queueMicrotask(() => this.onCall?.(this));
     if (status >= 400) {
       this.violations.push(`${method} ${path} → ${status}: ${answer}`);
       return Response.json({ fault_message: String(answer) }, { status });
@@ -138,6 +163,13 @@ export class FcApiFake {
           "The vCPU number is invalid! The vCPU number can only be 1 or an even number when SMT is enabled.",
         ];
       }
+      if (id?.[1] === "drives") {
+        if (body.socket === undefined && body.is_read_only === undefined) {
+          return [400, "is_read_only is required for a virtio-block drive"];
+        }
+        const why = await this.#openable(body.path_on_host);
+        if (why) return [400, why];
+      }
       if (path === "/boot-source") {
         for (const f of [body.kernel_image_path, body.initrd_path].filter((f) => f !== undefined)) {
           if (!(await Deno.stat(f).then(() => true, () => false))) {
@@ -146,6 +178,30 @@ export class FcApiFake {
         }
       }
       this.#config[path] = body;
+      return [204, undefined];
+    }
+    // Post-boot only: a drive re-pointed at another file (its rate limiter aside).
+    const drive = /^\/drives\/(.+)$/.exec(path);
+    if (drive && method === "PATCH") {
+      if (!this.#started) {
+        return [400, "The requested operation is not supported before starting the microVM."];
+      }
+      if (body.drive_id !== drive[1]) {
+        return [
+          400,
+          `The id from the path [${
+            drive[1]
+          }] does not match the id from the body [${body.drive_id}]!`,
+        ];
+      }
+      const had = this.#config[path];
+      if (!had) return [400, `Invalid block device ID: ${drive[1]}`];
+      if (body.path_on_host !== undefined) {
+        const why = await this.#openable(body.path_on_host);
+        if (why) return [400, why];
+      }
+      this.#config[path] = { ...had, ...body };
+      this.patches.push({ drive: drive[1], path: body.path_on_host });
       return [204, undefined];
     }
     if (path === "/actions") {

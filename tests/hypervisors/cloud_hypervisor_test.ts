@@ -41,6 +41,7 @@ async function vmIn(dir: string, extra: Partial<VmDescription> = {}): Promise<Vm
     nics: [{ tap: "tap0_kuasar", mac: "02:42:ac:11:00:02", queues: 1 }],
     shares: [{ socket: fs, tag: "kuasar" }],
     diskSlots: 3,
+    stateDir: dir,
     nicSlots: 1,
     ...extra,
   };
@@ -147,12 +148,12 @@ Deno.test("cloud-hypervisor: boot, disks, NICs, growth and stop, all within the 
       id: "kd0",
     });
     assert.ok(fake.devices.includes("kd0"));
-    await ch.detachDisk(vm, "kd0");
+    await ch.detachDisk(vm, { id: "kd0" });
     assert.ok(!fake.devices.includes("kd0"), "detach returns once the device left the VM");
     // A disk already gone (a restarted daemon finishing an unplug) is not an error, and not
     // asked for again (released versions answer an unknown id with a bare 500).
     const removes = fake.calls.filter((c) => c.path.endsWith("vm.remove-device")).length;
-    await ch.detachDisk(vm, "kd0");
+    await ch.detachDisk(vm, { id: "kd0" });
     assert.equal(fake.calls.filter((c) => c.path.endsWith("vm.remove-device")).length, removes);
     // A late interface.
     await ch.attachNic(vm, { tap: "tap1_kuasar", mac: "02:42:ac:11:00:03", queues: 2, slot: 0 });

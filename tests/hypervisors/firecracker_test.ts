@@ -1,5 +1,6 @@
 // The Firecracker driver against its published API (Swagger document, via the contract fake):
-// the VM described before InstanceStart, the agent over hybrid vsock, nothing added later.
+// the VM described before InstanceStart, the agent over hybrid vsock, disks by re-pointing the
+// drive slots made at boot, nothing else added later.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Firecracker } from "../../src/adapters/hypervisor/firecracker/fc_hypervisor.ts";
@@ -35,7 +36,8 @@ async function withFake(
     agentSocket: join(dir, "task.vsock"),
     nics: [{ tap: "tap0_kuasar", mac: "02:42:ac:11:00:02", queues: 2 }],
     shares: [],
-    diskSlots: 0,
+    diskSlots: 2,
+    stateDir: dir,
     nicSlots: 0,
   };
   const fake = new FcApiFake(vm.controlSocket, ports, vm.name);
@@ -59,7 +61,7 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
     assert.deepEqual(fc.argv(vm), [OPTS.binary, "--api-sock", vm.controlSocket, "--id", vm.name]);
     assert.deepEqual(fc.capabilities, {
       virtiofs: false,
-      diskHotplug: false,
+      diskHotplug: true,
       nicHotplug: false,
       resize: false,
       serialPorts: false,
@@ -70,6 +72,8 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
       "PUT /machine-config",
       "PUT /boot-source",
       "PUT /vsock",
+      "PUT /drives/kslot0",
+      "PUT /drives/kslot1",
       "PUT /network-interfaces/eth0",
       "PUT /actions",
       "GET /",
@@ -98,8 +102,28 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
     assert.equal(info.id, vm.name);
     assert.equal(info.state, "Running");
     await links.drop(vm.id);
-    // Nothing is added to a running Firecracker VM: said, not attempted.
-    await assert.rejects(() => fc.attachDisk(), /adds no disks/);
+    // Disk slots: drives on empty placeholders made at boot, re-pointed to attach a disk; the
+    // serial the driver gives is the one Firecracker's guest reads for that file.
+    assert.deepEqual(fake.config["/drives/kslot1"], {
+      drive_id: "kslot1",
+      path_on_host: join(vm.stateDir, "fc-slot1.img"),
+      is_root_device: false,
+      is_read_only: false,
+    });
+    assert.equal((await Deno.stat(join(vm.stateDir, "fc-slot1.img"))).size, 4096);
+    const image = join(vm.stateDir, "bundle.img");
+    await Deno.writeFile(image, new Uint8Array(1 << 20));
+    const disk = { id: "kdisk0", path: image, readOnly: false, serial: "kuasar-0", slot: 1 };
+    const serial = await fc.attachDisk(vm, disk);
+    assert.equal(serial, fake.serialOf("kslot1"));
+    assert.notEqual(serial, "kuasar-0");
+    await fc.detachDisk(vm, disk);
+    assert.deepEqual(fake.patches, [
+      { drive: "kslot1", path: image },
+      { drive: "kslot1", path: join(vm.stateDir, "fc-slot1.img") },
+    ]);
+    await assert.rejects(() => fc.attachDisk(vm, { ...disk, slot: 2 }), /no disk slot 2/);
+    // Nothing else is added to a running Firecracker VM: said, not attempted.
     await assert.rejects(() => fc.attachNic(), /adds no network interfaces/);
     await assert.rejects(() => fc.resize(), { name: "FailedPreconditionError" });
     await fc.requestStop(vm);
@@ -154,5 +178,37 @@ Deno.test("firecracker contract: a wrong field, a mismatched id, a call out of o
       (e: Error) =>
         e.name === "FailedPreconditionError" && /not supported after starting/.test(e.message),
     );
+    // Re-pointing a drive: only a drive it has, only at a file it can open, ids matching.
+    const patch = (path: string, body: unknown) => apiRequest(sock, "PATCH", path, body);
+    fake.violations.length = 0;
+    assert.equal((await patch("/drives/kslot9", { drive_id: "kslot9" })).status, 400);
+    const gone = { drive_id: "kslot0", path_on_host: join(vm.stateDir, "absent.img") };
+    assert.equal((await patch("/drives/kslot0", gone)).status, 400);
+    assert.equal((await patch("/drives/kslot0", { drive_id: "kslot1" })).status, 400);
+    assert.equal(
+      (await patch("/drives/kslot0", { drive_id: "kslot0", is_read_only: true })).status,
+      400,
+    );
+    assert.equal(fake.violations.length, 4, fake.violations.join("\n"));
+    assert.match(fake.violations[3], /is_read_only is not a property/);
+    await assert.rejects(
+      () =>
+        fc.attachDisk(vm, {
+          id: "d",
+          path: gone.path_on_host,
+          readOnly: false,
+          serial: "s",
+          slot: 0,
+        }),
+      /No such file/,
+    );
+  });
+});
+
+Deno.test("firecracker contract: drives are re-pointed only once the VM runs", async () => {
+  await withFake(async (fake, vm) => {
+    const body = { drive_id: "kslot0", path_on_host: vm.kernel };
+    assert.equal((await apiRequest(vm.controlSocket, "PATCH", "/drives/kslot0", body)).status, 400);
+    assert.match(fake.violations[0], /before starting/);
   });
 });

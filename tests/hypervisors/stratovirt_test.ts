@@ -33,6 +33,7 @@ function vmIn(dir: string, extra: Partial<VmDescription> = {}): VmDescription {
     nics: [{ tap: "tap0_kuasar", mac: "02:42:ac:11:00:02", queues: 2 }],
     shares: [{ socket: join(dir, "fs.sock"), tag: "kuasar" }],
     diskSlots: 2,
+    stateDir: dir,
     nicSlots: 1,
     ...extra,
   };
@@ -169,11 +170,11 @@ Deno.test("stratovirt: boot, disks and NICs into root ports, stop: all within QM
       addr: "0x0",
       serial: "kuasar-kd0",
     });
-    await sv.detachDisk(vm, "kd0");
+    await sv.detachDisk(vm, { id: "kd0" });
     assert.deepEqual(fake.devices, [], "detach returns once the guest let it go");
     assert.deepEqual(fake.blockdevs, []);
     // Already gone (a restarted daemon finishing a detach): StratoVirt's words for it are known.
-    await sv.detachDisk(vm, "kd0");
+    await sv.detachDisk(vm, { id: "kd0" });
     fake.violations.length = 0; // those refusals were the point
     // A late NIC, multi-queue, into the first port after the disks'.
     await sv.attachNic(vm, { tap: "tap1_kuasar", mac: "02:42:ac:11:00:03", queues: 2, slot: 0 });

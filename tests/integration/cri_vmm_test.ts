@@ -257,3 +257,41 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name:
+    'crictl + vmm, share_fs = "None": an image\'s container from a bundle disk, its logs, exec, removal',
+  ...skipUnless(
+    vmUnavailable() ?? containerdUnavailable() ?? blockToolsMissing(),
+    "containerd + vmm sandboxer, e2fsprogs",
+  ),
+  fn: async () => {
+    const images = await Deno.makeTempDir({ prefix: "k-bd-" });
+    try {
+      await withVmm(async (e) => {
+        // containerd's overlay snapshot of the image, packed into the container's image.
+        const { pod, cid } = await runContainer(e, e.stream, [
+          "sh",
+          "-c",
+          "echo from-a-disk; grep ' / ' /proc/mounts | cut -d' ' -f3; echo $((6 * 7)) > /made; " +
+          "trap 'exit 0' TERM; while :; do sleep 1; done",
+        ]);
+        const logs = await logsOf(e, cid, /ext4/);
+        assert.equal(logs, "from-a-disk\next4\n");
+        const ex = await e.ctd.crictl(["exec", cid, "sh", "-c", "cat /made; head -1 /etc/passwd"]);
+        assert.equal(ex.code, 0, ex.stderr);
+        assert.equal(
+          ex.stdout,
+          "42\nroot:x:0:0:root:/root:/bin/sh\n",
+          "the image's files, its writes",
+        );
+        const [podDir] = await Array.fromAsync(Deno.readDir(images));
+        assert.ok(podDir, "the pod's images are on the host");
+        await assertAllPodsRemoved(e, [pod]);
+        assert.deepEqual(await Array.fromAsync(Deno.readDir(images)), [], "and go with it");
+      }, `share_fs = "None"\nbundle_disk_dir = "${images}"\n`);
+    } finally {
+      await Deno.remove(images, { recursive: true }).catch(() => {});
+    }
+  },
+});

@@ -26,7 +26,14 @@ import { TaskOOM } from "../../src/gen/containerd/events/task.ts";
 import { SandboxServiceDefinition } from "../../src/gen/kuasar/sandbox.ts";
 import { TtrpcClient } from "../../src/adapters/ttrpc/client.ts";
 import { unaryClient } from "../../src/adapters/ttrpc/typed.ts";
-import { qemuOnly, skipUnless, TEST_VMM, vmmAlive, vmUnavailable } from "../support/env.ts";
+import {
+  qemuOnly,
+  sharedDirectoryOnly,
+  skipUnless,
+  TEST_VMM,
+  vmmAlive,
+  vmUnavailable,
+} from "../support/env.ts";
 import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import {
   createContainer,
@@ -81,7 +88,10 @@ async function ctlWithInput(d: TestDaemon, stdin: string | undefined, ...args: s
 Deno.test({
   name:
     "vmm: containers in VM pods (guest kernel, volume, exec, pty), recovery, crash, no leftovers",
-  ...skipUnless(unavailable(), `vmm sandboxer on ${TEST_VMM}`),
+  ...skipUnless(
+    unavailable() ?? sharedDirectoryOnly("a host volume the guest writes to"),
+    `vmm sandboxer on ${TEST_VMM}`,
+  ),
   fn: () =>
     withDaemon(async (d) => {
       // A pod boots: its pid is QEMU's, its console shows the agent as PID 1.
@@ -771,4 +781,86 @@ Deno.test({
       assert.equal(third.code, 5, third.stderr);
       await assertShutdownLeavesNothing(d, [pod.id]);
     }, () => startVmmDaemon([], [], ["task = { debug = true }"])),
+});
+
+Deno.test({
+  name:
+    'vmm: share_fs = "None": each container\'s bundle is a disk image of its own; its files copies, its writes its own, nothing left',
+  ...skipUnless(unavailable() ?? blockToolsMissing(), `vmm sandboxer on ${TEST_VMM}, e2fsprogs`),
+  fn: async () => {
+    const images = await Deno.makeTempDir({ prefix: "k-bd-" });
+    try {
+      await withDaemon(async (d) => {
+        // A host file and a host directory bound in, as kubelet binds /etc/hosts and volumes.
+        const hostFile = join(d.base, "hosts");
+        await Deno.writeTextFile(hostFile, "10.0.0.7 from-the-host\n");
+        const vol = join(d.base, "vol");
+        await Deno.mkdir(vol);
+        await Deno.writeTextFile(join(vol, "seed"), "seeded\n");
+        const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+        const mounts = [
+          { destination: "/etc/hosts", type: "bind", source: hostFile, options: ["rbind", "ro"] },
+          { destination: "/vol", type: "bind", source: vol, options: ["rbind", "rw"] },
+        ];
+        const t = await taskClient(pod.address);
+        try {
+          const run = async (script: string, exec?: string[]) => {
+            const out = join(d.base, `out-${randomId().slice(0, 8)}`);
+            await mkfifo(out);
+            const o = readFifo(out);
+            const c = await createContainer(d, pod, {
+              args: ["sh", "-c", script],
+              stdout: out,
+              mounts,
+            });
+            const image = join(images, pod.id, `${c.id}.img`);
+            assert.ok((await Deno.stat(image)).isFile, "the container's image, on the host");
+            const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+            await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+            let execOut: string | undefined;
+            if (exec) {
+              const eo = join(d.base, `exec-${randomId().slice(0, 8)}`);
+              await mkfifo(eo);
+              const text = readFifo(eo);
+              await t.task.exec(execRequest(c.id, "e1", exec, eo), K8S_NS);
+              const ew = t.task.wait({ id: c.id, execId: "e1" }, K8S_NS);
+              await t.task.start({ id: c.id, execId: "e1" }, K8S_NS);
+              assert.equal((await ew).exitStatus, 0);
+              execOut = await text.text;
+              await t.task.delete({ id: c.id, execId: "e1" }, K8S_NS);
+              await t.task.kill({ id: c.id, execId: "", signal: 9, all: false }, K8S_NS);
+            }
+            const status = (await w).exitStatus;
+            await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+            await assert.rejects(Deno.stat(image), "the image goes with its container");
+            return { status, out: (await o.text).trim(), execOut };
+          };
+          const first = await run(
+            "cat /etc/hosts /vol/seed; echo mine > /vol/new; echo scratch > /scratch; " +
+              "grep ' / ' /proc/mounts | cut -d' ' -f3",
+          );
+          assert.equal(first.status, 0, first.out);
+          assert.equal(first.out, "10.0.0.7 from-the-host\nseeded\next4");
+          // Copies: what the container wrote stays in its image, not in the host's directory.
+          assert.deepEqual([...Deno.readDirSync(vol)].map((e) => e.name), ["seed"]);
+          // The next container has an image of its own; exec runs in it.
+          const second = await run("test ! -e /scratch && test ! -e /vol/new && sleep 60", [
+            "cat",
+            "/vol/seed",
+          ]);
+          assert.equal(second.execOut, "seeded\n");
+          assert.equal(second.status, 137, second.out);
+          const fs = await ctl(d, "exec", pod.id, "--", "cat", "/proc/mounts");
+          assert.equal(fs.code, 0, fs.stderr);
+          assert.doesNotMatch(fs.stdout, /virtiofs/, "no shared directory in this VM");
+        } finally {
+          t.close();
+        }
+        await assertShutdownLeavesNothing(d, [pod.id]);
+        await assert.rejects(Deno.stat(join(images, pod.id)), "the pod's image directory goes");
+      }, () => startVmmDaemon([], [], ['share_fs = "None"', `bundle_disk_dir = "${images}"`]));
+    } finally {
+      await Deno.remove(images, { recursive: true }).catch(() => {});
+    }
+  },
 });

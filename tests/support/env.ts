@@ -42,13 +42,16 @@ export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasa
 
 /**
  * The hypervisor the VM suites run on: `KUASAR_TEST_VMM` (qemu, the default,
- * cloud-hypervisor or stratovirt); `scripts/vm_suite.sh` runs them on every one a machine has.
+ * cloud-hypervisor, stratovirt or firecracker); `scripts/vm_suite.sh` runs them on every one a
+ * machine has.
  */
 export const TEST_VMM = Deno.env.get("KUASAR_TEST_VMM") ?? "qemu";
 
 /** The `[hypervisor]` keys (after the table header) that boot the guest image on TEST_VMM. */
 export function vmmTomlLines(): string[] {
-  const kernel = TEST_VMM === "cloud-hypervisor" ? "vmlinux" : "vmlinuz";
+  const kernel = TEST_VMM === "cloud-hypervisor" || TEST_VMM === "firecracker"
+    ? "vmlinux"
+    : "vmlinuz";
   const guest = TEST_VMM === "qemu" ? [] : [
     `vmm = "${TEST_VMM}"`,
     `path = "${Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM}"`,
@@ -70,6 +73,16 @@ export function vmmAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Why a test of what a directory shared with the guest does (a host volume seeing the guest's
+ * writes) does not run on TEST_VMM, or undefined: Firecracker has none (bundles on disks).
+ */
+export function sharedDirectoryOnly(feature: string): string | undefined {
+  return TEST_VMM === "firecracker"
+    ? `${feature} needs virtiofs, which Firecracker lacks (KUASAR_TEST_VMM=${TEST_VMM})`
+    : undefined;
 }
 
 /** Why a test of a QEMU-only feature does not run on TEST_VMM, or undefined. */
@@ -98,7 +111,7 @@ export function vmUnavailable(): string | undefined {
     if (!has("qemu-system-x86_64")) return "qemu-system-x86_64 is not installed";
     return image("vmlinuz") ?? image("initramfs.img");
   }
-  if (TEST_VMM !== "cloud-hypervisor" && TEST_VMM !== "stratovirt") {
+  if (!["cloud-hypervisor", "stratovirt", "firecracker"].includes(TEST_VMM)) {
     return `KUASAR_TEST_VMM=${TEST_VMM}: no such driver yet`;
   }
   const bin = Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM;

@@ -1,18 +1,14 @@
 /**
- * The microVM sandbox kind: `kuasar vmm` / `vmm-sandboxer`, on QEMU: a VM
- * per pod, containers run by the guest agent's runc, the Task API relayed
- * from the host daemon.
+ * The microVM sandbox kind: `kuasar vmm` / `vmm-sandboxer`, on QEMU, Cloud
+ * Hypervisor, StratoVirt or Firecracker: a VM per pod, containers run by the
+ * guest agent's runc, the Task API relayed from the host daemon.
  *
  * @module
  */
 import { join } from "node:path";
 import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
-import {
-  FailedPreconditionError,
-  InvalidArgumentError,
-  UnimplementedError,
-} from "../../domain/errors.ts";
+import { FailedPreconditionError, InvalidArgumentError } from "../../domain/errors.ts";
 import type { Hypervisor } from "../../ports/hypervisor.ts";
 import { log } from "../../lib/log.ts";
 import { findExecutable } from "../os/executables.ts";
@@ -20,6 +16,8 @@ import { kvmUsable as kvmFlagsUsable } from "./kvm.ts";
 import type { NodeCheck } from "../../domain/doctor.ts";
 import { kvmCheck, requiredFile, requiredTool, vhostVsockPresent } from "../doctor/probes.ts";
 import {
+  bundlesOnDisks,
+  DEFAULT_BUNDLE_DISK_DIR,
   DEFAULT_GUEST_DIR,
   type HypervisorSettings,
   hypervisorSettings,
@@ -37,6 +35,7 @@ import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
 import { CloudHypervisor } from "./cloud_hypervisor/ch_hypervisor.ts";
 import { StratoVirt } from "./stratovirt/sv_hypervisor.ts";
+import { Firecracker } from "./firecracker/fc_hypervisor.ts";
 
 function existing(path: string, key: string): string {
   try {
@@ -132,13 +131,10 @@ function chooseHypervisor(s: HypervisorSettings): { hypervisor: Hypervisor; acce
     };
   }
   if (vmm === "firecracker") {
-    // The driver (firecracker/) is built and tested against Firecracker's API; what is missing
-    // is the pods' container storage without virtiofs or hot-plug.
-    throw new UnimplementedError(
-      "[hypervisor] names firecracker: its pods need their containers' root filesystems as " +
-        "block devices attached before boot (Firecracker has no virtiofs and no hot-plug), " +
-        "which this sandboxer does not prepare yet (docs/vmm.md, Hypervisors)",
-    );
+    const binary = executable("path", s.path, "firecracker");
+    const k = kvmFlagsUsable();
+    if (!k.usable) log.warn("KVM is not usable: Firecracker cannot run VMs", { why: k.why });
+    return { hypervisor: new Firecracker({ binary }), accel: "kvm" };
   }
   const qemu = executable("qemu_path", s.qemu_path, "qemu-system-x86_64");
   let accel: "kvm" | "tcg";
@@ -161,7 +157,8 @@ export const vmmKind: HostKind = {
   name: "vmm",
   binaryName: "vmm-sandboxer",
   description:
-    "pods as microVMs on QEMU, Cloud Hypervisor or StratoVirt, with a guest agent as PID 1",
+    "pods as microVMs on QEMU, Cloud Hypervisor, StratoVirt or Firecracker, with a guest agent " +
+    "as PID 1",
   defaultListen: "/run/vmm-sandboxer.sock",
   defaultDir: "/run/kuasar-vmm",
   defaultConfig: "/var/lib/kuasar/config.toml",
@@ -209,8 +206,9 @@ export const vmmKind: HostKind = {
       }),
     );
     const vsock = vhostVsockPresent();
-    // Cloud Hypervisor's vsock is its own (a unix socket on the host): no vhost-vsock needed.
-    if (vmm !== "cloud-hypervisor" && (s.use_vsock ?? true)) {
+    // Cloud Hypervisor's and Firecracker's vsock is their own (a unix socket on the host): no
+    // vhost-vsock needed.
+    if (vmm !== "cloud-hypervisor" && vmm !== "firecracker" && (s.use_vsock ?? true)) {
       checks.push(
         vsock
           ? { id: "vhost-vsock", kind: "vmm", status: "ok", detail: "/dev/vhost-vsock opens" }
@@ -230,14 +228,22 @@ export const vmmKind: HostKind = {
     }
     const virtiofsd = s.virtiofsd?.path ?? "/usr/lib/qemu/virtiofsd";
     checks.push(
-      await requiredTool(
-        "vmm",
-        "virtiofsd",
-        virtiofsd,
-        ["--version"],
-        "install virtiofsd (Debian: qemu-system-common; or the Rust virtiofsd) or set " +
-          "[hypervisor.virtiofsd] path",
-      ),
+      bundlesOnDisks(s)
+        ? await requiredTool(
+          "vmm",
+          "mkfs.ext4",
+          "mkfs.ext4",
+          ["-V"],
+          "install e2fsprogs (1.43 or later): containers' bundles are packed with mkfs.ext4 -d",
+        )
+        : await requiredTool(
+          "vmm",
+          "virtiofsd",
+          virtiofsd,
+          ["--version"],
+          "install virtiofsd (Debian: qemu-system-common; or the Rust virtiofsd) or set " +
+            "[hypervisor.virtiofsd] path",
+        ),
       requiredFile(
         "vmm",
         "guest-kernel",
@@ -263,6 +269,12 @@ export const vmmKind: HostKind = {
     }
     const { hypervisor, accel } = chosen;
     try {
+      const bundleDisks = bundlesOnDisks(s)
+        ? {
+          dir: s.bundle_disk_dir ?? DEFAULT_BUNDLE_DISK_DIR,
+          freeMiB: s.bundle_disk_free_mb ?? 1024,
+        }
+        : undefined;
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
@@ -286,13 +298,15 @@ export const vmmKind: HostKind = {
         diskSlots: s.hotplug_disk_slots,
         maxVcpus: s.default_max_vcpus ?? 0,
         memorySlots: s.mem_slots ?? 0,
+        bundleDisks,
       });
       const unused = unusedKeys(s);
       if (unused.length) {
         log.warn("hypervisor keys accepted for Kuasar's config files but not used", {
           keys: unused,
-          why:
-            `${hypervisor.name} with virtiofs shares and the initramfs guest image (docs/vmm.md)`,
+          why: `${hypervisor.name} with ${
+            bundleDisks ? "bundles on disks" : "virtiofs shares"
+          } and the initramfs guest image (docs/vmm.md)`,
         });
       }
       if (s.task?.debug && !hypervisor.capabilities.serialPorts) {
@@ -309,6 +323,7 @@ export const vmmKind: HostKind = {
         disks: backend.disks,
         plugLateInterfaces: (sb) => backend.plugLateInterfaces(sb),
         resizeVm: (sb, want) => backend.resizeVm(sb, want),
+        bundleDisks,
       });
       serveVmExec(ctx.ttrpc, backend.links);
       ctx.tracing.addSource(() => backend.links.drainSpans());

@@ -20,8 +20,9 @@ import type { DiskAttachment } from "../../ports/hypervisor.ts";
 export interface DiskHost {
   /** How many disks a VM can have attached at once; 0: no hot-plug. */
   readonly slots: number;
-  attach(sandboxId: string, disk: DiskAttachment): Promise<void>;
-  detach(sandboxId: string, id: string): Promise<void>;
+  /** Resolves with the serial the guest sees. */
+  attach(sandboxId: string, disk: DiskAttachment): Promise<string>;
+  detach(sandboxId: string, disk: Pick<DiskAttachment, "id" | "slot">): Promise<void>;
 }
 
 interface DiskEntry {
@@ -99,7 +100,9 @@ export class PodDisks {
       f.disks.push(disk);
       await this.#write(sandboxId, f);
       try {
-        await this.#host.attach(sandboxId, { ...disk, path: disk.source });
+        disk.serial = await this.#host.attach(sandboxId, { ...disk, path: disk.source });
+        // The VMM's own serial (Firecracker's): recorded before anyone looks for it.
+        await this.#write(sandboxId, f);
       } catch (e) {
         f.disks = f.disks.filter((d) => d !== disk);
         await this.#write(sandboxId, f);
@@ -151,7 +154,7 @@ export class PodDisks {
   /** Detaches `d`, then forgets it (on failure too: the VM keeps the slot until it goes). */
   #detach(sandboxId: string, d: DiskEntry): void {
     this.#detaching.add(d.id);
-    this.#host.detach(sandboxId, d.id).then(
+    this.#host.detach(sandboxId, d).then(
       () => this.#log.info("disk detached", { sandbox: sandboxId, serial: d.serial }),
       (e) => this.#log.warn("disk not detached", { sandbox: sandboxId, id: d.id, error: e }),
     ).finally(() =>

@@ -6,9 +6,12 @@ import type { DiskAttachment } from "../../ports/hypervisor.ts";
 function fakeHost(slots: number) {
   const attached = new Map<string, DiskAttachment>();
   const detached: string[] = [];
+  /** Serials the "VMM" gives by path instead of the one asked (Firecracker's). */
+  const serials = new Map<string, string>();
   let failNext = false;
   return {
     attached,
+    serials,
     detached,
     failAttach: () => (failNext = true),
     host: {
@@ -19,9 +22,9 @@ function fakeHost(slots: number) {
           return Promise.reject(new Error("QMP device_add failed"));
         }
         attached.set(d.id, d);
-        return Promise.resolve();
+        return Promise.resolve(serials.get(d.path) ?? d.serial);
       },
-      detach: (_pod: string, id: string) => {
+      detach: (_pod: string, { id }: { id: string }) => {
         detached.push(id);
         attached.delete(id);
         return Promise.resolve();
@@ -98,6 +101,22 @@ Deno.test("PodDisks: a detach a previous daemon began is finished by the next", 
     await settled(dir, "p1", 0);
     assert.deepEqual(f.detached, ["kdisk2"]);
     assert.equal(await disks.acquire("p1", "c1", "/dev/loop0", false), "kuasar-3");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("PodDisks: the serial a VMM gives (Firecracker's) is the one recorded and shared", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(join(dir, "p1"));
+  const f = fakeHost(2);
+  f.serials.set("/img/a.img", "2049012345");
+  const disks = new PodDisks(dir, f.host);
+  try {
+    assert.equal(await disks.acquire("p1", "c1", "/img/a.img", false), "2049012345");
+    assert.equal(await disks.acquire("p1", "c2", "/img/a.img", false), "2049012345");
+    const rec = JSON.parse(await Deno.readTextFile(join(dir, "p1", "disks.json")));
+    assert.deepEqual(rec.disks.map((d: { serial: string }) => d.serial), ["2049012345"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -8,6 +8,8 @@
  *   bind-mounted, under `<dir>/<pod>/shared/<container>/`, which the guest
  *   sees over virtiofs as `/run/kuasar/shared/<container>/`, next to the
  *   spec rewritten for the guest (guest_spec.ts);
+ * - or, in a VM sharing no directory, the same packed into a disk image the
+ *   guest mounts there instead (bundle_disk.ts);
  * - stdio (FIFOs, files, or containerd's streams) stays on the host, copied
  *   to and from the agent's streams (guest_io.ts);
  * - every process has a Task.Wait pending at the agent; its answer is the
@@ -24,7 +26,7 @@ import { join } from "node:path";
 import { grownVmSize, type VmSize } from "../../domain/vm_size.ts";
 import { Code, codeOf, UnavailableError } from "../../domain/errors.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
-import type { ContainerRecord, ExecRecord, Io, ProcessExit } from "../../domain/task.ts";
+import type { ContainerRecord, ExecRecord, Io, Mount, ProcessExit } from "../../domain/task.ts";
 import { now } from "../../domain/time.ts";
 import { TaskOOM } from "../../gen/containerd/events/task.ts";
 import { Status } from "../../gen/containerd/types/task/task.ts";
@@ -48,6 +50,8 @@ import { type StreamHub, streamingId } from "../task/streaming.ts";
 import type { AgentLink, AgentLinks } from "./agent_links.ts";
 import type { PodDisks } from "./pod_disks.ts";
 import { guestIo, GuestStdio } from "./guest_io.ts";
+import { BUNDLE_FSTYPE, type BundleDisks, bundleImage, packBundle } from "./bundle_disk.ts";
+import { BUNDLE_DISK_MOUNT } from "../../ports/agent_protocol.ts";
 import { guestBundle, makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 
 /** What the runtime needs from the pod side. */
@@ -65,6 +69,8 @@ export interface VmContainerOptions {
   readonly resizeVm: (sb: SandboxRecord, want: VmSize) => Promise<void>;
   /** Gives the pod's VM the interfaces added to its netns since (before a container runs). */
   readonly plugLateInterfaces: (sb: SandboxRecord) => Promise<void>;
+  /** Bundles go to the guest as disks, not over virtiofs (bundle_disk.ts); unset: shared. */
+  readonly bundleDisks?: BundleDisks;
 }
 
 /** Exit status of a process whose VM died: killed. */
@@ -132,6 +138,7 @@ export class VmContainerRuntime
         const root = join(c.bundle, spec.root?.path ?? "rootfs");
         await makeShare(share, c.id, spec, c.rootfs, root, this.#o.disks.attacher(sb.id, c.id));
       }
+      const bundleDisk = await this.#packed(sb.id, c.id, share);
       await this.#o.plugLateInterfaces(sb);
       await this.#growForLimits(sb, c.id, spec?.linux?.resources);
       const link = await this.#link(sb.id);
@@ -141,7 +148,7 @@ export class VmContainerRuntime
       const r = await link.tasks.create({
         id: c.id,
         bundle: guestBundle(c.id),
-        rootfs: [],
+        rootfs: bundleDisk ? [{ ...bundleDisk, options: [...bundleDisk.options] }] : [],
         ...io,
         checkpoint: "",
         parentCheckpoint: "",
@@ -159,8 +166,29 @@ export class VmContainerRuntime
       await this.#release(sb.id, c.io, c.id, undefined);
       await removeShare(share);
       await this.#o.disks.release(sb.id, c.id).catch(() => {});
+      await this.#removeImage(sb.id, c.id);
       throw e;
     }
+  }
+
+  /**
+   * Without a shared directory: the share packed into the container's image, the staging
+   * unmounted, the image attached; the mount naming it for the agent. Unset: shared.
+   */
+  async #packed(sandboxId: string, cid: string, share: string): Promise<Mount | undefined> {
+    const b = this.#o.bundleDisks;
+    if (!b) return undefined;
+    const image = bundleImage(b, sandboxId, cid);
+    await packBundle(share, image, b.freeMiB);
+    await removeShare(share);
+    const serial = await this.#o.disks.acquire(sandboxId, cid, image, false);
+    return { type: BUNDLE_DISK_MOUNT, source: serial, target: "", options: [BUNDLE_FSTYPE] };
+  }
+
+  /** The container's image (unlinked: a VMM still holding it keeps it until it lets go). */
+  async #removeImage(sandboxId: string, cid: string): Promise<void> {
+    const b = this.#o.bundleDisks;
+    if (b) await Deno.remove(bundleImage(b, sandboxId, cid)).catch(() => {});
   }
 
   /**
@@ -234,6 +262,7 @@ export class VmContainerRuntime
     await removeShare(shareDir(this.#o.dir, sb.id, c.id));
     // After the agent's Delete, which unmounted in the guest what only this container used.
     if (this.#o.vmRunning(sb.id)) await this.#o.disks.release(sb.id, c.id);
+    await this.#removeImage(sb.id, c.id);
   }
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {

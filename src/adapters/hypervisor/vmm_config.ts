@@ -58,6 +58,16 @@ export const hypervisorSettings = z.strictObject({
    * Kuasar defaults to 1; ours is 0 (none), as the room costs QEMU ~60 MiB more per VM here.
    */
   mem_slots: z.number().int().min(0).max(256).optional(),
+  /**
+   * Kuasar's: how the guest gets containers' files. VirtioFS (and Virtio9P, which is served
+   * by virtiofs here); "None" (ours): each container's bundle packed into a disk image
+   * (Firecracker's only way, as it has no virtiofs).
+   */
+  share_fs: z.enum(["Virtio9P", "VirtioFS", "None"]).optional(),
+  /** Ours: where bundle images live with share_fs = "None" (on disk: they hold containers' writes). */
+  bundle_disk_dir: z.string().min(1).optional(),
+  /** Ours: room in each bundle image for its container's writes, MiB; default 1024. */
+  bundle_disk_free_mb: z.number().int().min(0).max(1 << 20).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   /** QEMU: pc or q35; StratoVirt: e.g. "q35,mem-share=on" (checked per VMM). */
   machine_type: z.string().optional(),
@@ -90,7 +100,6 @@ export const hypervisorSettings = z.strictObject({
     "virtio-mmio",
   ]).optional(),
   disable_nvdimm: z.boolean().optional(),
-  share_fs: z.enum(["Virtio9P", "VirtioFS"]).optional(),
   debug: z.boolean().optional(),
   virtiofs_daemon_path: z.string().optional(),
   virtiofs_cache: z.string().optional(),
@@ -140,6 +149,24 @@ function vmmNamed(path: string): VmmName | undefined {
   return undefined;
 }
 
+/** Where bundle images live unless `bundle_disk_dir` says. */
+export const DEFAULT_BUNDLE_DISK_DIR = "/var/lib/kuasar/bundle-disks";
+
+/**
+ * Whether containers' bundles go to the guest as disk images rather than over virtiofs:
+ * `share_fs = "None"`, and always on Firecracker (a shared file system there is refused).
+ */
+export function bundlesOnDisks(s: HypervisorSettings): boolean {
+  if (vmmOf(s) !== "firecracker") return s.share_fs === "None";
+  if (s.share_fs !== undefined && s.share_fs !== "None") {
+    throw new InvalidArgumentError(
+      `hypervisor.share_fs: "${s.share_fs}" is not possible on Firecracker, which has no ` +
+        'virtiofs: remove it or set "None"',
+    );
+  }
+  return true;
+}
+
 /** Keys this sandboxer reads; the others of the schema are accepted so Kuasar's files load. */
 const USED = new Set([
   "vmm",
@@ -156,6 +183,8 @@ const USED = new Set([
   "default_max_vcpus",
   "mem_slots",
   "hotplug_disk_slots",
+  "bundle_disk_dir",
+  "bundle_disk_free_mb",
 ]);
 
 /** Keys read for one VMM only. */
@@ -170,7 +199,9 @@ const USED_BY: Record<VmmName, readonly string[]> = {
 export function unusedKeys(s: HypervisorSettings): string[] {
   const vmm = vmmOf(s);
   const unused = Object.keys(s).filter((k) =>
-    !USED.has(k) && !USED_BY[vmm].includes(k) && k !== "task"
+    !USED.has(k) && !USED_BY[vmm].includes(k) && k !== "task" &&
+    // Virtio9P is served by virtiofs: the key is read, that value is not.
+    !(k === "share_fs" && s.share_fs !== "Virtio9P")
   );
   // [hypervisor.task] debug is the debug console; the guest's spans follow the host's tracing.
   if (s.task?.enable_tracing !== undefined) unused.push("task.enable_tracing");

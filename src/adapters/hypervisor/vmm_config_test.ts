@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { hypervisorSettings, unusedKeys, virtiofsdOptions } from "./vmm_config.ts";
+import { bundlesOnDisks, hypervisorSettings, unusedKeys, virtiofsdOptions } from "./vmm_config.ts";
 
 // Kuasar's shipped config_qemu_x86_64.toml, as parsed TOML (kuasar-spec §3.4).
 const KUASAR_QEMU = {
@@ -71,4 +71,18 @@ Deno.test("vmm config: virtiofsd options from [hypervisor.virtiofsd]", () => {
     () => virtiofsdOptions(hypervisorSettings.parse({ virtiofsd: { cache: "sometimes" } })),
     /virtiofsd\.cache/,
   );
+});
+
+Deno.test("vmm config: share_fs None puts bundles on disks; Firecracker always, nothing else", () => {
+  const parse = (o: Record<string, unknown>) => bundlesOnDisks(hypervisorSettings.parse(o));
+  assert.equal(parse({}), false);
+  assert.equal(parse({ share_fs: "VirtioFS" }), false);
+  assert.equal(parse({ share_fs: "None" }), true);
+  assert.equal(parse({ vmm: "cloud-hypervisor", share_fs: "None" }), true);
+  assert.equal(parse({ path: "/usr/bin/firecracker" }), true);
+  assert.equal(parse({ vmm: "firecracker", share_fs: "None" }), true);
+  assert.throws(() => parse({ vmm: "firecracker", share_fs: "VirtioFS" }), /no virtiofs/);
+  // Read when it chooses something; Virtio9P (served by virtiofs) is named as unused.
+  assert.ok(!unusedKeys(hypervisorSettings.parse({ share_fs: "None" })).includes("share_fs"));
+  assert.ok(unusedKeys(hypervisorSettings.parse({ share_fs: "Virtio9P" })).includes("share_fs"));
 });

@@ -22,6 +22,7 @@ import { vmGrowthRefusal, type VmSize, vmSize } from "../../domain/vm_size.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
+import { type BundleDisks, podBundleDir } from "./bundle_disk.ts";
 import { PodDisks } from "./pod_disks.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
@@ -85,6 +86,11 @@ export interface VmmBackendOptions {
   readonly debugConsole?: boolean;
   /** Disks a VM can have attached at once (block volumes, block rootfs); default 3. */
   readonly diskSlots?: number;
+  /**
+   * Containers' bundles go to the guest as disk images (no virtiofsd; every container takes
+   * a disk slot, default 8 then); unset: shared over virtiofs.
+   */
+  readonly bundleDisks?: BundleDisks;
   /** Room for CPU hot-plug (`default_max_vcpus`); 0: none. */
   readonly maxVcpus?: number;
   /** DIMM slots for memory hot-plug up to the host's memory (`mem_slots`); 0: none. */
@@ -96,6 +102,8 @@ export interface VmmBackendOptions {
  * enumerates at boot: 10 of them cost ~0.25 s of a TCG boot here, 4 nothing measurable.
  */
 const DEFAULT_DISK_SLOTS = 3;
+/** The same when every container's bundle is a disk too. */
+const DEFAULT_BUNDLE_DISK_SLOTS = 8;
 /** NICs a running VM can be given (interfaces a CNI plugin adds after the pod started). */
 const NIC_SLOTS = 1;
 
@@ -139,6 +147,7 @@ function describe(
     debugSocket: debugConsole(o) ? p.debug : undefined,
     vsockCid: o.vsock ? vsockCid(id) : undefined,
     diskSlots: diskSlots(o),
+    stateDir: join(o.dir, id),
     nicSlots: o.hypervisor.capabilities.nicHotplug ? NIC_SLOTS : 0,
     memorySlots: o.hypervisor.capabilities.resize ? o.memorySlots ?? 0 : 0,
     ...launch,
@@ -152,7 +161,8 @@ function debugConsole(o: VmmBackendOptions): boolean {
 
 /** The VM's hot-plug slots for disks: none when the VMM cannot hot-plug them. */
 function diskSlots(o: VmmBackendOptions): number {
-  return o.hypervisor.capabilities.diskHotplug ? o.diskSlots ?? DEFAULT_DISK_SLOTS : 0;
+  if (!o.hypervisor.capabilities.diskHotplug) return 0;
+  return o.diskSlots ?? (o.bundleDisks ? DEFAULT_BUNDLE_DISK_SLOTS : DEFAULT_DISK_SLOTS);
 }
 
 /** A vsock context id for a pod (3 and up; 0-2 are reserved). */
@@ -229,8 +239,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     slots: diskSlots(this.opts),
     attach: async (id, disk) =>
       await this.opts.hypervisor.attachDisk(await this.#described(id), disk),
-    detach: async (id, diskId) =>
-      await this.opts.hypervisor.detachDisk(await this.#described(id), diskId),
+    detach: async (id, disk) =>
+      await this.opts.hypervisor.detachDisk(await this.#described(id), disk),
   });
 
   async #described(id: string): Promise<VmDescription> {
@@ -254,7 +264,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath, size.vcpus) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
     const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
-    const virtiofs = o.virtiofsd
+    const virtiofs = o.virtiofsd && !o.bundleDisks
       ? [{ socket: await this.#startVirtiofsd(record, p), tag: SHARE_TAG }]
       : [];
     const vm = {
@@ -543,6 +553,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const p = await vmPaths(this.opts, record.id);
     if (this.opts.virtiofsd) await killByCommandLine(`--socket-path=${p.fs}\0`);
     for (const f of [p.control, p.agent, p.fs, p.debug]) await Deno.remove(f).catch(() => {});
+    if (this.opts.bundleDisks) {
+      await Deno.remove(podBundleDir(this.opts.bundleDisks, record.id), { recursive: true })
+        .catch(() => {});
+    }
   }
 
   /**
@@ -550,6 +564,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
    * (iSulad, Kuasar's containerd); withdrawn ones that were never created go.
    */
   async tasksChanged(record: SandboxRecord<VmmPodState>, diff: TasksDiff): Promise<void> {
+    // A bundle disk is packed at Task.Create: a copy made earlier would miss what changes since.
+    if (this.opts.bundleDisks) return;
     for (const t of diff.addedTasks) {
       const cid = validateId("container", t.task_id);
       if (!t.spec || typeof t.spec !== "object") {

@@ -5,7 +5,8 @@
  * and its file system mounted there; `linux.devices` naming the host's device
  * are renumbered to the guest's. A disk serves every container of the pod
  * naming it and is unmounted when the last of them is deleted, so the host
- * can detach it.
+ * can detach it. A disk holding a container's whole bundle (`BUNDLE_DISK_MOUNT`)
+ * is mounted at the bundle path instead, and unmounted with its container.
  *
  * @module
  */
@@ -14,7 +15,14 @@ import { DeadlineExceededError, InvalidArgumentError } from "../../domain/errors
 import type { OciSpec } from "../../domain/oci.ts";
 import { log } from "../../lib/log.ts";
 import { sleep } from "../../lib/sync.ts";
-import { DISKS_ANNOTATION, GUEST_DISK_DIR, type GuestDisk } from "../../ports/agent_protocol.ts";
+import type { Mount } from "../../domain/task.ts";
+import {
+  BUNDLE_DISK_MOUNT,
+  DISKS_ANNOTATION,
+  GUEST_DISK_DIR,
+  GUEST_SHARED_DIR,
+  type GuestDisk,
+} from "../../ports/agent_protocol.ts";
 import { runChecked } from "../os/command.ts";
 import { isMountPoint, mountAll, unmountAll } from "../os/mounts.ts";
 
@@ -52,13 +60,24 @@ export function disksOf(spec: OciSpec): GuestDisk[] {
   });
 }
 
+/**
+ * A drive re-pointed at a new file (Firecracker) answers its new serial at once, and its new
+ * size once the guest has handled the config change: a disk no bigger than a placeholder
+ * (one page, 8 sectors) is waited for this long before it is taken as it is.
+ */
+const RESIZE_GRACE_MS = 2_000;
+
 /** The guest's `major:minor` of the virtio disk with `serial`, waiting for it to appear. */
 async function findDisk(serial: string): Promise<string> {
   const deadline = Date.now() + APPEAR_TIMEOUT_MS;
+  let seen: number | undefined;
   for (;;) {
     for await (const e of Deno.readDir("/sys/block")) {
       const s = await Deno.readTextFile(`/sys/block/${e.name}/serial`).catch(() => "");
       if (s.trim() !== serial) continue;
+      const sectors = Number(await Deno.readTextFile(`/sys/block/${e.name}/size`).catch(() => 0));
+      seen ??= Date.now();
+      if (sectors <= 8 && Date.now() - seen < RESIZE_GRACE_MS) continue;
       const dev = (await Deno.readTextFile(`/sys/block/${e.name}/dev`)).trim();
       if (MAJOR_MINOR.test(dev)) return dev;
     }
@@ -71,9 +90,24 @@ async function findDisk(serial: string): Promise<string> {
   }
 }
 
+/** The disk a Task.Create's rootfs names as the container's bundle, checked; unset: none. */
+export function bundleDiskOf(rootfs: readonly Mount[]): GuestDisk | undefined {
+  if (rootfs[0]?.type !== BUNDLE_DISK_MOUNT) return undefined;
+  const [m] = rootfs;
+  const fstype = m.options[0] ?? "";
+  if (rootfs.length !== 1 || !SERIAL.test(m.source) || !FSTYPE.test(fstype)) {
+    throw new InvalidArgumentError(
+      `A ${BUNDLE_DISK_MOUNT} mount must be the only one, with a serial and a file system type`,
+    );
+  }
+  return { serial: m.source, fstype, options: [] };
+}
+
 /** The pod's disks in the guest, by serial, and the containers using each. */
 export class GuestDisks {
   readonly #users = new Map<string, Set<string>>();
+  /** Bundle disks, by container: where each is mounted. */
+  readonly #bundles = new Map<string, { serial: string; bundle: string }>();
   /** Each disk's guest `major:minor`, once ready (a promise: two containers may race). */
   readonly #numbers = new Map<string, Promise<string>>();
 
@@ -104,8 +138,41 @@ export class GuestDisks {
     return changed;
   }
 
-  /** Container `cid` is gone: the disks nobody else uses are unmounted. */
+  /**
+   * Mounts container `cid`'s bundle disk at `bundle`, which must be the bundle path a share
+   * would have (`GUEST_SHARED_DIR/<cid>`): nothing a request names lands anywhere else.
+   */
+  async mountBundle(cid: string, disk: GuestDisk, bundle: string): Promise<void> {
+    if (bundle !== join(GUEST_SHARED_DIR, cid) || cid.includes("/") || cid.startsWith(".")) {
+      throw new InvalidArgumentError(
+        `A bundle disk is mounted at ${GUEST_SHARED_DIR}/<container id> only, not "${bundle}"`,
+      );
+    }
+    if (this.#bundles.has(cid) || this.#numbers.has(disk.serial)) {
+      throw new InvalidArgumentError(`Disk "${disk.serial}" or container "${cid}" has one already`);
+    }
+    this.#bundles.set(cid, { serial: disk.serial, bundle });
+    const ready = this.#ready(disk);
+    this.#numbers.set(disk.serial, ready);
+    await ready;
+    if (await isMountPoint(bundle)) await unmountAll(bundle);
+    await Deno.mkdir(bundle, { recursive: true, mode: 0o755 });
+    const source = join(GUEST_DISK_DIR, `${disk.serial}.dev`);
+    await mountAll([{ type: disk.fstype!, source, target: "", options: [] }], bundle);
+    log.info("bundle disk mounted", { serial: disk.serial, container: cid });
+  }
+
+  /** Container `cid` is gone: its bundle disk, and the disks nobody else uses, are unmounted. */
   async release(cid: string): Promise<void> {
+    const b = this.#bundles.get(cid);
+    if (b) {
+      this.#bundles.delete(cid);
+      this.#numbers.delete(b.serial);
+      await unmountAll(b.bundle);
+      await Deno.remove(b.bundle).catch(() => {});
+      await Deno.remove(join(GUEST_DISK_DIR, `${b.serial}.dev`)).catch(() => {});
+      log.info("bundle disk released", { serial: b.serial, container: cid });
+    }
     for (const [serial, users] of this.#users) {
       if (!users.delete(cid) || users.size) continue;
       this.#users.delete(serial);
@@ -130,6 +197,9 @@ export class GuestDisks {
     await Deno.remove(node).catch(() => {});
     const [major, minor] = dev.split(":");
     await runChecked(["mknod", "-m", "0600", node, "b", major, minor]);
+    // A VMM that re-points a device at another file (Firecracker's drive slots) leaves what
+    // the guest cached of the previous one: never read as this disk's.
+    await runChecked(["blockdev", "--flushbufs", node]);
     log.info("disk ready", { serial: d.serial, device: dev });
     return dev;
   }

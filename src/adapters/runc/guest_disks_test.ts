@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { disksOf } from "./guest_disks.ts";
-import { DISKS_ANNOTATION } from "../../ports/agent_protocol.ts";
+import { bundleDiskOf, disksOf } from "./guest_disks.ts";
+import { BUNDLE_DISK_MOUNT, DISKS_ANNOTATION } from "../../ports/agent_protocol.ts";
 
 const spec = (v: string) => ({ annotations: { [DISKS_ANNOTATION]: v } });
 
@@ -29,5 +29,31 @@ Deno.test("disksOf: the host's list, checked before any name becomes a path", ()
     ]
   ) {
     assert.throws(() => disksOf(spec(bad)), /io\.kuasar\.disks/, bad);
+  }
+});
+
+Deno.test("bundleDiskOf: only a lone, well-formed bundle-disk mount names a disk", () => {
+  const m = (type: string, source: string, options: string[] = ["ext4"]) => ({
+    type,
+    source,
+    target: "",
+    options,
+  });
+  assert.equal(bundleDiskOf([]), undefined);
+  assert.equal(bundleDiskOf([m("overlay", "overlay")]), undefined, "an ordinary rootfs");
+  assert.deepEqual(bundleDiskOf([m(BUNDLE_DISK_MOUNT, "2049012345")]), {
+    serial: "2049012345",
+    fstype: "ext4",
+    options: [],
+  });
+  for (
+    const bad of [
+      [m(BUNDLE_DISK_MOUNT, "../../etc")],
+      [m(BUNDLE_DISK_MOUNT, "kuasar-1", [])],
+      [m(BUNDLE_DISK_MOUNT, "kuasar-1", ["ext4,exec"])],
+      [m(BUNDLE_DISK_MOUNT, "kuasar-1"), m("overlay", "overlay")],
+    ]
+  ) {
+    assert.throws(() => bundleDiskOf(bad), /must be the only one/, JSON.stringify(bad));
   }
 });

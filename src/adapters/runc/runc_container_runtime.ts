@@ -44,7 +44,7 @@ import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
 import { sleep } from "../../lib/sync.ts";
 import { MonitoredContainers, type MonitoredState } from "../oci/monitored_containers.ts";
-import { GuestDisks } from "./guest_disks.ts";
+import { bundleDiskOf, GuestDisks } from "./guest_disks.ts";
 
 /** What a runc container or exec keeps in its record. */
 export interface RuncProcessState extends MonitoredState {
@@ -141,6 +141,14 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
   }
 
   async #create(sb: SandboxRecord, c: C): Promise<StartedProcess> {
+    if (this.opts.guest) {
+      // A bundle on a disk (a pod without a shared directory): mounted where a share's is.
+      const disk = bundleDiskOf(c.rootfs);
+      if (disk) {
+        await this.#disks.mountBundle(c.id, disk, c.bundle);
+        c = { ...c, rootfs: [] };
+      }
+    }
     const read = await readSpec(c.bundle);
     const changed = this.opts.guest
       ? await this.#guestSpec(c, read)

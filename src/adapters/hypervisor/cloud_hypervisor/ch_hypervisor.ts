@@ -91,7 +91,7 @@ export class CloudHypervisor implements Hypervisor {
   }
 
   /** `vm.add-disk` with the serial the guest finds it by. */
-  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
+  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<string> {
     expect(
       await apiRequest(vm.controlSocket, "PUT", `${API}/vm.add-disk`, {
         path: disk.path,
@@ -106,13 +106,14 @@ export class CloudHypervisor implements Hypervisor {
       "vm.add-disk",
       200,
     );
+    return disk.serial;
   }
 
   /**
    * `vm.remove-device`, then until the device has left the VM's device tree (the guest ejects
    * it through ACPI; until then its file is still open).
    */
-  async detachDisk(vm: VmDescription, id: string): Promise<void> {
+  async detachDisk(vm: VmDescription, { id }: Pick<DiskAttachment, "id">): Promise<void> {
     const present = async () => !!((await this.#info(vm)).device_tree ?? {})[id];
     // Already gone (a restarted daemon finishing an unplug): released versions answer an
     // unknown id with a 500 like any other failure, so look first.

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import type { VmDescription } from "../../../ports/hypervisor.ts";
 import { InvalidArgumentError } from "../../../domain/errors.ts";
 
@@ -15,6 +16,28 @@ export interface FcOptions {
 
 /** Firecracker's vsock is the VM's own unix socket: every VM can have guest CID 3. */
 export const FC_GUEST_CID = 3;
+
+/** The drive id of disk slot `slot`. */
+export function fcSlotDrive(slot: number): string {
+  return `kslot${slot}`;
+}
+
+/** The empty file slot `slot` points at while no disk is attached there. */
+export function fcPlaceholder(vm: VmDescription, slot: number): string {
+  return join(vm.stateDir, `fc-slot${slot}.img`);
+}
+
+/** A placeholder's size: one page of zeros (a guest reading it finds no file system). */
+export const FC_PLACEHOLDER_BYTES = 4096;
+
+/**
+ * The serial Firecracker gives a drive's guest device (VIRTIO_BLK_T_GET_ID): the backing
+ * file's st_dev, st_rdev and st_ino in decimal, run together, cut at 20 bytes. It changes
+ * when the drive is re-pointed, so the guest finds each attached file by it.
+ */
+export function fcImageId(st: { dev: number; rdev: number | null; ino: number | null }): string {
+  return `${st.dev}${st.rdev ?? 0}${st.ino ?? 0}`.slice(0, 20);
+}
 
 /** One API call. */
 export interface FcCall {
@@ -30,7 +53,8 @@ export function fcArgv(o: FcOptions, vm: VmDescription): string[] {
 
 /**
  * The VM as pre-boot calls: machine, kernel and initrd (its devices are virtio-mmio, which
- * Firecracker announces on the command line itself), the agent's vsock, the pod's NICs. The
+ * Firecracker describes in ACPI tables since 1.8), the agent's vsock, the disk slots, the
+ * pod's NICs. The
  * serial console is Firecracker's stdout, in the pod's monitor log; a guest reboot ends the
  * process (Firecracker does not reboot guests), so `panic=-1` ends the pod.
  */
@@ -68,6 +92,18 @@ export function fcBootCalls(vm: VmDescription): FcCall[] {
       },
     },
     { method: "PUT", path: "/vsock", body: { guest_cid: FC_GUEST_CID, uds_path: vm.agentSocket } },
+    // Disks: Firecracker adds none to a running VM, but re-points a drive at another file
+    // (PATCH). So the VM boots with its slots as drives on empty placeholders.
+    ...Array.from({ length: vm.diskSlots }, (_, i): FcCall => ({
+      method: "PUT",
+      path: `/drives/${fcSlotDrive(i)}`,
+      body: {
+        drive_id: fcSlotDrive(i),
+        path_on_host: fcPlaceholder(vm, i),
+        is_root_device: false,
+        is_read_only: false,
+      },
+    })),
     ...vm.nics.map((n, i): FcCall => ({
       method: "PUT",
       path: `/network-interfaces/eth${i}`,

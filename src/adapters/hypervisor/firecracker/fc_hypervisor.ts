@@ -2,15 +2,17 @@
  * Firecracker as a Hypervisor: the VM described over its API socket before `InstanceStart`,
  * the agent over hybrid vsock (as Cloud Hypervisor's), the guest console on its stdout.
  * Firecracker has no virtiofs, and its released versions no PCI and no hot-plug (1.17's, behind
- * `--enable-pci`, is not used): nothing is added to a running VM, and
- * a pod's containers need their root filesystems as block devices attached before boot, which
- * the sandboxer does not prepare yet (docs/vmm.md, Hypervisors): the vmm kind refuses to run on
- * it until then, and this driver is tested against Firecracker's published API alone.
+ * `--enable-pci`, is not used): the VM boots with its disk slots as drives on empty
+ * placeholder files, and a disk is attached by re-pointing a free slot's drive at it
+ * (`PATCH /drives/{id}`, which Firecracker allows on a running VM) and detached by pointing it
+ * back. Containers' bundles reach the guest that way (bundle_disk.ts); nothing else is added
+ * to a running VM.
  *
  * @module
  */
 import type {
   AgentAddress,
+  DiskAttachment,
   Hypervisor,
   HypervisorCapabilities,
   VmDescription,
@@ -21,13 +23,21 @@ import {
   InternalError,
 } from "../../../domain/errors.ts";
 import { type ApiAnswer, apiRequest } from "../api_http.ts";
-import { fcArgv, fcBootCalls, type FcOptions } from "./fc_config.ts";
+import {
+  FC_PLACEHOLDER_BYTES,
+  fcArgv,
+  fcBootCalls,
+  fcImageId,
+  type FcOptions,
+  fcPlaceholder,
+  fcSlotDrive,
+} from "./fc_config.ts";
 
 export class Firecracker implements Hypervisor {
   readonly name = "firecracker";
   readonly capabilities: HypervisorCapabilities = {
     virtiofs: false,
-    diskHotplug: false,
+    diskHotplug: true,
     nicHotplug: false,
     resize: false,
     serialPorts: false,
@@ -52,6 +62,11 @@ export class Firecracker implements Hypervisor {
         throw new DeadlineExceededError(`Firecracker did not serve ${sock}: ${r.message}`);
       }
       await new Promise((r) => setTimeout(r, 20));
+    }
+    for (let i = 0; i < vm.diskSlots; i++) {
+      await Deno.writeFile(fcPlaceholder(vm, i), new Uint8Array(FC_PLACEHOLDER_BYTES), {
+        mode: 0o600,
+      });
     }
     for (const c of fcBootCalls(vm)) {
       expect(await apiRequest(sock, c.method, c.path, c.body), `${c.method} ${c.path}`);
@@ -81,12 +96,37 @@ export class Firecracker implements Hypervisor {
     return [{ transport: "hvsock", path: vm.agentSocket, port: agentPort }];
   }
 
-  attachDisk(): Promise<void> {
-    return Promise.reject(noHotplug("disks"));
+  /**
+   * Re-points slot `disk.slot`'s drive at `disk.path`; the serial is Firecracker's for that
+   * file. A drive's read-only flag is fixed at boot (all slots are writable): a read-only disk
+   * is mounted read-only by the guest, not refused writes by the VMM.
+   */
+  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<string> {
+    if (disk.slot < 0 || disk.slot >= vm.diskSlots) {
+      throw new FailedPreconditionError(`Firecracker VM has no disk slot ${disk.slot}`);
+    }
+    const st = await Deno.stat(disk.path);
+    const drive = fcSlotDrive(disk.slot);
+    expect(
+      await apiRequest(vm.controlSocket, "PATCH", `/drives/${drive}`, {
+        drive_id: drive,
+        path_on_host: disk.path,
+      }),
+      `PATCH /drives/${drive}`,
+    );
+    return fcImageId(st);
   }
 
-  detachDisk(): Promise<void> {
-    return Promise.reject(noHotplug("disks"));
+  /** Points the slot's drive back at its placeholder (the file attached is let go). */
+  async detachDisk(vm: VmDescription, disk: Pick<DiskAttachment, "slot">): Promise<void> {
+    const drive = fcSlotDrive(disk.slot);
+    expect(
+      await apiRequest(vm.controlSocket, "PATCH", `/drives/${drive}`, {
+        drive_id: drive,
+        path_on_host: fcPlaceholder(vm, disk.slot),
+      }),
+      `PATCH /drives/${drive}`,
+    );
   }
 
   resize(): Promise<{ vcpus: number; memoryMiB: number }> {

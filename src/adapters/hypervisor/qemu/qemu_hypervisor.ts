@@ -77,7 +77,7 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   /** blockdev-add + device_add of a virtio-blk-pci with the serial, into the slot's root port. */
-  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
+  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<string> {
     const device = (await Deno.stat(disk.path)).isBlockDevice;
     await withQmp(vm.controlSocket, (qmp) =>
       qmp.plug({
@@ -98,10 +98,11 @@ export class QemuHypervisor implements Hypervisor {
         bus: hotplugPort(disk.slot),
         serial: disk.serial,
       }));
+    return disk.serial;
   }
 
   /** device_del, then DEVICE_DELETED once the guest has released it, then blockdev-del. */
-  async detachDisk(vm: VmDescription, id: string): Promise<void> {
+  async detachDisk(vm: VmDescription, { id }: Pick<DiskAttachment, "id">): Promise<void> {
     await withQmp(vm.controlSocket, (qmp) => qmp.removeDisk(id));
   }
 

@@ -19,6 +19,7 @@ function vm(dir: string, over: Partial<VmDescription> = {}): VmDescription {
     nics: [],
     shares: [],
     diskSlots: 0,
+    stateDir: dir,
     nicSlots: 0,
     ...over,
   };
@@ -166,7 +167,7 @@ Deno.test("QEMU: disks hot-plug into free root ports with their serial; unplug w
       serial: "kuasar-0",
       slot: 1,
     });
-    await q.detachDisk(d, "kdisk0");
+    await q.detachDisk(d, { id: "kdisk0" });
     const args = fake.calls.filter((c) => c.execute !== "qmp_capabilities");
     assert.deepEqual(args, [
       {
@@ -205,7 +206,7 @@ Deno.test("QEMU: a disk whose device is gone already (unplugged while the daemon
     device_del: { class: "DeviceNotFound", desc: "Device 'kdisk0' not found" },
   });
   try {
-    await q.detachDisk(d, "kdisk0");
+    await q.detachDisk(d, { id: "kdisk0" });
     assert.deepEqual(fake.commands.filter((c) => c !== "qmp_capabilities"), [
       "device_del",
       "blockdev-del",

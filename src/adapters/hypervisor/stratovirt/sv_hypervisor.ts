@@ -70,7 +70,7 @@ export class StratoVirt implements Hypervisor {
   }
 
   /** blockdev-add (raw over a file) + device_add of a virtio-blk-pci into a root port. */
-  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<void> {
+  async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<string> {
     // Direct IO for a device; not for an image file, whose file system (tmpfs) may refuse it.
     const device = (await Deno.stat(disk.path)).isBlockDevice;
     await withQmp(vm.controlSocket, (qmp) =>
@@ -94,10 +94,11 @@ export class StratoVirt implements Hypervisor {
         addr: "0x0",
         serial: disk.serial,
       }));
+    return disk.serial;
   }
 
   /** device_del, DEVICE_DELETED once the guest let it go, then blockdev-del. */
-  async detachDisk(vm: VmDescription, id: string): Promise<void> {
+  async detachDisk(vm: VmDescription, { id }: Pick<DiskAttachment, "id">): Promise<void> {
     await withQmp(vm.controlSocket, (qmp) => qmp.removeDisk(id, STRATOVIRT_GONE));
   }
 
