@@ -25,7 +25,7 @@ import { findVirtioPort, openPort } from "./channel.ts";
 import { ownChild, powerOff, startReaper } from "./pid1.ts";
 import { trackChildren } from "../adapters/os/children.ts";
 import { sandboxService } from "./sandbox_service.ts";
-import { GUEST_SCOPE, GuestEvents, serveGuestTasks } from "./tasks.ts";
+import { GUEST_POD_DIR, GUEST_SCOPE, GuestEvents, serveGuestTasks } from "./tasks.ts";
 
 function say(msg: string, fields: Record<string, unknown> = {}): void {
   console.error(JSON.stringify({ time: new Date().toISOString(), agent: msg, ...fields }));
@@ -53,7 +53,10 @@ server.register(
   SandboxServiceDefinition.fullName,
   unaryMethods(
     SandboxServiceDefinition,
-    sandboxService(undefined, (signal) => events.next(signal)),
+    sandboxService(
+      { procSys: "/proc/sys", resolvConf: "/etc/resolv.conf", podDir: GUEST_POD_DIR },
+      (signal) => events.next(signal),
+    ),
   ),
 );
 

@@ -1,7 +1,7 @@
 /**
  * Kuasar's `grpc.SandboxService` in the guest (kuasar-spec §4.5, §8.4):
- * Check, ExecVMProcess, SyncClock, SetupSandbox (hostname, sysctls, DNS,
- * interfaces, routes), UpdateInterfaces and UpdateRoutes (busybox `ip`).
+ * Check, ExecVMProcess, SyncClock, SetupSandbox (hostname, sysctls, DNS, the
+ * pod's shared files, interfaces, routes), UpdateInterfaces and UpdateRoutes (busybox `ip`).
  *
  * @module
  */
@@ -16,6 +16,7 @@ import type {
 import type { Envelope } from "../gen/kuasar/github.com/containerd/containerd/api/services/ttrpc/events/v1/events.ts";
 import { spawned } from "../adapters/os/children.ts";
 import { realtimeNs, setRealtimeNs } from "./pid1.ts";
+import { preparePodFiles } from "../adapters/os/pod_files.ts";
 
 /** The part of a PodSandboxConfig (as Kuasar's host sends it: JSON, snake_case) the guest uses. */
 interface PodSandboxJson {
@@ -28,6 +29,11 @@ interface PodSandboxJson {
 export interface GuestPaths {
   readonly procSys: string;
   readonly resolvConf: string;
+  /**
+   * The pod's directory for the files its containers share (/etc/hostname, hosts,
+   * resolv.conf, /dev/shm: pod_files.ts), which the guest's runtime mounts; unset: none.
+   */
+  readonly podDir?: string;
 }
 
 const td = new TextDecoder();
@@ -157,6 +163,15 @@ export async function setupSandbox(pod: PodSandboxJson, paths: GuestPaths): Prom
     for (const s of dns.servers ?? []) text += `nameserver ${s}\n`;
     if (dns.options?.length) text += `options ${dns.options.join(" ")}\n`;
     await Deno.writeTextFile(paths.resolvConf, text);
+  }
+  if (paths.podDir) {
+    await preparePodFiles(paths.podDir, {
+      hostname: pod.hostname ?? "",
+      dns: dns
+        ? { servers: dns.servers ?? [], searches: dns.searches ?? [], options: dns.options ?? [] }
+        : undefined,
+      ipc: "pod",
+    });
   }
 }
 

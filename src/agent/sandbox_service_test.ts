@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { isMountPoint } from "../adapters/os/mounts.ts";
 import { join } from "node:path";
 import { InternalError, NotFoundError } from "../domain/errors.ts";
 import { sandboxService } from "./sandbox_service.ts";
@@ -42,7 +43,8 @@ Deno.test("agent SandboxService: SetupSandbox writes sysctls, hostname and DNS; 
   try {
     const procSys = join(dir, "sys");
     for (const d of ["kernel", "net/ipv4"]) await Deno.mkdir(join(procSys, d), { recursive: true });
-    const s = sandboxService({ procSys, resolvConf: join(dir, "resolv.conf") });
+    const podDir = join(dir, "pod");
+    const s = sandboxService({ procSys, resolvConf: join(dir, "resolv.conf"), podDir });
     const pod = {
       hostname: "vm-pod",
       dns_config: { servers: ["10.0.0.10"], searches: ["svc.local"], options: ["ndots:5"] },
@@ -59,6 +61,19 @@ Deno.test("agent SandboxService: SetupSandbox writes sysctls, hostname and DNS; 
       await Deno.readTextFile(join(dir, "resolv.conf")),
       "search svc.local\nnameserver 10.0.0.10\noptions ndots:5\n",
     );
+    // The files the pod's containers get (the guest's runtime mounts them), and its /dev/shm.
+    const files = join(podDir, "files");
+    try {
+      assert.equal(await Deno.readTextFile(join(files, "hostname")), "vm-pod\n");
+      assert.equal(
+        await Deno.readTextFile(join(files, "resolv.conf")),
+        "search svc.local\nnameserver 10.0.0.10\noptions ndots:5\n",
+      );
+      assert.match(await Deno.readTextFile(join(files, "hosts")), /localhost/);
+      assert.ok(await isMountPoint(join(files, "shm")), "a tmpfs for the pod's /dev/shm");
+    } finally {
+      await new Deno.Command("umount", { args: [join(files, "shm")] }).output();
+    }
     await assert.rejects(
       s.setupSandbox!(
         { config: { typeUrl: "Other", value: json({}) }, interfaces: [], routes: [] },

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { join } from "node:path";
 import { SandboxRegistry } from "../app/registry.ts";
 import { TaskService } from "../app/task_service.ts";
 import { encodeEvent } from "../adapters/events/containerd_events.ts";
@@ -29,6 +30,8 @@ import type { Envelope } from "../gen/kuasar/github.com/containerd/containerd/ap
 export const GUEST_SCOPE = "pod";
 /** Where the agent keeps its state (the initramfs root is memory anyway). */
 const STATE_DIR = "/run/kuasar/agent";
+/** The pod's directory there: its shared files (pod_files.ts) as the runtime finds them. */
+export const GUEST_POD_DIR = join(STATE_DIR, GUEST_SCOPE);
 /** Events kept for the host while it does not ask; the oldest go first. */
 const MAX_QUEUED_EVENTS = 1024;
 

@@ -88,6 +88,26 @@ export function resolvConf(dns: DnsConfig | undefined): string | undefined {
   return out;
 }
 
+/**
+ * The DNS settings of a resolv.conf text (nameserver, search, options lines; `domain` is an
+ * older search), or `undefined` when it sets none: what a pod without its own DNS config
+ * gets from the node, as containerd gives its own sandboxes the node's file.
+ */
+export function dnsOfResolvConf(text: string): DnsConfig | undefined {
+  const servers: string[] = [];
+  let searches: string[] = [];
+  const options: string[] = [];
+  for (const line of text.split("\n")) {
+    const [key, ...values] = line.replace(/[#;].*$/, "").trim().split(/\s+/);
+    if (key === "nameserver" && values[0]) servers.push(values[0]);
+    else if (key === "search" || key === "domain") searches = values.filter(Boolean);
+    else if (key === "options") options.push(...values.filter(Boolean));
+  }
+  return servers.length || searches.length || options.length
+    ? { servers, searches, options }
+    : undefined;
+}
+
 /** Longest hostname the kernel accepts (HOST_NAME_MAX). */
 export const MAX_HOSTNAME_LENGTH = 64;
 

@@ -3,6 +3,7 @@ import fc from "fast-check";
 import { InvalidArgumentError } from "./errors.ts";
 import {
   type DnsConfig,
+  dnsOfResolvConf,
   emptyPodConfig,
   hostnameProblem,
   namespaceModeFromNumber,
@@ -121,4 +122,20 @@ Deno.test("validatePodConfig throws INVALID_ARGUMENT with a shortened hostname",
     (e: Error) => e instanceof InvalidArgumentError && e.message.length < 200,
   );
   validatePodConfig({ ...emptyPodConfig(), hostname: "web-0" });
+});
+
+Deno.test("dnsOfResolvConf: a node's resolv.conf as a pod's DNS settings", () => {
+  assert.deepEqual(
+    dnsOfResolvConf(
+      "# generated\nnameserver 10.0.0.2\nnameserver 10.0.0.3 # second\ndomain old.example\n" +
+        "search corp.example example\noptions ndots:2 timeout:1\n; comment\n",
+    ),
+    {
+      servers: ["10.0.0.2", "10.0.0.3"],
+      searches: ["corp.example", "example"],
+      options: ["ndots:2", "timeout:1"],
+    },
+  );
+  assert.equal(dnsOfResolvConf(""), undefined);
+  assert.equal(dnsOfResolvConf("# nothing\n\n"), undefined);
 });

@@ -295,3 +295,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "crictl + vmm: the pod's hostname and DNS in its containers' /etc, and one /dev/shm they share",
+  ...skip,
+  fn: () =>
+    withVmm(async (e) => {
+      // containerd makes these files for its own sandboxes only: the guest makes them here.
+      const pc = {
+        ...podConfig(e),
+        dns_config: {
+          servers: ["10.96.0.10"],
+          searches: ["default.svc.cluster.local"],
+          options: ["ndots:5"],
+        },
+      };
+      const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
+      const pod = await e.ctd.crictlOk(["runp", "--runtime", e.stream, podJson]);
+      const run = async (name: string, script: string) => {
+        const json = await e.ctd.writeJson(
+          `${pc.metadata.name}-${name}.json`,
+          containerConfig(name, ["sh", "-c", script]),
+        );
+        const cid = await e.ctd.crictlOk(["create", pod, json, podJson]);
+        await e.ctd.crictlOk(["start", cid]);
+        await waitState(e, cid, "CONTAINER_EXITED", 60_000);
+        return await logsOf(e, cid, /end\n/);
+      };
+      const first = await run(
+        "a",
+        "cat /etc/hostname /etc/resolv.conf; grep -c localhost /etc/hosts; " +
+          "echo shared > /dev/shm/x; echo end",
+      );
+      assert.equal(
+        first,
+        `${pc.hostname}\nsearch default.svc.cluster.local\nnameserver 10.96.0.10\n` +
+          "options ndots:5\n2\nend\n",
+      );
+      assert.equal(await run("b", "cat /dev/shm/x; echo end"), "shared\nend\n");
+      await assertAllPodsRemoved(e, [pod]);
+    }),
+});

@@ -23,6 +23,7 @@ import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
 import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
 import { type BundleDisks, podBundleDir } from "./bundle_disk.ts";
+import { dnsOfResolvConf, resolvConf } from "../../domain/pod_config.ts";
 import { PodDisks } from "./pod_disks.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
 import type { StartedProcess, StoredAnyBytes } from "../../ports/container_runtime.ts";
@@ -609,14 +610,27 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   }
 }
 
-/** The pod's settings as Kuasar's host sends them to the agent: PodSandboxConfig as JSON. */
-export function podSandboxJson(record: SandboxRecord<VmmPodState>): Uint8Array {
+/**
+ * The pod's settings as Kuasar's host sends them to the agent: PodSandboxConfig as JSON. A pod
+ * without DNS settings gets the node's (its resolv.conf), as containerd's own sandboxes do.
+ */
+export function podSandboxJson(
+  record: SandboxRecord<VmmPodState>,
+  nodeResolvConf = () => Deno.readTextFileSync("/etc/resolv.conf"),
+): Uint8Array {
   const pod = record.pod;
+  const dns = resolvConf(pod.dns) !== undefined ? pod.dns : (() => {
+    try {
+      return dnsOfResolvConf(nodeResolvConf());
+    } catch {
+      return undefined;
+    }
+  })();
   return new TextEncoder().encode(JSON.stringify({
     metadata: { name: pod.name, namespace: pod.namespace, uid: pod.uid },
     hostname: pod.hostname,
-    dns_config: pod.dns
-      ? { servers: pod.dns.servers, searches: pod.dns.searches, options: pod.dns.options }
+    dns_config: dns
+      ? { servers: dns.servers, searches: dns.searches, options: dns.options }
       : undefined,
     linux: { sysctls: pod.sysctls },
   }));

@@ -1,6 +1,8 @@
 /**
  * Files a pod's containers share: /etc/hostname, /etc/hosts and
- * /etc/resolv.conf (from the PodSandboxConfig), and a /dev/shm tmpfs.
+ * /etc/resolv.conf (from the PodSandboxConfig), and a /dev/shm tmpfs; on
+ * the node for runC and gVisor pods, in the guest for VM pods (its agent
+ * writes them at SetupSandbox).
  *
  * containerd only creates these for its own pause-container sandboxes; with
  * a sandboxer it bind-mounts them if they exist in *its* sandbox directory,
@@ -14,7 +16,8 @@
 import { checkNetnsPath } from "./netns.ts";
 import { checkPodSysctls } from "../../domain/sysctls.ts";
 import { join } from "node:path";
-import { resolvConf } from "../../domain/pod_config.ts";
+import { type PodConfig, resolvConf } from "../../domain/pod_config.ts";
+import { isMountPoint } from "./mounts.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import { runChecked } from "./command.ts";
@@ -44,20 +47,29 @@ export async function writeFileWithMode(path: string, text: string, mode: number
   await Deno.chmod(path, mode);
 }
 
-/** Writes hostname, hosts and resolv.conf, and mounts the shm tmpfs (unless the pod uses host IPC). */
-export async function preparePodFiles(sandboxDir: string, record: SandboxRecord): Promise<void> {
+/**
+ * Writes hostname, hosts and resolv.conf, and mounts the shm tmpfs (unless the pod uses host IPC,
+ * or has it already). The hosts file is this machine's (a VM's guest has none: localhost); the
+ * resolv.conf is the pod's DNS, else this machine's (a VM's host sends the node's as the pod's).
+ */
+export async function preparePodFiles(
+  sandboxDir: string,
+  pod: Pick<PodConfig, "hostname" | "dns" | "ipc">,
+): Promise<void> {
   const dir = podFilesDir(sandboxDir);
   await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
   await Deno.chmod(dir, 0o755);
-  const hostname = record.pod.hostname || Deno.hostname();
+  const hostname = pod.hostname || Deno.hostname();
   await writeFileWithMode(join(dir, "hostname"), hostname + "\n", POD_FILE_MODE);
-  const hosts = await Deno.readTextFile("/etc/hosts").catch(() => "127.0.0.1\tlocalhost\n");
+  const hosts = await Deno.readTextFile("/etc/hosts").catch(() =>
+    "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+  );
   await writeFileWithMode(join(dir, "hosts"), hosts, POD_FILE_MODE);
-  const resolv = resolvConf(record.pod.dns) ??
+  const resolv = resolvConf(pod.dns) ??
     await Deno.readTextFile("/etc/resolv.conf").catch(() => "");
   await writeFileWithMode(join(dir, "resolv.conf"), resolv, POD_FILE_MODE);
-  if (record.pod.ipc !== "node") {
-    const shm = join(dir, "shm");
+  const shm = join(dir, "shm");
+  if (pod.ipc !== "node" && !(await isMountPoint(shm))) {
     await Deno.mkdir(shm, { recursive: true });
     await runChecked([
       "mount",
@@ -117,5 +129,5 @@ export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promi
 export async function preparePod(sandboxDir: string, record: SandboxRecord): Promise<void> {
   if (record.netnsPath) await checkNetnsPath(record.netnsPath);
   checkPodSysctls(record.pod);
-  await preparePodFiles(sandboxDir, record);
+  await preparePodFiles(sandboxDir, record.pod);
 }

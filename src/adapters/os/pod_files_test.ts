@@ -21,7 +21,7 @@ Deno.test("pod files get 0644 (directory 0755) whatever the daemon's umask", asy
   try {
     for (const umask of [0o000, 0o077, 0o022]) {
       Deno.umask(umask);
-      await preparePodFiles(join(dir, `u${umask}`), record());
+      await preparePodFiles(join(dir, `u${umask}`), record().pod);
       const files = podFilesDir(join(dir, `u${umask}`));
       assert.equal((await Deno.stat(files)).mode! & 0o7777, 0o755, `umask ${umask.toString(8)}`);
       for (const f of ["hostname", "hosts", "resolv.conf"]) {

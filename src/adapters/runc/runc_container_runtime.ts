@@ -90,11 +90,12 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
 
   /**
    * A guest's spec, prepared by the host (the pod is the whole VM) but for what only the guest
-   * has: the pod's pid namespace, its memory volumes, and which hooks it can run. Undefined
+   * has: the pod's files and pid namespace, its memory volumes, and which hooks it can run. Undefined
    * when nothing changes.
    */
-  async #guestSpec(c: C, spec: OciSpec): Promise<OciSpec | undefined> {
-    let changed = false;
+  async #guestSpec(sb: SandboxRecord, c: C, spec: OciSpec): Promise<OciSpec | undefined> {
+    // The pod's shared files, as a node's containers get them (the agent wrote them).
+    let changed = await addPodFileMounts(spec, join(this.opts.dir, sb.id));
     const podPid = spec.linux?.namespaces?.find((n) => n.type === "pid" && n.path === POD_PID_NS);
     if (podPid) {
       // The pod's shared pid namespace, held in the guest by a holder of its own (no pause).
@@ -151,7 +152,7 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
     }
     const read = await readSpec(c.bundle);
     const changed = this.opts.guest
-      ? await this.#guestSpec(c, read)
+      ? await this.#guestSpec(sb, c, read)
       : await this.#podSpec(sb, read);
     if (changed) await Deno.writeTextFile(join(c.bundle, "config.json"), JSON.stringify(changed));
     const spec = changed ?? read;
