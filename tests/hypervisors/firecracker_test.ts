@@ -106,11 +106,11 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
     // serial the driver gives is the one Firecracker's guest reads for that file.
     assert.deepEqual(fake.config["/drives/kslot1"], {
       drive_id: "kslot1",
-      path_on_host: join(vm.stateDir, "fc-slot1.img"),
+      path_on_host: join(vm.stateDir, "fc-slots", "1.img"),
       is_root_device: false,
       is_read_only: false,
     });
-    assert.equal((await Deno.stat(join(vm.stateDir, "fc-slot1.img"))).size, 4096);
+    assert.equal((await Deno.stat(join(vm.stateDir, "fc-slots", "1.img"))).size, 4096);
     const image = join(vm.stateDir, "bundle.img");
     await Deno.writeFile(image, new Uint8Array(1 << 20));
     const disk = { id: "kdisk0", path: image, readOnly: false, serial: "kuasar-0", slot: 1 };
@@ -120,9 +120,10 @@ Deno.test("firecracker: argv, the VM described before InstanceStart, stop; all i
     await fc.detachDisk(vm, disk);
     assert.deepEqual(fake.patches, [
       { drive: "kslot1", path: image },
-      { drive: "kslot1", path: join(vm.stateDir, "fc-slot1.img") },
+      { drive: "kslot1", path: join(vm.stateDir, "fc-slots", "1.img") },
     ]);
     await assert.rejects(() => fc.attachDisk(vm, { ...disk, slot: 2 }), /no disk slot 2/);
+    await assert.rejects(() => fc.attachDisk(vm, { ...disk, readOnly: true }), /read-only/);
     // Nothing else is added to a running Firecracker VM: said, not attempted.
     await assert.rejects(() => fc.attachNic(), /adds no network interfaces/);
     await assert.rejects(() => fc.resize(), { name: "FailedPreconditionError" });
@@ -168,6 +169,11 @@ Deno.test("firecracker contract: a wrong field, a mismatched id, a call out of o
     await assert.rejects(
       () => new Firecracker(OPTS).boot({ ...vm, vcpus: 33 }, performance.now() + 5000),
       /at most 32 vCPUs/,
+    );
+    // More devices than it has interrupt lines for (drives, NICs, the vsock): said, too.
+    await assert.rejects(
+      () => new Firecracker(OPTS).boot({ ...vm, diskSlots: 18 }, performance.now() + 5000),
+      /19 devices at most: 18 disk slots/,
     );
     // Pre-boot only: refused once started, and the driver says so with Firecracker's words.
     fake.violations.length = 0;

@@ -18,6 +18,7 @@
 import { join } from "node:path";
 import { FailedPreconditionError } from "../../domain/errors.ts";
 import { runChecked } from "../os/command.ts";
+import { lockForReading } from "../os/mounts.ts";
 
 /** Where container images live and how much room they give. */
 export interface BundleDisks {
@@ -40,42 +41,41 @@ export function podBundleDir(b: BundleDisks, sandboxId: string): string {
   return join(b.dir, sandboxId);
 }
 
-/** Bytes and inodes a tree takes as ext4 would store it (4 KiB blocks); mounts are crossed. */
+/**
+ * Bytes (allocated: sparse files count what they hold) and inodes (hard links once) a tree
+ * takes, mounts crossed, symlinks not followed: `du`'s count.
+ */
 async function treeUsage(dir: string): Promise<{ bytes: number; inodes: number }> {
-  let bytes = 0;
-  let inodes = 1;
-  const walk = async (d: string): Promise<void> => {
-    for await (const e of Deno.readDir(d)) {
-      const p = join(d, e.name);
-      const st = await Deno.lstat(p);
-      inodes++;
-      bytes += Math.ceil(st.size / 4096) * 4096;
-      if (st.isDirectory) await walk(p);
-    }
-  };
-  await walk(dir);
-  return { bytes, inodes };
+  const count = async (args: string[]) =>
+    Number((await runChecked(["du", "-s", ...args, dir])).stdout.split(/\s/)[0]);
+  return { bytes: await count(["-B1"]), inodes: await count(["--inodes"]) };
 }
 
 /**
- * Packs the tree at `staging` into a new image at `image`: sized to its content plus
- * `freeMiB` and 10% of slack, sparse, with no journal (the container's writes die with it).
+ * Packs the tree at `staging` (its mounts made read-only and symlink-proof first: the bind
+ * sources are live host directories) into a new image at `image`: sized to its content plus
+ * `freeMiB` and 10% of slack, 4 KiB blocks, sparse, with no journal (the container's writes
+ * die with it).
  */
 export async function packBundle(staging: string, image: string, freeMiB: number): Promise<void> {
-  const { bytes, inodes } = await treeUsage(staging);
-  const mib = Math.ceil((bytes * 1.1 + inodes * 512) / 2 ** 20) + Math.max(freeMiB, 0) + 16;
-  // mke2fs gives an inode per 16 KiB by default; a tree of many small files needs more.
-  const wantInodes = Math.ceil(inodes * 1.5) + 4096;
-  const inodeArgs = wantInodes > (mib * 2 ** 20) / 16384 ? ["-N", String(wantInodes)] : [];
   await Deno.mkdir(join(image, ".."), { recursive: true, mode: 0o700 });
   await Deno.remove(image).catch(() => {});
   try {
+    await lockForReading(staging);
+    const { bytes, inodes } = await treeUsage(staging);
+    const mib = Math.ceil((bytes * 1.1 + inodes * 512) / 2 ** 20) + Math.max(freeMiB, 0) + 16;
+    // mke2fs gives an inode per 16 KiB by default; a tree of many small files needs more.
+    const wantInodes = Math.ceil(inodes * 1.5) + 4096;
+    const inodeArgs = wantInodes > (mib * 2 ** 20) / 16384 ? ["-N", String(wantInodes)] : [];
     await runChecked([
       "mkfs.ext4",
       "-q",
       "-F",
       "-d",
       staging,
+      // Small images would get 1 KiB blocks, too small for larger extended attributes.
+      "-b",
+      "4096",
       "-m",
       "0",
       "-O",
@@ -89,8 +89,8 @@ export async function packBundle(staging: string, image: string, freeMiB: number
   } catch (e) {
     await Deno.remove(image).catch(() => {});
     throw new FailedPreconditionError(
-      `Could not pack the container's files into a disk image (mkfs.ext4 -d, e2fsprogs ` +
-        `1.43 or later): ${(e as Error).message}`,
+      "Could not pack the container's files into a disk image (mkfs.ext4 -d of e2fsprogs " +
+        `1.43 or later, mounts that refuse symlinks: Linux 5.10 or later): ${(e as Error).message}`,
     );
   }
   await Deno.chmod(image, 0o600);

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { KindParts } from "../../ports/sandbox_kind.ts";
 import type { HostKind, HostKindContext } from "../kind_host.ts";
 import { FailedPreconditionError, InvalidArgumentError } from "../../domain/errors.ts";
@@ -31,11 +31,22 @@ import type { TtrpcServer } from "../ttrpc/server.ts";
 import { unaryMethods } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
-import { VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
+import { podBundleDisks, VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
 import { CloudHypervisor } from "./cloud_hypervisor/ch_hypervisor.ts";
 import { StratoVirt } from "./stratovirt/sv_hypervisor.ts";
 import { Firecracker } from "./firecracker/fc_hypervisor.ts";
+
+/** The bundle images' directory, checked: absolute, and not the daemon's own state. */
+function bundleDiskDir(dir: string, stateDir: string): string {
+  const inside = (a: string, b: string) => a === b || a.startsWith(b.endsWith("/") ? b : `${b}/`);
+  if (!dir.startsWith("/") || inside(resolve(dir), resolve(stateDir))) {
+    throw new InvalidArgumentError(
+      `hypervisor.bundle_disk_dir: "${dir}" must be an absolute path outside --dir (${stateDir})`,
+    );
+  }
+  return resolve(dir);
+}
 
 function existing(path: string, key: string): string {
   try {
@@ -271,10 +282,16 @@ export const vmmKind: HostKind = {
     try {
       const bundleDisks = bundlesOnDisks(s)
         ? {
-          dir: s.bundle_disk_dir ?? DEFAULT_BUNDLE_DISK_DIR,
+          dir: bundleDiskDir(s.bundle_disk_dir ?? DEFAULT_BUNDLE_DISK_DIR, ctx.dir),
           freeMiB: s.bundle_disk_free_mb ?? 1024,
         }
         : undefined;
+      if (bundleDisks && s.hotplug_disk_slots === 0) {
+        throw new InvalidArgumentError(
+          'hypervisor.hotplug_disk_slots = 0: with share_fs = "None" (and on Firecracker) every ' +
+            "container's bundle is a disk, which needs a slot",
+        );
+      }
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
@@ -323,7 +340,7 @@ export const vmmKind: HostKind = {
         disks: backend.disks,
         plugLateInterfaces: (sb) => backend.plugLateInterfaces(sb),
         resizeVm: (sb, want) => backend.resizeVm(sb, want),
-        bundleDisks,
+        bundleDisksOf: podBundleDisks,
       });
       serveVmExec(ctx.ttrpc, backend.links);
       ctx.tracing.addSource(() => backend.links.drainSpans());

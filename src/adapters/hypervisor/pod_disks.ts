@@ -11,7 +11,11 @@
  * @module
  */
 import { join } from "node:path";
-import { InvalidArgumentError, ResourceExhaustedError } from "../../domain/errors.ts";
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  ResourceExhaustedError,
+} from "../../domain/errors.ts";
 import { log } from "../../lib/log.ts";
 import { KeyedMutex } from "../../lib/sync.ts";
 import type { DiskAttachment } from "../../ports/hypervisor.ts";
@@ -35,6 +39,12 @@ interface DiskEntry {
   users: string[];
   /** Set once its detach has begun: no new user takes it. */
   leaving?: boolean;
+  /**
+   * Set when its detach failed: the slot may still hold the disk (a Firecracker drive still
+   * pointing at the file), so it is not reused; the detach is tried again at the pod's next
+   * disk operation.
+   */
+  stuck?: boolean;
 }
 
 interface DiskFile {
@@ -100,10 +110,22 @@ export class PodDisks {
       f.disks.push(disk);
       await this.#write(sandboxId, f);
       try {
-        disk.serial = await this.#host.attach(sandboxId, { ...disk, path: disk.source });
-        // The VMM's own serial (Firecracker's): recorded before anyone looks for it.
+        const serial = await this.#host.attach(sandboxId, { ...disk, path: disk.source });
+        // The VMM's own serial (Firecracker's, made from the file): the guest finds a disk by
+        // it, so one the pod has already would be ambiguous.
+        if (f.disks.some((d) => d !== disk && d.serial === serial)) {
+          disk.leaving = true;
+          await this.#write(sandboxId, f);
+          this.#detach(sandboxId, disk);
+          throw new FailedPreconditionError(
+            `"${source}" would show in the guest as serial ${serial}, which another disk of the ` +
+              "pod has",
+          );
+        }
+        disk.serial = serial;
         await this.#write(sandboxId, f);
       } catch (e) {
+        if (disk.leaving) throw e;
         f.disks = f.disks.filter((d) => d !== disk);
         await this.#write(sandboxId, f);
         throw e;
@@ -151,19 +173,33 @@ export class PodDisks {
     }
   }
 
-  /** Detaches `d`, then forgets it (on failure too: the VM keeps the slot until it goes). */
+  /**
+   * Detaches `d`, then forgets it; a failed detach keeps its slot taken (`stuck`) until a later
+   * try succeeds or the pod goes.
+   */
   #detach(sandboxId: string, d: DiskEntry): void {
     this.#detaching.add(d.id);
     this.#host.detach(sandboxId, d).then(
-      () => this.#log.info("disk detached", { sandbox: sandboxId, serial: d.serial }),
-      (e) => this.#log.warn("disk not detached", { sandbox: sandboxId, id: d.id, error: e }),
-    ).finally(() =>
+      () => {
+        this.#log.info("disk detached", { sandbox: sandboxId, serial: d.serial });
+        return true;
+      },
+      (e) => {
+        this.#log.warn("disk not detached: its slot stays taken", {
+          sandbox: sandboxId,
+          id: d.id,
+          error: e,
+        });
+        return false;
+      },
+    ).then((done) =>
       this.#lock.run(sandboxId, async () => {
         const f = await this.#read(sandboxId);
-        f.disks = f.disks.filter((x) => x.id !== d.id);
+        if (done) f.disks = f.disks.filter((x) => x.id !== d.id);
+        else f.disks = f.disks.map((x) => x.id === d.id ? { ...x, stuck: true } : x);
         await this.#write(sandboxId, f);
-      }).catch(() => {}).finally(() => this.#detaching.delete(d.id))
-    );
+      })
+    ).catch(() => {}).finally(() => this.#detaching.delete(d.id));
   }
 
   #path(sandboxId: string): string {

@@ -9,9 +9,11 @@ function fakeHost(slots: number) {
   /** Serials the "VMM" gives by path instead of the one asked (Firecracker's). */
   const serials = new Map<string, string>();
   let failNext = false;
+  let failDetach = false;
   return {
     attached,
     serials,
+    failDetach: () => (failDetach = true),
     detached,
     failAttach: () => (failNext = true),
     host: {
@@ -25,6 +27,10 @@ function fakeHost(slots: number) {
         return Promise.resolve(serials.get(d.path) ?? d.serial);
       },
       detach: (_pod: string, { id }: { id: string }) => {
+        if (failDetach) {
+          failDetach = false;
+          return Promise.reject(new Error("PATCH /drives refused"));
+        }
         detached.push(id);
         attached.delete(id);
         return Promise.resolve();
@@ -117,6 +123,35 @@ Deno.test("PodDisks: the serial a VMM gives (Firecracker's) is the one recorded 
     assert.equal(await disks.acquire("p1", "c2", "/img/a.img", false), "2049012345");
     const rec = JSON.parse(await Deno.readTextFile(join(dir, "p1", "disks.json")));
     assert.deepEqual(rec.disks.map((d: { serial: string }) => d.serial), ["2049012345"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("PodDisks: a slot whose detach failed is not reused until a retry frees it; a serial the pod has is refused", async () => {
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(join(dir, "p1"));
+  const f = fakeHost(1);
+  const disks = new PodDisks(dir, f.host);
+  try {
+    await disks.acquire("p1", "c1", "/img/a.img", false);
+    f.failDetach();
+    await disks.release("p1", "c1");
+    for (let i = 0; i < 100; i++) {
+      const rec = JSON.parse(await Deno.readTextFile(join(dir, "p1", "disks.json")));
+      if (rec.disks[0]?.stuck) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // The retry (at the next operation) succeeds, but only after this acquire looked.
+    await assert.rejects(disks.acquire("p1", "c2", "/img/b.img", false), /1 disk slots/);
+    await settled(dir, "p1", 0);
+    assert.deepEqual(f.detached, ["kdisk0"]);
+    // Two files the VMM would give the same serial: the second is refused and let go.
+    f.serials.set("/img/b.img", "same").set("/img/c.img", "same");
+    assert.equal(await disks.acquire("p1", "c2", "/img/b.img", false), "same");
+    const two = new PodDisks(dir, { ...f.host, slots: 3 });
+    await assert.rejects(two.acquire("p1", "c3", "/img/c.img", false), /serial same/);
+    await settled(dir, "p1", 1);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

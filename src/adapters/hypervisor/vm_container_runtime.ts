@@ -69,8 +69,8 @@ export interface VmContainerOptions {
   readonly resizeVm: (sb: SandboxRecord, want: VmSize) => Promise<void>;
   /** Gives the pod's VM the interfaces added to its netns since (before a container runs). */
   readonly plugLateInterfaces: (sb: SandboxRecord) => Promise<void>;
-  /** Bundles go to the guest as disks, not over virtiofs (bundle_disk.ts); unset: shared. */
-  readonly bundleDisks?: BundleDisks;
+  /** A pod's bundles go to the guest as disks, not over virtiofs (bundle_disk.ts); unset: shared. */
+  readonly bundleDisksOf: (sb: SandboxRecord) => BundleDisks | undefined;
 }
 
 /** Exit status of a process whose VM died: killed. */
@@ -138,7 +138,7 @@ export class VmContainerRuntime
         const root = join(c.bundle, spec.root?.path ?? "rootfs");
         await makeShare(share, c.id, spec, c.rootfs, root, this.#o.disks.attacher(sb.id, c.id));
       }
-      const bundleDisk = await this.#packed(sb.id, c.id, share);
+      const bundleDisk = await this.#packed(sb, c.id, share);
       await this.#o.plugLateInterfaces(sb);
       await this.#growForLimits(sb, c.id, spec?.linux?.resources);
       const link = await this.#link(sb.id);
@@ -166,7 +166,7 @@ export class VmContainerRuntime
       await this.#release(sb.id, c.io, c.id, undefined);
       await removeShare(share);
       await this.#o.disks.release(sb.id, c.id).catch(() => {});
-      await this.#removeImage(sb.id, c.id);
+      await this.#removeImage(sb, c.id);
       throw e;
     }
   }
@@ -175,20 +175,20 @@ export class VmContainerRuntime
    * Without a shared directory: the share packed into the container's image, the staging
    * unmounted, the image attached; the mount naming it for the agent. Unset: shared.
    */
-  async #packed(sandboxId: string, cid: string, share: string): Promise<Mount | undefined> {
-    const b = this.#o.bundleDisks;
+  async #packed(sb: SandboxRecord, cid: string, share: string): Promise<Mount | undefined> {
+    const b = this.#o.bundleDisksOf(sb);
     if (!b) return undefined;
-    const image = bundleImage(b, sandboxId, cid);
+    const image = bundleImage(b, sb.id, cid);
     await packBundle(share, image, b.freeMiB);
     await removeShare(share);
-    const serial = await this.#o.disks.acquire(sandboxId, cid, image, false);
+    const serial = await this.#o.disks.acquire(sb.id, cid, image, false);
     return { type: BUNDLE_DISK_MOUNT, source: serial, target: "", options: [BUNDLE_FSTYPE] };
   }
 
   /** The container's image (unlinked: a VMM still holding it keeps it until it lets go). */
-  async #removeImage(sandboxId: string, cid: string): Promise<void> {
-    const b = this.#o.bundleDisks;
-    if (b) await Deno.remove(bundleImage(b, sandboxId, cid)).catch(() => {});
+  async #removeImage(sb: SandboxRecord, cid: string): Promise<void> {
+    const b = this.#o.bundleDisksOf(sb);
+    if (b) await Deno.remove(bundleImage(b, sb.id, cid)).catch(() => {});
   }
 
   /**
@@ -262,7 +262,7 @@ export class VmContainerRuntime
     await removeShare(shareDir(this.#o.dir, sb.id, c.id));
     // After the agent's Delete, which unmounted in the guest what only this container used.
     if (this.#o.vmRunning(sb.id)) await this.#o.disks.release(sb.id, c.id);
-    await this.#removeImage(sb.id, c.id);
+    await this.#removeImage(sb, c.id);
   }
 
   async deleteExec(sb: SandboxRecord, c: ContainerRecord, e: ExecRecord): Promise<void> {

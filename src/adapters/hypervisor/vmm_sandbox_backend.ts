@@ -191,6 +191,17 @@ export interface VmmPodState extends PodProcessState {
   debugConsole?: string;
   /** The guest kernel's boot id when the pod started (a later different one: a reboot). */
   guestBootId?: string;
+  /**
+   * Where the pod's containers' bundles go as disk images, when they do (share_fs = "None",
+   * Firecracker): the pod's own, kept when the config changes while it runs.
+   */
+  bundleDisks?: BundleDisks;
+}
+
+/** The pod's bundle-disk settings, if its containers' bundles go to its VM as disks. */
+export function podBundleDisks(record: SandboxRecord): BundleDisks | undefined {
+  const b = (record.backend as VmmPodState).bundleDisks;
+  return b && typeof b.dir === "string" && typeof b.freeMiB === "number" ? b : undefined;
 }
 
 export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmPodState> {
@@ -261,6 +272,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const memorySlots = describe(o, record.id, p).memorySlots ?? 0;
     const maxMemoryMiB = memorySlots ? Math.max(size.memoryMiB, hostMemoryMiB()) : size.memoryMiB;
     record.backend = { ...record.backend, ...size, maxVcpus, maxMemoryMiB };
+    if (o.bundleDisks) record.backend = { ...record.backend, bundleDisks: o.bundleDisks };
     // The CNI interfaces, mirrored onto taps the VM's NICs use (a queue per vCPU).
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath, size.vcpus) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
@@ -554,9 +566,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const p = await vmPaths(this.opts, record.id);
     if (this.opts.virtiofsd) await killByCommandLine(`--socket-path=${p.fs}\0`);
     for (const f of [p.control, p.agent, p.fs, p.debug]) await Deno.remove(f).catch(() => {});
-    if (this.opts.bundleDisks) {
-      await Deno.remove(podBundleDir(this.opts.bundleDisks, record.id), { recursive: true })
-        .catch(() => {});
+    const bundles = podBundleDisks(record);
+    if (bundles) {
+      await Deno.remove(podBundleDir(bundles, record.id), { recursive: true }).catch(() => {});
     }
   }
 
@@ -566,7 +578,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
    */
   async tasksChanged(record: SandboxRecord<VmmPodState>, diff: TasksDiff): Promise<void> {
     // A bundle disk is packed at Task.Create: a copy made earlier would miss what changes since.
-    if (this.opts.bundleDisks) return;
+    if (podBundleDisks(record)) return;
     for (const t of diff.addedTasks) {
       const cid = validateId("container", t.task_id);
       if (!t.spec || typeof t.spec !== "object") {

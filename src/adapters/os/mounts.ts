@@ -91,6 +91,25 @@ export async function unmountAll(prefix: string): Promise<void> {
   }
 }
 
+/**
+ * Makes every mount under `prefix` read-only and refuse to follow symlinks (MS_NOSYMFOLLOW,
+ * Linux 5.10): what reads the tree then gets exactly what it lists, even while someone else
+ * swaps a listed file for a symlink to elsewhere on the host. Symlinks themselves stay
+ * readable (readlink), so they are copied as links.
+ */
+export async function lockForReading(prefix: string): Promise<void> {
+  for (const p of await mountsUnder(prefix)) {
+    const options = ["remount", "bind", "ro", "nosymfollow"];
+    try {
+      if (!syscallsAvailable()) throw new SyscallError("no libc");
+      await mountSyscall("", p, "", options);
+    } catch (e) {
+      if (!(e instanceof SyscallError)) throw e;
+      await runChecked(["mount", "-o", options.join(","), p]);
+    }
+  }
+}
+
 /** Bind-mounts `source` (a file or a directory, recursively) onto an existing `target`. */
 export async function bindMount(source: string, target: string): Promise<void> {
   if (syscallsAvailable()) {

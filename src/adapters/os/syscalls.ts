@@ -23,6 +23,8 @@ const MS: Record<string, [set: number, clear: boolean]> = {
   atime: [0x400, true],
   nodiratime: [0x800, false],
   diratime: [0x800, true],
+  nosymfollow: [0x100, false],
+  remount: [0x20, false],
   bind: [0x1000, false],
   rbind: [0x1000 | 0x4000, false],
   relatime: [0x200000, false],

@@ -23,8 +23,8 @@ import {
   GUEST_SHARED_DIR,
   type GuestDisk,
 } from "../../ports/agent_protocol.ts";
-import { runChecked } from "../os/command.ts";
-import { isMountPoint, mountAll, unmountAll } from "../os/mounts.ts";
+import { runChecked, runCommand } from "../os/command.ts";
+import { isMountPoint, mountAll, mountsUnder, unmountAll } from "../os/mounts.ts";
 
 /** How long a disk the host attached may take to appear (PCIe hot-plug under emulation). */
 const APPEAR_TIMEOUT_MS = 30_000;
@@ -168,7 +168,7 @@ export class GuestDisks {
     if (b) {
       this.#bundles.delete(cid);
       this.#numbers.delete(b.serial);
-      await unmountAll(b.bundle);
+      await unmountInFull(b.bundle);
       await Deno.remove(b.bundle).catch(() => {});
       await Deno.remove(join(GUEST_DISK_DIR, `${b.serial}.dev`)).catch(() => {});
       log.info("bundle disk released", { serial: b.serial, container: cid });
@@ -220,6 +220,32 @@ export class GuestDisks {
       m.catch(() => this.#mounts.delete(d.serial));
     }
     return m;
+  }
+}
+
+/** How long a busy bundle file system is waited for before it is let go lazily. */
+const BUSY_WAIT_MS = 2_000;
+
+/**
+ * Unmounts a bundle disk's file system for good before its disk goes: a lazy unmount would
+ * leave it alive while anything holds it, and a VMM that re-points the device at another
+ * file (Firecracker's slots) would have it read and write that file.
+ */
+async function unmountInFull(target: string): Promise<void> {
+  const deadline = Date.now() + BUSY_WAIT_MS;
+  for (;;) {
+    for (const p of (await mountsUnder(target)).filter((p) => p !== target)) {
+      await runCommand(["umount", p]);
+    }
+    if (!(await isMountPoint(target))) return;
+    const r = await runCommand(["umount", target]);
+    if (r.code === 0) return;
+    if (Date.now() > deadline) {
+      log.warn("bundle disk busy: unmounted lazily", { target, why: r.stderr.trim() });
+      await unmountAll(target);
+      return;
+    }
+    await sleep(100);
   }
 }
 

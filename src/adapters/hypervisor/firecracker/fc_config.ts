@@ -24,8 +24,14 @@ export function fcSlotDrive(slot: number): string {
 
 /** The empty file slot `slot` points at while no disk is attached there. */
 export function fcPlaceholder(vm: VmDescription, slot: number): string {
-  return join(vm.stateDir, `fc-slot${slot}.img`);
+  return join(vm.stateDir, "fc-slots", `${slot}.img`);
 }
+
+/**
+ * Interrupt lines Firecracker has for virtio-mmio devices on x86_64 (5 to 23): one per drive,
+ * NIC and the vsock device.
+ */
+export const FC_DEVICE_IRQS = 19;
 
 /** A placeholder's size: one page of zeros (a guest reading it finds no file system). */
 export const FC_PLACEHOLDER_BYTES = 4096;
@@ -62,6 +68,12 @@ export function fcBootCalls(vm: VmDescription): FcCall[] {
   if (vm.vcpus > 32) {
     throw new InvalidArgumentError(
       `Firecracker VMs have at most 32 vCPUs; this pod asks ${vm.vcpus}`,
+    );
+  }
+  if (vm.diskSlots + vm.nics.length + 1 > FC_DEVICE_IRQS) {
+    throw new InvalidArgumentError(
+      `Firecracker VMs have ${FC_DEVICE_IRQS} devices at most: ${vm.diskSlots} disk slots ` +
+        `(hotplug_disk_slots), ${vm.nics.length} NICs and the vsock are too many`,
     );
   }
   return [

@@ -22,6 +22,7 @@ import {
   FailedPreconditionError,
   InternalError,
 } from "../../../domain/errors.ts";
+import { join } from "node:path";
 import { type ApiAnswer, apiRequest } from "../api_http.ts";
 import {
   FC_PLACEHOLDER_BYTES,
@@ -63,12 +64,16 @@ export class Firecracker implements Hypervisor {
       }
       await new Promise((r) => setTimeout(r, 20));
     }
+    const calls = fcBootCalls(vm);
+    if (vm.diskSlots) {
+      await Deno.mkdir(join(vm.stateDir, "fc-slots"), { mode: 0o700 }).catch(() => {});
+    }
     for (let i = 0; i < vm.diskSlots; i++) {
       await Deno.writeFile(fcPlaceholder(vm, i), new Uint8Array(FC_PLACEHOLDER_BYTES), {
         mode: 0o600,
       });
     }
-    for (const c of fcBootCalls(vm)) {
+    for (const c of calls) {
       expect(await apiRequest(sock, c.method, c.path, c.body), `${c.method} ${c.path}`);
     }
     expect(
@@ -98,14 +103,30 @@ export class Firecracker implements Hypervisor {
 
   /**
    * Re-points slot `disk.slot`'s drive at `disk.path`; the serial is Firecracker's for that
-   * file. A drive's read-only flag is fixed at boot (all slots are writable): a read-only disk
-   * is mounted read-only by the guest, not refused writes by the VMM.
+   * file. A drive's read-only flag is fixed at boot and the slots are writable, so a read-only
+   * disk is refused: the guest's kernel could write to it whatever the mount says.
    */
   async attachDisk(vm: VmDescription, disk: DiskAttachment): Promise<string> {
     if (disk.slot < 0 || disk.slot >= vm.diskSlots) {
       throw new FailedPreconditionError(`Firecracker VM has no disk slot ${disk.slot}`);
     }
+    if (disk.readOnly) {
+      throw new FailedPreconditionError(
+        `"${disk.path}" is read-only for the pod: a Firecracker drive cannot be made read-only ` +
+          "after boot, so a read-only block volume is refused",
+      );
+    }
     const st = await Deno.stat(disk.path);
+    // The guest finds the disk by this serial: a placeholder with the same one would be taken.
+    for (let i = 0; i < vm.diskSlots; i++) {
+      const p = await Deno.stat(fcPlaceholder(vm, i)).catch(() => undefined);
+      if (p && fcImageId(p) === fcImageId(st)) {
+        throw new FailedPreconditionError(
+          `"${disk.path}" would show in the guest as serial ${fcImageId(st)}, as slot ${i}'s ` +
+            "placeholder does",
+        );
+      }
+    }
     const drive = fcSlotDrive(disk.slot);
     expect(
       await apiRequest(vm.controlSocket, "PATCH", `/drives/${drive}`, {
