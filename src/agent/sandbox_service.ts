@@ -17,6 +17,7 @@ import type { Envelope } from "../gen/kuasar/github.com/containerd/containerd/ap
 import { spawned } from "../adapters/os/children.ts";
 import { realtimeNs, setRealtimeNs } from "./pid1.ts";
 import { preparePodFiles } from "../adapters/os/pod_files.ts";
+import { resolvConf } from "../domain/pod_config.ts";
 
 /** The part of a PodSandboxConfig (as Kuasar's host sends it: JSON, snake_case) the guest uses. */
 interface PodSandboxJson {
@@ -156,22 +157,14 @@ export async function setupSandbox(pod: PodSandboxJson, paths: GuestPaths): Prom
     await Deno.writeTextFile(`${paths.procSys}/${key.replaceAll(".", "/")}`, value);
   }
   if (pod.hostname) await Deno.writeTextFile(`${paths.procSys}/kernel/hostname`, pod.hostname);
-  const dns = pod.dns_config;
-  if (dns && (dns.servers?.length || dns.searches?.length || dns.options?.length)) {
-    let text = "";
-    if (dns.searches?.length) text += `search ${dns.searches.join(" ")}\n`;
-    for (const s of dns.servers ?? []) text += `nameserver ${s}\n`;
-    if (dns.options?.length) text += `options ${dns.options.join(" ")}\n`;
-    await Deno.writeTextFile(paths.resolvConf, text);
-  }
+  const d = pod.dns_config;
+  const dns = d
+    ? { servers: d.servers ?? [], searches: d.searches ?? [], options: d.options ?? [] }
+    : undefined;
+  const text = resolvConf(dns);
+  if (text !== undefined) await Deno.writeTextFile(paths.resolvConf, text);
   if (paths.podDir) {
-    await preparePodFiles(paths.podDir, {
-      hostname: pod.hostname ?? "",
-      dns: dns
-        ? { servers: dns.servers ?? [], searches: dns.searches ?? [], options: dns.options ?? [] }
-        : undefined,
-      ipc: "pod",
-    });
+    await preparePodFiles(paths.podDir, { hostname: pod.hostname ?? "", dns, ipc: "pod" });
   }
 }
 
