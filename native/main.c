@@ -22,6 +22,7 @@
 //   kuasar-helper exec    -- <argv...>   (runs argv without the daemon's descriptors)
 //   kuasar-helper pause   (a sandbox's root process: reaps, exits on TERM/INT)
 //   kuasar-helper pty-shell --port DEV -- <argv...>   (a VM guest's debug console)
+//   kuasar-helper reseed  < bytes   (a VM restored from a template: its kernel RNG reseeded)
 //   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name: containerd 2.x)
 //   containerd-shim-kuasar-<kind>-v2 ...   (containerd 1.7 shim mode, shim_v2.c)
 //
@@ -58,6 +59,7 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "pause")) return cmd_pause();
   if (argc >= 2 && !strcmp(argv[1], "probe-kvm")) return cmd_probe_kvm();
   if (argc >= 2 && !strcmp(argv[1], "pty-shell")) return cmd_pty_shell(argc - 2, argv + 2);
+  if (argc >= 2 && !strcmp(argv[1], "reseed")) return cmd_reseed();
   // exec: for runtimes that leave long-lived processes behind (runsc's
   // sandbox and gofer), which would otherwise keep the daemon's sockets.
   if (argc >= 4 && !strcmp(argv[1], "exec") && !strcmp(argv[2], "--")) {
@@ -69,6 +71,6 @@ int main(int argc, char **argv) {
     dprintf(1, "kuasar-helper 2\n");
     return 0;
   }
-  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|pty-shell|version ...\n");
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|pty-shell|reseed|version ...\n");
   return 2;
 }

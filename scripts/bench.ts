@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { criBench, summary } from "./bench/cri.ts";
 import { gvisorBench, runscVersion } from "./bench/gvisor.ts";
-import { vmmBench } from "./bench/vmm.ts";
+import { type VmStart, vmmBench } from "./bench/vmm.ts";
 import { type MemoryPoint, runcMemory, type Slope } from "./bench/runc_memory.ts";
 import {
   engineBench,
@@ -54,53 +54,73 @@ async function onTmpfs<T>(fn: () => Promise<T>): Promise<T> {
 
 const sections: Record<string, () => Promise<void>> = {
   vmm: async () => {
-    const n = Number(Deno.env.get("KUASAR_BENCH_VMM_PODS") ?? 5);
-    const r = await vmmBench(n);
-    const ms = (x: number) => `${Math.round(x)} ms`;
-    const p = (xs: number[], q: number) => ms(percentileOf(xs, q));
-    const row = (name: string, xs: number[]) => `| ${name} | ${p(xs, 50)} | ${p(xs, 90)} |`;
-    const total = r.ours.map((o) => o.total);
+    const n = Number(Deno.env.get("KUASAR_BENCH_VMM_PODS") ?? 10);
+    // The same image and VM size three ways, one after the other in this run.
+    const cold = await vmmBench(n, "virtiofs", true);
+    const disks = await vmmBench(n, "disks", false);
+    const tpl = await vmmBench(n, "template", false);
+    const ms = (x: number) => (Number.isFinite(x) ? `${Math.round(x)} ms` : "—");
+    const p50 = (xs: number[]) => percentileOf(xs, 50);
+    const cells = (f: (o: VmStart) => number) =>
+      [cold, disks, tpl].map((r) => {
+        const xs = r.ours.map(f);
+        return `${ms(p50(xs))} / ${ms(percentileOf(xs, 90))}`;
+      }).join(" | ");
+    const total = (r: typeof cold) => p50(r.ours.map((o) => o.total));
+    const mib = (kib: number) => `${(kib / 1024).toFixed(1)} MiB`;
     const lines = [
-      "# microVM pod start: the vmm sandboxer vs a bare QEMU boot",
+      "# microVM pod start: booted, restored from a template, and a bare QEMU boot",
       "",
       `Run ${
         new Date().toISOString()
       } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs), QEMU with **TCG**`,
-      "(KVM is not usable here), 512 MiB, 1 vCPU, the image of `deno task guest-image`;",
-      `${n} pods and ${n} bare boots, alternating.`,
+      "(KVM is not usable here), 512 MiB, 1 vCPU, the image of `deno task guest-image`; for each",
+      `way ${n} pods, started one after the other and left running; ${n} bare boots alternating`,
+      "with the first way's pods.",
+      "",
+      "Ways: **booted, virtiofs** (the default: containers' files shared over virtiofs, guest",
+      'memory a shared memfd); **booted, disks** (`share_fs = "None"`: each bundle a disk image);',
+      "**template** (`template = true`, bundles on disks: each VM restored from a template VM",
+      "saved once its agent was ready, its RAM file mapped copy-on-write).",
       "",
       "Phases, as containerd drives them: Controller Create + Start (Start returns once the agent",
-      "answers Check), then Task.Create + Task.Start of a first container (busybox `sleep`, an",
-      "overlay rootfs shared over virtiofs, runc in the guest). Inside the Start: QMP reachable",
-      "after the QEMU spawn (VMM spawn), the guest's uptime when /init starts the agent (kernel",
-      "boot, from the console), agent ready (Start's own timing, from the spawn).",
-      "Bare: the same kernel and initramfs with busybox as init powering off at once",
-      "(`rdinit=/bin/busybox -- poweroff -f`), from spawn to QEMU's exit, without the pod's",
-      "virtiofs share (memfd-backed guest memory and virtiofsd), which the pods have.",
+      "is set up), then Task.Create + Task.Start of a first container (busybox `sleep`, an",
+      "overlay rootfs, crun in the guest). Inside the Start: the VMM up (QMP answers after the",
+      "spawn; for a template, the restore of its saved state), agent ready (Start's own timing:",
+      "for a template, reseeded, clock set, hostname and NICs given). Bare: the same kernel and",
+      "initramfs with busybox as init powering off at once (`rdinit=/bin/busybox -- poweroff",
+      "-f`), from spawn to QEMU's exit.",
       "",
-      "| | p50 | p90 |",
-      "|---|---:|---:|",
-      row("VMM spawn (QMP up)", r.ours.map((o) => o.vmm)),
-      row("kernel boot (guest uptime at /init)", r.ours.map((o) => o.guestInit)),
-      row("agent ready (from spawn)", r.ours.map((o) => o.agentReady)),
-      row("Controller Create + Start", r.ours.map((o) => o.pod)),
-      row("first container: Task.Create + Task.Start", r.ours.map((o) => o.container)),
-      row("**Controller Create → first container running**", total),
-      row("**bare QEMU boot to init**", r.bare),
+      "| p50 / p90 | booted, virtiofs | booted, disks | template |",
+      "|---|---:|---:|---:|",
+      `| VMM up (spawn, or restore) | ${cells((o) => o.vmm)} |`,
+      `| kernel boot (guest uptime at /init) | ${cells((o) => o.guestInit)} |`,
+      `| agent ready (from spawn) | ${cells((o) => o.agentReady)} |`,
+      `| Controller Create + Start | ${cells((o) => o.pod)} |`,
+      `| first container: Task.Create + Task.Start | ${cells((o) => o.container)} |`,
+      `| **Controller Create → first container running** | ${cells((o) => o.total)} |`,
+      `| QEMU PSS per idle pod (${n} running) | ${
+        [cold, disks, tpl].map((r) => mib(r.perPodQemuKiB)).join(" | ")
+      } |`,
+      `| host PSS per pod besides QEMU | ${
+        [cold, disks, tpl].map((r) => mib(r.perPodHostKiB)).join(" | ")
+      } |`,
       "",
-      `Ratio (pod start + first container) / bare boot: p50 ${
-        (percentileOf(total, 50) / percentileOf(r.bare, 50)).toFixed(2)
-      }× (target ≤ 1.3×); pod start alone: ${
-        (percentileOf(r.ours.map((o) => o.pod), 50) / percentileOf(r.bare, 50)).toFixed(2)
-      }×.`,
+      `Bare QEMU boot to init: p50 ${ms(p50(cold.bare))}, p90 ${
+        ms(percentileOf(cold.bare, 90))
+      }.`,
       "",
-      `Host-side PSS per VM pod besides QEMU (sandboxer growth, monitor helpers, virtiofsd): ${
-        Math.round(r.perPodHostKiB)
-      } KiB; QEMU itself: ${(r.perPodQemuKiB / 1024).toFixed(1)} MiB per pod.`,
+      `Ratios (p50, pod + first container): booted virtiofs / bare ${
+        (total(cold) / p50(cold.bare)).toFixed(2)
+      }×; template / booted disks ${(total(tpl) / total(disks)).toFixed(2)}× and template / ` +
+      `booted virtiofs ${(total(tpl) / total(cold)).toFixed(2)}× (target ≤ 0.2×); template / ` +
+      `bare ${(total(tpl) / p50(cold.bare)).toFixed(2)}×. QEMU PSS per idle pod, template / ` +
+      `booted disks: ${(tpl.perPodQemuKiB / disks.perPodQemuKiB).toFixed(2)}× (target ≤ 0.3×).`,
       "",
-      "The distance to the bare boot is the agent: Deno (96 MB of the 113 MB initramfs) started",
-      "under software emulation (V8 runs --jitless, with a code cache made at image build), and",
-      "the first container's runc in the guest.",
+      `The template: built once in ${ms(tpl.template?.bootMs ?? NaN)} (boot to agent ready) + ` +
+      `${ms(tpl.template?.saveMs ?? NaN)} (save); its device state ${
+        Math.round((tpl.template?.stateBytes ?? 0) / 1024)
+      } KiB, its RAM a 512 MiB file the clones map.`,
       "",
     ];
     const md = lines.join("\n");

@@ -1,6 +1,6 @@
 // `deno task guest-image [--out DIR]`: builds the microVM guest image, a
 // kernel and an initramfs, from Debian packages (linux-image-*-cloud-amd64,
-// busybox-static, runc), this Deno binary and the guest agent's bundle. The
+// busybox-static, runc, crun), this Deno binary and the guest agent's bundle. The
 // initramfs's /init mounts the basic file systems, loads the virtio drivers
 // and execs the agent as PID 1. The result is cached: a second run with the
 // same inputs does nothing. Default output: /var/lib/kuasar/guest (where
@@ -196,6 +196,7 @@ async function warmCodeCache(rootfs: string): Promise<void> {
 async function main(): Promise<void> {
   const busybox = "/bin/busybox";
   const runc = "/usr/sbin/runc";
+  const crun = "/usr/bin/crun";
   const deno = Deno.execPath();
   const bundle = await Deno.makeTempDir({ prefix: "kuasar-agent-" });
   await run(Deno.execPath(), [
@@ -213,6 +214,7 @@ async function main(): Promise<void> {
     deb: await fileHash(kernel.path),
     busybox: await fileHash(busybox),
     runc: await fileHash(runc),
+    crun: await fileHash(crun),
     deno: await fileHash(deno),
     agent: await fileHash(agent),
     helper: await fileHash(join(root, "src/gen/helper/kuasar_helper_x86_64.ts")),
@@ -257,11 +259,14 @@ async function main(): Promise<void> {
     }
     await Deno.copyFile(busybox, join(rootfs, "bin/busybox"));
     await Deno.copyFile(deno, join(rootfs, "usr/bin/deno"));
-    // runc, for the pod's containers.
+    // runc and crun, for the pod's containers.
     await Deno.mkdir(join(rootfs, "usr/sbin"), { recursive: true });
     await Deno.copyFile(runc, join(rootfs, "usr/sbin/runc"));
     await Deno.chmod(join(rootfs, "usr/sbin/runc"), 0o755);
-    for (const lib of [...await libsOf(deno), ...await libsOf(runc)]) {
+    // crun, the default (kuasar.oci_runtime=, [hypervisor.task] oci_runtime).
+    await Deno.copyFile(crun, join(rootfs, "usr/bin/crun"));
+    await Deno.chmod(join(rootfs, "usr/bin/crun"), 0o755);
+    for (const lib of [...await libsOf(deno), ...await libsOf(runc), ...await libsOf(crun)]) {
       const target = join(rootfs, lib);
       await Deno.mkdir(join(target, ".."), { recursive: true });
       await Deno.copyFile(lib, target);

@@ -53,18 +53,43 @@ async function bareBoot(dir: string, i: number): Promise<number> {
   return performance.now() - t0;
 }
 
-/** `n` VM pods and `n` bare boots, alternating; PSS with all pods running. */
-export async function vmmBench(n: number) {
+/**
+ * How pods' VMs are made: booted with the containers' files shared over virtiofs (the
+ * default), booted with bundles on disks (`share_fs = "None"`), or restored from a template
+ * (`template = true`, bundles on disks).
+ */
+export type VmPath = "virtiofs" | "disks" | "template";
+
+/**
+ * `n` VM pods made the `path` way, each with a bare boot after it when `bare`; PSS with all
+ * pods running.
+ */
+export async function vmmBench(n: number, path: VmPath = "virtiofs", bare_ = true) {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "vmm.toml");
+  const disks = join(base, "bundle-disks");
+  const templates = join(base, "templates");
   await Deno.writeTextFile(
     config,
-    `[hypervisor]\nkernel_path = "${IMAGE}/vmlinuz"\ninitrd_path = "${IMAGE}/initramfs.img"\n` +
-      `memory_in_mb = 512\nvcpus = 1\nmachine_accelerators = "tcg"\n`,
+    [
+      "[hypervisor]",
+      `kernel_path = "${IMAGE}/vmlinuz"`,
+      `initrd_path = "${IMAGE}/initramfs.img"`,
+      "memory_in_mb = 512",
+      "vcpus = 1",
+      'machine_accelerators = "tcg"',
+      ...(path === "virtiofs" ? [] : ['share_fs = "None"', `bundle_disk_dir = "${disks}"`]),
+      ...(path === "template"
+        ? ["use_vsock = false", "template = true", `template_dir = "${templates}"`]
+        : []),
+      "",
+    ].join("\n"),
   );
   const d = await TestDaemon.start({ base, kind: "vmm", extraArgs: ["--config", config] });
   const ours: VmStart[] = [], bare: number[] = [];
+  let template: { bootMs: number; saveMs: number; stateBytes: number } | undefined;
   try {
+    if (path === "template") template = await templateBuilt(templates, 300_000);
     // Both of the daemon's idle memory reclaims (2 s and 8 s after the last call) have run.
     const settle = () => new Promise((r) => setTimeout(r, 11_000));
     await settle();
@@ -82,17 +107,19 @@ export async function vmmBench(n: number) {
       const container = performance.now() - t1;
       const logs = (await d.logs()).split("\n").filter((l) => l.includes('"vm ready"'));
       const ready = JSON.parse(logs.find((l) => l.includes(pod.id)) ?? "{}");
-      const consoleLog = await Deno.readTextFile(join(d.dir, pod.id, "console.log"));
+      const consoleLog = await Deno.readTextFile(join(d.dir, pod.id, "console.log"))
+        .catch(() => "");
       const uptime = Number(/kuasar-init: ([\d.]+)s/.exec(consoleLog)?.[1] ?? NaN);
+      if (path === "template" && !ready.template) throw new Error(`pod ${pod.id} was booted`);
       ours.push({
-        vmm: ready.vmmMs,
+        vmm: ready.vmmMs ?? ready.restoreMs,
         guestInit: uptime * 1000,
         agentReady: ready.agentReadyMs,
         pod: podMs,
         container,
         total: podMs + container,
       });
-      bare.push(await bareBoot(base, i));
+      if (bare_) bare.push(await bareBoot(base, i));
     }
     await settle();
     const daemon = await pssKiB(d.pid);
@@ -110,6 +137,7 @@ export async function vmmBench(n: number) {
     return {
       ours,
       bare,
+      template,
       perPodHostKiB: (Math.max(0, daemon - idleDaemon) + monitors) / n,
       perPodQemuKiB: qemu / n,
     };
@@ -117,4 +145,17 @@ export async function vmmBench(n: number) {
     await d.cleanup();
     await Deno.remove(base, { recursive: true }).catch(() => {});
   }
+}
+
+/** The template's record once the daemon has built it (`template.json`, written last). */
+async function templateBuilt(dir: string, timeoutMs: number) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    for (const e of await Array.fromAsync(Deno.readDir(dir)).catch(() => [])) {
+      const meta = await Deno.readTextFile(join(dir, e.name, "template.json")).catch(() => "");
+      if (meta) return JSON.parse(meta);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`no VM template in ${dir} after ${timeoutMs} ms`);
 }

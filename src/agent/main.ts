@@ -8,6 +8,7 @@
  * @module
  */
 import { TtrpcServer } from "../adapters/ttrpc/server.ts";
+import { InternalError, InvalidArgumentError } from "../domain/errors.ts";
 import { setTraceBackend } from "../lib/trace.ts";
 import { SpanRecorder } from "../lib/trace_recorder.ts";
 import { unaryMethods } from "../adapters/ttrpc/typed.ts";
@@ -16,6 +17,7 @@ import {
   AGENT_PORT_NAME,
   AGENT_VSOCK_PORT,
   BOOT_ID,
+  BOOT_RESEED,
   BOOT_SERVICE,
   DEBUG_PORT_NAME,
   TRACE_DRAIN,
@@ -23,7 +25,7 @@ import {
 } from "../ports/agent_protocol.ts";
 import { findVirtioPort, openPort } from "./channel.ts";
 import { ownChild, powerOff, startReaper } from "./pid1.ts";
-import { trackChildren } from "../adapters/os/children.ts";
+import { spawned, trackChildren } from "../adapters/os/children.ts";
 import { sandboxService } from "./sandbox_service.ts";
 import { GUEST_POD_DIR, GUEST_SCOPE, GuestEvents, serveGuestTasks } from "./tasks.ts";
 
@@ -48,7 +50,36 @@ server.register(BOOT_SERVICE, {
     handle: async () =>
       new TextEncoder().encode((await Deno.readTextFile("/proc/sys/kernel/random/boot_id")).trim()),
   },
+  [BOOT_RESEED]: { kind: "unary", handle: (seed) => reseed(seed) },
 });
+
+/**
+ * The kernel's generator reseeded from the host's bytes (the helper's `reseed`), then Deno's
+ * own: it draws from the kernel again after 64 KiB, so two of those are drawn and dropped.
+ */
+async function reseed(seed: Uint8Array): Promise<Uint8Array> {
+  if (seed.length < 16 || seed.length > 512) {
+    throw new InvalidArgumentError(`Reseed takes 16 to 512 bytes, not ${seed.length}`);
+  }
+  const helper = Deno.env.get("KUASAR_HELPER") ?? "/usr/bin/kuasar-helper";
+  const child = spawned(
+    new Deno.Command(helper, {
+      args: ["reseed"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  const w = child.stdin.getWriter();
+  await w.write(seed);
+  await w.close();
+  const out = await child.output();
+  if (!out.success) {
+    throw new InternalError(`reseed failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  }
+  for (let i = 0; i < 2; i++) crypto.getRandomValues(new Uint8Array(65536));
+  return out.stdout;
+}
 server.register(
   SandboxServiceDefinition.fullName,
   unaryMethods(

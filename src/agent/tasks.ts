@@ -1,5 +1,5 @@
 /**
- * The Task API in the guest: containers of the pod run by the guest's runc,
+ * The Task API in the guest: containers of the pod run by the guest's crun or runc,
  * with the same TaskService, runtime and Streaming service the host's runC
  * sandboxer uses. The whole VM is the pod: one sandbox record, scope
  * `GUEST_SCOPE`, specs and bundles prepared by the host in the shared
@@ -23,6 +23,12 @@ import { registerTaskService } from "../adapters/task/task_endpoint.ts";
 import type { TtrpcServer } from "../adapters/ttrpc/server.ts";
 import { emptyPodConfig } from "../domain/pod_config.ts";
 import { now } from "../domain/time.ts";
+import {
+  DEFAULT_GUEST_OCI_RUNTIME,
+  GUEST_OCI_RUNTIMES,
+  type GuestOciRuntime,
+  OCI_RUNTIME_PARAM,
+} from "../ports/agent_protocol.ts";
 import type { EventPublisher, TaskEvent } from "../ports/event_publisher.ts";
 import type { Envelope } from "../gen/kuasar/github.com/containerd/containerd/api/services/ttrpc/events/v1/events.ts";
 
@@ -80,6 +86,24 @@ export class GuestEvents implements EventPublisher {
   }
 }
 
+/**
+ * The OCI runtime the host named on the kernel command line (`kuasar.oci_runtime=`); an
+ * unknown name is refused (the host checks its config, so only a hand-made command line gets here).
+ */
+export function ociRuntimeOf(cmdline: string): GuestOciRuntime {
+  const named = cmdline.split(/\s+/).filter((a) => a.startsWith(`${OCI_RUNTIME_PARAM}=`)).pop()
+    ?.slice(OCI_RUNTIME_PARAM.length + 1);
+  if (named === undefined) return DEFAULT_GUEST_OCI_RUNTIME;
+  if (!Object.hasOwn(GUEST_OCI_RUNTIMES, named)) {
+    throw new Error(
+      `${OCI_RUNTIME_PARAM}=${named}: not a runtime of the guest image (${
+        Object.keys(GUEST_OCI_RUNTIMES).join(", ")
+      })`,
+    );
+  }
+  return named as GuestOciRuntime;
+}
+
 /** Registers the Task API and Streaming service on the agent's server. */
 export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents): Promise<void> {
   await Deno.mkdir(STATE_DIR, { recursive: true, mode: 0o700 });
@@ -88,6 +112,7 @@ export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents):
   if (!helper) {
     throw new Error("KUASAR_HELPER is not set: the guest image's /init names the helper");
   }
+  const ociRuntime = ociRuntimeOf(await Deno.readTextFile("/proc/cmdline").catch(() => ""));
   const layout = new StateLayout(STATE_DIR);
   const exits = new ExitWatcher(layout.path("exits"));
   await exits.start();
@@ -100,7 +125,7 @@ export async function serveGuestTasks(server: TtrpcServer, events: GuestEvents):
     supervisor,
     // The root is the initramfs, where pivot_root cannot work.
     cli: new OciRuntimeCli({
-      binary: "/usr/sbin/runc",
+      binary: GUEST_OCI_RUNTIMES[ociRuntime],
       root: layout.path("runcRoot"),
       systemdCgroup: false,
       createFlags: ["--no-pivot"],

@@ -30,6 +30,13 @@ export const SHELL_EXIT_MARK = "\u0000kuasar-shell-exit=";
  */
 export const BOOT_SERVICE = "kuasar.guest.v1.Boot";
 export const BOOT_ID = "Id";
+/**
+ * A VM started from a template shares the template's random state: `Reseed` (the request is
+ * 16 to 512 random bytes from the host) credits them to the guest kernel's pool and reseeds
+ * its generator, and the agent's own generator. The host calls it before anything reads the
+ * boot id (which the kernel draws on first read) or other random output.
+ */
+export const BOOT_RESEED = "Reseed";
 
 /** Where the host's per-pod share (virtiofs) is mounted in the guest. */
 export const GUEST_SHARED_DIR = "/run/kuasar/shared";
@@ -92,3 +99,17 @@ export interface GuestDisk {
   /** `major:minor` of the host device the spec's `linux.devices` names, to renumber in the guest. */
   readonly hostDevice?: string;
 }
+
+/**
+ * The kernel command-line parameter naming the guest's OCI runtime (`crun` or `runc`, both
+ * in the guest image); the host sets it from `[hypervisor.task] oci_runtime`.
+ */
+export const OCI_RUNTIME_PARAM = "kuasar.oci_runtime";
+/** The guest's OCI runtimes by name, as the guest image installs them. */
+export const GUEST_OCI_RUNTIMES = { crun: "/usr/bin/crun", runc: "/usr/sbin/runc" } as const;
+export type GuestOciRuntime = keyof typeof GUEST_OCI_RUNTIMES;
+/**
+ * The default: crun, a C runtime, starts a container in a fraction of runc's time under
+ * emulation (runc is two Go runtime starts per container).
+ */
+export const DEFAULT_GUEST_OCI_RUNTIME: GuestOciRuntime = "crun";

@@ -103,11 +103,33 @@ export interface HypervisorCapabilities {
   readonly serialPorts: boolean;
 }
 
+/**
+ * VM templates, where the VMM can: a VM booted once to where its agent waits, saved, and each
+ * pod's VM started from that state instead of booting. The template's RAM lives in a file
+ * that clones map copy-on-write, so their untouched pages are one copy in the host.
+ */
+export interface VmTemplating {
+  /**
+   * The VMM's argv for a VM whose RAM is the file at `memoryFile`: the template itself
+   * (`"template"`: its writes reach the file) or a clone (`"clone"`: copy-on-write, waiting
+   * for its state instead of booting). `vm` has no NICs nor shares: they come after restore.
+   */
+  argv(vm: VmDescription, memoryFile: string, role: "template" | "clone"): string[];
+  /** Pauses the template VM and writes its device state to `stateFile` (its RAM is the file's). */
+  save(vm: VmDescription, stateFile: string, deadline: number): Promise<void>;
+  /** Loads `stateFile` into a clone started with `argv(…, "clone")` and runs it. */
+  restore(vm: VmDescription, stateFile: string, deadline: number): Promise<void>;
+  /** What the saved state depends on besides the VM's argv and image (the VMM's build). */
+  identity(): Promise<string>;
+}
+
 /** A VMM. */
 export interface Hypervisor {
   /** e.g. "qemu". */
   readonly name: string;
   readonly capabilities: HypervisorCapabilities;
+  /** VM templates; unset: every VM boots. */
+  readonly templating?: VmTemplating;
   /** The VMM process's argv. */
   argv(vm: VmDescription): string[];
   /** Once the process runs: until the VM is running (or the deadline, `performance.now()`). */

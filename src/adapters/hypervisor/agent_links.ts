@@ -175,7 +175,10 @@ export async function hybridVsockConnect(
 }
 
 /** Connects to the first address whose agent answers Check, trying them in turn until `deadline`. */
-async function dial(addresses: readonly AgentAddress[], deadline: number): Promise<TtrpcClient> {
+export async function dial(
+  addresses: readonly AgentAddress[],
+  deadline: number,
+): Promise<TtrpcClient> {
   let last: unknown;
   while (performance.now() < deadline) {
     for (const addr of addresses) {

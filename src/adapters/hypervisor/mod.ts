@@ -19,8 +19,10 @@ import {
   bundlesOnDisks,
   DEFAULT_BUNDLE_DISK_DIR,
   DEFAULT_GUEST_DIR,
+  guestKernelParams,
   type HypervisorSettings,
   hypervisorSettings,
+  templateRefusal,
   unusedKeys,
   virtiofsdOptions,
   type VmmName,
@@ -292,6 +294,8 @@ export const vmmKind: HostKind = {
             "container's bundle is a disk, which needs a slot",
         );
       }
+      const refusal = templateRefusal(s);
+      if (refusal) throw new InvalidArgumentError(`[hypervisor] template = true: ${refusal}`);
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
@@ -302,7 +306,7 @@ export const vmmKind: HostKind = {
           s.initrd_path || join(DEFAULT_GUEST_DIR, "initramfs.img"),
           "initrd_path",
         ),
-        kernelParams: s.kernel_params ?? "",
+        kernelParams: guestKernelParams(s),
         memoryMiB: s.memory_in_mb ?? 1024,
         vcpus: s.vcpus ?? 1,
         accel,
@@ -316,7 +320,9 @@ export const vmmKind: HostKind = {
         maxVcpus: s.default_max_vcpus ?? 0,
         memorySlots: s.mem_slots ?? 0,
         bundleDisks,
+        templateDir: s.template ? s.template_dir ?? ctx.layout.path("vmTemplates") : undefined,
       });
+      backend.prepareTemplate();
       const unused = unusedKeys(s);
       if (unused.length) {
         log.warn("hypervisor keys accepted for Kuasar's config files but not used", {
@@ -344,7 +350,7 @@ export const vmmKind: HostKind = {
       });
       serveVmExec(ctx.ttrpc, backend.links);
       ctx.tracing.addSource(() => backend.links.drainSpans());
-      return Promise.resolve({ backend, runtime });
+      return Promise.resolve({ backend, runtime, close: () => backend.closeTemplates() });
     } catch (e) {
       return Promise.reject(e);
     }

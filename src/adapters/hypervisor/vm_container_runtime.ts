@@ -2,7 +2,7 @@
  * Containers of VM pods, seen from the host. containerd (unchanged, 2.x)
  * talks to the host daemon's task address with host paths; this runtime
  * makes them visible in the guest and relays each call to the agent's Task
- * API, which runs the container with the guest's runc:
+ * API, which runs the container with the guest's crun (or runc):
  *
  * - the rootfs mounts are mounted, and every host bind mount of the spec is
  *   bind-mounted, under `<dir>/<pod>/shared/<container>/`, which the guest

@@ -11,6 +11,7 @@
  */
 import { z } from "zod";
 import { InvalidArgumentError } from "../../domain/errors.ts";
+import { DEFAULT_GUEST_OCI_RUNTIME, OCI_RUNTIME_PARAM } from "../../ports/agent_protocol.ts";
 
 const virtiofsd = z.strictObject({
   path: z.string().min(1).optional(),
@@ -68,6 +69,13 @@ export const hypervisorSettings = z.strictObject({
   bundle_disk_dir: z.string().min(1).optional(),
   /** Ours: room in each bundle image for its container's writes, MiB; default 1024. */
   bundle_disk_free_mb: z.number().int().min(0).max(1 << 20).optional(),
+  /**
+   * Ours: start pods' VMs from a saved template VM instead of booting them (QEMU, bundles on
+   * disks, the agent on virtio-serial; docs/vmm.md). Off by default.
+   */
+  template: z.boolean().optional(),
+  /** Ours: where templates live (absolute; on tmpfs for shared pages); default under --dir. */
+  template_dir: z.string().min(1).startsWith("/").optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   /** QEMU: pc or q35; StratoVirt: e.g. "q35,mem-share=on" (checked per VMM). */
   machine_type: z.string().optional(),
@@ -108,8 +116,12 @@ export const hypervisorSettings = z.strictObject({
   virtiofsd: virtiofsd.optional(),
   /** StratoVirt's: its vhost-user-fs daemon. */
   virtiofsd_conf: z.strictObject({ path: z.string().min(1).optional() }).optional(),
-  task: z.strictObject({ debug: z.boolean().optional(), enable_tracing: z.boolean().optional() })
-    .optional(),
+  task: z.strictObject({
+    debug: z.boolean().optional(),
+    enable_tracing: z.boolean().optional(),
+    /** Ours: the OCI runtime in the guest, crun (the default) or runc; both are in the image. */
+    oci_runtime: z.enum(["crun", "runc"]).optional(),
+  }).optional(),
 });
 
 export type HypervisorSettings = z.infer<typeof hypervisorSettings>;
@@ -185,6 +197,8 @@ const USED = new Set([
   "hotplug_disk_slots",
   "bundle_disk_dir",
   "bundle_disk_free_mb",
+  "template",
+  "template_dir",
 ]);
 
 /** Keys read for one VMM only. */
@@ -228,3 +242,25 @@ export function virtiofsdOptions(s: HypervisorSettings): string[] {
 
 /** Where `deno task guest-image` puts the guest image. */
 export const DEFAULT_GUEST_DIR = "/var/lib/kuasar/guest";
+
+/**
+ * The guest kernel's command line beyond the VMM's own: the guest's OCI runtime
+ * (`kuasar.oci_runtime=`, read by the agent), then `kernel_params` as given.
+ */
+export function guestKernelParams(s: HypervisorSettings): string {
+  const runtime = s.task?.oci_runtime ?? DEFAULT_GUEST_OCI_RUNTIME;
+  return [`${OCI_RUNTIME_PARAM}=${runtime}`, s.kernel_params ?? ""].filter(Boolean).join(" ");
+}
+
+/**
+ * Why this config cannot have VM templates, or undefined when it can: templates are QEMU's,
+ * with bundles on disks (virtiofs needs guest memory shared with virtiofsd, which a clone's
+ * copy-on-write mapping is not) and the agent on virtio-serial (use_vsock = false).
+ */
+export function templateRefusal(s: HypervisorSettings): string | undefined {
+  if (!s.template) return undefined;
+  if (vmmOf(s) !== "qemu") return `templates are QEMU's, not ${vmmOf(s)}'s`;
+  if (!bundlesOnDisks(s)) return 'templates need share_fs = "None" (bundles on disks)';
+  if (s.use_vsock !== false) return "templates need use_vsock = false (the agent on virtio-serial)";
+  return undefined;
+}

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { bundlesOnDisks, hypervisorSettings, unusedKeys, virtiofsdOptions } from "./vmm_config.ts";
+import {
+  bundlesOnDisks,
+  guestKernelParams,
+  hypervisorSettings,
+  templateRefusal,
+  unusedKeys,
+  virtiofsdOptions,
+} from "./vmm_config.ts";
 
 // Kuasar's shipped config_qemu_x86_64.toml, as parsed TOML (kuasar-spec §3.4).
 const KUASAR_QEMU = {
@@ -85,4 +92,32 @@ Deno.test("vmm config: share_fs None puts bundles on disks; Firecracker always, 
   // Read when it chooses something; Virtio9P (served by virtiofs) is named as unused.
   assert.ok(!unusedKeys(hypervisorSettings.parse({ share_fs: "None" })).includes("share_fs"));
   assert.ok(unusedKeys(hypervisorSettings.parse({ share_fs: "Virtio9P" })).includes("share_fs"));
+});
+
+Deno.test("vmm config: the guest's OCI runtime goes on the kernel command line, before kernel_params", () => {
+  const params = (o: Record<string, unknown>) => guestKernelParams(hypervisorSettings.parse(o));
+  assert.equal(params({}), "kuasar.oci_runtime=crun");
+  assert.equal(params({ task: { oci_runtime: "runc" } }), "kuasar.oci_runtime=runc");
+  assert.equal(
+    params({ kernel_params: "quiet loglevel=3", task: { debug: true } }),
+    "kuasar.oci_runtime=crun quiet loglevel=3",
+  );
+  assert.throws(() => hypervisorSettings.parse({ task: { oci_runtime: "youki" } }));
+  assert.ok(
+    !unusedKeys(hypervisorSettings.parse({ task: { oci_runtime: "runc" } })).includes("task"),
+  );
+});
+
+Deno.test("vmm config: templates are QEMU's, with bundles on disks and the agent on virtio-serial", () => {
+  const refusal = (o: Record<string, unknown>) => templateRefusal(hypervisorSettings.parse(o));
+  const ok = { template: true, share_fs: "None", use_vsock: false };
+  assert.equal(refusal({}), undefined);
+  assert.equal(refusal({ ...ok, template: false, share_fs: "VirtioFS" }), undefined);
+  assert.equal(refusal(ok), undefined);
+  assert.match(refusal({ ...ok, share_fs: "VirtioFS" })!, /share_fs = "None"/);
+  assert.match(refusal({ ...ok, use_vsock: true })!, /use_vsock = false/);
+  assert.match(refusal({ template: true, share_fs: "None" })!, /use_vsock = false/);
+  assert.match(refusal({ ...ok, vmm: "firecracker" })!, /QEMU's/);
+  assert.throws(() => hypervisorSettings.parse({ template_dir: "relative/dir" }));
+  assert.deepEqual(unusedKeys(hypervisorSettings.parse({ ...ok, template_dir: "/t" })), []);
 });

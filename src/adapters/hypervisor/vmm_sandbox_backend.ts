@@ -44,10 +44,16 @@ import {
   sharedFsToken,
   socketPath,
 } from "../supervisor/process_tokens.ts";
-import { type AgentLink, AgentLinks } from "./agent_links.ts";
+import { type AgentLink, AgentLinks, dial } from "./agent_links.ts";
+import { type VmTemplate, VmTemplates } from "./vm_templates.ts";
 import type { TtrpcClient } from "../ttrpc/client.ts";
 import type { Hypervisor, VmDescription } from "../../ports/hypervisor.ts";
-import { AGENT_VSOCK_PORT, SHARE_TAG } from "../../ports/agent_protocol.ts";
+import {
+  AGENT_VSOCK_PORT,
+  BOOT_RESEED,
+  BOOT_SERVICE,
+  SHARE_TAG,
+} from "../../ports/agent_protocol.ts";
 import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
 import {
   guestInterfaces,
@@ -96,6 +102,11 @@ export interface VmmBackendOptions {
   readonly maxVcpus?: number;
   /** DIMM slots for memory hot-plug up to the host's memory (`mem_slots`); 0: none. */
   readonly memorySlots?: number;
+  /**
+   * Where VM templates live, when pods' VMs start from one (`[hypervisor] template`): the
+   * VMM can, bundles are on disks and the agent is on virtio-serial (checked by the config).
+   */
+  readonly templateDir?: string;
 }
 
 /**
@@ -107,6 +118,8 @@ const DEFAULT_DISK_SLOTS = 3;
 const DEFAULT_BUNDLE_DISK_SLOTS = 8;
 /** NICs a running VM can be given (interfaces a CNI plugin adds after the pod started). */
 const NIC_SLOTS = 1;
+/** With templates, a VM's NICs are all hot-plugged (a clone has none): room for the pod's. */
+const TEMPLATE_NIC_SLOTS = 1 + NIC_SLOTS;
 
 /** A VM's control sockets and console, by pod. */
 async function vmPaths(o: VmmBackendOptions, id: string) {
@@ -149,7 +162,9 @@ function describe(
     vsockCid: o.vsock ? vsockCid(id) : undefined,
     diskSlots: diskSlots(o),
     stateDir: join(o.dir, id),
-    nicSlots: o.hypervisor.capabilities.nicHotplug ? NIC_SLOTS : 0,
+    nicSlots: o.hypervisor.capabilities.nicHotplug
+      ? (o.templateDir ? TEMPLATE_NIC_SLOTS : NIC_SLOTS)
+      : 0,
     memorySlots: o.hypervisor.capabilities.resize ? o.memorySlots ?? 0 : 0,
     ...launch,
   };
@@ -196,6 +211,8 @@ export interface VmmPodState extends PodProcessState {
    * Firecracker): the pod's own, kept when the config changes while it runs.
    */
   bundleDisks?: BundleDisks;
+  /** The template the VM was restored from (its key), if it was not booted. */
+  template?: string;
 }
 
 /** The pod's bundle-disk settings, if its containers' bundles go to its VM as disks. */
@@ -273,6 +290,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const maxMemoryMiB = memorySlots ? Math.max(size.memoryMiB, hostMemoryMiB()) : size.memoryMiB;
     record.backend = { ...record.backend, ...size, maxVcpus, maxMemoryMiB };
     if (o.bundleDisks) record.backend = { ...record.backend, bundleDisks: o.bundleDisks };
+    const shape = { ...describe(o, record.id, p), ...size, maxVcpus, maxMemoryMiB, memorySlots };
+    const template = await this.#templateFor(record, shape);
+    if (template) {
+      const cloned = await this.#startClone(record, shape, template);
+      if (cloned) return cloned;
+    }
     // The CNI interfaces, mirrored onto taps the VM's NICs use (a queue per vCPU).
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath, size.vcpus) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
@@ -336,6 +359,206 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       memoryMiB: size.memoryMiB,
       vmmMs: Math.round(vmm),
       agentCheckMs: Math.round(checked),
+      agentReadyMs: Math.round(performance.now() - t0),
+    });
+    return { pid: h.pid };
+  }
+
+  #templates = this.opts.templateDir && this.opts.hypervisor.templating
+    ? new VmTemplates({
+      dir: this.opts.templateDir,
+      templating: this.opts.hypervisor.templating,
+      bootTimeoutMs: this.opts.bootTimeoutMs,
+      agentAnswers: async (vm, deadline) =>
+        (await dial([{ transport: "unix", path: vm.agentSocket }], deadline)).close(),
+    })
+    : undefined;
+
+  #templateSwept = false;
+
+  /** Ends the template VM being built, if any (the daemon stops). */
+  async closeTemplates(): Promise<void> {
+    await this.#templates?.close();
+  }
+
+  /** The template VM of the config's shape, built in the background (pods boot meanwhile). */
+  prepareTemplate(): void {
+    const t = this.#templates;
+    if (!t) return;
+    const o = this.opts;
+    (async () => {
+      const sockets = o.layout.path("sockets");
+      await Deno.mkdir(sockets, { recursive: true, mode: 0o700 });
+      const token = "vm-template";
+      const control = await socketPath(sockets, token, "qmp");
+      // A template VM left by a daemon that crashed while building it (at start only: later,
+      // the one this daemon builds could be running).
+      if (!this.#templateSwept) await killByCommandLine(`unix:${control},`);
+      this.#templateSwept = true;
+      const vm = {
+        ...describe(o, "template", {
+          control,
+          agent: await socketPath(sockets, token, "agent"),
+          debug: await socketPath(sockets, token, "debug"),
+          // The template's own, in its directory (VmTemplates).
+          console: "",
+          events: "",
+        } as Awaited<ReturnType<typeof vmPaths>>),
+        ...this.#defaultShape(),
+      };
+      await t.ensure(vm);
+    })().catch((e) =>
+      this.#log.warn("no VM template: pods boot", { error: String(e), dir: o.templateDir })
+    );
+  }
+
+  /** The size of a pod's VM that asks for nothing beyond the config's. */
+  #defaultShape() {
+    const o = this.opts;
+    const resize = o.hypervisor.capabilities.resize;
+    const memorySlots = resize ? o.memorySlots ?? 0 : 0;
+    return {
+      vcpus: o.vcpus,
+      memoryMiB: o.memoryMiB,
+      maxVcpus: resize && o.maxVcpus ? Math.max(o.vcpus, o.maxVcpus) : o.vcpus,
+      maxMemoryMiB: memorySlots ? Math.max(o.memoryMiB, hostMemoryMiB()) : o.memoryMiB,
+      memorySlots,
+    };
+  }
+
+  /**
+   * The template a pod's VM can start from: one is built for its shape, and its netns has no
+   * more interfaces than the VM has NIC slots. Otherwise the VM boots.
+   */
+  async #templateFor(record: SandboxRecord<VmmPodState>, shape: VmDescription) {
+    if (!this.#templates) return undefined;
+    if (record.netnsPath && (await unmirrored(record.netnsPath)).length > shape.nicSlots) {
+      return undefined;
+    }
+    return await this.#templates.ready(shape).catch(() => undefined);
+  }
+
+  /**
+   * Starts the pod's VM from `template`: a clone of it restored, its random state reseeded from
+   * the host before anything reads it, its clock set, then its own hostname, NICs and routes.
+   * A restore that fails is undone and the template dropped (rebuilt at the next start): the
+   * pod boots instead (undefined).
+   */
+  async #startClone(
+    record: SandboxRecord<VmmPodState>,
+    vm: VmDescription,
+    template: VmTemplate,
+  ): Promise<StartedProcess | undefined> {
+    const o = this.opts;
+    const templating = o.hypervisor.templating!;
+    const p = await vmPaths(o, record.id);
+    const queues = vm.vcpus;
+    const nics = record.netnsPath
+      ? await mirrorInterfaces(record.netnsPath, queues, 0, vm.nicSlots)
+      : [];
+    const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
+    const argv = record.netnsPath
+      ? [
+        "nsenter",
+        `--net=${record.netnsPath}`,
+        "--",
+        ...templating.argv(vm, template.memory, "clone"),
+      ]
+      : templating.argv(vm, template.memory, "clone");
+    const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
+    const t0 = performance.now();
+    const deadline = t0 + o.bootTimeoutMs;
+    const attrs = {
+      "kuasar.pod": record.id,
+      "kuasar.hypervisor": o.hypervisor.name,
+      "kuasar.accel": o.accel,
+    };
+    let h: Awaited<ReturnType<Supervisor["startMonitored"]>>;
+    try {
+      h = await traced("vm restore", attrs, async () => {
+        const h = await o.supervisor.startMonitored({
+          token: holderToken(record.id),
+          monitorLog: join(o.dir, record.id, "monitor.log"),
+          argv: () => argv,
+          cgroupProcs: await makeCgroup(cgroupsPath),
+        });
+        try {
+          await templating.restore(vm, template.state, deadline);
+        } catch (e) {
+          try {
+            Deno.kill(h.pid, "SIGKILL");
+          } catch { /* gone */ }
+          await this.holders.forget(record.id);
+          throw e;
+        }
+        return h;
+      });
+    } catch (e) {
+      if (record.netnsPath) { for (const n of nics) await unmirror(record.netnsPath, n); }
+      await this.#templates!.discard(template);
+      this.#log.warn("vm restore from template failed: booting, and building it again", {
+        sandbox: record.id,
+        template: template.key,
+        error: String(e),
+      });
+      this.prepareTemplate();
+      return undefined;
+    }
+    record.backend = {
+      ...record.backend,
+      taps: nics.map((n) => n.tap),
+      cgroupsPath,
+      holderPid: h.helperPid,
+      accel: o.accel,
+      template: template.key,
+      ...(debugConsole(o) ? { debugConsole: p.debug } : {}),
+    };
+    this.holders.watch(record.id, h.helperPid, h.pid);
+    const restored = performance.now() - t0;
+    await traced("vm reseed and agent connect", attrs, async () => {
+      // Before any connection of the links, whose first call reads the boot id.
+      const seeder = await dial([{ transport: "unix", path: p.agent }], deadline);
+      try {
+        const said = await seeder.call(
+          BOOT_SERVICE,
+          BOOT_RESEED,
+          crypto.getRandomValues(new Uint8Array(64)),
+          { timeoutMs: 10_000 },
+        );
+        this.#log.debug("vm reseeded", {
+          sandbox: record.id,
+          guest: new TextDecoder().decode(said).trim(),
+        });
+      } finally {
+        seeder.close();
+      }
+      this.#bootIds.delete(record.id);
+      const agent = (await this.links.connect(record.id, deadline)).sandbox;
+      record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
+      // The template's clock stopped when it was saved.
+      await syncClock(agent);
+      await agent.setupSandbox({
+        config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
+        interfaces: [],
+        routes: [],
+      }, { timeoutMs: 10_000 });
+      for (const nic of nics) {
+        await o.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! });
+      }
+      if (nics.length) {
+        await agent.updateInterfaces({ interfaces: guestInterfaces(nics) }, { timeoutMs: 30_000 });
+        await agent.updateRoutes({ routes }, { timeoutMs: 10_000 });
+      }
+    });
+    this.#keepClockSynced(record.id);
+    this.#log.info("vm ready", {
+      sandbox: record.id,
+      hypervisor: o.hypervisor.name,
+      accel: o.accel,
+      vcpus: vm.vcpus,
+      memoryMiB: vm.memoryMiB,
+      template: template.key,
+      restoreMs: Math.round(restored),
       agentReadyMs: Math.round(performance.now() - t0),
     });
     return { pid: h.pid };

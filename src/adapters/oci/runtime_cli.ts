@@ -217,12 +217,21 @@ export function killError(what: string, message: string): Error {
   return runtimeError(what, message);
 }
 
-/** Classifies a runtime's failure message (runc's wording; runsc and crun say the same). */
+/**
+ * crun's words for a container it has no state for: its `status` file or its directory under
+ * the root is missing (runc and runsc say "does not exist").
+ */
+const CRUN_NO_STATE =
+  /(error opening file `[^`]*\/status`|cannot open directory '[^']*'): No such file/;
+
+/** Classifies a runtime's failure message (runc's and runsc's wording, and crun's). */
 export function runtimeError(what: string, message: string): Error {
   const msg = lastMessage(message);
-  if (/does not exist|not found/i.test(msg)) return new NotFoundError(`Cannot ${what}: ${msg}`);
+  if (/does not exist|not found/i.test(msg) || CRUN_NO_STATE.test(msg)) {
+    return new NotFoundError(`Cannot ${what}: ${msg}`);
+  }
   if (
-    /not running|container not paused|cannot (start|pause|resume)|is (stopped|paused|running)/i
+    /not running|not paused|not in .?created.? state|cannot (start|pause|resume)|is (stopped|paused|running)/i
       .test(msg)
   ) {
     return new FailedPreconditionError(`Cannot ${what}: ${msg}`);

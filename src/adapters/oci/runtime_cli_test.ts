@@ -90,6 +90,8 @@ Deno.test("runtime CLI: kill of an exited container is NOT_FOUND; delete of an u
   await assert.rejects(c.kill("c1", 9, false), FailedPreconditionError);
   sup.answer = fail("container c1 does not exist");
   await c.delete("c1", true);
+  sup.answer = fail("cannot open directory '/run/k/runc/c1': No such file or directory");
+  await c.delete("c1", false);
   sup.answer = fail("permission denied");
   await assert.rejects(c.delete("c1", false), InternalError);
 });
@@ -102,6 +104,13 @@ Deno.test("runtime CLI: failures are classified from the runtime's message", () 
     ["container not paused", FailedPreconditionError],
     ["container not running", FailedPreconditionError],
     ["container is running", FailedPreconditionError],
+    // crun's wording.
+    ["error opening file `/run/k/runc/c1/status`: No such file or directory", NotFoundError],
+    ["cannot open directory '/run/k/runc/c1': No such file or directory", NotFoundError],
+    ["the container `c1` is not running", FailedPreconditionError],
+    ["the container `c1` is not paused", FailedPreconditionError],
+    ["container `c1` is not in created state", FailedPreconditionError],
+    ["open `/bundle/config.json`: No such file or directory", InternalError],
     ["exec failed: permission denied", InternalError],
     ["", InternalError],
   ];

@@ -42,6 +42,8 @@ const ENTRIES = {
   wasmHostSocket: "wasm-host.sock",
   wasmHostLog: "wasm-host.log",
   wasmIo: "wasm-io",
+  /** The vmm kind's VM templates (`[hypervisor] template`, unless `template_dir` is set). */
+  vmTemplates: "vm-templates",
 } as const;
 
 /** A daemon-owned entry under --dir. */

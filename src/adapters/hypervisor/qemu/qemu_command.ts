@@ -36,6 +36,13 @@ export interface QemuVmSpec {
   readonly virtiofs?: readonly { socket: string; tag: string }[];
   /** PCIe root ports left free for hot-plugged devices (`hotplugPort(i)`); q35's root bus takes none. */
   readonly hotplugPorts?: number;
+  /**
+   * Guest RAM in a file (a VM template's): `shared` writes go to the file (the template being
+   * made), otherwise the file is mapped copy-on-write (a clone: the file stays as it is).
+   */
+  readonly memoryFile?: { readonly path: string; readonly shared: boolean };
+  /** Waits for its state over migration (`migrate-incoming`) instead of booting. */
+  readonly incoming?: boolean;
 }
 
 /** The id of hot-plug root port `i`, the `bus` a hot-plugged device names. */
@@ -50,7 +57,7 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
     "-name",
     vm.name,
     "-machine",
-    `q35,accel=${vm.accel}`,
+    `q35,accel=${vm.accel}${vm.memoryFile ? ",memory-backend=mem" : ""}`,
     "-cpu",
     vm.accel === "kvm" ? "host" : "max",
     "-m",
@@ -102,6 +109,16 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
       `virtio-net-pci,netdev=net${i},mac=${nic.mac}${q > 1 ? `,mq=on,vectors=${2 * q + 2}` : ""}`,
     );
   });
+  if (vm.memoryFile) {
+    if (vm.virtiofs?.length) throw new Error("a VM template's memory cannot be virtiofs's");
+    a.push(
+      "-object",
+      `memory-backend-file,id=mem,size=${vm.memoryMiB}M,mem-path=${vm.memoryFile.path},share=${
+        vm.memoryFile.shared ? "on" : "off"
+      }`,
+    );
+  }
+  if (vm.incoming) a.push("-incoming", "defer");
   if (vm.vsockCid !== undefined) {
     a.push("-device", `vhost-vsock-pci,id=vsock0,guest-cid=${vm.vsockCid}`);
   }

@@ -64,3 +64,29 @@ Deno.test("qemuArgv: a multi-queue NIC gets its queues and a vector per queue pa
   const one = qemuArgv({ ...base, nics: [{ tap: "t0", mac: "02:00:00:00:00:01", queues: 1 }] });
   assert.ok(one.includes("virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01"));
 });
+
+Deno.test("qemuArgv: a template's RAM is a shared file; a clone maps it privately and waits for its state", () => {
+  const tpl = qemuArgv({ ...base, memoryFile: { path: "/t/memory", shared: true } });
+  assert.deepEqual(after(tpl, "-machine"), ["q35,accel=tcg,memory-backend=mem"]);
+  assert.deepEqual(after(tpl, "-object"), [
+    "memory-backend-file,id=mem,size=512M,mem-path=/t/memory,share=on",
+  ]);
+  assert.ok(!tpl.includes("-incoming"));
+  const clone = qemuArgv({
+    ...base,
+    memoryFile: { path: "/t/memory", shared: false },
+    incoming: true,
+  });
+  assert.deepEqual(after(clone, "-object"), [
+    "memory-backend-file,id=mem,size=512M,mem-path=/t/memory,share=off",
+  ]);
+  assert.deepEqual(after(clone, "-incoming"), ["defer"]);
+  // virtiofs needs the guest's memory shared with virtiofsd: not with a template's.
+  assert.throws(() =>
+    qemuArgv({
+      ...base,
+      memoryFile: { path: "/t/memory", shared: false },
+      virtiofs: [{ socket: "/p/fs.sock", tag: "kuasar" }],
+    })
+  );
+});

@@ -12,8 +12,10 @@ import type {
   HypervisorCapabilities,
   NicAttachment,
   VmDescription,
+  VmTemplating,
 } from "../../../ports/hypervisor.ts";
-import { hotplugPort, qemuArgv } from "./qemu_command.ts";
+import { hotplugPort, qemuArgv, type QemuVmSpec } from "./qemu_command.ts";
+import { qemuIdentity, restoreQemuState, saveQemuState } from "./qemu_template.ts";
 import { FailedPreconditionError } from "../../../domain/errors.ts";
 import { qmpAnswers, QmpClient, qmpQuit, withQmp } from "../qmp.ts";
 
@@ -33,6 +35,17 @@ export class QemuHypervisor implements Hypervisor {
     serialPorts: true,
   };
   readonly #o: QemuOptions;
+  readonly templating: VmTemplating = {
+    argv: (vm, memoryFile, role) =>
+      qemuArgv({
+        ...this.#spec(vm),
+        memoryFile: { path: memoryFile, shared: role === "template" },
+        incoming: role === "clone",
+      }),
+    save: saveQemuState,
+    restore: restoreQemuState,
+    identity: () => qemuIdentity(this.#o.binary),
+  };
 
   constructor(opts: QemuOptions) {
     this.#o = opts;
@@ -43,7 +56,11 @@ export class QemuHypervisor implements Hypervisor {
   }
 
   argv(vm: VmDescription): string[] {
-    return qemuArgv({
+    return qemuArgv(this.#spec(vm));
+  }
+
+  #spec(vm: VmDescription): QemuVmSpec {
+    return {
       name: vm.name,
       binary: this.#o.binary,
       kernel: vm.kernel,
@@ -63,7 +80,7 @@ export class QemuHypervisor implements Hypervisor {
       nics: vm.nics,
       virtiofs: vm.shares,
       hotplugPorts: vm.diskSlots + vm.nicSlots,
-    });
+    };
   }
 
   /** QEMU boots from its command line: the VM runs once QMP answers. */

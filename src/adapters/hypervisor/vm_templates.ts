@@ -1,0 +1,221 @@
+/**
+ * VM templates (`[hypervisor] template = true`): one VM per shape booted to where its agent
+ * waits for the host, then saved by the VMM (its RAM stays in a file, the device state goes
+ * to another). A pod of that shape starts from the saved state instead of booting: its VM
+ * maps the RAM file copy-on-write, so the pages no clone has written are one copy in the
+ * host for all of them.
+ *
+ * A template is `<dir>/<key>/`: `memory` (the RAM), `state` (the device state) and
+ * `template.json`, written last (a template without it is unfinished and rebuilt). The key
+ * is a hash of everything the saved state depends on: the VMM's build, the VM's argv with its
+ * own paths left out (shape, devices, kernel command line) and the kernel and initramfs
+ * (path, size, time). A different key (a new guest image, another QEMU) is a new template;
+ * older ones are removed when it is built (clones running from them keep their mapping).
+ *
+ * The template never reads anything random that clones must not share: its agent is asked
+ * Check only (never the boot id, drawn by the kernel on first read), and each clone is
+ * reseeded before anything else (the backend's part).
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { DeadlineExceededError } from "../../domain/errors.ts";
+import { log } from "../../lib/log.ts";
+import type { VmDescription, VmTemplating } from "../../ports/hypervisor.ts";
+import { qmpQuit } from "./qmp.ts";
+
+/** A template ready to start clones from. */
+export interface VmTemplate {
+  readonly key: string;
+  readonly memory: string;
+  readonly state: string;
+}
+
+export interface VmTemplatesOptions {
+  /** Where templates live (on tmpfs, their RAM files are page cache shared by the clones). */
+  readonly dir: string;
+  /** The VMM's templating. */
+  readonly templating: VmTemplating;
+  readonly bootTimeoutMs: number;
+  /** Resolves once the agent behind the VM's agent socket answers Check (and is let go). */
+  readonly agentAnswers: (vm: VmDescription, deadline: number) => Promise<void>;
+}
+
+/** The paths of a VM description that are the VM's own, not its shape. */
+const OWN_PATHS = [
+  "consoleLog",
+  "eventLog",
+  "controlSocket",
+  "agentSocket",
+  "debugSocket",
+] as const;
+
+export class VmTemplates {
+  #o: VmTemplatesOptions;
+  #log = log.with({ component: "vm-templates" });
+  /** Builds under way, by key. */
+  #building = new Map<string, Promise<VmTemplate>>();
+  /** Their VMs, ended when the daemon stops. */
+  #vms = new Set<Deno.ChildProcess>();
+  #closed = false;
+
+  constructor(o: VmTemplatesOptions) {
+    this.#o = o;
+  }
+
+  /** The key of the template for VMs like `vm` (its paths and id do not count). */
+  async key(vm: VmDescription): Promise<string> {
+    const canonical = { ...vm, id: "template", name: "kuasar-template" } as Record<string, unknown>;
+    for (const k of OWN_PATHS) if (canonical[k] !== undefined) canonical[k] = `/${k}`;
+    const t = this.#o.templating;
+    const image = await Promise.all([vm.kernel, vm.initrd].map(async (f) => {
+      const st = await Deno.stat(f);
+      return `${f} ${st.size} ${st.mtime?.getTime()}`;
+    }));
+    const text = JSON.stringify({
+      vmm: await t.identity(),
+      argv: t.argv(canonical as unknown as VmDescription, "/memory", "template"),
+      image,
+    });
+    const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
+    return Array.from(h.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+  }
+
+  /** The template for VMs like `vm` if it is built; undefined if not (yet). */
+  async ready(vm: VmDescription): Promise<VmTemplate | undefined> {
+    const t = this.#paths(await this.key(vm));
+    try {
+      await Deno.stat(join(this.#o.dir, t.key, "template.json"));
+      return t;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Builds the template for VMs like `vm` (with the template VM's own sockets) unless it is
+   * there; one build per key at a time.
+   */
+  async ensure(vm: VmDescription): Promise<VmTemplate> {
+    const key = await this.key(vm);
+    const ready = await this.ready(vm);
+    if (ready) return ready;
+    let b = this.#building.get(key);
+    if (!b) {
+      b = this.#build(key, vm);
+      this.#building.set(key, b);
+      b.finally(() => this.#building.delete(key)).catch(() => {});
+    }
+    return await b;
+  }
+
+  /** Ends the template VMs being built (the daemon stops): they are not pods of anyone. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const vm of this.#vms) {
+      try {
+        vm.kill("SIGKILL");
+      } catch { /* gone */ }
+      await vm.status;
+    }
+  }
+
+  /** Forgets a template that failed to start a clone, so that it is built again. */
+  async discard(t: VmTemplate): Promise<void> {
+    await Deno.remove(join(this.#o.dir, t.key), { recursive: true }).catch(() => {});
+  }
+
+  #paths(key: string): VmTemplate {
+    const d = join(this.#o.dir, key);
+    return { key, memory: join(d, "memory"), state: join(d, "state") };
+  }
+
+  async #build(key: string, vm: VmDescription): Promise<VmTemplate> {
+    const o = this.#o;
+    const t0 = performance.now();
+    await Deno.mkdir(o.dir, { recursive: true, mode: 0o700 });
+    // Older templates (another image or QEMU) and unfinished ones go; clones keep their maps.
+    // Only what is named like a template: the directory may be an operator's (template_dir).
+    for await (const e of Deno.readDir(o.dir)) {
+      if (e.name !== key && /^[0-9a-f]{32}$/.test(e.name)) {
+        await Deno.remove(join(o.dir, e.name), { recursive: true });
+      }
+    }
+    const dir = join(o.dir, key);
+    vm = {
+      ...vm,
+      id: `template-${key}`,
+      consoleLog: join(dir, "console.log"),
+      eventLog: join(dir, "vmm-events.log"),
+    };
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await Deno.mkdir(dir, { mode: 0o700 });
+    const t = this.#paths(key);
+    for (const f of [vm.controlSocket, vm.agentSocket, vm.debugSocket]) {
+      if (f) await Deno.remove(f).catch(() => {});
+    }
+    const argv = o.templating.argv(vm, t.memory, "template");
+    if (this.#closed) throw new Error("the daemon is stopping");
+    const child = new Deno.Command(argv[0], {
+      args: argv.slice(1),
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    this.#vms.add(child);
+    child.status.finally(() => this.#vms.delete(child));
+    const stderr = new Response(child.stderr).text();
+    const deadline = t0 + o.bootTimeoutMs;
+    try {
+      const exited = child.status.then((s) => {
+        throw new Error(`the template VM exited (${s.code}) while booting`);
+      });
+      await Promise.race([o.agentAnswers(vm, deadline), exited]);
+      exited.catch(() => {});
+      const booted = performance.now();
+      // The agent's session ends when the host goes: let it get back to waiting for the next.
+      await new Promise((r) => setTimeout(r, 200));
+      await o.templating.save(vm, t.state, deadline + 30_000);
+      await Deno.chmod(t.memory, 0o600);
+      await Deno.writeTextFile(
+        join(dir, "template.json"),
+        JSON.stringify({
+          key,
+          vcpus: vm.vcpus,
+          memoryMiB: vm.memoryMiB,
+          bootMs: Math.round(booted - t0),
+          saveMs: Math.round(performance.now() - booted),
+          stateBytes: (await Deno.stat(t.state)).size,
+          built: new Date().toISOString(),
+        }) + "\n",
+        { mode: 0o600 },
+      );
+      this.#log.info("vm template built", { key, dir, ms: Math.round(performance.now() - t0) });
+      return t;
+    } catch (e) {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      const why = (await Promise.race([
+        stderr,
+        new Promise<string>((r) => setTimeout(r, 500, "")),
+      ])).trim();
+      this.#log.warn("vm template not built: pods boot", {
+        key,
+        error: String(e),
+        vmm: why.slice(-500),
+      });
+      throw e instanceof DeadlineExceededError ? e : new Error(`${e}${why ? `: ${why}` : ""}`);
+    } finally {
+      await qmpQuit(vm.controlSocket);
+      const end = await Promise.race([child.status, new Promise((r) => setTimeout(r, 5000))]);
+      if (!end) {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* gone */ }
+        await child.status;
+      }
+      for (const f of [vm.controlSocket, vm.agentSocket, vm.debugSocket]) {
+        if (f) await Deno.remove(f).catch(() => {});
+      }
+    }
+  }
+}

@@ -1,0 +1,170 @@
+/**
+ * VM templates (`[hypervisor] template = true`) on real QEMU: the sandboxer boots a template VM
+ * once and saves it; pods' VMs are restored from it, each its own guest (boot id, random
+ * output, hostname, clock, NICs) running containers; a template whose saved state is broken
+ * makes the next pod boot instead, and is built again.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import {
+  K8S_NS,
+  mkfifo,
+  readFifo,
+  startVmmDaemon,
+  taskClient,
+  type TestDaemon,
+  withDaemon,
+} from "../support/daemon.ts";
+import { qemuOnly, skipUnless, TEST_VMM, vmUnavailable } from "../support/env.ts";
+import { blockToolsMissing } from "../support/block.ts";
+import { assertShutdownLeavesNothing } from "../support/leaks.ts";
+import { createContainer, startPod } from "../support/pod.ts";
+
+const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
+
+/** `kuasar ctl exec` of a shell script in the pod's guest: its output. */
+async function guestSh(d: TestDaemon, pod: string, script: string): Promise<string> {
+  const r = await new Deno.Command(Deno.execPath(), {
+    // ctl exec hands the guest's shell one command line (Kuasar's ExecVMProcess).
+    args: ["run", "-A", MAIN, "ctl", "-k", "vmm", "-l", d.listen, "-d", d.dir, "exec", pod, "--"]
+      .concat(script),
+    stdin: "null",
+    signal: AbortSignal.timeout(120_000),
+  }).output();
+  const td = new TextDecoder();
+  assert.equal(r.code, 0, td.decode(r.stderr));
+  return td.decode(r.stdout);
+}
+
+/** The template's directory once it is built (`template.json` is written last). */
+async function templateBuilt(dir: string, timeoutMs: number): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    for (const e of await Array.fromAsync(Deno.readDir(dir)).catch(() => [])) {
+      const t = join(dir, e.name);
+      if (await Deno.stat(join(t, "template.json")).then(() => true, () => false)) return t;
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`no template in ${dir} after ${timeoutMs} ms`);
+}
+
+/** Whether the pod's VM was restored (its QEMU waits for a migration stream, not a boot). */
+function restored(pid: number): boolean {
+  return Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").includes("-incoming");
+}
+
+async function ip(...args: string[]): Promise<void> {
+  const r = await new Deno.Command("ip", { args, stderr: "piped" }).output();
+  if (!r.success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+}
+
+Deno.test({
+  name:
+    "vmm: template = true restores pods' VMs from one saved VM; each has its own boot id, randomness, hostname, clock and NIC; a broken template means a boot",
+  ...skipUnless(
+    Deno.uid() !== 0
+      ? "needs root"
+      : vmUnavailable() ?? qemuOnly("VM templates") ?? blockToolsMissing(),
+    `vmm sandboxer on ${TEST_VMM}, e2fsprogs`,
+  ),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const images = await Deno.makeTempDir({ prefix: "k-bd-" });
+    // On tmpfs, as an operator would put it: the clones map the template's RAM from there.
+    const templates = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "k-tpl-" });
+    const tag = crypto.randomUUID().slice(0, 6);
+    const ns = `k-tpl-${tag}`;
+    await ip("netns", "add", ns);
+    try {
+      await ip("link", "add", `vt${tag}`, "type", "veth", "peer", "name", "eth0", "netns", ns);
+      await ip("-n", ns, "addr", "add", "10.242.0.2/24", "dev", "eth0");
+      await ip("-n", ns, "link", "set", "eth0", "up");
+      await withDaemon(async (d) => {
+        const tpl = await templateBuilt(templates, 240_000);
+        const meta = JSON.parse(await Deno.readTextFile(join(tpl, "template.json")));
+        assert.ok(meta.stateBytes < 4 << 20, `device state only: ${meta.stateBytes} bytes`);
+        assert.equal((await Deno.stat(join(tpl, "memory"))).mode! & 0o777, 0o600);
+
+        const a = await startPod(d, { hostname: "tpl-a", netnsPath: `/var/run/netns/${ns}` });
+        const b = await startPod(d, { hostname: "tpl-b" });
+        assert.ok(restored(a.pid) && restored(b.pid), "both VMs restored, not booted");
+        const probe = "cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1" +
+          " | tr -d ' \\n'; echo; hostname; date +%s; ip -o -4 addr show | grep -v ' lo ' || true";
+        const [outA, outB] = [await guestSh(d, a.id, probe), await guestSh(d, b.id, probe)];
+        const [bootA, randA, hostA, dateA, ...addrA] = outA.trim().split("\n");
+        const [bootB, randB, hostB, dateB] = outB.trim().split("\n");
+        // Reseeded from the host before the boot id was drawn (the guest's generator may also
+        // drift apart by itself, from RDRAND or interrupt timing, but not on every CPU).
+        for (const pod of [a, b]) {
+          assert.match(
+            await d.logs(),
+            new RegExp(`"vm reseeded".*"sandbox":"${pod.id}".*generator reseeded`),
+          );
+        }
+        assert.notEqual(bootA, bootB, "each clone draws its own boot id");
+        assert.match(bootA, /^[0-9a-f-]{36}$/);
+        assert.notEqual(randA, randB, "each clone's kernel generator is its own");
+        assert.equal(randA.length, 64);
+        assert.deepEqual([hostA, hostB], ["tpl-a", "tpl-b"]);
+        for (const t of [dateA, dateB]) {
+          assert.ok(Math.abs(Number(t) - Date.now() / 1000) < 30, `guest clock ${t} is the host's`);
+        }
+        assert.match(addrA.join("\n"), /10\.242\.0\.2\/24/, "the pod's NIC, hot-plugged");
+        // A container in a restored VM (its bundle on a disk), with its output whole.
+        const t = await taskClient(a.address);
+        try {
+          const out = join(d.base, "out");
+          await mkfifo(out);
+          const text = readFifo(out);
+          const c = await createContainer(d, a, {
+            args: ["sh", "-c", "echo from-a-clone; cat /etc/hostname"],
+            stdout: out,
+          });
+          const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+          await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+          assert.equal((await w).exitStatus, 0);
+          assert.equal((await text.text).trim(), "from-a-clone\ntpl-a");
+          await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+        } finally {
+          t.close();
+        }
+
+        // A restarted sandboxer finds restored VMs as it finds booted ones.
+        await d.kill9();
+        await d.spawn();
+        assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
+        assert.equal(
+          (await guestSh(d, a.id, "hostname; cat /proc/sys/kernel/random/boot_id")).trim(),
+          `tpl-a\n${bootA}`,
+        );
+
+        // A broken saved state: the next pod boots, and the template is built again.
+        await Deno.writeFile(join(tpl, "state"), new Uint8Array(4096));
+        const c = await startPod(d, { hostname: "tpl-c" });
+        assert.ok(!restored(c.pid), "a pod whose restore failed boots");
+        assert.equal((await guestSh(d, c.id, "hostname")).trim(), "tpl-c");
+        assert.match(await d.logs(), /vm restore from template failed/);
+        const again = await templateBuilt(templates, 240_000);
+        const d2 = await startPod(d, { hostname: "tpl-d" });
+        assert.ok(restored(d2.pid), `restored from the rebuilt template ${again}`);
+        const bootD = (await guestSh(d, d2.id, "cat /proc/sys/kernel/random/boot_id")).trim();
+        assert.ok(![bootA, bootB].includes(bootD));
+        await assertShutdownLeavesNothing(d, [a.id, b.id, c.id, d2.id]);
+      }, () =>
+        startVmmDaemon([], [], [
+          'share_fs = "None"',
+          `bundle_disk_dir = "${images}"`,
+          "use_vsock = false",
+          "template = true",
+          `template_dir = "${templates}"`,
+        ]));
+    } finally {
+      await ip("netns", "del", ns).catch(() => {});
+      await Deno.remove(images, { recursive: true }).catch(() => {});
+      await Deno.remove(templates, { recursive: true }).catch(() => {});
+    }
+  },
+});
