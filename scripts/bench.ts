@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { criBench, summary } from "./bench/cri.ts";
 import { gvisorBench, runscVersion } from "./bench/gvisor.ts";
-import { type VmStart, vmmBench } from "./bench/vmm.ts";
+import { vmmBench, type VmStart } from "./bench/vmm.ts";
 import { type MemoryPoint, runcMemory, type Slope } from "./bench/runc_memory.ts";
 import {
   engineBench,
@@ -106,9 +106,7 @@ const sections: Record<string, () => Promise<void>> = {
         [cold, disks, tpl].map((r) => mib(r.perPodHostKiB)).join(" | ")
       } |`,
       "",
-      `Bare QEMU boot to init: p50 ${ms(p50(cold.bare))}, p90 ${
-        ms(percentileOf(cold.bare, 90))
-      }.`,
+      `Bare QEMU boot to init: p50 ${ms(p50(cold.bare))}, p90 ${ms(percentileOf(cold.bare, 90))}.`,
       "",
       `Ratios (p50, pod + first container): booted virtiofs / bare ${
         (total(cold) / p50(cold.bare)).toFixed(2)

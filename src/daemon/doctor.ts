@@ -93,7 +93,12 @@ async function kindChecks(
       fix: "the sandboxer refuses to start with it: fix the key it names",
     }];
   }
-  const own = await kind.nodeChecks({ settings: config.kind, helper: helper ?? "kuasar-helper" });
+  const dir = opts.dir ?? kind.defaultDir;
+  const own = await kind.nodeChecks({
+    settings: config.kind,
+    helper: helper ?? "kuasar-helper",
+    dir,
+  });
   const engine = own.find((c) => c.id === "engine");
   if (!opts.explicit && engine?.status === "fail") {
     return [{
@@ -105,7 +110,6 @@ async function kindChecks(
     }];
   }
   const listen = opts.listen ?? kind.defaultListen;
-  const dir = opts.dir ?? kind.defaultDir;
   const helperDir = opts.helperDir ?? config.sandbox.helper_dir ?? "/var/lib/kuasar/bin";
   return [
     ...(configPath ? [configCheck(name, configPath, !!opts.config)] : []),

@@ -42,6 +42,8 @@ export interface NodeCheckContext {
   readonly settings: Readonly<Record<string, unknown>>;
   /** The helper binary, for probes that need a system call Deno lacks. */
   readonly helper: string;
+  /** The state directory the sandboxer would use (--dir). */
+  readonly dir: string;
 }
 
 /** A sandbox kind. */

@@ -87,6 +87,32 @@ Deno.test({
         const meta = JSON.parse(await Deno.readTextFile(join(tpl, "template.json")));
         assert.ok(meta.stateBytes < 4 << 20, `device state only: ${meta.stateBytes} bytes`);
         assert.equal((await Deno.stat(join(tpl, "memory"))).mode! & 0o777, 0o600);
+        // `kuasar doctor` on the same config reports it.
+        const doctor = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            "--unstable-vsock",
+            MAIN,
+            "doctor",
+            "--json",
+            "--kind",
+            "vmm",
+            "--config",
+            join(d.base, "vmm.toml"),
+          ],
+          stdout: "piped",
+          stderr: "null",
+        }).output();
+        const checks = JSON.parse(new TextDecoder().decode(doctor.stdout)).checks as {
+          id: string;
+          status: string;
+          detail: string;
+        }[];
+        const built = checks.find((c) => c.id === "template.built");
+        assert.equal(built?.status, "ok", JSON.stringify(built));
+        assert.match(built.detail, new RegExp(`${tpl.split("/").at(-1)} \\(1 vCPU, 512 MiB`));
+        assert.equal(checks.find((c) => c.id === "template.dir")?.status, "ok");
 
         const a = await startPod(d, { hostname: "tpl-a", netnsPath: `/var/run/netns/${ns}` });
         const b = await startPod(d, { hostname: "tpl-b" });

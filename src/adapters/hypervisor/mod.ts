@@ -33,6 +33,8 @@ import type { TtrpcServer } from "../ttrpc/server.ts";
 import { unaryMethods } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
+import { templateChecks } from "./template_checks.ts";
+import { entryName } from "../os/state_layout.ts";
 import { podBundleDisks, VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
 import { CloudHypervisor } from "./cloud_hypervisor/ch_hypervisor.ts";
@@ -177,7 +179,7 @@ export const vmmKind: HostKind = {
   defaultConfig: "/var/lib/kuasar/config.toml",
   configTable: "hypervisor",
   settingsSchema: hypervisorSettings,
-  async nodeChecks({ settings, helper }): Promise<NodeCheck[]> {
+  async nodeChecks({ settings, helper, dir }): Promise<NodeCheck[]> {
     const s = settings as HypervisorSettings;
     const vmm = vmmOf(s);
     // The VMMs that need KVM (QEMU alone can emulate).
@@ -270,6 +272,19 @@ export const vmmKind: HostKind = {
         "deno task guest-image builds the guest image (or set [hypervisor] initrd_path)",
       ),
     );
+    if (s.template) {
+      checks.push(
+        ...await templateChecks({
+          refusal: templateRefusal(s),
+          dir: s.template_dir ?? join(dir, entryName("vmTemplates")),
+          memoryMiB: s.memory_in_mb ?? 1024,
+          image: [
+            s.kernel_path || defaultKernel(vmm),
+            s.initrd_path || join(DEFAULT_GUEST_DIR, "initramfs.img"),
+          ],
+        }),
+      );
+    }
     return checks;
   },
   create(ctx: HostKindContext): Promise<KindParts> {

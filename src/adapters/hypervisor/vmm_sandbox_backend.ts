@@ -375,6 +375,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     : undefined;
 
   #templateSwept = false;
+  /** When the last template build failed: the next is not tried before a minute has passed. */
+  #templateFailedAt = -Infinity;
 
   /** Ends the template VM being built, if any (the daemon stops). */
   async closeTemplates(): Promise<void> {
@@ -407,9 +409,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         ...this.#defaultShape(),
       };
       await t.ensure(vm);
-    })().catch((e) =>
-      this.#log.warn("no VM template: pods boot", { error: String(e), dir: o.templateDir })
-    );
+    })().catch((e) => {
+      this.#templateFailedAt = performance.now();
+      this.#log.warn("no VM template: pods boot", { error: String(e), dir: o.templateDir });
+    });
   }
 
   /** The size of a pod's VM that asks for nothing beyond the config's. */
@@ -435,7 +438,11 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     if (record.netnsPath && (await unmirrored(record.netnsPath)).length > shape.nicSlots) {
       return undefined;
     }
-    return await this.#templates.ready(shape).catch(() => undefined);
+    const ready = await this.#templates.ready(shape).catch(() => undefined);
+    // None for the config's shape (the guest image or QEMU changed, or it was dropped): built
+    // again in the background, at most once a minute after a failure.
+    if (!ready && performance.now() - this.#templateFailedAt > 60_000) this.prepareTemplate();
+    return ready;
   }
 
   /**

@@ -113,12 +113,21 @@ async function withDeadline<T>(p: Promise<T>, deadline: number, onLate: () => vo
 
 /** QEMU's version and build (size and time of its binary): a saved state is only QEMU's. */
 export async function qemuIdentity(binary: string): Promise<string> {
-  const out = await new Deno.Command(binary, {
-    args: ["--version"],
-    stdout: "piped",
-    stderr: "null",
-  })
-    .output();
   const st = await Deno.stat(binary);
-  return `${new TextDecoder().decode(out.stdout).split("\n")[0]} ${st.size} ${st.mtime?.getTime()}`;
+  const file = `${binary} ${st.size} ${st.mtime?.getTime()}`;
+  // Asked at every pod start: the version is run again only when the binary changed.
+  let version = versions.get(file);
+  if (version === undefined) {
+    const out = await new Deno.Command(binary, {
+      args: ["--version"],
+      stdout: "piped",
+      stderr: "null",
+    })
+      .output();
+    version = new TextDecoder().decode(out.stdout).split("\n")[0];
+    versions.set(file, version);
+  }
+  return `${version} ${st.size} ${st.mtime?.getTime()}`;
 }
+
+const versions = new Map<string, string>();

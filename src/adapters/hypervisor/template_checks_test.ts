@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { templateChecks } from "./template_checks.ts";
+
+const KEY = "0123456789abcdef0123456789abcdef";
+
+Deno.test("doctor: a config that cannot have templates fails with the reason", async () => {
+  const [c, ...rest] = await templateChecks({
+    refusal: 'templates need share_fs = "None" (bundles on disks)',
+    dir: "/nonexistent",
+    memoryMiB: 512,
+    image: [],
+  });
+  assert.deepEqual(rest, []);
+  assert.deepEqual(c.status, "fail");
+  assert.match(c.detail, /share_fs = "None".*refuses to start/);
+});
+
+Deno.test("doctor: templates listed, unfinished and stale ones said so", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const image = join(dir, "initramfs.img");
+    await Deno.writeTextFile(image, "x");
+    let [space, built] = await templateChecks({
+      dir: join(dir, "t"),
+      memoryMiB: 1,
+      image: [image],
+    });
+    // The space check runs df on what exists of the path.
+    assert.deepEqual(space.id, "template.dir");
+    assert.ok(space.status === "skip" || /MiB free/.test(space.detail), space.detail);
+    assert.deepEqual(built.status, "ok");
+    assert.match(built.detail, /none in .* yet/);
+
+    await Deno.mkdir(join(dir, "t", KEY), { recursive: true });
+    await Deno.mkdir(join(dir, "t", "not-a-template"));
+    [, built] = await templateChecks({ dir: join(dir, "t"), memoryMiB: 1, image: [image] });
+    assert.match(built.detail, new RegExp(`${KEY} \\(unfinished`));
+    assert.ok(!built.detail.includes("not-a-template"));
+
+    const info = { vcpus: 1, memoryMiB: 512, bootMs: 9000, stateBytes: 380_000 };
+    const write = (built: string) =>
+      Deno.writeTextFile(join(dir, "t", KEY, "template.json"), JSON.stringify({ ...info, built }));
+    await write(new Date(Date.now() + 60_000).toISOString());
+    [, built] = await templateChecks({ dir: join(dir, "t"), memoryMiB: 1, image: [image] });
+    assert.deepEqual(built.status, "ok");
+    assert.match(built.detail, /1 vCPU, 512 MiB, built .* in 9000 ms, device state 371 KiB\)/);
+
+    // The guest image is newer than the template.
+    await write(new Date(Date.now() - 3_600_000).toISOString());
+    [, built] = await templateChecks({ dir: join(dir, "t"), memoryMiB: 1, image: [image] });
+    assert.deepEqual(built.status, "warn");
+    assert.match(built.detail, /older than the guest image/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
