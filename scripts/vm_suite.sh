@@ -8,12 +8,19 @@
 #
 #   scripts/vm_suite.sh                      # every hypervisor
 #   scripts/vm_suite.sh cloud-hypervisor     # one (KUASAR_TEST_VMM_PATH=<binary> if not in PATH)
+#   scripts/vm_suite.sh --template           # QEMU with template = true: pods are clones of a
+#                                            # template VM (tests of virtiofs itself skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
 SUITE=(tests/integration/vmm_test.ts tests/integration/vmm_late_nics_test.ts
        tests/integration/cri_vmm_test.ts tests/integration/qemu_boot_test.ts
        tests/integration/cgroup_v2_vm_test.ts)
+if [ "${1:-}" = --template ]; then
+  shift
+  export KUASAR_TEST_VM_TEMPLATE=1
+  set -- qemu
+fi
 vmms=("$@")
 ((${#vmms[@]})) || vmms=(qemu cloud-hypervisor stratovirt firecracker)
 deno task guest-image

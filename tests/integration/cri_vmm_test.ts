@@ -15,7 +15,8 @@ import {
   blockToolsMissing,
 } from "../support/block.ts";
 import { GUEST_OVERHEAD_MIB } from "../../src/domain/vm_size.ts";
-import { skipUnless, VMM_CRI_CONFIG, vmUnavailable } from "../support/env.ts";
+import { skipUnless, vmmCriConfig, vmUnavailable } from "../support/env.ts";
+import { suiteTemplateBuilt } from "../support/vm_template.ts";
 import {
   assertAllPodsRemoved,
   assertExecStatsStop,
@@ -32,8 +33,11 @@ import {
 
 const skip = skipUnless(vmUnavailable() ?? containerdUnavailable(), "containerd + vmm sandboxer");
 
-function withVmm(fn: (e: E2E) => Promise<void>, extraConfig = ""): Promise<void> {
-  return withE2E("vmm", fn, { config: VMM_CRI_CONFIG + extraConfig });
+function withVmm(fn: (e: E2E) => Promise<void>, extra: string[] = []): Promise<void> {
+  return withE2E("vmm", async (e) => {
+    await suiteTemplateBuilt();
+    await fn(e);
+  }, { config: vmmCriConfig(extra) });
 }
 
 for (const io of ["fifo", "stream"] as const) {
@@ -168,7 +172,7 @@ Deno.test({
       const bigVm = 1536 + GUEST_OVERHEAD_MIB;
       assert.ok(bigMem > bigVm - 200 && bigMem <= bigVm, `MemTotal ${bigMem} MiB, VM ${bigVm} MiB`);
       await assertAllPodsRemoved(e, [pod]);
-    }, "default_max_vcpus = 2\nmem_slots = 2\n"),
+    }, ["default_max_vcpus = 2", "mem_slots = 2"]),
 });
 
 Deno.test({
@@ -289,7 +293,7 @@ Deno.test({
         assert.ok(podDir, "the pod's images are on the host");
         await assertAllPodsRemoved(e, [pod]);
         assert.deepEqual(await Array.fromAsync(Deno.readDir(images)), [], "and go with it");
-      }, `share_fs = "None"\nbundle_disk_dir = "${images}"\n`);
+      }, ['share_fs = "None"', `bundle_disk_dir = "${images}"`]);
     } finally {
       await Deno.remove(images, { recursive: true }).catch(() => {});
     }

@@ -20,6 +20,7 @@ import { qemuOnly, skipUnless, TEST_VMM, vmUnavailable } from "../support/env.ts
 import { blockToolsMissing } from "../support/block.ts";
 import { assertShutdownLeavesNothing } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
+import { restored, templateBuilt } from "../support/vm_template.ts";
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
 
@@ -35,24 +36,6 @@ async function guestSh(d: TestDaemon, pod: string, script: string): Promise<stri
   const td = new TextDecoder();
   assert.equal(r.code, 0, td.decode(r.stderr));
   return td.decode(r.stdout);
-}
-
-/** The template's directory once it is built (`template.json` is written last). */
-async function templateBuilt(dir: string, timeoutMs: number): Promise<string> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    for (const e of await Array.fromAsync(Deno.readDir(dir)).catch(() => [])) {
-      const t = join(dir, e.name);
-      if (await Deno.stat(join(t, "template.json")).then(() => true, () => false)) return t;
-    }
-    await new Promise((r) => setTimeout(r, 500));
-  }
-  throw new Error(`no template in ${dir} after ${timeoutMs} ms`);
-}
-
-/** Whether the pod's VM was restored (its QEMU waits for a migration stream, not a boot). */
-function restored(pid: number): boolean {
-  return Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0").includes("-incoming");
 }
 
 async function ip(...args: string[]): Promise<void> {

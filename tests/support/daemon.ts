@@ -13,7 +13,8 @@ import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts
 import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { TaskDefinition as TaskV2 } from "../../src/gen/containerd/runtime/task/v2/shim.ts";
 import { V8_FLAGS } from "../../src/adapters/os/self_command.ts";
-import { vmmTomlLines } from "./env.ts";
+import { tomlKeysOnce, vmmTomlLines } from "./env.ts";
+import { suiteTemplateBuilt } from "./vm_template.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 /**
@@ -323,16 +324,16 @@ export async function startVmmDaemon(
       'log_level = "debug"',
       ...sandboxToml,
       "[hypervisor]",
-      ...vmmTomlLines(),
-      "memory_in_mb = 512",
-      "vcpus = 1",
-      ...hypervisorToml,
+      ...tomlKeysOnce([...vmmTomlLines(), "memory_in_mb = 512", "vcpus = 1", ...hypervisorToml]),
       "",
     ].join("\n"),
   );
-  return await TestDaemon.start({
+  const d = await TestDaemon.start({
     base,
     kind: "vmm",
     extraArgs: ["--config", config, ...extraArgs],
   });
+  // A test with its own templates waits for them itself.
+  if (!hypervisorToml.some((l) => l.startsWith("template"))) await suiteTemplateBuilt();
+  return d;
 }

@@ -47,6 +47,26 @@ export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasa
  */
 export const TEST_VMM = Deno.env.get("KUASAR_TEST_VMM") ?? "qemu";
 
+/**
+ * `KUASAR_TEST_VM_TEMPLATE=1`: the VM suites run with `template = true` (QEMU, bundles on disks),
+ * so that each pod of the suites' shape is a clone of a template VM (`scripts/vm_suite.sh
+ * --template`). The template lives on tmpfs, shared by the suites' sandboxers (one key).
+ */
+export const TEST_VM_TEMPLATE = Deno.env.get("KUASAR_TEST_VM_TEMPLATE") === "1";
+export const TEST_TEMPLATE_DIR = "/dev/shm/kuasar-test-vm-templates";
+
+/**
+ * `lines` of one TOML table with each key once: a later line wins (a test's own keys over the
+ * suites' defaults).
+ */
+export function tomlKeysOnce(lines: readonly string[]): string[] {
+  const keyOf = (l: string) => /^\s*([A-Za-z0-9_.-]+)\s*=/.exec(l)?.[1];
+  return lines.filter((l, i) => {
+    const k = keyOf(l);
+    return !k || !lines.slice(i + 1).some((m) => keyOf(m) === k);
+  });
+}
+
 /** The `[hypervisor]` keys (after the table header) that boot the guest image on TEST_VMM. */
 export function vmmTomlLines(): string[] {
   const kernel = TEST_VMM === "cloud-hypervisor" || TEST_VMM === "firecracker"
@@ -57,13 +77,26 @@ export function vmmTomlLines(): string[] {
     `path = "${Deno.env.get("KUASAR_TEST_VMM_PATH") ?? TEST_VMM}"`,
   ];
   guest.push(`kernel_path = "${GUEST_IMAGE}/${kernel}"`);
-  return [...guest, `initrd_path = "${GUEST_IMAGE}/initramfs.img"`];
+  guest.push(`initrd_path = "${GUEST_IMAGE}/initramfs.img"`);
+  if (TEST_VM_TEMPLATE) {
+    guest.push(
+      'share_fs = "None"',
+      "use_vsock = false",
+      "template = true",
+      `template_dir = "${TEST_TEMPLATE_DIR}"`,
+    );
+  }
+  return guest;
 }
 
 /** The vmm sandboxer's config of the containerd suites: the guest image, a 512 MiB guest. */
-export const VMM_CRI_CONFIG = ["[hypervisor]", ...vmmTomlLines(), "memory_in_mb = 512", ""].join(
-  "\n",
-);
+export const VMM_CRI_CONFIG = vmmCriConfig();
+
+/** VMM_CRI_CONFIG with more `[hypervisor]` keys, a test's own over the suites'. */
+export function vmmCriConfig(extra: readonly string[] = []): string {
+  return ["[hypervisor]", ...tomlKeysOnce([...vmmTomlLines(), "memory_in_mb = 512", ...extra]), ""]
+    .join("\n");
+}
 
 /** Whether `pid` is the test VMM's process (a pod's pid is its VM's). */
 export function vmmAlive(pid: number): boolean {
@@ -80,10 +113,16 @@ export function vmmAlive(pid: number): boolean {
  * writes) does not run on TEST_VMM, or undefined: Firecracker has none (bundles on disks).
  */
 export function sharedDirectoryOnly(feature: string): string | undefined {
-  return TEST_VMM === "firecracker"
-    ? `${feature} needs virtiofs, which Firecracker lacks (KUASAR_TEST_VMM=${TEST_VMM})`
+  if (TEST_VMM === "firecracker") {
+    return `${feature} needs virtiofs, which Firecracker lacks (KUASAR_TEST_VMM=${TEST_VMM})`;
+  }
+  return TEST_VM_TEMPLATE
+    ? `${feature} needs virtiofs, which VM templates exclude (KUASAR_TEST_VM_TEMPLATE=1)`
     : undefined;
 }
+
+/** Whether the suites' VMs get containers' bundles as disks (no shared directory). */
+export const TEST_BUNDLES_ON_DISKS = TEST_VMM === "firecracker" || TEST_VM_TEMPLATE;
 
 /** Why a test of a QEMU-only feature does not run on TEST_VMM, or undefined. */
 export function qemuOnly(feature: string): string | undefined {

@@ -16,6 +16,7 @@
  * - the rootfs is `rootfs` in the shared bundle; the cgroup is
  *   `/kuasar/<container>` in the guest's hierarchy; hooks stay: the guest's
  *   runc runs those whose program the guest has (the agent drops the others);
+ * - `ociVersion` 1.x names 1.0.2 (what the guest's crun accepts);
  * - cpusets go, as Kuasar clears them: they name the host's CPUs and memory
  *   nodes (a static CPU manager pins `12-15`), which a 2-vCPU guest lacks;
  * - what became a disk of the VM (disk_sources.ts) is named where the guest
@@ -109,6 +110,10 @@ export function guestSpec(
 ): GuestSpec {
   const s: OciSpec = structuredClone(spec);
   const shares: Share[] = [];
+  // The guest's crun (Debian's 1.8; the check is a substring) refuses a version not naming 1.0,
+  // such as containerd 2.x's 1.2.1; runc does not look. Later 1.x versions only add fields,
+  // which both read regardless.
+  if (/^1\./.test(s.ociVersion ?? "") && !s.ociVersion!.includes("1.0")) s.ociVersion = "1.0.2";
   s.root = { ...s.root, path: disks.rootfs ? guestDiskPath(disks.rootfs) : "rootfs" };
   s.mounts = (s.mounts ?? []).map((m, i) => {
     const disk = disks.mounts.get(i);

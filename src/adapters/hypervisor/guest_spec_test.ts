@@ -158,3 +158,14 @@ Deno.test("guestSpec: a disks annotation in the container's own spec never reach
   );
   assert.deepEqual(JSON.parse(withDisk.spec.annotations?.[DISKS_ANNOTATION] ?? ""), [vol]);
 });
+
+Deno.test("guest spec: a 1.x ociVersion names 1.0.2 for the guest's crun; others kept", () => {
+  const version = (v?: string) => guestSpec({ ociVersion: v }, "c", "/g/c").spec.ociVersion;
+  assert.equal(version("1.2.1"), "1.0.2");
+  assert.equal(version("1.1.1"), "1.0.2");
+  assert.equal(version("1.0.2-dev"), "1.0.2-dev");
+  assert.equal(version("1.0.0"), "1.0.0");
+  // Not a 1.x spec: left for the runtime to refuse.
+  assert.equal(version("2.0.0"), "2.0.0");
+  assert.equal(version(undefined), undefined);
+});

@@ -522,6 +522,14 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     };
     this.holders.watch(record.id, h.helperPid, h.pid);
     const restored = performance.now() - t0;
+    // Where a clone's start goes (logged with "vm ready"), from the end of its restore.
+    const phases: Record<string, number> = {};
+    let mark = performance.now();
+    const phase = (name: string) => {
+      const now = performance.now();
+      phases[name] = Math.round(now - mark);
+      mark = now;
+    };
     await traced("vm reseed and agent connect", attrs, async () => {
       // Before any connection of the links, whose first call reads the boot id.
       const seeder = await dial([{ transport: "unix", path: p.agent }], deadline);
@@ -539,22 +547,27 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       } finally {
         seeder.close();
       }
+      phase("reseedMs");
       this.#bootIds.delete(record.id);
       const agent = (await this.links.connect(record.id, deadline)).sandbox;
       record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
+      phase("connectMs");
       // The template's clock stopped when it was saved.
       await syncClock(agent);
+      phase("clockMs");
       await agent.setupSandbox({
         config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
         interfaces: [],
         routes: [],
       }, { timeoutMs: 10_000 });
+      phase("setupMs");
       for (const nic of nics) {
         await o.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! });
       }
       if (nics.length) {
         await agent.updateInterfaces({ interfaces: guestInterfaces(nics) }, { timeoutMs: 30_000 });
         await agent.updateRoutes({ routes }, { timeoutMs: 10_000 });
+        phase("nicsMs");
       }
     });
     this.#keepClockSynced(record.id);
@@ -566,6 +579,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       memoryMiB: vm.memoryMiB,
       template: template.key,
       restoreMs: Math.round(restored),
+      ...phases,
       agentReadyMs: Math.round(performance.now() - t0),
     });
     return { pid: h.pid };

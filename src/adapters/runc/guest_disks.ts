@@ -162,6 +162,25 @@ export class GuestDisks {
     log.info("bundle disk mounted", { serial: disk.serial, container: cid });
   }
 
+  /**
+   * Turns read-ahead off on container `cid`'s bundle disk when its spec limits its memory.
+   * At the limit, the kernel reclaims the container's program text to make room, and read-ahead
+   * (whose allocations give up at once) brings it back: every charge then "makes progress", and
+   * a container that outgrows its limit is never OOM-killed, only thrashes. Without read-ahead
+   * its faults read a page each and the kernel's OOM killer ends it, as on a node.
+   */
+  async memoryLimited(cid: string, spec: OciSpec): Promise<void> {
+    const b = this.#bundles.get(cid);
+    const limit = Number(
+      (spec.linux?.resources?.memory as { limit?: number } | undefined)?.limit ?? 0,
+    );
+    if (!b || !(limit > 0)) return;
+    const dev = await this.#numbers.get(b.serial);
+    if (!dev) return;
+    await Deno.writeTextFile(`/sys/dev/block/${dev}/queue/read_ahead_kb`, "0");
+    log.debug("bundle disk read-ahead off (memory limit)", { serial: b.serial, container: cid });
+  }
+
   /** Container `cid` is gone: its bundle disk, and the disks nobody else uses, are unmounted. */
   async release(cid: string): Promise<void> {
     const b = this.#bundles.get(cid);

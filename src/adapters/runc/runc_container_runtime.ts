@@ -112,6 +112,7 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
     }
     // Disks the host attached (block volumes, a block rootfs): found, mounted, renumbered.
     if (await this.#disks.prepare(c.id, spec)) changed = true;
+    await this.#disks.memoryLimited(c.id, spec);
     // The host's spec may name hooks the guest does not have: runc would fail on them.
     const r = keepRunnableHooks(spec, isExecutableFile);
     if (r.dropped.length) {
