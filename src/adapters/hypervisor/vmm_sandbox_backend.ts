@@ -350,18 +350,29 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       attrs,
       () => this.#initAgent(record, t0 + o.bootTimeoutMs, network),
     ) - t0;
-    this.#keepClockSynced(record.id);
-    this.#log.info("vm ready", {
-      sandbox: record.id,
-      hypervisor: o.hypervisor.name,
-      accel: o.accel,
-      vcpus: size.vcpus,
-      memoryMiB: size.memoryMiB,
+    this.#ready(record.id, size, {
       vmmMs: Math.round(vmm),
       agentCheckMs: Math.round(checked),
       agentReadyMs: Math.round(performance.now() - t0),
     });
     return { pid: h.pid };
+  }
+
+  /** The pod's VM is set up: its clock kept, and its start logged with `timings`. */
+  #ready(
+    id: string,
+    size: { vcpus: number; memoryMiB: number },
+    timings: Record<string, string | number>,
+  ): void {
+    this.#keepClockSynced(id);
+    this.#log.info("vm ready", {
+      sandbox: id,
+      hypervisor: this.opts.hypervisor.name,
+      accel: this.opts.accel,
+      vcpus: size.vcpus,
+      memoryMiB: size.memoryMiB,
+      ...timings,
+    });
   }
 
   #templates = this.opts.templateDir && this.opts.hypervisor.templating
@@ -570,13 +581,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         phase("nicsMs");
       }
     });
-    this.#keepClockSynced(record.id);
-    this.#log.info("vm ready", {
-      sandbox: record.id,
-      hypervisor: o.hypervisor.name,
-      accel: o.accel,
-      vcpus: vm.vcpus,
-      memoryMiB: vm.memoryMiB,
+    this.#ready(record.id, vm, {
       template: template.key,
       restoreMs: Math.round(restored),
       ...phases,
