@@ -38,6 +38,28 @@ async function guestSh(d: TestDaemon, pod: string, script: string): Promise<stri
   return td.decode(r.stdout);
 }
 
+/** The pid of a process whose command line has `needle`, waited for. */
+async function processWith(needle: string, timeoutMs: number): Promise<number> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    for (const e of await Array.fromAsync(Deno.readDir("/proc"))) {
+      if (!/^\d+$/.test(e.name)) continue;
+      const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+      if (cmd.includes(needle)) return Number(e.name);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`no process with ${needle} in its command line`);
+}
+
+async function waitGone(pid: number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) {
+    if (Date.now() > end) throw new Error(`process ${pid} still runs`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 async function ip(...args: string[]): Promise<void> {
   const r = await new Deno.Command("ip", { args, stderr: "piped" }).output();
   if (!r.success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
@@ -66,6 +88,12 @@ Deno.test({
       await ip("-n", ns, "addr", "add", "10.242.0.2/24", "dev", "eth0");
       await ip("-n", ns, "link", "set", "eth0", "up");
       await withDaemon(async (d) => {
+        // A sandboxer killed while it builds the template: its template VM holds nothing of
+        // it (its listening socket), and the next one ends that VM and builds again.
+        const building = await processWith(templates, 60_000);
+        await d.kill9();
+        await d.spawn();
+        await waitGone(building, 30_000);
         const tpl = await templateBuilt(templates, 240_000);
         const meta = JSON.parse(await Deno.readTextFile(join(tpl, "template.json")));
         assert.ok(meta.stateBytes < 4 << 20, `device state only: ${meta.stateBytes} bytes`);

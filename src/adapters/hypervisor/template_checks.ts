@@ -44,6 +44,19 @@ export async function templateChecks(o: TemplateCheckOptions): Promise<NodeCheck
   return [await spaceCheck(o), await listCheck(o)];
 }
 
+/** Why the directory is unfit for templates (what is in it runs in every clone), if it is. */
+function unfit(dir: string): string | undefined {
+  let st: Deno.FileInfo;
+  try {
+    st = Deno.statSync(dir);
+  } catch {
+    return undefined;
+  }
+  if (st.uid !== Deno.uid()) return `owned by uid ${st.uid}, not the sandboxer's`;
+  if ((st.mode ?? 0) & 0o022) return "writable by others";
+  return undefined;
+}
+
 /** The file system of the directory: room for one RAM file, and tmpfs for shared pages. */
 async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
   const id = "template.dir";
@@ -56,6 +69,16 @@ async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
     if (r.code !== 0 || !Number.isFinite(freeMiB)) throw new Error(r.stderr.trim() || r.stdout);
     const detail = `${o.dir} on ${f[6] ?? "?"} (${f[1] ?? "?"}), ${freeMiB} MiB free; a ` +
       `template's RAM file takes ${o.memoryMiB} MiB`;
+    const why = unfit(o.dir);
+    if (why) {
+      return {
+        id,
+        kind: "vmm",
+        status: "fail",
+        detail: `${o.dir} is ${why}: no template is built or used there (pods boot)`,
+        fix: "a template_dir of its own, owned by the sandboxer's user, mode 0700",
+      };
+    }
     if (freeMiB < o.memoryMiB) {
       return {
         id,

@@ -55,3 +55,15 @@ Deno.test("doctor: templates listed, unfinished and stale ones said so", async (
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("doctor: a template directory others can write to fails", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.chmod(dir, 0o1777);
+    const [space] = await templateChecks({ dir, memoryMiB: 1, image: [] });
+    assert.equal(space.status, "fail");
+    assert.match(space.detail, /writable by others/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -19,7 +19,7 @@
  * @module
  */
 import { join } from "node:path";
-import { DeadlineExceededError } from "../../domain/errors.ts";
+import { DeadlineExceededError, FailedPreconditionError } from "../../domain/errors.ts";
 import { log } from "../../lib/log.ts";
 import type { VmDescription, VmTemplating } from "../../ports/hypervisor.ts";
 import { qmpQuit } from "./qmp.ts";
@@ -29,6 +29,8 @@ export interface VmTemplate {
   readonly key: string;
   readonly memory: string;
   readonly state: string;
+  /** Which build of the key it is (its `template.json`'s `built`): a rebuild is another. */
+  readonly built?: string;
 }
 
 export interface VmTemplatesOptions {
@@ -39,6 +41,22 @@ export interface VmTemplatesOptions {
   readonly bootTimeoutMs: number;
   /** Resolves once the agent behind the VM's agent socket answers Check (and is let go). */
   readonly agentAnswers: (vm: VmDescription, deadline: number) => Promise<void>;
+  /**
+   * The argv that runs `argv` without the daemon's descriptors (its runtime leaves some
+   * inheritable, its listening socket among them: a template VM outliving a crashed daemon
+   * must not keep it).
+   */
+  readonly withoutDaemonFds: (argv: readonly string[]) => string[];
+  /** Who builds here (the sandboxer's state directory): others' templates are left alone. */
+  readonly owner: string;
+}
+
+/** What makes a template's directory or file unfit: not ours, or writable by others. */
+function unsafe(st: Deno.FileInfo, what: string): string | undefined {
+  if (st.isSymlink) return `${what} is a symbolic link`;
+  if (st.uid !== Deno.uid()) return `${what} is owned by uid ${st.uid}, not the sandboxer's`;
+  if ((st.mode ?? 0) & 0o022) return `${what} is writable by others`;
+  return undefined;
 }
 
 /** The paths of a VM description that are the VM's own, not its shape. */
@@ -81,15 +99,32 @@ export class VmTemplates {
     return Array.from(h.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
   }
 
-  /** The template for VMs like `vm` if it is built; undefined if not (yet). */
+  /**
+   * The template for VMs like `vm` if it is built; undefined if not (yet). A template whose
+   * directory or files the sandboxer does not own alone is not used: what is in them runs in
+   * every clone.
+   */
   async ready(vm: VmDescription): Promise<VmTemplate | undefined> {
     const t = this.#paths(await this.key(vm));
+    let built: string;
     try {
-      await Deno.stat(join(this.#o.dir, t.key, "template.json"));
-      return t;
+      built = JSON.parse(await Deno.readTextFile(join(this.#o.dir, t.key, "template.json"))).built;
     } catch {
       return undefined;
     }
+    const d = join(this.#o.dir, t.key);
+    const missing = { uid: -1 } as Deno.FileInfo;
+    // template_dir itself may be an operator's link; nothing in it may be.
+    const checks = [unsafe(await Deno.stat(this.#o.dir).catch(() => missing), "template_dir")];
+    for (const f of [d, t.memory, t.state, join(d, "template.json")]) {
+      checks.push(unsafe(await Deno.lstat(f).catch(() => missing), f));
+    }
+    const why = checks.find((c) => c);
+    if (why) {
+      this.#log.warn("vm template not used: pods boot", { template: t.key, why });
+      return undefined;
+    }
+    return { ...t, built };
   }
 
   /**
@@ -120,9 +155,17 @@ export class VmTemplates {
     }
   }
 
-  /** Forgets a template that failed to start a clone, so that it is built again. */
+  /**
+   * Forgets a template that failed to start a clone, so that it is built again: that build of
+   * it only (several clones of a broken one fail together, and the first one's rebuild stays).
+   */
   async discard(t: VmTemplate): Promise<void> {
-    await Deno.remove(join(this.#o.dir, t.key), { recursive: true }).catch(() => {});
+    if (this.#building.has(t.key)) return;
+    const d = join(this.#o.dir, t.key);
+    const built = await Deno.readTextFile(join(d, "template.json"))
+      .then((j) => JSON.parse(j).built, () => undefined);
+    if (built !== t.built) return;
+    await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 
   #paths(key: string): VmTemplate {
@@ -134,12 +177,15 @@ export class VmTemplates {
     const o = this.#o;
     const t0 = performance.now();
     await Deno.mkdir(o.dir, { recursive: true, mode: 0o700 });
-    // Older templates (another image or QEMU) and unfinished ones go; clones keep their maps.
-    // Only what is named like a template: the directory may be an operator's (template_dir).
+    const unfit = unsafe(await Deno.stat(o.dir), `template_dir ${o.dir}`);
+    if (unfit) throw new FailedPreconditionError(`${unfit}: no VM template is built there`);
+    // This sandboxer's older templates (another image or QEMU) and unfinished ones go; clones
+    // keep their maps. Only what is named like a template and is ours: the directory may be an
+    // operator's, and other sandboxers may keep theirs there.
     for await (const e of Deno.readDir(o.dir)) {
-      if (e.name !== key && /^[0-9a-f]{32}$/.test(e.name)) {
-        await Deno.remove(join(o.dir, e.name), { recursive: true });
-      }
+      if (e.name === key || !/^[0-9a-f]{32}$/.test(e.name)) continue;
+      const owner = await Deno.readTextFile(join(o.dir, e.name, "owner")).catch(() => undefined);
+      if (owner === o.owner) await Deno.remove(join(o.dir, e.name), { recursive: true });
     }
     const dir = join(o.dir, key);
     vm = {
@@ -150,11 +196,12 @@ export class VmTemplates {
     };
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     await Deno.mkdir(dir, { mode: 0o700 });
+    await Deno.writeTextFile(join(dir, "owner"), o.owner, { mode: 0o600 });
     const t = this.#paths(key);
     for (const f of [vm.controlSocket, vm.agentSocket, vm.debugSocket]) {
       if (f) await Deno.remove(f).catch(() => {});
     }
-    const argv = o.templating.argv(vm, t.memory, "template");
+    const argv = o.withoutDaemonFds(o.templating.argv(vm, t.memory, "template"));
     if (this.#closed) throw new Error("the daemon is stopping");
     const child = new Deno.Command(argv[0], {
       args: argv.slice(1),
@@ -168,7 +215,11 @@ export class VmTemplates {
     const deadline = t0 + o.bootTimeoutMs;
     try {
       const exited = child.status.then((s) => {
-        throw new Error(`the template VM exited (${s.code}) while booting`);
+        // QEMU touching RAM its file has no room for (a full tmpfs) dies of SIGBUS.
+        const bus = s.signal === "SIGBUS" || s.code === 135
+          ? `; SIGBUS: is there room for its ${vm.memoryMiB} MiB RAM file in ${o.dir}?`
+          : "";
+        throw new Error(`the template VM exited (${s.code}) while booting${bus}`);
       });
       await Promise.race([o.agentAnswers(vm, deadline), exited]);
       exited.catch(() => {});

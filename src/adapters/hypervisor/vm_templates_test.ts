@@ -21,6 +21,8 @@ Deno.test("VM templates: the key is the VM's shape, image and VMM, not its own p
       templating,
       bootTimeoutMs: 1000,
       agentAnswers: () => Promise.reject(new Error("not booted here")),
+      withoutDaemonFds: (a) => [...a],
+      owner: "/run/kuasar-vmm",
     });
     const vm = (id: string, more: Partial<VmDescription> = {}): VmDescription => ({
       id,
@@ -61,6 +63,128 @@ Deno.test("VM templates: the key is the VM's shape, image and VMM, not its own p
     await Deno.writeTextFile(initrd, "a new image");
     assert.notEqual(await t.key(vm("a")), key, "another guest image");
     assert.equal(await t.ready(vm("a")), undefined, "nothing built");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+/** A VmTemplates on `dir` whose template VM is `argv` (never QEMU here). */
+async function fixture(dir: string, argv: string[] = ["false"]) {
+  const kernel = join(dir, "vmlinuz"), initrd = join(dir, "initramfs.img");
+  await Deno.writeTextFile(kernel, "k");
+  await Deno.writeTextFile(initrd, "i");
+  const qemu = new QemuHypervisor({ binary: "qemu-system-x86_64", accel: "tcg" });
+  const templating: VmTemplating = {
+    ...qemu.templating!,
+    identity: () => Promise.resolve("QEMU emulator version 7.2"),
+    argv: () => argv,
+  };
+  const templates = join(dir, "t");
+  const t = new VmTemplates({
+    dir: templates,
+    templating,
+    bootTimeoutMs: 5000,
+    agentAnswers: () => new Promise(() => {}),
+    withoutDaemonFds: (a) => [...a],
+    owner: "/run/kuasar-vmm",
+  });
+  const vm: VmDescription = {
+    id: "a",
+    name: "kuasar-a",
+    kernel,
+    initrd,
+    kernelParams: "",
+    memoryMiB: 512,
+    vcpus: 1,
+    consoleLog: join(dir, "a.log"),
+    eventLog: join(dir, "a.events"),
+    controlSocket: join(dir, "a.qmp"),
+    agentSocket: join(dir, "a.agent"),
+    nics: [],
+    shares: [],
+    diskSlots: 8,
+    stateDir: join(dir, "a"),
+    nicSlots: 2,
+  };
+  return { t, vm, templates, key: await t.key(vm) };
+}
+
+/** A built template as the sandboxer leaves one. */
+async function built(templates: string, key: string, when: string): Promise<string> {
+  const d = join(templates, key);
+  await Deno.mkdir(d, { recursive: true, mode: 0o700 });
+  await Deno.chmod(templates, 0o700);
+  for (const f of ["memory", "state", "owner"]) {
+    await Deno.writeTextFile(join(d, f), "x", { mode: 0o600 });
+  }
+  await Deno.writeTextFile(join(d, "template.json"), JSON.stringify({ key, built: when }), {
+    mode: 0o600,
+  });
+  return d;
+}
+
+Deno.test("VM templates: one not the sandboxer's alone is not used", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates, key } = await fixture(dir);
+    const d = await built(templates, key, "2026-12-06T00:00:00.000Z");
+    assert.equal((await t.ready(vm))?.built, "2026-12-06T00:00:00.000Z");
+    await Deno.chmod(join(d, "memory"), 0o666);
+    assert.equal(await t.ready(vm), undefined, "its RAM writable by others");
+    await Deno.chmod(join(d, "memory"), 0o600);
+    await Deno.chmod(templates, 0o1777);
+    assert.equal(await t.ready(vm), undefined, "in a directory anyone writes to");
+    await Deno.chmod(templates, 0o700);
+    await Deno.remove(join(d, "state"));
+    await Deno.symlink("/etc/hostname", join(d, "state"));
+    assert.equal(await t.ready(vm), undefined, "a link in it");
+    await Deno.remove(join(d, "state"));
+    await Deno.writeTextFile(join(d, "state"), "x", { mode: 0o600 });
+    if (Deno.uid() === 0) {
+      await Deno.chown(join(d, "template.json"), 65534, 65534);
+      assert.equal(await t.ready(vm), undefined, "a file of another user");
+      await Deno.chown(join(d, "template.json"), 0, 0);
+    }
+    assert.ok(await t.ready(vm));
+    // No template is built in such a directory either.
+    await Deno.chmod(templates, 0o777);
+    await assert.rejects(t.ensure({ ...vm, memoryMiB: 256 }), /writable by others/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("VM templates: a failed clone drops the build it used, not a newer one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates, key } = await fixture(dir);
+    await built(templates, key, "2026-12-06T00:00:00.000Z");
+    const used = await t.ready(vm);
+    assert.ok(used);
+    // Rebuilt meanwhile (the first failed clone's doing).
+    await built(templates, key, "2026-12-06T00:01:00.000Z");
+    await t.discard(used);
+    assert.equal((await t.ready(vm))?.built, "2026-12-06T00:01:00.000Z", "the rebuild stays");
+    await t.discard((await t.ready(vm))!);
+    assert.equal(await t.ready(vm), undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("VM templates: a build removes this sandboxer's older templates only", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates } = await fixture(dir);
+    const mine = await built(templates, "0".repeat(32), "2026-12-06T00:00:00.000Z");
+    await Deno.writeTextFile(join(mine, "owner"), "/run/kuasar-vmm");
+    const theirs = await built(templates, "1".repeat(32), "2026-12-06T00:00:00.000Z");
+    await Deno.writeTextFile(join(theirs, "owner"), "/run/other-vmm");
+    await Deno.mkdir(join(templates, "operator-notes"));
+    // The template VM (`false`) exits at once: the build fails, after its sweep.
+    await assert.rejects(t.ensure(vm), /exited \(1\) while booting/);
+    const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
+    assert.deepEqual(left, ["1".repeat(32), "operator-notes"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -382,6 +382,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       bootTimeoutMs: this.opts.bootTimeoutMs,
       agentAnswers: async (vm, deadline) =>
         (await dial([{ transport: "unix", path: vm.agentSocket }], deadline)).close(),
+      withoutDaemonFds: (argv) => [this.opts.supervisor.binary, "exec", "--", ...argv],
+      owner: this.opts.dir,
     })
     : undefined;
 
