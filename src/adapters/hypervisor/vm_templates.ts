@@ -168,6 +168,19 @@ export class VmTemplates {
     await Deno.remove(d, { recursive: true }).catch(() => {});
   }
 
+  /**
+   * Whether another key's template `d` is for this sandboxer to remove: its own, or one whose
+   * sandboxer is gone (its state directory too), or one without an owner (unfinished, or from
+   * an older version) that nobody touched for ten minutes.
+   */
+  async #stale(d: string): Promise<boolean> {
+    const owner = await Deno.readTextFile(join(d, "owner")).catch(() => undefined);
+    if (owner === this.#o.owner) return true;
+    if (owner !== undefined) return !(await Deno.stat(owner).then(() => true, () => false));
+    const st = await Deno.stat(d).catch(() => undefined);
+    return !!st && Date.now() - (st.mtime?.getTime() ?? 0) > 10 * 60_000;
+  }
+
   #paths(key: string): VmTemplate {
     const d = join(this.#o.dir, key);
     return { key, memory: join(d, "memory"), state: join(d, "state") };
@@ -184,8 +197,9 @@ export class VmTemplates {
     // operator's, and other sandboxers may keep theirs there.
     for await (const e of Deno.readDir(o.dir)) {
       if (e.name === key || !/^[0-9a-f]{32}$/.test(e.name)) continue;
-      const owner = await Deno.readTextFile(join(o.dir, e.name, "owner")).catch(() => undefined);
-      if (owner === o.owner) await Deno.remove(join(o.dir, e.name), { recursive: true });
+      if (await this.#stale(join(o.dir, e.name))) {
+        await Deno.remove(join(o.dir, e.name), { recursive: true });
+      }
     }
     const dir = join(o.dir, key);
     vm = {

@@ -172,19 +172,27 @@ Deno.test("VM templates: a failed clone drops the build it used, not a newer one
   }
 });
 
-Deno.test("VM templates: a build removes this sandboxer's older templates only", async () => {
+Deno.test("VM templates: a build removes its sandboxer's older templates and abandoned ones", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
   try {
     const { t, vm, templates } = await fixture(dir);
     const mine = await built(templates, "0".repeat(32), "2026-12-06T00:00:00.000Z");
     await Deno.writeTextFile(join(mine, "owner"), "/run/kuasar-vmm");
     const theirs = await built(templates, "1".repeat(32), "2026-12-06T00:00:00.000Z");
-    await Deno.writeTextFile(join(theirs, "owner"), "/run/other-vmm");
+    await Deno.writeTextFile(join(theirs, "owner"), dir);
+    const gone = await built(templates, "2".repeat(32), "2026-12-06T00:00:00.000Z");
+    await Deno.writeTextFile(join(gone, "owner"), join(dir, "no-such-sandboxer"));
+    const building = await built(templates, "3".repeat(32), "2026-12-06T00:00:00.000Z");
+    await Deno.remove(join(building, "owner"));
+    const old = await built(templates, "4".repeat(32), "2026-12-06T00:00:00.000Z");
+    await Deno.remove(join(old, "owner"));
+    await Deno.utime(old, new Date(Date.now() - 3_600_000), new Date(Date.now() - 3_600_000));
     await Deno.mkdir(join(templates, "operator-notes"));
     // The template VM (`false`) exits at once: the build fails, after its sweep.
     await assert.rejects(t.ensure(vm), /exited \(1\) while booting/);
     const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
-    assert.deepEqual(left, ["1".repeat(32), "operator-notes"]);
+    // Another sandboxer's (its state directory is there), and one being built now, stay.
+    assert.deepEqual(left, ["1".repeat(32), "3".repeat(32), "operator-notes"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
