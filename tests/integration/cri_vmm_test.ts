@@ -185,32 +185,39 @@ Deno.test({
   fn: () =>
     withVmm(async (e) => {
       const dir = await Deno.makeTempDir();
-      const f = await blockFixtures(dir);
       try {
-        const pc = podConfig(e);
-        const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
-        const id = await e.ctd.crictlOk(["runp", "--runtime", e.fifo, podJson]);
-        // A CSI block volume as the kubelet passes it: a mount of the device, and a raw
-        // device (volumeDevices) in `devices`.
-        const ctrJson = await e.ctd.writeJson(`${pc.metadata.name}-c.json`, {
-          ...containerConfig("blk", [
-            "sh",
-            "-c",
-            `grep ' /data ' /proc/mounts | cut -d' ' -f3; ${BLOCK_IO_SCRIPT}`,
-          ]),
-          mounts: [{ host_path: f.vol.path, container_path: "/data" }],
-          devices: [{ host_path: f.rawDev.path, container_path: "/dev/xvdb", permissions: "rwm" }],
-        });
-        const cid = await e.ctd.crictlOk(["create", id, ctrJson, podJson]);
-        await e.ctd.crictlOk(["start", cid]);
-        assert.equal((await waitState(e, cid, "CONTAINER_EXITED", 60_000)).exitCode, 0);
-        assert.equal(await logsOf(e, cid, /raw-bytes/), `ext4\n${BLOCK_IO_OUTPUT}`);
-        await assertAllPodsRemoved(e, [id]);
+        const f = await blockFixtures(dir);
+        try {
+          const pc = podConfig(e);
+          const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
+          const id = await e.ctd.crictlOk(["runp", "--runtime", e.fifo, podJson]);
+          // A CSI block volume as the kubelet passes it: a mount of the device, and a raw
+          // device (volumeDevices) in `devices`.
+          const ctrJson = await e.ctd.writeJson(`${pc.metadata.name}-c.json`, {
+            ...containerConfig("blk", [
+              "sh",
+              "-c",
+              `grep ' /data ' /proc/mounts | cut -d' ' -f3; ${BLOCK_IO_SCRIPT}`,
+            ]),
+            mounts: [{ host_path: f.vol.path, container_path: "/data" }],
+            devices: [{
+              host_path: f.rawDev.path,
+              container_path: "/dev/xvdb",
+              permissions: "rwm",
+            }],
+          });
+          const cid = await e.ctd.crictlOk(["create", id, ctrJson, podJson]);
+          await e.ctd.crictlOk(["start", cid]);
+          assert.equal((await waitState(e, cid, "CONTAINER_EXITED", 60_000)).exitCode, 0);
+          assert.equal(await logsOf(e, cid, /raw-bytes/), `ext4\n${BLOCK_IO_OUTPUT}`);
+          await assertAllPodsRemoved(e, [id]);
+        } finally {
+          await f.release();
+        }
+        await f.assertWritten();
       } finally {
-        await f.release();
+        await Deno.remove(dir, { recursive: true });
       }
-      await f.assertWritten();
-      await Deno.remove(dir, { recursive: true });
     }),
 });
 
