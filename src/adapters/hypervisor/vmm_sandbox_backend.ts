@@ -170,6 +170,34 @@ function describe(
   };
 }
 
+/**
+ * A VM's size and its room to grow, for `size` (the config's, grown to what a pod asks for):
+ * containers raised later (Task.Update) grow into `default_max_vcpus`, and with `mem_slots`
+ * into the host's memory (as Kuasar). The template VM is sized here too, so that pods asking
+ * for nothing beyond the config's match it.
+ */
+function vmShape(o: VmmBackendOptions, size: { vcpus: number; memoryMiB: number }) {
+  const resize = o.hypervisor.capabilities.resize;
+  const memorySlots = resize ? o.memorySlots ?? 0 : 0;
+  return {
+    vcpus: size.vcpus,
+    memoryMiB: size.memoryMiB,
+    maxVcpus: resize && o.maxVcpus ? Math.max(size.vcpus, o.maxVcpus) : size.vcpus,
+    maxMemoryMiB: memorySlots ? Math.max(size.memoryMiB, hostMemoryMiB()) : size.memoryMiB,
+    memorySlots,
+  };
+}
+
+/** `argv` run in the pod's netns when it has one, so that its devices (taps) are the pod's. */
+function inPodNetns(record: SandboxRecord<VmmPodState>, argv: string[]): string[] {
+  return record.netnsPath ? ["nsenter", `--net=${record.netnsPath}`, "--", ...argv] : argv;
+}
+
+/** The VM's own cgroup under the pod's parent: QEMU's memory is charged there from the start. */
+function vmCgroup(record: SandboxRecord<VmmPodState>): string {
+  return join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
+}
+
 /** Whether VMs get the debug console: asked for, on a VMM with virtio-serial ports. */
 function debugConsole(o: VmmBackendOptions): boolean {
   return (o.debugConsole ?? false) && o.hypervisor.capabilities.serialPorts;
@@ -281,16 +309,20 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const p = await vmPaths(o, record.id);
     for (const f of [p.control, p.agent, p.debug, p.events]) await Deno.remove(f).catch(() => {});
     // Grown to what the pod asks for (its CPU quota and memory limit), as Kuasar does.
-    const size = vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources);
-    // Room to grow into for containers raised later (Task.Update), where the config gives it:
-    // `default_max_vcpus`, and with `mem_slots` the host's memory (as Kuasar).
-    const resize = o.hypervisor.capabilities.resize;
-    const maxVcpus = resize && o.maxVcpus ? Math.max(size.vcpus, o.maxVcpus) : size.vcpus;
-    const memorySlots = describe(o, record.id, p).memorySlots ?? 0;
-    const maxMemoryMiB = memorySlots ? Math.max(size.memoryMiB, hostMemoryMiB()) : size.memoryMiB;
-    record.backend = { ...record.backend, ...size, maxVcpus, maxMemoryMiB };
+    const size = vmShape(
+      o,
+      vmSize({ vcpus: o.vcpus, memoryMiB: o.memoryMiB }, record.pod.resources),
+    );
+    const { maxVcpus, maxMemoryMiB } = size;
+    record.backend = {
+      ...record.backend,
+      vcpus: size.vcpus,
+      memoryMiB: size.memoryMiB,
+      maxVcpus,
+      maxMemoryMiB,
+    };
     if (o.bundleDisks) record.backend = { ...record.backend, bundleDisks: o.bundleDisks };
-    const shape = { ...describe(o, record.id, p), ...size, maxVcpus, maxMemoryMiB, memorySlots };
+    const shape = { ...describe(o, record.id, p), ...size };
     const template = await this.#templateFor(record, shape);
     if (template) {
       const cloned = await this.#startClone(record, shape, template);
@@ -309,16 +341,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         shares: virtiofs,
       }),
       ...size,
-      maxVcpus,
-      maxMemoryMiB,
-      memorySlots,
     };
-    // In the pod's netns, so its devices (taps) are the pod's.
-    const argv = record.netnsPath
-      ? ["nsenter", `--net=${record.netnsPath}`, "--", ...o.hypervisor.argv(vm)]
-      : o.hypervisor.argv(vm);
-    // The VM's own cgroup under the pod's parent: QEMU's memory is charged there from the start.
-    const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
+    const argv = inPodNetns(record, o.hypervisor.argv(vm));
+    const cgroupsPath = vmCgroup(record);
     record.backend = {
       ...record.backend,
       cgroupsPath,
@@ -419,27 +444,13 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
           console: "",
           events: "",
         } as Awaited<ReturnType<typeof vmPaths>>),
-        ...this.#defaultShape(),
+        ...vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB }),
       };
       await t.ensure(vm);
     })().catch((e) => {
       this.#templateFailedAt = performance.now();
       this.#log.warn("no VM template: pods boot", { error: String(e), dir: o.templateDir });
     });
-  }
-
-  /** The size of a pod's VM that asks for nothing beyond the config's. */
-  #defaultShape() {
-    const o = this.opts;
-    const resize = o.hypervisor.capabilities.resize;
-    const memorySlots = resize ? o.memorySlots ?? 0 : 0;
-    return {
-      vcpus: o.vcpus,
-      memoryMiB: o.memoryMiB,
-      maxVcpus: resize && o.maxVcpus ? Math.max(o.vcpus, o.maxVcpus) : o.vcpus,
-      maxMemoryMiB: memorySlots ? Math.max(o.memoryMiB, hostMemoryMiB()) : o.memoryMiB,
-      memorySlots,
-    };
   }
 
   /**
@@ -477,15 +488,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       ? await mirrorInterfaces(record.netnsPath, queues, 0, vm.nicSlots)
       : [];
     const routes = record.netnsPath ? await podRoutes(record.netnsPath, nics) : [];
-    const argv = record.netnsPath
-      ? [
-        "nsenter",
-        `--net=${record.netnsPath}`,
-        "--",
-        ...templating.argv(vm, template.memory, "clone"),
-      ]
-      : templating.argv(vm, template.memory, "clone");
-    const cgroupsPath = join(record.pod.cgroupParent || "/kuasar-vmm", record.id);
+    const argv = inPodNetns(record, templating.argv(vm, template.memory, "clone"));
+    const cgroupsPath = vmCgroup(record);
     const t0 = performance.now();
     const deadline = t0 + o.bootTimeoutMs;
     const attrs = {
