@@ -9,7 +9,13 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { parse } from "smol-toml";
 import { KINDS } from "../src/daemon/kinds.ts";
-import { containerdDropIn, systemdUnit } from "../src/daemon/deploy_files.ts";
+import {
+  containerdDropIn,
+  nodeLabel,
+  runtimeClass,
+  systemdUnit,
+  VM_POD_OVERHEAD,
+} from "../src/daemon/deploy_files.ts";
 
 const read = (rel: string) =>
   Deno.readTextFileSync(fileURLToPath(new URL(`../${rel}`, import.meta.url)));
@@ -23,7 +29,31 @@ Deno.test("deploy/: one unit and one drop-in per kind, as generated (deno task g
   for (const kind of KINDS) {
     assert.equal(read(`deploy/kuasar-${kind.name}.service`), systemdUnit(kind), kind.name);
     assert.equal(read(`deploy/containerd/kuasar-${kind.name}.toml`), containerdDropIn(kind));
+    assert.equal(read(`deploy/kubernetes/runtimeclass-${kind.name}.yaml`), runtimeClass(kind));
   }
+  assert.deepEqual(
+    list("deploy/kubernetes"),
+    KINDS.map((k) => `runtimeclass-${k.name}.yaml`).sort(),
+  );
+});
+
+Deno.test("deploy/kubernetes: each RuntimeClass names its drop-in's handler; VM pods their overhead", () => {
+  for (const kind of KINDS) {
+    // The YAML is one flat object: read it back as JSON-compatible lines.
+    const text = read(`deploy/kubernetes/runtimeclass-${kind.name}.yaml`);
+    assert.match(text, new RegExp(`^handler: kuasar-${kind.name}$`, "m"));
+    assert.match(text, new RegExp(`^  name: kuasar-${kind.name}$`, "m"));
+    assert.match(text, new RegExp(`^    ${nodeLabel(kind)}: "true"$`, "m"));
+    assert.equal(
+      /^overhead:/m.test(text),
+      kind.name === "vmm",
+      `${kind.name}: overhead only for VM pods`,
+    );
+  }
+  assert.match(
+    read("deploy/kubernetes/runtimeclass-vmm.yaml"),
+    new RegExp(`memory: "${VM_POD_OVERHEAD.memory}"\n    cpu: "${VM_POD_OVERHEAD.cpu}"`),
+  );
 });
 
 Deno.test("deploy/containerd: each drop-in has the handlers at the kind's socket and stub", () => {
@@ -74,4 +104,11 @@ Deno.test("README: the containerd 2.x block is deploy/containerd/kuasar-runc.tom
   const section = readme.slice(readme.indexOf("### containerd 2.x"));
   const block = section.match(/```toml\n([\s\S]*?)```/)?.[1];
   assert.equal(block, read("deploy/containerd/kuasar-runc.toml"));
+});
+
+Deno.test("docs/kubernetes.md: the RuntimeClass shown is deploy/kubernetes/runtimeclass-vmm.yaml", () => {
+  const doc = read("docs/kubernetes.md");
+  const block = [...doc.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1])
+    .find((b) => b.includes("kind: RuntimeClass"));
+  assert.equal(block, read("deploy/kubernetes/runtimeclass-vmm.yaml"));
 });

@@ -98,3 +98,48 @@ log_level = "info"
 [${kind.configTable ?? kind.name}]
 `;
 }
+
+/** The label a node running a kind's sandboxer carries: its RuntimeClass schedules pods there. */
+export function nodeLabel(kind: HostKind): string {
+  return `kuasar.io/${kind.name}`;
+}
+
+/**
+ * What a VM pod costs beyond its containers, for the scheduler and the kubelet's accounting
+ * (RuntimeClass `overhead.podFixed`): the guest's own memory (kernel, agent, page cache; the VM
+ * is sized to the pod's limit plus this, src/domain/vm_size.ts), the VMM's process, and the
+ * vCPU thread's share of a CPU the containers do not see.
+ */
+export const VM_POD_OVERHEAD = { memory: "320Mi", cpu: "250m" } as const;
+
+/**
+ * `runtimeclass-<kind>.yaml` for `kubectl apply`: the RuntimeClass `kuasar-<kind>` naming the CRI
+ * handler of the drop-in, scheduling pods onto nodes labelled `kuasar.io/<kind>=true`; VM pods
+ * with their overhead.
+ */
+export function runtimeClass(kind: HostKind): string {
+  const k = kind.name;
+  const overhead = k === "vmm"
+    ? `# Each pod is a VM: its guest and VMM cost this much beyond the containers' requests.
+overhead:
+  podFixed:
+    memory: ${JSON.stringify(VM_POD_OVERHEAD.memory)}
+    cpu: ${JSON.stringify(VM_POD_OVERHEAD.cpu)}
+`
+    : "";
+  return `# Kubernetes: pods with runtimeClassName: kuasar-${k} run in the Kuasar ${k} sandboxer:
+# ${kind.description}.
+# kubectl apply -f this file, and label each node that runs the sandboxer and imports
+# deploy/containerd/kuasar-${k}.toml: kubectl label node <node> ${nodeLabel(kind)}=true
+# Tested as written (tests/k8s/, docs/kubernetes.md).
+apiVersion: node.k8s.io/v1
+kind: RuntimeClass
+metadata:
+  name: kuasar-${k}
+# The CRI runtime handler of containerd's drop-in (kuasar-${k}-stream: the same, streaming IO).
+handler: kuasar-${k}
+scheduling:
+  nodeSelector:
+    ${nodeLabel(kind)}: "true"
+${overhead}`;
+}
