@@ -12,6 +12,10 @@ import { decodeMetrics, memoryLimit } from "../support/cgroups.ts";
 
 const skip = skipUnless(runcUnavailable(), "runC lifecycle");
 
+/** Prints the tty, then the terminal's size once it is set (not 0 0), within 10 s. */
+const WAIT_FOR_PTY_SIZE = "tty; for i in $(seq 100); do s=$(stty size 2>/dev/null); " +
+  '[ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; done; echo "$s"';
+
 Deno.test({
   name: "runC: a container prints hello to its stdout FIFO and Wait returns 42",
   ...skip,
@@ -125,7 +129,9 @@ Deno.test({
           spec: {
             typeUrl: "x",
             value: new TextEncoder().encode(
-              JSON.stringify(processSpec(["sh", "-c", "sleep 0.3; tty; stty size"], true)),
+              // The size comes with ResizePty after Start: the script waits for it (a fixed
+              // sleep was too short in a VM under emulation).
+              JSON.stringify(processSpec(["sh", "-c", WAIT_FOR_PTY_SIZE], true)),
             ),
           },
         }, K8S_NS);

@@ -230,12 +230,18 @@ async function webPodChecks(c: TestCluster, kind: string, t: Deno.TestContext): 
     assert.match(r.stdout, /is-a-tty/);
     assert.match(r.stdout, /size=33 97/);
   });
-  await t.step("the kubelet's summary stats name the pod and its containers", async () => {
-    let summary: {
-      pods?: { podRef: { name: string }; containers?: { name: string }[] }[];
-    } = {};
-    let entry;
-    for (let i = 0; i < 60 && !entry?.containers?.length; i++) {
+  await t.step("the kubelet's summary stats: CPU and memory of the pod's containers", async () => {
+    type Usage = {
+      cpu?: { usageCoreNanoSeconds?: number };
+      memory?: { workingSetBytes?: number; availableBytes?: number };
+    };
+    type Entry = Usage & { podRef: { name: string }; containers?: (Usage & { name: string })[] };
+    let summary: { pods?: Entry[] } = {};
+    let entry: Entry | undefined;
+    const complete = (e?: Entry) =>
+      (e?.containers?.length ?? 0) === 2 &&
+      e!.containers!.every((x) => (x.memory?.workingSetBytes ?? 0) > 0);
+    for (let i = 0; i < 60 && !complete(entry); i++) {
       if (i) await new Promise((r) => setTimeout(r, 1000));
       summary = JSON.parse(
         await c.kubectlOk(["get", "--raw", `/api/v1/nodes/${c.node}/proxy/stats/summary`]),
@@ -244,6 +250,15 @@ async function webPodChecks(c: TestCluster, kind: string, t: Deno.TestContext): 
     }
     assert.ok(entry, `pod ${name} in the summary: ${JSON.stringify(summary).slice(0, 400)}`);
     assert.deepEqual(entry.containers?.map((x) => x.name).sort(), ["client", "web"]);
+    for (const u of [entry, ...entry.containers!]) {
+      assert.ok((u.cpu?.usageCoreNanoSeconds ?? 0) > 0, `CPU time: ${JSON.stringify(u.cpu)}`);
+      assert.ok((u.memory?.workingSetBytes ?? 0) > 0, `working set: ${JSON.stringify(u.memory)}`);
+      // No limit: none available to report (a limit read as 0 made it wrap around below 0).
+      assert.ok(
+        (u.memory?.availableBytes ?? 0) < 2 ** 40,
+        `available memory: ${JSON.stringify(u.memory)}`,
+      );
+    }
   });
 }
 

@@ -474,7 +474,8 @@ export class TestCluster {
 
   /**
    * kubectl that must succeed, retried while a kubelet just restarted is not serving yet or does
-   * not know the pod yet (it syncs its pods from the apiserver): its stdout.
+   * not know the pod yet (it syncs its pods from the apiserver), or while its connection to a
+   * restarted containerd is in its reconnect backoff: its stdout.
    */
   async kubectlRetry(args: readonly string[], opts: CmdOptions = {}): Promise<string> {
     const deadline = Date.now() + 60_000;
@@ -482,7 +483,9 @@ export class TestCluster {
       const r = await this.kubectl(args, opts);
       if (r.code === 0) return r.stdout;
       if (
-        !/pod does not exist|container not found|error dialing backend/.test(r.stderr) ||
+        !/pod does not exist|container not found|error dialing backend|code = Unavailable/.test(
+          r.stderr,
+        ) ||
         Date.now() > deadline
       ) {
         throw new Error(`kubectl ${args.join(" ")} failed (${r.code}): ${r.stderr.trim()}`);

@@ -63,9 +63,18 @@ async function readText(file: string): Promise<string | undefined> {
   }
 }
 
+/**
+ * "No limit" in a v2 limit file ("max"), as containerd's cgroups library reads it: the largest
+ * u64. containerd's CRI takes any limit above 2^62 for none (its `availableBytes` is then 0); a
+ * 0 here would be a limit of nothing, and limit - working set a wrapped-around huge number in
+ * the kubelet's stats.
+ */
+export const CGROUP_V2_MAX = 0xffff_ffff_ffff_ffffn;
+
 async function readU64(file: string): Promise<bigint> {
   const t = (await readText(file))?.trim();
-  if (!t || t === "max") return 0n;
+  if (!t) return 0n;
+  if (t === "max") return CGROUP_V2_MAX;
   try {
     return BigInt(t);
   } catch {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import * as v1 from "../../gen/cgroups/cgroup1/stats/metrics.ts";
 import * as v2 from "../../gen/cgroups/cgroup2/stats/metrics.ts";
-import { isUnified, metricsV2, oomKills, summedCgroupMetrics } from "./cgroups.ts";
+import { CGROUP_V2_MAX, isUnified, metricsV2, oomKills, summedCgroupMetrics } from "./cgroups.ts";
 import { OomWatcher } from "./oom_watcher.ts";
 
 Deno.test("summedCgroupMetrics of no cgroup is an empty, decodable Metrics", async () => {
@@ -45,17 +45,20 @@ Deno.test("cgroup v2 statistics are read as containerd's v2 Metrics (fixture tre
     "cpu.stat": "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 0\n",
     "memory.current": "4194304\n",
     "memory.max": "67108864\n",
+    "memory.swap.max": "max\n",
     "memory.stat": "anon 1048576\nfile 2097152\nkernel_stack 16384\npgfault 42\n",
     "memory.events": "low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\n",
     "io.stat": "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
   });
   try {
     const m = await metricsV2("/pod/ctr", root);
-    assert.deepEqual(m.pids, { current: 3n, limit: 0n });
+    assert.deepEqual(m.pids, { current: 3n, limit: CGROUP_V2_MAX });
     assert.equal(m.cpu?.usageUsec, 1500n);
     assert.equal(m.cpu?.systemUsec, 500n);
     assert.equal(m.memory?.usage, 4194304n);
     assert.equal(m.memory?.usageLimit, 67108864n);
+    // No limit: the largest u64, as containerd reads it (not 0, a limit of nothing).
+    assert.equal(m.memory?.swapLimit, CGROUP_V2_MAX);
     assert.equal(m.memory?.anon, 1048576n);
     assert.equal(m.memory?.file, 2097152n);
     assert.equal(m.memory?.pgfault, 42n);
