@@ -470,7 +470,58 @@ async function vmSizing(c: TestCluster): Promise<void> {
   const cpus =
     (await c.kubectlOk(["exec", name, "--", "grep", "-c", "^processor", "/proc/cpuinfo"])).trim();
   assert.equal(cpus, "2", "two vCPUs for a 2-CPU limit");
+  await overheadAdmitted(c);
   await c.kubectlOk(["delete", "pod", name]);
+}
+
+/** Millicores of a CPU quantity ("2", "250m"). */
+const millicores = (q: string | undefined) =>
+  !q ? 0 : q.endsWith("m") ? Number(q.slice(0, -1)) : Number(q) * 1000;
+
+/**
+ * The kubelet counts a VM pod's overhead against the node: a pod whose CPU request fits what is
+ * left of the node, but not with its RuntimeClass's overhead, is refused (OutOfcpu).
+ */
+async function overheadAdmitted(c: TestCluster): Promise<void> {
+  const node = JSON.parse(await c.kubectlOk(["get", "node", c.node, "-o", "json"]));
+  const allocatable = millicores(node.status.allocatable.cpu);
+  type P = {
+    status: { phase: string };
+    spec: {
+      overhead?: { cpu?: string };
+      containers: { resources?: { requests?: { cpu?: string } } }[];
+    };
+  };
+  const pods = JSON.parse(await c.kubectlOk(["get", "pods", "-o", "json"])).items as P[];
+  const used = pods.filter((p) => !["Succeeded", "Failed"].includes(p.status.phase))
+    .reduce(
+      (sum, p) =>
+        sum + millicores(p.spec.overhead?.cpu) +
+        p.spec.containers.reduce((s, k) => s + millicores(k.resources?.requests?.cpu), 0),
+      0,
+    );
+  const free = allocatable - used;
+  const request = free - 100; // fits by itself; with the 250m overhead, it does not
+  assert.ok(request > 0, `room on the node: ${free}m free of ${allocatable}m`);
+  await c.create(pod(c, "vmm", "vm-overhead", {
+    containers: [container("c", {
+      command: ["sleep", "3600"],
+      resources: { requests: { cpu: `${request}m` } },
+    })],
+  }));
+  const p = await c.waitPod(
+    "vm-overhead",
+    (x) => x.status.phase === "Failed",
+    "the kubelet to refuse it",
+    60_000,
+  );
+  const st = p.status as { reason?: string; message?: string };
+  assert.equal(st.reason, "OutOfcpu", JSON.stringify(st));
+  assert.match(
+    st.message ?? "",
+    new RegExp(`requested: ${request + millicores(VM_POD_OVERHEAD.cpu)}`),
+  );
+  await c.kubectlOk(["delete", "pod", "vm-overhead"]);
 }
 
 const kindOf = (podName: string) => podName.slice(podName.lastIndexOf("-") + 1);
