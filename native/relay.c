@@ -24,9 +24,16 @@
 // "unlisten <id>" (the socket goes, its connections stay),
 // "ping", "quit" (refused while a pod is served); answers "ok" or "err <reason>". With no pod left for 60 s
 // and no control traffic, the relay exits.
+//
+// "hold <id> <path>" opens the FIFO <path> for writing and keeps it open until "release <path>" or
+// "close <id>": the daemon copies a VM process's output into containerd's FIFO itself, and
+// containerd's reader takes the close of the last writer for the end of the output. Held here, a
+// daemon that restarts (or crashes) does not end it: the next one opens the FIFO again and goes
+// on where the guest's stream left off.
 #include "helper.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -34,6 +41,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define HDR 10
@@ -508,14 +516,70 @@ static struct listener *find_listener(const char *scope) {
   return NULL;
 }
 
+// Write ends of FIFOs held for the daemon ("hold").
+struct hold {
+  char scope[96];
+  char *path;
+  int fd;
+  struct hold *next;
+};
+static struct hold *holds;
+
+static void drop_holds(const char *scope, const char *path) {
+  for (struct hold **pp = &holds; *pp;) {
+    struct hold *h = *pp;
+    if ((scope && !strcmp(h->scope, scope)) || (path && !strcmp(h->path, path))) {
+      *pp = h->next;
+      close(h->fd);
+      free(h->path);
+      free(h);
+    } else {
+      pp = &h->next;
+    }
+  }
+}
+
+static const char *hold_fifo(const char *scope, const char *path) {
+  for (struct hold *h = holds; h; h = h->next) {
+    if (!strcmp(h->path, path)) return "ok";
+  }
+  // Non-blocking: a FIFO without a reader fails (ENXIO) instead of waiting for one.
+  int fd = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return errno == ENXIO ? "err no reader" : "err cannot open";
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode)) {
+    close(fd);
+    return "err not a fifo";
+  }
+  struct hold *h = calloc(1, sizeof *h);
+  if (!h || !(h->path = strdup(path))) die("out of memory");
+  size_t n = strnlen(scope, sizeof h->scope - 1);  // zero-ended by calloc
+  memcpy(h->scope, scope, n);
+  h->fd = fd;
+  h->next = holds;
+  holds = h;
+  return "ok";
+}
+
 static const char *control_command(char *line) {
   char scope[96], path[108];
   line[strcspn(line, "\r\n")] = 0;
   if (!strcmp(line, "ping")) return "ok";
+  // Paths of any length, spaces included: the rest of the line.
+  if (!strncmp(line, "hold ", 5)) {
+    char *sp = strchr(line + 5, ' ');
+    if (!sp || sp - (line + 5) >= (long)sizeof scope || !sp[1]) return "err usage: hold <id> <path>";
+    *sp = 0;
+    return hold_fifo(line + 5, sp + 1);
+  }
+  if (!strncmp(line, "release ", 8)) {
+    drop_holds(NULL, line + 8);
+    return "ok";
+  }
   if (!strcmp(line, "quit")) {
     // Only an idle relay quits: a pod opened while the daemon decided to
     // stop it must keep its socket.
-    if (listeners) return "err pods are still served";
+    if (listeners || holds) return "err pods are still served";
     unlink(control_path);
     exit(0);
   }
@@ -552,6 +616,7 @@ static const char *control_command(char *line) {
       }
     }
     if (unlisten) return "ok";
+    drop_holds(scope, NULL);
     for (struct conn *c = conns, *next; c; c = next) {
       next = c->next;
       if (!strcmp(c->scope, scope)) close_conn(c);
@@ -564,7 +629,7 @@ static const char *control_command(char *line) {
 static void on_control(int lfd) {
   int c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
   if (c < 0) return;
-  char line[300];
+  char line[4400];
   ssize_t n = 0;
   struct pollfd p = {c, POLLIN, 0};
   if (poll(&p, 1, 1000) > 0) n = read(c, line, sizeof line - 1);
@@ -640,7 +705,7 @@ int cmd_relay(int argc, char **argv) {
     for (struct conn *c = conns; c; c = c->next) {
       if (c->bfd < 0 && c->retry_at <= now) backend_up(c);
     }
-    if (!listeners && !conns && now - last_activity > IDLE_EXIT_MS) {
+    if (!listeners && !conns && !holds && now - last_activity > IDLE_EXIT_MS) {
       unlink(control_path);
       return 0;
     }

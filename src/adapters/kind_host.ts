@@ -10,6 +10,17 @@ import type { StreamHub } from "./task/streaming.ts";
 import type { TtrpcServer } from "./ttrpc/server.ts";
 import type { SpanSources } from "./telemetry/tracing_switch.ts";
 
+/**
+ * Keeps a FIFO's write end open in a process that outlives the daemon (the task relay), so that
+ * containerd's reader does not take a daemon restart for the end of a process's output.
+ */
+export interface OutputHolder {
+  /** Holds `path` for pod `scope` until `release`; false when it cannot (not a FIFO, no reader). */
+  hold(scope: string, path: string): Promise<boolean>;
+  /** Lets `path` go: its output ends once the daemon's own write end is closed too. */
+  release(path: string): Promise<void>;
+}
+
 /** Services of the sandboxer process a kind may use. */
 export interface KindHost {
   /** Where the daemon's own entries under --dir are (never a pod's name). */
@@ -20,6 +31,8 @@ export interface KindHost {
   readonly streams: StreamHub;
   /** Where spans other processes record (guest agents) are pulled from while tracing. */
   readonly tracing: SpanSources;
+  /** Holds output FIFOs the daemon writes itself across its restarts (VM pods). */
+  readonly outputHolder?: OutputHolder;
 }
 
 /** A kind of this binary. */

@@ -88,6 +88,7 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
   if (opts.enableTracing) await tracing.enable();
   const onUsr1 = () => void tracing.toggle();
   Deno.addSignalListener("SIGUSR1", onUsr1);
+  const relay = new Relay(helper, relayPaths(layout));
   const parts = await kind.create({
     dir: opts.dir,
     layout,
@@ -95,13 +96,13 @@ export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<
     ttrpc,
     streams,
     tracing,
+    outputHolder: relay,
     settings: opts.settings,
   });
   const registry = new SandboxRegistry(new JsonSandboxStore(opts.dir, layout));
   const events = new ContainerdEventPublisher(opts.containerdAddress);
   const tasks = new TaskService(registry, parts.runtime, events);
   registerTaskService(ttrpc, tasks);
-  const relay = new Relay(helper, relayPaths(layout));
   const endpoint = new RelayTaskEndpoint(opts.dir, ttrpc, relay, layout.path("sockets"));
   // Task calls (the relay's replays first) wait until their pod is recovered.
   registry.beginRecovery();

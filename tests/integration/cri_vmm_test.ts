@@ -75,6 +75,54 @@ Deno.test({
 });
 
 Deno.test({
+  name: "crictl + vmm (FIFO IO): output after a sandboxer restart or SIGKILL still reaches " +
+    "the container's log and a running exec",
+  ...skip,
+  fn: () =>
+    withVmm(async (e) => {
+      // The daemon copies a VM process's output into containerd's FIFO itself: its exit must
+      // not end the output for containerd (the task relay holds the FIFO meanwhile).
+      const { pod, cid } = await runContainer(e, e.fifo, [
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done",
+      ]);
+      const ticks = async () =>
+        Number(/tick (\d+)\n$/.exec((await e.ctd.crictl(["logs", cid])).stdout)?.[1] ?? 0);
+      const grows = async (after: string) => {
+        const from = await ticks();
+        let now = from;
+        for (let i = 0; i < 100 && now < from + 4; i++) {
+          await new Promise((r) => setTimeout(r, 200));
+          now = await ticks();
+        }
+        assert.ok(now >= from + 4, `the log goes on after ${after}: tick ${from} → ${now}`);
+      };
+      await grows("start");
+      const exec = e.ctd.crictl([
+        "exec",
+        cid,
+        "sh",
+        "-c",
+        "echo start; sleep 12; echo end; exit 4",
+      ]);
+      await new Promise((r) => setTimeout(r, 2000));
+      await e.d.stop();
+      await e.d.spawn();
+      await grows("a restart");
+      await e.d.kill9();
+      await e.d.spawn();
+      await grows("a SIGKILL");
+      const r = await exec;
+      assert.equal(r.stdout, "start\nend\n", r.stderr);
+      // crictl exits 1 for any failed command and names its code.
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, /exit code 4/, "the exec's own exit code");
+      await assertAllPodsRemoved(e, [pod]);
+    }),
+});
+
+Deno.test({
   name: "crictl + vmm: a pod's CPU and memory resources size its VM (nproc, MemTotal in the guest)",
   ...skip,
   fn: () =>

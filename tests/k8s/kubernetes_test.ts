@@ -91,7 +91,12 @@ function webPod(c: TestCluster, kind: string, name: string) {
         ports: [{ containerPort: WEB_PORT }],
       }),
       container("client", {
-        command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 1; done"],
+        // A line a second: its log must keep growing through restarts of everything below.
+        command: [
+          "sh",
+          "-c",
+          "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done",
+        ],
         // Ready once /tmp/ready exists: the kubelet runs `cat` through ExecSync every second.
         readinessProbe: { exec: { command: ["cat", "/tmp/ready"] }, periodSeconds: 1 },
       }),
@@ -158,6 +163,11 @@ const GVISOR_LOOPBACK_CLIENT = "runsc 2022 hostinet: socket reads in the sandbox
 /** Exec probes and `kubectl exec`, `logs`, stats, deletion: one web pod of `kind`. */
 async function webPodChecks(c: TestCluster, kind: string, t: Deno.TestContext): Promise<void> {
   const name = `web-${kind}`;
+  /** `kubectl exec <flags> <pod> -c client -- sh -c <script>`. */
+  const clientSh = (
+    flags: string[],
+    script: string,
+  ) => ["exec", ...flags, name, "-c", "client", "--", "sh", "-c", script];
   await c.create(webPod(c, kind, name));
   let p = await c.waitPod(name, running, "both containers running", 180_000);
   await t.step("pod IP on the CNI bridge; the two containers share the network", async () => {
@@ -180,52 +190,29 @@ async function webPodChecks(c: TestCluster, kind: string, t: Deno.TestContext): 
     assert.match(logs, new RegExp(`httpd: serving /www on port ${WEB_PORT}`));
   });
   await t.step("kubectl exec: output, stderr, exit code", async () => {
-    const r = await c.kubectl([
-      "exec",
-      name,
-      "-c",
-      "client",
-      "--",
-      "sh",
-      "-c",
-      "echo out; echo err >&2; exit 3",
-    ]);
+    const r = await c.kubectl(clientSh([], "echo out; echo err >&2; exit 3"));
     assert.equal(r.code, 3, r.stderr);
     assert.equal(r.stdout, "out\n");
     assert.match(r.stderr, /^err$/m);
   });
   await t.step("kubectl exec -i: stdin to the process, EOF ends it", async () => {
     const input = Array.from({ length: 2000 }, (_, i) => `line ${i}`).join("\n") + "\n";
-    const r = await c.kubectl([
-      "exec",
-      "-i",
-      name,
-      "-c",
-      "client",
-      "--",
-      "sh",
-      "-c",
-      "cat; echo done",
-    ], { stdin: input });
+    const r = await c.kubectl(clientSh(["-i"], "cat; echo done"), { stdin: input });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, input + "done\n");
   });
   await t.step("kubectl exec -it: a terminal of the client's size", async () => {
     // The size comes after the process started (CRI resizes a started exec, as with
     // containerd's runc shim): the script waits for it.
-    const r = await c.kubectlTty([
-      "exec",
-      "-it",
-      name,
-      "-c",
-      "client",
-      "--",
-      "sh",
-      "-c",
-      "test -t 0 && test -t 1 && echo is-a-tty; for i in $(seq 100); do " +
-      's=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; done; ' +
-      "echo size=$s",
-    ], { rows: 33, cols: 97 });
+    const r = await c.kubectlTty(
+      clientSh(
+        ["-it"],
+        "test -t 0 && test -t 1 && echo is-a-tty; for i in $(seq 100); do " +
+          's=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; ' +
+          "done; echo size=$s",
+      ),
+      { rows: 33, cols: 97 },
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /is-a-tty/);
     assert.match(r.stdout, /size=33 97/);
@@ -524,6 +511,21 @@ async function overheadAdmitted(c: TestCluster): Promise<void> {
   await c.kubectlOk(["delete", "pod", "vm-overhead"]);
 }
 
+/** The client container's log goes on (a line a second): nothing ended its output. */
+async function logGrows(c: TestCluster, name: string, after: string): Promise<void> {
+  const last = async () =>
+    Number(
+      /tick (\d+)\n$/.exec((await c.kubectl(["logs", name, "-c", "client"])).stdout)?.[1] ?? 0,
+    );
+  const from = await last();
+  let now = from;
+  for (let i = 0; i < 60 && now < from + 3; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    now = await last();
+  }
+  assert.ok(now >= from + 3, `${name}: its log goes on after ${after} (tick ${from} → ${now})`);
+}
+
 const kindOf = (podName: string) => podName.slice(podName.lastIndexOf("-") + 1);
 
 /** Restart each piece under running pods: they stay Running, unrestarted, and keep working. */
@@ -540,6 +542,7 @@ async function disruption(c: TestCluster, kinds: readonly string[]): Promise<voi
       assert.equal(p.metadata.uid, was.metadata.uid);
       assert.equal(p.status.podIP, was.status.podIP, `${n}: same IP after ${after}`);
       await checkWebPod(c, kindOf(n), n);
+      await logGrows(c, n, after);
     }
   };
   await c.restartKubelet();

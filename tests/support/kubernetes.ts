@@ -8,7 +8,9 @@
  *
  * Everything lives under one temp dir; `stop()` deletes every pod through the API (so the
  * kubelet tears them down as it does on a node), stops each process, unmounts what the kubelet
- * mounted, puts back the kernel settings the kubelet changes, and removes the dir.
+ * mounted, puts back the kernel settings the kubelet changes, removes the host paths it made
+ * outside its --root-dir (`/var/lib/kubelet/device-plugins`, `/var/log/containers`) when they were
+ * not there before, and removes the dir.
  *
  * @module
  */
@@ -53,6 +55,12 @@ const KUBELET_SYSCTLS = [
   "kernel/keys/root_maxkeys",
   "kernel/keys/root_maxbytes",
 ];
+
+/**
+ * Host paths the kubelet makes whatever its --root-dir: the device plugins' socket dir and the
+ * container log links. Removed after the cluster when it made them.
+ */
+const KUBELET_HOST_PATHS = ["/var/lib/kubelet", "/var/log/containers"];
 
 /** A sandboxer of one kind in the cluster. */
 export interface ClusterKind {
@@ -204,6 +212,7 @@ export class TestCluster {
   readonly #kubelet: Proc;
   readonly #sysctls: Map<string, string>;
   readonly #nodeLink: string;
+  readonly #hostPaths: string[];
 
   private constructor(o: {
     base: string;
@@ -214,9 +223,11 @@ export class TestCluster {
     procs: Proc[];
     kubelet: Proc;
     sysctls: Map<string, string>;
+    hostPaths: string[];
     nodeLink: string;
   }) {
     this.#nodeLink = o.nodeLink;
+    this.#hostPaths = o.hostPaths;
     this.base = o.base;
     this.node = o.node;
     this.ctd = o.ctd;
@@ -235,6 +246,10 @@ export class TestCluster {
     const base = await Deno.makeTempDir({ prefix: "k8s-" });
     await Deno.chmod(base, 0o700);
     const ctdBase = await Deno.makeTempDir({ prefix: "ctd-" });
+    const hostPaths: string[] = [];
+    for (const p of KUBELET_HOST_PATHS) {
+      if (!(await Deno.stat(p).then(() => true, () => false))) hostPaths.push(p);
+    }
     const sysctls = new Map<string, string>();
     for (const s of KUBELET_SYSCTLS) {
       const v = await Deno.readTextFile(`/proc/sys/${s}`).catch(() => undefined);
@@ -251,7 +266,7 @@ export class TestCluster {
       for (const d of daemons.values()) await d.cleanup();
       await Deno.remove(ctdBase, { recursive: true }).catch(() => {});
       await Deno.remove(base, { recursive: true }).catch(() => {});
-      await restoreSysctls(sysctls);
+      await restoreHost(sysctls, hostPaths);
     };
     try {
       const dropIns: string[] = [];
@@ -367,6 +382,7 @@ export class TestCluster {
         procs,
         kubelet,
         sysctls,
+        hostPaths,
         nodeLink: nodeAddr.link,
       });
       await cluster.#waitFor(
@@ -590,14 +606,16 @@ export class TestCluster {
       console.error(`[TestCluster] removing ${this.base}: ${e}`)
     );
     await runCmd("ip", ["link", "del", this.#nodeLink], { timeoutMs: 10_000 });
-    await restoreSysctls(this.#sysctls);
+    await restoreHost(this.#sysctls, this.#hostPaths);
   }
 }
 
-async function restoreSysctls(saved: Map<string, string>): Promise<void> {
+/** Puts back the kernel settings and removes the host paths the kubelet made. */
+async function restoreHost(saved: Map<string, string>, madePaths: string[]): Promise<void> {
   for (const [k, v] of saved) {
     await Deno.writeTextFile(`/proc/sys/${k}`, v).catch(() => {});
   }
+  for (const p of madePaths) await Deno.remove(p, { recursive: true }).catch(() => {});
 }
 
 /** `deploy/kubernetes/runtimeclass-<kind>.yaml`: what an operator applies. */

@@ -26,6 +26,7 @@ import {
 import type { ClientStream, TtrpcClient } from "../ttrpc/client.ts";
 import { AsyncQueue } from "../ttrpc/queue.ts";
 import { writeAll } from "../ttrpc/server.ts";
+import type { OutputHolder } from "../kind_host.ts";
 
 const SERVICE = "containerd.services.streaming.v1.Streaming";
 const CHUNK = 32 * 1024;
@@ -168,6 +169,19 @@ async function* readPath(path: string, opened: (f: Deno.FsFile) => void): InSour
   }
 }
 
+/**
+ * Lets go of the output FIFOs of `io` a holder kept (a process whose output is not copied again:
+ * its reader then sees the end).
+ */
+export async function releaseOutputs(holder: OutputHolder | undefined, io: Io): Promise<void> {
+  if (!holder) return;
+  for (const p of [io.stdout, io.stderr]) {
+    if (!p) continue;
+    const end = hostEnd(p);
+    if ("path" in end) await holder.release(end.path).catch(() => {});
+  }
+}
+
 /** The copies of one process's stdio. */
 export class GuestStdio {
   readonly #output: Promise<unknown>;
@@ -186,7 +200,14 @@ export class GuestStdio {
    * Starts copying between the host ends of `io` (paths, or streams of pod
    * `scope` in `hub`) and the guest streams named after `base`.
    */
-  constructor(client: TtrpcClient, io: Io, base: string, hub: StreamHub, scope: string) {
+  constructor(
+    client: TtrpcClient,
+    io: Io,
+    base: string,
+    hub: StreamHub,
+    scope: string,
+    holder?: OutputHolder,
+  ) {
     const l = log.with({ component: "vm-stdio", stream: base });
     const out = (stdio: string, kind: string) => {
       const end = hostEnd(stdio);
@@ -197,12 +218,18 @@ export class GuestStdio {
           return { write: (d) => ch.push(d), close: () => ch.end() };
         }
         const f = await Deno.open(end.path, { write: true, append: true });
+        // A FIFO's reader (containerd) takes its last writer's close for the end of the output:
+        // the relay holds a write end, so a restart of this daemon is not one.
+        const held = await holder?.hold(scope, end.path).catch(() => false);
         return {
           write: async (d) => {
             await writeAll(f, d);
             this.#progressAt = Date.now();
           },
-          close: () => f.close(),
+          close: () => {
+            f.close();
+            if (held) holder!.release(end.path).catch(() => {});
+          },
         };
       };
       return pumpOut(client, `${base}-${kind}`, open).catch((e) =>

@@ -358,6 +358,7 @@ export const vmmKind: HostKind = {
         links: backend.links,
         vmRunning: (id) => backend.vmRunning(id),
         streams: ctx.streams,
+        outputHolder: ctx.outputHolder,
         disks: backend.disks,
         plugLateInterfaces: (sb) => backend.plugLateInterfaces(sb),
         resizeVm: (sb, want) => backend.resizeVm(sb, want),

@@ -47,9 +47,10 @@ import { sleep } from "../../lib/sync.ts";
 import { fromTimestamp } from "../convert.ts";
 import { readSpec } from "../os/bundle.ts";
 import { type StreamHub, streamingId } from "../task/streaming.ts";
+import type { OutputHolder } from "../kind_host.ts";
 import type { AgentLink, AgentLinks } from "./agent_links.ts";
 import type { PodDisks } from "./pod_disks.ts";
-import { guestIo, GuestStdio } from "./guest_io.ts";
+import { guestIo, GuestStdio, releaseOutputs } from "./guest_io.ts";
 import { BUNDLE_FSTYPE, type BundleDisks, bundleImage, packBundle } from "./bundle_disk.ts";
 import { BUNDLE_DISK_MOUNT } from "../../ports/agent_protocol.ts";
 import { guestBundle, makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
@@ -63,6 +64,8 @@ export interface VmContainerOptions {
   readonly vmRunning: (sandboxId: string) => boolean;
   /** The host's Streaming service, for containerd's streaming IO. */
   readonly streams: StreamHub;
+  /** Keeps output FIFOs open across a restart of this daemon (the task relay). */
+  readonly outputHolder?: OutputHolder;
   /** The disks attached to the pods' VMs. */
   readonly disks: PodDisks;
   /** Grows the pod's VM to at least `want` (CPU and memory hot-plug), or refuses with why. */
@@ -330,10 +333,16 @@ export class VmContainerRuntime
     c: ContainerRecord,
     e: ExecRecord | undefined,
   ): Promise<ProcessExit | undefined> {
-    if (!this.#o.vmRunning(sb.id)) return { status: VM_GONE_STATUS, at: now() };
+    const io = (e ?? c).io;
+    if (!this.#o.vmRunning(sb.id)) {
+      await releaseOutputs(this.#o.outputHolder, io);
+      return { status: VM_GONE_STATUS, at: now() };
+    }
     const link = await this.#link(sb.id);
     const s = await link.tasks.state({ id: c.id, execId: e?.id ?? "" });
     if (s.status === Status.STOPPED) {
+      // Its output is not copied again: let containerd's reader see the end.
+      await releaseOutputs(this.#o.outputHolder, io);
       return { status: s.exitStatus, at: fromTimestamp(s.exitedAt) ?? now() };
     }
     this.#attach(link, sb.id, c, e);
@@ -349,7 +358,14 @@ export class VmContainerRuntime
     if (!io.stdin && !io.stdout && !io.stderr) return;
     this.#stdio.set(
       key(sandboxId, c.id, e?.id),
-      new GuestStdio(link.client, io, streamBase(c.id, e?.id), this.#o.streams, sandboxId),
+      new GuestStdio(
+        link.client,
+        io,
+        streamBase(c.id, e?.id),
+        this.#o.streams,
+        sandboxId,
+        this.#o.outputHolder,
+      ),
     );
   }
 
@@ -426,5 +442,6 @@ export class VmContainerRuntime
     const copies = this.#stdio.get(k);
     this.#stdio.delete(k);
     await copies?.close();
+    await releaseOutputs(this.#o.outputHolder, io);
   }
 }

@@ -77,6 +77,25 @@ export class Relay {
     await this.#command(`unlisten ${scope}`);
   }
 
+  /**
+   * Keeps the FIFO `path` open for writing for pod `scope` (until `release`, or `close` of the
+   * pod): false when it cannot (no reader, not a FIFO, or a relay from before this command).
+   */
+  async hold(scope: string, path: string): Promise<boolean> {
+    let answer = await this.#try(`hold ${scope} ${path}`);
+    if (answer === undefined) {
+      await this.ensure();
+      answer = await this.#try(`hold ${scope} ${path}`);
+    }
+    if (answer !== "ok") log.debug("relay does not hold an output", { path, answer });
+    return answer === "ok";
+  }
+
+  /** Lets a held FIFO go. */
+  async release(path: string): Promise<void> {
+    await this.#try(`release ${path}`);
+  }
+
   /** Ends the relay (only when no pod is left). */
   async quit(): Promise<void> {
     await this.#try("quit");
