@@ -76,7 +76,7 @@ Deno.test({
 
 Deno.test({
   name: "crictl + vmm (FIFO IO): output after a sandboxer restart or SIGKILL still reaches " +
-    "the container's log and a running exec",
+    "the container's log and a running exec; after a containerd restart, the log",
   ...skip,
   fn: () =>
     withVmm(async (e) => {
@@ -118,6 +118,9 @@ Deno.test({
       // crictl exits 1 for any failed command and names its code.
       assert.notEqual(r.code, 0);
       assert.match(r.stderr, /exit code 4/, "the exec's own exit code");
+      // containerd restarted: its reader goes, and comes back when it recovers the container.
+      await e.ctd.restart();
+      await grows("a containerd restart");
       await assertAllPodsRemoved(e, [pod]);
     }),
 });

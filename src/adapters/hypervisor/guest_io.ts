@@ -25,7 +25,6 @@ import {
 } from "../task/streaming.ts";
 import type { ClientStream, TtrpcClient } from "../ttrpc/client.ts";
 import { AsyncQueue } from "../ttrpc/queue.ts";
-import { writeAll } from "../ttrpc/server.ts";
 import type { OutputHolder } from "../kind_host.ts";
 
 const SERVICE = "containerd.services.streaming.v1.Streaming";
@@ -195,6 +194,10 @@ export class GuestStdio {
   #stdinQueue: AsyncQueue<Uint8Array> | undefined;
   #stdinChannel: InChannel | undefined;
   #stdin: Promise<void> | undefined;
+  /** Set by close: output copies stop instead of waiting for a reader. */
+  #closing = false;
+  /** Output paths whose copy waits in open() for containerd to read them again. */
+  #reopening = new Set<string>();
 
   /**
    * Starts copying between the host ends of `io` (paths, or streams of pod
@@ -217,18 +220,29 @@ export class GuestStdio {
           this.#channels.push(ch);
           return { write: (d) => ch.push(d), close: () => ch.end() };
         }
-        const f = await Deno.open(end.path, { write: true, append: true });
+        const path = end.path;
+        let f = await Deno.open(path, { write: true, append: true });
         // A FIFO's reader (containerd) takes its last writer's close for the end of the output:
         // the relay holds a write end, so a restart of this daemon is not one.
-        const held = await holder?.hold(scope, end.path).catch(() => false);
+        const held = await holder?.hold(scope, path).catch(() => false);
         return {
           write: async (d) => {
-            await writeAll(f, d);
+            for (let off = 0; off < d.length;) {
+              try {
+                off += await f.write(d.subarray(off));
+              } catch (e) {
+                // No reader: containerd restarted. It opens the FIFO again when it recovers the
+                // container; until then the guest's stream waits (its window is not granted).
+                if (!(e instanceof Deno.errors.BrokenPipe) || this.#closing) throw e;
+                f.close();
+                f = await this.#reopen(path);
+              }
+            }
             this.#progressAt = Date.now();
           },
           close: () => {
             f.close();
-            if (held) holder!.release(end.path).catch(() => {});
+            if (held) holder!.release(path).catch(() => {});
           },
         };
       };
@@ -259,6 +273,21 @@ export class GuestStdio {
       }
       this.#stdin = pumpIn(client, `${base}-stdin`, source)
         .catch((e) => l.debug("input copy ended", { error: e }));
+    }
+  }
+
+  /** Opens an output FIFO again once it has a reader (throws once closing). */
+  async #reopen(path: string): Promise<Deno.FsFile> {
+    this.#reopening.add(path);
+    try {
+      const f = await Deno.open(path, { write: true, append: true });
+      if (this.#closing) {
+        f.close();
+        throw new Deno.errors.BrokenPipe(`${path}: the process's stdio is closed`);
+      }
+      return f;
+    } finally {
+      this.#reopening.delete(path);
     }
   }
 
@@ -296,6 +325,11 @@ export class GuestStdio {
    * is let go (it ends at the FIFO's next byte or close), never waited for long.
    */
   async close(): Promise<void> {
+    this.#closing = true;
+    // Opening the read side releases an output copy blocked in open() for a reader.
+    for (const path of this.#reopening) {
+      Deno.open(path, { read: true }).then((r) => r.close(), () => {});
+    }
     if (!this.#stdin) return;
     this.#stdinQueue?.close();
     if (this.#stdinFile) {
