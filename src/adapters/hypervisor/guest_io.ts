@@ -241,7 +241,10 @@ export class GuestStdio {
             this.#progressAt = Date.now();
           },
           close: () => {
-            f.close();
+            // Already closed when a wait for a reader was given up (close() while reopening).
+            try {
+              f.close();
+            } catch { /* closed */ }
             if (held) holder!.release(path).catch(() => {});
           },
         };
