@@ -134,6 +134,59 @@ else
     { log "containerd $CONTAINERD17_VERSION: build info mismatch"; exit 1; }
   log "containerd $CONTAINERD17_VERSION: installed ($BIN17)"
 fi
+# --- gVisor: a current runsc and gVisor's own containerd shim, optional ------------------------
+# Debian's runsc is a 2022 build (no netstack in a CNI netns on this kernel, no systrap). The suites
+# and the bench use this one when it is here (tests/support/env.ts TEST_RUNSC), and the bench runs
+# containerd-shim-runsc-v1 beside the gVisor sandboxer. Static, as gVisor releases it: the sandbox
+# re-executes /proc/self/exe inside a chroot that has no dynamic loader (a cgo build fails there
+# with "error executing umounter: ... no such file or directory").
+GVISOR_VERSION=v0.0.0-20260905035102-160fafc42237
+GVISOR_MOD=gvisor.dev/gvisor
+GVBIN=$CACHE/gvisor/bin
+# The shim sets its own OOM score to -999 and fails to start when it cannot, which needs
+# CAP_SYS_RESOURCE; root on these machines lacks it (containerd's runc shim only raises its score).
+# The shim is built with that one failure ignored (not logged: what `shim start` prints is read
+# by containerd as its address), nothing else changed; the stamp records version and change.
+SHIM_OOM_FROM='return shim.BootstrapParams{}, fmt.Errorf("failed to set OOM Score on shim: %w", err)'
+SHIM_OOM_TO='_ = err'
+SHIM_STAMP="$GVISOR_VERSION oom-score-error-ignored"
+static_go() { # static_go <binary>: built with CGO_ENABLED=0
+  if [ -n "$GO" ]; then "$GO" version -m "$1" 2>/dev/null | grep -qP '^\s*build\s+CGO_ENABLED=0$'
+  else grep -qaF "$(printf 'build\tCGO_ENABLED=0\n')" "$1"; fi
+}
+gvisor_ok() {
+  has_build_info "$GVBIN/runsc" "$GVISOR_MOD/runsc" "$GVISOR_MOD" "$GVISOR_VERSION" &&
+    static_go "$GVBIN/runsc" && [ -x "$GVBIN/containerd-shim-runsc-v1" ] &&
+    [ "$(cat "$GVBIN/containerd-shim-runsc-v1.stamp" 2>/dev/null)" = "$SHIM_STAMP" ]
+}
+build_gvisor() {
+  local tmp=$1
+  CGO_ENABLED=0 GOBIN=$tmp "$GO" install "$GVISOR_MOD/runsc@$GVISOR_VERSION" >&2 || return 1
+  local src
+  src=$("$GO" env GOMODCACHE)/$GVISOR_MOD@$GVISOR_VERSION
+  cp -r "$src" "$tmp/gvisor" && chmod -R u+w "$tmp/gvisor"
+  local f=$tmp/gvisor/pkg/shim/v1/manager.go
+  grep -qF "$SHIM_OOM_FROM" "$f" || { log "gVisor's shim: the OOM-score line moved"; return 1; }
+  FROM=$SHIM_OOM_FROM TO=$SHIM_OOM_TO perl -0pi -e 's/\Q$ENV{FROM}\E/$ENV{TO}/' "$f"
+  (cd "$tmp/gvisor" && CGO_ENABLED=0 GOFLAGS=-mod=mod "$GO" build -o "$tmp/shim" ./shim) >&2 ||
+    return 1
+  mkdir -p "$GVBIN"
+  mv -f "$tmp/runsc" "$GVBIN/runsc"
+  mv -f "$tmp/shim" "$GVBIN/containerd-shim-runsc-v1"
+  echo "$SHIM_STAMP" >"$GVBIN/containerd-shim-runsc-v1.stamp"
+}
+if gvisor_ok; then
+  log "runsc $GVISOR_VERSION: cached ($GVBIN)"
+elif [ -z "$GO" ]; then
+  log "runsc $GVISOR_VERSION: not built (no Go); the suites use the runsc on PATH"
+else
+  log "runsc $GVISOR_VERSION: building runsc and containerd-shim-runsc-v1 (a few minutes)"
+  gvtmp=$(mktemp -d)
+  build_gvisor "$gvtmp" || true
+  chmod -R u+w "$gvtmp" 2>/dev/null; rm -rf "$gvtmp"
+  if gvisor_ok; then log "runsc $GVISOR_VERSION: installed ($GVBIN)"
+  else log "runsc $GVISOR_VERSION: build failed; the suites use the runsc on PATH"; fi
+fi
 # --- Jaeger (an OTLP collector with a query API) for the tracing test, optional ------------------
 # `go install` refuses the module (replace directives), so it is built from a scratch module as a
 # tool. A failure leaves the tracing test to skip with the reason; nothing else needs it.

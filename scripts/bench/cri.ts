@@ -1,12 +1,15 @@
 /**
- * The 1:N benchmark through real containerd 2.4 and crictl: containerd's
- * own model (handler `runc`: a containerd-shim-runc-v2 and a pause container
- * per pod) against the runC sandboxer (handler `kuasar-runc`), in one run on
- * one containerd. Measured: serial pod start (RunPodSandbox → container
- * running, one `crictl run` each), 50 pods started at once, and the memory
- * (PSS) of what manages the pods — shims + pause processes, or the sandboxer
- * daemon + relay + holders + monitors — at 10, 50 and 100 pods of one
- * `sleep` container each.
+ * The 1:N benchmark through real containerd 2.4 and crictl: a sandboxer
+ * against the shim containerd users run instead, in one run on one
+ * containerd. For runC: containerd's own model (handler `runc`: a
+ * containerd-shim-runc-v2 and a pause container per pod); for gVisor:
+ * gVisor's own shim (`containerd-shim-runsc-v1`, one per pod). Measured:
+ * serial pod start (RunPodSandbox → container running, one `crictl run`
+ * each), pods started at once, and the memory (PSS) of what manages the pods —
+ * shims and their helpers, or the sandboxer daemon + relay + holders +
+ * monitors — at several pod counts of one `sleep` container each. A
+ * sandbox's own kernel (gVisor's sentry and gofer) is the workload's on both
+ * sides and not counted.
  *
  * The sandboxer runs from the single-file bundle, as it is deployed.
  *
@@ -25,10 +28,19 @@ export interface HandlerResult {
   readonly handler: string;
   /** Serial start latencies in ms. */
   readonly serialMs: number[];
-  /** Wall time of the parallel start in ms. */
+  /** Wall time of the parallel start in ms, and how many pods it started. */
   readonly parallelMs: number;
+  readonly parallelN: number;
   /** Management PSS in KiB by pod count. */
   readonly memoryKiB: Record<number, number>;
+}
+
+/** The shim a sandboxer is compared with. */
+export interface CriPeer {
+  /** Its CRI runtime handler. */
+  readonly handler: string;
+  /** The containerd drop-in that defines the handler (none: containerd's built-in `runc`). */
+  readonly dropIn?: string;
 }
 
 /** Options of the run. */
@@ -36,6 +48,11 @@ export interface CriBenchOptions {
   readonly serialN: number;
   readonly parallelN: number;
   readonly memoryCounts: readonly number[];
+  /** The sandboxer's kind (default runc) and its TOML config. */
+  readonly kind?: string;
+  readonly config?: string;
+  /** Default: containerd's runc shim. */
+  readonly peer?: CriPeer;
 }
 
 interface Proc {
@@ -74,15 +91,20 @@ function descendants(all: Proc[], roots: number[]): Proc[] {
   return out;
 }
 
+/** The workload and a sandbox's own kernel: not what manages pods, on either side. */
+function isWorkload(p: Proc): boolean {
+  return p.comm === "sleep" || /^runsc-(sandbox|gofer)\b/.test(p.cmd);
+}
+
 /**
- * PSS of the processes that manage pods, excluding the workload (`sleep`):
- * containerd's shims and their pause containers, or the sandboxer's daemon,
- * relay and helpers.
+ * PSS of the processes that manage pods: a shim's (containerd-shim-*) and
+ * what it started (pause containers, `runsc wait`), or the sandboxer's daemon,
+ * relay and helpers and what they started.
  */
-async function managementKiB(e: E2E, handler: string): Promise<number> {
+async function managementKiB(e: E2E, shimModel: boolean): Promise<number> {
   const all = await processes();
   let procs: Proc[];
-  if (handler === "runc") {
+  if (shimModel) {
     const shims = all.filter((p) =>
       p.comm.startsWith("containerd-shim") && p.cmd.includes(e.ctd.address)
     );
@@ -92,8 +114,7 @@ async function managementKiB(e: E2E, handler: string): Promise<number> {
   }
   let total = 0;
   for (const p of procs) {
-    if (p.comm === "sleep") continue;
-    total += await pssKiB(p.pid);
+    if (!isWorkload(p)) total += await pssKiB(p.pid);
   }
   return total;
 }
@@ -119,24 +140,25 @@ async function settle(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
-async function measureHandler(e: E2E, handler: string, o: CriBenchOptions): Promise<HandlerResult> {
-  // Warm-up: first-use costs (image unpack, code caches) are not what is measured.
-  await runPod(e, handler);
-  await removeAll(e);
-  const serialMs: number[] = [];
-  for (let i = 0; i < o.serialN; i++) {
-    const t0 = performance.now();
-    await runPod(e, handler);
-    serialMs.push(performance.now() - t0);
-  }
-  await removeAll(e);
+/** Pods started at once with `handler`, timed until the last runs; then removed. */
+async function parallelStart(e: E2E, handler: string, n: number): Promise<number> {
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: o.parallelN }, () => runPod(e, handler)));
-  const parallelMs = performance.now() - t0;
+  await Promise.all(Array.from({ length: n }, () => runPod(e, handler)));
+  const ms = performance.now() - t0;
   await removeAll(e);
+  return ms;
+}
+
+/** Management PSS of `handler`'s pods at each count (median of samples at steady state). */
+async function memoryByCount(
+  e: E2E,
+  handler: string,
+  shimModel: boolean,
+  counts: readonly number[],
+): Promise<Record<number, number>> {
   const memoryKiB: Record<number, number> = {};
   let running = 0;
-  for (const n of o.memoryCounts) {
+  for (const n of counts) {
     while (running < n) {
       await runPod(e, handler);
       running++;
@@ -146,26 +168,59 @@ async function measureHandler(e: E2E, handler: string, o: CriBenchOptions): Prom
     await settle(RECLAIM_MAX_DELAY_MS + 1000);
     const xs: number[] = [];
     for (let i = 0; i < 3; i++) {
-      xs.push(await managementKiB(e, handler));
+      xs.push(await managementKiB(e, shimModel));
       await settle(300);
     }
     memoryKiB[n] = median(xs);
   }
   await removeAll(e);
-  return { handler, serialMs, parallelMs, memoryKiB };
+  return memoryKiB;
 }
 
-/** Runs both handlers on one containerd. */
+/**
+ * Runs the peer's handler and the sandboxer's on one containerd: serial starts
+ * alternating A B A B after a warm-up of each, then each one's parallel start
+ * and memory. Results: [peer, ours].
+ */
 export async function criBench(o: CriBenchOptions): Promise<HandlerResult[]> {
   const bundle = await new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", join(ROOT, "scripts/bundle.ts")],
     stdout: "null",
   }).output();
   if (!bundle.success) throw new Error("bundling the sandboxer failed");
-  const e = await startE2E("runc", { entry: join(ROOT, "dist/kuasar.js") });
+  const peer = o.peer ?? { handler: "runc" };
+  const e = await startE2E(o.kind ?? "runc", {
+    entry: join(ROOT, "dist/kuasar.js"),
+    config: o.config,
+    extraDropIns: peer.dropIn ? [peer.dropIn] : [],
+  });
   try {
+    const sides = [{ handler: peer.handler, shimModel: true }, {
+      handler: e.fifo,
+      shimModel: false,
+    }];
+    // Warm-up: first-use costs (image unpack, code caches) are not what is measured.
+    for (const s of sides) await runPod(e, s.handler);
+    await removeAll(e);
+    const serial: number[][] = sides.map(() => []);
+    for (let i = 0; i < o.serialN; i++) {
+      for (const [k, s] of sides.entries()) {
+        const t0 = performance.now();
+        await runPod(e, s.handler);
+        serial[k].push(performance.now() - t0);
+      }
+    }
+    await removeAll(e);
     const results: HandlerResult[] = [];
-    for (const handler of ["runc", e.fifo]) results.push(await measureHandler(e, handler, o));
+    for (const [k, s] of sides.entries()) {
+      results.push({
+        handler: s.handler,
+        serialMs: serial[k],
+        parallelMs: await parallelStart(e, s.handler, o.parallelN),
+        parallelN: o.parallelN,
+        memoryKiB: await memoryByCount(e, s.handler, s.shimModel, o.memoryCounts),
+      });
+    }
     return results;
   } finally {
     await e.cleanup();

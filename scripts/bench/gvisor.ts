@@ -12,9 +12,45 @@ import { writeBundle } from "../../tests/support/oci.ts";
 import { createContainer, randomId, startPod } from "../../tests/support/pod.ts";
 import { overlayRootfs } from "../../tests/support/rootfs.ts";
 import { mountAll, unmountAll } from "../../src/adapters/os/mounts.ts";
+import { TEST_RUNSC, TOOLS_CACHE } from "../../tests/support/env.ts";
 
-/** The runsc both sides use: KUASAR_BENCH_RUNSC, or the one on PATH. */
-export const RUNSC = Deno.env.get("KUASAR_BENCH_RUNSC") ?? "runsc";
+/**
+ * The runsc every side uses: KUASAR_BENCH_RUNSC, else the suites' (the current build
+ * `scripts/install_go_tools.sh` caches, else the one on PATH).
+ */
+export const RUNSC = Deno.env.get("KUASAR_BENCH_RUNSC") ?? TEST_RUNSC;
+
+/** gVisor's own containerd shim, built beside that runsc by `scripts/install_go_tools.sh`. */
+export const RUNSC_SHIM = join(TOOLS_CACHE, "gvisor", "bin", "containerd-shim-runsc-v1");
+
+/**
+ * A containerd 2.x drop-in with handler `runsc`: gVisor's shim, one per pod, as gVisor documents
+ * it, with the bench's runsc on ptrace and its state under `dir`.
+ */
+export async function runscShimDropIn(dir: string): Promise<string> {
+  const conf = join(dir, "runsc.toml");
+  await Deno.writeTextFile(
+    conf,
+    [
+      `binary_name = ${JSON.stringify(RUNSC)}`,
+      `root = ${JSON.stringify(join(dir, "runsc-root"))}`,
+      "[runsc_config]",
+      '  platform = "ptrace"',
+      "",
+    ].join("\n"),
+  );
+  const table = `plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runsc`;
+  return [
+    "version = 3",
+    `[${table}]`,
+    '  runtime_type = "io.containerd.runsc.v1"',
+    `  runtime_path = ${JSON.stringify(RUNSC_SHIM)}`,
+    `[${table}.options]`,
+    '  TypeUrl = "io.containerd.runsc.v1.options"',
+    `  ConfigPath = ${JSON.stringify(conf)}`,
+    "",
+  ].join("\n");
+}
 
 /** `runsc --version`'s first line, and where it came from. */
 export async function runscVersion(): Promise<string> {

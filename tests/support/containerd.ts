@@ -31,9 +31,8 @@ import {
   writeCritestImagesFile,
 } from "./images.ts";
 
-/** Where `scripts/install_go_tools.sh` caches the tools. */
-export const TOOLS_CACHE = Deno.env.get("KUASAR_TOOLS_CACHE") ??
-  join(Deno.env.get("HOME") ?? "/root", ".cache/kuasar-tools");
+import { TOOLS_CACHE } from "./env.ts";
+export { TOOLS_CACHE };
 /** containerd, ctr, containerd-shim-runc-v2, crictl and critest. */
 export const TOOLS_BIN = join(TOOLS_CACHE, "bin");
 /** Where the CNI plugins are on Debian (containernetworking-plugins). */

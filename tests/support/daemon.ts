@@ -13,7 +13,7 @@ import { type UnaryClient, unaryClient } from "../../src/adapters/ttrpc/typed.ts
 import { TaskDefinition } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { TaskDefinition as TaskV2 } from "../../src/gen/containerd/runtime/task/v2/shim.ts";
 import { V8_FLAGS } from "../../src/adapters/os/self_command.ts";
-import { tomlKeysOnce, vmmTomlLines } from "./env.ts";
+import { TEST_RUNSC, tomlKeysOnce, vmmTomlLines } from "./env.ts";
 import { suiteTemplateBuilt } from "./vm_template.ts";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
@@ -295,16 +295,17 @@ export async function withDaemon(
 }
 
 /**
- * A gVisor sandboxer with `extra` in its `[gvisor]` table (ptrace: no KVM here).
- * KUASAR_TEST_RUNSC picks another runsc than the one on PATH (e.g. a newer build).
+ * A gVisor sandboxer with `extra` in its `[gvisor]` table (ptrace: no KVM here), running
+ * TEST_RUNSC (KUASAR_TEST_RUNSC, else the cached current build, else the one on PATH).
  */
 export async function startGvisorDaemon(extra = 'platform = "ptrace"'): Promise<TestDaemon> {
   const base = await Deno.makeTempDir({ prefix: "k-" });
   const config = join(base, "gvisor.toml");
-  const binary = Deno.env.get("KUASAR_TEST_RUNSC");
   await Deno.writeTextFile(
     config,
-    `[gvisor]\n${extra}\n${binary ? `binary = ${JSON.stringify(binary)}\n` : ""}`,
+    `[gvisor]\n${extra}\n${
+      TEST_RUNSC === "runsc" ? "" : `binary = ${JSON.stringify(TEST_RUNSC)}\n`
+    }`,
   );
   return await TestDaemon.start({ base, kind: "gvisor", extraArgs: ["--config", config] });
 }

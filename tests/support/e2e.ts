@@ -56,7 +56,10 @@ export async function startE2E(
       })
       : await TestContainerd.start({
         base: ctdBase,
-        dropIns: [await containerdDropIn(kind, sock, join(base, "bin"))],
+        dropIns: [
+          await containerdDropIn(kind, sock, join(base, "bin")),
+          ...opts.extraDropIns ?? [],
+        ],
       });
   } catch (e) {
     await d.cleanup();
@@ -92,6 +95,8 @@ export interface E2EOptions {
    * configures it).
    */
   readonly release?: "2.4" | "1.7";
+  /** More containerd 2.x drop-ins (e.g. another runtime to compare with, in the benchmarks). */
+  readonly extraDropIns?: readonly string[];
 }
 
 /**

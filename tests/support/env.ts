@@ -1,5 +1,6 @@
 import { kvmUsable } from "../../src/adapters/hypervisor/kvm.ts";
 import { vhostVsockPresent } from "../../src/adapters/doctor/probes.ts";
+import { join } from "node:path";
 
 /**
  * What the machine offers the integration tests, probed for real; a test
@@ -32,9 +33,44 @@ export function skipUnless(reason: string | undefined, name: string): { ignore: 
   return { ignore: !!reason };
 }
 
+/** Where `scripts/install_go_tools.sh` caches the tools it builds (KUASAR_TOOLS_CACHE). */
+export const TOOLS_CACHE = Deno.env.get("KUASAR_TOOLS_CACHE") ??
+  join(Deno.env.get("HOME") ?? "/root", ".cache/kuasar-tools");
+
+/**
+ * The runsc the gVisor suites run: KUASAR_TEST_RUNSC, else the current build
+ * `scripts/install_go_tools.sh` caches, else the one on PATH (Debian's).
+ */
+export const TEST_RUNSC = Deno.env.get("KUASAR_TEST_RUNSC") ?? (() => {
+  const cached = join(TOOLS_CACHE, "gvisor", "bin", "runsc");
+  try {
+    Deno.statSync(cached);
+    return cached;
+  } catch {
+    return "runsc";
+  }
+})();
+
+/** `runsc --version`'s first line, or "" when it does not run. */
+function runscVersionLine(): string {
+  try {
+    const r = new Deno.Command(TEST_RUNSC, { args: ["--version"], stderr: "null" }).outputSync();
+    return new TextDecoder().decode(r.stdout).split("\n")[0];
+  } catch {
+    return "";
+  }
+}
+
+/**
+ * Whether TEST_RUNSC predates 2023, as Debian's does (runsc version 0.0~20221219.0): such a build
+ * refuses its own network stack in a CNI netns on this kernel (gvisor_sandbox_backend.ts, hintFor).
+ */
+export const RUNSC_BEFORE_2023 = /\b20(1\d|2[0-2])\d{4}\b/.test(runscVersionLine());
+
 /** Why gVisor integration tests cannot run here, or undefined if they can. */
 export function runscUnavailable(): string | undefined {
-  return runcUnavailable() ?? (has("runsc") ? undefined : "runsc (gVisor) is not installed");
+  return runcUnavailable() ??
+    (has(TEST_RUNSC) ? undefined : `runsc (gVisor) is not installed (${TEST_RUNSC})`);
 }
 
 /** The guest image the microVM tests boot (`deno task guest-image` builds it). */
@@ -130,11 +166,17 @@ export function qemuOnly(feature: string): string | undefined {
 }
 
 /**
- * The gVisor sandboxer's config of the containerd suites. network = "host":
- * Debian's runsc (a 2022 build) refuses its own network stack in a CNI netns
- * on this kernel (see gvisor_sandbox_backend.ts, hintFor).
+ * The gVisor sandboxer's config of the containerd suites: ptrace (no KVM here), TEST_RUNSC, and
+ * with a runsc from before 2023 network = "host", as it refuses its own network stack in a CNI
+ * netns on this kernel (see gvisor_sandbox_backend.ts, hintFor).
  */
-export const GVISOR_CRI_CONFIG = `[gvisor]\nplatform = "ptrace"\nnetwork = "host"\n`;
+export const GVISOR_CRI_CONFIG = [
+  "[gvisor]",
+  'platform = "ptrace"',
+  ...(TEST_RUNSC === "runsc" ? [] : [`binary = ${JSON.stringify(TEST_RUNSC)}`]),
+  ...(RUNSC_BEFORE_2023 ? ['network = "host"'] : []),
+  "",
+].join("\n");
 
 /** Why a VM cannot be booted here (QEMU or the guest image missing), or undefined. */
 export function vmUnavailable(): string | undefined {

@@ -35,7 +35,7 @@ import { addPodFileMounts } from "../os/pod_files.ts";
 import { initToken } from "../supervisor/process_tokens.ts";
 import { MonitoredContainers, type MonitoredState } from "../oci/monitored_containers.ts";
 import { killError } from "../oci/runtime_cli.ts";
-import { CONTAINER_TYPE, SANDBOX_ID } from "./gvisor_sandbox_backend.ts";
+import { CONTAINER_TYPE, SANDBOX_ID, sandboxWaitArgv } from "./gvisor_sandbox_backend.ts";
 
 /** What a gVisor container or exec keeps in its record. */
 export interface GvisorProcessState extends MonitoredState {
@@ -103,7 +103,7 @@ export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessSta
             console!,
             c.id,
           ],
-          waitArgv: [...this.cli.global(), "wait", c.id],
+          waitArgv: sandboxWaitArgv(this.opts.supervisor.binary, this.cli, sb.id, c.id),
           logFile,
         });
         b.helperPid = h.helperPid;
@@ -132,7 +132,7 @@ export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessSta
     const logFile = join(state, "start.log.json");
     const h = await this.launch(sb.id, token, c.io, join(state, "init.pid"), state, {
       argv: () => [...this.cli.global(logFile), "start", c.id],
-      waitArgv: [...this.cli.global(), "wait", c.id],
+      waitArgv: sandboxWaitArgv(this.opts.supervisor.binary, this.cli, sb.id, c.id),
       logFile,
     });
     c.backend.helperPid = h.helperPid;

@@ -239,7 +239,19 @@ Deno.test("gVisor runtime: a terminal container's monitor runs runsc create with
       console,
       "tty1",
     ]);
-    assert.deepEqual(m.waitArgv, [RUNSC, "--root", root, "wait", "tty1"]);
+    assert.deepEqual(m.waitArgv, [
+      sup.binary,
+      "sandbox-wait",
+      root,
+      sb.id,
+      "tty1",
+      "--",
+      RUNSC,
+      "--root",
+      root,
+      "wait",
+      "tty1",
+    ], "the sandbox is asked; runsc wait is the fallback");
     assert.equal(r.pid, sup.started[0].pid);
     assert.equal(c.backend.helperPid, sup.started[0].helperPid);
     // Start then only starts it: the monitor owns the pty already.
@@ -267,7 +279,19 @@ Deno.test("gVisor runtime: Start runs runsc start under a monitor that waits for
       "start",
       "ctr1",
     ]);
-    assert.deepEqual(m.waitArgv, [RUNSC, "--root", root, "wait", "ctr1"]);
+    assert.deepEqual(m.waitArgv, [
+      sup.binary,
+      "sandbox-wait",
+      root,
+      sb.id,
+      "ctr1",
+      "--",
+      RUNSC,
+      "--root",
+      root,
+      "wait",
+      "ctr1",
+    ], "the sandbox is asked; runsc wait is the fallback");
     assert.ok(c.backend.helperPid);
     assert.equal(sup.exits.watches.get("c@ctr1")?.helperPid, c.backend.helperPid);
 

@@ -46,6 +46,31 @@ const SIGTERM = 15, SIGKILL = 9;
 export const CONTAINER_TYPE = "io.kubernetes.cri.container-type";
 export const SANDBOX_ID = "io.kubernetes.cri.sandbox-id";
 
+/**
+ * The monitor's waiter of container `id` in sandbox `sandboxId`: the helper
+ * asks the sandbox's control socket (one small C process per container where
+ * `runsc wait` is a Go one, ~3 MiB of PSS each), and runs `runsc wait` when
+ * it cannot (native/sandbox_wait.c).
+ */
+export function sandboxWaitArgv(
+  helper: string,
+  runsc: OciRuntimeCli,
+  sandboxId: string,
+  id: string,
+): string[] {
+  return [
+    helper,
+    "sandbox-wait",
+    runsc.opts.root,
+    sandboxId,
+    id,
+    "--",
+    ...runsc.global(),
+    "wait",
+    id,
+  ];
+}
+
 /** The OCI spec of a pod's root container. */
 export function rootContainerSpec(
   record: SandboxRecord<GvisorPodState>,
@@ -161,7 +186,7 @@ export class GvisorSandboxBackend
         monitorLog: join(bundle, "monitor.log"),
         // runsc sets the network up at start
         argv: () => [...runsc.global(startLog), ...flags, "start", record.id],
-        waitArgv: [...runsc.global(), "wait", record.id],
+        waitArgv: sandboxWaitArgv(this.opts.supervisor.binary, runsc, record.id, record.id),
       });
     } catch (e) {
       await this.#destroy(record);

@@ -138,7 +138,17 @@ Deno.test("gVisor Start: runsc create detached, then start under a monitor that 
     assert.equal(m.pidFile, join(bundle, "pid"));
     assert.equal(m.monitorLog, join(bundle, "monitor.log"));
     assert.deepEqual(m.argv, [...global(root, join(bundle, "start.log.json")), "start", rec.id]);
-    assert.deepEqual(m.waitArgv, [...global(root), "wait", rec.id]);
+    assert.deepEqual(m.waitArgv, [
+      sup.binary,
+      "sandbox-wait",
+      root,
+      rec.id,
+      rec.id,
+      "--",
+      ...global(root),
+      "wait",
+      rec.id,
+    ]);
     assert.equal(m.io, undefined, "the root container has no stdio");
 
     // The cgroup is recorded before runsc makes it; the monitor once it runs.

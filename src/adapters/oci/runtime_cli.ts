@@ -248,11 +248,40 @@ export async function lastRuntimeError(logFile: string): Promise<string | undefi
     return undefined;
   }
   let last: string | undefined;
-  for (const line of text.split("\n")) {
+  for (const record of jsonRecords(text)) {
     try {
-      const j = JSON.parse(line);
+      const j = JSON.parse(record);
       if (j.level === "error" && typeof j.msg === "string") last = j.msg;
     } catch { /* not JSON */ }
   }
   return last;
+}
+
+/**
+ * The top-level JSON objects of a log, one per line (runc, crun) or written
+ * back to back without a separator (runsc since 2023). Braces inside strings
+ * are skipped; text between objects is dropped.
+ */
+export function jsonRecords(text: string): string[] {
+  const out: string[] = [];
+  let depth = 0, start = -1, inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === "\n") {
+      // Records are single lines: one cut short (a runtime killed mid-write)
+      // does not swallow the next.
+      depth = 0;
+      inString = false;
+    } else if (inString) {
+      if (c === "\\") i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') {
+      if (depth > 0) inString = true;
+    } else if (c === "{") {
+      if (depth++ === 0) start = i;
+    } else if (c === "}" && depth > 0) {
+      if (--depth === 0) out.push(text.slice(start, i + 1));
+    }
+  }
+  return out;
 }

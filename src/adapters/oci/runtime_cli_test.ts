@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
 import { RecordingSupervisor } from "../../../tests/fakes/recording_supervisor.ts";
-import { lastRuntimeError, OciRuntimeCli, runtimeError } from "./runtime_cli.ts";
+import { jsonRecords, lastRuntimeError, OciRuntimeCli, runtimeError } from "./runtime_cli.ts";
 
 function cli(extra: Partial<ConstructorParameters<typeof OciRuntimeCli>[0]> = {}) {
   const sup = new RecordingSupervisor();
@@ -157,4 +157,17 @@ Deno.test("runtime CLI: a detached create that fails reports the runtime's logge
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("runtime CLI: log records are found one per line or back to back (runsc)", () => {
+  // runsc since 2023 writes its JSON records without a newline between them.
+  const runsc = '{"msg":"error executing umounter: x","level":"error"}' +
+    '{"msg":"creating container: a } { b \\"q\\"","level":"error"}';
+  assert.deepEqual(jsonRecords(runsc).map((r) => JSON.parse(r).msg), [
+    "error executing umounter: x",
+    'creating container: a } { b "q"',
+  ]);
+  // A record cut short by a kill does not swallow the next line.
+  assert.deepEqual(jsonRecords('{"msg":"cut {\n{"msg":"next"}\ntrailing'), ['{"msg":"next"}']);
+  assert.deepEqual(jsonRecords(""), []);
 });
