@@ -1,10 +1,16 @@
 // hold: a pod's namespace holder.
 //
-// Makes new pid/ipc/uts/mount namespaces (joining the CNI netns, a new one,
-// or the host's; ipc and uts may stay the host's for host-network/host-IPC
-// pods), forks the namespace init — PID 1 of the new pid namespace, which only
-// reaps orphans until SIGTERM/SIGINT/SIGKILL — prints "ready <init pid>",
-// waits for it, and writes its exit record.
+// Makes new pid/ipc/uts namespaces (joining the CNI netns, a new one, or the
+// host's; ipc and uts may stay the host's for host-network/host-IPC pods),
+// forks the namespace init — PID 1 of the new pid namespace, which only reaps
+// orphans until SIGTERM/SIGINT/SIGKILL — prints "ready <init pid>", waits for
+// it, and writes its exit record.
+//
+// No mount namespace: no container joins one (runc gives each its own), and
+// a holder's would pin a copy of every mount of the node for the pod's life
+// (~384 bytes of kernel memory per mount: with 1000 pods, each beside a
+// thousand or two rootfs and shm mounts, hundreds of MiB), and make each
+// pod start copy the whole mount table.
 #include "helper.h"
 
 #include <errno.h>
@@ -14,7 +20,6 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -105,13 +110,11 @@ int cmd_hold(int argc, char **argv) {
     if (setns(fd, CLONE_NEWNET) < 0) die("setns net");
     close(fd);
   }
-  int flags = CLONE_NEWPID | CLONE_NEWNS;
+  int flags = CLONE_NEWPID;
   if (!host_ipc) flags |= CLONE_NEWIPC;
   if (!host_uts) flags |= CLONE_NEWUTS;
   if (new_netns) flags |= CLONE_NEWNET;
   if (unshare(flags) < 0) die("unshare");
-  // Keep mounts made inside the pod from propagating back to the host.
-  if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) die("make / private");
   if (hostname && !host_uts && sethostname(hostname, strlen(hostname)) < 0) die("sethostname");
   if (new_netns) loopback_up();
   for (int i = 0; i < nsysctls; i++) set_sysctl(sysctls[i]);

@@ -8,7 +8,8 @@
 // control socket (gVisor's urpc: one JSON call {"method":..., "arg":...}, one
 // JSON answer {"success":..., "err":..., "result": <wait status>}) and prints
 // what `runsc wait` prints, {"exitStatus":N}. The socket is where runsc makes
-// it: runsc-<sandbox-id>.sock in its root, else /var/run, /run or /tmp. When
+// it: runsc-<sandbox-id>.sock in its root, else /var/run, /run or /tmp (owned
+// by this user). When
 // there is none (a runsc that keeps it elsewhere) or the sandbox hangs up
 // before it answers, the fallback (`runsc wait`) is executed in its place.
 #include "helper.h"
@@ -102,12 +103,26 @@ int cmd_sandbox_wait(int argc, char **argv) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s/runsc-%s.sock", dirs[k], sid) >= (int)sizeof path) continue;
     struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) s = connect_path(path);
+    // Only a socket of this user, as runsc makes it: /tmp is anyone's to plant a
+    // socket in that would answer with a made-up exit.
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) && st.st_uid == geteuid()) {
+      s = connect_path(path);
+    }
   }
   if (s < 0) return fallback(fb);
   char req[512];
   int n = snprintf(req, sizeof req, "{\"method\":\"containerManager.Wait\",\"arg\":\"%s\"}", cid);
-  write_all(s, req, (size_t)n);
+  // MSG_NOSIGNAL: a sandbox hanging up on us (on its way down) is a reason to
+  // fall back, not SIGPIPE (the monitor runs its waiter with SIGPIPE's default).
+  for (int off = 0; off < n;) {
+    ssize_t w = send(s, req + off, (size_t)(n - off), MSG_NOSIGNAL);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      close(s);
+      return fallback(fb);
+    }
+    off += (int)w;
+  }
   struct buf b = {0};
   size_t end = 0;
   char tmp[4096];

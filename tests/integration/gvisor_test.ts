@@ -94,6 +94,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "gVisor: a pod stopped with its container still running leaves nothing, cgroups included",
+  ...skip,
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d, { cgroupParent: d.cgroupParent });
+      const c = await createContainer(d, pod, { args: ["sleep", "1000"] });
+      const t = await taskClient(pod.address);
+      try {
+        await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      } finally {
+        t.close();
+      }
+      // runsc removes a subcontainer's cgroup through the sandbox, gone by the time the
+      // container is deleted with the pod: the sandboxer removes it.
+      await d.controller.stop(pod.id, 5);
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }, startGvisorDaemon),
+});
+
+Deno.test({
   name: "gVisor: exec, kill, pids, stats and a pty; two containers share the pod's network",
   ...skip,
   fn: () =>

@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { FailedPreconditionError, InternalError, NotFoundError } from "../../domain/errors.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
@@ -28,7 +28,7 @@ import type {
   StoredAnyBytes,
 } from "../../ports/container_runtime.ts";
 import { readSpec } from "../os/bundle.ts";
-import { cgroupMetrics, cgroupPathsOf } from "../os/cgroups.ts";
+import { cgroupMetrics, cgroupPathsOf, removeCgroup } from "../os/cgroups.ts";
 import { mountRootfs, unmountOwn } from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
@@ -41,6 +41,8 @@ import { CONTAINER_TYPE, SANDBOX_ID, sandboxWaitArgv } from "./gvisor_sandbox_ba
 export interface GvisorProcessState extends MonitoredState {
   /** Pid inside the sandbox (execs), for `runsc kill --pid`. */
   innerPid?: number;
+  /** The container's cgroup as its spec names it (see delete). */
+  cgroupsPath?: string;
 }
 
 type C = ContainerRecord<GvisorProcessState>;
@@ -80,6 +82,7 @@ export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessSta
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
     const b = c.backend;
+    if (spec.linux?.cgroupsPath) b.cgroupsPath = spec.linux.cgroupsPath;
     if (c.rootfs.length) {
       b.rootfs = rootfsMountTarget(c.bundle, spec.root?.path);
       await mountRootfs(c.rootfs, b.rootfs);
@@ -121,6 +124,20 @@ export class GvisorContainerRuntime extends MonitoredContainers<GvisorProcessSta
     } catch (e) {
       if (b.rootfs) await unmountOwn(b.rootfs, c.rootfs.length).catch(() => {});
       throw e;
+    }
+  }
+
+  /**
+   * runsc removes a subcontainer's cgroup through its sandbox: with the
+   * sandbox gone first (the pod stopped with the container still there, or
+   * its sentry killed) the cgroup stays. It is removed here, when it is
+   * named after the container (a cgroupfs path ending in its id).
+   */
+  override async delete(sb: SandboxRecord, c: C): Promise<void> {
+    await super.delete(sb, c);
+    const path = c.backend.cgroupsPath;
+    if (typeof path === "string" && !path.includes(":") && basename(path) === c.id) {
+      await removeCgroup(path);
     }
   }
 

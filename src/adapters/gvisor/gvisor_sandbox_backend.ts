@@ -29,6 +29,7 @@ import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken } from "../supervisor/process_tokens.ts";
 import { lastRuntimeError, type OciRuntimeCli } from "../oci/runtime_cli.ts";
 import type { StateLayout } from "../os/state_layout.ts";
+import { isMountPoint, unmountAll } from "../os/mounts.ts";
 
 /** What the gVisor sandbox backend needs. */
 export interface GvisorSandboxBackendOptions {
@@ -158,7 +159,26 @@ export class GvisorSandboxBackend
     return root;
   }
 
+  /** Starts under way, and a release of runsc's null-netns under way (see #releaseNullNetns). */
+  #starting = 0;
+  #releasing?: Promise<void>;
+
   async start(record: SandboxRecord<GvisorPodState>): Promise<StartedProcess> {
+    this.#starting++;
+    let failed = true;
+    try {
+      await this.#releasing;
+      const started = await this.#start(record);
+      failed = false;
+      return started;
+    } finally {
+      this.#starting--;
+      // A failed Start may have made the root's null-netns for its sandbox alone.
+      if (failed) await this.#releaseNullNetns();
+    }
+  }
+
+  async #start(record: SandboxRecord<GvisorPodState>): Promise<StartedProcess> {
     const runsc = this.opts.runsc;
     const bundle = this.#bundle(record.id);
     await Deno.mkdir(bundle, { recursive: true, mode: 0o700 });
@@ -214,12 +234,41 @@ export class GvisorSandboxBackend
     // A monitor of a Start that never completed goes too.
     await this.holders.forget(record.id);
     await this.#removeCgroup(record);
+    await this.#releaseNullNetns();
   }
 
   /** Destroys the sandbox of a failed Start, and its cgroup. */
   async #destroy(record: SandboxRecord<GvisorPodState>): Promise<void> {
     await this.#deleteSandbox(record);
     await this.#removeCgroup(record);
+  }
+
+  /**
+   * runsc since 2023 keeps one bind mount of an empty netns in its root,
+   * `null-netns`, for every sandbox's gofers, made by the first create and
+   * never removed by runsc. Once the root holds no sandbox (no runsc state
+   * file) and no Start is under way, it is taken down (a Start waits for
+   * that), so that a root without pods is a plain directory again.
+   */
+  #releaseNullNetns(): Promise<void> {
+    if (this.#starting > 0 || this.#releasing) return this.#releasing ?? Promise.resolve();
+    const root = this.opts.runsc.opts.root;
+    const nullNetns = join(root, "null-netns");
+    this.#releasing = (async () => {
+      try {
+        for await (const e of Deno.readDir(root)) if (e.name.endsWith(".state")) return;
+        if (!(await isMountPoint(nullNetns))) return;
+        await unmountAll(nullNetns);
+        await Deno.remove(nullNetns);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) {
+          this.#log.warn("cannot take down runsc's null-netns", { path: nullNetns, error: e });
+        }
+      } finally {
+        this.#releasing = undefined;
+      }
+    })();
+    return this.#releasing;
   }
 
   /** Destroys the sandbox with whatever still runs in it. */

@@ -78,7 +78,9 @@ export async function mountAll(mounts: readonly Mount[], target: string): Promis
 
 /** Lazily unmounts everything at or under `prefix`. Errors are ignored: the goal is "nothing left". */
 export async function unmountAll(prefix: string): Promise<void> {
-  for (let round = 0; round < 3; round++) {
+  // A round takes the top mount of each point; mounts stacked on one point (runsc's null-netns,
+  // one per sandbox started at once) need as many rounds.
+  for (let round = 0; round < 64; round++) {
     const points = await mountsUnder(prefix);
     if (!points.length) return;
     for (const p of points) {

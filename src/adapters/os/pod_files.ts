@@ -17,10 +17,9 @@ import { checkNetnsPath } from "./netns.ts";
 import { checkPodSysctls } from "../../domain/sysctls.ts";
 import { join } from "node:path";
 import { type PodConfig, resolvConf } from "../../domain/pod_config.ts";
-import { isMountPoint } from "./mounts.ts";
+import { mountAll } from "./mounts.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
-import { runChecked } from "./command.ts";
 
 /** Size of a pod's shared /dev/shm, as containerd gives pause-container pods. */
 const SHM_SIZE = "64m";
@@ -69,18 +68,22 @@ export async function preparePodFiles(
     await Deno.readTextFile("/etc/resolv.conf").catch(() => "");
   await writeFileWithMode(join(dir, "resolv.conf"), resolv, POD_FILE_MODE);
   const shm = join(dir, "shm");
-  if (pod.ipc !== "node" && !(await isMountPoint(shm))) {
-    await Deno.mkdir(shm, { recursive: true });
-    await runChecked([
-      "mount",
-      "-t",
-      "tmpfs",
-      "-o",
-      `nosuid,nodev,noexec,mode=1777,size=${SHM_SIZE}`,
-      "shm",
-      shm,
-    ]);
+  if (pod.ipc !== "node" && !(await hasOwnDevice(shm, dir))) {
+    // mount(2), not mount(8): with a thousand pods the node has thousands of mounts, and
+    // mount(8) reads them all (as would a look at /proc/self/mountinfo) on every pod start.
+    await mountAll([{
+      type: "tmpfs",
+      source: "shm",
+      target: "",
+      options: ["nosuid", "nodev", "noexec", "mode=1777", `size=${SHM_SIZE}`],
+    }], shm);
   }
+}
+
+/** Whether something is mounted at `path` with a file system of its own (a tmpfs we mounted). */
+async function hasOwnDevice(path: string, parent: string): Promise<boolean> {
+  const [a, b] = await Promise.all([Deno.stat(path).catch(() => null), Deno.stat(parent)]);
+  return a !== null && a.dev !== b.dev;
 }
 
 /**

@@ -1,6 +1,6 @@
 /**
  * The runC sandbox: no pause image, no VM — a pod is a namespace holder made
- * by the native helper (new pid/ipc/uts/mount namespaces, the CNI netns or a
+ * by the native helper (new pid/ipc/uts namespaces, the CNI netns or a
  * new one), whose init reaps orphans. Containers join its namespaces through
  * /proc/<pid>/ns paths in their specs.
  *
