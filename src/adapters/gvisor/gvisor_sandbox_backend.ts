@@ -3,9 +3,10 @@
  * helper's `pause` from a rootfs the sandboxer provides (no pause image to
  * pull), in the pod's CNI netns; containers join it as subcontainers.
  *
- * The root container is made with `runsc create` and started under a monitor
- * in waiter mode: the monitor runs `runsc start`, then `runsc wait`, and
- * records the exit, so a restarted daemon still learns how the pod ended.
+ * The root container is made and started by `runsc run --detach` under a
+ * monitor in waiter mode: the monitor then asks the sandbox for the root
+ * container's exit (`kuasar-helper sandbox-wait`, `runsc wait` its fallback)
+ * and records it, so a restarted daemon still learns how the pod ended.
  *
  * @module
  */
@@ -190,12 +191,6 @@ export class GvisorSandboxBackend
     // Recorded before runsc makes the cgroup: a Start failing from here on
     // leaves it (in every hierarchy), and Shutdown's cleanup must find it.
     record.backend = { ...record.backend, cgroupsPath };
-    try {
-      await runsc.createDetached(record.id, bundle, pidFile, join(bundle, "log.json"), flags);
-    } catch (e) {
-      await this.#destroy(record);
-      throw e;
-    }
     const token = holderToken(record.id);
     const startLog = join(bundle, "start.log.json");
     let h;
@@ -204,8 +199,19 @@ export class GvisorSandboxBackend
         token,
         pidFile,
         monitorLog: join(bundle, "monitor.log"),
-        // runsc sets the network up at start
-        argv: () => [...runsc.global(startLog), ...flags, "start", record.id],
+        // One runsc process where create + start take two (each a Go start-up, ~10% of a
+        // pod's start): it returns once the root container runs, its sandbox left behind.
+        argv: () => [
+          ...runsc.global(startLog),
+          ...flags,
+          "run",
+          "--detach",
+          "--bundle",
+          bundle,
+          "--pid-file",
+          pidFile,
+          record.id,
+        ],
         waitArgv: sandboxWaitArgv(this.opts.supervisor.binary, runsc, record.id, record.id),
       });
     } catch (e) {

@@ -108,36 +108,30 @@ function errorLine(msg: string): string {
 
 const isCreate = (argv: readonly string[]) => argv.includes("create");
 
-Deno.test("gVisor Start: runsc create detached, then start under a monitor that waits", async () => {
+Deno.test("gVisor Start: runsc run --detach under a monitor that waits", async () => {
   await withBackend(async ({ dir, root, sup, backend, started }) => {
     const rec = podRecord();
     const bundle = join(dir, rec.id, "sandbox");
-    let atCreate: GvisorPodState | undefined;
-    sup.answer = (argv) => {
-      if (isCreate(argv)) atCreate = { ...rec.backend };
-      return { code: 0, stdout: "", stderr: "" };
-    };
+    let atRun: GvisorPodState | undefined;
+    sup.onMonitored = () => void (atRun = { ...rec.backend });
     const r = await backend.start(rec);
 
-    assert.equal(sup.runs.length, 1, "one command: create (start runs under the monitor)");
-    assert.deepEqual(sup.runs[0].argv, [
-      ...global(root, join(bundle, "log.json")),
-      "create",
+    assert.equal(sup.runs.length, 0, "runsc runs under the monitor only");
+    assert.equal(sup.monitored.length, 1);
+    const m = sup.monitored[0];
+    assert.equal(m.token, `s@${rec.id}`);
+    assert.equal(m.pidFile, join(bundle, "pid"));
+    assert.equal(m.monitorLog, join(bundle, "monitor.log"));
+    assert.deepEqual(m.argv, [
+      ...global(root, join(bundle, "start.log.json")),
+      "run",
+      "--detach",
       "--bundle",
       bundle,
       "--pid-file",
       join(bundle, "pid"),
       rec.id,
     ]);
-    // runsc's sandbox keeps create's stdio: its output is discarded, it runs detached.
-    assert.deepEqual(sup.runs[0].opts, { timeoutMs: 60_000, discardOutput: true, detached: true });
-
-    assert.equal(sup.monitored.length, 1);
-    const m = sup.monitored[0];
-    assert.equal(m.token, `s@${rec.id}`);
-    assert.equal(m.pidFile, join(bundle, "pid"));
-    assert.equal(m.monitorLog, join(bundle, "monitor.log"));
-    assert.deepEqual(m.argv, [...global(root, join(bundle, "start.log.json")), "start", rec.id]);
     assert.deepEqual(m.waitArgv, [
       sup.binary,
       "sandbox-wait",
@@ -152,7 +146,7 @@ Deno.test("gVisor Start: runsc create detached, then start under a monitor that 
     assert.equal(m.io, undefined, "the root container has no stdio");
 
     // The cgroup is recorded before runsc makes it; the monitor once it runs.
-    assert.deepEqual(atCreate, { cgroupsPath: `/kuasar-gvisor/${rec.id}` });
+    assert.deepEqual(atRun, { cgroupsPath: `/kuasar-gvisor/${rec.id}` });
     assert.equal(started.length, 1);
     assert.deepEqual(rec.backend, {
       cgroupsPath: `/kuasar-gvisor/${rec.id}`,
@@ -216,12 +210,9 @@ Deno.test("gVisor Start: the pod decides runsc's network (host network, no netns
     await backend.start(host);
     const none = podRecord({ netnsPath: "" });
     await backend.start(none);
-    const verbAt = (argv: readonly string[], verb: string) => argv.indexOf(verb);
-    const create = sup.runs.map((r) => r.argv);
-    assert.equal(create[0][verbAt(create[0], "create") - 1], "--network=host");
-    assert.equal(create[1][verbAt(create[1], "create") - 1], "--network=none");
-    assert.equal(sup.monitored[0].argv.at(-3), "--network=host", "start sets the network up");
-    assert.equal(sup.monitored[1].argv.at(-3), "--network=none");
+    const flagOf = (argv: readonly string[]) => argv[argv.indexOf("run") - 1];
+    assert.equal(flagOf(sup.monitored[0].argv), "--network=host");
+    assert.equal(flagOf(sup.monitored[1].argv), "--network=none");
     const spec: OciSpec = JSON.parse(
       await Deno.readTextFile(join(dir, host.id, "sandbox", "config.json")),
     );
@@ -230,7 +221,7 @@ Deno.test("gVisor Start: the pod decides runsc's network (host network, no netns
   });
 });
 
-Deno.test("gVisor Start: a failing runsc create is runsc's reason, and the sandbox is destroyed", async () => {
+Deno.test("gVisor Start: a failing runsc run is runsc's reason, and the sandbox is destroyed", async () => {
   await withBackend(async ({ dir, root, sup, backend }) => {
     const rec = podRecord();
     const bundle = join(dir, rec.id, "sandbox");
@@ -238,23 +229,20 @@ Deno.test("gVisor Start: a failing runsc create is runsc's reason, and the sandb
     const lock = join(root, `${rec.id}_sandbox:${rec.id}.lock`);
     await Deno.mkdir(root, { recursive: true });
     await Deno.writeTextFile(lock, "");
-    sup.answer = async (argv) => {
-      if (!isCreate(argv)) return { code: 0, stdout: "", stderr: "" };
-      await Deno.writeTextFile(join(bundle, "log.json"), errorLine("creating sandbox: EPERM"));
-      return { code: 128, stdout: "", stderr: "" };
+    sup.failNextMonitored = 128;
+    sup.onMonitored = async () => {
+      await Deno.writeTextFile(
+        join(bundle, "start.log.json"),
+        errorLine("creating sandbox: EPERM"),
+      );
     };
     const err = await backend.start(rec).then(() => undefined, (e) => e);
     assert.ok(err instanceof InternalError, String(err));
     assert.match(
       err.message,
-      new RegExp(`Cannot create container "${rec.id}": creating sandbox: EPERM`),
+      new RegExp(`runsc cannot start sandbox "${rec.id}": creating sandbox: EPERM`),
     );
-    assert.deepEqual(sup.runs.map((r) => r.argv.slice(-3)), [
-      ["--pid-file", join(bundle, "pid"), rec.id],
-      ["delete", "--force", rec.id],
-    ]);
-    assert.deepEqual(sup.runs[1].argv, [...global(root), "delete", "--force", rec.id]);
-    assert.equal(sup.monitored.length, 0, "no start after a failed create");
+    assert.deepEqual(sup.runs.map((r) => r.argv), [[...global(root), "delete", "--force", rec.id]]);
     assert.equal(await Deno.stat(lock).then(() => true, () => false), false, "lock removed");
     // Shutdown's cleanup still finds the cgroup; there is no monitor to follow.
     assert.deepEqual(rec.backend, { cgroupsPath: `/kuasar-gvisor/${rec.id}` });
