@@ -106,8 +106,6 @@ function errorLine(msg: string): string {
     `${JSON.stringify({ level: "error", msg, time: "2026-01-01T00:00:00Z" })}\n`;
 }
 
-const isCreate = (argv: readonly string[]) => argv.includes("create");
-
 Deno.test("gVisor Start: runsc run --detach under a monitor that waits", async () => {
   await withBackend(async ({ dir, root, sup, backend, started }) => {
     const rec = podRecord();
