@@ -55,6 +55,14 @@ async function onTmpfs<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** Prints a section's report and writes it to docs/benchmarks/<file>. */
+async function writeReport(file: string, lines: string[]): Promise<void> {
+  const md = lines.join("\n");
+  console.log("\n" + md);
+  await Deno.mkdir(DOCS, { recursive: true });
+  await Deno.writeTextFile(join(DOCS, file), md);
+}
+
 /** Bundles the sandboxer as it is deployed (dist/kuasar.js); resolves with the bundle's path. */
 async function bundleSandboxer(): Promise<string> {
   const r = await new Deno.Command(Deno.execPath(), {
@@ -121,10 +129,7 @@ async function criReport(r: {
     `![memory](${r.file}-memory.svg) ![start](${r.file}-startup.svg)`,
     "",
   ];
-  const md = lines.join("\n");
-  console.log("\n" + md);
-  await Deno.mkdir(DOCS, { recursive: true });
-  await Deno.writeTextFile(join(DOCS, `${r.file}.md`), md);
+  await writeReport(`${r.file}.md`, lines);
   await Deno.writeTextFile(
     join(DOCS, `${r.file}-memory.svg`),
     lineChart({
@@ -225,10 +230,7 @@ const sections: Record<string, () => Promise<void>> = {
       } KiB, its RAM a 512 MiB file the clones map.`,
       "",
     ];
-    const md = lines.join("\n");
-    console.log("\n" + md);
-    await Deno.mkdir(DOCS, { recursive: true });
-    await Deno.writeTextFile(join(DOCS, "vmm.md"), md);
+    await writeReport("vmm.md", lines);
   },
   gvisor: async () => {
     const n = Number(Deno.env.get("KUASAR_BENCH_GVISOR_PODS") ?? 20);
@@ -273,10 +275,7 @@ const sections: Record<string, () => Promise<void>> = {
       "helper, rootfs mount, state files).",
       "",
     ];
-    const md = lines.join("\n");
-    console.log("\n" + md);
-    await Deno.mkdir(DOCS, { recursive: true });
-    await Deno.writeTextFile(join(DOCS, "gvisor.md"), md);
+    await writeReport("gvisor.md", lines);
   },
   wasm: async () => {
     const n = Number(Deno.env.get("KUASAR_BENCH_WASM_TASKS") ?? 1000), c = 8, idle = 20;
@@ -330,10 +329,7 @@ const sections: Record<string, () => Promise<void>> = {
       ...(notes.length ? ["", ...notes] : []),
       "",
     ];
-    const md = lines.join("\n");
-    console.log("\n" + md);
-    await Deno.mkdir(DOCS, { recursive: true });
-    await Deno.writeTextFile(join(DOCS, "wasm.md"), md);
+    await writeReport("wasm.md", lines);
   },
   "runc-memory": async () => {
     const r = await runcMemory();
@@ -376,10 +372,7 @@ const sections: Record<string, () => Promise<void>> = {
       "measured beside this sandboxer in `cri.md` (`deno task bench cri`).",
       "",
     ];
-    const md = lines.join("\n");
-    console.log("\n" + md);
-    await Deno.mkdir(DOCS, { recursive: true });
-    await Deno.writeTextFile(join(DOCS, "runc-memory.md"), md);
+    await writeReport("runc-memory.md", lines);
   },
   cri: async () => {
     const counts = [10, 50, 100];
@@ -455,10 +448,7 @@ const sections: Record<string, () => Promise<void>> = {
       } s.`,
       "",
     ];
-    const md = lines.join("\n");
-    console.log("\n" + md);
-    await Deno.mkdir(DOCS, { recursive: true });
-    await Deno.writeTextFile(join(DOCS, "scale.md"), md);
+    await writeReport("scale.md", lines);
   },
   floor: async () => {
     const n = Number(Deno.env.get("KUASAR_BENCH_FLOOR_PODS") ?? 20);
@@ -500,10 +490,7 @@ const sections: Record<string, () => Promise<void>> = {
       `floor / runc: ${(p50(floor, "total") / p50(shim, "total")).toFixed(2)}×.`,
       "",
     ];
-    const md = lines.join("\n");
-    console.log("\n" + md);
-    await Deno.mkdir(DOCS, { recursive: true });
-    await Deno.writeTextFile(join(DOCS, "floor.md"), md);
+    await writeReport("floor.md", lines);
   },
   "gvisor-cri": async () => {
     const counts = [5, 20, 50];

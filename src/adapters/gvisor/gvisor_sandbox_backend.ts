@@ -30,7 +30,7 @@ import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import { holderToken } from "../supervisor/process_tokens.ts";
 import { lastRuntimeError, type OciRuntimeCli } from "../oci/runtime_cli.ts";
 import type { StateLayout } from "../os/state_layout.ts";
-import { isMountPoint, unmountAll } from "../os/mounts.ts";
+import { unmountAll } from "../os/mounts.ts";
 
 /** What the gVisor sandbox backend needs. */
 export interface GvisorSandboxBackendOptions {
@@ -263,7 +263,6 @@ export class GvisorSandboxBackend
     this.#releasing = (async () => {
       try {
         for await (const e of Deno.readDir(root)) if (e.name.endsWith(".state")) return;
-        if (!(await isMountPoint(nullNetns))) return;
         await unmountAll(nullNetns);
         await Deno.remove(nullNetns);
       } catch (e) {
