@@ -174,6 +174,9 @@ Deno.test("helper supervisor: killOrphans kills what carries the token's exit fi
         await new Promise((r) => setTimeout(r, 10));
       }
       assert.equal(await sup.killOrphans("s@p"), 1);
+      // Dead (a zombie until reaped) by the time killOrphans returns: cleanup may follow at once.
+      const stat = await Deno.readTextFile(`/proc/${orphan.pid}/stat`).catch(() => ") Z");
+      assert.match(stat.slice(stat.lastIndexOf(")")), /^\) [ZX]/);
       assert.equal((await orphan.status).signal, "SIGKILL");
     } finally {
       for (const c of [orphan, other]) {

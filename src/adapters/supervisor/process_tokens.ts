@@ -43,11 +43,18 @@ export async function socketPath(
   return join(socketDir, `${hex}.${suffix}`);
 }
 
-/** Kills every process whose command line contains `needle` (orphans of a crashed start). */
+/**
+ * Kills every process whose command line contains `needle` (orphans of a crashed start).
+ *
+ * With SIGKILL it also waits (bounded) until they are dead: a process killed while in a
+ * system call finishes that call first, so a caller that cleans up after it (removes its
+ * exit record, its sockets) must not race its last write.
+ */
 export async function killByCommandLine(
   needle: string,
   signal: Deno.Signal = "SIGKILL",
 ): Promise<number> {
+  const killed: { pid: number; started: string }[] = [];
   let n = 0;
   for await (const e of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(e.name)) continue;
@@ -56,10 +63,38 @@ export async function killByCommandLine(
     try {
       const cmd = await Deno.readTextFile(`/proc/${pid}/cmdline`);
       if (cmd.includes(needle)) {
+        const started = (await procStat(pid))?.started ?? "";
         Deno.kill(pid, signal);
+        killed.push({ pid, started });
         n++;
       }
     } catch { /* gone */ }
   }
+  if (signal === "SIGKILL") {
+    for (let i = 0; i < KILL_WAIT_MS / 5 && killed.length; i++) {
+      const alive = [];
+      for (const k of killed) {
+        const st = await procStat(k.pid);
+        if (st && st.state !== "Z" && st.state !== "X" && st.started === k.started) alive.push(k);
+      }
+      killed.splice(0, killed.length, ...alive);
+      if (killed.length) await new Promise((r) => setTimeout(r, 5));
+    }
+  }
   return n;
+}
+
+/** How long a SIGKILLed process may take to finish its system call and die. */
+const KILL_WAIT_MS = 5000;
+
+/** State letter and start time (in clock ticks since boot) from /proc/<pid>/stat. */
+async function procStat(pid: number): Promise<{ state: string; started: string } | undefined> {
+  try {
+    const s = await Deno.readTextFile(`/proc/${pid}/stat`);
+    // The command name (field 2) may hold spaces and parentheses: fields follow the last ")".
+    const f = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return { state: f[0], started: f[19] };
+  } catch {
+    return undefined;
+  }
 }
