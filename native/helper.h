@@ -36,6 +36,5 @@ int cmd_detach(int argc, char **argv);
 int cmd_pause(void);
 int cmd_probe_kvm(void);
 int cmd_pty_shell(int argc, char **argv);
-int cmd_reseed(void);
 int cmd_sandbox_wait(int argc, char **argv);
 #endif

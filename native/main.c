@@ -22,7 +22,6 @@
 //   kuasar-helper exec    -- <argv...>   (runs argv without the daemon's descriptors)
 //   kuasar-helper pause   (a sandbox's root process: reaps, exits on TERM/INT)
 //   kuasar-helper pty-shell --port DEV -- <argv...>   (a VM guest's debug console)
-//   kuasar-helper reseed  < bytes   (a VM restored from a template: its kernel RNG reseeded)
 //   kuasar-helper sandbox-wait <runsc-root> <sandbox> <container> -- <runsc wait argv>
 //                         (a gVisor container's exit, asked of its sandbox)
 //   containerd-shim-kuasar-<kind>-v1 ...   (this binary under that name: containerd 2.x)
@@ -61,7 +60,6 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "pause")) return cmd_pause();
   if (argc >= 2 && !strcmp(argv[1], "probe-kvm")) return cmd_probe_kvm();
   if (argc >= 2 && !strcmp(argv[1], "pty-shell")) return cmd_pty_shell(argc - 2, argv + 2);
-  if (argc >= 2 && !strcmp(argv[1], "reseed")) return cmd_reseed();
   if (argc >= 2 && !strcmp(argv[1], "sandbox-wait")) return cmd_sandbox_wait(argc - 2, argv + 2);
   // exec: for runtimes that leave long-lived processes behind (runsc's
   // sandbox and gofer), which would otherwise keep the daemon's sockets.
@@ -74,6 +72,6 @@ int main(int argc, char **argv) {
     dprintf(1, "kuasar-helper 2\n");
     return 0;
   }
-  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|pty-shell|reseed|version ...\n");
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|pty-shell|sandbox-wait|version ...\n");
   return 2;
 }

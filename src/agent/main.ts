@@ -24,8 +24,8 @@ import {
   TRACE_SERVICE,
 } from "../ports/agent_protocol.ts";
 import { findVirtioPort, openPort } from "./channel.ts";
-import { ownChild, powerOff, startReaper } from "./pid1.ts";
-import { spawned, trackChildren } from "../adapters/os/children.ts";
+import { ownChild, powerOff, reseedKernelRandom, startReaper } from "./pid1.ts";
+import { trackChildren } from "../adapters/os/children.ts";
 import { sandboxService } from "./sandbox_service.ts";
 import { GUEST_POD_DIR, GUEST_SCOPE, GuestEvents, serveGuestTasks } from "./tasks.ts";
 
@@ -54,31 +54,21 @@ server.register(BOOT_SERVICE, {
 });
 
 /**
- * The kernel's generator reseeded from the host's bytes (the helper's `reseed`), then Deno's
- * own: it draws from the kernel again after 64 KiB, so two of those are drawn and dropped.
+ * The kernel's generator reseeded from the host's bytes, then Deno's own: it draws from the
+ * kernel again after 64 KiB, so two of those are drawn and dropped.
  */
+// deno-lint-ignore require-await
 async function reseed(seed: Uint8Array): Promise<Uint8Array> {
   if (seed.length < 16 || seed.length > 512) {
     throw new InvalidArgumentError(`Reseed takes 16 to 512 bytes, not ${seed.length}`);
   }
-  const helper = Deno.env.get("KUASAR_HELPER") ?? "/usr/bin/kuasar-helper";
-  const child = spawned(
-    new Deno.Command(helper, {
-      args: ["reseed"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn(),
-  );
-  const w = child.stdin.getWriter();
-  await w.write(seed);
-  await w.close();
-  const out = await child.output();
-  if (!out.success) {
-    throw new InternalError(`reseed failed: ${new TextDecoder().decode(out.stderr).trim()}`);
+  try {
+    reseedKernelRandom(seed);
+  } catch (e) {
+    throw new InternalError(`reseed failed: ${e instanceof Error ? e.message : e}`);
   }
   for (let i = 0; i < 2; i++) crypto.getRandomValues(new Uint8Array(65536));
-  return out.stdout;
+  return new TextEncoder().encode(`ok ${seed.length} bytes added, generator reseeded`);
 }
 server.register(
   SandboxServiceDefinition.fullName,
