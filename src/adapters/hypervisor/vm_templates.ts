@@ -39,7 +39,11 @@ export interface VmTemplatesOptions {
   /** The VMM's templating. */
   readonly templating: VmTemplating;
   readonly bootTimeoutMs: number;
-  /** Resolves once the agent behind the VM's agent socket answers Check (and is let go). */
+  /**
+   * Resolves once the agent behind the VM's agent socket has answered the calls every clone
+   * makes first, several times (and is let go): the saved agent has then compiled their code,
+   * which each clone would otherwise do anew, under emulation slowly.
+   */
   readonly agentAnswers: (vm: VmDescription, deadline: number) => Promise<void>;
   /**
    * The argv that runs `argv` without the daemon's descriptors (its runtime leaves some

@@ -13,6 +13,7 @@ import {
   DeadlineExceededError,
   InternalError,
   InvalidArgumentError,
+  NotFoundError,
   ResourceExhaustedError,
   UnavailableError,
 } from "../../domain/errors.ts";
@@ -54,7 +55,9 @@ import {
   BOOT_SERVICE,
   SHARE_TAG,
 } from "../../ports/agent_protocol.ts";
-import type { Interface, Route } from "../../gen/kuasar/sandbox.ts";
+import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
+import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/shim.ts";
+import { unaryClient } from "../ttrpc/typed.ts";
 import {
   guestInterfaces,
   mirroredLinks,
@@ -405,8 +408,14 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       dir: this.opts.templateDir,
       templating: this.opts.hypervisor.templating,
       bootTimeoutMs: this.opts.bootTimeoutMs,
-      agentAnswers: async (vm, deadline) =>
-        (await dial([{ transport: "unix", path: vm.agentSocket }], deadline)).close(),
+      agentAnswers: async (vm, deadline) => {
+        const client = await dial([{ transport: "unix", path: vm.agentSocket }], deadline);
+        try {
+          await warmAgent(client);
+        } finally {
+          client.close();
+        }
+      },
       withoutDaemonFds: (argv) => [this.opts.supervisor.binary, "exec", "--", ...argv],
       owner: this.opts.dir,
     })
@@ -937,7 +946,37 @@ async function onlineInGuest(agent: AgentLink["sandbox"], size: VmSize): Promise
 }
 
 /** Kuasar's two-step clock sync: measure the offset, then have the guest apply it. */
-async function syncClock(agent: AgentLink["sandbox"]) {
+/**
+ * The calls a clone's start makes of its agent, made of the template's before it is saved,
+ * so that its V8 has compiled them: Check, Reseed, both steps of SyncClock, SetupSandbox of an
+ * empty pod config, a task call (for a container that does not exist). None of them leaves
+ * anything a clone would keep: the template's boot id is never read (the kernel draws it on
+ * first read), reseeding only adds the host's entropy, each clone sets its clock again and
+ * its SetupSandbox writes the pod's files over these (the pod's /dev/shm tmpfs, mounted
+ * here, is the one it would mount: empty, same options).
+ */
+async function warmAgent(client: TtrpcClient): Promise<void> {
+  const sandbox = unaryClient(client, SandboxServiceDefinition);
+  const tasks = unaryClient(client, TaskV3);
+  for (let i = 0; i < 3; i++) {
+    await sandbox.check({ service: "" }, { timeoutMs: 30_000 });
+    await client.call(BOOT_SERVICE, BOOT_RESEED, crypto.getRandomValues(new Uint8Array(64)), {
+      timeoutMs: 30_000,
+    });
+    await syncClock(sandbox, true);
+    await sandbox.setupSandbox({
+      config: { typeUrl: "PodSandboxConfig", value: new TextEncoder().encode("{}") },
+      interfaces: [],
+      routes: [],
+    }, { timeoutMs: 30_000 });
+    await tasks.state({ id: "kuasar-template-warm-up", execId: "" }, { timeoutMs: 30_000 })
+      .catch((e) => {
+        if (!(e instanceof NotFoundError)) throw e;
+      });
+  }
+}
+
+async function syncClock(agent: AgentLink["sandbox"], alwaysSet = false) {
   const ns = () => BigInt(Date.now()) * 1_000_000n;
   const p = await agent.syncClock({
     ClientSendTime: ns(),
@@ -948,7 +987,7 @@ async function syncClock(agent: AgentLink["sandbox"]) {
   }, { timeoutMs: 1000 });
   const arrived = ns();
   const delta = ((p.ClientSendTime - p.ClientArriveTime) + (arrived - p.ServerSendTime)) / 2n;
-  if (delta > 10_000_000n || delta < -10_000_000n) {
+  if (alwaysSet || delta > 10_000_000n || delta < -10_000_000n) {
     await agent.syncClock({ ...p, ServerArriveTime: arrived, Delta: delta }, { timeoutMs: 1000 });
   }
 }
