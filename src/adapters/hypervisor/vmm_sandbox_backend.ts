@@ -16,6 +16,7 @@ import {
   NotFoundError,
   ResourceExhaustedError,
   UnavailableError,
+  UnimplementedError,
 } from "../../domain/errors.ts";
 import { KeyedMutex } from "../../lib/sync.ts";
 import { validateId } from "../../domain/ids.ts";
@@ -411,7 +412,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       agentAnswers: async (vm, deadline) => {
         const client = await dial([{ transport: "unix", path: vm.agentSocket }], deadline);
         try {
-          await warmAgent(client);
+          await warmAgent(client, deadline);
         } finally {
           client.close();
         }
@@ -945,7 +946,6 @@ async function onlineInGuest(agent: AgentLink["sandbox"], size: VmSize): Promise
   void r;
 }
 
-/** Kuasar's two-step clock sync: measure the offset, then have the guest apply it. */
 /**
  * The calls a clone's start makes of its agent, made of the template's before it is saved,
  * so that its V8 has compiled them: Check, Reseed, both steps of SyncClock, SetupSandbox of an
@@ -955,28 +955,41 @@ async function onlineInGuest(agent: AgentLink["sandbox"], size: VmSize): Promise
  * its SetupSandbox writes the pod's files over these (the pod's /dev/shm tmpfs, mounted
  * here, is the one it would mount: empty, same options).
  */
-async function warmAgent(client: TtrpcClient): Promise<void> {
+async function warmAgent(client: TtrpcClient, deadline: number): Promise<void> {
   const sandbox = unaryClient(client, SandboxServiceDefinition);
   const tasks = unaryClient(client, TaskV3);
+  // A call that timed out could still run when the VM is saved, and finish in every clone:
+  // each has the time left of the template's build, not a timeout of its own.
+  const left = () => ({ timeoutMs: Math.max(1, deadline - performance.now()) });
   for (let i = 0; i < 3; i++) {
-    await sandbox.check({ service: "" }, { timeoutMs: 30_000 });
-    await client.call(BOOT_SERVICE, BOOT_RESEED, crypto.getRandomValues(new Uint8Array(64)), {
-      timeoutMs: 30_000,
-    });
-    await syncClock(sandbox, true);
+    await sandbox.check({ service: "" }, left());
+    await client.call(
+      BOOT_SERVICE,
+      BOOT_RESEED,
+      crypto.getRandomValues(new Uint8Array(64)),
+      left(),
+    );
+    await syncClock(sandbox, { alwaysSet: true, timeoutMs: left().timeoutMs });
     await sandbox.setupSandbox({
       config: { typeUrl: "PodSandboxConfig", value: new TextEncoder().encode("{}") },
       interfaces: [],
       routes: [],
-    }, { timeoutMs: 30_000 });
-    await tasks.state({ id: "kuasar-template-warm-up", execId: "" }, { timeoutMs: 30_000 })
-      .catch((e) => {
-        if (!(e instanceof NotFoundError)) throw e;
-      });
+    }, left());
+    await tasks.state({ id: "kuasar-template-warm-up", execId: "" }, left()).catch((e) => {
+      // A guest without a Task API still makes a template (its pods fail as booted ones do).
+      if (!(e instanceof NotFoundError) && !(e instanceof UnimplementedError)) throw e;
+    });
   }
 }
 
-async function syncClock(agent: AgentLink["sandbox"], alwaysSet = false) {
+/**
+ * Kuasar's two-step clock sync: measure the offset, then have the guest apply it (when it is
+ * over 10 ms, or `alwaysSet`).
+ */
+async function syncClock(
+  agent: AgentLink["sandbox"],
+  o: { alwaysSet?: boolean; timeoutMs?: number } = {},
+) {
   const ns = () => BigInt(Date.now()) * 1_000_000n;
   const p = await agent.syncClock({
     ClientSendTime: ns(),
@@ -984,10 +997,12 @@ async function syncClock(agent: AgentLink["sandbox"], alwaysSet = false) {
     ServerSendTime: 0n,
     ServerArriveTime: 0n,
     Delta: 0n,
-  }, { timeoutMs: 1000 });
+  }, { timeoutMs: o.timeoutMs ?? 1000 });
   const arrived = ns();
   const delta = ((p.ClientSendTime - p.ClientArriveTime) + (arrived - p.ServerSendTime)) / 2n;
-  if (alwaysSet || delta > 10_000_000n || delta < -10_000_000n) {
-    await agent.syncClock({ ...p, ServerArriveTime: arrived, Delta: delta }, { timeoutMs: 1000 });
+  if (o.alwaysSet || delta > 10_000_000n || delta < -10_000_000n) {
+    await agent.syncClock({ ...p, ServerArriveTime: arrived, Delta: delta }, {
+      timeoutMs: o.timeoutMs ?? 1000,
+    });
   }
 }

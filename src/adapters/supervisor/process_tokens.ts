@@ -8,6 +8,7 @@
  * @module
  */
 import { join } from "node:path";
+import { log } from "../../lib/log.ts";
 
 /** Exit-record token of a pod's namespace holder. */
 export function holderToken(sandboxId: string): string {
@@ -71,14 +72,23 @@ export async function killByCommandLine(
     } catch { /* gone */ }
   }
   if (signal === "SIGKILL") {
-    for (let i = 0; i < KILL_WAIT_MS / 5 && killed.length; i++) {
+    const deadline = performance.now() + KILL_WAIT_MS;
+    for (;;) {
       const alive = [];
       for (const k of killed) {
         const st = await procStat(k.pid);
         if (st && st.state !== "Z" && st.state !== "X" && st.started === k.started) alive.push(k);
       }
+      if (!alive.length) break;
+      if (performance.now() > deadline) {
+        log.warn("killed processes still alive (stuck in the kernel?)", {
+          pids: alive.map((k) => k.pid),
+          needle: needle.replaceAll("\0", " ").trim(),
+        });
+        break;
+      }
       killed.splice(0, killed.length, ...alive);
-      if (killed.length) await new Promise((r) => setTimeout(r, 5));
+      await new Promise((r) => setTimeout(r, 5));
     }
   }
   return n;
