@@ -157,6 +157,13 @@ interface StreamState {
  */
 export const MAX_UNREAD_STREAM_BYTES = 4 << 20;
 
+/**
+ * A connection's read buffer: 1 KiB to start (calls and answers of the Task API are small, and
+ * an idle connection costs its buffer), four times larger each time a read fills it, up to 16 KiB.
+ */
+const READ_BUFFER_MIN = 1024;
+const READ_BUFFER_MAX = 16 * 1024;
+
 class ServerConnection {
   readonly scope: string;
   #server: TtrpcServer;
@@ -197,7 +204,8 @@ class ServerConnection {
   }
 
   async run(): Promise<void> {
-    const buf = new Uint8Array(16 * 1024);
+    // Small while the connection is idle (containerd keeps one per pod), larger once reads fill it.
+    let buf = new Uint8Array(READ_BUFFER_MIN);
     try {
       while (!this.#closed.signal.aborted) {
         for (let d = this.#decoder.next(); d; d = this.#decoder.next()) {
@@ -221,6 +229,7 @@ class ServerConnection {
         const n = await this.#conn.read(buf);
         if (n === null) break;
         this.#decoder.push(buf.subarray(0, n));
+        if (n === buf.length && buf.length < READ_BUFFER_MAX) buf = new Uint8Array(buf.length * 4);
       }
     } catch (e) {
       if (!this.#closed.signal.aborted && !isDisconnect(e)) {
