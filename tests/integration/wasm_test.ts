@@ -274,6 +274,53 @@ for (
 }
 
 Deno.test({
+  name: "wasm/wasmtime: 40 modules run at once (more than a carrier's threads); all are killed",
+  ...skipUnless(why ?? wasmtimeUnavailable(), "Wasm engine wasmtime"),
+  async fn() {
+    await withDaemon(async (d, m) => {
+      const pod = await startPod(d);
+      const on = { "io.kuasar.wasm.engine": "wasmtime" };
+      const ids: string[] = [];
+      const outs: string[] = [];
+      for (let i = 0; i < 40; i++) {
+        outs.push(join(d.base, `sleeper-${i}.out`));
+        const c = await createWasmContainer(d, pod, m, {
+          module: "echo",
+          args: ["sleep", "1000"],
+          annotations: on,
+          stdout: outs[i],
+        });
+        ids.push(c.id);
+      }
+      const t = await taskClient(pod.address);
+      try {
+        for (const id of ids) await t.task.start({ id, execId: "" }, K8S_NS);
+        // Every one runs (has said so): none waits for a thread another holds, as the 33rd
+        // would on one worker's pool.
+        const said = async (f: string) =>
+          (await Deno.readTextFile(f).catch(() => "")) === "sleeping 1000\n";
+        for (let i = 0; i < 100 && !(await Promise.all(outs.map(said))).every(Boolean); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.equal((await Promise.all(outs.map(said))).filter(Boolean).length, 40, "started");
+        for (const id of ids) {
+          assert.equal((await t.task.state({ id, execId: "" }, K8S_NS)).status, 2, id);
+        }
+        const waits = ids.map((id) => t.task.wait({ id, execId: "" }, K8S_NS));
+        for (const id of ids) await t.task.kill({ id, execId: "", signal: 9, all: false }, K8S_NS);
+        // Asleep in a WASI call, a module cannot be interrupted: each is reported killed.
+        for (const w of waits) assert.equal((await w).exitStatus, 137);
+        for (const id of ids) await t.task.delete({ id, execId: "" }, K8S_NS);
+      } finally {
+        t.close();
+      }
+      await d.controller.stop(pod.id, 1);
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    });
+  },
+});
+
+Deno.test({
   name: "wasm: a running module survives a SIGKILL of the sandboxer and reports its true exit",
   ...skip,
   async fn() {

@@ -1,8 +1,10 @@
 // Prints its arguments, the environment variables named KUASAR_*, and a line on stderr;
-// with "lines N", N lines of output and nothing else.
+// with "lines N", N lines of output and nothing else; with "sleep N", a line, then nothing for
+// N seconds.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 extern char **environ;
 
@@ -15,6 +17,13 @@ int main(int argc, char **argv) {
     memset(line, 'x', 1000);
     line[1000] = '\n';
     for (long n = atol(argv[2]); n > 0; n--) fwrite(line, 1, sizeof line, stdout);
+    return 0;
+  }
+  // "sleep N": a running container that does nothing (the benchmarks' idle pods).
+  if (argc > 2 && strcmp(argv[1], "sleep") == 0) {
+    printf("sleeping %s\n", argv[2]);
+    fflush(stdout);
+    sleep((unsigned)atol(argv[2]));
     return 0;
   }
   for (int i = 0; i < argc; i++) printf("arg[%d]=%s\n", i, argv[i]);

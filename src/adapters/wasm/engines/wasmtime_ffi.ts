@@ -2,13 +2,16 @@
  * Runs one WASI preview1 module with Wasmtime's C API (libwasmtime.so, installed by
  * scripts/install_wasmtime.sh) through Deno FFI.
  *
- * `Wasmtime.run` blocks the calling thread until the guest ends, so it is meant to be called
- * inside a Web Worker. Each run gets its own engine with epoch interruption on and the store's
- * deadline one tick ahead: a single `wasmtime_engine_increment_epoch` from any thread (that is
- * `interrupt`, given the engine pointer that `onEngine` received) makes the guest trap at its
- * next loop back-edge or function entry. An engine of its own per run keeps that tick from
- * reaching anyone else's guest. A guest blocked inside a WASI call (a read from an empty FIFO,
- * a poll_oneoff sleep) only sees the interruption once that call returns.
+ * `Wasmtime.run` compiles the module and runs the guest on a thread of Deno's pool for blocking
+ * calls (`nonblocking` FFI symbols), so a running guest costs that thread and Wasmtime's own
+ * memory, not a Web Worker (a V8 isolate, ~6 MiB); many runs may be in flight at once (Deno's
+ * pool has up to 512 threads: one per running guest). Each run gets its own engine with epoch
+ * interruption on and the store's deadline one tick ahead: a single
+ * `wasmtime_engine_increment_epoch` (that is `interrupt`, given the engine pointer that
+ * `onEngine` received) makes the guest trap at its next loop back-edge or function entry. An
+ * engine of its own per run keeps that tick from reaching anyone else's guest. A guest blocked
+ * inside a WASI call (a read from an empty FIFO, a poll_oneoff sleep) only sees the
+ * interruption once that call returns.
  *
  * The C structs passed by value below are laid out as in Wasmtime 50.0.1's headers
  * (`wasmtime/extern.h`, `wasmtime/instance.h`, `wasm.h`), checked with offsetof/sizeof against
@@ -104,7 +107,12 @@ const SYMBOLS = {
     parameters: ["pointer", "pointer", "pointer", "buffer", "buffer"],
     result: "pointer",
   },
-  wasmtime_module_new: { parameters: ["pointer", "buffer", "usize", "buffer"], result: "pointer" },
+  // Compiling and running take long: on Deno's blocking pool, off the JS thread.
+  wasmtime_module_new: {
+    parameters: ["pointer", "buffer", "usize", "buffer"],
+    result: "pointer",
+    nonblocking: true,
+  },
   wasmtime_module_delete: { parameters: ["pointer"], result: "void" },
   wasmtime_instance_export_get: {
     parameters: ["pointer", "buffer", "buffer", "usize", "buffer"],
@@ -118,6 +126,7 @@ const SYMBOLS = {
   wasmtime_func_call: {
     parameters: ["pointer", "buffer", "pointer", "usize", "buffer", "usize", "buffer"],
     result: "pointer",
+    nonblocking: true,
   },
   wasmtime_error_exit_status: { parameters: ["pointer", "buffer"], result: "bool" },
   wasmtime_error_message: { parameters: ["pointer", "buffer"], result: "void" },
@@ -130,9 +139,22 @@ const SYMBOLS = {
   wasi_config_delete: { parameters: ["pointer"], result: "void" },
   wasi_config_set_argv: { parameters: ["pointer", "usize", "buffer"], result: "bool" },
   wasi_config_set_env: { parameters: ["pointer", "usize", "buffer", "buffer"], result: "bool" },
-  wasi_config_set_stdin_file: { parameters: ["pointer", "buffer"], result: "bool" },
-  wasi_config_set_stdout_file: { parameters: ["pointer", "buffer"], result: "bool" },
-  wasi_config_set_stderr_file: { parameters: ["pointer", "buffer"], result: "bool" },
+  // These open the file at once, and opening a FIFO waits for its other end: off the JS thread.
+  wasi_config_set_stdin_file: {
+    parameters: ["pointer", "buffer"],
+    result: "bool",
+    nonblocking: true,
+  },
+  wasi_config_set_stdout_file: {
+    parameters: ["pointer", "buffer"],
+    result: "bool",
+    nonblocking: true,
+  },
+  wasi_config_set_stderr_file: {
+    parameters: ["pointer", "buffer"],
+    result: "bool",
+    nonblocking: true,
+  },
   // Wasmtime 50's wasi.h: (config, host_path, guest_path, bool fs_mutable). Some releases
   // took two permission bitmasks instead; this is the signature of the pinned one.
   wasi_config_preopen_dir: {
@@ -206,11 +228,11 @@ export class Wasmtime {
   #lib: Deno.DynamicLibrary<typeof SYMBOLS> | null;
   #c: Lib;
   /**
-   * The last run's engine, deleted at the start of the next run or at close rather than when
-   * its run ends: an `interrupt` racing with the end of a run then still finds it alive, and a
-   * caller that stops interrupting once it has seen the run's result is never late.
+   * Engines of runs in flight, by pointer: `interrupt` reaches only these (an engine is deleted
+   * when its run ends, on this same thread, so a late interrupt finds it gone, not freed).
    */
-  #retired: Ptr | null = null;
+  #live = new Map<bigint, Ptr>();
+  #closing = false;
 
   private constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>) {
     this.#lib = lib;
@@ -232,19 +254,20 @@ export class Wasmtime {
   }
 
   /**
-   * Runs to completion on the calling thread. `onEngine` receives the engine pointer (as
-   * bigint) before the guest runs, so another thread can interrupt it. The pointer stays valid
-   * until the next `run` or `close` of this object.
+   * Runs to completion, the guest on a thread of Deno's blocking pool. `onEngine` receives the
+   * engine pointer (as bigint) before the guest runs, for `interrupt`.
    */
-  run(spec: WasmtimeRun, onEngine?: (engine: bigint) => void): WasmtimeExit {
+  async run(spec: WasmtimeRun, onEngine?: (engine: bigint) => void): Promise<WasmtimeExit> {
     const c = this.#open();
-    this.#reapRetired();
+    if (this.#closing) throw new Error("the Wasmtime library is closing");
     const config = c.wasm_config_new();
     if (config === null) throw new Error("wasm_config_new failed");
     c.wasmtime_config_epoch_interruption_set(config, true);
     // Takes ownership of the config, even on failure.
     const engine = c.wasm_engine_new_with_config(config);
     if (engine === null) throw new Error("wasm_engine_new_with_config failed");
+    const key = BigInt(Deno.UnsafePointer.value(engine));
+    this.#live.set(key, engine);
     let store: Deno.PointerValue = null;
     let linker: Deno.PointerValue = null;
     let module: Deno.PointerValue = null;
@@ -267,22 +290,22 @@ export class Wasmtime {
       // Set before the engine is handed out: an interrupt that comes any time after
       // `onEngine`, even while the module compiles, is then already past the deadline.
       c.wasmtime_context_set_epoch_deadline(cx, 1n);
-      onEngine?.(BigInt(Deno.UnsafePointer.value(engine)));
+      onEngine?.(key);
 
-      this.#configureWasi(cx, spec);
+      await this.#configureWasi(cx, spec);
       linker = c.wasmtime_linker_new(engine);
       if (linker === null) throw new Error("wasmtime_linker_new failed");
       this.#check(c.wasmtime_linker_define_wasi(linker), "defining WASI");
 
       let bytes: Uint8Array<ArrayBuffer>;
       try {
-        bytes = Deno.readFileSync(spec.module);
+        bytes = await Deno.readFile(spec.module);
       } catch (e) {
         throw notStarted(`cannot read ${spec.module}: ${(e as Error).message}`);
       }
       const moduleOut = new BigUint64Array(1);
       this.#check(
-        c.wasmtime_module_new(engine, bytes, BigInt(bytes.length), moduleOut),
+        await c.wasmtime_module_new(engine, bytes, BigInt(bytes.length), moduleOut),
         `compiling ${spec.module}`,
       );
       module = readPtr(moduleOut);
@@ -298,7 +321,16 @@ export class Wasmtime {
       const results = this.#resultCount(cx, func);
       const resultBuf = new Uint8Array(Math.max(1, results) * VAL_SIZE);
       trapOut[0] = 0n;
-      const callErr = c.wasmtime_func_call(cx, func, null, 0n, resultBuf, BigInt(results), trapOut);
+      // The buffers stay referenced here until the call on the other thread is over.
+      const callErr = await c.wasmtime_func_call(
+        cx,
+        func,
+        null,
+        0n,
+        resultBuf,
+        BigInt(results),
+        trapOut,
+      );
       return this.#ended(callErr, readPtr(trapOut), RUNNING, ERROR_STATUS) ??
         { status: 0, interrupted: false };
     } catch (e) {
@@ -308,24 +340,30 @@ export class Wasmtime {
       if (module !== null) c.wasmtime_module_delete(module);
       if (linker !== null) c.wasmtime_linker_delete(linker);
       if (store !== null) c.wasmtime_store_delete(store);
-      this.#retired = engine;
+      this.#live.delete(key);
+      c.wasm_engine_delete(engine);
+      if (this.#closing && this.#live.size === 0) this.#unload();
     }
   }
 
   /**
-   * Interrupts a running guest of that engine (thread-safe in wasmtime:
-   * wasmtime_engine_increment_epoch). Any thread's `Wasmtime` can do it.
+   * Interrupts the running guest of that engine (wasmtime_engine_increment_epoch); an engine
+   * whose run has ended is left alone.
    */
   interrupt(engine: bigint): void {
-    const p = Deno.UnsafePointer.create(engine);
-    if (p === null) throw new Error("interrupt: null engine");
-    this.#open().wasmtime_engine_increment_epoch(p);
+    const p = this.#live.get(engine);
+    if (p !== undefined) this.#open().wasmtime_engine_increment_epoch(p);
   }
 
+  /** Unloads the library; with runs in flight, once the last has ended. */
   close(): void {
     if (this.#lib === null) return;
-    this.#reapRetired();
-    this.#lib.close();
+    this.#closing = true;
+    if (this.#live.size === 0) this.#unload();
+  }
+
+  #unload(): void {
+    this.#lib?.close();
     this.#lib = null;
   }
 
@@ -334,13 +372,8 @@ export class Wasmtime {
     return this.#c;
   }
 
-  #reapRetired(): void {
-    if (this.#retired !== null) this.#c.wasm_engine_delete(this.#retired);
-    this.#retired = null;
-  }
-
   /** Builds the WASI context and gives it to the store (which then owns it). */
-  #configureWasi(cx: Ptr, spec: WasmtimeRun): void {
+  async #configureWasi(cx: Ptr, spec: WasmtimeRun): Promise<void> {
     const c = this.#c;
     const wasi = c.wasi_config_new();
     if (wasi === null) throw new Error("wasi_config_new failed");
@@ -357,13 +390,19 @@ export class Wasmtime {
         throw notStarted("an environment variable is not valid UTF-8");
       }
       // Unset stdio stays Wasmtime's default: an empty stdin and discarded output.
-      if (spec.stdin !== undefined && !c.wasi_config_set_stdin_file(wasi, cstr(spec.stdin))) {
+      if (
+        spec.stdin !== undefined && !(await c.wasi_config_set_stdin_file(wasi, cstr(spec.stdin)))
+      ) {
         throw notStarted(`cannot open stdin ${spec.stdin}`);
       }
-      if (spec.stdout !== undefined && !c.wasi_config_set_stdout_file(wasi, cstr(spec.stdout))) {
+      if (
+        spec.stdout !== undefined && !(await c.wasi_config_set_stdout_file(wasi, cstr(spec.stdout)))
+      ) {
         throw notStarted(`cannot open stdout ${spec.stdout}`);
       }
-      if (spec.stderr !== undefined && !c.wasi_config_set_stderr_file(wasi, cstr(spec.stderr))) {
+      if (
+        spec.stderr !== undefined && !(await c.wasi_config_set_stderr_file(wasi, cstr(spec.stderr)))
+      ) {
         throw notStarted(`cannot open stderr ${spec.stderr}`);
       }
       for (const { guest, host } of spec.preopens) {

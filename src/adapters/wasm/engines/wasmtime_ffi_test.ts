@@ -181,57 +181,27 @@ function spec(module: string, extra: Partial<WasmtimeRun> = {}): WasmtimeRun {
 }
 
 /** Opens the library for one test and always closes it. */
-function withLib<T>(fn: (wt: Wasmtime) => T): T {
+async function withLib<T>(fn: (wt: Wasmtime) => T | Promise<T>): Promise<T> {
   const wt = Wasmtime.open(LIB);
   try {
-    return fn(wt);
+    return await fn(wt);
   } finally {
     wt.close();
   }
 }
 
-// --- Worker harness: `run` blocks its thread, so guests to interrupt run in a Worker -------
-
-const workerSource = `
-import { Wasmtime } from ${JSON.stringify(new URL("./wasmtime_ffi.ts", import.meta.url).href)};
-self.onmessage = (ev) => {
-  const { lib, spec } = ev.data;
-  const wt = Wasmtime.open(lib);
-  try {
-    const exit = wt.run(spec, (engine) => self.postMessage({ t: "engine", engine }));
-    self.postMessage({ t: "exit", exit });
-  } finally {
-    wt.close();
-  }
-};
-`;
-
 /**
- * Runs `s` in a Worker. `onEngine` is called on this thread with the engine pointer; the
- * result carries when the run's end reached this thread.
+ * Runs `s` (the guest on a thread of Deno's blocking pool) with `wt`, or a library opened for
+ * it. `onEngine` is called with the engine pointer, which only `wt` can interrupt; the result
+ * carries when the run's end reached this thread.
  */
-async function runInWorker(
+async function runTimed(
   s: WasmtimeRun,
   onEngine?: (engine: bigint) => void,
+  wt?: Wasmtime,
 ): Promise<{ exit: WasmtimeExit; at: number }> {
-  const url = URL.createObjectURL(new Blob([workerSource], { type: "text/javascript" }));
-  const worker = new Worker(url, { type: "module" });
-  try {
-    return await new Promise((resolve, reject) => {
-      worker.onerror = (e) => {
-        e.preventDefault();
-        reject(new Error(`worker failed: ${e.message}`));
-      };
-      worker.onmessage = (ev) => {
-        if (ev.data.t === "engine") onEngine?.(ev.data.engine);
-        else resolve({ exit: ev.data.exit, at: performance.now() });
-      };
-      worker.postMessage({ lib: LIB, spec: s });
-    });
-  } finally {
-    worker.terminate();
-    URL.revokeObjectURL(url);
-  }
+  const go = async (w: Wasmtime) => ({ exit: await w.run(s, onEngine), at: performance.now() });
+  return wt ? await go(wt) : await withLib(go);
 }
 
 // --- Tests ----------------------------------------------------------------------------------
@@ -239,23 +209,23 @@ async function runInWorker(
 wasmTest("hello on stdout and stderr, written to regular files", ["hello"], async (m) => {
   const out = `${dir}/hello.out`;
   const err = `${dir}/hello.err`;
-  const exit = withLib((wt) => wt.run(spec(m.hello, { stdout: out, stderr: err })));
+  const exit = await withLib((wt) => wt.run(spec(m.hello, { stdout: out, stderr: err })));
   assert.deepEqual(exit, { status: 0, interrupted: false });
   assert.deepEqual(await Deno.readTextFile(out), "hello\n");
   assert.deepEqual(await Deno.readTextFile(err), "to stderr\n");
 });
 
-wasmTest("output without a path is discarded", ["hello"], (m) => {
-  assert.deepEqual(withLib((wt) => wt.run(spec(m.hello))).status, 0);
+wasmTest("output without a path is discarded", ["hello"], async (m) => {
+  assert.deepEqual((await withLib((wt) => wt.run(spec(m.hello)))).status, 0);
 });
 
-wasmTest("proc_exit(3) is status 3", ["exit3"], (m) => {
-  assert.deepEqual(withLib((wt) => wt.run(spec(m.exit3))), { status: 3, interrupted: false });
+wasmTest("proc_exit(3) is status 3", ["exit3"], async (m) => {
+  assert.deepEqual(await withLib((wt) => wt.run(spec(m.exit3))), { status: 3, interrupted: false });
 });
 
 wasmTest("args and env reach the guest", ["echo"], async (m) => {
   const out = `${dir}/echo.out`;
-  const exit = withLib((wt) =>
+  const exit = await withLib((wt) =>
     wt.run(spec(m.echo, {
       args: ["echo", "two words", "ünïcode"],
       env: ["A=1", "B=x=y", "EMPTY="],
@@ -288,7 +258,7 @@ wasmTest(
     await Deno.writeTextFile(`${root}/etc/motd`, "from the rootfs\n");
     await Deno.writeTextFile(`${data}/note`, "from the volume\n");
     const out = `${dir}/cat.out`;
-    const exit = withLib((wt) =>
+    const exit = await withLib((wt) =>
       wt.run(spec(m.cat, {
         args: ["cat", "/etc/motd", "/data/note"],
         preopens: [{ guest: "/", host: root }, { guest: "/data", host: data }],
@@ -300,7 +270,7 @@ wasmTest(
 
     // Nothing outside the preopens: the host's /etc is not the guest's.
     const err = `${dir}/cat.err`;
-    const denied = withLib((wt) =>
+    const denied = await withLib((wt) =>
       wt.run(spec(m.cat, {
         args: ["cat", "/etc/hostname"],
         preopens: [{ guest: "/", host: root }],
@@ -316,24 +286,27 @@ wasmTest("stdin is read from a file; without one it is empty", ["cat"], async (m
   const input = `${dir}/stdin.txt`;
   const out = `${dir}/stdin.out`;
   await Deno.writeTextFile(input, "line one\nline two\n");
-  assert.deepEqual(withLib((wt) => wt.run(spec(m.cat, { stdin: input, stdout: out }))).status, 0);
+  assert.deepEqual(
+    (await withLib((wt) => wt.run(spec(m.cat, { stdin: input, stdout: out })))).status,
+    0,
+  );
   assert.deepEqual(await Deno.readTextFile(out), "line one\nline two\n");
-  assert.deepEqual(withLib((wt) => wt.run(spec(m.cat, { stdout: out }))).status, 0);
+  assert.deepEqual((await withLib((wt) => wt.run(spec(m.cat, { stdout: out })))).status, 0);
   assert.deepEqual(await Deno.readTextFile(out), "");
 });
 
-wasmTest("an infinite loop is interrupted from another thread within 1 s", ["loop"], async (m) => {
+wasmTest("an infinite loop is interrupted within 1 s", ["loop"], async (m) => {
   const main = Wasmtime.open(LIB);
   let interruptedAt = 0;
   let timer: ReturnType<typeof setTimeout> | undefined;
   try {
-    const { exit, at } = await runInWorker(spec(m.loop), (engine) => {
+    const { exit, at } = await runTimed(spec(m.loop), (engine) => {
       // Let the guest get going first: the loop must be stopped while it runs.
       timer = setTimeout(() => {
         interruptedAt = performance.now();
         main.interrupt(engine);
       }, 200);
-    });
+    }, main);
     assert.ok(interruptedAt > 0, "the run ended before it was interrupted");
     assert.deepEqual(exit.status, INTERRUPTED_STATUS);
     assert.deepEqual(exit.interrupted, true);
@@ -350,7 +323,7 @@ wasmTest("an interrupt that comes before the guest starts still stops it", ["loo
   try {
     // The engine is handed out before the module is compiled; interrupting right away lands
     // while compiling, and the guest must trap on its first check, not loop forever.
-    const { exit } = await runInWorker(spec(m.loop), (engine) => main.interrupt(engine));
+    const { exit } = await runTimed(spec(m.loop), (engine) => main.interrupt(engine), main);
     assert.deepEqual(exit.status, INTERRUPTED_STATUS);
     assert.deepEqual(exit.interrupted, true);
   } finally {
@@ -358,14 +331,14 @@ wasmTest("an interrupt that comes before the guest starts still stops it", ["loo
   }
 });
 
-wasmTest("interrupting an engine whose run has ended is harmless", ["hello"], (m) => {
-  withLib((wt) => {
+wasmTest("interrupting an engine whose run has ended is harmless", ["hello"], async (m) => {
+  await withLib(async (wt) => {
     let engine = 0n;
-    assert.deepEqual(wt.run(spec(m.hello), (e) => engine = e).status, 0);
+    assert.deepEqual((await wt.run(spec(m.hello), (e) => engine = e)).status, 0);
     assert.ok(engine !== 0n);
     wt.interrupt(engine);
     // The next run has an engine of its own, which that tick never reached.
-    assert.deepEqual(wt.run(spec(m.hello)).status, 0);
+    assert.deepEqual((await wt.run(spec(m.hello))).status, 0);
   });
 });
 
@@ -379,8 +352,8 @@ wasmTest("an interrupt reaches only the run whose engine it names", ["loop"], as
     if (engines.filter((x) => x !== undefined).length === 2) started.resolve();
   };
   try {
-    const first = runInWorker(spec(m.loop), onEngine(0));
-    const second = runInWorker(spec(m.loop), onEngine(1));
+    const first = runTimed(spec(m.loop), onEngine(0), main);
+    const second = runTimed(spec(m.loop), onEngine(1), main);
     await started.promise;
     main.interrupt(engines[0]);
     const ended = await Promise.race([first, second]);
@@ -408,7 +381,7 @@ wasmTest("stdin and stdout can be FIFOs", ["cat"], async (m) => {
     assert.ok(made.success, `mkfifo ${f}`);
   }
   // Each open blocks until the guest opens the other end, so the guest runs in a Worker.
-  const run = runInWorker(spec(m.cat, { stdin: fin, stdout: fout }));
+  const run = runTimed(spec(m.cat, { stdin: fin, stdout: fout }));
   const writer = (async () => {
     const w = await Deno.open(fin, { write: true });
     await w.write(new TextEncoder().encode("through a fifo\n"));
@@ -423,16 +396,16 @@ wasmTest("stdin and stdout can be FIFOs", ["cat"], async (m) => {
   assert.equal(text, "through a fifo\n");
 }, ["mkfifo"]);
 
-wasmTest("unreachable traps with status 134 and a message", ["unreachable"], (m) => {
-  const exit = withLib((wt) => wt.run(spec(m.unreachable)));
+wasmTest("unreachable traps with status 134 and a message", ["unreachable"], async (m) => {
+  const exit = await withLib((wt) => wt.run(spec(m.unreachable)));
   assert.deepEqual(exit.status, TRAP_STATUS);
   assert.deepEqual(exit.interrupted, false);
   assert.match(exit.message ?? "", /wasm trap: wasm `unreachable` instruction executed/);
   assert.ok(!exit.message?.includes("\n"), "the message is one line");
 });
 
-wasmTest("unbounded recursion in a Worker traps instead of crashing", ["recurse"], async (m) => {
-  const { exit } = await runInWorker(spec(m.recurse));
+wasmTest("unbounded recursion traps instead of crashing", ["recurse"], async (m) => {
+  const { exit } = await runTimed(spec(m.recurse));
   assert.deepEqual(exit.status, TRAP_STATUS);
   assert.match(exit.message ?? "", /call stack exhausted/);
 });
@@ -440,34 +413,41 @@ wasmTest("unbounded recursion in a Worker traps instead of crashing", ["recurse"
 wasmTest("linear memory does not grow past memoryLimit", ["grow"], async (m) => {
   const limit = 4 << 20;
   const out = `${dir}/grow.out`;
-  const exit = withLib((wt) => wt.run(spec(m.grow, { memoryLimit: limit, stdout: out })));
+  const exit = await withLib((wt) => wt.run(spec(m.grow, { memoryLimit: limit, stdout: out })));
   assert.deepEqual(exit.status, 1, "malloc must have failed");
   const [total, memory] = (await Deno.readTextFile(out)).trim().split(" ").map(Number);
   assert.ok(memory <= limit, `${memory} > ${limit}`);
   assert.ok(total > 0 && total < limit, `allocated ${total}`);
 
   // Without the limit the same program reaches its own 64 MiB cap: the limit is what stopped it.
-  assert.deepEqual(withLib((wt) => wt.run(spec(m.grow, { stdout: out }))).status, 0);
+  assert.deepEqual((await withLib((wt) => wt.run(spec(m.grow, { stdout: out })))).status, 0);
   const [unlimited] = (await Deno.readTextFile(out)).trim().split(" ").map(Number);
   assert.deepEqual(unlimited, 64 << 20);
 });
 
-wasmTest("a module whose initial memory is over the limit does not start", ["bigmem"], (m) => {
-  const exit = withLib((wt) => wt.run(spec(m.bigmem, { memoryLimit: 1 << 20 })));
-  assert.deepEqual(exit.status, 127);
-  assert.match(exit.message ?? "", /exceeds memory limits/);
-});
+wasmTest(
+  "a module whose initial memory is over the limit does not start",
+  ["bigmem"],
+  async (m) => {
+    const exit = await withLib((wt) => wt.run(spec(m.bigmem, { memoryLimit: 1 << 20 })));
+    assert.deepEqual(exit.status, 127);
+    assert.match(exit.message ?? "", /exceeds memory limits/);
+  },
+);
 
 wasmTest("an export with results runs; a missing or non-function export does not", [
   "answer",
   "exit3",
-], (m) => {
-  withLib((wt) => {
-    assert.deepEqual(wt.run(spec(m.answer, { func: "answer" })), { status: 0, interrupted: false });
-    const missing = wt.run(spec(m.answer, { func: "nope" }));
+], async (m) => {
+  await withLib(async (wt) => {
+    assert.deepEqual(await wt.run(spec(m.answer, { func: "answer" })), {
+      status: 0,
+      interrupted: false,
+    });
+    const missing = await wt.run(spec(m.answer, { func: "nope" }));
     assert.deepEqual(missing.status, 127);
     assert.match(missing.message ?? "", /exports no function "nope"/);
-    const memory = wt.run(spec(m.exit3, { func: "memory" }));
+    const memory = await wt.run(spec(m.exit3, { func: "memory" }));
     assert.deepEqual(memory.status, 127);
     assert.match(memory.message ?? "", /not a function/);
   });
@@ -476,35 +456,29 @@ wasmTest("an export with results runs; a missing or non-function export does not
 wasmTest("an unreadable or invalid module does not start", [], async () => {
   const bad = `${dir}/bad.wasm`;
   await Deno.writeFile(bad, new Uint8Array([0, 0x61, 0x73, 0x6d, 9, 9, 9, 9]));
-  withLib((wt) => {
-    const none = wt.run(spec(`${dir}/none.wasm`));
+  await withLib(async (wt) => {
+    const none = await wt.run(spec(`${dir}/none.wasm`));
     assert.deepEqual(none.status, 127);
     assert.match(none.message ?? "", /cannot read/);
-    const invalid = wt.run(spec(bad));
+    const invalid = await wt.run(spec(bad));
     assert.deepEqual(invalid.status, 127);
     assert.match(invalid.message ?? "", /^compiling /);
   });
 });
 
-wasmTest("a preopen whose host directory is missing does not start", ["hello"], (m) => {
-  const exit = withLib((wt) =>
+wasmTest("a preopen whose host directory is missing does not start", ["hello"], async (m) => {
+  const exit = await withLib((wt) =>
     wt.run(spec(m.hello, { preopens: [{ guest: "/", host: `${dir}/missing` }] }))
   );
   assert.deepEqual(exit.status, 127);
   assert.match(exit.message ?? "", /cannot preopen/);
 });
 
-wasmTest("the library cannot be used after close", [], () => {
+wasmTest("the library cannot be used after close", [], async () => {
   const wt = Wasmtime.open(LIB);
   wt.close();
   wt.close();
-  let threw = false;
-  try {
-    wt.run(spec(`${dir}/none.wasm`));
-  } catch {
-    threw = true;
-  }
-  assert.ok(threw);
+  await assert.rejects(wt.run(spec(`${dir}/none.wasm`)), /closed/);
 });
 
 Deno.test("wasmtime: a library that cannot be loaded is a clear error", () => {

@@ -1,9 +1,13 @@
 /**
- * A Wasm host worker: runs one module at a time on its own thread (its own
- * V8 isolate), so a module that spins forever blocks only itself and is
- * stopped by terminating the worker. A worker whose module ended normally
- * is reused for the next task; that keeps the cost of a task to
- * instantiating an already compiled module.
+ * A Wasm host worker, one of two kinds by the messages it gets:
+ * - embedded engine (`run`): one module at a time on its own thread (its own V8 isolate), so a
+ *   module that spins forever blocks only itself and is stopped by terminating the worker. A
+ *   worker whose module ended normally is reused for the next task; that keeps the cost of a
+ *   task to instantiating an already compiled module.
+ * - Wasmtime carrier (`wasmtime-run`, `wasmtime-kill`): many Wasmtime runs at once, each on a
+ *   thread of this worker's pool for blocking calls (Deno gives each worker its own, of 32
+ *   threads), so a running module costs a thread and Wasmtime's memory rather than an isolate.
+ *   Runs are interrupted here, on the thread that also deletes their engines.
  *
  * @module
  */
@@ -31,26 +35,41 @@ export interface RunMessage {
  */
 export const OUTPUT_LIMIT = 1 << 20;
 
-/** Host -> worker: run a module with Wasmtime's C API (`lib`), stdio by path. */
-export interface WasmtimeMessage {
-  readonly t: "wasmtime";
+/** Host -> carrier: start Wasmtime run `id` with libwasmtime at `lib`. */
+export interface WasmtimeRunMessage {
+  readonly t: "wasmtime-run";
+  readonly id: number;
   readonly lib: string;
   readonly run: WasmtimeRun;
+}
+
+/** Host -> carrier: interrupt run `id` (now, or as soon as its engine exists). */
+export interface WasmtimeKillMessage {
+  readonly t: "wasmtime-kill";
+  readonly id: number;
+}
+
+/** Carrier -> host: run `id` ended. */
+export interface WasmtimeExitMessage {
+  readonly t: "wasmtime-exit";
+  readonly id: number;
+  readonly status: number;
+  readonly message?: string;
 }
 
 /** Worker -> host. */
 export type WorkerMessage =
   | { readonly t: "out"; readonly fd: 1 | 2; readonly data: Uint8Array }
-  /** Wasmtime's engine pointer, for the host to interrupt the run. */
-  | { readonly t: "engine"; readonly engine: bigint }
   | { readonly t: "exit"; readonly status: number; readonly message?: string };
 
 /** Exit status of a trapped module (as Wasmtime's CLI reports it: 128 + SIGABRT). */
 export const TRAP_STATUS = 134;
 
 interface WorkerScope {
-  onmessage: ((ev: MessageEvent<RunMessage | WasmtimeMessage>) => void) | null;
-  postMessage(msg: WorkerMessage, transfer?: Transferable[]): void;
+  onmessage:
+    | ((ev: MessageEvent<RunMessage | WasmtimeRunMessage | WasmtimeKillMessage>) => void)
+    | null;
+  postMessage(msg: WorkerMessage | WasmtimeExitMessage, transfer?: Transferable[]): void;
 }
 
 /** Runs a module to its end; returns how it ended. */
@@ -103,8 +122,10 @@ export function runModule(
 // Only when loaded as a worker (the module is also imported by tests).
 const scope = globalThis as unknown as WorkerScope & { WorkerGlobalScope?: unknown };
 if (typeof scope.WorkerGlobalScope === "function") {
-  // Kept open for the worker's life: the last run's engine must stay valid for a late interrupt.
+  // Carrier state: the library, and the engine of each run in flight.
   let wasmtime: Wasmtime | undefined;
+  const engines = new Map<number, bigint>();
+  const killed = new Set<number>();
   scope.onmessage = (ev) => {
     const m = ev.data;
     if (m.t === "run") {
@@ -112,14 +133,27 @@ if (typeof scope.WorkerGlobalScope === "function") {
       const post = (msg: WorkerMessage) =>
         scope.postMessage(msg, msg.t === "out" ? [msg.data.buffer as ArrayBuffer] : []);
       scope.postMessage({ t: "exit", ...runModule(m, post) });
-      return;
-    }
-    try {
-      wasmtime ??= Wasmtime.open(m.lib);
-      const r = wasmtime.run(m.run, (engine) => scope.postMessage({ t: "engine", engine }));
-      scope.postMessage({ t: "exit", status: r.status, message: r.message });
-    } catch (e) {
-      scope.postMessage({ t: "exit", status: 127, message: (e as Error).message });
+    } else if (m.t === "wasmtime-kill") {
+      killed.add(m.id);
+      const e = engines.get(m.id);
+      if (e !== undefined) wasmtime?.interrupt(e);
+    } else {
+      const { id } = m;
+      const end = (status: number, message?: string) => {
+        engines.delete(id);
+        killed.delete(id);
+        scope.postMessage({ t: "wasmtime-exit", id, status, message });
+      };
+      try {
+        wasmtime ??= Wasmtime.open(m.lib);
+      } catch (e) {
+        return end(127, (e as Error).message);
+      }
+      const wt = wasmtime;
+      wt.run(m.run, (e) => {
+        engines.set(id, e);
+        if (killed.has(id)) wt.interrupt(e);
+      }).then((r) => end(r.status, r.message), (e) => end(127, (e as Error).message));
     }
   };
 }
