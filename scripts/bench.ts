@@ -2,7 +2,7 @@
 // as a markdown table with medians and, where a baseline exists, ratios
 // measured in the same run. Never part of the test suite (no timing asserts).
 //
-// Sections: runc-memory, cri, floor, gvisor-cri, scale, wasm, gvisor, vmm.
+// Sections: runc-memory, cri, floor, gvisor-cri, wasm-cri, scale, wasm, gvisor, vmm.
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { criBench, type HandlerResult, summary } from "./bench/cri.ts";
@@ -12,11 +12,18 @@ import { type MemoryPoint, runcMemory, type Slope } from "./bench/runc_memory.ts
 import {
   engineBench,
   type EngineResult,
+  runwasiDropIn,
+  runwasiShim,
   stats,
   wasmtimeCli,
   wasmtimeRunBaseline,
 } from "./bench/wasm.ts";
-import { wasmtimeUnavailable } from "../tests/support/wasm.ts";
+import {
+  buildWasmModules,
+  wasmtimeUnavailable,
+  wasmToolsUnavailable,
+} from "../tests/support/wasm.ts";
+import { WASM_IMAGE } from "../tests/support/images.ts";
 import { barChart, lineChart } from "./bench/svg.ts";
 import { scaleBench } from "./bench/scale.ts";
 import { unmountAll } from "../src/adapters/os/mounts.ts";
@@ -87,8 +94,8 @@ async function criReport(r: {
   const a = summary(shim), b = summary(ours);
   const ms = (x: number) => `${Math.round(x)} ms`;
   const counts = r.counts, first = counts[0], last = counts[counts.length - 1];
-  const perPod = (x: HandlerResult) =>
-    kib((x.memoryKiB[last] - x.memoryKiB[first]) / (last - first));
+  const pps = (x: HandlerResult) => (x.parallelN / (x.parallelMs / 1000)).toFixed(1);
+  const perPod = (x: HandlerResult) => (x.memoryKiB[last] - x.memoryKiB[first]) / (last - first);
   const lines = [
     `# 1:N benchmark: ${r.title}`,
     "",
@@ -108,8 +115,11 @@ async function criReport(r: {
     }× |`,
     `| serial p90 | ${ms(a.p90)} | ${ms(b.p90)} | ${(b.p90 / a.p90).toFixed(2)}× |`,
     `| serial p99 | ${ms(a.p99)} | ${ms(b.p99)} | ${(b.p99 / a.p99).toFixed(2)}× |`,
-    `| parallel, wall time for ${shim.parallelN} | ${ms(a.parallel)} | ${ms(b.parallel)} | ${
-      (b.parallel / a.parallel).toFixed(2)
+    `| parallel, wall time for ${shim.parallelN}${
+      shim.concurrency < shim.parallelN ? `, ${shim.concurrency} at a time` : ""
+    } | ${ms(a.parallel)} | ${ms(b.parallel)} | ${(b.parallel / a.parallel).toFixed(2)}× |`,
+    `| pods started per second (parallel; ratio: ours / theirs) | ${pps(shim)} | ${pps(ours)} | ${
+      (a.parallel / b.parallel).toFixed(2)
     }× |`,
     "",
     "## Management memory (PSS)",
@@ -122,9 +132,9 @@ async function criReport(r: {
       }% |`
     ),
     "",
-    `Per pod, from ${first} to ${last} pods: ${r.names[0]} ${perPod(shim)}, ${r.names[1]} ${
-      perPod(ours)
-    }.`,
+    `Per pod, from ${first} to ${last} pods: ${r.names[0]} ${kib(perPod(shim))}, ${r.names[1]} ${
+      kib(perPod(ours))
+    }${perPod(shim) > 0 ? ` (${(100 * perPod(ours) / perPod(shim)).toFixed(1)}%)` : ""}.`,
     "",
     `![memory](${r.file}-memory.svg) ![start](${r.file}-startup.svg)`,
     "",
@@ -491,6 +501,60 @@ const sections: Record<string, () => Promise<void>> = {
       "",
     ];
     await writeReport("floor.md", lines);
+  },
+  "wasm-cri": async () => {
+    // Named, the section builds runwasi's shim if need be (once, 30-50 min); in a run of every
+    // section only a shim already built is used.
+    const why = wasmToolsUnavailable() ??
+      (await runwasiShim({ build: Deno.args.includes("wasm-cri") }) ? undefined : (
+        "runwasi's shim is not built here: `deno task bench wasm-cri` builds it with " +
+        "`scripts/install_runwasi.sh` (cargo and crates.io)"
+      ));
+    if (why) {
+      console.error(`[bench] wasm-cri not run: ${why}`);
+      return;
+    }
+    const shim = (await runwasiShim({ build: false }))!;
+    const modules = await buildWasmModules();
+    const counts = [5, 20, 50];
+    // Both of our engines, each in a run of its own beside runwasi: Wasmtime's (a thread per
+    // running module, when libwasmtime is installed) and the embedded V8 one (a worker each).
+    const engines = [...(wasmtimeUnavailable() ? [] : ["wasmtime"]), "embedded"];
+    for (const engine of engines) {
+      const results = await criBench({
+        serialN: Number(Deno.env.get("KUASAR_BENCH_WASM_PODS") ?? 20),
+        parallelN: 40,
+        concurrency: 8,
+        memoryCounts: counts,
+        kind: "wasm",
+        config: `[wasm]\nengine = "${engine}"\n`,
+        peer: { handler: "wasmtime", dropIn: runwasiDropIn(shim) },
+        // The image's module, sleeping: a running container that does nothing.
+        container: { image: WASM_IMAGE, command: ["/app.wasm", "sleep", "100000"] },
+      });
+      await criReport({
+        file: `wasm-cri-${engine}`,
+        title: `runwasi's Wasmtime shim vs the Wasm sandboxer (${engine} engine)`,
+        setup: [
+          `one Wasm container per pod (\`${WASM_IMAGE}\`: the test echo module, ${
+            (await Deno.stat(modules.echo)).size
+          } bytes, as /app.wasm, run as \`/app.wasm sleep 100000\`).`,
+          "Handler `wasmtime`: runwasi's containerd-shim-wasmtime-v1 (Wasmtime 36, built by",
+          "`scripts/install_runwasi.sh` from `third_party/runwasi-wasmtime-shim`), one per pod,",
+          "which also runs the pod's pause container. Handler `" + results[1].handler + "`: one",
+          `sandboxer daemon (single-file bundle) for all pods, \`[wasm] engine = "${engine}"\``,
+          engine === "wasmtime"
+            ? "(Wasmtime 50's C API: each module on a thread of the Wasm host)."
+            : "(V8 in the Wasm host: each module in a worker of its own).",
+          "Counted on both sides: everything that runs the pods (shims and what they start,",
+          "modules included; or the daemon, its relay, helpers and Wasm host).",
+        ],
+        names: ["runwasi (wasmtime)", `kuasar-wasm (${engine})`],
+        memoryNames: ["shims", "sandboxer + helpers"],
+        counts,
+        results,
+      });
+    }
   },
   "gvisor-cri": async () => {
     const counts = [5, 20, 50];

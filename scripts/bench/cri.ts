@@ -31,6 +31,8 @@ export interface HandlerResult {
   /** Wall time of the parallel start in ms, and how many pods it started. */
   readonly parallelMs: number;
   readonly parallelN: number;
+  /** How many of them were in flight at once. */
+  readonly concurrency: number;
   /** Management PSS in KiB by pod count. */
   readonly memoryKiB: Record<number, number>;
 }
@@ -53,6 +55,10 @@ export interface CriBenchOptions {
   readonly config?: string;
   /** Default: containerd's runc shim. */
   readonly peer?: CriPeer;
+  /** Each pod's container (default: busybox `sleep`); it must keep running. */
+  readonly container?: { readonly image?: string; readonly command: readonly string[] };
+  /** Pods in flight at once in the parallel start (default: all of them). */
+  readonly concurrency?: number;
 }
 
 interface Proc {
@@ -121,13 +127,15 @@ async function managementKiB(e: E2E, shimModel: boolean): Promise<number> {
 
 let seq = 0;
 
+type Container = CriBenchOptions["container"];
+
 /** `crictl run`: RunPodSandbox, CreateContainer, StartContainer; resolves when the container runs. */
-async function runPod(e: E2E, handler: string): Promise<void> {
+async function runPod(e: E2E, handler: string, c: Container): Promise<void> {
   const pc = podConfig(e, { name: `bench${++seq}` });
   const podJson = await e.ctd.writeJson(`${pc.metadata.name}.json`, pc);
   const ctrJson = await e.ctd.writeJson(
     `${pc.metadata.name}-c.json`,
-    containerConfig("c", ["sleep", "100000"]),
+    containerConfig("c", [...(c?.command ?? ["sleep", "100000"])], { image: c?.image }),
   );
   await e.ctd.crictlOk(["run", "--no-pull", "--runtime", handler, ctrJson, podJson]);
 }
@@ -145,10 +153,23 @@ async function settle(ms: number): Promise<void> {
   await new Promise((r) => setTimeout(r, ms));
 }
 
-/** Pods started at once with `handler`, timed until the last runs; then removed. */
-async function parallelStart(e: E2E, handler: string, n: number): Promise<number> {
+/** `n` pods started with `handler`, `c` at a time, timed until the last runs; then removed. */
+async function parallelStart(
+  e: E2E,
+  handler: string,
+  n: number,
+  c: number,
+  container: Container,
+): Promise<number> {
   const t0 = performance.now();
-  await Promise.all(Array.from({ length: n }, () => runPod(e, handler)));
+  let started = 0;
+  const worker = async () => {
+    while (started < n) {
+      started++;
+      await runPod(e, handler, container);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(c, n) }, worker));
   const ms = performance.now() - t0;
   await removeAll(e);
   return ms;
@@ -160,12 +181,13 @@ async function memoryByCount(
   handler: string,
   shimModel: boolean,
   counts: readonly number[],
+  container: Container,
 ): Promise<Record<number, number>> {
   const memoryKiB: Record<number, number> = {};
   let running = 0;
   for (const n of counts) {
     while (running < n) {
-      await runPod(e, handler);
+      await runPod(e, handler, container);
       running++;
     }
     // Steady state: the sandboxer has reclaimed memory since the last start
@@ -205,13 +227,13 @@ export async function criBench(o: CriBenchOptions): Promise<HandlerResult[]> {
       shimModel: false,
     }];
     // Warm-up: first-use costs (image unpack, code caches) are not what is measured.
-    for (const s of sides) await runPod(e, s.handler);
+    for (const s of sides) await runPod(e, s.handler, o.container);
     await removeAll(e);
     const serial: number[][] = sides.map(() => []);
     for (let i = 0; i < o.serialN; i++) {
       for (const [k, s] of sides.entries()) {
         const t0 = performance.now();
-        await runPod(e, s.handler);
+        await runPod(e, s.handler, o.container);
         serial[k].push(performance.now() - t0);
       }
     }
@@ -221,9 +243,16 @@ export async function criBench(o: CriBenchOptions): Promise<HandlerResult[]> {
       results.push({
         handler: s.handler,
         serialMs: serial[k],
-        parallelMs: await parallelStart(e, s.handler, o.parallelN),
+        parallelMs: await parallelStart(
+          e,
+          s.handler,
+          o.parallelN,
+          o.concurrency ?? o.parallelN,
+          o.container,
+        ),
         parallelN: o.parallelN,
-        memoryKiB: await memoryByCount(e, s.handler, s.shimModel, o.memoryCounts),
+        concurrency: o.concurrency ?? o.parallelN,
+        memoryKiB: await memoryByCount(e, s.handler, s.shimModel, o.memoryCounts, o.container),
       });
     }
     return results;

@@ -15,7 +15,9 @@ import {
   prepareWasmContainer,
   type WasmModules,
 } from "../../tests/support/wasm.ts";
+import { fileURLToPath } from "node:url";
 import { findExecutable } from "../../src/adapters/os/executables.ts";
+import { TOOLS_CACHE } from "../../tests/support/env.ts";
 import type { CreateTaskRequest } from "../../src/gen/containerd/runtime/task/v3/shim.ts";
 import { median, percentile, pidsMatching, settledPss, sumPss } from "./pss.ts";
 
@@ -42,6 +44,34 @@ export function stats(t: Throughput) {
     p50: median(t.latenciesMs),
     p99: percentile(t.latenciesMs, 99),
   };
+}
+
+/**
+ * runwasi's Wasmtime shim, built (once, then cached) by `scripts/install_runwasi.sh` when
+ * `build`; undefined when it is not built (and not to be) or cannot be (no cargo), which the
+ * script says on stderr.
+ */
+export async function runwasiShim(o: { build: boolean }): Promise<string | undefined> {
+  const script = fileURLToPath(new URL("../install_runwasi.sh", import.meta.url));
+  const out = await new Deno.Command("bash", {
+    args: [script, TOOLS_CACHE, ...(o.build ? [] : ["--cached-only"])],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  if (!out.success) throw new Error(`${script} failed (exit ${out.code})`);
+  return new TextDecoder().decode(out.stdout).trim() || undefined;
+}
+
+/** A containerd 2.x drop-in with handler `wasmtime`: runwasi's shim, one per pod. */
+export function runwasiDropIn(shim: string): string {
+  const table = `plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.wasmtime`;
+  return [
+    "version = 3",
+    `[${table}]`,
+    '  runtime_type = "io.containerd.wasmtime.v1"',
+    `  runtime_path = ${JSON.stringify(shim)}`,
+    "",
+  ].join("\n");
 }
 
 /** Where the Wasmtime CLI baseline comes from, if installed. */
