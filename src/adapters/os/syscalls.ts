@@ -52,6 +52,9 @@ export function mountFlags(options: readonly string[]): { flags: number; data: s
 interface Libc {
   mount(src: string, target: string, type: string, flags: number, data: string): Promise<number>;
   umount2(target: string, flags: number): Promise<number>;
+  open(path: string, flags: number): number;
+  dup2(from: number, to: number): number;
+  close(fd: number): number;
 }
 
 let libc: Libc | null | undefined;
@@ -74,12 +77,18 @@ function load(): Libc | null {
         nonblocking: true,
       },
       umount2: { parameters: ["buffer", "i32"], result: "i32", nonblocking: true },
+      open: { parameters: ["buffer", "i32"], result: "i32" },
+      dup2: { parameters: ["i32", "i32"], result: "i32" },
+      close: { parameters: ["i32"], result: "i32" },
     });
     const s = lib.symbols;
     libc = {
       mount: (src, target, type, flags, data) =>
         s.mount(cstr(src), cstr(target), cstr(type), BigInt(flags), cstr(data)),
       umount2: (target, flags) => s.umount2(cstr(target), flags),
+      open: (path, flags) => s.open(cstr(path), flags),
+      dup2: (from, to) => s.dup2(from, to),
+      close: (fd) => s.close(fd),
     };
   } catch {
     libc = null;
@@ -126,4 +135,35 @@ export async function unmountSyscall(target: string): Promise<void> {
   if (await c.umount2(target, MNT_DETACH) !== 0) {
     throw new SyscallError(`umount of ${target} failed`);
   }
+}
+
+const O_RDWR = 2, O_CLOEXEC = 0o2000000;
+
+/**
+ * Points every descriptor of this process that is open on one of `paths` at /dev/null instead
+ * (dup2, in place), and returns how many there were. For files a library opened itself and
+ * keeps open in a thread that cannot be stopped (a Wasm guest blocked in a WASI call): the
+ * reader of a FIFO among them then sees its end. The descriptors stay valid, so their owner
+ * closes them as it would have. A descriptor is only replaced while its owner holds it (one
+ * closed and reused in between by another thread is the only way to hit another file, and
+ * callers use this for owners that are blocked).
+ */
+export async function detachFiles(paths: readonly string[]): Promise<number> {
+  const c = load();
+  if (!c || paths.length === 0) return 0;
+  const wanted = new Set(paths);
+  const fds: number[] = [];
+  for await (const e of Deno.readDir("/proc/self/fd")) {
+    const target = await Deno.readLink(`/proc/self/fd/${e.name}`).catch(() => "");
+    if (wanted.has(target)) fds.push(Number(e.name));
+  }
+  if (fds.length === 0) return 0;
+  const nul = c.open("/dev/null", O_RDWR | O_CLOEXEC);
+  if (nul < 0) throw new SyscallError("open /dev/null failed");
+  try {
+    for (const fd of fds) c.dup2(nul, fd);
+  } finally {
+    c.close(nul);
+  }
+  return fds.length;
 }

@@ -5,8 +5,9 @@
  * isolate is shared by many (a worker per module would cost ~6 MiB each). Wasmtime opens the
  * task's stdio itself, by path. Kill has the carrier increment the run's engine epoch, which
  * traps the guest at its next loop or call; a guest blocked in a WASI call cannot be
- * interrupted until the call returns, so after a second the task is reported killed and its
- * run is left to end on its own (keeping its carrier thread until then).
+ * interrupted until the call returns, so after a second its stdio is pointed at /dev/null, the
+ * task is reported killed and its run is left to end on its own (keeping its carrier thread
+ * until then).
  *
  * @module
  */
@@ -20,6 +21,7 @@ import type { TaskIo } from "./task_io.ts";
 import type { WasmtimeExitMessage } from "./worker.ts";
 import { workerUrl } from "./worker_pool.ts";
 import { wasmIoDirBeside } from "../../os/state_layout.ts";
+import { detachFiles } from "../../os/syscalls.ts";
 
 const KILL_GRACE_MS = 1000;
 /**
@@ -84,8 +86,10 @@ export class WasmtimeEngine implements HostEngine {
       settle(end);
     };
     const runDir = wasmIoDirBeside(dirname(spec.exitFile));
+    let stdio: string[] = [];
     io.openPaths(spec, runDir).then((paths) => {
       if (ended) return;
+      stdio = [paths.stdin, paths.stdout, paths.stderr].filter((p): p is string => !!p);
       carrier = this.#carrier();
       carrier.runs.set(id, (m) => {
         // An interrupted run reports the signal that stopped it, as a killed process would.
@@ -113,7 +117,14 @@ export class WasmtimeEngine implements HostEngine {
         if (ended || killed) return;
         killed = signal;
         carrier?.worker.postMessage({ t: "wasmtime-kill", id });
-        setTimeout(() => finish({ status: 128 + signal }), KILL_GRACE_MS);
+        setTimeout(async () => {
+          if (ended) return;
+          // Still blocked in a WASI call: its stdio goes to /dev/null, so that the readers of
+          // the task's FIFOs (containerd, which waits for their end before it deletes the task)
+          // are not held by a guest that may sleep for days.
+          await detachFiles(stdio).catch(() => 0);
+          finish({ status: 128 + signal });
+        }, KILL_GRACE_MS);
       },
     };
   }
