@@ -39,16 +39,9 @@ fi
 
 # libcontainer (runwasi's container runner) links libseccomp; its -sys crates find it with
 # pkg-config.
-missing=()
-for p in libseccomp-dev pkg-config; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=debian_packages.sh
+. "$ROOT/scripts/debian_packages.sh"
+install_debian_packages libseccomp-dev pkg-config
 
 # The build tree stays in the cache: a second build (after a change) reuses what it can.
 export CARGO_TARGET_DIR=$CACHE/runwasi/target

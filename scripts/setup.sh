@@ -24,16 +24,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 PKGS=(runc runsc crun containerd busybox-static containernetworking-plugins iproute2
       util-linux procps psmisc protobuf-compiler musl-tools wabt clang lld wasi-libc
       libclang-rt-14-dev-wasm32 qemu-system-x86 qemu-utils cpio jq socat kmod lz4 zstd)
-missing=()
-for p in "${PKGS[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  log "installing Debian packages: ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=debian_packages.sh
+. "$ROOT/scripts/debian_packages.sh"
+install_debian_packages "${PKGS[@]}"
 
 # --- Deno (pinned, from the npm registry) ----------------------------------------------
 if ! "$ROOT/.tools/bin/deno" --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
