@@ -14,8 +14,11 @@
 //   kuasar-helper monitor --exit-file F [--pid-file P] [--stdin S] [--stdout O]
 //                         [--stderr E] [--console-socket C] [--control K]
 //                         [--io-socket I] [--log L] [--wait N <N args>]
+//                         [--rootfs-mount TARGET SOURCE FSTYPE FLAGS DATA ...]
+//                         [--runtime-log R]
 //                         -- <runtime argv...>   (--wait: exit status from the
-//                         {"exitStatus":N} that command prints)
+//                         {"exitStatus":N} that command prints; --rootfs-mount:
+//                         mounted in the runtime's own mount namespace)
 //   kuasar-helper relay   --control C --backend B [--log L]
 //   kuasar-helper notify  READY=1 [MAINPID=N ...]
 //   kuasar-helper detach  [--log L] -- <argv...>

@@ -29,11 +29,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -478,6 +480,18 @@ struct opts {
   // monitor before it forks, so all the command allocates is charged there.
   const char *cgroups[16];
   int ncgroups;
+  // "--rootfs-mount TARGET SOURCE FSTYPE FLAGS DATA": mounts made, in order, in
+  // a mount namespace of the runtime's own (a slave copy of the monitor's)
+  // before it runs. runc's container namespace is a copy of that one, so a
+  // container's rootfs is mounted there and nowhere else: the node's namespace
+  // does not grow by a mount per container, which every later runc would copy
+  // and scan. A failure is written to --runtime-log in runc's JSON form.
+  struct rootfs_mount {
+    const char *target, *source, *fstype, *data;
+    unsigned long flags;
+  } mounts[8];
+  int nmounts;
+  const char *runtime_log;
   char **cmd;  // the runtime command (or, without --pid-file, the process)
 };
 
@@ -500,7 +514,20 @@ static int parse_args(int argc, char **argv, struct opts *o) {
     else if (!strcmp(argv[i], "--control")) o->control = argv[++i];
     else if (!strcmp(argv[i], "--io-socket")) o->iosock = argv[++i];
     else if (!strcmp(argv[i], "--log")) o->log = argv[++i];
-    else if (!strcmp(argv[i], "--cgroup")) {
+    else if (!strcmp(argv[i], "--runtime-log")) o->runtime_log = argv[++i];
+    else if (!strcmp(argv[i], "--rootfs-mount")) {
+      if (o->nmounts == (int)(sizeof o->mounts / sizeof *o->mounts) || i + 5 >= argc) {
+        dprintf(2, "kuasar-helper monitor: --rootfs-mount needs 5 arguments (at most 8 mounts)\n");
+        return 2;
+      }
+      struct rootfs_mount *m = &o->mounts[o->nmounts++];
+      m->target = argv[i + 1];
+      m->source = argv[i + 2];
+      m->fstype = argv[i + 3];
+      m->flags = strtoul(argv[i + 4], NULL, 10);
+      m->data = argv[i + 5];
+      i += 5;
+    } else if (!strcmp(argv[i], "--cgroup")) {
       if (o->ncgroups == (int)(sizeof o->cgroups / sizeof *o->cgroups)) {
         dprintf(2, "kuasar-helper monitor: too many --cgroup\n");
         return 2;
@@ -607,15 +634,58 @@ static int sigchld_fd(sigset_t *chld) {
   return sfd;
 }
 
-// start_runtime forks and execs cmd with child_fd as its fds 0-2, then
-// closes the monitor's copies of them.
-static pid_t start_runtime(char **cmd, const int child_fd[3], int nul, const sigset_t *chld) {
+// runtime_failed appends {"level":"error","msg":...} to the runtime's log
+// (where the daemon looks for why a runtime failed) and ends the child.
+static void runtime_failed(const struct opts *o, const char *what, const char *path) {
+  const char *why = strerror(errno);
+  if (o->runtime_log) {
+    int fd = open(o->runtime_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      // Paths come from the daemon (a bundle it checked): no JSON escaping needed but for quotes.
+      dprintf(fd, "{\"level\":\"error\",\"msg\":\"%s ", what);
+      for (const char *c = path; *c; c++) {
+        if (*c == '"' || *c == '\\') dprintf(fd, "\\");
+        dprintf(fd, "%c", *c);
+      }
+      dprintf(fd, ": %s\"}\n", why);
+      close(fd);
+    }
+  }
+  _exit(1);
+}
+
+// enter_rootfs_ns gives the child a mount namespace of its own (a slave of
+// the monitor's: nothing mounted here reaches the node's) and makes the
+// rootfs mounts in it.
+static void enter_rootfs_ns(const struct opts *o) {
+  if (!o->nmounts) return;
+  if (unshare(CLONE_NEWNS) < 0) runtime_failed(o, "unshare mount namespace for", o->mounts[0].target);
+  if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0) runtime_failed(o, "make slave", "/");
+  for (int k = 0; k < o->nmounts; k++) {
+    const struct rootfs_mount *m = &o->mounts[k];
+    if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0) {
+      runtime_failed(o, "mount rootfs on", m->target);
+    }
+    // The kernel ignores MS_RDONLY on a first bind: a read-only bind is a remount (as mount(8) does).
+    if ((m->flags & MS_BIND) && (m->flags & MS_RDONLY) &&
+        mount(NULL, m->target, NULL, m->flags | MS_REMOUNT, NULL) < 0) {
+      runtime_failed(o, "remount read-only", m->target);
+    }
+  }
+}
+
+// start_runtime forks and execs the command with child_fd as its fds 0-2
+// (after its rootfs mounts, if any), then closes the monitor's copies of them.
+static pid_t start_runtime(const struct opts *o, const int child_fd[3], int nul,
+                           const sigset_t *chld) {
+  char **cmd = o->cmd;
   pid_t runtime = fork();
   if (runtime < 0) die("fork");
   if (runtime == 0) {
     sigprocmask(SIG_UNBLOCK, chld, NULL);
     signal(SIGPIPE, SIG_DFL);
     for (int t = 0; t < 3; t++) dup2(child_fd[t], t);
+    enter_rootfs_ns(o);
     execvp(cmd[0], cmd);
     dprintf(2, "kuasar-helper: exec %s: %s\n", cmd[0], strerror(errno));
     _exit(127);
@@ -906,7 +976,7 @@ int cmd_monitor(int argc, char **argv) {
 
   sigset_t chld;
   int sfd = sigchld_fd(&chld);
-  pid_t runtime = start_runtime(o.cmd, child_fd, nul, &chld);
+  pid_t runtime = start_runtime(&o, child_fd, nul, &chld);
   struct early e;
   e.n = 0;
   int runtime_st = await_runtime(&m, &o, sfd, runtime, console_sock, &e);

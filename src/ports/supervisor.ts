@@ -79,6 +79,22 @@ export interface MonitoredProcess {
   readonly waitArgv?: readonly string[];
   /** cgroup.procs files the process starts in (the monitor joins them before it forks). */
   readonly cgroupProcs?: readonly string[];
+  /**
+   * Mounts made, in order, in a mount namespace of the runtime's own (a slave
+   * copy of the node's) before it runs: a container's rootfs, which then
+   * exists in the container's namespace only.
+   */
+  readonly rootfsMounts?: readonly RootfsMount[];
+  /** The runtime's JSON log: a failure before the runtime runs is written there. */
+  readonly logFile?: string;
+}
+
+/** A mount onto a container's rootfs directory, with mount(8)'s option names. */
+export interface RootfsMount {
+  readonly target: string;
+  readonly source: string;
+  readonly type: string;
+  readonly options: readonly string[];
 }
 
 /** The namespaces of a pod's holder process. */

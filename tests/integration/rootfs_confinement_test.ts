@@ -111,3 +111,123 @@ Deno.test({
       await assertShutdownLeavesNothing(d, [pod.id]);
     }),
 });
+
+/** Task.Create of `args` on `rootfs` with a stdout file, started; returns what it printed and its exit. */
+async function runOn(
+  t: Awaited<ReturnType<typeof taskClient>>,
+  bundle: string,
+  id: string,
+  rootfs: Parameters<typeof createRequest>[2],
+): Promise<{ status: number; out: string; mountedOnNode: boolean }> {
+  const out = join(bundle, "..", `${id}.out`);
+  await Deno.writeTextFile(out, "");
+  await t.task.create(createRequest(id, bundle, rootfs, { stdout: out }), K8S_NS);
+  const mountedOnNode = await isMountPoint(join(bundle, "rootfs"));
+  const waiting = t.task.wait({ id, execId: "" }, K8S_NS);
+  await t.task.start({ id, execId: "" }, K8S_NS);
+  const status = (await waiting).exitStatus;
+  await t.task.delete({ id, execId: "" }, K8S_NS);
+  return { status, out: await Deno.readTextFile(out), mountedOnNode };
+}
+
+Deno.test({
+  name:
+    "rootfs: mounted in the container's namespace only (not the node's); writes reach the snapshot; a read-only bind stays read-only; host mounts still propagate into rslave volumes",
+  ...skip,
+  fn: () =>
+    withDaemon(async (d) => {
+      const pod = await startPod(d);
+      const t = await taskClient(pod.address);
+      const volume = await Deno.makeTempDir({ prefix: "kuasar-volume-" });
+      try {
+        // An overlay rootfs: never a mount point on the node, the container's writes in its upper dir.
+        // Mid-run, the node mounts a tmpfs in a volume the container binds rslave: it must see it.
+        let id = randomId();
+        let bundle = join(d.base, "bundles", id);
+        await writeBundle(bundle, id, {
+          args: [
+            "sh",
+            "-c",
+            "echo kept > /written; while [ ! -e /vol/sub/mark ]; do sleep 0.05; done; " +
+            "echo seen; grep -c ' / / ' /proc/self/mountinfo",
+          ],
+          cgroupParent: d.cgroupParent,
+          sandboxPid: pod.pid,
+          sandboxId: pod.id,
+          mounts: [{
+            destination: "/vol",
+            type: "bind",
+            source: volume,
+            options: ["rbind", "rslave"],
+          }],
+        });
+        await Deno.mkdir(join(volume, "sub"));
+        // Shared, as kubelet makes its directory: what the node mounts below reaches its slaves.
+        await run("mount", "--bind", volume, volume);
+        await run("mount", "--make-shared", volume);
+        const overlay = await overlayRootfs(join(d.base, "snapshots", id));
+        const upper = overlay[0].options.find((o) => o.startsWith("upperdir="))!.slice(9);
+        const running = runOn(t, bundle, id, overlay);
+        // Mounted by the node after the container started (kubelet does so for some volumes).
+        await new Promise((r) => setTimeout(r, 300));
+        await run("mount", "-t", "tmpfs", "-o", "size=1m", "kuasar-test", join(volume, "sub"));
+        await Deno.writeTextFile(join(volume, "sub", "mark"), "");
+        const r = await running;
+        assert.equal(r.mountedOnNode, false, "the rootfs is a mount point on the node");
+        assert.equal(r.status, 0, r.out);
+        assert.equal(r.out, "seen\n1\n");
+        assert.equal(await Deno.readTextFile(join(upper, "written")), "kept\n");
+        await run("umount", join(volume, "sub"));
+
+        // A read-only bind rootfs (containerd's native snapshotter on a committed view).
+        id = randomId();
+        bundle = join(d.base, "bundles", id);
+        await writeBundle(bundle, id, {
+          args: ["sh", "-c", "touch /x 2>/dev/null && echo wrote || echo refused"],
+          cgroupParent: d.cgroupParent,
+          sandboxPid: pod.pid,
+          sandboxId: pod.id,
+        });
+        // A copy of the image with the files the pod binds in (runc cannot create them read-only).
+        const lower = overlay[0].options.find((o) => o.startsWith("lowerdir="))!.slice(9);
+        const view = join(d.base, "snapshots", `${id}-view`);
+        await run("cp", "-a", lower, view);
+        for (const f of ["hostname", "hosts", "resolv.conf"]) {
+          await Deno.writeTextFile(join(view, "etc", f), "");
+        }
+        const ro = await runOn(t, bundle, id, [
+          { type: "bind", source: view, target: "", options: ["rbind", "ro"] },
+        ]);
+        assert.equal(ro.mountedOnNode, false);
+        assert.equal(ro.out, "refused\n");
+
+        // A rootfs that cannot be mounted: Create names why; nothing is left on the node.
+        id = randomId();
+        bundle = join(d.base, "bundles", id);
+        await writeBundle(bundle, id, {
+          args: ["true"],
+          cgroupParent: d.cgroupParent,
+          sandboxPid: pod.pid,
+          sandboxId: pod.id,
+        });
+        const bad = [{
+          type: "overlay",
+          source: "overlay",
+          target: "",
+          options: [`lowerdir=${join(d.base, "no-such-layer")}`],
+        }];
+        const err = await t.task.create(createRequest(id, bundle, bad), K8S_NS).then(
+          () => "created",
+          (e) => String(e),
+        );
+        assert.match(err, /mount rootfs on .*rootfs: No such file or directory/);
+        assert.equal(await isMountPoint(join(bundle, "rootfs")), false);
+      } finally {
+        t.close();
+        await run("umount", join(volume, "sub")).catch(() => {});
+        await run("umount", volume).catch(() => {});
+        await Deno.remove(volume, { recursive: true });
+      }
+      await assertShutdownLeavesNothing(d, [pod.id]);
+    }),
+});

@@ -25,6 +25,7 @@ import { sleep } from "../../lib/sync.ts";
 import {
   type ExitRecord,
   ProcessStartError,
+  type RootfsMount,
   type SupervisedProcess,
   type Supervisor,
 } from "../../ports/supervisor.ts";
@@ -67,6 +68,8 @@ export interface MonitoredState {
   helperPid?: number;
   /** Where the rootfs mounts of Task.Create were mounted. */
   rootfs?: string;
+  /** They were mounted in the container's mount namespace only: nothing on the node to unmount. */
+  rootfsInContainer?: boolean;
 }
 
 /** How a monitored process is launched. */
@@ -77,6 +80,8 @@ export interface LaunchCommand {
   readonly waitArgv?: string[];
   /** The runtime's JSON log, read for the reason of a failure. */
   readonly logFile: string;
+  /** Rootfs mounts made in the runtime's own mount namespace (MonitoredProcess.rootfsMounts). */
+  readonly rootfsMounts?: readonly RootfsMount[];
 }
 
 /** Containers made by an OCI runtime CLI and run under monitors. */
@@ -264,7 +269,7 @@ export abstract class MonitoredContainers<P extends MonitoredState = MonitoredSt
       }
     }
     // Only what Create mounted there (a rootfs the daemon was not given to mount stays).
-    const rootfs = ownRootfsTarget(
+    const rootfs = c.backend.rootfsInContainer ? undefined : ownRootfsTarget(
       c.bundle,
       c.rootfs.length,
       c.backend.rootfs,

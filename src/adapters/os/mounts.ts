@@ -5,6 +5,7 @@
  * @module
  */
 import type { Mount } from "../../domain/task.ts";
+import type { RootfsMount } from "../../ports/supervisor.ts";
 import { InvalidArgumentError } from "../../domain/errors.ts";
 import { runChecked, runCommand } from "./command.ts";
 import { mountSyscall, SyscallError, syscallsAvailable, unmountSyscall } from "./syscalls.ts";
@@ -46,18 +47,50 @@ export async function isMountPoint(path: string): Promise<boolean> {
   return (await mountsUnder(path)).includes(path.endsWith("/") ? path.slice(0, -1) : path);
 }
 
+/** Whether a containerd mount is a bind mount (by its type or its options). */
+function isBind(m: Mount): boolean {
+  return m.type === "bind" || m.type === "rbind" ||
+    m.options.some((o) => o === "bind" || o === "rbind");
+}
+
+/** A containerd mount as mount(2) takes it: a bind has no type and says so in its options. */
+function asSyscallMount(m: Mount, target: string): RootfsMount {
+  const bind = isBind(m);
+  const options = bind && !m.options.some((o) => o === "bind" || o === "rbind")
+    ? [m.type === "rbind" ? "rbind" : "bind", ...m.options]
+    : m.options;
+  return { target, source: m.source || m.type || "none", type: bind ? "" : m.type, options };
+}
+
+/** The kernel takes at most a page of mount data; some room is left for what a runtime adds. */
+const MAX_MOUNT_DATA = 3072;
+
+/**
+ * Task.Create's rootfs mounts as the runtime's own mount namespace takes them
+ * (see MonitoredProcess.rootfsMounts), or undefined when one needs more than
+ * mount(2) (a mount(8) helper, an option string beyond a page): those are
+ * mounted on the node as before.
+ */
+export function namespaceRootfsMounts(
+  mounts: readonly Mount[],
+  target: string,
+): RootfsMount[] | undefined {
+  if (!mounts.length || mounts.length > 8) return undefined;
+  const simple = mounts.every((m) =>
+    (isBind(m) || m.type === "overlay") && m.options.join(",").length <= MAX_MOUNT_DATA
+  );
+  return simple ? mounts.map((m) => asSyscallMount(m, target)) : undefined;
+}
+
 /** Mounts containerd rootfs mounts onto `target`, in order. */
 export async function mountAll(mounts: readonly Mount[], target: string): Promise<void> {
   await Deno.mkdir(target, { recursive: true });
   for (const m of mounts) {
-    const bind = m.type === "bind" || m.type === "rbind" ||
-      m.options.some((o) => o === "bind" || o === "rbind");
+    const bind = isBind(m);
     if (syscallsAvailable()) {
-      const opts = bind && !m.options.some((o) => o === "bind" || o === "rbind")
-        ? [m.type === "rbind" ? "rbind" : "bind", ...m.options]
-        : m.options;
+      const s = asSyscallMount(m, target);
       try {
-        await mountSyscall(m.source || m.type || "none", target, bind ? "" : m.type, opts);
+        await mountSyscall(s.source, target, s.type, s.options);
         continue;
       } catch (e) {
         // mount(8) knows more (helpers like mount.fuse): let it try and report.
@@ -131,6 +164,12 @@ export async function bindMount(source: string, target: string): Promise<void> {
  * mount(2) would follow it and mount over wherever it points.
  */
 export async function mountRootfs(mounts: readonly Mount[], target: string): Promise<void> {
+  await prepareRootfsTarget(target);
+  await mountAll(mounts, target);
+}
+
+/** Makes `target` a directory for rootfs mounts (0711), refusing anything else there (a symlink). */
+export async function prepareRootfsTarget(target: string): Promise<void> {
   const st = await Deno.lstat(target).catch((e) => {
     if (e instanceof Deno.errors.NotFound) return undefined;
     throw e;
@@ -139,7 +178,6 @@ export async function mountRootfs(mounts: readonly Mount[], target: string): Pro
     throw new InvalidArgumentError(`Invalid bundle: "${target}" exists and is not a directory`);
   }
   if (!st) await Deno.mkdir(target, { mode: 0o711 });
-  await mountAll(mounts, target);
 }
 
 /**

@@ -2,8 +2,10 @@
  * Containers of runC pods, made by the real runc. Each container process
  * (init or exec) runs under a monitor helper that owns its stdio and pty and
  * records its exit, so the daemon can die and come back without losing an
- * exit code. Specs are rewritten to join the pod's namespaces; rootfs mounts
- * from Task.Create are mounted at the bundle's root and removed on Delete.
+ * exit code. Specs are rewritten to join the pod's namespaces. On a node the
+ * rootfs mounts of Task.Create are made in runc's own mount namespace, so they
+ * live in the container's namespace only (see #create); in a guest, and for
+ * mounts mount(2) cannot make alone, at the bundle's root, removed on Delete.
  *
  * @module
  */
@@ -34,8 +36,14 @@ import {
   oomKills,
   removeCgroup,
 } from "../os/cgroups.ts";
-import type { ExitRecord } from "../../ports/supervisor.ts";
-import { isMountPoint, mountAll, mountRootfs } from "../os/mounts.ts";
+import type { ExitRecord, RootfsMount } from "../../ports/supervisor.ts";
+import {
+  isMountPoint,
+  mountAll,
+  mountRootfs,
+  namespaceRootfsMounts,
+  prepareRootfsTarget,
+} from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { OomWatcher } from "../os/oom_watcher.ts";
 import { addPodFileMounts } from "../os/pod_files.ts";
@@ -160,11 +168,22 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
     const state = this.stateDir(sb.id, c.id);
     await Deno.mkdir(state, { recursive: true, mode: 0o700 });
     const backend = c.backend;
+    let rootfsMounts: RootfsMount[] | undefined;
     if (c.rootfs.length) {
       // Checked before anything is mounted: never a path outside the bundle.
       const target = rootfsMountTarget(c.bundle, spec.root?.path);
-      backend.rootfs = target;
-      await mountRootfs(c.rootfs, target);
+      // On a node, mounted where only runc and the container see them: each mount left in
+      // the node's namespace is copied and scanned by every later runc (measured beside 500
+      // containers: a new `runc run` 1.8x as slow as beside none with their rootfs on the
+      // node, 1.3x with none there).
+      rootfsMounts = this.opts.guest ? undefined : namespaceRootfsMounts(c.rootfs, target);
+      if (rootfsMounts) {
+        await prepareRootfsTarget(target);
+        backend.rootfsInContainer = true;
+      } else {
+        backend.rootfs = target;
+        await mountRootfs(c.rootfs, target);
+      }
     }
     const token = initToken(c.id);
     const pidFile = join(state, "init.pid");
@@ -177,6 +196,7 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
         this.launch(sb.id, token, c.io, pidFile, state, {
           argv: (console) => this.cli.createArgv(c.id, c.bundle, pidFile, logFile, console),
           logFile,
+          rootfsMounts,
         }),
     );
     // runc writes it through the daemon's umask; a state file is the daemon's alone.

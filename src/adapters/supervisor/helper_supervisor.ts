@@ -17,6 +17,7 @@ import type {
   Supervisor,
 } from "../../ports/supervisor.ts";
 import { runCommand } from "../os/command.ts";
+import { mountFlags } from "../os/syscalls.ts";
 import type { ExitWatcher } from "./exit_watcher.ts";
 import { startHelper } from "./helper.ts";
 import { killByCommandLine } from "./process_tokens.ts";
@@ -47,6 +48,11 @@ export class HelperSupervisor implements Supervisor {
     args.push(...s.args, "--log", p.monitorLog);
     if (p.waitArgv) args.push("--wait", String(p.waitArgv.length), ...p.waitArgv);
     for (const f of p.cgroupProcs ?? []) args.push("--cgroup", f);
+    for (const m of p.rootfsMounts ?? []) {
+      const { flags, data } = mountFlags(m.options);
+      args.push("--rootfs-mount", m.target, m.source, m.type, String(flags), data);
+    }
+    if (p.rootfsMounts?.length && p.logFile) args.push("--runtime-log", p.logFile);
     args.push("--", ...p.argv(s.consoleSocket));
     return this.#started(p.token, await startHelper(this.binary, args));
   }

@@ -75,6 +75,11 @@ Deno.test("helper supervisor: monitor's flags, then the runtime's argv", async (
       argv: (console) => ["runsc", "start", String(console), "x"],
       waitArgv: ["runsc", "wait", "x"],
       cgroupProcs: ["/sys/fs/cgroup/a/cgroup.procs", "/sys/fs/cgroup/b/cgroup.procs"],
+      rootfsMounts: [
+        { target: "/b/rootfs", source: "overlay", type: "overlay", options: ["lowerdir=/l", "ro"] },
+        { target: "/b/rootfs", source: "/v", type: "", options: ["rbind", "nosuid"] },
+      ],
+      logFile: "/p/log.json",
     }, {
       monitorArgs: () =>
         Promise.resolve({ args: ["--stdout", "/f/out"], consoleSocket: "/c.sock" }),
@@ -100,6 +105,21 @@ Deno.test("helper supervisor: monitor's flags, then the runtime's argv", async (
       "/sys/fs/cgroup/a/cgroup.procs",
       "--cgroup",
       "/sys/fs/cgroup/b/cgroup.procs",
+      // Flags as mount(2) takes them (MS_RDONLY; MS_BIND | MS_REC | MS_NOSUID), data apart.
+      "--rootfs-mount",
+      "/b/rootfs",
+      "overlay",
+      "overlay",
+      "1",
+      "lowerdir=/l",
+      "--rootfs-mount",
+      "/b/rootfs",
+      "/v",
+      "",
+      String(0x1000 | 0x4000 | 0x2),
+      "",
+      "--runtime-log",
+      "/p/log.json",
       "--",
       "runsc",
       "start",
