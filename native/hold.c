@@ -8,9 +8,9 @@
 //
 // No mount namespace: no container joins one (runc gives each its own), and
 // a holder's would pin a copy of every mount of the node for the pod's life
-// (~384 bytes of kernel memory per mount: with 1000 pods, each beside a
-// thousand or two rootfs and shm mounts, hundreds of MiB), and make each
-// pod start copy the whole mount table.
+// (~384 bytes of kernel memory per mount: with 1000 pods, each beside the
+// thousand pods' shm mounts, hundreds of MiB), and make each pod start copy
+// the whole mount table.
 #include "helper.h"
 
 #include <errno.h>

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -654,13 +655,56 @@ static void runtime_failed(const struct opts *o, const char *what, const char *p
   _exit(1);
 }
 
-// enter_rootfs_ns gives the child a mount namespace of its own (a slave of
-// the monitor's: nothing mounted here reaches the node's) and makes the
-// rootfs mounts in it.
+// containing_mount writes to mp the mount point under which path lies (the
+// longest of /proc/self/mountinfo's at a path boundary); 0 when found.
+static int containing_mount(const char *path, char *mp, size_t size) {
+  FILE *f = fopen("/proc/self/mountinfo", "re");
+  if (!f) return -1;
+  char *line = NULL, point[PATH_MAX];
+  size_t cap = 0, best = 0;
+  while (getline(&line, &cap, f) > 0) {
+    // "ID PARENT MAJ:MIN ROOT MOUNTPOINT ...": the fifth field, octal escapes undone.
+    char *p = line;
+    for (int field = 0; field < 4 && p; field++) p = strchr(p, ' '), p = p ? p + 1 : NULL;
+    if (!p) continue;
+    size_t n = 0;
+    for (; *p && *p != ' ' && n + 1 < sizeof point; p++) {
+      if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+        point[n++] = (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0'));
+        p += 3;
+      } else {
+        point[n++] = *p;
+      }
+    }
+    point[n] = 0;
+    int under = !strcmp(point, "/") ||
+                (!strncmp(path, point, n) && (path[n] == '/' || path[n] == 0));
+    if (under && n >= best && n < size) {
+      best = n;
+      memcpy(mp, point, n + 1);
+    }
+  }
+  free(line);
+  fclose(f);
+  return best ? 0 : -1;
+}
+
+// enter_rootfs_ns gives the child a mount namespace of its own and makes the
+// rootfs mounts in it. Only the mount holding the rootfs directory becomes a
+// slave there (receives from the node's, sends nothing back), so the rootfs
+// reaches no other namespace; every other mount keeps its propagation, so a
+// container's rshared volume (Bidirectional in Kubernetes) still reaches the node.
 static void enter_rootfs_ns(const struct opts *o) {
   if (!o->nmounts) return;
-  if (unshare(CLONE_NEWNS) < 0) runtime_failed(o, "unshare mount namespace for", o->mounts[0].target);
-  if (mount(NULL, "/", NULL, MS_SLAVE | MS_REC, NULL) < 0) runtime_failed(o, "make slave", "/");
+  const char *target = o->mounts[0].target;
+  char real[PATH_MAX], mp[PATH_MAX];
+  if (!realpath(target, real)) runtime_failed(o, "resolve", target);
+  if (unshare(CLONE_NEWNS) < 0) runtime_failed(o, "unshare mount namespace for", target);
+  if (containing_mount(real, mp, sizeof mp) < 0) {
+    errno = ENOENT;
+    runtime_failed(o, "find the mount holding", real);
+  }
+  if (mount(NULL, mp, NULL, MS_SLAVE, NULL) < 0) runtime_failed(o, "make slave", mp);
   for (int k = 0; k < o->nmounts; k++) {
     const struct rootfs_mount *m = &o->mounts[k];
     if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0) {

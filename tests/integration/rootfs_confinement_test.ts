@@ -23,12 +23,21 @@ async function run(cmd: string, ...args: string[]): Promise<void> {
   }
 }
 
-/** Rewrites `root.path` of a bundle's config.json. */
-async function setRootPath(bundle: string, path: string): Promise<void> {
+/** Edits a bundle's config.json in place. */
+async function editSpec(
+  bundle: string,
+  // deno-lint-ignore no-explicit-any
+  edit: (spec: any) => void,
+): Promise<void> {
   const file = join(bundle, "config.json");
   const spec = JSON.parse(await Deno.readTextFile(file));
-  spec.root.path = path;
+  edit(spec);
   await Deno.writeTextFile(file, JSON.stringify(spec));
+}
+
+/** Rewrites `root.path` of a bundle's config.json. */
+function setRootPath(bundle: string, path: string): Promise<void> {
+  return editSpec(bundle, (spec) => spec.root.path = path);
 }
 
 Deno.test({
@@ -132,7 +141,7 @@ async function runOn(
 
 Deno.test({
   name:
-    "rootfs: mounted in the container's namespace only (not the node's); writes reach the snapshot; a read-only bind stays read-only; host mounts still propagate into rslave volumes",
+    "rootfs: mounted in the container's namespace only (not the node's); writes reach the snapshot; a read-only bind stays read-only; volumes keep their propagation both ways",
   ...skip,
   fn: () =>
     withDaemon(async (d) => {
@@ -141,28 +150,37 @@ Deno.test({
       const volume = await Deno.makeTempDir({ prefix: "kuasar-volume-" });
       try {
         // An overlay rootfs: never a mount point on the node, the container's writes in its upper dir.
-        // Mid-run, the node mounts a tmpfs in a volume the container binds rslave: it must see it.
+        // Volumes keep their propagation: mid-run the node mounts a tmpfs in a volume bound rslave
+        // (HostToContainer), which the container must see, and the container mounts one in a
+        // volume bound rshared with an rshared root (Bidirectional), which the node must see.
         let id = randomId();
         let bundle = join(d.base, "bundles", id);
         await writeBundle(bundle, id, {
           args: [
             "sh",
             "-c",
-            "echo kept > /written; while [ ! -e /vol/sub/mark ]; do sleep 0.05; done; " +
+            "echo kept > /written; while [ ! -e /vol/in/mark ]; do sleep 0.05; done; " +
+            "mount -t tmpfs kuasar-test /bidi/out && touch /bidi/out/mark; " +
             "echo seen; grep -c ' / / ' /proc/self/mountinfo",
           ],
           cgroupParent: d.cgroupParent,
           sandboxPid: pod.pid,
           sandboxId: pod.id,
-          mounts: [{
-            destination: "/vol",
-            type: "bind",
-            source: volume,
-            options: ["rbind", "rslave"],
-          }],
+          mounts: [
+            { destination: "/vol", type: "bind", source: volume, options: ["rbind", "rslave"] },
+            { destination: "/bidi", type: "bind", source: volume, options: ["rbind", "rshared"] },
+          ],
         });
-        await Deno.mkdir(join(volume, "sub"));
-        // Shared, as kubelet makes its directory: what the node mounts below reaches its slaves.
+        await editSpec(bundle, (spec) => {
+          // As containerd's CRI writes a spec with a Bidirectional mount (a privileged container).
+          spec.linux.rootfsPropagation = "rshared";
+          for (const set of Object.values(spec.process.capabilities) as string[][]) {
+            set.push("CAP_SYS_ADMIN");
+          }
+        });
+        await Deno.mkdir(join(volume, "in"));
+        await Deno.mkdir(join(volume, "out"));
+        // Shared, as kubelet makes its directory.
         await run("mount", "--bind", volume, volume);
         await run("mount", "--make-shared", volume);
         const overlay = await overlayRootfs(join(d.base, "snapshots", id));
@@ -170,14 +188,20 @@ Deno.test({
         const running = runOn(t, bundle, id, overlay);
         // Mounted by the node after the container started (kubelet does so for some volumes).
         await new Promise((r) => setTimeout(r, 300));
-        await run("mount", "-t", "tmpfs", "-o", "size=1m", "kuasar-test", join(volume, "sub"));
-        await Deno.writeTextFile(join(volume, "sub", "mark"), "");
+        await run("mount", "-t", "tmpfs", "-o", "size=1m", "kuasar-test", join(volume, "in"));
+        await Deno.writeTextFile(join(volume, "in", "mark"), "");
         const r = await running;
         assert.equal(r.mountedOnNode, false, "the rootfs is a mount point on the node");
         assert.equal(r.status, 0, r.out);
         assert.equal(r.out, "seen\n1\n");
         assert.equal(await Deno.readTextFile(join(upper, "written")), "kept\n");
-        await run("umount", join(volume, "sub"));
+        assert.ok(
+          await isMountPoint(join(volume, "out")),
+          "the container's mount did not reach the node",
+        );
+        await Deno.stat(join(volume, "out", "mark"));
+        await run("umount", join(volume, "in"));
+        await run("umount", join(volume, "out"));
 
         // A read-only bind rootfs (containerd's native snapshotter on a committed view).
         id = randomId();
@@ -224,7 +248,7 @@ Deno.test({
         assert.equal(await isMountPoint(join(bundle, "rootfs")), false);
       } finally {
         t.close();
-        await run("umount", join(volume, "sub")).catch(() => {});
+        for (const sub of ["in", "out"]) await run("umount", join(volume, sub)).catch(() => {});
         await run("umount", volume).catch(() => {});
         await Deno.remove(volume, { recursive: true });
       }
