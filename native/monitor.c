@@ -635,18 +635,29 @@ static int sigchld_fd(sigset_t *chld) {
   return sfd;
 }
 
-// runtime_failed appends {"level":"error","msg":...} to the runtime's log
-// (where the daemon looks for why a runtime failed) and ends the child.
-static void runtime_failed(const struct opts *o, const char *what, const char *path) {
+// json_string writes s to fd as the inside of a JSON string.
+static void json_string(int fd, const char *s) {
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    if (*c == '"' || *c == '\\') dprintf(fd, "\\%c", *c);
+    else if (*c < 0x20) dprintf(fd, "\\u%04x", *c);
+    else dprintf(fd, "%c", *c);
+  }
+}
+
+// runtime_failed appends {"level":"error","msg":"<what> <path>[ on <target>]: <errno>"}
+// to the runtime's log (where the daemon looks for why a runtime failed) and
+// ends the child.
+static void runtime_failed(const struct opts *o, const char *what, const char *path,
+                           const char *target) {
   const char *why = strerror(errno);
   if (o->runtime_log) {
     int fd = open(o->runtime_log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd >= 0) {
-      // Paths come from the daemon (a bundle it checked): no JSON escaping needed but for quotes.
       dprintf(fd, "{\"level\":\"error\",\"msg\":\"%s ", what);
-      for (const char *c = path; *c; c++) {
-        if (*c == '"' || *c == '\\') dprintf(fd, "\\");
-        dprintf(fd, "%c", *c);
+      json_string(fd, path);
+      if (target) {
+        dprintf(fd, " on ");
+        json_string(fd, target);
       }
       dprintf(fd, ": %s\"}\n", why);
       close(fd);
@@ -698,22 +709,22 @@ static void enter_rootfs_ns(const struct opts *o) {
   if (!o->nmounts) return;
   const char *target = o->mounts[0].target;
   char real[PATH_MAX], mp[PATH_MAX];
-  if (!realpath(target, real)) runtime_failed(o, "resolve", target);
-  if (unshare(CLONE_NEWNS) < 0) runtime_failed(o, "unshare mount namespace for", target);
+  if (!realpath(target, real)) runtime_failed(o, "resolve", target, NULL);
+  if (unshare(CLONE_NEWNS) < 0) runtime_failed(o, "unshare mount namespace for", target, NULL);
   if (containing_mount(real, mp, sizeof mp) < 0) {
     errno = ENOENT;
-    runtime_failed(o, "find the mount holding", real);
+    runtime_failed(o, "find the mount holding", real, NULL);
   }
-  if (mount(NULL, mp, NULL, MS_SLAVE, NULL) < 0) runtime_failed(o, "make slave", mp);
+  if (mount(NULL, mp, NULL, MS_SLAVE, NULL) < 0) runtime_failed(o, "make slave", mp, NULL);
   for (int k = 0; k < o->nmounts; k++) {
     const struct rootfs_mount *m = &o->mounts[k];
     if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0) {
-      runtime_failed(o, "mount rootfs on", m->target);
+      runtime_failed(o, "mount rootfs", m->source, m->target);
     }
     // The kernel ignores MS_RDONLY on a first bind: a read-only bind is a remount (as mount(8) does).
     if ((m->flags & MS_BIND) && (m->flags & MS_RDONLY) &&
         mount(NULL, m->target, NULL, m->flags | MS_REMOUNT, NULL) < 0) {
-      runtime_failed(o, "remount read-only", m->target);
+      runtime_failed(o, "remount read-only", m->target, NULL);
     }
   }
 }

@@ -92,6 +92,16 @@ export function joinPodNamespaces(spec: OciSpec, pod: PodNamespaces): boolean {
   return changed;
 }
 
+/**
+ * Whether the container's mounts propagate back to the node (a Bidirectional volume: an rshared
+ * mount, or an rshared root): a mount it makes must reach the node's peers of its volumes.
+ */
+export function propagatesToNode(spec: OciSpec): boolean {
+  const shared = (o: unknown) => o === "shared" || o === "rshared";
+  return shared(spec.linux?.rootfsPropagation) ||
+    (spec.mounts ?? []).some((m) => (m.options ?? []).some(shared));
+}
+
 /** Whether the container gets a pid namespace of its own (so its init's exit kills the rest). */
 export function hasOwnPidNamespace(spec: OciSpec): boolean {
   const pid = spec.linux?.namespaces?.find((n) => n.type === "pid");

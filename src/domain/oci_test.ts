@@ -6,6 +6,7 @@ import {
   type OciNamespace,
   type OciSpec,
   type PodNamespaces,
+  propagatesToNode,
   SANDBOX_ID_ANNOTATIONS,
   sandboxIdOf,
 } from "./oci.ts";
@@ -239,4 +240,15 @@ Deno.test("a container joining the pod's pid namespace no longer has its own", (
   const own = specWith([{ type: "pid" }]);
   joinPodNamespaces(own, POD);
   assert.equal(hasOwnPidNamespace(own), true);
+});
+
+Deno.test("oci: a container whose mounts propagate back to the node (Bidirectional)", () => {
+  assert.equal(propagatesToNode({}), false);
+  const bind = (options: string[]) => ({ destination: "/v", type: "bind", source: "/v", options });
+  assert.equal(propagatesToNode({ mounts: [bind(["rbind", "rslave"])] }), false);
+  assert.equal(propagatesToNode({ mounts: [bind(["rbind", "rprivate"])] }), false);
+  assert.equal(propagatesToNode({ mounts: [bind(["rbind", "rshared"])] }), true);
+  assert.equal(propagatesToNode({ mounts: [bind(["shared"])] }), true);
+  assert.equal(propagatesToNode({ linux: { rootfsPropagation: "rshared" } }), true);
+  assert.equal(propagatesToNode({ linux: { rootfsPropagation: "rslave" } }), false);
 });

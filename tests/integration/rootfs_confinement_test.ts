@@ -149,10 +149,14 @@ Deno.test({
       const t = await taskClient(pod.address);
       const volume = await Deno.makeTempDir({ prefix: "kuasar-volume-" });
       try {
-        // An overlay rootfs: never a mount point on the node, the container's writes in its upper dir.
-        // Volumes keep their propagation: mid-run the node mounts a tmpfs in a volume bound rslave
-        // (HostToContainer), which the container must see, and the container mounts one in a
-        // volume bound rshared with an rshared root (Bidirectional), which the node must see.
+        // An overlay rootfs: never a mount point on the node, the container's writes in its upper
+        // dir. Mid-run the node mounts a tmpfs in a volume bound rslave (HostToContainer), which
+        // the container must see.
+        await Deno.mkdir(join(volume, "in"));
+        await Deno.mkdir(join(volume, "out"));
+        // Shared, as kubelet makes its directory.
+        await run("mount", "--bind", volume, volume);
+        await run("mount", "--make-shared", volume);
         let id = randomId();
         let bundle = join(d.base, "bundles", id);
         await writeBundle(bundle, id, {
@@ -160,7 +164,6 @@ Deno.test({
             "sh",
             "-c",
             "echo kept > /written; while [ ! -e /vol/in/mark ]; do sleep 0.05; done; " +
-            "mount -t tmpfs kuasar-test /bidi/out && touch /bidi/out/mark; " +
             "echo seen; grep -c ' / / ' /proc/self/mountinfo",
           ],
           cgroupParent: d.cgroupParent,
@@ -168,21 +171,8 @@ Deno.test({
           sandboxId: pod.id,
           mounts: [
             { destination: "/vol", type: "bind", source: volume, options: ["rbind", "rslave"] },
-            { destination: "/bidi", type: "bind", source: volume, options: ["rbind", "rshared"] },
           ],
         });
-        await editSpec(bundle, (spec) => {
-          // As containerd's CRI writes a spec with a Bidirectional mount (a privileged container).
-          spec.linux.rootfsPropagation = "rshared";
-          for (const set of Object.values(spec.process.capabilities) as string[][]) {
-            set.push("CAP_SYS_ADMIN");
-          }
-        });
-        await Deno.mkdir(join(volume, "in"));
-        await Deno.mkdir(join(volume, "out"));
-        // Shared, as kubelet makes its directory.
-        await run("mount", "--bind", volume, volume);
-        await run("mount", "--make-shared", volume);
         const overlay = await overlayRootfs(join(d.base, "snapshots", id));
         const upper = overlay[0].options.find((o) => o.startsWith("upperdir="))!.slice(9);
         const running = runOn(t, bundle, id, overlay);
@@ -195,13 +185,39 @@ Deno.test({
         assert.equal(r.status, 0, r.out);
         assert.equal(r.out, "seen\n1\n");
         assert.equal(await Deno.readTextFile(join(upper, "written")), "kept\n");
+        await run("umount", join(volume, "in"));
+
+        // Bidirectional: a volume bound rshared with an rshared root, whose source is a plain
+        // directory on the (shared) mount that also holds the bundle: the container's mount in it
+        // must reach the node. Such a container's rootfs is mounted on the node, as before.
+        id = randomId();
+        bundle = join(volume, "bundles", id);
+        await writeBundle(bundle, id, {
+          args: ["sh", "-c", "mount -t tmpfs kuasar-test /bidi/out && touch /bidi/out/mark"],
+          cgroupParent: d.cgroupParent,
+          sandboxPid: pod.pid,
+          sandboxId: pod.id,
+          mounts: [
+            { destination: "/bidi", type: "bind", source: volume, options: ["rbind", "rshared"] },
+          ],
+        });
+        await editSpec(bundle, (spec) => {
+          // As containerd's CRI writes a spec with a Bidirectional mount (a privileged container).
+          spec.linux.rootfsPropagation = "rshared";
+          for (const set of Object.values(spec.process.capabilities) as string[][]) {
+            set.push("CAP_SYS_ADMIN");
+          }
+        });
+        const bidi = await runOn(t, bundle, id, await overlayRootfs(join(d.base, "snapshots", id)));
+        assert.equal(bidi.status, 0, bidi.out);
+        assert.equal(bidi.mountedOnNode, true);
         assert.ok(
           await isMountPoint(join(volume, "out")),
-          "the container's mount did not reach the node",
+          "the container's mount is not on the node",
         );
         await Deno.stat(join(volume, "out", "mark"));
-        await run("umount", join(volume, "in"));
         await run("umount", join(volume, "out"));
+        assert.equal(await isMountPoint(join(bundle, "rootfs")), false, "Delete left the rootfs");
 
         // A read-only bind rootfs (containerd's native snapshotter on a committed view).
         id = randomId();
@@ -244,7 +260,7 @@ Deno.test({
           () => "created",
           (e) => String(e),
         );
-        assert.match(err, /mount rootfs on .*rootfs: No such file or directory/);
+        assert.match(err, /mount rootfs overlay on .*rootfs: No such file or directory/);
         assert.equal(await isMountPoint(join(bundle, "rootfs")), false);
       } finally {
         t.close();

@@ -16,7 +16,7 @@ import { log } from "../../lib/log.ts";
 import { isExecutableFile, keepRunnableHooks } from "../oci/guest_hooks.ts";
 import { traced } from "../../lib/trace.ts";
 import { FailedPreconditionError } from "../../domain/errors.ts";
-import { hasOwnPidNamespace, joinPodNamespaces } from "../../domain/oci.ts";
+import { hasOwnPidNamespace, joinPodNamespaces, propagatesToNode } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 import type { ContainerRecord, ExecRecord, ProcessExit } from "../../domain/task.ts";
 import type {
@@ -175,8 +175,11 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
       // On a node, mounted where only runc and the container see them: each mount left in
       // the node's namespace is copied and scanned by every later runc (measured beside 500
       // containers: a new `runc run` 1.8x as slow as beside none with their rootfs on the
-      // node, 1.3x with none there).
-      rootfsMounts = this.opts.guest ? undefined : namespaceRootfsMounts(c.rootfs, target);
+      // node, 1.3x with none there). Not for a container whose mounts propagate to the node:
+      // a volume on the mount holding the bundle, a slave in that namespace, would not.
+      rootfsMounts = this.opts.guest || propagatesToNode(spec)
+        ? undefined
+        : namespaceRootfsMounts(c.rootfs, target);
       if (rootfsMounts) {
         await prepareRootfsTarget(target);
         backend.rootfsInContainer = true;
