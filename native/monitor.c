@@ -468,6 +468,8 @@ static int waited_status(struct buf *b, int waiter_status) {
   return v < 0 || v > 255 ? 255 : (int)v;
 }
 
+#define MAX_ROOTFS_MOUNTS 8
+
 // The monitor's command line.
 struct opts {
   const char *exit_file, *pid_file, *in, *out, *err;
@@ -487,10 +489,10 @@ struct opts {
   // container's rootfs is mounted there and nowhere else: the node's namespace
   // does not grow by a mount per container, which every later runc would copy
   // and scan. A failure is written to --runtime-log in runc's JSON form.
-  struct rootfs_mount {
-    const char *target, *source, *fstype, *data;
-    unsigned long flags;
-  } mounts[8];
+  // The first TARGET in argv; the groups follow one another (6 arguments
+  // each). Kept this small so that the monitor's own stack, which every
+  // container's monitor keeps for its life, touches no more pages than before.
+  char **mounts;
   int nmounts;
   const char *runtime_log;
   char **cmd;  // the runtime command (or, without --pid-file, the process)
@@ -517,16 +519,16 @@ static int parse_args(int argc, char **argv, struct opts *o) {
     else if (!strcmp(argv[i], "--log")) o->log = argv[++i];
     else if (!strcmp(argv[i], "--runtime-log")) o->runtime_log = argv[++i];
     else if (!strcmp(argv[i], "--rootfs-mount")) {
-      if (o->nmounts == (int)(sizeof o->mounts / sizeof *o->mounts) || i + 5 >= argc) {
+      if (o->nmounts == MAX_ROOTFS_MOUNTS || i + 5 >= argc) {
         dprintf(2, "kuasar-helper monitor: --rootfs-mount needs 5 arguments (at most 8 mounts)\n");
         return 2;
       }
-      struct rootfs_mount *m = &o->mounts[o->nmounts++];
-      m->target = argv[i + 1];
-      m->source = argv[i + 2];
-      m->fstype = argv[i + 3];
-      m->flags = strtoul(argv[i + 4], NULL, 10);
-      m->data = argv[i + 5];
+      if (!o->mounts) o->mounts = argv + i + 1;
+      if (argv + i + 1 != o->mounts + 6 * o->nmounts) {
+        dprintf(2, "kuasar-helper monitor: --rootfs-mount groups must follow one another\n");
+        return 2;
+      }
+      o->nmounts++;
       i += 5;
     } else if (!strcmp(argv[i], "--cgroup")) {
       if (o->ncgroups == (int)(sizeof o->cgroups / sizeof *o->cgroups)) {
@@ -688,6 +690,7 @@ static int containing_mount(const char *path, char *mp, size_t size) {
       }
     }
     point[n] = 0;
+    if (*p && *p != ' ') continue;  // longer than PATH_MAX: not a prefix of a real path
     int under = !strcmp(point, "/") ||
                 (!strncmp(path, point, n) && (path[n] == '/' || path[n] == 0));
     if (under && n >= best && n < size) {
@@ -705,9 +708,11 @@ static int containing_mount(const char *path, char *mp, size_t size) {
 // slave there (receives from the node's, sends nothing back), so the rootfs
 // reaches no other namespace; every other mount keeps its propagation, so a
 // container's rshared volume (Bidirectional in Kubernetes) still reaches the node.
-static void enter_rootfs_ns(const struct opts *o) {
+// Not inlined: its path buffers (12 KiB) would then deepen the frame of the
+// monitor's main loop, whose stack would touch three more pages for its life.
+__attribute__((noinline)) static void enter_rootfs_ns(const struct opts *o) {
   if (!o->nmounts) return;
-  const char *target = o->mounts[0].target;
+  const char *target = o->mounts[0];
   char real[PATH_MAX], mp[PATH_MAX];
   if (!realpath(target, real)) runtime_failed(o, "resolve", target, NULL);
   if (unshare(CLONE_NEWNS) < 0) runtime_failed(o, "unshare mount namespace for", target, NULL);
@@ -717,14 +722,13 @@ static void enter_rootfs_ns(const struct opts *o) {
   }
   if (mount(NULL, mp, NULL, MS_SLAVE, NULL) < 0) runtime_failed(o, "make slave", mp, NULL);
   for (int k = 0; k < o->nmounts; k++) {
-    const struct rootfs_mount *m = &o->mounts[k];
-    if (mount(m->source, m->target, m->fstype, m->flags, m->data) < 0) {
-      runtime_failed(o, "mount rootfs", m->source, m->target);
-    }
+    char **m = o->mounts + 6 * k;  // TARGET SOURCE FSTYPE FLAGS DATA
+    unsigned long flags = strtoul(m[3], NULL, 10);
+    if (mount(m[1], m[0], m[2], flags, m[4]) < 0) runtime_failed(o, "mount rootfs", m[1], m[0]);
     // The kernel ignores MS_RDONLY on a first bind: a read-only bind is a remount (as mount(8) does).
-    if ((m->flags & MS_BIND) && (m->flags & MS_RDONLY) &&
-        mount(NULL, m->target, NULL, m->flags | MS_REMOUNT, NULL) < 0) {
-      runtime_failed(o, "remount read-only", m->target, NULL);
+    if ((flags & MS_BIND) && (flags & MS_RDONLY) &&
+        mount(NULL, m[0], NULL, flags | MS_REMOUNT, NULL) < 0) {
+      runtime_failed(o, "remount read-only", m[0], NULL);
     }
   }
 }
