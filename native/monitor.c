@@ -484,14 +484,10 @@ struct opts {
   const char *cgroups[16];
   int ncgroups;
   // "--rootfs-mount TARGET SOURCE FSTYPE FLAGS DATA": mounts made, in order, in
-  // a mount namespace of the runtime's own (a slave copy of the monitor's)
-  // before it runs. runc's container namespace is a copy of that one, so a
-  // container's rootfs is mounted there and nowhere else: the node's namespace
-  // does not grow by a mount per container, which every later runc would copy
-  // and scan. A failure is written to --runtime-log in runc's JSON form.
-  // The first TARGET in argv; the groups follow one another (6 arguments
-  // each). Kept this small so that the monitor's own stack, which every
-  // container's monitor keeps for its life, touches no more pages than before.
+  // a mount namespace of the runtime's own before it runs (see
+  // enter_rootfs_ns); a failure is written to --runtime-log in runc's JSON form.
+  // Kept as the first TARGET's place in argv (the groups follow one another,
+  // 6 arguments each): every container's monitor keeps this frame for its life.
   char **mounts;
   int nmounts;
   const char *runtime_log;

@@ -64,6 +64,8 @@ function asSyscallMount(m: Mount, target: string): RootfsMount {
 
 /** The kernel takes at most a page of mount data; some room is left for what a runtime adds. */
 const MAX_MOUNT_DATA = 3072;
+/** The helper's limit (MAX_ROOTFS_MOUNTS in native/monitor.c). */
+const MAX_NAMESPACE_MOUNTS = 8;
 
 /**
  * Task.Create's rootfs mounts as the runtime's own mount namespace takes them
@@ -75,7 +77,7 @@ export function namespaceRootfsMounts(
   mounts: readonly Mount[],
   target: string,
 ): RootfsMount[] | undefined {
-  if (!mounts.length || mounts.length > 8) return undefined;
+  if (!mounts.length || mounts.length > MAX_NAMESPACE_MOUNTS) return undefined;
   const simple = mounts.every((m) =>
     (isBind(m) || m.type === "overlay") && m.options.join(",").length <= MAX_MOUNT_DATA
   );
