@@ -20,6 +20,7 @@ int status_code(int wait_status);
 void write_exit_record(const char *path, pid_t pid, int status);
 void detach_stdio(const char *log);
 void report(const char *word, long value);
+void leave_parent(void);
 int listen_unix(const char *path, int nonblock);
 int connect_unix(const char *path);
 void write_all(int fd, const char *buf, size_t n);

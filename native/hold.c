@@ -3,8 +3,8 @@
 // Makes new pid/ipc/uts namespaces (joining the CNI netns, a new one, or the
 // host's; ipc and uts may stay the host's for host-network/host-IPC pods),
 // forks the namespace init — PID 1 of the new pid namespace, which only reaps
-// orphans until SIGTERM/SIGINT/SIGKILL — prints "ready <init pid>", waits for
-// it, and writes its exit record.
+// orphans until SIGTERM/SIGINT/SIGKILL — prints "pid <own pid>" (leave_parent)
+// and "ready <init pid>", waits for it, and writes its exit record.
 //
 // No mount namespace: no container joins one (runc gives each its own), and
 // a holder's would pin a copy of every mount of the node for the pod's life
@@ -103,6 +103,7 @@ int cmd_hold(int argc, char **argv) {
     dprintf(2, "kuasar-helper hold: --exit-file is required\n");
     return 2;
   }
+  leave_parent();
   setsid();
   if (netns) {
     int fd = open(netns, O_RDONLY | O_CLOEXEC);

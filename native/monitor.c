@@ -1,7 +1,8 @@
 // monitor: the parent of one container process (init or exec).
 //
-// Becomes a child subreaper, runs the OCI runtime (runc create / exec
-// --detach, which writes the pid file) with the container's stdio, prints
+// Leaves the daemon (leave_parent: "pid <own pid>"), becomes a child
+// subreaper, runs the OCI runtime (runc create / exec --detach, which writes
+// the pid file) with the container's stdio, prints
 // "ready <pid>" (or "failed <status>"), then waits for that process and
 // writes its exit record. Without --pid-file the command is the process
 // itself (a Wasm engine's CLI, say): it is reported ready once started. Stdio is either
@@ -1009,6 +1010,7 @@ int cmd_monitor(int argc, char **argv) {
   int rc = parse_args(argc, argv, &o);
   if (rc == 0) rc = join_cgroups(&o);
   if (rc) return rc;
+  leave_parent();
   setsid();
   if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("set child subreaper");
   signal(SIGPIPE, SIG_IGN);

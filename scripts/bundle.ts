@@ -41,10 +41,18 @@ for (const [src, out] of entries) {
     stderr: "inherit",
   }).output();
   if (!r.success) Deno.exit(1);
-  const text = await Deno.readTextFile(resolve(root, out));
+  // One character beyond Latin-1 (a "≤" in a kept doc comment) makes V8 hold the whole
+  // source as a two-byte string: twice its size in the daemon's heap for its life (3.4 MB
+  // more, measured). As \u escapes the bundle is one-byte and means the same: every such
+  // character is in a comment, a string or a regular expression (not in String.raw).
+  const text = (await Deno.readTextFile(resolve(root, out))).replace(
+    /[\u0100-\uffff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
   const placeholder = '"unknown (run from source)"';
-  if (text.includes(placeholder)) {
-    await Deno.writeTextFile(resolve(root, out), text.replace(placeholder, JSON.stringify(stamp)));
-  } else if (src === "src/main.ts") throw new Error(`${out}: build time placeholder not found`);
+  if (!text.includes(placeholder) && src === "src/main.ts") {
+    throw new Error(`${out}: build time placeholder not found`);
+  }
+  await Deno.writeTextFile(resolve(root, out), text.replace(placeholder, JSON.stringify(stamp)));
   console.log(`bundled ${src} -> ${out}`);
 }

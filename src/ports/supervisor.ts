@@ -44,8 +44,6 @@ export interface SupervisedProcess {
   readonly helperPid: number;
   /** The pid it reported: the container process, or the namespace init. */
   readonly pid: number;
-  /** Resolves when the supervising process exits (only while it is the daemon's child). */
-  readonly exited: Promise<void>;
 }
 
 /** What the monitor is told about a process's stdio. */

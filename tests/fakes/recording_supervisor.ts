@@ -162,7 +162,7 @@ export class RecordingSupervisor implements Supervisor {
     this.nextProcess = undefined;
     const helperPid = given?.helperPid ?? this.#nextPid++;
     const pid = given?.pid ?? this.#nextPid++;
-    const p = { helperPid, pid, exited: new Promise<void>(() => {}) };
+    const p = { helperPid, pid };
     this.started.push(p);
     return p;
   }

@@ -12,6 +12,19 @@ import { decodeMetrics, memoryLimit } from "../support/cgroups.ts";
 
 const skip = skipUnless(runcUnavailable(), "runC lifecycle");
 
+/** Command lines of `pid`'s child processes. */
+async function childrenOf(pid: number): Promise<string[]> {
+  const out: string[] = [];
+  for await (const t of Deno.readDir(`/proc/${pid}/task`)) {
+    const kids = await Deno.readTextFile(`/proc/${pid}/task/${t.name}/children`).catch(() => "");
+    for (const k of kids.split(" ").filter(Boolean)) {
+      const cmd = await Deno.readTextFile(`/proc/${k}/cmdline`).catch(() => "");
+      out.push(cmd.replaceAll("\0", " "));
+    }
+  }
+  return out;
+}
+
 /** Prints the tty, then the terminal's size once it is set (not 0 0), within 10 s. */
 const WAIT_FOR_PTY_SIZE = "tty; for i in $(seq 100); do s=$(stty size 2>/dev/null); " +
   '[ -n "$s" ] && [ "$s" != "0 0" ] && break; sleep 0.1; done; echo "$s"';
@@ -38,6 +51,10 @@ Deno.test({
         args: ["sh", "-c", "echo hello; exit 42"],
         stdout: fifo,
       });
+      // The pod's holder and the container's monitor left the daemon once ready: it keeps
+      // no child (and no pidfd, pipes or wait) for them.
+      const helpers = (await childrenOf(d.pid)).filter((c) => / (hold|monitor) /.test(c));
+      assert.deepEqual(helpers, []);
       const t = await taskClient(pod.address);
       try {
         const state = await t.task.state({ id: c.id, execId: "" }, K8S_NS);

@@ -9,9 +9,9 @@ import { ProcessStartError, type SupervisedProcess } from "../../ports/superviso
 import { spawned } from "../os/children.ts";
 
 /**
- * Starts `helper <args>` and waits for its "ready <pid>" line. The helper
- * detaches (own session) and outlives the daemon; while it is our child its
- * exit is reported through `exited`.
+ * Starts `helper <args>` and waits for its "ready <pid>" line. `hold` and `monitor` leave their
+ * parent first (their first line is "pid <n>": the helper that goes on) and outlive the daemon;
+ * the daemon keeps no child process for them, and learns their end from their exit records.
  */
 export async function startHelper(
   helper: string,
@@ -29,32 +29,46 @@ export async function startHelper(
     });
   }
   child.unref();
-  const exited = child.status.then(() => {}, () => {});
+  child.status.catch(() => {});
+  let helperPid = child.pid;
+  // stderr ends when the helper closes it (once ready) or exits.
   const stderr = new Response(child.stderr).text().catch(() => "");
   const reader = child.stdout.getReader();
-  let line = "";
   const td = new TextDecoder();
+  let text = "";
+  let last = "";
   const timer = setTimeout(() => {
     try {
-      child.kill("SIGKILL");
+      Deno.kill(helperPid, "SIGKILL");
     } catch { /* gone */ }
   }, timeoutMs);
   try {
-    while (!line.includes("\n")) {
+    for (;;) {
+      const nl = text.indexOf("\n");
+      if (nl >= 0) {
+        last = text.slice(0, nl).trim();
+        text = text.slice(nl + 1);
+        const [word, num] = last.split(" ");
+        if (word === "pid" && Number.isInteger(Number(num)) && Number(num) > 0) {
+          helperPid = Number(num);
+          continue;
+        }
+        break;
+      }
       const { value, done } = await reader.read();
-      if (done) break;
-      line += td.decode(value, { stream: true });
+      if (done) {
+        last = text.trim();
+        break;
+      }
+      text += td.decode(value, { stream: true });
     }
   } finally {
     clearTimeout(timer);
     reader.cancel().catch(() => {});
   }
-  const [word, num] = line.trim().split(" ");
+  const [word, num] = last.split(" ");
   const n = Number(num);
-  if (word === "ready" && Number.isInteger(n) && n > 0) {
-    return { helperPid: child.pid, pid: n, exited };
-  }
-  await exited;
+  if (word === "ready" && Number.isInteger(n) && n > 0) return { helperPid, pid: n };
   const err = (await stderr).trim();
   if (word === "failed") {
     throw new ProcessStartError(`runtime exited with status ${n}${err ? `: ${err}` : ""}`, n);

@@ -54,7 +54,7 @@ export class HelperSupervisor implements Supervisor {
     }
     if (p.rootfsMounts?.length && p.logFile) args.push("--runtime-log", p.logFile);
     args.push("--", ...p.argv(s.consoleSocket));
-    return this.#started(p.token, await startHelper(this.binary, args));
+    return await startHelper(this.binary, args);
   }
 
   async hold(token: string, o: HoldOptions): Promise<SupervisedProcess> {
@@ -66,7 +66,7 @@ export class HelperSupervisor implements Supervisor {
     else if (o.hostname) args.push("--hostname", o.hostname);
     if (o.hostIpc) args.push("--host-ipc");
     for (const [k, v] of o.sysctls ?? []) args.push("--sysctl", `${k}=${v}`);
-    return this.#started(token, await startHelper(this.binary, args));
+    return await startHelper(this.binary, args);
   }
 
   detach(argv: readonly string[], logFile: string): Promise<SupervisedProcess> {
@@ -75,11 +75,5 @@ export class HelperSupervisor implements Supervisor {
 
   killOrphans(token: string): Promise<number> {
     return killByCommandLine(this.exits.needle(token));
-  }
-
-  /** While the helper is our child, its exit is a hint to read the record at once. */
-  #started(token: string, h: SupervisedProcess): SupervisedProcess {
-    h.exited.then(() => this.exits.check(token));
-    return h;
   }
 }

@@ -150,6 +150,13 @@ Deno.test("helper supervisor: monitor's flags, then the runtime's argv", async (
   });
 });
 
+Deno.test("helper supervisor: a helper that left its parent is known by the pid it names", async () => {
+  await withHelper("pid 777\nready 4242", async (sup) => {
+    const p = await sup.hold("s@p", {});
+    assert.deepEqual(p, { helperPid: 777, pid: 4242 });
+  });
+});
+
 Deno.test("helper supervisor: a runtime that fails is a ProcessStartError with its status", async () => {
   await withHelper("failed 3", async (sup) => {
     // The helper is unref'd (it outlives the daemon): something else must keep the test running.

@@ -6,6 +6,8 @@
  * @module
  */
 
+const EMPTY = new Uint8Array(0);
+
 export class ByteQueue {
   #chunks: Uint8Array[] = [];
   /** Index of the first chunk still held (no Array.shift: it moves the whole array). */
@@ -14,6 +16,13 @@ export class ByteQueue {
 
   get length(): number {
     return this.#length;
+  }
+
+  /** Bytes of the buffers the queue keeps alive (consumed chunks are let go at once). */
+  get retainedBytes(): number {
+    let n = 0;
+    for (const c of this.#chunks) n += c.buffer.byteLength;
+    return n;
   }
 
   push(chunk: Uint8Array): void {
@@ -49,9 +58,14 @@ export class ByteQueue {
         break;
       }
       n -= first.length;
-      this.#head++;
+      // A consumed chunk is let go now: a connection that goes idle between calls (containerd
+      // keeps one per pod) would otherwise keep its last reads, up to 64 of them, for its life.
+      this.#chunks[this.#head++] = EMPTY;
     }
-    if (this.#head > 64 && this.#head * 2 > this.#chunks.length) {
+    if (this.#length === 0) {
+      this.#chunks = [];
+      this.#head = 0;
+    } else if (this.#head > 64 && this.#head * 2 > this.#chunks.length) {
       this.#chunks = this.#chunks.slice(this.#head);
       this.#head = 0;
     }

@@ -230,6 +230,11 @@ class ServerConnection {
         if (n === null) break;
         this.#decoder.push(buf.subarray(0, n));
         if (n === buf.length && buf.length < READ_BUFFER_MAX) buf = new Uint8Array(buf.length * 4);
+        // and small again after a short read: the next read may be the one that waits for
+        // the rest of the pod's life (the decoder copied what it needs).
+        else if (n < READ_BUFFER_MIN && buf.length > READ_BUFFER_MIN) {
+          buf = new Uint8Array(READ_BUFFER_MIN);
+        }
       }
     } catch (e) {
       if (!this.#closed.signal.aborted && !isDisconnect(e)) {
