@@ -99,10 +99,15 @@ void report(const char *word, long value) { dprintf(1, "%s %ld\n", word, value);
 // its pod: as the daemon's child it would keep a child process, its pidfd and
 // its pipes open in the daemon all that time (measured: ~4 KiB of the daemon's
 // heap per helper), for an exit the helper's exit record reports anyway.
+// Under a parent that is PID 1 (a daemon run as a container's init, the guest
+// agent) the orphan would be that parent's again, one it does not wait for: a
+// zombie for good. There the helper stays its child, reaped as before.
 void leave_parent(void) {
-  pid_t p = fork();
-  if (p < 0) die("fork");
-  if (p > 0) _exit(0);
+  if (getppid() != 1) {
+    pid_t p = fork();
+    if (p < 0) die("fork");
+    if (p > 0) _exit(0);
+  }
   report("pid", getpid());
 }
 

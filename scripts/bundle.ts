@@ -45,7 +45,12 @@ for (const [src, out] of entries) {
   // source as a two-byte string: twice its size in the daemon's heap for its life (3.4 MB
   // more, measured). As \u escapes the bundle is one-byte and means the same: every such
   // character is in a comment, a string or a regular expression (not in String.raw).
-  const text = (await Deno.readTextFile(resolve(root, out))).replace(
+  const raw = await Deno.readTextFile(resolve(root, out));
+  if (/String\.raw|\\[\u0100-\uffff]/.test(raw) && /[\u0100-\uffff]/.test(raw)) {
+    // Where an escape would not mean the character: say so rather than change the program.
+    throw new Error(`${out}: String.raw or an escaped character beyond Latin-1; escape by hand`);
+  }
+  const text = raw.replace(
     /[\u0100-\uffff]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );

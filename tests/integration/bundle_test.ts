@@ -26,6 +26,11 @@ Deno.test({
         stderr: "piped",
       }).output();
       assert.ok(b.success, new TextDecoder().decode(b.stderr));
+      // One-byte sources: V8 would hold a bundle with one character beyond Latin-1 at twice its size.
+      for (const f of ["kuasar.js", "kuasar-wasm-worker.js", "kuasar-agent.js"]) {
+        const text = await Deno.readTextFile(join(out, f));
+        assert.equal(text.match(/[\u0100-\uffff]/)?.[0], undefined, f);
+      }
       const version = await new Deno.Command(Deno.execPath(), {
         args: ["run", "-A", join(out, "kuasar.js"), "--version"],
         stdout: "piped",

@@ -28,7 +28,6 @@ export async function startHelper(
       cause: e,
     });
   }
-  child.unref();
   child.status.catch(() => {});
   let helperPid = child.pid;
   // stderr ends when the helper closes it (once ready) or exits.
@@ -38,9 +37,13 @@ export async function startHelper(
   let text = "";
   let last = "";
   const timer = setTimeout(() => {
-    try {
-      Deno.kill(helperPid, "SIGKILL");
-    } catch { /* gone */ }
+    // The helper leads its own process group (setsid): the runtime it waits for goes too.
+    for (const target of [-helperPid, helperPid]) {
+      try {
+        Deno.kill(target, "SIGKILL");
+        break;
+      } catch { /* not (yet) a group, or gone */ }
+    }
   }, timeoutMs);
   try {
     for (;;) {
@@ -65,6 +68,9 @@ export async function startHelper(
   } finally {
     clearTimeout(timer);
     reader.cancel().catch(() => {});
+    // Waited for until now (so the wait keeps the event loop alive): a helper that stayed the
+    // daemon's child (under PID 1) must not keep a daemon that stops from exiting.
+    child.unref();
   }
   const [word, num] = last.split(" ");
   const n = Number(num);
