@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url";
 import { criBench, type HandlerResult, summary } from "./bench/cri.ts";
 import { gvisorBench, RUNSC, runscShimDropIn, runscVersion } from "./bench/gvisor.ts";
 import { vmmBench, type VmStart } from "./bench/vmm.ts";
-import { type MemoryPoint, runcMemory, type Slope } from "./bench/runc_memory.ts";
+import { type MemoryPoint, runcMemory, type Slope, slope } from "./bench/runc_memory.ts";
 import {
   engineBench,
   type EngineResult,
@@ -95,7 +95,11 @@ async function criReport(r: {
   const ms = (x: number) => `${Math.round(x)} ms`;
   const counts = r.counts, first = counts[0], last = counts[counts.length - 1];
   const pps = (x: HandlerResult) => (x.parallelN / (x.parallelMs / 1000)).toFixed(1);
-  const perPod = (x: HandlerResult) => (x.memoryKiB[last] - x.memoryKiB[first]) / (last - first);
+  // Per added pod: the least-squares slope over every count (a V8 or malloc heap grows in
+  // steps, so the two end points alone move by tens of KiB per pod from run to run).
+  const perPod = (x: HandlerResult) => slope(counts, counts.map((n) => x.memoryKiB[n]));
+  const ends = (x: HandlerResult) => (x.memoryKiB[last] - x.memoryKiB[first]) / (last - first);
+  const pm = (s: Slope) => `${kib(s.slope)}${Number.isNaN(s.se) ? "" : ` ± ${kib(s.se)}`}`;
   const lines = [
     `# 1:N benchmark: ${r.title}`,
     "",
@@ -132,9 +136,13 @@ async function criReport(r: {
       }% |`
     ),
     "",
-    `Per pod, from ${first} to ${last} pods: ${r.names[0]} ${kib(perPod(shim))}, ${r.names[1]} ${
-      kib(perPod(ours))
-    }${perPod(shim) > 0 ? ` (${(100 * perPod(ours) / perPod(shim)).toFixed(1)}%)` : ""}.`,
+    `Per added pod (least-squares slope over the ${counts.length} counts, ± one standard error): ${
+      r.names[0]
+    } ${pm(perPod(shim))}, ${r.names[1]} ${pm(perPod(ours))}${
+      perPod(shim).slope > 0
+        ? ` (${(100 * perPod(ours).slope / perPod(shim).slope).toFixed(1)}%)`
+        : ""
+    }; from ${first} to ${last} pods alone: ${kib(ends(shim))} and ${kib(ends(ours))}.`,
     "",
     `![memory](${r.file}-memory.svg) ![start](${r.file}-startup.svg)`,
     "",
@@ -385,7 +393,7 @@ const sections: Record<string, () => Promise<void>> = {
     await writeReport("runc-memory.md", lines);
   },
   cri: async () => {
-    const counts = [10, 50, 100];
+    const counts = [10, 25, 50, 75, 100];
     const results = await criBench({ serialN: 50, parallelN: 50, memoryCounts: counts });
     await criReport({
       file: "cri",

@@ -15,7 +15,7 @@ import { ExitWatcher } from "../adapters/supervisor/exit_watcher.ts";
 import { HelperSupervisor } from "../adapters/supervisor/helper_supervisor.ts";
 import { installHelper, installShimStubs } from "../adapters/supervisor/helper_install.ts";
 import { registerShimSandboxService, shimRequests } from "../adapters/task/shim_mode.ts";
-import { IdleReclaimer } from "../adapters/os/memory.ts";
+import { IdleReclaimer, limitMallocArenas } from "../adapters/os/memory.ts";
 import { runCommand } from "../adapters/os/command.ts";
 import { JsonSandboxStore } from "../adapters/store/json_sandbox_store.ts";
 import { registerTaskService, RelayTaskEndpoint } from "../adapters/task/task_endpoint.ts";
@@ -61,6 +61,7 @@ export interface Daemon {
 /** Starts a sandboxer of `kind`. */
 export async function startDaemon(kind: HostKind, opts: DaemonOptions): Promise<Daemon> {
   const l = log.with({ kind: kind.name });
+  limitMallocArenas();
   // Refuse a --dir another user could have written into (see state_dir.ts).
   await prepareStateDir(opts.dir);
   // Refuse early, before touching any pod, if another daemon serves this socket.
