@@ -99,9 +99,11 @@ void report(const char *word, long value) { dprintf(1, "%s %ld\n", word, value);
 // its pod: as the daemon's child it would keep a child process, its pidfd and
 // its pipes open in the daemon all that time (measured: ~4 KiB of the daemon's
 // heap per helper), for an exit the helper's exit record reports anyway.
-// Under a parent that is PID 1 (a daemon run as a container's init, the guest
-// agent) the orphan would be that parent's again, one it does not wait for: a
-// zombie for good. There the helper stays its child, reaped as before.
+// Under a parent that is PID 1 the orphan would be that parent's again: a
+// daemon run as a container's own init does not wait for orphans (a zombie for
+// good), the guest agent does but need not. There the helper stays its child,
+// reaped by Deno as before. (A PID 1 above the daemon that reaps nothing, a
+// container entrypoint that is not an init, needs one: docker --init, tini.)
 void leave_parent(void) {
   if (getppid() != 1) {
     pid_t p = fork();

@@ -136,7 +136,7 @@ async function criReport(r: {
       }% |`
     ),
     "",
-    `Per added pod (least-squares slope over the ${counts.length} counts, ± one standard error): ${
+    `Per added pod (least-squares slope over the ${counts.length} counts, ± one standard error of the fit; the points are one growing daemon's, not independent): ${
       r.names[0]
     } ${pm(perPod(shim))}, ${r.names[1]} ${pm(perPod(ours))}${
       perPod(shim).slope > 0

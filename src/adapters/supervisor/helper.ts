@@ -38,7 +38,8 @@ export async function startHelper(
   let last = "";
   const timer = setTimeout(() => {
     // The helper leads its own process group (setsid): the runtime it waits for goes too.
-    for (const target of [-helperPid, helperPid]) {
+    // (helperPid > 1: kill(-1) would signal every process.)
+    for (const target of helperPid > 1 ? [-helperPid, helperPid] : []) {
       try {
         Deno.kill(target, "SIGKILL");
         break;
@@ -52,7 +53,7 @@ export async function startHelper(
         last = text.slice(0, nl).trim();
         text = text.slice(nl + 1);
         const [word, num] = last.split(" ");
-        if (word === "pid" && Number.isInteger(Number(num)) && Number(num) > 0) {
+        if (word === "pid" && Number.isInteger(Number(num)) && Number(num) > 1) {
           helperPid = Number(num);
           continue;
         }

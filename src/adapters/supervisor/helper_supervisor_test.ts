@@ -157,6 +157,14 @@ Deno.test("helper supervisor: a helper that left its parent is known by the pid 
   });
 });
 
+Deno.test("helper supervisor: a helper that names pid 1 is not believed (kill(-1) would hit all)", async () => {
+  await withHelper("pid 1\nready 4242", async (sup) => {
+    const p = await sup.hold("s@p", {});
+    assert.equal(p.pid, 4242);
+    assert.ok(p.helperPid > 1);
+  });
+});
+
 Deno.test("helper supervisor: a runtime that fails is a ProcessStartError with its status", async () => {
   await withHelper("failed 3", async (sup) => {
     // The helper is unref'd (it outlives the daemon): something else must keep the test running.
