@@ -53,8 +53,8 @@ export async function startHelper(
         last = text.slice(0, nl).trim();
         text = text.slice(nl + 1);
         const [word, num] = last.split(" ");
-        if (word === "pid" && Number.isInteger(Number(num)) && Number(num) > 1) {
-          helperPid = Number(num);
+        if (word === "pid") {
+          if (Number.isInteger(Number(num)) && Number(num) > 1) helperPid = Number(num);
           continue;
         }
         break;
