@@ -41,7 +41,7 @@ function glibcMalloc(): Malloc | null {
 /** mallopt's M_ARENA_MAX (glibc's malloc.h). */
 const M_ARENA_MAX = -8;
 /** Arenas the daemon's threads share (glibc's default: 8 per CPU). */
-export const DAEMON_MALLOC_ARENAS = 2;
+const DAEMON_MALLOC_ARENAS = 2;
 
 /**
  * Caps glibc's malloc arenas from now on. glibc gives each new thread an arena of its own while
@@ -54,9 +54,11 @@ export const DAEMON_MALLOC_ARENAS = 2;
  * start-up threads); glibc fixes its limit for good once more than 8 exist, so on a host where
  * start-up alone made that many the cap is a no-op.
  */
-export function limitMallocArenas(n = DAEMON_MALLOC_ARENAS): void {
+export function limitMallocArenas(): void {
   const m = glibcMalloc();
-  if (m && m.setOption(M_ARENA_MAX, n) !== 1) log.debug("mallopt(M_ARENA_MAX) refused", { n });
+  if (m && m.setOption(M_ARENA_MAX, DAEMON_MALLOC_ARENAS) !== 1) {
+    log.debug("mallopt(M_ARENA_MAX) refused", { arenas: DAEMON_MALLOC_ARENAS });
+  }
 }
 
 /**

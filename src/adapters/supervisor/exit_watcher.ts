@@ -118,11 +118,6 @@ export class ExitWatcher implements ExitRecords {
     await Deno.remove(this.path(token) + ".tmp").catch(() => {});
   }
 
-  /** Checks now (e.g. when the helper, our child, exited). */
-  check(token: string): void {
-    this.#check(token);
-  }
-
   #check(token: string): void {
     this.read(token).then((rec) => {
       if (!rec) return;
