@@ -526,8 +526,10 @@ const sections: Record<string, () => Promise<void>> = {
     const modules = await buildWasmModules();
     const counts = [5, 20, 50];
     // Both of our engines, each in a run of its own beside runwasi: Wasmtime's (a thread per
-    // running module, when libwasmtime is installed) and the embedded V8 one (a worker each).
-    const engines = [...(wasmtimeUnavailable() ? [] : ["wasmtime"]), "embedded"];
+    // running module, when libwasmtime is installed) and the embedded V8 one (modules many to a
+    // carrier thread); KUASAR_BENCH_WASM_ENGINES=a,b picks some.
+    const engines = Deno.env.get("KUASAR_BENCH_WASM_ENGINES")?.split(",") ??
+      [...(wasmtimeUnavailable() ? [] : ["wasmtime"]), "embedded"];
     for (const engine of engines) {
       const results = await criBench({
         serialN: Number(Deno.env.get("KUASAR_BENCH_WASM_PODS") ?? 20),
@@ -553,7 +555,7 @@ const sections: Record<string, () => Promise<void>> = {
           `sandboxer daemon (single-file bundle) for all pods, \`[wasm] engine = "${engine}"\``,
           engine === "wasmtime"
             ? "(Wasmtime 50's C API: each module on a thread of the Wasm host)."
-            : "(V8 in the Wasm host: each module in a worker of its own).",
+            : "(V8 in the Wasm host: modules many to a carrier thread, suspended while they wait).",
           "Counted on both sides: everything that runs the pods (shims and what they start,",
           "modules included; or the daemon, its relay, helpers and Wasm host).",
         ],

@@ -1,21 +1,24 @@
 /**
- * The embedded engine: V8's WebAssembly with our WASI preview1, each running
- * module on a worker thread of the host process. Modules are compiled once
- * per file (and memory limit) and instantiated per task; workers whose
- * module ended normally go back to a pool, so a task costs an instantiation
- * and a message, not a thread.
+ * The embedded engine: V8's WebAssembly with our WASI preview1. Modules are compiled once per
+ * file (and memory limit), given yield points (wasi/yield_points.ts), and instantiated per task
+ * on a shared carrier (shared_carriers.ts), many to a worker thread: a task costs an instance
+ * and a suspended stack, not an isolate (~7 MiB). A module that cannot be given yield points
+ * (exception handling, GC types) runs on a worker of its own from a pool, as every module once
+ * did: workers whose module ended normally go back to the pool.
  *
  * @module
  */
 import { FailedPreconditionError, InvalidArgumentError } from "../../../domain/errors.ts";
 import { capMemory, isWasm, MemoryLimitError } from "../wasi/module.ts";
 import { Wasi } from "../wasi/preview1.ts";
+import { addYieldPoints } from "../wasi/yield_points.ts";
 import type { HostEngine, PreparedTask, RunningTask, TaskEnd } from "./engine.ts";
 import type { TaskSpec } from "./protocol.ts";
+import { SharedCarriers } from "./shared_carriers.ts";
 import { StdinWriter } from "./stdin_channel.ts";
 import type { TaskIo } from "./task_io.ts";
 import { WorkerPool, type WorkerPoolOptions } from "./worker_pool.ts";
-import { TRAP_STATUS, type WorkerMessage } from "./worker.ts";
+import { TRAP_STATUS, type WorkerMessage } from "./worker_messages.ts";
 
 /** Names the WASI implementation provides. */
 const WASI_FUNCS = new Set(
@@ -46,16 +49,22 @@ export function checkModule(module: WebAssembly.Module, func: string): void {
   }
 }
 
+/** A compiled module, and whether it has yield points (it can share a thread). */
+interface Compiled {
+  readonly module: WebAssembly.Module;
+  readonly shared: boolean;
+}
+
 /** Compiled modules by file identity and memory limit. */
 class ModuleCache {
-  #map = new Map<string, WebAssembly.Module>();
+  #map = new Map<string, Compiled>();
   readonly #max: number;
 
   constructor(max: number) {
     this.#max = max;
   }
 
-  async get(path: string, limit: number | undefined): Promise<WebAssembly.Module> {
+  async get(path: string, limit: number | undefined): Promise<Compiled> {
     const st = await Deno.stat(path).catch(() => {
       throw new FailedPreconditionError(`The Wasm module "${path}" does not exist`);
     });
@@ -83,15 +92,24 @@ class ModuleCache {
         throw new InvalidArgumentError(`Malformed Wasm module "${path}": ${(e as Error).message}`);
       }
     }
-    let module: WebAssembly.Module;
+    let compiled: Compiled;
     try {
-      module = await WebAssembly.compile(bytes);
+      compiled = { module: await WebAssembly.compile(bytes), shared: false };
     } catch (e) {
       throw new InvalidArgumentError(`Invalid Wasm module "${path}": ${(e as Error).message}`);
     }
-    this.#map.set(key, module);
+    // Only a module that compiled as it was is rewritten, so a bad one is reported as itself;
+    // one the rewrite cannot take keeps a worker of its own.
+    const yielding = addYieldPoints(bytes);
+    if (yielding) {
+      compiled = await WebAssembly.compile(yielding).then(
+        (module) => ({ module, shared: true }),
+        () => compiled,
+      );
+    }
+    this.#map.set(key, compiled);
     while (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value!);
-    return module;
+    return compiled;
   }
 }
 
@@ -99,19 +117,92 @@ class ModuleCache {
 export class EmbeddedEngine implements HostEngine {
   readonly name = "embedded";
   #pool: WorkerPool;
+  #carriers: SharedCarriers;
   #modules = new ModuleCache(64);
 
+  /** `opts.warm` carriers are started at once; workers of their own start when needed. */
   constructor(opts: WorkerPoolOptions) {
-    this.#pool = new WorkerPool(opts);
+    this.#pool = new WorkerPool({ ...opts, warm: 0 });
+    this.#carriers = new SharedCarriers({
+      warm: opts.warm,
+      max: Math.max(1, navigator.hardwareConcurrency),
+      idleMs: opts.idleMs,
+    });
   }
 
   async prepare(spec: TaskSpec): Promise<PreparedTask> {
     const module = await this.#modules.get(spec.module, spec.memoryLimit);
-    checkModule(module, spec.func);
+    checkModule(module.module, spec.func);
     return { spec, module };
   }
 
   start(prepared: PreparedTask, io: TaskIo): RunningTask {
+    const compiled = prepared.module as Compiled;
+    return compiled.shared ? this.#startShared(prepared, io) : this.#startAlone(prepared, io);
+  }
+
+  /** Runs a task on a shared carrier. */
+  #startShared(prepared: PreparedTask, io: TaskIo): RunningTask {
+    const { spec } = prepared;
+    const stdin = spec.stdin ? new StdinWriter() : undefined;
+    let settle!: (end: TaskEnd) => void;
+    const done = new Promise<TaskEnd>((r) => (settle = r));
+    let ended = false;
+    let run: { kill(): void } | undefined;
+    const finish = (end: TaskEnd) => {
+      if (ended) return;
+      ended = true;
+      settle(end);
+    };
+    const output = new SharedArrayBuffer(4);
+    const deliver = this.#deliver(
+      io,
+      output,
+      (m) => finish({ status: m.status, message: m.message }),
+    );
+    io.open(spec, stdin ? (d) => stdin.push(d) : undefined).then(() => {
+      if (ended) return;
+      run = this.#carriers.start({
+        module: (prepared.module as Compiled).module,
+        func: spec.func,
+        args: spec.args,
+        env: spec.env,
+        preopens: spec.preopens,
+        stdin: stdin?.buffer ?? null,
+        output,
+      }, deliver);
+    }, (e) => finish({ status: 127, message: `cannot open stdio: ${(e as Error).message}` }));
+    return {
+      done,
+      kill: (signal) => {
+        run?.kill();
+        finish({ status: 128 + signal });
+      },
+    };
+  }
+
+  /**
+   * Where a worker's messages for one task go: output to the task's IO (the worker waits
+   * while too much is unwritten, see OUTPUT_LIMIT), the exit to `exit`.
+   */
+  #deliver(
+    io: TaskIo,
+    output: SharedArrayBuffer,
+    exit: (m: WorkerMessage & { t: "exit" }) => void,
+  ): (m: WorkerMessage) => void {
+    const unwritten = new Int32Array(output);
+    return (m) => {
+      if (m.t === "out") {
+        io.write(m.fd, m.data).finally(() => {
+          Atomics.sub(unwritten, 0, m.data.length);
+          Atomics.notify(unwritten, 0);
+        });
+      } else exit(m);
+    };
+  }
+
+  /** Runs a task on a worker of its own. */
+  #startAlone(prepared: PreparedTask, io: TaskIo): RunningTask {
     const { spec } = prepared;
     const pw = this.#pool.acquire();
     const stdin = spec.stdin ? new StdinWriter() : undefined;
@@ -125,17 +216,12 @@ export class EmbeddedEngine implements HostEngine {
       settle(end);
     };
     const output = new SharedArrayBuffer(4);
-    const unwritten = new Int32Array(output);
-    pw.worker.onmessage = (ev: MessageEvent<WorkerMessage>) => {
-      const m = ev.data;
-      if (m.t === "out") {
-        // The worker waits while too much is unwritten (OUTPUT_LIMIT).
-        io.write(m.fd, m.data).finally(() => {
-          Atomics.sub(unwritten, 0, m.data.length);
-          Atomics.notify(unwritten, 0);
-        });
-      } else if (m.t === "exit") finish({ status: m.status, message: m.message }, true);
-    };
+    const deliver = this.#deliver(
+      io,
+      output,
+      (m) => finish({ status: m.status, message: m.message }, true),
+    );
+    pw.worker.onmessage = (ev: MessageEvent<WorkerMessage>) => deliver(ev.data);
     pw.worker.onerror = (ev) => {
       ev.preventDefault();
       finish({ status: TRAP_STATUS, message: `engine error: ${ev.message}` }, false);
@@ -144,7 +230,7 @@ export class EmbeddedEngine implements HostEngine {
       if (ended) return;
       pw.worker.postMessage({
         t: "run",
-        module: prepared.module,
+        module: (prepared.module as Compiled).module,
         func: spec.func,
         args: spec.args,
         env: spec.env,
@@ -162,5 +248,6 @@ export class EmbeddedEngine implements HostEngine {
 
   close(): void {
     this.#pool.close();
+    this.#carriers.close();
   }
 }

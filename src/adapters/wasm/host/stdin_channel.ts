@@ -1,7 +1,7 @@
 /**
- * Stdin for a module running in a worker: the worker reads synchronously (a
- * WASI fd_read blocks), the host feeds asynchronously, so the bytes travel
- * through a SharedArrayBuffer guarded by Atomics. One chunk at a time: the
+ * Stdin for a module running in a worker: the worker reads synchronously (a WASI fd_read
+ * blocks) or waits for a promise (a module sharing the worker), the host feeds asynchronously,
+ * so the bytes travel through a SharedArrayBuffer guarded by Atomics. One chunk at a time: the
  * host waits until the worker has taken all of it before writing the next.
  *
  * @module
@@ -68,6 +68,14 @@ export class StdinReader {
     if (!buffer) return;
     this.#ctl = new Int32Array(buffer, 0, 4);
     this.#data = new Uint8Array(buffer, HEADER);
+  }
+
+  /** `read` without blocking the thread: the bytes now, or a promise of them. */
+  readAsync(max: number): Uint8Array | Promise<Uint8Array> {
+    const ctl = this.#ctl;
+    if (!ctl || Atomics.load(ctl, 0) !== EMPTY) return this.read(max);
+    const w = Atomics.waitAsync(ctl, 0, EMPTY);
+    return (w.async ? w.value : Promise.resolve()).then(() => this.readAsync(max));
   }
 
   /** Blocks until data or EOF; returns at most `max` bytes, empty at EOF. */

@@ -18,7 +18,7 @@ import { isWasm } from "../wasi/module.ts";
 import type { HostEngine, PreparedTask, RunningTask, TaskEnd } from "./engine.ts";
 import type { TaskSpec } from "./protocol.ts";
 import type { TaskIo } from "./task_io.ts";
-import type { WasmtimeExitMessage } from "./worker.ts";
+import type { WasmtimeExitMessage } from "./worker_messages.ts";
 import { workerUrl } from "./worker_pool.ts";
 import { wasmIoDirBeside } from "../../os/state_layout.ts";
 import { detachFiles } from "../../os/syscalls.ts";

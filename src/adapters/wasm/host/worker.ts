@@ -1,9 +1,12 @@
 /**
- * A Wasm host worker, one of two kinds by the messages it gets:
- * - embedded engine (`run`): one module at a time on its own thread (its own V8 isolate), so a
- *   module that spins forever blocks only itself and is stopped by terminating the worker. A
- *   worker whose module ended normally is reused for the next task; that keeps the cost of a
- *   task to instantiating an already compiled module.
+ * A Wasm host worker, one of three kinds by the messages it gets:
+ * - embedded engine, shared (`shared-run`, `shared-kill`): many modules given yield points,
+ *   each suspended while it waits (shared_runs.ts), so a module costs its instance and a
+ *   suspended stack rather than an isolate.
+ * - embedded engine, alone (`run`): one module at a time on its own thread (its own V8
+ *   isolate), for modules that cannot be given yield points; one that spins forever blocks
+ *   only itself and is stopped by terminating the worker. A worker whose module ended normally
+ *   is reused for the next task.
  * - Wasmtime carrier (`wasmtime-run`, `wasmtime-kill`): many Wasmtime runs at once, each on a
  *   thread of this worker's pool for blocking calls (Deno gives each worker its own, of 32
  *   threads), so a running module costs a thread and Wasmtime's memory rather than an isolate.
@@ -11,64 +14,21 @@
  *
  * @module
  */
-import { Wasmtime, type WasmtimeRun } from "../engines/wasmtime_ffi.ts";
+import { Wasmtime } from "../engines/wasmtime_ffi.ts";
 import { ProcExit, Wasi } from "../wasi/preview1.ts";
+import { SharedRuns } from "./shared_runs.ts";
 import { StdinReader } from "./stdin_channel.ts";
-
-/** Host -> worker: run a module. */
-export interface RunMessage {
-  readonly t: "run";
-  readonly module: WebAssembly.Module;
-  readonly func: string;
-  readonly args: string[];
-  readonly env: string[];
-  readonly preopens: { guest: string; host: string }[];
-  readonly stdin: SharedArrayBuffer | null;
-  /** One Int32: output bytes posted and not yet written by the host (see `OUTPUT_LIMIT`). */
-  readonly output: SharedArrayBuffer;
-}
-
-/**
- * Output a module may have posted to the host and not yet written before its
- * `fd_write` blocks: a module printing without end must not fill the host's
- * memory when its reader is slow.
- */
-export const OUTPUT_LIMIT = 1 << 20;
-
-/** Host -> carrier: start Wasmtime run `id` with libwasmtime at `lib`. */
-export interface WasmtimeRunMessage {
-  readonly t: "wasmtime-run";
-  readonly id: number;
-  readonly lib: string;
-  readonly run: WasmtimeRun;
-}
-
-/** Host -> carrier: interrupt run `id` (now, or as soon as its engine exists). */
-export interface WasmtimeKillMessage {
-  readonly t: "wasmtime-kill";
-  readonly id: number;
-}
-
-/** Carrier -> host: run `id` ended. */
-export interface WasmtimeExitMessage {
-  readonly t: "wasmtime-exit";
-  readonly id: number;
-  readonly status: number;
-  readonly message?: string;
-}
-
-/** Worker -> host. */
-export type WorkerMessage =
-  | { readonly t: "out"; readonly fd: 1 | 2; readonly data: Uint8Array }
-  | { readonly t: "exit"; readonly status: number; readonly message?: string };
-
-/** Exit status of a trapped module (as Wasmtime's CLI reports it: 128 + SIGABRT). */
-export const TRAP_STATUS = 134;
+import {
+  type HostMessage,
+  OUTPUT_LIMIT,
+  type RunMessage,
+  TRAP_STATUS,
+  type WasmtimeExitMessage,
+  type WorkerMessage,
+} from "./worker_messages.ts";
 
 interface WorkerScope {
-  onmessage:
-    | ((ev: MessageEvent<RunMessage | WasmtimeRunMessage | WasmtimeKillMessage>) => void)
-    | null;
+  onmessage: ((ev: MessageEvent<HostMessage>) => void) | null;
   postMessage(msg: WorkerMessage | WasmtimeExitMessage, transfer?: Transferable[]): void;
 }
 
@@ -86,7 +46,7 @@ export function runModule(
     stdio: {
       readStdin: (max) => stdin.read(max),
       write: (fd, data) => {
-        post({ t: "out", fd, data: data.slice() });
+        post({ t: "out", fd, data });
         for (let v = Atomics.add(unwritten, 0, data.length) + data.length; v > OUTPUT_LIMIT;) {
           Atomics.wait(unwritten, 0, v);
           v = Atomics.load(unwritten, 0);
@@ -122,17 +82,22 @@ export function runModule(
 // Only when loaded as a worker (the module is also imported by tests).
 const scope = globalThis as unknown as WorkerScope & { WorkerGlobalScope?: unknown };
 if (typeof scope.WorkerGlobalScope === "function") {
-  // Carrier state: the library, and the engine of each run in flight.
+  // Carrier state: the library, and the engine of each run in flight; or the shared runs.
   let wasmtime: Wasmtime | undefined;
+  let shared: SharedRuns | undefined;
   const engines = new Map<number, bigint>();
   const killed = new Set<number>();
+  // Output buffers are handed over, not copied once more.
+  const post = (msg: WorkerMessage) =>
+    scope.postMessage(msg, msg.t === "out" ? [msg.data.buffer as ArrayBuffer] : []);
   scope.onmessage = (ev) => {
     const m = ev.data;
     if (m.t === "run") {
-      // Output buffers are handed over, not copied once more.
-      const post = (msg: WorkerMessage) =>
-        scope.postMessage(msg, msg.t === "out" ? [msg.data.buffer as ArrayBuffer] : []);
       scope.postMessage({ t: "exit", ...runModule(m, post) });
+    } else if (m.t === "shared-run") {
+      (shared ??= new SharedRuns()).run(m, post).then(post);
+    } else if (m.t === "shared-kill") {
+      shared?.kill(m.id);
     } else if (m.t === "wasmtime-kill") {
       killed.add(m.id);
       const e = engines.get(m.id);

@@ -6,8 +6,9 @@
  * the task's IO, `proc_exit` as the exit code. There are no sockets and no
  * way to reach a host path outside the preopens (see paths.ts).
  *
- * Runs inside a worker: blocking calls (stdin, poll_oneoff sleeps) block the
- * worker only.
+ * Runs inside a worker. The calls that wait (stdin, output held back by a slow reader,
+ * poll_oneoff sleeps) either block the worker (a module with a thread of its own) or return a
+ * promise, which a module run through JSPI waits for suspended, leaving the thread to others.
  *
  * @module
  */
@@ -53,6 +54,12 @@ export class ProcExit extends Error {
   }
 }
 
+/**
+ * The host ending a module: thrown by a stdio or sleep function (or anything else the module
+ * calls), it is never turned into an errno but unwinds the module.
+ */
+export class Interrupt extends Error {}
+
 /** A guest directory backed by a host directory. */
 export interface Preopen {
   /** Path the guest sees (e.g. "/", "/data"). */
@@ -61,11 +68,12 @@ export interface Preopen {
   readonly host: string;
 }
 
-/** Where the module's stdio goes. */
+/** Where the module's stdio goes; a promise means the module waits for it. */
 export interface Stdio {
-  /** Blocking read of stdin; empty array at EOF. */
-  readStdin(max: number): Uint8Array;
-  write(fd: 1 | 2, data: Uint8Array): void;
+  /** Up to `max` bytes of stdin, once there are some; empty at EOF. */
+  readStdin(max: number): Uint8Array | Promise<Uint8Array>;
+  /** Takes `data` (the module's own copy); a promise holds the module until it settles. */
+  write(fd: 1 | 2, data: Uint8Array): void | Promise<void>;
 }
 
 /** Settings of one module run. */
@@ -74,6 +82,8 @@ export interface WasiOptions {
   readonly env: readonly string[];
   readonly preopens: readonly Preopen[];
   readonly stdio: Stdio;
+  /** Sleeps (poll_oneoff); blocks the thread when not given. */
+  readonly sleep?: (ms: number) => void | Promise<void>;
 }
 
 interface FileDesc {
@@ -101,7 +111,10 @@ interface StdioDesc {
 type Desc = FileDesc | DirDesc | StdioDesc;
 
 /** `wasi_snapshot_preview1` functions by name. */
-type Imports = Record<string, (...a: never[]) => number | void>;
+type Imports = Record<string, (...a: never[]) => number | void | Promise<number>>;
+
+/** The imports that may return a promise (for JSPI: `WebAssembly.Suspending`). */
+export const WAITING_IMPORTS: readonly string[] = ["fd_read", "fd_write", "poll_oneoff"];
 
 const te = new TextEncoder();
 const td = new TextDecoder();
@@ -243,12 +256,12 @@ export class Wasi {
     v.setBigUint64(ptr + 56, ns(st.ctime ?? st.mtime), true);
   }
 
-  /** Runs a call, mapping thrown errors to errno (ProcExit passes through). */
+  /** Runs a call, mapping thrown errors to errno (ProcExit and Interrupt pass through). */
   #call(fn: () => number | void): number {
     try {
       return fn() ?? Errno.SUCCESS;
     } catch (e) {
-      if (e instanceof ProcExit) throw e;
+      if (e instanceof ProcExit || e instanceof Interrupt) throw e;
       return errnoOf(e);
     }
   }
@@ -278,9 +291,7 @@ export class Wasi {
       if (!b.length) continue;
       let n: number;
       if (d.kind === "stdio") {
-        const chunk = this.#opts.stdio.readStdin(b.length);
-        b.set(chunk);
-        n = chunk.length;
+        throw new PathError(Errno.EBADF, "not readable");
       } else if (d.kind === "file") {
         n = d.file.readSync(b) ?? 0;
       } else {
@@ -297,8 +308,7 @@ export class Wasi {
     for (const b of bufs) {
       if (!b.length) continue;
       if (d.kind === "stdio") {
-        if (d.fd === 0) throw new PathError(Errno.EBADF, "stdin is not writable");
-        this.#opts.stdio.write(d.fd, b.slice());
+        throw new PathError(Errno.EBADF, "stdin is not writable");
       } else if (d.kind === "file") {
         if (d.append) d.file.seekSync(0, Deno.SeekMode.End);
         let off = 0;
@@ -309,6 +319,53 @@ export class Wasi {
       total += b.length;
     }
     return total;
+  }
+
+  /** fd_read of stdin: one chunk, spread over the buffers; ready now or later. */
+  #readStdin(iovs: number, len: number, out: number): number | Promise<number> {
+    const max = this.#iovs(iovs, len).reduce((n, b) => n + b.length, 0);
+    const put = (chunk: Uint8Array): number => {
+      // Views are taken again: the memory's buffer may be new after a wait.
+      let at = 0;
+      for (const b of this.#iovs(iovs, len)) {
+        if (at >= chunk.length) break;
+        const part = chunk.subarray(at, at + b.length);
+        b.set(part);
+        at += part.length;
+      }
+      this.#view().setUint32(out, at, true);
+      return Errno.SUCCESS;
+    };
+    if (max === 0) return put(new Uint8Array(0));
+    return this.#settle(() => this.#opts.stdio.readStdin(max), put);
+  }
+
+  /** fd_write of stdout or stderr: the buffers as one chunk; done now or later. */
+  #writeStdio(fd: 1 | 2, iovs: number, len: number, out: number): number | Promise<number> {
+    const bufs = this.#iovs(iovs, len);
+    const data = new Uint8Array(bufs.reduce((n, b) => n + b.length, 0));
+    let at = 0;
+    for (const b of bufs) {
+      data.set(b, at);
+      at += b.length;
+    }
+    this.#view().setUint32(out, data.length, true);
+    if (!data.length) return Errno.SUCCESS;
+    return this.#settle(() => this.#opts.stdio.write(fd, data), () => Errno.SUCCESS);
+  }
+
+  /** `then` of what `fn` returns, at once when it is no promise; errors become errno. */
+  #settle<T>(fn: () => T | Promise<T>, then: (v: T) => number): number | Promise<number> {
+    const fail = (e: unknown): number => {
+      if (e instanceof ProcExit || e instanceof Interrupt) throw e;
+      return errnoOf(e);
+    };
+    try {
+      const v = fn();
+      return v instanceof Promise ? v.then((x) => this.#call(() => then(x)), fail) : then(v);
+    } catch (e) {
+      return fail(e);
+    }
   }
 
   /** The import object for `wasi_snapshot_preview1`. */
@@ -483,14 +540,22 @@ export class Wasi {
           );
           this.#view().setUint32(out, w, true);
         }),
-      fd_read: (n: number, iovs: number, len: number, out: number) =>
-        this.#call(() =>
-          this.#view().setUint32(out, this.#read(this.#desc(n), this.#iovs(iovs, len)), true)
-        ),
-      fd_write: (n: number, iovs: number, len: number, out: number) =>
-        this.#call(() =>
-          this.#view().setUint32(out, this.#write(this.#desc(n), this.#iovs(iovs, len)), true)
-        ),
+      fd_read: (n: number, iovs: number, len: number, out: number) => {
+        const d = this.#fds.get(n);
+        return d?.kind === "stdio" && d.fd === 0
+          ? this.#readStdin(iovs, len, out)
+          : this.#call(() =>
+            this.#view().setUint32(out, this.#read(this.#desc(n), this.#iovs(iovs, len)), true)
+          );
+      },
+      fd_write: (n: number, iovs: number, len: number, out: number) => {
+        const d = this.#fds.get(n);
+        return d?.kind === "stdio" && d.fd !== 0
+          ? this.#writeStdio(d.fd, iovs, len, out)
+          : this.#call(() =>
+            this.#view().setUint32(out, this.#write(this.#desc(n), this.#iovs(iovs, len)), true)
+          );
+      },
       fd_readdir: (n: number, buf: number, len: number, cookie: bigint, out: number) =>
         this.#call(() =>
           this.#view().setUint32(out, this.#readdir(this.#dir(n), buf, len, cookie), true)
@@ -673,8 +738,16 @@ export class Wasi {
   /** poll_oneoff, the process's exit, scheduling; sockets are not offered. */
   #pollProcImports(): Imports {
     return {
-      poll_oneoff: (inPtr: number, outPtr: number, n: number, nevents: number) =>
-        this.#call(() => this.#poll(inPtr, outPtr, n, nevents)),
+      poll_oneoff: (inPtr: number, outPtr: number, n: number, nevents: number) => {
+        let ms = 0;
+        const errno = this.#call(() => {
+          ms = this.#poll(inPtr, outPtr, n, nevents);
+        });
+        if (errno !== Errno.SUCCESS || ms <= 0) return errno;
+        const sleep = this.#opts.sleep ??
+          ((t: number) => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, t));
+        return this.#settle(() => sleep(ms), () => Errno.SUCCESS);
+      },
       proc_exit: (code: number) => {
         throw new ProcExit(code);
       },
@@ -687,7 +760,10 @@ export class Wasi {
     };
   }
 
-  /** poll_oneoff: clock subscriptions sleep; fd subscriptions are reported ready. */
+  /**
+   * poll_oneoff: fd subscriptions are reported ready; with none, the clock events are, and
+   * the call sleeps until the earliest: returns how long, in ms.
+   */
   #poll(inPtr: number, outPtr: number, n: number, nevents: number): number {
     const v = this.#view();
     let sleepNs = -1n;
@@ -712,9 +788,6 @@ export class Wasi {
     }
     const fdEvents = events.filter((e) => e.fd);
     const ready = fdEvents.length ? fdEvents : events;
-    if (!fdEvents.length && sleepNs > 0n) {
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Number(sleepNs / 1_000_000n));
-    }
     for (const e of ready) {
       const o = outPtr + count * 32;
       v.setBigUint64(o, e.userdata, true);
@@ -725,6 +798,6 @@ export class Wasi {
       count++;
     }
     v.setUint32(nevents, count, true);
-    return Errno.SUCCESS;
+    return !fdEvents.length && sleepNs > 0n ? Number(sleepNs / 1_000_000n) : 0;
   }
 }
