@@ -14,6 +14,7 @@ import {
   type EngineResult,
   runwasiDropIn,
   runwasiShim,
+  runwasiTaskBench,
   stats,
   wasmtimeCli,
   wasmtimeRunBaseline,
@@ -306,9 +307,23 @@ const sections: Record<string, () => Promise<void>> = {
       const cli = wasmtimeCli();
       if (cli) rs.push(await wasmtimeRunBaseline(cli, n, c, idle));
       else notes.push("Baseline not measured: no `wasmtime` CLI (cargo install wasmtime-cli).");
+      const shim = await runwasiShim({ build: false });
+      if (shim) rs.push(await runwasiTaskBench(shim, n, c, idle));
+      else notes.push("runwasi not measured: its shim is not built (`deno task bench wasm-cri`).");
       return rs;
     });
     const base = results.find((r) => r.name.startsWith("wasmtime run"));
+    const runwasi = results.find((r) => r.name.startsWith("runwasi"));
+    const against = (peer: EngineResult | undefined, what: string) =>
+      peer
+        ? results.filter((r) => r === results[0] || r.name === "wasmtime").map((r) =>
+          `${r.name}: ${
+            (stats(r.parallel).tasksPerSec / stats(peer.parallel).tasksPerSec).toFixed(1)
+          }× ${what}'s tasks/s at ${c} at a time, ${
+            (r.idleModuleKiB / peer.idleModuleKiB * 100).toFixed(0)
+          }% of its idle PSS per module.`
+        )
+        : [];
     const ms = (x: number) => `${x.toFixed(2)} ms`;
     const lines = [
       `# Wasm task throughput`,
@@ -318,8 +333,11 @@ const sections: Record<string, () => Promise<void>> = {
       } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs).`,
       `${n} tasks of a hello module (WAT, writes one line), each Task.Create → Start → Wait → Delete`,
       `through the Task API (ttrpc) of one Wasm pod; serially, then ${c} clients at a time.`,
-      `The baseline runs \`wasmtime run hello.wasm\` as a process per task. Idle PSS: ${idle}`,
-      "modules blocked reading stdin, the host's PSS growth (or the processes' PSS) per module.",
+      `The baseline runs \`wasmtime run hello.wasm\` as a process per task. runwasi: its`,
+      "Wasmtime shim started as containerd starts a shim, the same tasks through its Task API",
+      `(task v2) after a long-running first container. Idle PSS: ${idle} modules blocked reading`,
+      "stdin, the PSS growth of the Wasm host (or of the shim and what runs under it, or the",
+      "processes' PSS) per module.",
       "The sandboxer's --dir and the rootfs snapshots are on a tmpfs, as `/run` is on nodes.",
       "",
       "| engine | serial tasks/s | serial p50 | serial p99 | 8× tasks/s | 8× p50 | 8× p99 | PSS per idle module |",
@@ -331,16 +349,8 @@ const sections: Record<string, () => Promise<void>> = {
         } | ${ms(p.p50)} | ${ms(p.p99)} | ${kib(r.idleModuleKiB)} |`;
       }),
       "",
-      ...(base
-        ? results.filter((r) => r !== base).map((r) =>
-          `${r.name}: ${
-            (stats(r.parallel).tasksPerSec / stats(base.parallel).tasksPerSec).toFixed(1)
-          }× ` +
-          `the baseline's tasks/s at 8 at a time, ${
-            (r.idleModuleKiB / base.idleModuleKiB * 100).toFixed(0)
-          }% of its idle PSS.`
-        )
-        : []),
+      ...against(base, "the baseline"),
+      ...against(runwasi, "runwasi"),
       "",
       `Target (issue 4): ≥ 500 tasks/s at 8 at a time for the embedded engine (runwasi publishes ≈330`,
       `tasks/s for its Wasmtime shim).`,

@@ -9,10 +9,13 @@
  */
 import { join } from "node:path";
 import { K8S_NS, mkfifo, taskClient, TestDaemon } from "../../tests/support/daemon.ts";
+import { TestContainerd } from "../../tests/support/containerd.ts";
+import { unmountAll } from "../../src/adapters/os/mounts.ts";
 import { startPod, type TestPod } from "../../tests/support/pod.ts";
 import {
   buildWasmModules,
   prepareWasmContainer,
+  type WasmContainerOptions,
   type WasmModules,
 } from "../../tests/support/wasm.ts";
 import { fileURLToPath } from "node:url";
@@ -84,6 +87,7 @@ export function wasmtimeCli(): string | undefined {
 async function oneTask(
   t: Awaited<ReturnType<typeof taskClient>>,
   req: CreateTaskRequest,
+  deleted?: (req: CreateTaskRequest) => Promise<void>,
 ): Promise<number> {
   const t0 = performance.now();
   await t.task.create(req, K8S_NS);
@@ -92,23 +96,26 @@ async function oneTask(
   const exit = await w;
   if (exit.exitStatus !== 0) throw new Error(`task ${req.id} exited ${exit.exitStatus}`);
   await t.task.delete({ id: req.id, execId: "" }, K8S_NS);
+  await deleted?.(req);
   return performance.now() - t0;
 }
 
 /** Runs `reqs` with `concurrency` clients; returns latencies and wall time. */
 async function drive(
-  pod: TestPod,
+  pod: Pick<TestPod, "address">,
   reqs: CreateTaskRequest[],
   concurrency: number,
+  version: 2 | 3 = 3,
+  deleted?: (req: CreateTaskRequest) => Promise<void>,
 ): Promise<Throughput> {
   const clients = await Promise.all(
-    Array.from({ length: concurrency }, () => taskClient(pod.address)),
+    Array.from({ length: concurrency }, () => taskClient(pod.address, version)),
   );
   const latenciesMs: number[] = [];
   let next = 0;
   const t0 = performance.now();
   await Promise.all(clients.map(async (c) => {
-    while (next < reqs.length) latenciesMs.push(await oneTask(c, reqs[next++]));
+    while (next < reqs.length) latenciesMs.push(await oneTask(c, reqs[next++], deleted));
   }));
   const wallMs = performance.now() - t0;
   for (const c of clients) c.close();
@@ -177,6 +184,150 @@ export async function engineBench(
     return { name: engine, serial, parallel, idleModuleKiB };
   } finally {
     await d.cleanup();
+  }
+}
+
+/** The pids of `root` and of every process under it. */
+async function processTree(root: number): Promise<number[]> {
+  const children = new Map<number, number[]>();
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const stat = await Deno.readTextFile(`/proc/${e.name}/stat`).catch(() => "");
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    if (ppid) children.set(ppid, [...(children.get(ppid) ?? []), Number(e.name)]);
+  }
+  const out: number[] = [];
+  for (const todo = [root]; todo.length;) {
+    const pid = todo.pop()!;
+    out.push(pid);
+    todo.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
+
+/**
+ * runwasi's Wasmtime shim alone, driven like our pods: one shim (started as containerd starts
+ * a shim: `start` in the first bundle, with containerd's addresses),
+ * a long-running task as its pod's first container, then the hello tasks through its Task API
+ * (task v2), serially and `concurrency` at a time. Idle PSS: `idle` cat modules blocked reading
+ * stdin, the growth of the shim and everything under it, per module.
+ */
+export async function runwasiTaskBench(
+  shim: string,
+  n: number,
+  concurrency: number,
+  idle: number,
+): Promise<EngineResult> {
+  const m = await buildWasmModules();
+  const base = await Deno.makeTempDir({ prefix: "kuasar-runwasi-" });
+  // The shim asks containerd for each container's image (Wasm OCI layers), and publishes its
+  // events there: a containerd of its own, whose metadata knows none of these tasks (the shim
+  // then reads the module from the rootfs, as ours does).
+  const ctd = await TestContainerd.start({ images: false });
+  // Its tasks run in containers (youki's libcontainer): their specs are containerd's default
+  // (`ctr oci spec`: /dev, /sys, ... mounted) with our process, in new pid, ipc, uts and mount
+  // namespaces, as a CRI container in a pod that shares the node's network.
+  const defaults = JSON.parse(
+    new TextDecoder().decode(
+      (await new Deno.Command(ctd.ctrBin, { args: ["oci", "spec"], stdout: "piped" }).output())
+        .stdout,
+    ),
+  );
+  const at = { base };
+  const pod = { id: `runwasi-${crypto.randomUUID().slice(0, 8)}`, address: "", pid: 0 };
+  const prepare = async (o: WasmContainerOptions) => {
+    const req = await prepareWasmContainer(at, pod, m, o);
+    const path = join(req.bundle, "config.json");
+    const ours = JSON.parse(await Deno.readTextFile(path));
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({
+        ...defaults,
+        process: { ...defaults.process, ...ours.process },
+        root: ours.root,
+        annotations: ours.annotations,
+        linux: {
+          ...defaults.linux,
+          cgroupsPath: undefined,
+          namespaces: ["pid", "ipc", "uts", "mount"].map((type) => ({ type })),
+        },
+      }),
+    );
+    return req;
+  };
+  const first = await prepare({ module: "echo", args: ["sleep", "100000"] });
+  // containerd gives a shim its log as a FIFO in the bundle, which it reads for the shim's life:
+  // opened read-write here, so that neither side waits for the other and no EOF comes between.
+  const log = join(first.bundle, "log");
+  await mkfifo(log);
+  const logFile = await Deno.open(log, { read: true, write: true });
+  const draining = (async () => {
+    const buf = new Uint8Array(65536);
+    while ((await logFile.read(buf).catch(() => null)) !== null) { /* discarded */ }
+  })();
+  const started = await new Deno.Command(shim, {
+    args: [
+      "-namespace",
+      "k8s.io",
+      "-id",
+      pod.id,
+      "-address",
+      ctd.address,
+      "start",
+    ],
+    cwd: first.bundle,
+    env: { TTRPC_ADDRESS: ctd.ttrpcAddress },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  if (!started.success) {
+    throw new Error(`${shim} start failed: ${new TextDecoder().decode(started.stderr)}`);
+  }
+  const address = new TextDecoder().decode(started.stdout).trim();
+  const t = await taskClient(address, 2);
+  const make = async (count: number) => {
+    const reqs: CreateTaskRequest[] = [];
+    for (let i = 0; i < count; i++) {
+      reqs.push(await prepare({ module: "hello" }));
+    }
+    return reqs;
+  };
+  try {
+    await t.task.create(first, K8S_NS);
+    await t.task.start({ id: first.id, execId: "" }, K8S_NS);
+    const shimPid = (await t.task.connect({ id: first.id }, K8S_NS)).shimPid;
+    // After a Delete, containerd unmounts the task's rootfs (runwasi's shim leaves it).
+    const target = { ...pod, address };
+    const unmount = (r: CreateTaskRequest) => unmountAll(join(r.bundle, "rootfs"));
+    await drive(target, await make(20), concurrency, 2, unmount);
+    const serial = await drive(target, await make(n), 1, 2, unmount);
+    const parallel = await drive(target, await make(n), concurrency, 2, unmount);
+    const before = await sumPss(await processTree(shimPid));
+    const ids: string[] = [];
+    for (let i = 0; i < idle; i++) {
+      const stdin = join(base, `idle-${i}`);
+      await mkfifo(stdin);
+      const req = await prepare({ module: "cat", stdin });
+      await t.task.create(req, K8S_NS);
+      await t.task.start({ id: req.id, execId: "" }, K8S_NS);
+      ids.push(req.id);
+    }
+    await new Promise((r) => setTimeout(r, 1500));
+    const idleModuleKiB = ((await sumPss(await processTree(shimPid))) - before) / idle;
+    for (const id of [...ids, first.id]) {
+      await t.task.kill({ id, execId: "", signal: 9, all: false }, K8S_NS).catch(() => {});
+      await t.task.wait({ id, execId: "" }, K8S_NS).catch(() => {});
+      await t.task.delete({ id, execId: "" }, K8S_NS).catch(() => {});
+    }
+    return { name: "runwasi (containerd-shim-wasmtime-v1)", serial, parallel, idleModuleKiB };
+  } finally {
+    await t.task.shutdown({ id: first.id, now: true }, K8S_NS).catch(() => {});
+    t.close();
+    logFile.close();
+    await draining;
+    await unmountAll(base);
+    await ctd.cleanup();
+    await Deno.remove(base, { recursive: true }).catch(() => {});
   }
 }
 

@@ -117,8 +117,8 @@ export async function createWasmContainer(
 
 /** Writes the layer and bundle of `createWasmContainer`; returns its Task.Create request. */
 export async function prepareWasmContainer(
-  d: TestDaemon,
-  pod: TestPod,
+  d: Pick<TestDaemon, "base">,
+  pod: Pick<TestPod, "id">,
   modules: WasmModules,
   o: WasmContainerOptions,
   id = randomId(),
