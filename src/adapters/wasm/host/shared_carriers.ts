@@ -8,7 +8,8 @@
  *
  * A carrier that does not end a killed run within `KILL_GRACE_MS` is stuck where no yield
  * point reaches (a WASI call blocked in the kernel): it is terminated, and its other runs end
- * as they would on an engine crash.
+ * as they would on an engine crash. (Deno 2.9 may leave a terminated worker's thread running
+ * while it computes; its runs are reported ended all the same.)
  *
  * @module
  */
@@ -16,7 +17,7 @@ import { workerUrl } from "./worker_pool.ts";
 import { type SharedRunMessage, TRAP_STATUS, type WorkerMessage } from "./worker_messages.ts";
 
 /** Time a carrier has to end a killed run. */
-export const KILL_GRACE_MS = 2000;
+export const KILL_GRACE_MS = 5000;
 
 /** A carrier whose modules gave up a turn within this long is busy. */
 const BUSY_MS = 1000;

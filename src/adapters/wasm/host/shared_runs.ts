@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { YIELD_EXPORT } from "../wasi/yield_points.ts";
+import { START_EXPORT, YIELD_EXPORT } from "../wasi/yield_points.ts";
 import { Interrupt, ProcExit, WAITING_IMPORTS, Wasi } from "../wasi/preview1.ts";
 import { StdinReader } from "./stdin_channel.ts";
 import {
@@ -80,15 +80,8 @@ export class SharedRuns {
   #helper: WebAssembly.Module | undefined;
   /** When the module on the thread got it. */
   #turn = performance.now();
-  /** Runs waiting for their turn, and the channel that gives it (no timer clamping). */
-  #queue: (() => void)[] = [];
-  #channel = new MessageChannel();
   /** Turns given up, counted for the host (see SharedRunMessage.turns). */
   #turns = new Int32Array(new SharedArrayBuffer(4));
-
-  constructor() {
-    this.#channel.port1.onmessage = () => this.#queue.shift()?.();
-  }
 
   /** Runs a module to its end; resolves with how it ended. */
   async run(m: SharedRunMessage, post: (msg: WorkerMessage) => void): Promise<WorkerMessage> {
@@ -104,12 +97,14 @@ export class SharedRuns {
       stdio: {
         readStdin: (max) => this.#wait(run, stdin.readAsync(max)),
         write: (fd, data) => {
+          // Counted before it is posted: posting hands the buffer over (its length becomes 0).
+          const n = data.length;
+          const v = Atomics.add(unwritten, 0, n) + n;
           post({ t: "out", id: m.id, fd, data });
-          const v = Atomics.add(unwritten, 0, data.length) + data.length;
           if (v > OUTPUT_LIMIT) return this.#wait(run, drained(unwritten));
         },
       },
-      sleep: (ms) => this.#wait(run, new Promise((r) => setTimeout(r, ms))),
+      sleep: (ms) => this.#wait(run, sleep(ms)),
     });
     const ended = (status: number, message?: string): WorkerMessage => ({
       t: "exit",
@@ -137,6 +132,8 @@ export class SharedRuns {
         return ended(127, `the module exports no function "${m.func}"`);
       }
       this.#turn = performance.now();
+      const start = instance.exports[START_EXPORT];
+      if (typeof start === "function") await JSPI.promising(start)();
       await JSPI.promising(entry)();
       return ended(0);
     } catch (e) {
@@ -167,13 +164,9 @@ export class SharedRuns {
     if (run.killed) throw new Killed();
     if (performance.now() - this.#turn < SLICE_MS) return;
     Atomics.add(this.#turns, 0, 1);
-    return this.#wait(
-      run,
-      new Promise<void>((r) => {
-        this.#queue.push(r);
-        this.#channel.port2.postMessage(0);
-      }),
-    );
+    // A timer, not a message: Deno serves a MessageChannel before timers and the worker's own
+    // messages, so turns passed that way would starve sleeping modules and the host's kills.
+    return this.#wait(run, new Promise<void>((r) => setTimeout(r, 0)));
   }
 
   /** What a run waits for, ended early by a kill; the thread's turn restarts after it. */
@@ -188,6 +181,16 @@ export class SharedRuns {
         resolve(v);
       }, reject);
     });
+  }
+}
+
+/** The longest delay setTimeout takes as it is (a longer one fires at once). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+/** Resolves after `ms`, however long. */
+async function sleep(ms: number): Promise<void> {
+  for (let left = ms; left > 0; left -= MAX_TIMEOUT_MS) {
+    await new Promise((r) => setTimeout(r, Math.min(left, MAX_TIMEOUT_MS)));
   }
 }
 

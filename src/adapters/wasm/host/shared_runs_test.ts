@@ -20,8 +20,12 @@ function start(
   module: WebAssembly.Module,
   args: string[],
   stdin: SharedArrayBuffer | null = null,
+  slowMs = 5,
 ) {
   const out: Uint8Array[] = [];
+  /** Bytes received and not yet written, at most. */
+  const peak = { value: 0 };
+  let pending = 0;
   const output = new SharedArrayBuffer(4);
   const unwritten = new Int32Array(output);
   const ended = runs.run(
@@ -39,16 +43,20 @@ function start(
     },
     (m: WorkerMessage) => {
       if (m.t !== "out") return;
-      out.push(m.data);
-      // Written later, as a slow reader would.
+      // Handed over, as a worker posts it; written later, as a slow reader would.
+      const data = structuredClone(m.data, { transfer: [m.data.buffer as ArrayBuffer] });
+      out.push(data);
+      pending += data.length;
+      peak.value = Math.max(peak.value, pending);
       setTimeout(() => {
-        Atomics.sub(unwritten, 0, m.data.length);
+        pending -= data.length;
+        Atomics.sub(unwritten, 0, data.length);
         Atomics.notify(unwritten, 0);
-      }, 5);
+      }, slowMs);
     },
   );
   const text = () => new TextDecoder().decode(concat(out));
-  return { ended, out, text };
+  return { ended, out, text, peak };
 }
 
 function concat(parts: Uint8Array[]): Uint8Array {
@@ -91,7 +99,9 @@ Deno.test({
     const runs = new SharedRuns();
     const input = new Uint8Array(3 * OUTPUT_LIMIT).map((_, i) => (i * 7) % 251);
     const stdin = new StdinWriter();
-    const cat = start(runs, 1, await compile(m.cat), ["cat"], stdin.buffer);
+    // A carrier's port keeps its event loop going; Atomics.waitAsync alone does not.
+    const alive = setInterval(() => {}, 1000);
+    const cat = start(runs, 1, await compile(m.cat), ["cat"], stdin.buffer, 200);
     // Fed in pieces, after the module has started waiting.
     await new Promise((r) => setTimeout(r, 50));
     for (let at = 0; at < input.length; at += 100_000) {
@@ -99,8 +109,10 @@ Deno.test({
     }
     await stdin.push(null);
     const end = await cat.ended;
+    clearInterval(alive);
     assert.equal(end.t === "exit" && end.status, 0);
     assert.deepEqual(concat(cat.out), input);
+    assert.ok(cat.peak.value <= OUTPUT_LIMIT + 65536, `${cat.peak.value} bytes were unwritten`);
   },
 });
 
@@ -116,5 +128,24 @@ Deno.test({
     runs.kill(7);
     const end = await cat.ended;
     assert.deepEqual(end, { t: "exit", id: 7, status: TRAP_STATUS, message: "killed" });
+  },
+});
+
+Deno.test({
+  name: "shared runs: a sleep past setTimeout's range sleeps (30 days), until killed",
+  ignore: !!ignore,
+  async fn() {
+    const m = await buildWasmModules();
+    const runs = new SharedRuns();
+    const alive = setInterval(() => {}, 1000);
+    const echo = start(runs, 3, await compile(m.echo), ["echo", "sleep", String(30 * 86400)]);
+    let ended = false;
+    echo.ended.finally(() => (ended = true));
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(echo.text(), `sleeping ${30 * 86400}\n`);
+    assert.ok(!ended, "still asleep");
+    runs.kill(3);
+    assert.equal((await echo.ended).t, "exit");
+    clearInterval(alive);
   },
 });

@@ -46,8 +46,11 @@ export function runModule(
     stdio: {
       readStdin: (max) => stdin.read(max),
       write: (fd, data) => {
+        // Counted before it is posted: posting hands the buffer over (its length becomes 0).
+        const n = data.length;
+        let v = Atomics.add(unwritten, 0, n) + n;
         post({ t: "out", fd, data });
-        for (let v = Atomics.add(unwritten, 0, data.length) + data.length; v > OUTPUT_LIMIT;) {
+        for (; v > OUTPUT_LIMIT;) {
           Atomics.wait(unwritten, 0, v);
           v = Atomics.load(unwritten, 0);
         }

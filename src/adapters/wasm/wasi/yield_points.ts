@@ -18,7 +18,10 @@
 export const YIELD_EXPORT = "kuasar_yield";
 
 /** Loop iterations and calls between two calls to the host's yield function. */
-export const YIELD_FUEL = 100_000;
+export const YIELD_FUEL = 10_000;
+
+/** The export under which a rewritten module offers its start function, which it no longer runs itself. */
+export const START_EXPORT = "kuasar_start";
 
 class Unsupported extends Error {}
 
@@ -107,14 +110,17 @@ function s32(v: number): number[] {
   }
 }
 
-/** Skips one instruction's immediates (its opcode read); true for `loop`. */
-function instruction(r: Reader, op: number): boolean {
+/** What the rewrite does at an instruction: a check after a loop's header, a charge before a bulk op. */
+type Site = "loop" | "bulk" | undefined;
+
+/** Skips one instruction's immediates (its opcode read). */
+function instruction(r: Reader, op: number): Site {
   if (op === 0x02 || op === 0x03 || op === 0x04) {
     r.blocktype();
-    return op === 0x03;
+    return op === 0x03 ? "loop" : undefined;
   }
   if (op <= 0x01 || op === 0x05 || op === 0x0b || op === 0x0f || op === 0x1a || op === 0x1b) {
-    return false;
+    return undefined;
   }
   if ((op >= 0x0c && op <= 0x0d) || op === 0x10 || op === 0x12 || op === 0x14 || op === 0x15) {
     r.u32();
@@ -146,7 +152,9 @@ function instruction(r: Reader, op: number): boolean {
   } else if (op === 0xd1 || op === 0xd3 || op === 0xd4) {
     // no immediates
   } else if (op === 0xfc) {
-    prefixedFc(r, r.u32());
+    const sub = r.u32();
+    prefixedFc(r, sub);
+    if (sub === 8 || sub === 10 || sub === 11) return "bulk"; // memory.init, .copy, .fill
   } else if (op === 0xfd) {
     prefixedSimd(r, r.u32());
   } else if (op === 0xfe) {
@@ -158,7 +166,7 @@ function instruction(r: Reader, op: number): boolean {
     // 0x06-0x0a, 0x18, 0x19, 0x1f: exception handling; 0xfb: GC; anything else is unknown.
     throw new Unsupported(`opcode 0x${op.toString(16)}`);
   }
-  return false;
+  return undefined;
 }
 
 /** 0xfc: saturating truncation, bulk memory, tables. */
@@ -182,26 +190,52 @@ function prefixedSimd(r: Reader, sub: number): void {
   } else if (sub > 0x113) throw new Unsupported(`SIMD opcode ${sub}`);
 }
 
-/** A function body with the check at its entry and at each loop header. */
-function rewriteBody(body: Uint8Array, check: number[]): number[] {
+/** What the rewrite adds to a function body. */
+interface Additions {
+  /** At entry and after each loop header: the countdown. */
+  readonly check: number[];
+  /** Before each bulk memory op, with its scratch local's index: its length charged. */
+  readonly charge: (scratch: number) => number[];
+}
+
+/**
+ * A function body (of a function with `params` parameters) with the check at its entry and at
+ * each loop header, and before each bulk memory op a charge of one check per KiB of its length
+ * (kept in a new local): a loop of large fills or copies yields as often as a plain one.
+ */
+function rewriteBody(body: Uint8Array, params: number, add: Additions): number[] {
   const r = new Reader(body);
-  for (let n = r.u32(); n > 0; n--) {
-    r.u32();
+  let locals = params;
+  const entries = r.u32();
+  const declared = r.pos; // the local declarations after their count
+  for (let n = entries; n > 0; n--) {
+    locals += r.u32();
     r.valtype();
   }
+  const start = r.pos;
+  const sites: [number, Site][] = [];
+  while (r.pos < body.length) {
+    const at = r.pos;
+    const site = instruction(r, r.byte());
+    if (site === "loop") sites.push([r.pos, site]);
+    else if (site === "bulk") sites.push([at, site]);
+  }
+  const bulk = sites.some(([, site]) => site === "bulk");
   const out: number[] = [];
   const copy = (from: number, to: number) => {
     for (let i = from; i < to; i++) out.push(body[i]);
   };
-  copy(0, r.pos);
-  out.push(...check);
-  let from = r.pos;
-  while (r.pos < body.length) {
-    if (instruction(r, r.byte())) {
-      copy(from, r.pos);
-      out.push(...check);
-      from = r.pos;
-    }
+  if (bulk) {
+    out.push(...u32(entries + 1));
+    copy(declared, start);
+    out.push(1, 0x7f); // one i32: the scratch local, index `locals`
+  } else copy(0, start);
+  out.push(...add.check);
+  let from = start;
+  for (const [at, site] of sites) {
+    copy(from, at);
+    out.push(...(site === "loop" ? add.check : add.charge(locals)));
+    from = at;
   }
   copy(from, body.length);
   return out;
@@ -254,13 +288,22 @@ function rewrite(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   }
   // Imported tables and globals come first in their index spaces.
   let tables = 0, globals = 0;
+  let start: number | undefined;
+  const typeParams: number[] = [], funcTypes: number[] = [];
   for (const s of sections) {
     const r = new Reader(s.bytes);
     if (s.id === 1) {
       for (let n = r.u32(); n > 0; n--) {
         if (r.byte() !== 0x60) throw new Unsupported("GC type definitions");
-        for (let k = 0; k < 2; k++) for (let m = r.u32(); m > 0; m--) r.valtype();
+        const params = r.u32();
+        typeParams.push(params);
+        for (let m = params; m > 0; m--) r.valtype();
+        for (let m = r.u32(); m > 0; m--) r.valtype();
       }
+    } else if (s.id === 3) {
+      for (let n = r.u32(); n > 0; n--) funcTypes.push(r.u32());
+    } else if (s.id === 8) {
+      start = r.u32();
     } else if (s.id === 2) {
       for (let n = r.u32(); n > 0; n--) {
         r.name();
@@ -280,7 +323,10 @@ function rewrite(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
       }
     } else if (s.id === 7) {
       for (let n = r.u32(); n > 0; n--) {
-        if (r.name() === YIELD_EXPORT) throw new Unsupported(`an export named ${YIELD_EXPORT}`);
+        const name = r.name();
+        if (name === YIELD_EXPORT || name === START_EXPORT) {
+          throw new Unsupported(`an export named ${name}`);
+        }
         r.byte();
         r.u32();
       }
@@ -289,37 +335,21 @@ function rewrite(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   const type = append(sections, 1, [0x60, 0, 0]);
   const table = tables + append(sections, 4, [0x70, 0x00, 0x01]);
   const g = u32(globals + append(sections, 6, [0x7f, 0x01, 0x41, ...s32(YIELD_FUEL), 0x0b]));
-  append(sections, 7, [
-    ...u32(YIELD_EXPORT.length),
-    ...new TextEncoder().encode(YIELD_EXPORT),
-    1,
-    ...u32(table),
-  ]);
-  // fuel -= 1; if (fuel == 0) { yield(); fuel = YIELD_FUEL }
-  const check = [
-    0x23,
-    ...g,
-    0x41,
-    1,
-    0x6b,
-    0x24,
-    ...g,
-    0x23,
-    ...g,
-    0x45,
-    0x04,
-    0x40,
-    0x41,
-    0,
-    0x11,
-    ...u32(type),
-    ...u32(table),
-    0x41,
-    ...s32(YIELD_FUEL),
-    0x24,
-    ...g,
-    0x0b,
-  ];
+  const name = (s: string) => [...u32(s.length), ...new TextEncoder().encode(s)];
+  append(sections, 7, [...name(YIELD_EXPORT), 1, ...u32(table)]);
+  if (start !== undefined) {
+    // The start function runs once the yield table is filled: the host calls it.
+    sections.splice(sections.findIndex((x) => x.id === 8), 1);
+    append(sections, 7, [...name(START_EXPORT), 0, ...u32(start)]);
+  }
+  // fuel -= 1; if (fuel <= 0) { yield(); fuel = YIELD_FUEL }
+  const check = [0x23, ...g, 0x41, 1, 0x6b, 0x24, ...g, 0x23, ...g, 0x41, 0, 0x4c, 0x04, 0x40]
+    .concat([0x41, 0, 0x11, ...u32(type), ...u32(table), 0x41, ...s32(YIELD_FUEL), 0x24, ...g])
+    .concat([0x0b]);
+  // local.tee S; fuel -= S >> 10 (the op's length stays on the stack)
+  const charge = (scratch: number) =>
+    [0x22, ...u32(scratch), 0x23, ...g, 0x20, ...u32(scratch)]
+      .concat([0x41, 10, 0x76, 0x6b, 0x24, ...g]);
   const code = sections.find((s) => s.id === 10);
   if (code) {
     const r = new Reader(code.bytes);
@@ -328,7 +358,9 @@ function rewrite(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
     const parts: Uint8Array[] = [];
     for (let n = count; n > 0; n--) {
       const size = r.u32();
-      const body = rewriteBody(code.bytes.subarray(r.pos, r.pos + size), check);
+      const params = typeParams[funcTypes[count - n]];
+      if (params === undefined) throw new RangeError("a function without a type");
+      const body = rewriteBody(code.bytes.subarray(r.pos, r.pos + size), params, { check, charge });
       r.skip(size);
       parts.push(new Uint8Array([...u32(body.length), ...body]));
     }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { addYieldPoints, YIELD_EXPORT, YIELD_FUEL } from "./yield_points.ts";
+import { addYieldPoints, START_EXPORT, YIELD_EXPORT, YIELD_FUEL } from "./yield_points.ts";
 
 const te = new TextEncoder();
 
@@ -128,3 +128,71 @@ Deno.test("yield points: what the rewrite does not know is left alone", () => {
   assert.equal(addYieldPoints(module([7, [1, ...name(YIELD_EXPORT), 0, 0]])), undefined);
   assert.equal(addYieldPoints(counting(false).subarray(0, 30)), undefined);
 });
+
+Deno.test("yield points: bulk memory ops are charged by length, one check per KiB", () => {
+  // run(n): n turns of memory.fill(0, 0, 64 KiB) on a 1-page memory.
+  const body = [0x00, 0x03, 0x40, 0x41, 0, 0x41, 0, 0x41, ...[0x80, 0x80, 0x04], 0xfc, 11, 0]
+    .concat([0x20, 0, 0x41, 1, 0x6b, 0x22, 0, 0x0d, 0, 0x0b, 0x0b]);
+  const bytes = addYieldPoints(module(
+    [1, [1, 0x60, 1, 0x7f, 0]],
+    [3, [1, 0]],
+    [5, [1, 0, 1]],
+    [7, [1, ...name("run"), 0, 0]],
+    [10, [1, body.length, ...body]],
+  ));
+  assert.ok(bytes);
+  const m = instantiate(bytes);
+  // Each turn: one check and 64 for its 64 KiB.
+  const turns = Math.ceil((3 * YIELD_FUEL) / 65);
+  m.run(turns);
+  // A charge may take the count below zero; what is below is not carried over a yield.
+  const checks = turns * 65 + 1;
+  assert.ok(m.yields() >= Math.floor(checks / (YIELD_FUEL + 64)), `${m.yields()} yields`);
+  assert.ok(m.yields() <= Math.floor(checks / YIELD_FUEL), `${m.yields()} yields`);
+  assert.ok(turns < YIELD_FUEL / 2, "uncharged, the loop would not yield at all");
+});
+
+Deno.test("yield points: a start function is run by the host, after the yield table is set", () => {
+  // The start function loops 3 fuels' worth: run inside instantiation, it would call an empty slot.
+  const body = [0x00, 0x03, 0x40, 0x23, 0, 0x41, 1, 0x6b, 0x24, 0, 0x23, 0, 0x0d, 0, 0x0b, 0x0b];
+  const bytes = addYieldPoints(module(
+    [1, [1, 0x60, 0, 0]],
+    [3, [1, 0]],
+    [6, [1, 0x7f, 1, 0x41, ...s32(3 * YIELD_FUEL), 0x0b]],
+    [8, [0]],
+    [10, [1, body.length, ...body]],
+  ));
+  assert.ok(bytes);
+  const mod = new WebAssembly.Module(bytes);
+  assert.deepEqual(WebAssembly.Module.exports(mod).map((e) => e.name), [
+    YIELD_EXPORT,
+    START_EXPORT,
+  ]);
+  let calls = 0;
+  const inst = new WebAssembly.Instance(mod, {});
+  const helper = new WebAssembly.Instance(
+    new WebAssembly.Module(
+      module([1, [1, 0x60, 0, 0]], [2, [1, ...name("k"), ...name("y"), 0, 0]], [7, [
+        1,
+        ...name("y"),
+        0,
+        0,
+      ]]),
+    ),
+    { k: { y: () => void calls++ } },
+  );
+  (inst.exports[YIELD_EXPORT] as WebAssembly.Table).set(0, helper.exports.y as () => void);
+  (inst.exports[START_EXPORT] as () => void)();
+  assert.equal(calls, 3);
+});
+
+/** A signed LEB128. */
+function s32(v: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const byte = v & 0x7f;
+    v >>= 7;
+    if ((v === 0 && !(byte & 0x40)) || (v === -1 && (byte & 0x40))) return [...out, byte];
+    out.push(byte | 0x80);
+  }
+}
