@@ -18,7 +18,7 @@ import { SharedCarriers } from "./shared_carriers.ts";
 import { StdinWriter } from "./stdin_channel.ts";
 import type { TaskIo } from "./task_io.ts";
 import { WorkerPool, type WorkerPoolOptions } from "./worker_pool.ts";
-import { TRAP_STATUS, type WorkerMessage } from "./worker_messages.ts";
+import { type RunMessage, TRAP_STATUS, type WorkerMessage } from "./worker_messages.ts";
 
 /** Names the WASI implementation provides. */
 const WASI_FUNCS = new Set(
@@ -113,6 +113,24 @@ class ModuleCache {
   }
 }
 
+/** What a worker needs to run a prepared task. */
+function runFields(
+  prepared: PreparedTask,
+  stdin: StdinWriter | undefined,
+  output: SharedArrayBuffer,
+): Omit<RunMessage, "t"> {
+  const { spec } = prepared;
+  return {
+    module: (prepared.module as Compiled).module,
+    func: spec.func,
+    args: spec.args,
+    env: spec.env,
+    preopens: spec.preopens,
+    stdin: stdin?.buffer ?? null,
+    output,
+  };
+}
+
 /** The embedded V8 engine. */
 export class EmbeddedEngine implements HostEngine {
   readonly name = "embedded";
@@ -162,15 +180,7 @@ export class EmbeddedEngine implements HostEngine {
     );
     io.open(spec, stdin ? (d) => stdin.push(d) : undefined).then(() => {
       if (ended) return;
-      run = this.#carriers.start({
-        module: (prepared.module as Compiled).module,
-        func: spec.func,
-        args: spec.args,
-        env: spec.env,
-        preopens: spec.preopens,
-        stdin: stdin?.buffer ?? null,
-        output,
-      }, deliver);
+      run = this.#carriers.start(runFields(prepared, stdin, output), deliver);
     }, (e) => finish({ status: 127, message: `cannot open stdio: ${(e as Error).message}` }));
     return {
       done,
@@ -228,16 +238,7 @@ export class EmbeddedEngine implements HostEngine {
     };
     io.open(spec, stdin ? (d) => stdin.push(d) : undefined).then(() => {
       if (ended) return;
-      pw.worker.postMessage({
-        t: "run",
-        module: (prepared.module as Compiled).module,
-        func: spec.func,
-        args: spec.args,
-        env: spec.env,
-        preopens: spec.preopens,
-        stdin: stdin?.buffer ?? null,
-        output,
-      });
+      pw.worker.postMessage({ t: "run", ...runFields(prepared, stdin, output) });
     }, (e) => finish({ status: 127, message: `cannot open stdio: ${(e as Error).message}` }, true));
     return {
       done,

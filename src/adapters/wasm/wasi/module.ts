@@ -8,6 +8,8 @@
  * @module
  */
 
+import { concat, readU32, u32 } from "./binary.ts";
+
 /** Size of a Wasm page. */
 export const WASM_PAGE = 65536;
 
@@ -19,30 +21,6 @@ export function isWasm(bytes: Uint8Array): boolean {
 
 /** Why a module cannot run under a limit. */
 export class MemoryLimitError extends Error {}
-
-function readU32(b: Uint8Array, off: number): [number, number] {
-  let v = 0, shift = 0, i = off;
-  for (;;) {
-    const byte = b[i++];
-    if (byte === undefined) throw new RangeError("truncated LEB128");
-    v += (byte & 0x7f) * 2 ** shift;
-    if (!(byte & 0x80)) break;
-    shift += 7;
-    if (shift > 35) throw new RangeError("LEB128 too long");
-  }
-  return [v, i];
-}
-
-function writeU32(v: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = v & 0x7f;
-    v = Math.floor(v / 128);
-    if (v) byte |= 0x80;
-    out.push(byte);
-  } while (v);
-  return out;
-}
 
 /** Re-encodes a limits record with `max` pages at most. */
 function capLimits(b: Uint8Array, off: number, maxPages: number, out: number[]): number {
@@ -59,7 +37,7 @@ function capLimits(b: Uint8Array, off: number, maxPages: number, out: number[]):
     );
   }
   const capped = max === undefined ? maxPages : Math.min(max, maxPages);
-  out.push((flags | 0x01) & 0xff, ...writeU32(min), ...writeU32(capped));
+  out.push((flags | 0x01) & 0xff, ...u32(min), ...u32(capped));
   return off;
 }
 
@@ -101,7 +79,7 @@ export function capMemory(bytes: Uint8Array, limitBytes: number): Uint8Array<Arr
     let p = body;
     let count: number;
     [count, p] = readU32(bytes, p);
-    section.push(...writeU32(count));
+    section.push(...u32(count));
     for (let i = 0; i < count; i++) {
       if (id === 5) {
         p = capLimits(bytes, p, maxPages, section);
@@ -124,14 +102,8 @@ export function capMemory(bytes: Uint8Array, limitBytes: number): Uint8Array<Arr
       }
     }
     if (p !== end) throw new RangeError(`malformed section ${id}`);
-    chunks.push(new Uint8Array([id, ...writeU32(section.length), ...section]));
+    chunks.push(new Uint8Array([id, ...u32(section.length), ...section]));
     off = end;
   }
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
+  return concat(chunks);
 }

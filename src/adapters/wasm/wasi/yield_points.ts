@@ -14,6 +14,8 @@
  * @module
  */
 
+import { concat, s32, u32 } from "./binary.ts";
+
 /** The export under which a rewritten module offers its yield table (one slot, index 0). */
 export const YIELD_EXPORT = "kuasar_yield";
 
@@ -86,27 +88,6 @@ class Reader {
     const flags = this.byte();
     this.leb();
     if (flags & 0x01) this.leb();
-  }
-}
-
-function u32(v: number): number[] {
-  const out: number[] = [];
-  do {
-    let byte = v & 0x7f;
-    v = Math.floor(v / 128);
-    if (v) byte |= 0x80;
-    out.push(byte);
-  } while (v);
-  return out;
-}
-
-function s32(v: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const byte = v & 0x7f;
-    v >>= 7;
-    if ((v === 0 && !(byte & 0x40)) || (v === -1 && (byte & 0x40))) return [...out, byte];
-    out.push(byte | 0x80);
   }
 }
 
@@ -369,14 +350,4 @@ function rewrite(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   const chunks: Uint8Array[] = [bytes.subarray(0, 8)];
   for (const s of sections) chunks.push(new Uint8Array([s.id, ...u32(s.bytes.length)]), s.bytes);
   return concat(chunks);
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

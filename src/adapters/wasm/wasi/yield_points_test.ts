@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { s32 } from "./binary.ts";
 import { addYieldPoints, START_EXPORT, YIELD_EXPORT, YIELD_FUEL } from "./yield_points.ts";
 
 const te = new TextEncoder();
@@ -185,14 +186,3 @@ Deno.test("yield points: a start function is run by the host, after the yield ta
   (inst.exports[START_EXPORT] as () => void)();
   assert.equal(calls, 3);
 });
-
-/** A signed LEB128. */
-function s32(v: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const byte = v & 0x7f;
-    v >>= 7;
-    if ((v === 0 && !(byte & 0x40)) || (v === -1 && (byte & 0x40))) return [...out, byte];
-    out.push(byte | 0x80);
-  }
-}
