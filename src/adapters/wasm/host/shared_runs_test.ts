@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { buildWasmModules, wasmToolsUnavailable } from "../../../../tests/support/wasm.ts";
+import { concat } from "../wasi/binary.ts";
 import { addYieldPoints } from "../wasi/yield_points.ts";
 import { SharedRuns } from "./shared_runs.ts";
 import { StdinWriter } from "./stdin_channel.ts";
@@ -57,16 +58,6 @@ function start(
   );
   const text = () => new TextDecoder().decode(concat(out));
   return { ended, out, text, peak };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  return all;
 }
 
 Deno.test({
