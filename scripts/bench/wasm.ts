@@ -134,9 +134,13 @@ async function idleModules(
   const before = await settledPss(host[0]);
   const t = await taskClient(pod.address);
   const ids: string[] = [];
+  // A writer is kept on each stdin, as containerd keeps one: the modules wait in a read (an
+  // engine that opens the FIFO itself would otherwise wait in its open, before the module runs).
+  const writers: Deno.FsFile[] = [];
   for (let i = 0; i < n; i++) {
     const stdin = join(d.base, `idle-${engine}-${i}`);
     await mkfifo(stdin);
+    writers.push(await Deno.open(stdin, { read: true, write: true }));
     const req = await prepareWasmContainer(d, pod, m, {
       module: "cat",
       stdin,
@@ -153,6 +157,7 @@ async function idleModules(
     await t.task.wait({ id, execId: "" }, K8S_NS).catch(() => {});
     await t.task.delete({ id, execId: "" }, K8S_NS).catch(() => {});
   }
+  for (const w of writers) w.close();
   t.close();
   return (after - before) / n;
 }
@@ -304,9 +309,11 @@ export async function runwasiTaskBench(
     const parallel = await drive(target, await make(n), concurrency, 2, unmount);
     const before = await sumPss(await processTree(shimPid));
     const ids: string[] = [];
+    const writers: Deno.FsFile[] = [];
     for (let i = 0; i < idle; i++) {
       const stdin = join(base, `idle-${i}`);
       await mkfifo(stdin);
+      writers.push(await Deno.open(stdin, { read: true, write: true })); // as in idleModules
       const req = await prepare({ module: "cat", stdin });
       await t.task.create(req, K8S_NS);
       await t.task.start({ id: req.id, execId: "" }, K8S_NS);
@@ -319,6 +326,7 @@ export async function runwasiTaskBench(
       await t.task.wait({ id, execId: "" }, K8S_NS).catch(() => {});
       await t.task.delete({ id, execId: "" }, K8S_NS).catch(() => {});
     }
+    for (const w of writers) w.close();
     return { name: "runwasi (containerd-shim-wasmtime-v1)", serial, parallel, idleModuleKiB };
   } finally {
     await t.task.shutdown({ id: first.id, now: true }, K8S_NS).catch(() => {});

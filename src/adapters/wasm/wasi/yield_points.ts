@@ -92,7 +92,7 @@ class Reader {
 }
 
 /** What the rewrite does at an instruction: a check after a loop's header, a charge before a bulk op. */
-type Site = "loop" | "bulk" | undefined;
+type Site = "loop" | "memory" | "table" | undefined;
 
 /** Skips one instruction's immediates (its opcode read). */
 function instruction(r: Reader, op: number): Site {
@@ -135,13 +135,17 @@ function instruction(r: Reader, op: number): Site {
   } else if (op === 0xfc) {
     const sub = r.u32();
     prefixedFc(r, sub);
-    if (sub === 8 || sub === 10 || sub === 11) return "bulk"; // memory.init, .copy, .fill
+    // memory.init, .copy, .fill; table.init, .copy, .grow, .fill: their length is on top.
+    if (sub === 8 || sub === 10 || sub === 11) return "memory";
+    if (sub === 12 || sub === 14 || sub === 15 || sub === 17) return "table";
   } else if (op === 0xfd) {
     prefixedSimd(r, r.u32());
   } else if (op === 0xfe) {
     const sub = r.u32();
+    // memory.atomic.wait32/64 would block the thread every module on it shares.
+    if (sub === 0x01 || sub === 0x02) throw new Unsupported("atomic waits");
     if (sub === 0x03) r.byte();
-    else if (sub <= 0x02 || (sub >= 0x10 && sub <= 0x4e)) r.memarg();
+    else if (sub === 0x00 || (sub >= 0x10 && sub <= 0x4e)) r.memarg();
     else throw new Unsupported(`atomic opcode ${sub}`);
   } else {
     // 0x06-0x0a, 0x18, 0x19, 0x1f: exception handling; 0xfb: GC; anything else is unknown.
@@ -175,14 +179,15 @@ function prefixedSimd(r: Reader, sub: number): void {
 interface Additions {
   /** At entry and after each loop header: the countdown. */
   readonly check: number[];
-  /** Before each bulk memory op, with its scratch local's index: its length charged. */
-  readonly charge: (scratch: number) => number[];
+  /** Before each bulk op, with its scratch local's index: its length >> `shift` charged. */
+  readonly charge: (scratch: number, shift: number) => number[];
 }
 
 /**
  * A function body (of a function with `params` parameters) with the check at its entry and at
- * each loop header, and before each bulk memory op a charge of one check per KiB of its length
- * (kept in a new local): a loop of large fills or copies yields as often as a plain one.
+ * each loop header, and around each bulk memory or table op a charge (one check per KiB of
+ * memory, per 8 table elements, of its length, kept in a new local) and a check: a loop of large
+ * fills or copies yields as often as a plain one.
  */
 function rewriteBody(body: Uint8Array, params: number, add: Additions): number[] {
   const r = new Reader(body);
@@ -199,9 +204,10 @@ function rewriteBody(body: Uint8Array, params: number, add: Additions): number[]
     const at = r.pos;
     const site = instruction(r, r.byte());
     if (site === "loop") sites.push([r.pos, site]);
-    else if (site === "bulk") sites.push([at, site]);
+    // Charged before, checked after: a loop body of many large ops yields between them.
+    else if (site) sites.push([at, site], [r.pos, "loop"]);
   }
-  const bulk = sites.some(([, site]) => site === "bulk");
+  const bulk = sites.some(([, site]) => site !== "loop");
   const out: number[] = [];
   const copy = (from: number, to: number) => {
     for (let i = from; i < to; i++) out.push(body[i]);
@@ -215,7 +221,7 @@ function rewriteBody(body: Uint8Array, params: number, add: Additions): number[]
   let from = start;
   for (const [at, site] of sites) {
     copy(from, at);
-    out.push(...(site === "loop" ? add.check : add.charge(locals)));
+    out.push(...(site === "loop" ? add.check : add.charge(locals, site === "table" ? 3 : 10)));
     from = at;
   }
   copy(from, body.length);
@@ -327,10 +333,10 @@ function rewrite(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
   const check = [0x23, ...g, 0x41, 1, 0x6b, 0x24, ...g, 0x23, ...g, 0x41, 0, 0x4c, 0x04, 0x40]
     .concat([0x41, 0, 0x11, ...u32(type), ...u32(table), 0x41, ...s32(YIELD_FUEL), 0x24, ...g])
     .concat([0x0b]);
-  // local.tee S; fuel -= S >> 10 (the op's length stays on the stack)
-  const charge = (scratch: number) =>
+  // local.tee S; fuel -= S >> shift (the op's length stays on the stack)
+  const charge = (scratch: number, shift: number) =>
     [0x22, ...u32(scratch), 0x23, ...g, 0x20, ...u32(scratch)]
-      .concat([0x41, 10, 0x76, 0x6b, 0x24, ...g]);
+      .concat([0x41, shift, 0x76, 0x6b, 0x24, ...g]);
   const code = sections.find((s) => s.id === 10);
   if (code) {
     const r = new Reader(code.bytes);

@@ -115,6 +115,12 @@ Deno.test("yield points: what the rewrite does not know is left alone", () => {
     addYieldPoints(module(type, [3, [1, 0]], run, [10, [1, 5, 0, 0x06, 0x40, 0x0b, 0x0b]])),
     undefined,
   );
+  // memory.atomic.wait32: it would block the thread the module shares.
+  const wait = [0, 0x41, 0, 0x41, 0, 0x42, 0, 0xfe, 0x01, 0x02, 0x00, 0x1a, 0x0b];
+  assert.equal(
+    addYieldPoints(module(type, [3, [1, 0]], run, [10, [1, wait.length, ...wait]])),
+    undefined,
+  );
   // A GC prefix opcode, an unknown opcode.
   assert.equal(
     addYieldPoints(module(type, [3, [1, 0]], run, [10, [1, 5, 0, 0xfb, 0, 0x1a, 0x0b]])),
@@ -143,11 +149,11 @@ Deno.test("yield points: bulk memory ops are charged by length, one check per Ki
   ));
   assert.ok(bytes);
   const m = instantiate(bytes);
-  // Each turn: one check and 64 for its 64 KiB.
-  const turns = Math.ceil((3 * YIELD_FUEL) / 65);
+  // Each turn: a check at its header, 64 for its 64 KiB, a check after the fill.
+  const turns = Math.ceil((3 * YIELD_FUEL) / 66);
   m.run(turns);
   // A charge may take the count below zero; what is below is not carried over a yield.
-  const checks = turns * 65 + 1;
+  const checks = turns * 66 + 1;
   assert.ok(m.yields() >= Math.floor(checks / (YIELD_FUEL + 64)), `${m.yields()} yields`);
   assert.ok(m.yields() <= Math.floor(checks / YIELD_FUEL), `${m.yields()} yields`);
   assert.ok(turns < YIELD_FUEL / 2, "uncharged, the loop would not yield at all");
