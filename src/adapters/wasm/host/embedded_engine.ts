@@ -14,7 +14,7 @@ import { Wasi } from "../wasi/preview1.ts";
 import { addYieldPoints } from "../wasi/yield_points.ts";
 import type { HostEngine, PreparedTask, RunningTask, TaskEnd } from "./engine.ts";
 import type { TaskSpec } from "./protocol.ts";
-import { SharedCarriers } from "./shared_carriers.ts";
+import { SharedCarriers, type SharedRun } from "./shared_carriers.ts";
 import { StdinWriter } from "./stdin_channel.ts";
 import type { TaskIo } from "./task_io.ts";
 import { WorkerPool, type WorkerPoolOptions } from "./worker_pool.ts";
@@ -92,20 +92,17 @@ class ModuleCache {
         throw new InvalidArgumentError(`Malformed Wasm module "${path}": ${(e as Error).message}`);
       }
     }
-    let compiled: Compiled;
+    // The rewritten module is compiled; the module as it was only when the rewrite cannot take
+    // it (it keeps a worker of its own) or the rewritten one fails, so that a bad module is
+    // reported as itself.
+    const yielding = addYieldPoints(bytes);
+    let compiled = yielding
+      ? await WebAssembly.compile(yielding).then((module) => ({ module, shared: true }), () => {})
+      : undefined;
     try {
-      compiled = { module: await WebAssembly.compile(bytes), shared: false };
+      compiled ??= { module: await WebAssembly.compile(bytes), shared: false };
     } catch (e) {
       throw new InvalidArgumentError(`Invalid Wasm module "${path}": ${(e as Error).message}`);
-    }
-    // Only a module that compiled as it was is rewritten, so a bad one is reported as itself;
-    // one the rewrite cannot take keeps a worker of its own.
-    const yielding = addYieldPoints(bytes);
-    if (yielding) {
-      compiled = await WebAssembly.compile(yielding).then(
-        (module) => ({ module, shared: true }),
-        () => compiled,
-      );
     }
     this.#map.set(key, compiled);
     while (this.#map.size > this.#max) this.#map.delete(this.#map.keys().next().value!);
@@ -129,6 +126,12 @@ function runFields(
     stdin: stdin?.buffer ?? null,
     output,
   };
+}
+
+/** Where a task runs: `run` starts it, `stop` lets it go (`normal`: its module ended). */
+interface Place {
+  run(fields: Omit<RunMessage, "t">): void;
+  stop(normal: boolean): void;
 }
 
 /** The embedded V8 engine. */
@@ -155,95 +158,61 @@ export class EmbeddedEngine implements HostEngine {
   }
 
   start(prepared: PreparedTask, io: TaskIo): RunningTask {
-    const compiled = prepared.module as Compiled;
-    return compiled.shared ? this.#startShared(prepared, io) : this.#startAlone(prepared, io);
-  }
-
-  /** Runs a task on a shared carrier. */
-  #startShared(prepared: PreparedTask, io: TaskIo): RunningTask {
     const { spec } = prepared;
     const stdin = spec.stdin ? new StdinWriter() : undefined;
     let settle!: (end: TaskEnd) => void;
     const done = new Promise<TaskEnd>((r) => (settle = r));
     let ended = false;
-    let run: { kill(): void } | undefined;
-    const finish = (end: TaskEnd) => {
+    const finish = (end: TaskEnd, normal: boolean) => {
       if (ended) return;
       ended = true;
+      place.stop(normal);
       settle(end);
     };
     const output = new SharedArrayBuffer(4);
-    const deliver = this.#deliver(
-      io,
-      output,
-      (m) => finish({ status: m.status, message: m.message }),
-    );
-    io.open(spec, stdin ? (d) => stdin.push(d) : undefined).then(() => {
-      if (ended) return;
-      run = this.#carriers.start(runFields(prepared, stdin, output), deliver);
-    }, (e) => finish({ status: 127, message: `cannot open stdio: ${(e as Error).message}` }));
-    return {
-      done,
-      kill: (signal) => {
-        run?.kill();
-        finish({ status: 128 + signal });
-      },
-    };
-  }
-
-  /**
-   * Where a worker's messages for one task go: output to the task's IO (the worker waits
-   * while too much is unwritten, see OUTPUT_LIMIT), the exit to `exit`.
-   */
-  #deliver(
-    io: TaskIo,
-    output: SharedArrayBuffer,
-    exit: (m: WorkerMessage & { t: "exit" }) => void,
-  ): (m: WorkerMessage) => void {
     const unwritten = new Int32Array(output);
-    return (m) => {
+    const deliver = (m: WorkerMessage) => {
       if (m.t === "out") {
+        // The worker waits while too much is unwritten (OUTPUT_LIMIT).
         io.write(m.fd, m.data).finally(() => {
           Atomics.sub(unwritten, 0, m.data.length);
           Atomics.notify(unwritten, 0);
         });
-      } else exit(m);
+      } else finish({ status: m.status, message: m.message }, true);
     };
-  }
-
-  /** Runs a task on a worker of its own. */
-  #startAlone(prepared: PreparedTask, io: TaskIo): RunningTask {
-    const { spec } = prepared;
-    const pw = this.#pool.acquire();
-    const stdin = spec.stdin ? new StdinWriter() : undefined;
-    let settle!: (end: TaskEnd) => void;
-    const done = new Promise<TaskEnd>((r) => (settle = r));
-    let ended = false;
-    const finish = (end: TaskEnd, reuse: boolean) => {
-      if (ended) return;
-      ended = true;
-      this.#pool.release(pw, reuse);
-      settle(end);
-    };
-    const output = new SharedArrayBuffer(4);
-    const deliver = this.#deliver(
-      io,
-      output,
-      (m) => finish({ status: m.status, message: m.message }, true),
-    );
-    pw.worker.onmessage = (ev: MessageEvent<WorkerMessage>) => deliver(ev.data);
-    pw.worker.onerror = (ev) => {
-      ev.preventDefault();
-      finish({ status: TRAP_STATUS, message: `engine error: ${ev.message}` }, false);
-    };
+    const place = (prepared.module as Compiled).shared
+      ? this.#onCarrier(deliver)
+      : this.#alone(deliver, (message) => finish({ status: TRAP_STATUS, message }, false));
     io.open(spec, stdin ? (d) => stdin.push(d) : undefined).then(() => {
-      if (ended) return;
-      pw.worker.postMessage({ t: "run", ...runFields(prepared, stdin, output) });
+      if (!ended) place.run(runFields(prepared, stdin, output));
     }, (e) => finish({ status: 127, message: `cannot open stdio: ${(e as Error).message}` }, true));
     return {
       done,
       // A module cannot catch signals: every one it gets is fatal, as for a process without handlers.
       kill: (signal) => finish({ status: 128 + signal }, false),
+    };
+  }
+
+  /** A task's place on a shared carrier; a task that did not end on its own is killed there. */
+  #onCarrier(deliver: (m: WorkerMessage) => void): Place {
+    let run: SharedRun | undefined;
+    return {
+      run: (fields) => (run = this.#carriers.start(fields, deliver)),
+      stop: (normal) => normal || run?.kill(),
+    };
+  }
+
+  /** A task's worker of its own, back to the pool if its module ended normally. */
+  #alone(deliver: (m: WorkerMessage) => void, crashed: (message: string) => void): Place {
+    const pw = this.#pool.acquire();
+    pw.worker.onmessage = (ev: MessageEvent<WorkerMessage>) => deliver(ev.data);
+    pw.worker.onerror = (ev) => {
+      ev.preventDefault();
+      crashed(`engine error: ${ev.message}`);
+    };
+    return {
+      run: (fields) => pw.worker.postMessage({ t: "run", ...fields }),
+      stop: (normal) => this.#pool.release(pw, normal),
     };
   }
 
