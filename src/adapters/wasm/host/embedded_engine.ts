@@ -92,10 +92,11 @@ class ModuleCache {
         throw new InvalidArgumentError(`Malformed Wasm module "${path}": ${(e as Error).message}`);
       }
     }
-    // The rewritten module is compiled; the module as it was only when the rewrite cannot take
-    // it (it keeps a worker of its own) or the rewritten one fails, so that a bad module is
-    // reported as itself.
-    const yielding = addYieldPoints(bytes);
+    // The rewritten module is compiled, once the module as it was is valid (the rewrite could
+    // mend some invalid ones: a misplaced start section, bytes after the last function); the
+    // module as it was is compiled when the rewrite cannot take it (it keeps a worker of its
+    // own) or fails, so that a bad module is reported as itself.
+    const yielding = WebAssembly.validate(bytes) ? addYieldPoints(bytes) : undefined;
     let compiled = yielding
       ? await WebAssembly.compile(yielding).then((module) => ({ module, shared: true }), () => {})
       : undefined;

@@ -252,7 +252,7 @@ function append(sections: Section[], id: number, entry: number[]): number {
 
 /**
  * A copy of `bytes` with yield points (see the module's comment), or undefined when the module
- * uses what the rewrite does not know or is malformed (the caller compiles it first: V8 says
+ * uses what the rewrite does not know or is malformed (the caller validates it first: V8 says
  * better what is wrong).
  */
 export function addYieldPoints(bytes: Uint8Array): Uint8Array<ArrayBuffer> | undefined {
