@@ -27,6 +27,11 @@ void write_all(int fd, const char *buf, size_t n);
 int set_nonblock(int fd);
 long long now_ms(void);
 
+// The fd at which a pod's namespace init holds the pod's /dev/shm (pod_shm.c).
+#define POD_SHM_FD 63
+// Makes a detached tmpfs of `size` at POD_SHM_FD; -1 and errno when it cannot.
+int pod_shm(const char *size);
+
 int cmd_hold(int argc, char **argv);
 int cmd_monitor(int argc, char **argv);
 int cmd_relay(int argc, char **argv);
@@ -36,6 +41,7 @@ int cmd_shim_v2(int argc, char **argv);
 int cmd_detach(int argc, char **argv);
 int cmd_pause(void);
 int cmd_probe_kvm(void);
+int cmd_probe_shm(int argc, char **argv);
 int cmd_pty_shell(int argc, char **argv);
 int cmd_sandbox_wait(int argc, char **argv);
 #endif

@@ -6,6 +6,9 @@
 // orphans until SIGTERM/SIGINT/SIGKILL — prints "pid <own pid>" (leave_parent)
 // and "ready <init pid>", waits for it, and writes its exit record.
 //
+// With --shm-size, the init also holds the pod's /dev/shm, a detached tmpfs
+// (pod_shm.c), at POD_SHM_FD.
+//
 // No mount namespace: no container joins one (runc gives each its own), and
 // a holder's would pin a copy of every mount of the node for the pod's life
 // (~384 bytes of kernel memory per mount: with 1000 pods, each beside the
@@ -45,7 +48,9 @@ static void namespace_init(void) {
   sigfillset(&all);
   sigprocmask(SIG_BLOCK, &all, NULL);
   detach_stdio(NULL);
-  for (int fd = 3; fd < 1024; fd++) close(fd);
+  for (int fd = 3; fd < 1024; fd++) {
+    if (fd != POD_SHM_FD) close(fd);
+  }
   for (;;) {
     siginfo_t si;
     int sig = sigwaitinfo(&all, &si);
@@ -80,7 +85,7 @@ static void set_sysctl(const char *kv) {
 }
 
 int cmd_hold(int argc, char **argv) {
-  const char *exit_file = NULL, *netns = NULL, *hostname = NULL, *log = NULL;
+  const char *exit_file = NULL, *netns = NULL, *hostname = NULL, *log = NULL, *shm_size = NULL;
   const char *sysctls[64];
   int nsysctls = 0;
   int new_netns = 0, host_ipc = 0, host_uts = 0;
@@ -89,6 +94,7 @@ int cmd_hold(int argc, char **argv) {
     else if (!strcmp(argv[i], "--netns") && i + 1 < argc) netns = argv[++i];
     else if (!strcmp(argv[i], "--hostname") && i + 1 < argc) hostname = argv[++i];
     else if (!strcmp(argv[i], "--log") && i + 1 < argc) log = argv[++i];
+    else if (!strcmp(argv[i], "--shm-size") && i + 1 < argc) shm_size = argv[++i];
     else if (!strcmp(argv[i], "--new-netns")) new_netns = 1;
     else if (!strcmp(argv[i], "--host-netns")) new_netns = 0;
     else if (!strcmp(argv[i], "--host-ipc")) host_ipc = 1;
@@ -119,6 +125,7 @@ int cmd_hold(int argc, char **argv) {
   if (hostname && !host_uts && sethostname(hostname, strlen(hostname)) < 0) die("sethostname");
   if (new_netns) loopback_up();
   for (int i = 0; i < nsysctls; i++) set_sysctl(sysctls[i]);
+  if (shm_size && pod_shm(shm_size) < 0) die("make the pod's shm tmpfs");
 
   sigset_t chld;
   sigemptyset(&chld);
@@ -127,6 +134,7 @@ int cmd_hold(int argc, char **argv) {
   pid_t child = fork();
   if (child < 0) die("fork");
   if (child == 0) namespace_init();
+  if (shm_size) close(POD_SHM_FD);  // the init's copy is the pod's
 
   signal(SIGINT, SIG_IGN);
   signal(SIGHUP, SIG_IGN);

@@ -62,6 +62,7 @@ int main(int argc, char **argv) {
   if (argc >= 2 && !strcmp(argv[1], "detach")) return cmd_detach(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "pause")) return cmd_pause();
   if (argc >= 2 && !strcmp(argv[1], "probe-kvm")) return cmd_probe_kvm();
+  if (argc >= 2 && !strcmp(argv[1], "probe-shm")) return cmd_probe_shm(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "pty-shell")) return cmd_pty_shell(argc - 2, argv + 2);
   if (argc >= 2 && !strcmp(argv[1], "sandbox-wait")) return cmd_sandbox_wait(argc - 2, argv + 2);
   // exec: for runtimes that leave long-lived processes behind (runsc's
@@ -75,6 +76,6 @@ int main(int argc, char **argv) {
     dprintf(1, "kuasar-helper 2\n");
     return 0;
   }
-  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|pty-shell|sandbox-wait|version ...\n");
+  dprintf(2, "usage: kuasar-helper hold|monitor|relay|notify|detach|exec|pause|probe-kvm|probe-shm|pty-shell|sandbox-wait|version ...\n");
   return 2;
 }

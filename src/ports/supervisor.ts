@@ -105,6 +105,11 @@ export interface HoldOptions {
   readonly hostname?: string;
   /** Namespaced sysctls set inside, as [key, value]. */
   readonly sysctls?: readonly (readonly [string, string])[];
+  /**
+   * Size of the pod's /dev/shm, a tmpfs in no mount table that the pod's init holds (see
+   * `detachedShmSource`); none when unset.
+   */
+  readonly shmSize?: string;
 }
 
 /** An exit as recorded. */

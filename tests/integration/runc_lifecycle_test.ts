@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { execRequest, processSpec } from "../support/oci.ts";
-import { createContainer, startPod } from "../support/pod.ts";
+import { createContainer, startPod, type TestPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { decodeMetrics, memoryLimit } from "../support/cgroups.ts";
 
@@ -261,4 +261,59 @@ Deno.test({
       await new Deno.Command("ip", { args: ["netns", "delete", name] }).output();
     }
   },
+});
+
+/** Runs `script` in a new container of `pod` to its end; its stdout. */
+async function runInPod(d: TestDaemon, pod: TestPod, script: string): Promise<string> {
+  const fifo = join(d.base, `out-${crypto.randomUUID()}`);
+  await mkfifo(fifo);
+  const out = readFifo(fifo);
+  const c = await createContainer(d, pod, { args: ["sh", "-c", script], stdout: fifo });
+  const t = await taskClient(pod.address);
+  try {
+    const waiting = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+    await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+    assert.equal((await waiting).exitStatus, 0);
+    await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+  } finally {
+    t.close();
+  }
+  return await out.text;
+}
+
+Deno.test({
+  name: "runC: a pod's containers share one 64 MiB /dev/shm, held by the pod (not in the node's " +
+    "mount table where the kernel allows) and gone with it",
+  ...skip,
+  fn: () =>
+    withDaemon(async (d) => {
+      const nodeMounts = async () =>
+        (await Deno.readTextFile("/proc/self/mountinfo")).split("\n")
+          .filter((l) => l.includes(join(d.dir, pod.id)));
+      const pod = await startPod(d);
+      const a = await runInPod(
+        d,
+        pod,
+        "echo shared > /dev/shm/x && grep ' /dev/shm ' /proc/self/mountinfo",
+      );
+      // One tmpfs of the pod's, with containerd's options for a pod's shm.
+      assert.match(
+        a,
+        /^\S+ \S+ \S+ \/ \/dev\/shm rw,nosuid,nodev,noexec\S* .*- tmpfs \S+ rw.*size=65536k/,
+      );
+      assert.equal(await runInPod(d, pod, "cat /dev/shm/x"), "shared\n");
+      const detached = (await d.logs()).includes("pods' /dev/shm: a tmpfs in no mount table");
+      const mounted = (await d.logs()).includes("pods' /dev/shm: a tmpfs mounted on the node");
+      assert.ok(detached !== mounted, "the daemon says which way it took, once");
+      // The kernel here decides which; each way is what it says.
+      assert.equal((await nodeMounts()).length, detached ? 0 : 1);
+      await d.controller.stop(pod.id, 5);
+      await d.controller.shutdown(pod.id);
+      assert.deepEqual(await nodeMounts(), []);
+      // A second pod gets a /dev/shm of its own.
+      const other = await startPod(d);
+      assert.equal(await runInPod(d, other, "ls /dev/shm; echo end"), "end\n");
+      await d.controller.stop(other.id, 5);
+      await d.controller.shutdown(other.id);
+    }),
 });

@@ -22,7 +22,16 @@ import type { OciSpec } from "../../domain/oci.ts";
 import type { SandboxRecord } from "../../domain/sandbox.ts";
 
 /** Size of a pod's shared /dev/shm, as containerd gives pause-container pods. */
-const SHM_SIZE = "64m";
+export const SHM_SIZE = "64m";
+
+/**
+ * Where a container binds its pod's /dev/shm from when the pod's init holds it as a tmpfs
+ * attached to no mount table (`kuasar-helper hold --shm-size`: native/pod_shm.c, whose
+ * POD_SHM_FD this is), as it joins the init's namespaces through /proc/<pid>/ns.
+ */
+export function detachedShmSource(initPid: number): string {
+  return `/proc/${initPid}/fd/63`;
+}
 
 /** Directory of a pod's shared files. */
 export function podFilesDir(sandboxDir: string): string {
@@ -48,12 +57,14 @@ export async function writeFileWithMode(path: string, text: string, mode: number
 
 /**
  * Writes hostname, hosts and resolv.conf, and mounts the shm tmpfs (unless the pod uses host IPC,
- * or has it already). The hosts file is this machine's (a VM's guest has none: localhost); the
- * resolv.conf is the pod's DNS, else this machine's (a VM's host sends the node's as the pod's).
+ * has it already, or gets it elsewhere: `mountShm` false). The hosts file is this machine's (a
+ * VM's guest has none: localhost); the resolv.conf is the pod's DNS, else this machine's (a VM's
+ * host sends the node's as the pod's).
  */
 export async function preparePodFiles(
   sandboxDir: string,
   pod: Pick<PodConfig, "hostname" | "dns" | "ipc">,
+  mountShm = true,
 ): Promise<void> {
   const dir = podFilesDir(sandboxDir);
   await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
@@ -68,7 +79,7 @@ export async function preparePodFiles(
     await Deno.readTextFile("/etc/resolv.conf").catch(() => "");
   await writeFileWithMode(join(dir, "resolv.conf"), resolv, POD_FILE_MODE);
   const shm = join(dir, "shm");
-  if (pod.ipc !== "node" && !(await hasOwnDevice(shm, dir))) {
+  if (mountShm && pod.ipc !== "node" && !(await hasOwnDevice(shm, dir))) {
     // mount(2), not mount(8): with a thousand pods the node has thousands of mounts, and
     // mount(8) reads them all (as would a look at /proc/self/mountinfo) on every pod start.
     await mountAll([{
@@ -89,9 +100,14 @@ async function hasOwnDevice(path: string, parent: string): Promise<boolean> {
 /**
  * Adds bind mounts of the pod's files to a container spec, for each path
  * the spec does not mount itself; a tmpfs /dev/shm of the spec's own becomes
- * the pod's shared one. Returns whether the spec changed.
+ * the pod's shared one: `shmSource` where the pod's shm is held elsewhere (`detachedShmSource`),
+ * else the tmpfs in the pod's files, if it has one. Returns whether the spec changed.
  */
-export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promise<boolean> {
+export async function addPodFileMounts(
+  spec: OciSpec,
+  sandboxDir: string,
+  shmSource?: string,
+): Promise<boolean> {
   const dir = podFilesDir(sandboxDir);
   const mounts = spec.mounts ??= [];
   const has = (dest: string) => mounts.some((m) => m.destination.replace(/\/+$/, "") === dest);
@@ -107,8 +123,8 @@ export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promi
     });
     changed = true;
   }
-  const shm = join(dir, "shm");
-  const exists = await Deno.stat(shm).then(() => true, () => false);
+  const shm = shmSource ?? join(dir, "shm");
+  const exists = shmSource !== undefined || await Deno.stat(shm).then(() => true, () => false);
   const own = mounts.findIndex((m) => m.destination === "/dev/shm");
   if (exists && (own < 0 || mounts[own].type === "tmpfs")) {
     const m = {
@@ -127,10 +143,14 @@ export async function addPodFileMounts(spec: OciSpec, sandboxDir: string): Promi
 /**
  * Controller.Create for pods made of host processes (runC, gVisor): the CNI
  * netns must be a network namespace, sysctls must be ones a pod may set, and the pod's shared
- * files are written.
+ * files are written (the shm tmpfs unless `mountShm` is false: the pod holds it elsewhere).
  */
-export async function preparePod(sandboxDir: string, record: SandboxRecord): Promise<void> {
+export async function preparePod(
+  sandboxDir: string,
+  record: SandboxRecord,
+  mountShm = true,
+): Promise<void> {
   if (record.netnsPath) await checkNetnsPath(record.netnsPath);
   checkPodSysctls(record.pod);
-  await preparePodFiles(sandboxDir, record.pod);
+  await preparePodFiles(sandboxDir, record.pod, mountShm);
 }

@@ -46,7 +46,8 @@ import {
 } from "../os/mounts.ts";
 import { rootfsMountTarget } from "../../domain/bundle_paths.ts";
 import { OomWatcher } from "../os/oom_watcher.ts";
-import { addPodFileMounts } from "../os/pod_files.ts";
+import type { RuncPodState } from "./runc_sandbox_backend.ts";
+import { addPodFileMounts, detachedShmSource } from "../os/pod_files.ts";
 import { initToken } from "../supervisor/process_tokens.ts";
 import { readSpec } from "../os/bundle.ts";
 import { signalName } from "../os/signals.ts";
@@ -92,7 +93,9 @@ export class RuncContainerRuntime extends MonitoredContainers<RuncProcessState>
       uts: `/proc/${sb.pid}/ns/uts`,
       pid: `/proc/${sb.pid}/ns/pid`,
     });
-    await addPodFileMounts(spec, join(this.opts.dir, sb.id));
+    const detached = (sb.backend as RuncPodState).shm === "detached";
+    const shm = detached ? detachedShmSource(sb.pid) : undefined;
+    await addPodFileMounts(spec, join(this.opts.dir, sb.id), shm);
     return spec;
   }
 

@@ -66,6 +66,7 @@ export class HelperSupervisor implements Supervisor {
     else if (o.hostname) args.push("--hostname", o.hostname);
     if (o.hostIpc) args.push("--host-ipc");
     for (const [k, v] of o.sysctls ?? []) args.push("--sysctl", `${k}=${v}`);
+    if (o.shmSize) args.push("--shm-size", o.shmSize);
     return await startHelper(this.binary, args);
   }
 
