@@ -26,7 +26,7 @@ import {
 } from "../tests/support/wasm.ts";
 import { WASM_IMAGE } from "../tests/support/images.ts";
 import { barChart, lineChart } from "./bench/svg.ts";
-import { scaleBench } from "./bench/scale.ts";
+import { scaleBench, WARMUP_PODS } from "./bench/scale.ts";
 import { unmountAll } from "../src/adapters/os/mounts.ts";
 import { floorBench, type Phases } from "./bench/floor.ts";
 
@@ -437,8 +437,9 @@ const sections: Record<string, () => Promise<void>> = {
         new Date().toISOString()
       } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs). One daemon (single-file`,
       "bundle, state on tmpfs as under /run); pods started one after the other, each with one busybox",
-      "`sleep` container through the Task API (Controller Create + Start, Task Create + Start). At each",
-      "count: the start latency of the last 10 pods that reached it, by phase; 5 bare `runc run",
+      "`sleep` container through the Task API (Controller Create + Start, Task Create + Start), after",
+      `a warm-up of ${WARMUP_PODS} pods started and removed. At each count: the start latency of`,
+      "the last 10 pods that reached it, by phase; 5 bare `runc run",
       "--detach` of the same container (own overlay rootfs, no sandboxer) beside them; PSS once the daemon's idle",
       "reclaim has run (helpers: namespace holders, container monitors, the task relay), and",
       "Controller.Status and Task.State (on an open connection) over 20 of the pods. Kernel mounts:",

@@ -188,10 +188,20 @@ async function recover(
 }
 
 /** Runs the benchmark up to the last of `counts` pods (ascending), the daemon from `entry`. */
+/** Pods started and removed before the first point. */
+export const WARMUP_PODS = 10;
+
 export async function scaleBench(counts: number[], entry?: string): Promise<ScaleResult> {
   const d = await TestDaemon.start({ entry, extraArgs: ["--log-level", "info"] });
   const pods: { pod: TestPod; container: string }[] = [];
   try {
+    // A warm-up, as the other sections have: the daemon's first pods run its code cold
+    // (compiled as it goes), which would slow the first point and flatter the ratio to it.
+    for (let i = 0; i < WARMUP_PODS; i++) {
+      const [pod] = await startOne(d);
+      await d.controller.stop(pod.id, 1);
+      await d.controller.shutdown(pod.id);
+    }
     const points: ScalePoint[] = [];
     for (const n of counts) {
       const podMs: number[] = [], containerMs: number[] = [];
