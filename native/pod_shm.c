@@ -85,7 +85,8 @@ int cmd_probe_shm(int argc, char **argv) {
       _exit(1);
     }
     if (mount(src, argv[0], NULL, MS_BIND, NULL) < 0) {
-      printf("cannot bind a detached tmpfs from another process: %s\n", strerror(errno));
+      printf("cannot bind a detached tmpfs from another process onto %s: %s\n", argv[0],
+             strerror(errno));
       _exit(1);
     }
     printf("ok\n");

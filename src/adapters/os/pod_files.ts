@@ -125,7 +125,7 @@ export async function addPodFileMounts(
   }
   const shm = shmSource ?? join(dir, "shm");
   const exists = shmSource !== undefined || await Deno.stat(shm).then(() => true, () => false);
-  const own = mounts.findIndex((m) => m.destination === "/dev/shm");
+  const own = mounts.findIndex((m) => m.destination.replace(/\/+$/, "") === "/dev/shm");
   if (exists && (own < 0 || mounts[own].type === "tmpfs")) {
     const m = {
       destination: "/dev/shm",
@@ -134,7 +134,11 @@ export async function addPodFileMounts(
       options: ["rbind", "rprivate", "rw"],
     };
     if (own >= 0) mounts[own] = m;
-    else mounts.push(m);
+    else {
+      // Before any mount beneath it (a volume at /dev/shm/x), which it would otherwise cover.
+      const under = mounts.findIndex((x) => x.destination.startsWith("/dev/shm/"));
+      mounts.splice(under < 0 ? mounts.length : under, 0, m);
+    }
     changed = true;
   }
   return changed;
