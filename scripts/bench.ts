@@ -360,7 +360,7 @@ const sections: Record<string, () => Promise<void>> = {
     await writeReport("wasm.md", lines);
   },
   "runc-memory": async () => {
-    const r = await runcMemory();
+    const r = await runcMemory(undefined, await bundleSandboxer());
     const pm = (s: Slope) => `${Math.round(s.slope)} ± ${Math.round(s.se)} KiB`;
     const row = (p: MemoryPoint) =>
       `| ${p.pods} | ${mib(p.daemonKiB)} | ${mib(p.daemonPrivateKiB)} | ${kib(p.holdersKiB)} | ${
@@ -371,8 +371,9 @@ const sections: Record<string, () => Promise<void>> = {
       "",
       `Run ${
         new Date().toISOString()
-      } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs). One daemon; pods added`,
-      "in steps, each with one busybox `sleep` container started through the Task API. Each point",
+      } (${Deno.build.arch}, ${navigator.hardwareConcurrency} CPUs). One daemon (single-file bundle,`,
+      "as deployed); pods added in steps, each with one busybox `sleep` container started through",
+      "the Task API. Each point",
       "is taken once the daemon's idle reclaim (GC + malloc_trim, twice) has run: the median of",
       "5 samples of its PSS, plus the sum of the PSS of the namespace holders and container",
       "monitors. The marginal figures are least-squares slopes over all points; the daemon's",

@@ -76,11 +76,15 @@ async function measure(d: TestDaemon, pods: number): Promise<MemoryPoint> {
   };
 }
 
-/** Runs the benchmark at `counts` pods (ascending) of one `sleep` container each. */
+/**
+ * Runs the benchmark at `counts` pods (ascending) of one `sleep` container each, with the
+ * daemon run from `entry` (the bundle, as deployed; default: the source).
+ */
 export async function runcMemory(
   counts: number[] = [10, 20, 30, 40, 50],
+  entry?: string,
 ): Promise<RuncMemoryResult> {
-  const d = await TestDaemon.start({ extraArgs: ["--log-level", "warn"] });
+  const d = await TestDaemon.start({ entry, extraArgs: ["--log-level", "warn"] });
   const pods: TestPod[] = [];
   try {
     await new Promise((r) => setTimeout(r, RECLAIM_SETTLED_MS + 1000));
