@@ -7,15 +7,8 @@
  * node no more network namespaces than before.
  */
 import assert from "node:assert/strict";
-import {
-  K8S_NS,
-  startGvisorDaemon,
-  startVmmDaemon,
-  taskClient,
-  TestDaemon,
-  withDaemon,
-} from "../support/daemon.ts";
-import { createContainer, startPod, type TestPod } from "../support/pod.ts";
+import { startGvisorDaemon, startVmmDaemon, TestDaemon, withDaemon } from "../support/daemon.ts";
+import { createContainer, runToExit, startPod, type TestPod } from "../support/pod.ts";
 import { runcUnavailable, runscUnavailable, skipUnless, vmUnavailable } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { buildWasmModules, createWasmContainer, wasmToolsUnavailable } from "../support/wasm.ts";
@@ -56,15 +49,7 @@ async function churn(
     const pod = await startPod(d, { cgroupParent: d.cgroupParent });
     ids.push(pod.id);
     const c = await run(pod);
-    const t = await taskClient(pod.address);
-    try {
-      const exited = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-      assert.equal((await exited).exitStatus, 0);
-      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-    } finally {
-      t.close();
-    }
+    assert.equal(await runToExit(pod, c.id), 0);
     await d.controller.shutdown(pod.id);
   };
   // One pod first: what the daemon opens once, on first use (watchers, helpers), is open after it.

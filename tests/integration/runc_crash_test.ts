@@ -8,8 +8,8 @@
  * replays a run).
  */
 import assert from "node:assert/strict";
-import { K8S_NS, taskClient, TestDaemon } from "../support/daemon.ts";
-import { createContainer, randomId, startPod } from "../support/pod.ts";
+import { TestDaemon } from "../support/daemon.ts";
+import { createContainer, randomId, runToExit, startPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { leftovers } from "../support/leaks.ts";
 import { Code } from "../../src/domain/errors.ts";
@@ -32,15 +32,7 @@ function generator(seed: number): () => number {
 async function lifecycle(d: TestDaemon, podId: string): Promise<void> {
   const pod = await startPod(d, { id: podId });
   const c = await createContainer(d, pod, { args: ["sh", "-c", "exit 3"] });
-  const t = await taskClient(pod.address);
-  try {
-    const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-    await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-    assert.equal((await w).exitStatus, 3);
-    await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-  } finally {
-    t.close();
-  }
+  assert.equal(await runToExit(pod, c.id), 3);
   await d.controller.stop(pod.id, 1);
   await d.controller.shutdown(pod.id);
 }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { K8S_NS, mkfifo, readFifo, taskClient, TestDaemon, withDaemon } from "../support/daemon.ts";
 import { execRequest, processSpec } from "../support/oci.ts";
-import { createContainer, startPod, type TestPod } from "../support/pod.ts";
+import { createContainer, runToExit, startPod, type TestPod } from "../support/pod.ts";
 import { runcUnavailable, skipUnless } from "../support/env.ts";
 import { decodeMetrics, memoryLimit } from "../support/cgroups.ts";
 
@@ -269,15 +269,7 @@ async function runInPod(d: TestDaemon, pod: TestPod, script: string): Promise<st
   await mkfifo(fifo);
   const out = readFifo(fifo);
   const c = await createContainer(d, pod, { args: ["sh", "-c", script], stdout: fifo });
-  const t = await taskClient(pod.address);
-  try {
-    const waiting = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-    await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-    assert.equal((await waiting).exitStatus, 0);
-    await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-  } finally {
-    t.close();
-  }
+  assert.equal(await runToExit(pod, c.id), 0);
   return await out.text;
 }
 

@@ -41,6 +41,7 @@ import {
   createTask,
   prepareContainer,
   randomId,
+  runToExit,
   startPod,
   tasksUpdate,
   type TestPod,
@@ -634,15 +635,7 @@ Deno.test({
             stdout: out,
             mounts,
           });
-          const t = await taskClient(pod.address);
-          try {
-            const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-            await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-            assert.equal((await w).exitStatus, 0);
-            await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-          } finally {
-            t.close();
-          }
+          assert.equal(await runToExit(pod, c.id), 0);
           return (await o.text).trim();
         };
         assert.match(

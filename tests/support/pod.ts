@@ -176,3 +176,17 @@ export function tasksUpdate(podId: string, doc: unknown) {
     },
   };
 }
+
+/** Task.Start of a created container, its Wait, then Task.Delete: its exit status. */
+export async function runToExit(pod: TestPod, id: string): Promise<number> {
+  const t = await taskClient(pod.address);
+  try {
+    const w = t.task.wait({ id, execId: "" }, K8S_NS);
+    await t.task.start({ id, execId: "" }, K8S_NS);
+    const status = (await w).exitStatus;
+    await t.task.delete({ id, execId: "" }, K8S_NS);
+    return status;
+  } finally {
+    t.close();
+  }
+}

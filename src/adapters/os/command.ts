@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { concatBytes } from "../../lib/bytes.ts";
 import { DeadlineExceededError, InternalError, UnavailableError } from "../../domain/errors.ts";
 import { log } from "../../lib/log.ts";
 import { spawned } from "./children.ts";
@@ -62,13 +63,7 @@ export async function runCommand(
         chunks.push(value);
       }
     } catch { /* cancelled */ }
-    const all = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-    let at = 0;
-    for (const c of chunks) {
-      all.set(c, at);
-      at += c.length;
-    }
-    return all;
+    return concatBytes(chunks);
   };
   const stop = opts.timeoutMs === undefined ? undefined : setTimeout(() => {
     for (const r of readers) r.cancel().catch(() => {});

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { buildWasmModules, wasmToolsUnavailable } from "../../../../tests/support/wasm.ts";
-import { concat } from "../wasi/binary.ts";
+import { concatBytes as concat } from "../../../lib/bytes.ts";
 import { addYieldPoints } from "../wasi/yield_points.ts";
 import { SharedRuns } from "./shared_runs.ts";
 import { StdinWriter } from "./stdin_channel.ts";

@@ -1,6 +1,6 @@
 /**
  * The pieces of the Wasm binary format that the module rewrites (memory caps, yield points)
- * share: LEB128 numbers and joining sections.
+ * share: LEB128 numbers.
  *
  * @module
  */
@@ -40,15 +40,4 @@ export function s32(v: number): number[] {
     if ((v === 0 && !(byte & 0x40)) || (v === -1 && (byte & 0x40))) return [...out, byte];
     out.push(byte | 0x80);
   }
-}
-
-/** The chunks one after the other. */
-export function concat(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
 }

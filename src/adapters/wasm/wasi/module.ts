@@ -8,7 +8,8 @@
  * @module
  */
 
-import { concat, readU32, u32 } from "./binary.ts";
+import { readU32, u32 } from "./binary.ts";
+import { concatBytes as concat } from "../../../lib/bytes.ts";
 
 /** Size of a Wasm page. */
 export const WASM_PAGE = 65536;

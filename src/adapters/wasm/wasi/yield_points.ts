@@ -14,7 +14,8 @@
  * @module
  */
 
-import { concat, s32, u32 } from "./binary.ts";
+import { s32, u32 } from "./binary.ts";
+import { concatBytes as concat } from "../../../lib/bytes.ts";
 
 /** The export under which a rewritten module offers its yield table (one slot, index 0). */
 export const YIELD_EXPORT = "kuasar_yield";
