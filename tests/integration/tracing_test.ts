@@ -180,14 +180,19 @@ Deno.test({
         } finally {
           t.close();
         }
-        const host = await waitTraces("kuasar-vmm", (x) => named(x, "vm launch").length > 0);
+        // Spans reach Jaeger in batches: wait for both (a batch with the launch alone came first).
+        const host = await waitTraces(
+          "kuasar-vmm",
+          (x) =>
+            named(x, "vm launch").length > 0 && named(x, "vm boot and agent connect").length > 0,
+        );
         assert.equal(named(host, "vm boot and agent connect").length, 1);
         // The agent's spans, exported by the host, sit under the host's call to the agent.
-        const guest = await waitTraces("kuasar-guest-agent", (x) =>
-          x.some((tr) => tr.traceID === TRACE_ID));
-        const mine = guest.find((tr) =>
-          tr.traceID === TRACE_ID
-        )!;
+        const guest = await waitTraces(
+          "kuasar-guest-agent",
+          (x) => x.some((tr) => tr.traceID === TRACE_ID),
+        );
+        const mine = guest.find((tr) => tr.traceID === TRACE_ID)!;
         const agentCreate = mine.spans.find((s) =>
           s.operationName === "containerd.task.v3.Task/Create" &&
           mine.processes[s.processID].serviceName === "kuasar-guest-agent"
