@@ -187,10 +187,11 @@ const sections: Record<string, () => Promise<void>> = {
     const cold = await vmmBench(n, "virtiofs", true);
     const disks = await vmmBench(n, "disks", false);
     const tpl = await vmmBench(n, "template", false);
+    const pool = await vmmBench(n, "pool", false);
     const ms = (x: number) => (Number.isFinite(x) ? `${Math.round(x)} ms` : "—");
     const p50 = (xs: number[]) => percentileOf(xs, 50);
     const cells = (f: (o: VmStart) => number) =>
-      [cold, disks, tpl].map((r) => {
+      [cold, disks, tpl, pool].map((r) => {
         const xs = r.ours.map(f);
         return `${ms(p50(xs))} / ${ms(percentileOf(xs, 90))}`;
       }).join(" | ");
@@ -209,18 +210,22 @@ const sections: Record<string, () => Promise<void>> = {
       "Ways: **booted, virtiofs** (the default: containers' files shared over virtiofs, guest",
       'memory a shared memfd); **booted, disks** (`share_fs = "None"`: each bundle a disk image);',
       "**template** (`template = true`, bundles on disks: each VM restored from a template VM",
-      "saved once its agent was ready, its RAM file mapped copy-on-write).",
+      "saved once its agent was ready, its RAM file mapped copy-on-write); **pool**",
+      "(`template_pool = 1` besides: VMs restored from the template and run through a throwaway",
+      "container ahead of pods; each pod here started once the pool had its VM ready, and the",
+      "pool made the next while the pod's first container started).",
       "",
       "Phases, as containerd drives them: Controller Create + Start (Start returns once the agent",
       "is set up), then Task.Create + Task.Start of a first container (busybox `sleep`, an",
       "overlay rootfs, crun in the guest). Inside the Start: the VMM up (QMP answers after the",
       "spawn; for a template, the restore of its saved state), agent ready (Start's own timing:",
-      "for a template, reseeded, clock set, hostname and NICs given). Bare: the same kernel and",
+      "for a template, reseeded, clock set, hostname and NICs given; from the pool, the VM",
+      "handed over, clock set, hostname and NICs given). Bare: the same kernel and",
       "initramfs with busybox as init powering off at once (`rdinit=/bin/busybox -- poweroff",
       "-f`), from spawn to QEMU's exit.",
       "",
-      "| p50 / p90 | booted, virtiofs | booted, disks | template |",
-      "|---|---:|---:|---:|",
+      "| p50 / p90 | booted, virtiofs | booted, disks | template | pool |",
+      "|---|---:|---:|---:|---:|",
       `| VMM up (spawn, or restore) | ${cells((o) => o.vmm)} |`,
       `| kernel boot (guest uptime at /init) | ${cells((o) => o.guestInit)} |`,
       `| agent ready (from spawn) | ${cells((o) => o.agentReady)} |`,
@@ -228,10 +233,10 @@ const sections: Record<string, () => Promise<void>> = {
       `| first container: Task.Create + Task.Start | ${cells((o) => o.container)} |`,
       `| **Controller Create → first container running** | ${cells((o) => o.total)} |`,
       `| QEMU PSS per idle pod (${n} running) | ${
-        [cold, disks, tpl].map((r) => mib(r.perPodQemuKiB)).join(" | ")
+        [cold, disks, tpl, pool].map((r) => mib(r.perPodQemuKiB)).join(" | ")
       } |`,
       `| host PSS per pod besides QEMU | ${
-        [cold, disks, tpl].map((r) => mib(r.perPodHostKiB)).join(" | ")
+        [cold, disks, tpl, pool].map((r) => mib(r.perPodHostKiB)).join(" | ")
       } |`,
       "",
       `Bare QEMU boot to init: p50 ${ms(p50(cold.bare))}, p90 ${ms(percentileOf(cold.bare, 90))}.`,
@@ -242,6 +247,15 @@ const sections: Record<string, () => Promise<void>> = {
       `booted virtiofs ${(total(tpl) / total(cold)).toFixed(2)}× (target ≤ 0.2×); template / ` +
       `bare ${(total(tpl) / p50(cold.bare)).toFixed(2)}×. QEMU PSS per idle pod, template / ` +
       `booted disks: ${(tpl.perPodQemuKiB / disks.perPodQemuKiB).toFixed(2)}× (target ≤ 0.3×).`,
+      "",
+      `From the pool: pod + first container / booted virtiofs ${
+        (total(pool) / total(cold)).toFixed(2)
+      }× (target ≤ 0.2×), / booted disks ${(total(pool) / total(disks)).toFixed(2)}×, / ` +
+      `template ${(total(pool) / total(tpl)).toFixed(2)}×. QEMU PSS per idle pod, pool / booted ` +
+      `disks: ${(pool.perPodQemuKiB / disks.perPodQemuKiB).toFixed(2)}×. What the pool costs: ` +
+      `each VM it makes took ${ms(p50(pool.poolMakeMs))} p50 (restore, reseed, a throwaway ` +
+      `container to its exit, its disk unplugged), and its spare VM waiting for the next pod ` +
+      `was ${mib(pool.spareQemuKiB ?? NaN)} of PSS.`,
       "",
       `The template: built once in ${ms(tpl.template?.bootMs ?? NaN)} (boot to agent ready) + ` +
       `${ms(tpl.template?.saveMs ?? NaN)} (save); its device state ${

@@ -56,9 +56,26 @@ async function bareBoot(dir: string, i: number): Promise<number> {
 /**
  * How pods' VMs are made: booted with the containers' files shared over virtiofs (the
  * default), booted with bundles on disks (`share_fs = "None"`), or restored from a template
- * (`template = true`, bundles on disks).
+ * (`template = true`, bundles on disks), or taken from a pool of VMs restored from it and
+ * warmed by a throwaway container (`template_pool = 1`: each pod waits until the pool has one).
  */
-export type VmPath = "virtiofs" | "disks" | "template";
+export type VmPath = "virtiofs" | "disks" | "template" | "pool";
+
+/** The "vm pooled" lines of the daemon's log: VMs the pool made, with how long each took. */
+async function pooledLog(d: TestDaemon): Promise<{ ms: number }[]> {
+  return (await d.logs()).split("\n").filter((l) => l.includes('"vm pooled"')).map((l) =>
+    JSON.parse(l)
+  );
+}
+
+/** Waits until the pool has made `n` VMs in all. */
+async function untilPooled(d: TestDaemon, n: number): Promise<void> {
+  const end = Date.now() + 300_000;
+  while ((await pooledLog(d)).length < n) {
+    if (Date.now() > end) throw new Error(`the pool made no VM number ${n}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
 
 /**
  * `n` VM pods made the `path` way, each with a bare boot after it when `bare`; PSS with all
@@ -79,9 +96,10 @@ export async function vmmBench(n: number, path: VmPath = "virtiofs", bare_ = tru
       "vcpus = 1",
       'machine_accelerators = "tcg"',
       ...(path === "virtiofs" ? [] : ['share_fs = "None"', `bundle_disk_dir = "${disks}"`]),
-      ...(path === "template"
+      ...(path === "template" || path === "pool"
         ? ["use_vsock = false", "template = true", `template_dir = "${templates}"`]
         : []),
+      ...(path === "pool" ? ["template_pool = 1"] : []),
       "",
     ].join("\n"),
   );
@@ -89,13 +107,17 @@ export async function vmmBench(n: number, path: VmPath = "virtiofs", bare_ = tru
   const ours: VmStart[] = [], bare: number[] = [];
   let template: { bootMs: number; saveMs: number; stateBytes: number } | undefined;
   try {
-    if (path === "template") template = await templateBuilt(templates, 300_000);
+    if (path === "template" || path === "pool") {
+      template = await templateBuilt(templates, 300_000);
+    }
     // Both of the daemon's idle memory reclaims (2 s and 8 s after the last call) have run.
     const settle = () => new Promise((r) => setTimeout(r, 11_000));
     await settle();
     const idleDaemon = await pssKiB(d.pid);
     const pods: { id: string; pid: number }[] = [];
     for (let i = 0; i < n; i++) {
+      // The pool has its VM ready (made after the last pod took the one before).
+      if (path === "pool") await untilPooled(d, i + 1);
       const t0 = performance.now();
       const pod = await startPod(d, { cgroupParent: d.cgroupParent });
       const podMs = performance.now() - t0;
@@ -110,7 +132,10 @@ export async function vmmBench(n: number, path: VmPath = "virtiofs", bare_ = tru
       const consoleLog = await Deno.readTextFile(join(d.dir, pod.id, "console.log"))
         .catch(() => "");
       const uptime = Number(/kuasar-init: ([\d.]+)s/.exec(consoleLog)?.[1] ?? NaN);
-      if (path === "template" && !ready.template) throw new Error(`pod ${pod.id} was booted`);
+      if (path !== "virtiofs" && path !== "disks" && !ready.template) {
+        throw new Error(`pod ${pod.id} was booted`);
+      }
+      if (path === "pool" && !ready.pooled) throw new Error(`pod ${pod.id} was not pooled`);
       ours.push({
         vmm: ready.vmmMs ?? ready.restoreMs,
         guestInit: uptime * 1000,
@@ -133,8 +158,23 @@ export async function vmmBench(n: number, path: VmPath = "virtiofs", bare_ = tru
         monitors += await pssKiB(Number(e.name));
       }
     }
+    // The pool's own VM waiting for the next pod (made after the last pod took one).
+    let spareQemuKiB: number | undefined;
+    if (path === "pool") {
+      await untilPooled(d, n + 1);
+      for await (const e of Deno.readDir("/proc")) {
+        const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+        const mine = pods.some((p) => Number(e.name) === p.pid);
+        if (!mine && cmd.startsWith("/") && cmd.includes("qemu-system") && cmd.includes(d.dir)) {
+          spareQemuKiB = await pssKiB(Number(e.name));
+        }
+      }
+    }
+    const poolMakeMs = (await pooledLog(d)).map((l) => l.ms);
     for (const p of pods) await d.controller.shutdown(p.id);
     return {
+      spareQemuKiB,
+      poolMakeMs,
       ours,
       bare,
       template,

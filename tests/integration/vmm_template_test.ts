@@ -18,7 +18,7 @@ import {
 } from "../support/daemon.ts";
 import { qemuOnly, skipUnless, TEST_VMM, vmUnavailable } from "../support/env.ts";
 import { blockToolsMissing } from "../support/block.ts";
-import { assertShutdownLeavesNothing } from "../support/leaks.ts";
+import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
 import { createContainer, startPod } from "../support/pod.ts";
 import { restored, templateBuilt } from "../support/vm_template.ts";
 
@@ -197,6 +197,160 @@ Deno.test({
           "use_vsock = false",
           "template = true",
           `template_dir = "${templates}"`,
+        ]));
+    } finally {
+      await ip("netns", "del", ns).catch(() => {});
+      await Deno.remove(images, { recursive: true }).catch(() => {});
+      await Deno.remove(templates, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Pids of QEMUs made for the pool of the sandboxer at `dir` (taken by a pod or not). */
+async function poolQemus(dir: string): Promise<number[]> {
+  const out: number[] = [];
+  for (const e of await Array.fromAsync(Deno.readDir("/proc"))) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const cmd = await Deno.readTextFile(`/proc/${e.name}/cmdline`).catch(() => "");
+    const argv0 = cmd.split("\0")[0];
+    if (/(^|\/)qemu-system[^/]*$/.test(argv0) && cmd.includes(`${dir}/.vm-pool-`)) {
+      out.push(Number(e.name));
+    }
+  }
+  return out;
+}
+
+/** How many VMs the sandboxer has logged pooled (its log goes on across restarts). */
+async function pooledSoFar(d: TestDaemon): Promise<number> {
+  return (await d.logs()).split("\n").filter((l) => l.includes('"vm pooled"')).length;
+}
+
+/** Waits until the sandboxer has logged `n` VMs pooled. */
+async function pooled(d: TestDaemon, n: number, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (await pooledSoFar(d) < n) {
+    if (Date.now() > end) throw new Error(`not ${n} VMs pooled after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+Deno.test({
+  name:
+    "vmm: template_pool keeps VMs restored and warmed ahead of pods; a pod takes one with its own hostname, NIC, cgroup, boot id and randomness; left pool VMs end with the daemon",
+  ...skipUnless(
+    Deno.uid() !== 0
+      ? "needs root"
+      : vmUnavailable() ?? qemuOnly("VM templates") ?? blockToolsMissing(),
+    `vmm sandboxer on ${TEST_VMM}, e2fsprogs`,
+  ),
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const images = await Deno.makeTempDir({ prefix: "k-bd-" });
+    const templates = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "k-tpl-" });
+    const tag = crypto.randomUUID().slice(0, 6);
+    const ns = `k-pool-${tag}`;
+    await ip("netns", "add", ns);
+    try {
+      await ip("link", "add", `vp${tag}`, "type", "veth", "peer", "name", "eth0", "netns", ns);
+      await ip("-n", ns, "addr", "add", "10.243.0.2/24", "dev", "eth0");
+      await ip("-n", ns, "link", "set", "eth0", "up");
+      await withDaemon(async (d) => {
+        await templateBuilt(templates, 240_000);
+        await pooled(d, 1, 300_000);
+        const a = await startPod(d, {
+          hostname: "pool-a",
+          netnsPath: `/var/run/netns/${ns}`,
+          cgroupParent: d.cgroupParent,
+        });
+        const readyA = (await d.logs()).split("\n").find((l) =>
+          l.includes('"vm ready"') && l.includes(a.id)
+        );
+        assert.match(readyA ?? "", /"pooled":"[0-9a-f]{12}"/, "the pod took the pool's VM");
+        assert.ok(restored(a.pid));
+        // QEMU and its monitor are charged to the pod's cgroup, not the pool's.
+        const cg = await Deno.readTextFile(`/proc/${a.pid}/cgroup`);
+        assert.match(cg, new RegExp(a.id), cg);
+        const probe = "cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1" +
+          " | tr -d ' \\n'; echo; hostname; date +%s; ip -o -4 addr show | grep -v ' lo ' || true";
+        const [bootA, randA, hostA, dateA, ...addrA] = (await guestSh(d, a.id, probe)).trim()
+          .split("\n");
+        assert.equal(hostA, "pool-a");
+        assert.ok(Math.abs(Number(dateA) - Date.now() / 1000) < 30, `guest clock ${dateA}`);
+        assert.match(addrA.join("\n"), /10\.243\.0\.2\/24/, "the pod's NIC, moved into its netns");
+        const taps = await new Deno.Command("ip", {
+          args: ["-n", ns, "-o", "link", "show"],
+          stdout: "piped",
+        }).output();
+        assert.match(new TextDecoder().decode(taps.stdout), /tap0_kuasar.*LOWER_UP/);
+        // A container (its bundle on a disk), with its output whole.
+        const t = await taskClient(a.address);
+        try {
+          const out = join(d.base, "out");
+          await mkfifo(out);
+          const text = readFifo(out);
+          const c = await createContainer(d, a, {
+            args: ["sh", "-c", "echo from-the-pool; cat /etc/hostname"],
+            stdout: out,
+          });
+          const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+          await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+          assert.equal((await w).exitStatus, 0);
+          assert.equal((await text.text).trim(), "from-the-pool\npool-a");
+          await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+        } finally {
+          t.close();
+        }
+
+        // The pool made another: a second pod's VM is its own guest.
+        await pooled(d, 2, 300_000);
+        const b = await startPod(d, { hostname: "pool-b", cgroupParent: d.cgroupParent });
+        const [bootB, randB, hostB] = (await guestSh(d, b.id, probe)).trim().split("\n");
+        assert.equal(hostB, "pool-b");
+        assert.notEqual(bootA, bootB, "each pool VM draws its own boot id");
+        assert.notEqual(randA, randB, "each pool VM's kernel generator is its own");
+
+        // A pool VM that died while waiting is not handed out: the pod restores its own.
+        await pooled(d, 3, 300_000);
+        const [spare] = (await poolQemus(d.dir)).filter((p) => p !== a.pid && p !== b.pid);
+        Deno.kill(spare, "SIGKILL");
+        await waitGone(spare, 10_000);
+        const podC = await startPod(d, { hostname: "pool-c", cgroupParent: d.cgroupParent });
+        assert.ok(restored(podC.pid) && podC.pid !== spare);
+        assert.ok(
+          !(await d.logs()).split("\n").some((l) =>
+            l.includes('"vm ready"') && l.includes(podC.id) && l.includes('"pooled"')
+          ),
+        );
+        assert.equal((await guestSh(d, podC.id, "hostname")).trim(), "pool-c");
+
+        // A restarted sandboxer keeps the pods' VMs and ends the pool's own (made or being made).
+        await pooled(d, 4, 300_000);
+        const left = (await poolQemus(d.dir)).filter((p) => p !== a.pid && p !== b.pid);
+        assert.ok(left.length > 0, "the pool makes its next VM");
+        await d.kill9();
+        const before = await pooledSoFar(d);
+        await d.spawn();
+        assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
+        assert.equal(
+          (await guestSh(d, a.id, "hostname; cat /proc/sys/kernel/random/boot_id")).trim(),
+          `pool-a\n${bootA}`,
+        );
+        for (const p of left) await waitGone(p, 30_000);
+        // The pods leave nothing, and the VMs the daemon keeps in its pool end with it.
+        for (const id of [a.id, b.id, podC.id]) await d.controller.shutdown(id);
+        await pooled(d, before + 1, 300_000);
+        assert.ok((await poolQemus(d.dir)).length > 0);
+        await d.stop();
+        assert.deepEqual(await leftovers(d, [a.id, b.id, podC.id]), []);
+      }, () =>
+        startVmmDaemon([], [], [
+          'share_fs = "None"',
+          `bundle_disk_dir = "${images}"`,
+          "use_vsock = false",
+          "template = true",
+          `template_dir = "${templates}"`,
+          "template_pool = 1",
         ]));
     } finally {
       await ip("netns", "del", ns).catch(() => {});

@@ -84,9 +84,9 @@ export const GUEST_IMAGE = Deno.env.get("KUASAR_GUEST_IMAGE") ?? "/var/lib/kuasa
 export const TEST_VMM = Deno.env.get("KUASAR_TEST_VMM") ?? "qemu";
 
 /**
- * `KUASAR_TEST_VM_TEMPLATE=1`: the VM suites run with `template = true` (QEMU, bundles on disks),
- * so that each pod of the suites' shape is a clone of a template VM (`scripts/vm_suite.sh
- * --template`). The template lives on tmpfs, shared by the suites' sandboxers (one key).
+ * `KUASAR_TEST_VM_TEMPLATE=1`: the VM suites run with `template = true` and `template_pool = 1`
+ * (QEMU, bundles on disks), so that each pod of the suites' shape is a clone of a template VM,
+ * restored at its start or taken from the pool (`scripts/vm_suite.sh --template`). The template lives on tmpfs, shared by the suites' sandboxers (one key).
  */
 export const TEST_VM_TEMPLATE = Deno.env.get("KUASAR_TEST_VM_TEMPLATE") === "1";
 export const TEST_TEMPLATE_DIR = "/dev/shm/kuasar-test-vm-templates";
@@ -120,6 +120,9 @@ export function vmmTomlLines(): string[] {
       "use_vsock = false",
       "template = true",
       `template_dir = "${TEST_TEMPLATE_DIR}"`,
+      // A pod takes the pool's VM when it has one ready and restores its own when not: the
+      // suites' bursts of pods go both ways.
+      "template_pool = 1",
     );
   }
   return guest;

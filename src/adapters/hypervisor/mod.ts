@@ -272,7 +272,7 @@ export const vmmKind: HostKind = {
         "deno task guest-image builds the guest image (or set [hypervisor] initrd_path)",
       ),
     );
-    if (s.template) {
+    if (s.template || s.template_pool) {
       checks.push(
         ...await templateChecks({
           refusal: templateRefusal(s),
@@ -282,6 +282,7 @@ export const vmmKind: HostKind = {
             s.kernel_path || defaultKernel(vmm),
             s.initrd_path || join(DEFAULT_GUEST_DIR, "initramfs.img"),
           ],
+          ...(s.template_pool ? { pool: { stateDir: dir, size: s.template_pool } } : {}),
         }),
       );
     }
@@ -310,7 +311,11 @@ export const vmmKind: HostKind = {
         );
       }
       const refusal = templateRefusal(s);
-      if (refusal) throw new InvalidArgumentError(`[hypervisor] template = true: ${refusal}`);
+      if (refusal) {
+        throw new InvalidArgumentError(
+          s.template ? `[hypervisor] template = true: ${refusal}` : `[hypervisor] ${refusal}`,
+        );
+      }
       const backend = new VmmSandboxBackend({
         dir: ctx.dir,
         layout: ctx.layout,
@@ -336,6 +341,7 @@ export const vmmKind: HostKind = {
         memorySlots: s.mem_slots ?? 0,
         bundleDisks,
         templateDir: s.template ? s.template_dir ?? ctx.layout.path("vmTemplates") : undefined,
+        templatePool: s.template_pool ?? 0,
       });
       backend.prepareTemplate();
       const unused = unusedKeys(s);

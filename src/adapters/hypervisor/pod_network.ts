@@ -76,12 +76,17 @@ export async function mirroredLinks(
  * (`firstSlot` unset) the VM gets the NICs on its command line; later ones are hot-plugged
  * into slots from `firstSlot` on. Each tap's alias records what it mirrors, so the netns
  * itself says what is done (after a daemon restart too).
+ *
+ * `via`: for a VM that runs in another netns (one made before its pod, `vmPool`), each tap is
+ * made in `via.netns`, where the VMM opens it (`via.plug`, its NIC hot-plugged), and then moved
+ * into the pod's netns: an open tap keeps its queues when it moves.
  */
 export async function mirrorInterfaces(
   netns: string,
   queues = 1,
   firstSlot?: number,
   max = Infinity,
+  via?: { netns: string; plug: (nic: MirroredInterface) => Promise<void> },
 ): Promise<MirroredInterface[]> {
   const out: MirroredInterface[] = [];
   const done = await mirroredLinks(netns);
@@ -93,7 +98,8 @@ export async function mirrorInterfaces(
     const tap = `tap${index++}_kuasar`;
     const slot = firstSlot === undefined ? undefined : firstSlot + out.length;
     const ns = (argv: string[]) => runChecked(inNetns(netns, argv));
-    await ns([
+    const made = (argv: string[]) => runChecked(inNetns(via?.netns ?? netns, argv));
+    await made([
       "ip",
       "tuntap",
       "add",
@@ -103,7 +109,7 @@ export async function mirrorInterfaces(
       "tap",
       ...(queues > 1 ? ["multi_queue"] : []),
     ]);
-    await ns([
+    await made([
       "ip",
       "link",
       "set",
@@ -112,6 +118,28 @@ export async function mirrorInterfaces(
       "alias",
       `kuasar-mirror:${slot ?? "-"}:${link.ifname}`,
     ]);
+    const nic: MirroredInterface = {
+      name: link.ifname,
+      tap,
+      slot,
+      mac: link.address ?? "",
+      mtu: link.mtu ?? 1500,
+      addresses: (link.addr_info ?? [])
+        .filter((a) => a.scope === "global" && (a.family === "inet" || a.family === "inet6"))
+        .map((a) => ({
+          family: a.family as "inet" | "inet6",
+          local: a.local,
+          prefixlen: a.prefixlen,
+        })),
+    };
+    if (via) {
+      try {
+        await via.plug(nic);
+      } finally {
+        // Into the pod's netns even when the VMM refused it: the caller's undoing looks there.
+        await made(["ip", "link", "set", "dev", tap, "netns", netns]);
+      }
+    }
     await ns(["ip", "link", "set", "dev", tap, "mtu", String(link.mtu ?? 1500), "up"]);
     for (const [from, to] of [[link.ifname, tap], [tap, link.ifname]]) {
       await ns(["tc", "qdisc", "add", "dev", from, "ingress"]);
@@ -138,20 +166,7 @@ export async function mirrorInterfaces(
         to,
       ]);
     }
-    out.push({
-      name: link.ifname,
-      tap,
-      slot,
-      mac: link.address ?? "",
-      mtu: link.mtu ?? 1500,
-      addresses: (link.addr_info ?? [])
-        .filter((a) => a.scope === "global" && (a.family === "inet" || a.family === "inet6"))
-        .map((a) => ({
-          family: a.family as "inet" | "inet6",
-          local: a.local,
-          prefixlen: a.prefixlen,
-        })),
-    });
+    out.push(nic);
   }
   return out;
 }

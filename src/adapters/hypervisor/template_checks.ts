@@ -28,6 +28,8 @@ export interface TemplateCheckOptions {
   readonly memoryMiB: number;
   /** The guest image: a template older than either is rebuilt at the next start. */
   readonly image: readonly string[];
+  /** The sandboxer's state directory and `template_pool`, when it keeps a pool of VMs. */
+  readonly pool?: { readonly stateDir: string; readonly size: number };
 }
 
 /** The checks of templates; none when they are off. */
@@ -37,11 +39,35 @@ export async function templateChecks(o: TemplateCheckOptions): Promise<NodeCheck
       id: "template",
       kind: "vmm",
       status: "fail",
-      detail: `template = true: ${o.refusal}; the sandboxer refuses to start`,
-      fix: 'template = false, or QEMU with share_fs = "None" and use_vsock = false',
+      detail: `${o.refusal}; the sandboxer refuses to start`,
+      fix:
+        'template = false (and no template_pool), or QEMU with template = true, share_fs = "None" ' +
+        "and use_vsock = false",
     }];
   }
-  return [await spaceCheck(o), await listCheck(o)];
+  return [await spaceCheck(o), await listCheck(o), ...o.pool ? [await poolCheck(o.pool)] : []];
+}
+
+/** How many VMs the running sandboxer's pool holds ready (`ready` and not `taken`). */
+async function poolCheck(pool: { stateDir: string; size: number }): Promise<NodeCheck> {
+  let ready = 0;
+  try {
+    for await (const e of Deno.readDir(pool.stateDir)) {
+      if (!/^\.vm-pool-[0-9a-f]{12}$/.test(e.name)) continue;
+      const has = (f: string) => Deno.stat(join(pool.stateDir, e.name, f)).then(() => 1, () => 0);
+      if (await has("ready") && !await has("taken")) ready++;
+    }
+  } catch { /* no state directory: no sandboxer ran here */ }
+  return {
+    id: "template.pool",
+    kind: "vmm",
+    status: ready ? "ok" : "warn",
+    detail: `${ready} of ${pool.size} VMs ready ahead of pods (template_pool)`,
+    ...(ready ? {} : {
+      fix: "none while the sandboxer is stopped, or builds the template, or makes them (its log " +
+        'says "vm pooled" for each); pods restore their own VM meanwhile',
+    }),
+  };
 }
 
 /** Why the directory is unfit for templates (what is in it runs in every clone), if it is. */

@@ -67,3 +67,32 @@ Deno.test("doctor: a template directory others can write to fails", async () => 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("doctor: the pool's ready VMs counted, not those being made or taken", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const pool = async () =>
+      (await templateChecks({
+        dir: join(dir, "t"),
+        memoryMiB: 1,
+        image: [],
+        pool: { stateDir: dir, size: 3 },
+      })).find((c) => c.id === "template.pool")!;
+    let c = await pool();
+    assert.equal(c.status, "warn");
+    assert.match(c.detail, /^0 of 3 VMs ready/);
+    const vm = (name: string, ...files: string[]) =>
+      Deno.mkdir(join(dir, `.vm-pool-${name}`)).then(() =>
+        Promise.all(files.map((f) => Deno.writeTextFile(join(dir, `.vm-pool-${name}`, f), "")))
+      );
+    await vm("0123456789ab", "ready");
+    await vm("0123456789ac"); // being made
+    await vm("0123456789ad", "ready", "taken"); // a pod's now
+    await vm("not-a-pool-vm", "ready");
+    c = await pool();
+    assert.equal(c.status, "ok");
+    assert.match(c.detail, /^1 of 3 VMs ready ahead of pods/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -76,6 +76,11 @@ export const hypervisorSettings = z.strictObject({
   template: z.boolean().optional(),
   /** Ours: where templates live (absolute; on tmpfs for shared pages); default under --dir. */
   template_dir: z.string().min(1).startsWith("/").optional(),
+  /**
+   * Ours: VMs kept restored from the template and warmed by a throwaway container, ahead of
+   * pods (each costs a clone's memory while it waits); default 0, none.
+   */
+  template_pool: z.number().int().min(0).max(64).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   /** QEMU: pc or q35; StratoVirt: e.g. "q35,mem-share=on" (checked per VMM). */
   machine_type: z.string().optional(),
@@ -199,6 +204,7 @@ const USED = new Set([
   "bundle_disk_free_mb",
   "template",
   "template_dir",
+  "template_pool",
 ]);
 
 /** Keys read for one VMM only. */
@@ -258,7 +264,7 @@ export function guestKernelParams(s: HypervisorSettings): string {
  * copy-on-write mapping is not) and the agent on virtio-serial (use_vsock = false).
  */
 export function templateRefusal(s: HypervisorSettings): string | undefined {
-  if (!s.template) return undefined;
+  if (!s.template) return s.template_pool ? "template_pool needs template = true" : undefined;
   if (vmmOf(s) !== "qemu") return `templates are QEMU's, not ${vmmOf(s)}'s`;
   if (!bundlesOnDisks(s)) return 'templates need share_fs = "None" (bundles on disks)';
   if (s.use_vsock !== false) return "templates need use_vsock = false (the agent on virtio-serial)";

@@ -120,4 +120,11 @@ Deno.test("vmm config: templates are QEMU's, with bundles on disks and the agent
   assert.match(refusal({ ...ok, vmm: "firecracker" })!, /QEMU's/);
   assert.throws(() => hypervisorSettings.parse({ template_dir: "relative/dir" }));
   assert.deepEqual(unusedKeys(hypervisorSettings.parse({ ...ok, template_dir: "/t" })), []);
+  // The pool of VMs made ahead comes from the template.
+  assert.equal(refusal({ ...ok, template_pool: 2 }), undefined);
+  assert.match(refusal({ template_pool: 2 })!, /template_pool needs template = true/);
+  assert.equal(refusal({ template_pool: 0 }), undefined);
+  assert.throws(() => hypervisorSettings.parse({ ...ok, template_pool: -1 }));
+  assert.throws(() => hypervisorSettings.parse({ ...ok, template_pool: 1.5 }));
+  assert.deepEqual(unusedKeys(hypervisorSettings.parse({ ...ok, template_pool: 1 })), []);
 });

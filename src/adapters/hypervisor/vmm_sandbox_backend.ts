@@ -23,8 +23,14 @@ import { validateId } from "../../domain/ids.ts";
 import { vmGrowthRefusal, type VmSize, vmSize } from "../../domain/vm_size.ts";
 import type { OciSpec } from "../../domain/oci.ts";
 import type { TasksDiff } from "../../domain/tasks_extension.ts";
-import { makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
-import { type BundleDisks, podBundleDir } from "./bundle_disk.ts";
+import { guestBundle, makeShare, removeShare, shared, shareDir } from "./guest_share.ts";
+import {
+  BUNDLE_FSTYPE,
+  type BundleDisks,
+  bundleImage,
+  packBundle,
+  podBundleDir,
+} from "./bundle_disk.ts";
 import { dnsOfResolvConf, resolvConf } from "../../domain/pod_config.ts";
 import { PodDisks } from "./pod_disks.ts";
 import type { SandboxExit, SandboxRecord } from "../../domain/sandbox.ts";
@@ -34,6 +40,7 @@ import {
   cgroupMetrics,
   cgroupPathsFor,
   cgroupPathsOf,
+  leastCpuWeight,
   makeCgroup,
   removeCgroup,
 } from "../os/cgroups.ts";
@@ -43,9 +50,11 @@ import type { PodProcessState } from "../supervisor/pod_holders.ts";
 import {
   holderToken,
   killByCommandLine,
+  poolVmToken,
   sharedFsToken,
   socketPath,
 } from "../supervisor/process_tokens.ts";
+import { VmPool } from "./vm_pool.ts";
 import { type AgentLink, AgentLinks, dial } from "./agent_links.ts";
 import { type VmTemplate, VmTemplates } from "./vm_templates.ts";
 import type { TtrpcClient } from "../ttrpc/client.ts";
@@ -54,6 +63,7 @@ import {
   AGENT_VSOCK_PORT,
   BOOT_RESEED,
   BOOT_SERVICE,
+  BUNDLE_DISK_MOUNT,
   SHARE_TAG,
 } from "../../ports/agent_protocol.ts";
 import { type Interface, type Route, SandboxServiceDefinition } from "../../gen/kuasar/sandbox.ts";
@@ -111,6 +121,27 @@ export interface VmmBackendOptions {
    * VMM can, bundles are on disks and the agent is on virtio-serial (checked by the config).
    */
   readonly templateDir?: string;
+  /** VMs kept restored and warmed ahead of pods (`template_pool`, with templates); 0: none. */
+  readonly templatePool?: number;
+}
+
+/** A VM of the pool: restored from `template`, run through a throwaway container, no pod's. */
+interface PoolVm {
+  /** Its name in the pool, and the pseudo pod id its files and links go by until taken. */
+  readonly name: string;
+  readonly id: string;
+  readonly token: string;
+  readonly template: VmTemplate;
+  readonly helperPid: number;
+  readonly pid: number;
+  dead: boolean;
+}
+
+/** Where the VMs of the pool get their cgroups until a pod takes them. */
+const POOL_CGROUP = "/kuasar-vmm-pool";
+/** The pseudo pod id of pool VM `name`: `.` never starts a pod id (ids.ts), so none is a pod's. */
+function poolVmId(name: string): string {
+  return `.vm-pool-${name}`;
 }
 
 /**
@@ -245,6 +276,8 @@ export interface VmmPodState extends PodProcessState {
   bundleDisks?: BundleDisks;
   /** The template the VM was restored from (its key), if it was not booted. */
   template?: string;
+  /** The VM was made ahead of the pod (`template_pool`): its name in the pool. */
+  pooled?: string;
 }
 
 /** The pod's bundle-disk settings, if its containers' bundles go to its VM as disks. */
@@ -329,6 +362,8 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const shape = { ...describe(o, record.id, p), ...size };
     const template = await this.#templateFor(record, shape);
     if (template) {
+      const taken = await this.#takePooled(record, shape, template);
+      if (taken) return taken;
       const cloned = await this.#startClone(record, shape, template);
       if (cloned) return cloned;
     }
@@ -426,8 +461,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   /** When the last template build failed: the next is not tried before a minute has passed. */
   #templateFailedAt = -Infinity;
 
-  /** Ends the template VM being built, if any (the daemon stops). */
+  /** Ends the template VM being built, if any, and the pool's VMs (the daemon stops). */
   async closeTemplates(): Promise<void> {
+    await this.#pool?.close();
+    for (const vm of this.#poolVms) await this.#endPoolVm(vm);
     await this.#templates?.close();
   }
 
@@ -456,7 +493,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         } as Awaited<ReturnType<typeof vmPaths>>),
         ...vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB }),
       };
+      await this.#sweepPool();
       await t.ensure(vm);
+      this.#pool?.fill();
     })().catch((e) => {
       this.#templateFailedAt = performance.now();
       this.#log.warn("no VM template: pods boot", { error: String(e), dir: o.templateDir });
@@ -558,22 +597,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       mark = now;
     };
     await traced("vm reseed and agent connect", attrs, async () => {
-      // Before any connection of the links, whose first call reads the boot id.
-      const seeder = await dial([{ transport: "unix", path: p.agent }], deadline);
-      try {
-        const said = await seeder.call(
-          BOOT_SERVICE,
-          BOOT_RESEED,
-          crypto.getRandomValues(new Uint8Array(64)),
-          { timeoutMs: 10_000 },
-        );
-        this.#log.debug("vm reseeded", {
-          sandbox: record.id,
-          guest: new TextDecoder().decode(said).trim(),
-        });
-      } finally {
-        seeder.close();
-      }
+      await this.#reseed(record.id, p.agent, deadline);
       phase("reseedMs");
       this.#bootIds.delete(record.id);
       const agent = (await this.links.connect(record.id, deadline)).sandbox;
@@ -604,6 +628,352 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       agentReadyMs: Math.round(performance.now() - t0),
     });
     return { pid: h.pid };
+  }
+
+  /**
+   * Gives the clone's guest kernel fresh entropy from the host, before any connection of the
+   * links (whose first call reads the boot id): clones must not share their template's.
+   */
+  async #reseed(id: string, agentSocket: string, deadline: number): Promise<void> {
+    const seeder = await dial([{ transport: "unix", path: agentSocket }], deadline);
+    try {
+      const said = await seeder.call(
+        BOOT_SERVICE,
+        BOOT_RESEED,
+        crypto.getRandomValues(new Uint8Array(64)),
+        { timeoutMs: 10_000 },
+      );
+      this.#log.debug("vm reseeded", { sandbox: id, guest: new TextDecoder().decode(said).trim() });
+    } finally {
+      seeder.close();
+    }
+  }
+
+  // ------------------------------------------------------------- the pool (template_pool)
+
+  /** The pool's VMs not taken by a pod (being made, or ready). */
+  #poolVms = new Set<PoolVm>();
+  #poolSwept = false;
+  #pool = this.#templates && (this.opts.templatePool ?? 0) > 0
+    ? new VmPool<PoolVm>({
+      size: this.opts.templatePool!,
+      make: () => this.#makePoolVm(),
+      discard: (vm) => this.#endPoolVm(vm),
+      alive: (vm) => !vm.dead,
+    })
+    : undefined;
+
+  /** Where pool VM `name`'s files are until a pod takes it (`<dir>/.vm-pool-<name>/`). */
+  #poolDir(name: string): string {
+    return join(this.opts.dir, poolVmId(name));
+  }
+
+  /**
+   * Restores a VM from the template of the config's shape in a netns of its own, reseeds it and
+   * runs a throwaway container in it (disk, crun, the agent's container paths: what a clone's
+   * first container otherwise pays for under emulation).
+   */
+  async #makePoolVm(): Promise<PoolVm> {
+    const o = this.opts;
+    await this.#sweepPool();
+    const templating = o.hypervisor.templating!;
+    const name = Array.from(
+      crypto.getRandomValues(new Uint8Array(6)),
+      (b) => b.toString(16).padStart(2, "0"),
+    ).join("");
+    const id = poolVmId(name);
+    const p = await vmPaths(o, id);
+    const vm = { ...describe(o, id, p), ...vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB }) };
+    const template = await this.#templates!.ready(vm);
+    if (!template) throw new UnavailableError("no VM template built yet");
+    await Deno.mkdir(this.#poolDir(name), { mode: 0o700 });
+    const token = poolVmToken(name);
+    const deadline = performance.now() + o.bootTimeoutMs;
+    let pv: PoolVm | undefined;
+    try {
+      const h = await o.supervisor.startMonitored({
+        token,
+        monitorLog: join(this.#poolDir(name), "monitor.log"),
+        // A netns of its own until a pod's taps are moved in (mirrorInterfaces `via`).
+        argv: () => ["unshare", "--net", "--", ...templating.argv(vm, template.memory, "clone")],
+        cgroupProcs: await (async () => {
+          const procs = await makeCgroup(join(POOL_CGROUP, name));
+          // Made in the background: pods starting meanwhile (the one that took the last VM,
+          // its first container) come first. A pod that takes it moves it into its own cgroup.
+          await leastCpuWeight(join(POOL_CGROUP, name));
+          return procs;
+        })(),
+      });
+      pv = { name, id, token, template, helperPid: h.helperPid, pid: h.pid, dead: false };
+      const vmOf = pv;
+      this.#poolVms.add(vmOf);
+      o.supervisor.exits.expect(token, h.helperPid, {
+        exited: () => {
+          vmOf.dead = true;
+        },
+        lost: () => {
+          vmOf.dead = true;
+        },
+      });
+      await templating.restore(vm, template.state, deadline);
+      await this.#reseed(id, p.agent, deadline);
+      this.#bootIds.delete(id);
+      await this.links.connect(id, deadline);
+      await this.#warmUp(id, deadline);
+      if (vmOf.dead) throw new UnavailableError("the VM exited while being made");
+      // For `kuasar doctor`: the pool holds it (until a take writes `taken`).
+      await Deno.writeTextFile(join(this.#poolDir(name), "ready"), "", { mode: 0o600 });
+      return vmOf;
+    } catch (e) {
+      if (pv) await this.#endPoolVm(pv);
+      else await Deno.remove(this.#poolDir(name), { recursive: true }).catch(() => {});
+      throw e;
+    }
+  }
+
+  /**
+   * Runs a throwaway container in pool VM `id` the way a pod's first runs (its bundle on a
+   * hot-plugged disk, crun), to its exit, and lets its disk go.
+   */
+  async #warmUp(id: string, deadline: number): Promise<void> {
+    const o = this.opts;
+    const b = o.bundleDisks!;
+    const cid = "kuasar-warm-up";
+    const root = join(o.dir, id, "warm-up-root");
+    await Deno.mkdir(join(root, "bin"), { recursive: true, mode: 0o755 });
+    // A static binary (the helper's usage, exit 2) is all the container needs.
+    await Deno.copyFile(o.supervisor.binary, join(root, "bin", "warm-up"));
+    const spec: OciSpec = {
+      ociVersion: "1.0.2",
+      process: { args: ["/bin/warm-up"], cwd: "/", user: { uid: 0, gid: 0 }, env: ["PATH=/bin"] },
+      root: { path: root, readonly: true },
+      mounts: [{ destination: "/proc", type: "proc", source: "proc", options: [] }],
+      linux: { namespaces: [{ type: "pid" }, { type: "mount" }, { type: "ipc" }, { type: "uts" }] },
+    } as OciSpec;
+    const share = join(o.dir, id, "warm-up-share");
+    const image = bundleImage(b, id, cid);
+    await makeShare(share, cid, spec, [], root);
+    try {
+      await packBundle(share, image, 0);
+    } finally {
+      await removeShare(share);
+    }
+    const left = () => ({ timeoutMs: Math.max(1, deadline - performance.now()) });
+    try {
+      const serial = await this.disks.acquire(id, cid, image, false);
+      const { tasks } = await this.links.get(id);
+      await tasks.create({
+        id: cid,
+        bundle: guestBundle(cid),
+        rootfs: [{ type: BUNDLE_DISK_MOUNT, source: serial, target: "", options: [BUNDLE_FSTYPE] }],
+        stdin: "",
+        stdout: "",
+        stderr: "",
+        terminal: false,
+        checkpoint: "",
+        parentCheckpoint: "",
+        options: undefined,
+      }, left());
+      const exited = tasks.wait({ id: cid, execId: "" }, left());
+      await tasks.start({ id: cid, execId: "" }, left());
+      await exited;
+      await tasks.delete({ id: cid, execId: "" }, left());
+      await this.disks.release(id, cid);
+      // Its disk is unplugged in the background: the VM is ready once it is gone.
+      while (
+        await Deno.readTextFile(join(o.dir, id, "disks.json"))
+          .then((t) => JSON.parse(t).disks?.length > 0, () => false)
+      ) {
+        if (performance.now() > deadline) {
+          throw new DeadlineExceededError("the warm-up container's disk was not detached");
+        }
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    } finally {
+      await Deno.remove(podBundleDir(b, id), { recursive: true }).catch(() => {});
+      await Deno.remove(root, { recursive: true }).catch(() => {});
+    }
+  }
+
+  /** Ends a pool VM no pod took, and removes what it had. */
+  async #endPoolVm(vm: PoolVm): Promise<void> {
+    this.#poolVms.delete(vm);
+    this.opts.supervisor.exits.cancel(vm.token);
+    await this.links.drop(vm.id);
+    this.#bootIds.delete(vm.id);
+    await this.#killPoolVm(vm.name);
+  }
+
+  /**
+   * Kills pool VM `name` (QEMU and its monitor: both name its directory on their command line;
+   * a taken VM's too, so only for one no pod keeps) and removes what it had.
+   */
+  async #killPoolVm(name: string): Promise<void> {
+    await killByCommandLine(`${this.#poolDir(name)}/`);
+    await this.opts.supervisor.killOrphans(poolVmToken(name));
+    await this.opts.supervisor.exits.remove(poolVmToken(name));
+    await this.#removePoolFiles(name);
+  }
+
+  async #removePoolFiles(name: string): Promise<void> {
+    const p = await vmPaths(this.opts, poolVmId(name));
+    for (const f of [p.control, p.agent, p.debug, `${p.control}.m`]) {
+      await Deno.remove(f).catch(() => {});
+    }
+    await Deno.remove(this.#poolDir(name), { recursive: true }).catch(() => {});
+    if (this.opts.bundleDisks) {
+      await Deno.remove(podBundleDir(this.opts.bundleDisks, poolVmId(name)), { recursive: true })
+        .catch(() => {});
+    }
+    await removeCgroup(join(POOL_CGROUP, name)).catch(() => {});
+  }
+
+  /**
+   * Once per daemon, before its first pool VM: the pool VMs a previous daemon left (it crashed)
+   * go, but not one a pod took (`taken` names it) whose pod is still there: that is the pod's.
+   */
+  async #sweepPool(): Promise<void> {
+    if (this.#poolSwept) return;
+    this.#poolSwept = true;
+    for await (const e of Deno.readDir(this.opts.dir)) {
+      const name = /^\.vm-pool-([0-9a-f]{12})$/.exec(e.name)?.[1];
+      if (!name) continue;
+      const taken = await Deno.readTextFile(join(this.#poolDir(name), "taken")).catch(() => "");
+      if (taken && await Deno.stat(join(this.opts.dir, taken)).then(() => true, () => false)) {
+        continue;
+      }
+      await this.#killPoolVm(name);
+    }
+  }
+
+  /**
+   * Starts the pod on a VM of the pool made from `template`, if one is ready: its sockets and
+   * logs become the pod's, QEMU moves into the pod's cgroup, its clock is set, and it gets the
+   * pod's hostname and NICs (taps made in its netns, then moved into the pod's). Undefined when
+   * none is ready, or when handing it over failed (it is ended; the pod restores its own VM).
+   */
+  async #takePooled(
+    record: SandboxRecord<VmmPodState>,
+    vm: VmDescription,
+    template: VmTemplate,
+  ): Promise<StartedProcess | undefined> {
+    // `template` is the current one of the config's shape (the only one pools are made of):
+    // VMs of an older one (another guest image or QEMU) would never be taken.
+    const pv = this.#pool?.take(
+      (v) => v.template.key === template.key,
+      (v) => v.template.key !== template.key,
+    );
+    if (!pv) return undefined;
+    this.#poolVms.delete(pv);
+    const o = this.opts;
+    const t0 = performance.now();
+    const deadline = t0 + o.bootTimeoutMs;
+    const from = await vmPaths(o, pv.id);
+    const to = await vmPaths(o, record.id);
+    const cgroupsPath = vmCgroup(record);
+    const queues = vm.vcpus;
+    // Where the hand-over goes (logged with "vm ready").
+    const phases: Record<string, number> = {};
+    let mark = t0;
+    const phase = (name: string) => {
+      const now = performance.now();
+      phases[name] = Math.round(now - mark);
+      mark = now;
+    };
+    try {
+      o.supervisor.exits.cancel(pv.token);
+      // Whose it is, should the daemon stop before the pod's record says (#sweepPool).
+      await Deno.writeTextFile(join(this.#poolDir(pv.name), "taken"), record.id, { mode: 0o600 });
+      await this.links.drop(pv.id);
+      const moves: [string, string][] = [
+        [from.control, to.control],
+        [from.agent, to.agent],
+        [from.debug, to.debug],
+        [from.console, to.console],
+        [from.events, to.events],
+        [join(this.#poolDir(pv.name), "monitor.log"), join(o.dir, record.id, "monitor.log")],
+      ];
+      for (const [a, b] of moves) {
+        await Deno.rename(a, b).catch((e) => {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        });
+      }
+      record.backend = {
+        ...record.backend,
+        taps: [],
+        cgroupsPath,
+        holderPid: pv.helperPid,
+        holderToken: pv.token,
+        accel: o.accel,
+        template: template.key,
+        pooled: pv.name,
+        ...(debugConsole(o) ? { debugConsole: to.debug } : {}),
+      };
+      // Its monitor too, as a booted VM's (which joins the pod's cgroup before it starts QEMU).
+      for (const f of await makeCgroup(cgroupsPath)) {
+        for (const pid of [pv.helperPid, pv.pid]) await Deno.writeTextFile(f, String(pid));
+      }
+      await removeCgroup(join(POOL_CGROUP, pv.name)).catch(() => {});
+      phase("handOverMs");
+      const bootId = this.#bootIds.get(pv.id);
+      this.#bootIds.delete(pv.id);
+      if (bootId) this.#bootIds.set(record.id, bootId);
+      const agent = (await this.links.connect(record.id, deadline)).sandbox;
+      record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
+      phase("connectMs");
+      await syncClock(agent, { alwaysSet: true });
+      phase("clockMs");
+      await agent.setupSandbox({
+        config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
+        interfaces: [],
+        routes: [],
+      }, { timeoutMs: 10_000 });
+      phase("setupMs");
+      if (record.netnsPath) {
+        const nics = await mirrorInterfaces(record.netnsPath, queues, 0, vm.nicSlots, {
+          netns: `/proc/${pv.pid}/ns/net`,
+          plug: (nic) => o.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! }),
+        });
+        record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
+        if (nics.length) {
+          const routes = await podRoutes(record.netnsPath, nics);
+          await agent.updateInterfaces({ interfaces: guestInterfaces(nics) }, {
+            timeoutMs: 30_000,
+          });
+          await agent.updateRoutes({ routes }, { timeoutMs: 10_000 });
+        }
+        phase("nicsMs");
+      }
+      // Followed as the pod's from here (had it died meanwhile, its exit is delivered at once).
+      this.holders.watch(record.id, pv.helperPid, pv.pid, pv.token);
+      await Deno.remove(this.#poolDir(pv.name), { recursive: true }).catch(() => {});
+    } catch (e) {
+      await this.#killPoolVm(pv.name);
+      // Its sockets under the pod's names, for the VM the pod restores instead.
+      for (const f of [to.control, to.agent, to.debug]) await Deno.remove(f).catch(() => {});
+      await this.links.drop(record.id);
+      this.#bootIds.delete(record.id);
+      if (record.netnsPath) {
+        for (const l of await mirroredLinks(record.netnsPath).catch(() => [])) {
+          await unmirror(record.netnsPath, { name: l.ifname, tap: l.tap });
+        }
+      }
+      const { holderPid: _h, holderToken: _t, pooled: _p, ...rest } = record.backend;
+      record.backend = rest;
+      this.#log.warn("vm of the pool not handed over: the pod restores its own", {
+        sandbox: record.id,
+        pooled: pv.name,
+        error: String(e),
+      });
+      return undefined;
+    }
+    this.#ready(record.id, vm, {
+      template: template.key,
+      pooled: pv.name,
+      ...phases,
+      agentReadyMs: Math.round(performance.now() - t0),
+    });
+    return { pid: pv.pid };
   }
 
   /** Starts virtiofsd on the pod's shared directory; resolves with its socket once it listens. */
@@ -680,6 +1050,18 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     this.links.get(id).then((l) => syncClock(l.sandbox)).catch((e) =>
       this.#log.debug("guest clock not synced", { sandbox: id, error: String(e) })
     );
+  }
+
+  /** Also ends a pool VM the unfinished Start had taken (its `taken` file names the pod). */
+  protected override async abandonStart(record: SandboxRecord<VmmPodState>): Promise<void> {
+    await super.abandonStart(record);
+    if (!this.#pool) return;
+    for await (const e of Deno.readDir(this.opts.dir)) {
+      const name = /^\.vm-pool-([0-9a-f]{12})$/.exec(e.name)?.[1];
+      if (!name) continue;
+      const taken = await Deno.readTextFile(join(this.#poolDir(name), "taken")).catch(() => "");
+      if (taken === record.id) await this.#killPoolVm(name);
+    }
   }
 
   override async recover(record: SandboxRecord<VmmPodState>) {
@@ -802,7 +1184,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       } catch { /* gone */ }
       await this.holders.waitGone(record.id);
     }
-    await this.holders.forget(record.id);
+    await this.holders.forget(record.id, record.backend.holderToken);
     await this.links.drop(record.id);
     const taps = new Set(Array.isArray(record.backend.taps) ? record.backend.taps : []);
     // State read back from disk: checked, not trusted. Hot-plugged NICs' taps are the netns's.

@@ -397,6 +397,24 @@ export async function makeCgroup(path: string): Promise<string[]> {
   return procs;
 }
 
+/**
+ * Gives cgroup `path` (made by `makeCgroup`) the least CPU weight (v2 `cpu.weight` 1, v1
+ * `cpu.shares` 2): its processes get CPU only what others leave. Best effort: a host without the
+ * cpu controller keeps the default.
+ */
+export async function leastCpuWeight(path: string): Promise<void> {
+  const rel = path.replace(/^\/+/, "");
+  if (!rel || rel.split("/").includes("..")) return;
+  if (isUnified()) {
+    await Deno.writeTextFile(join(ROOT, rel, "cpu.weight"), "1").catch(() => {});
+    return;
+  }
+  for await (const e of Deno.readDir(ROOT)) {
+    if (!e.isDirectory || !e.name.split(",").includes("cpu")) continue;
+    await Deno.writeTextFile(join(ROOT, e.name, rel, "cpu.shares"), "2").catch(() => {});
+  }
+}
+
 export async function removeCgroup(path: string): Promise<void> {
   const rel = path.replace(/^\/+/, "");
   if (!rel || rel.split("/").includes("..")) return;

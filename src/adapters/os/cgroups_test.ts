@@ -1,7 +1,17 @@
 import assert from "node:assert/strict";
 import * as v1 from "../../gen/cgroups/cgroup1/stats/metrics.ts";
 import * as v2 from "../../gen/cgroups/cgroup2/stats/metrics.ts";
-import { CGROUP_V2_MAX, isUnified, metricsV2, oomKills, summedCgroupMetrics } from "./cgroups.ts";
+import { join } from "node:path";
+import {
+  CGROUP_V2_MAX,
+  isUnified,
+  leastCpuWeight,
+  makeCgroup,
+  metricsV2,
+  oomKills,
+  removeCgroup,
+  summedCgroupMetrics,
+} from "./cgroups.ts";
 import { OomWatcher } from "./oom_watcher.ts";
 
 Deno.test("summedCgroupMetrics of no cgroup is an empty, decodable Metrics", async () => {
@@ -122,4 +132,23 @@ Deno.test("OOM watcher (v2 path): each new oom_kill is reported once, per watch 
     await watcher.close();
     await Deno.remove(root, { recursive: true });
   }
+});
+
+Deno.test({
+  name: "leastCpuWeight gives a cgroup the least CPU weight (v2 cpu.weight, v1 cpu.shares)",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const path = `/kuasar-test-cpu-weight/${crypto.randomUUID().slice(0, 8)}`;
+    await makeCgroup(path);
+    try {
+      await leastCpuWeight(path);
+      const file = isUnified()
+        ? join("/sys/fs/cgroup", path, "cpu.weight")
+        : join("/sys/fs/cgroup/cpu", path, "cpu.shares");
+      assert.equal((await Deno.readTextFile(file)).trim(), isUnified() ? "1" : "2");
+    } finally {
+      await removeCgroup(path);
+      await removeCgroup("/kuasar-test-cpu-weight");
+    }
+  },
 });

@@ -20,6 +20,17 @@ const KILL_WAIT_MS = 10_000;
 export interface PodProcessState {
   /** Pid of the supervisor of the pod's process (holder or monitor). */
   holderPid?: number;
+  /**
+   * The exit-record token of that supervisor when it is not the pod's own (`holderToken`): a
+   * VM made ahead of its pod keeps the one it was started with.
+   */
+  holderToken?: string;
+}
+
+/** The exit-record token of the pod's process. */
+function tokenOf(record: SandboxRecord<PodProcessState>): string {
+  const t = record.backend.holderToken;
+  return typeof t === "string" && t ? t : holderToken(record.id);
 }
 
 /** Signals the pod's process `pid` ("SIGTERM" to ask, "SIGKILL" to force). */
@@ -30,6 +41,8 @@ interface Followed {
   /** The pod's process (what containers join), known from the moment it started. */
   readonly pid: number;
   readonly latch: Latch<SandboxExit>;
+  /** Its supervisor's exit-record token. */
+  readonly token: string;
 }
 
 /** Every pod process of a backend, by sandbox id. */
@@ -46,16 +59,16 @@ export class PodHolders {
   /**
    * Follows the pod process `pid` whose monitor (or holder) is `helperPid`:
    * from here on, Stop and cleanup can take it down even when the Start that
-   * launched it fails.
+   * launched it fails. `token`: its supervisor's exit-record token, when not the pod's own.
    */
-  watch(id: string, helperPid: number, pid: number): void {
+  watch(id: string, helperPid: number, pid: number, token = holderToken(id)): void {
     const latch = new Latch<SandboxExit>();
-    this.#pods.set(id, { pid, latch });
+    this.#pods.set(id, { pid, latch, token });
     const exited = (exit: SandboxExit) => {
       latch.set(exit);
       this.#onExit(id, exit);
     };
-    this.#supervisor.exits.expect(holderToken(id), helperPid, {
+    this.#supervisor.exits.expect(token, helperPid, {
       exited: (r) => exited({ status: r.status, at: r.at }),
       lost: () => exited({ status: 255, at: now() }),
     });
@@ -96,12 +109,19 @@ export class PodHolders {
     return pod && !pod.latch.isSet && pod.pid ? pod.pid : undefined;
   }
 
-  /** Forgets a pod: kills whatever still carries its exit file, removes the record. */
-  async forget(id: string): Promise<number> {
-    const token = holderToken(id);
-    const killed = await this.#supervisor.killOrphans(token);
+  /**
+   * Forgets a pod: kills whatever still carries its exit file, removes the record. `token`: its
+   * supervisor's token as its record says (`holderToken`), for a pod no longer followed.
+   */
+  async forget(id: string, token?: string): Promise<number> {
+    const tokens = new Set([
+      holderToken(id),
+      this.#pods.get(id)?.token ?? token ?? holderToken(id),
+    ]);
+    let killed = 0;
+    for (const token of tokens) killed += await this.#supervisor.killOrphans(token);
     this.#pods.delete(id);
-    await this.#supervisor.exits.remove(token);
+    for (const token of tokens) await this.#supervisor.exits.remove(token);
     return killed;
   }
 
@@ -110,14 +130,14 @@ export class PodHolders {
    * again; one that ended while the daemon was down reports how.
    */
   async recoverRunning(record: SandboxRecord<PodProcessState>): Promise<RecoveredSandbox> {
-    const token = holderToken(record.id);
+    const token = tokenOf(record);
     const helperPid = Number(record.backend.holderPid ?? 0);
     const rec = await this.#supervisor.exits.read(token);
     if (rec) return { alive: false, exit: { status: rec.status, at: rec.at } };
     if (!await this.#supervisor.exits.alive(token, helperPid)) {
       return { alive: false, exit: { status: 255, at: now() } };
     }
-    this.watch(record.id, helperPid, record.pid);
+    this.watch(record.id, helperPid, record.pid, token);
     return { alive: true };
   }
 

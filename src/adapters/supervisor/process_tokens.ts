@@ -15,6 +15,14 @@ export function holderToken(sandboxId: string): string {
   return `s@${sandboxId}`;
 }
 
+/**
+ * Exit-record token of a VM made ahead of its pod (`[hypervisor] template_pool`): it keeps it
+ * when a pod takes the VM (the pod's record says so), as its monitor was started with it.
+ */
+export function poolVmToken(name: string): string {
+  return `p@${name}`;
+}
+
 /** Exit-record token of a pod's shared-file-system daemon (a VM's virtiofsd). */
 export function sharedFsToken(sandboxId: string): string {
   return `v@${sandboxId}`;
