@@ -8,8 +8,9 @@
 #
 #   scripts/vm_suite.sh                      # every hypervisor
 #   scripts/vm_suite.sh cloud-hypervisor     # one (KUASAR_TEST_VMM_PATH=<binary> if not in PATH)
-#   scripts/vm_suite.sh --template           # QEMU with template = true: pods are clones of a
-#                                            # template VM (tests of virtiofs itself skip)
+#   scripts/vm_suite.sh --template           # QEMU with template = true and template_pool = 1:
+#                                            # pods are clones of a template VM, restored or
+#                                            # taken from the pool (tests of virtiofs skip)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.tools/bin:$PATH"
