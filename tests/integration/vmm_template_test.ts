@@ -65,146 +65,170 @@ async function ip(...args: string[]): Promise<void> {
   if (!r.success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
 }
 
-Deno.test({
-  name:
-    "vmm: template = true restores pods' VMs from one saved VM; each has its own boot id, randomness, hostname, clock and NIC; a broken template means a boot",
-  ...skipUnless(
-    Deno.uid() !== 0
-      ? "needs root"
-      : vmUnavailable() ?? qemuOnly("VM templates") ?? blockToolsMissing(),
-    `vmm sandboxer on ${TEST_VMM}, e2fsprogs`,
-  ),
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const images = await Deno.makeTempDir({ prefix: "k-bd-" });
-    // On tmpfs, as an operator would put it: the clones map the template's RAM from there.
-    const templates = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "k-tpl-" });
-    const tag = crypto.randomUUID().slice(0, 6);
-    const ns = `k-tpl-${tag}`;
-    await ip("netns", "add", ns);
-    try {
-      await ip("link", "add", `vt${tag}`, "type", "veth", "peer", "name", "eth0", "netns", ns);
-      await ip("-n", ns, "addr", "add", "10.242.0.2/24", "dev", "eth0");
-      await ip("-n", ns, "link", "set", "eth0", "up");
-      await withDaemon(async (d) => {
-        // A sandboxer killed while it builds the template: its template VM holds nothing of
-        // it (its listening socket), and the next one ends that VM and builds again.
-        const building = await processWith(templates, 60_000);
-        await d.kill9();
-        await d.spawn();
-        await waitGone(building, 30_000);
-        const tpl = await templateBuilt(templates, 240_000);
-        const meta = JSON.parse(await Deno.readTextFile(join(tpl, "template.json")));
-        assert.ok(meta.stateBytes < 4 << 20, `device state only: ${meta.stateBytes} bytes`);
-        assert.equal((await Deno.stat(join(tpl, "memory"))).mode! & 0o777, 0o600);
-        // `kuasar doctor` on the same config reports it.
-        const doctor = await new Deno.Command(Deno.execPath(), {
-          args: [
-            "run",
-            "-A",
-            "--unstable-vsock",
-            MAIN,
-            "doctor",
-            "--json",
-            "--kind",
-            "vmm",
-            "--config",
-            join(d.base, "vmm.toml"),
-          ],
-          stdout: "piped",
-          stderr: "null",
-        }).output();
-        const checks = JSON.parse(new TextDecoder().decode(doctor.stdout)).checks as {
-          id: string;
-          status: string;
-          detail: string;
-        }[];
-        const built = checks.find((c) => c.id === "template.built");
-        assert.equal(built?.status, "ok", JSON.stringify(built));
-        assert.match(built.detail, new RegExp(`${tpl.split("/").at(-1)} \\(1 vCPU, 512 MiB`));
-        assert.equal(checks.find((c) => c.id === "template.dir")?.status, "ok");
+/** What tells a guest apart: boot id, random bytes, hostname, clock (s), its IPv4 addresses. */
+const PROBE = "cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1" +
+  " | tr -d ' \\n'; echo; hostname; date +%s; ip -o -4 addr show | grep -v ' lo ' || true";
 
-        const a = await startPod(d, { hostname: "tpl-a", netnsPath: `/var/run/netns/${ns}` });
-        const b = await startPod(d, { hostname: "tpl-b" });
-        assert.ok(restored(a.pid) && restored(b.pid), "both VMs restored, not booted");
-        const probe = "cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1" +
-          " | tr -d ' \\n'; echo; hostname; date +%s; ip -o -4 addr show | grep -v ' lo ' || true";
-        const [outA, outB] = [await guestSh(d, a.id, probe), await guestSh(d, b.id, probe)];
-        const [bootA, randA, hostA, dateA, ...addrA] = outA.trim().split("\n");
-        const [bootB, randB, hostB, dateB] = outB.trim().split("\n");
-        // Reseeded from the host before the boot id was drawn (the guest's generator may also
-        // drift apart by itself, from RDRAND or interrupt timing, but not on every CPU).
-        for (const pod of [a, b]) {
-          assert.match(
-            await d.logs(),
-            new RegExp(`"vm reseeded".*"sandbox":"${pod.id}".*generator reseeded`),
-          );
-        }
-        assert.notEqual(bootA, bootB, "each clone draws its own boot id");
-        assert.match(bootA, /^[0-9a-f-]{36}$/);
-        assert.notEqual(randA, randB, "each clone's kernel generator is its own");
-        assert.equal(randA.length, 64);
-        assert.deepEqual([hostA, hostB], ["tpl-a", "tpl-b"]);
-        for (const t of [dateA, dateB]) {
-          assert.ok(Math.abs(Number(t) - Date.now() / 1000) < 30, `guest clock ${t} is the host's`);
-        }
-        assert.match(addrA.join("\n"), /10\.242\.0\.2\/24/, "the pod's NIC, hot-plugged");
-        // A container in a restored VM (its bundle on a disk), with its output whole.
-        const t = await taskClient(a.address);
-        try {
-          const out = join(d.base, "out");
-          await mkfifo(out);
-          const text = readFifo(out);
-          const c = await createContainer(d, a, {
-            args: ["sh", "-c", "echo from-a-clone; cat /etc/hostname"],
-            stdout: out,
-          });
-          const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-          await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-          assert.equal((await w).exitStatus, 0);
-          assert.equal((await text.text).trim(), "from-a-clone\ntpl-a");
-          await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-        } finally {
-          t.close();
-        }
-
-        // A restarted sandboxer finds restored VMs as it finds booted ones.
-        await d.kill9();
-        await d.spawn();
-        assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
-        assert.equal(
-          (await guestSh(d, a.id, "hostname; cat /proc/sys/kernel/random/boot_id")).trim(),
-          `tpl-a\n${bootA}`,
+/**
+ * A test of templates on real QEMU: a sandboxer with `template = true` (bundles on disks; its
+ * templates on tmpfs, as an operator would put them: the clones map the template's RAM from
+ * there) and the `extra` keys of its [hypervisor] table, and a netns (`ns`, at `netns`) whose
+ * eth0 has `address`, for a pod to take.
+ */
+function templateTest(
+  name: string,
+  address: string,
+  extra: string[],
+  body: (d: TestDaemon, o: { netns: string; ns: string; templates: string }) => Promise<void>,
+): void {
+  Deno.test({
+    name,
+    ...skipUnless(
+      Deno.uid() !== 0
+        ? "needs root"
+        : vmUnavailable() ?? qemuOnly("VM templates") ?? blockToolsMissing(),
+      `vmm sandboxer on ${TEST_VMM}, e2fsprogs`,
+    ),
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const images = await Deno.makeTempDir({ prefix: "k-bd-" });
+      const templates = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "k-tpl-" });
+      const tag = crypto.randomUUID().slice(0, 6);
+      const ns = `k-tpl-${tag}`;
+      await ip("netns", "add", ns);
+      try {
+        await ip("link", "add", `vt${tag}`, "type", "veth", "peer", "name", "eth0", "netns", ns);
+        await ip("-n", ns, "addr", "add", address, "dev", "eth0");
+        await ip("-n", ns, "link", "set", "eth0", "up");
+        await withDaemon(
+          (d) => body(d, { netns: `/var/run/netns/${ns}`, ns, templates }),
+          () =>
+            startVmmDaemon([], [], [
+              'share_fs = "None"',
+              `bundle_disk_dir = "${images}"`,
+              "use_vsock = false",
+              "template = true",
+              `template_dir = "${templates}"`,
+              ...extra,
+            ]),
         );
+      } finally {
+        await ip("netns", "del", ns).catch(() => {});
+        await Deno.remove(images, { recursive: true }).catch(() => {});
+        await Deno.remove(templates, { recursive: true }).catch(() => {});
+      }
+    },
+  });
+}
 
-        // A broken saved state: the next pod boots, and the template is built again.
-        await Deno.writeFile(join(tpl, "state"), new Uint8Array(4096));
-        const c = await startPod(d, { hostname: "tpl-c" });
-        assert.ok(!restored(c.pid), "a pod whose restore failed boots");
-        assert.equal((await guestSh(d, c.id, "hostname")).trim(), "tpl-c");
-        assert.match(await d.logs(), /vm restore from template failed/);
-        const again = await templateBuilt(templates, 240_000);
-        const d2 = await startPod(d, { hostname: "tpl-d" });
-        assert.ok(restored(d2.pid), `restored from the rebuilt template ${again}`);
-        const bootD = (await guestSh(d, d2.id, "cat /proc/sys/kernel/random/boot_id")).trim();
-        assert.ok(![bootA, bootB].includes(bootD));
-        await assertShutdownLeavesNothing(d, [a.id, b.id, c.id, d2.id]);
-      }, () =>
-        startVmmDaemon([], [], [
-          'share_fs = "None"',
-          `bundle_disk_dir = "${images}"`,
-          "use_vsock = false",
-          "template = true",
-          `template_dir = "${templates}"`,
-        ]));
-    } finally {
-      await ip("netns", "del", ns).catch(() => {});
-      await Deno.remove(images, { recursive: true }).catch(() => {});
-      await Deno.remove(templates, { recursive: true }).catch(() => {});
+templateTest(
+  "vmm: template = true restores pods' VMs from one saved VM; each has its own boot id, randomness, hostname, clock and NIC; a broken template means a boot",
+  "10.242.0.2/24",
+  [],
+  async (d, { netns, templates }) => {
+    // A sandboxer killed while it builds the template: its template VM holds nothing of
+    // it (its listening socket), and the next one ends that VM and builds again.
+    const building = await processWith(templates, 60_000);
+    await d.kill9();
+    await d.spawn();
+    await waitGone(building, 30_000);
+    const tpl = await templateBuilt(templates, 240_000);
+    const meta = JSON.parse(await Deno.readTextFile(join(tpl, "template.json")));
+    assert.ok(meta.stateBytes < 4 << 20, `device state only: ${meta.stateBytes} bytes`);
+    assert.equal((await Deno.stat(join(tpl, "memory"))).mode! & 0o777, 0o600);
+    // `kuasar doctor` on the same config reports it.
+    const doctor = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--unstable-vsock",
+        MAIN,
+        "doctor",
+        "--json",
+        "--kind",
+        "vmm",
+        "--config",
+        join(d.base, "vmm.toml"),
+      ],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    const checks = JSON.parse(new TextDecoder().decode(doctor.stdout)).checks as {
+      id: string;
+      status: string;
+      detail: string;
+    }[];
+    const built = checks.find((c) => c.id === "template.built");
+    assert.equal(built?.status, "ok", JSON.stringify(built));
+    assert.match(built.detail, new RegExp(`${tpl.split("/").at(-1)} \\(1 vCPU, 512 MiB`));
+    assert.equal(checks.find((c) => c.id === "template.dir")?.status, "ok");
+
+    const a = await startPod(d, { hostname: "tpl-a", netnsPath: netns });
+    const b = await startPod(d, { hostname: "tpl-b" });
+    assert.ok(restored(a.pid) && restored(b.pid), "both VMs restored, not booted");
+    const [outA, outB] = [await guestSh(d, a.id, PROBE), await guestSh(d, b.id, PROBE)];
+    const [bootA, randA, hostA, dateA, ...addrA] = outA.trim().split("\n");
+    const [bootB, randB, hostB, dateB] = outB.trim().split("\n");
+    // Reseeded from the host before the boot id was drawn (the guest's generator may also
+    // drift apart by itself, from RDRAND or interrupt timing, but not on every CPU).
+    for (const pod of [a, b]) {
+      assert.match(
+        await d.logs(),
+        new RegExp(`"vm reseeded".*"sandbox":"${pod.id}".*generator reseeded`),
+      );
     }
+    assert.notEqual(bootA, bootB, "each clone draws its own boot id");
+    assert.match(bootA, /^[0-9a-f-]{36}$/);
+    assert.notEqual(randA, randB, "each clone's kernel generator is its own");
+    assert.equal(randA.length, 64);
+    assert.deepEqual([hostA, hostB], ["tpl-a", "tpl-b"]);
+    for (const t of [dateA, dateB]) {
+      assert.ok(Math.abs(Number(t) - Date.now() / 1000) < 30, `guest clock ${t} is the host's`);
+    }
+    assert.match(addrA.join("\n"), /10\.242\.0\.2\/24/, "the pod's NIC, hot-plugged");
+    // A container in a restored VM (its bundle on a disk), with its output whole.
+    const t = await taskClient(a.address);
+    try {
+      const out = join(d.base, "out");
+      await mkfifo(out);
+      const text = readFifo(out);
+      const c = await createContainer(d, a, {
+        args: ["sh", "-c", "echo from-a-clone; cat /etc/hostname"],
+        stdout: out,
+      });
+      const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal((await w).exitStatus, 0);
+      assert.equal((await text.text).trim(), "from-a-clone\ntpl-a");
+      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
+    } finally {
+      t.close();
+    }
+
+    // A restarted sandboxer finds restored VMs as it finds booted ones.
+    await d.kill9();
+    await d.spawn();
+    assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
+    assert.equal(
+      (await guestSh(d, a.id, "hostname; cat /proc/sys/kernel/random/boot_id")).trim(),
+      `tpl-a\n${bootA}`,
+    );
+
+    // A broken saved state: the next pod boots, and the template is built again.
+    await Deno.writeFile(join(tpl, "state"), new Uint8Array(4096));
+    const c = await startPod(d, { hostname: "tpl-c" });
+    assert.ok(!restored(c.pid), "a pod whose restore failed boots");
+    assert.equal((await guestSh(d, c.id, "hostname")).trim(), "tpl-c");
+    assert.match(await d.logs(), /vm restore from template failed/);
+    const again = await templateBuilt(templates, 240_000);
+    const d2 = await startPod(d, { hostname: "tpl-d" });
+    assert.ok(restored(d2.pid), `restored from the rebuilt template ${again}`);
+    const bootD = (await guestSh(d, d2.id, "cat /proc/sys/kernel/random/boot_id")).trim();
+    assert.ok(![bootA, bootB].includes(bootD));
+    await assertShutdownLeavesNothing(d, [a.id, b.id, c.id, d2.id]);
   },
-});
+);
 
 /** Pids of QEMUs made for the pool of the sandboxer at `dir` (taken by a pod or not). */
 async function poolQemus(dir: string): Promise<number[]> {
@@ -234,128 +258,107 @@ async function pooled(d: TestDaemon, n: number, timeoutMs: number): Promise<void
   }
 }
 
-Deno.test({
-  name:
-    "vmm: template_pool keeps VMs restored and warmed ahead of pods; a pod takes one with its own hostname, NIC, cgroup, boot id and randomness; left pool VMs end with the daemon",
-  ...skipUnless(
-    Deno.uid() !== 0
-      ? "needs root"
-      : vmUnavailable() ?? qemuOnly("VM templates") ?? blockToolsMissing(),
-    `vmm sandboxer on ${TEST_VMM}, e2fsprogs`,
-  ),
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const images = await Deno.makeTempDir({ prefix: "k-bd-" });
-    const templates = await Deno.makeTempDir({ dir: "/dev/shm", prefix: "k-tpl-" });
-    const tag = crypto.randomUUID().slice(0, 6);
-    const ns = `k-pool-${tag}`;
-    await ip("netns", "add", ns);
+templateTest(
+  "vmm: template_pool keeps VMs restored and warmed ahead of pods; a pod takes one with its own hostname, NIC, cgroup, boot id and randomness; left pool VMs end with the daemon",
+  "10.243.0.2/24",
+  ["template_pool = 1"],
+  async (d, { netns, ns, templates }) => {
+    await templateBuilt(templates, 240_000);
+    await pooled(d, 1, 300_000);
+    const a = await startPod(d, {
+      hostname: "pool-a",
+      netnsPath: netns,
+      cgroupParent: d.cgroupParent,
+    });
+    const readyA = (await d.logs()).split("\n").find((l) =>
+      l.includes('"vm ready"') && l.includes(a.id)
+    );
+    assert.match(readyA ?? "", /"pooled":"[0-9a-f]{12}"/, "the pod took the pool's VM");
+    assert.ok(restored(a.pid));
+    // QEMU and its monitor are charged to the pod's cgroup, not the pool's.
+    const cg = await Deno.readTextFile(`/proc/${a.pid}/cgroup`);
+    assert.match(cg, new RegExp(a.id), cg);
+    const [bootA, randA, hostA, dateA, ...addrA] = (await guestSh(d, a.id, PROBE)).trim()
+      .split("\n");
+    assert.equal(hostA, "pool-a");
+    assert.ok(Math.abs(Number(dateA) - Date.now() / 1000) < 30, `guest clock ${dateA}`);
+    assert.match(addrA.join("\n"), /10\.243\.0\.2\/24/, "the pod's NIC, moved into its netns");
+    const taps = await new Deno.Command("ip", {
+      args: ["-n", ns, "-o", "link", "show"],
+      stdout: "piped",
+    }).output();
+    assert.match(new TextDecoder().decode(taps.stdout), /tap0_kuasar.*LOWER_UP/);
+    // An interface the CNI adds after the start: its tap is made where the VM's QEMU runs (a
+    // netns of its own) and moved into the pod's, before the next container runs.
+    const late = `vl${crypto.randomUUID().slice(0, 6)}`;
+    await ip("link", "add", late, "type", "veth", "peer", "name", "eth1", "netns", ns);
+    await ip("addr", "add", "10.243.1.1/24", "dev", late);
+    await ip("link", "set", late, "up");
+    await ip("-n", ns, "addr", "add", "10.243.1.2/24", "dev", "eth1");
+    await ip("-n", ns, "link", "set", "eth1", "up");
+    // A container (its bundle on a disk), with its output whole.
+    const t = await taskClient(a.address);
     try {
-      await ip("link", "add", `vp${tag}`, "type", "veth", "peer", "name", "eth0", "netns", ns);
-      await ip("-n", ns, "addr", "add", "10.243.0.2/24", "dev", "eth0");
-      await ip("-n", ns, "link", "set", "eth0", "up");
-      await withDaemon(async (d) => {
-        await templateBuilt(templates, 240_000);
-        await pooled(d, 1, 300_000);
-        const a = await startPod(d, {
-          hostname: "pool-a",
-          netnsPath: `/var/run/netns/${ns}`,
-          cgroupParent: d.cgroupParent,
-        });
-        const readyA = (await d.logs()).split("\n").find((l) =>
-          l.includes('"vm ready"') && l.includes(a.id)
-        );
-        assert.match(readyA ?? "", /"pooled":"[0-9a-f]{12}"/, "the pod took the pool's VM");
-        assert.ok(restored(a.pid));
-        // QEMU and its monitor are charged to the pod's cgroup, not the pool's.
-        const cg = await Deno.readTextFile(`/proc/${a.pid}/cgroup`);
-        assert.match(cg, new RegExp(a.id), cg);
-        const probe = "cat /proc/sys/kernel/random/boot_id; head -c 32 /dev/urandom | od -An -tx1" +
-          " | tr -d ' \\n'; echo; hostname; date +%s; ip -o -4 addr show | grep -v ' lo ' || true";
-        const [bootA, randA, hostA, dateA, ...addrA] = (await guestSh(d, a.id, probe)).trim()
-          .split("\n");
-        assert.equal(hostA, "pool-a");
-        assert.ok(Math.abs(Number(dateA) - Date.now() / 1000) < 30, `guest clock ${dateA}`);
-        assert.match(addrA.join("\n"), /10\.243\.0\.2\/24/, "the pod's NIC, moved into its netns");
-        const taps = await new Deno.Command("ip", {
-          args: ["-n", ns, "-o", "link", "show"],
-          stdout: "piped",
-        }).output();
-        assert.match(new TextDecoder().decode(taps.stdout), /tap0_kuasar.*LOWER_UP/);
-        // A container (its bundle on a disk), with its output whole.
-        const t = await taskClient(a.address);
-        try {
-          const out = join(d.base, "out");
-          await mkfifo(out);
-          const text = readFifo(out);
-          const c = await createContainer(d, a, {
-            args: ["sh", "-c", "echo from-the-pool; cat /etc/hostname"],
-            stdout: out,
-          });
-          const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-          await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-          assert.equal((await w).exitStatus, 0);
-          assert.equal((await text.text).trim(), "from-the-pool\npool-a");
-          await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-        } finally {
-          t.close();
-        }
-
-        // The pool made another: a second pod's VM is its own guest.
-        await pooled(d, 2, 300_000);
-        const b = await startPod(d, { hostname: "pool-b", cgroupParent: d.cgroupParent });
-        const [bootB, randB, hostB] = (await guestSh(d, b.id, probe)).trim().split("\n");
-        assert.equal(hostB, "pool-b");
-        assert.notEqual(bootA, bootB, "each pool VM draws its own boot id");
-        assert.notEqual(randA, randB, "each pool VM's kernel generator is its own");
-
-        // A pool VM that died while waiting is not handed out: the pod restores its own.
-        await pooled(d, 3, 300_000);
-        const [spare] = (await poolQemus(d.dir)).filter((p) => p !== a.pid && p !== b.pid);
-        Deno.kill(spare, "SIGKILL");
-        await waitGone(spare, 10_000);
-        const podC = await startPod(d, { hostname: "pool-c", cgroupParent: d.cgroupParent });
-        assert.ok(restored(podC.pid) && podC.pid !== spare);
-        assert.ok(
-          !(await d.logs()).split("\n").some((l) =>
-            l.includes('"vm ready"') && l.includes(podC.id) && l.includes('"pooled"')
-          ),
-        );
-        assert.equal((await guestSh(d, podC.id, "hostname")).trim(), "pool-c");
-
-        // A restarted sandboxer keeps the pods' VMs and ends the pool's own (made or being made).
-        await pooled(d, 4, 300_000);
-        const left = (await poolQemus(d.dir)).filter((p) => p !== a.pid && p !== b.pid);
-        assert.ok(left.length > 0, "the pool makes its next VM");
-        await d.kill9();
-        const before = await pooledSoFar(d);
-        await d.spawn();
-        assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
-        assert.equal(
-          (await guestSh(d, a.id, "hostname; cat /proc/sys/kernel/random/boot_id")).trim(),
-          `pool-a\n${bootA}`,
-        );
-        for (const p of left) await waitGone(p, 30_000);
-        // The pods leave nothing, and the VMs the daemon keeps in its pool end with it.
-        for (const id of [a.id, b.id, podC.id]) await d.controller.shutdown(id);
-        await pooled(d, before + 1, 300_000);
-        assert.ok((await poolQemus(d.dir)).length > 0);
-        await d.stop();
-        assert.deepEqual(await leftovers(d, [a.id, b.id, podC.id]), []);
-      }, () =>
-        startVmmDaemon([], [], [
-          'share_fs = "None"',
-          `bundle_disk_dir = "${images}"`,
-          "use_vsock = false",
-          "template = true",
-          `template_dir = "${templates}"`,
-          "template_pool = 1",
-        ]));
+      const out = join(d.base, "out");
+      await mkfifo(out);
+      const text = readFifo(out);
+      const c = await createContainer(d, a, {
+        args: ["sh", "-c", "echo from-the-pool; cat /etc/hostname"],
+        stdout: out,
+      });
+      const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
+      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
+      assert.equal((await w).exitStatus, 0);
+      assert.equal((await text.text).trim(), "from-the-pool\npool-a");
+      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
     } finally {
-      await ip("netns", "del", ns).catch(() => {});
-      await Deno.remove(images, { recursive: true }).catch(() => {});
-      await Deno.remove(templates, { recursive: true }).catch(() => {});
+      t.close();
     }
+    const links = new TextDecoder().decode(
+      (await new Deno.Command("ip", { args: ["-n", ns, "-o", "link", "show"], stdout: "piped" })
+        .output()).stdout,
+    );
+    assert.match(links, /tap1_kuasar.*LOWER_UP/, links);
+    assert.match(await guestSh(d, a.id, "ping -c 1 -W 10 10.243.1.1"), / 0% packet loss/);
+
+    // The pool made another: a second pod's VM is its own guest.
+    await pooled(d, 2, 300_000);
+    const b = await startPod(d, { hostname: "pool-b", cgroupParent: d.cgroupParent });
+    const [bootB, randB, hostB] = (await guestSh(d, b.id, PROBE)).trim().split("\n");
+    assert.equal(hostB, "pool-b");
+    assert.notEqual(bootA, bootB, "each pool VM draws its own boot id");
+    assert.notEqual(randA, randB, "each pool VM's kernel generator is its own");
+
+    // A pool VM that dies while waiting is dropped, and the pool makes another by itself.
+    await pooled(d, 3, 300_000);
+    const [spare] = (await poolQemus(d.dir)).filter((p) => p !== a.pid && p !== b.pid);
+    Deno.kill(spare, "SIGKILL");
+    await waitGone(spare, 10_000);
+    await pooled(d, 4, 300_000);
+    const podC = await startPod(d, { hostname: "pool-c", cgroupParent: d.cgroupParent });
+    assert.ok(restored(podC.pid) && podC.pid !== spare);
+    assert.equal((await guestSh(d, podC.id, "hostname")).trim(), "pool-c");
+
+    // A restarted sandboxer keeps the pods' VMs and ends the pool's own (made or being made).
+    await pooled(d, 5, 300_000);
+    const taken = [a.pid, b.pid, podC.pid];
+    const left = (await poolQemus(d.dir)).filter((p) => !taken.includes(p));
+    assert.ok(left.length > 0, "the pool makes its next VM");
+    await d.kill9();
+    const before = await pooledSoFar(d);
+    await d.spawn();
+    assert.equal((await d.controller.status(a.id)).state, "SANDBOX_READY");
+    assert.equal(
+      (await guestSh(d, a.id, "hostname; cat /proc/sys/kernel/random/boot_id")).trim(),
+      `pool-a\n${bootA}`,
+    );
+    for (const p of left) await waitGone(p, 30_000);
+    await ip("link", "del", late).catch(() => {});
+    // The pods leave nothing, and the VMs the daemon keeps in its pool end with it.
+    for (const id of [a.id, b.id, podC.id]) await d.controller.shutdown(id);
+    await pooled(d, before + 1, 300_000);
+    assert.ok((await poolQemus(d.dir)).length > 0);
+    await d.stop();
+    assert.deepEqual(await leftovers(d, [a.id, b.id, podC.id]), []);
   },
-});
+);

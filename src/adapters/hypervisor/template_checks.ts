@@ -48,14 +48,19 @@ export async function templateChecks(o: TemplateCheckOptions): Promise<NodeCheck
   return [await spaceCheck(o), await listCheck(o), ...o.pool ? [await poolCheck(o.pool)] : []];
 }
 
-/** How many VMs the running sandboxer's pool holds ready (`ready` and not `taken`). */
+/**
+ * How many VMs the running sandboxer's pool holds ready: `ready` (its QEMU's pid, running) and
+ * not `taken`.
+ */
 async function poolCheck(pool: { stateDir: string; size: number }): Promise<NodeCheck> {
   let ready = 0;
   try {
     for await (const e of Deno.readDir(pool.stateDir)) {
       if (!/^\.vm-pool-[0-9a-f]{12}$/.test(e.name)) continue;
-      const has = (f: string) => Deno.stat(join(pool.stateDir, e.name, f)).then(() => 1, () => 0);
-      if (await has("ready") && !await has("taken")) ready++;
+      const dir = join(pool.stateDir, e.name);
+      if (await Deno.stat(join(dir, "taken")).then(() => true, () => false)) continue;
+      const pid = Number(await Deno.readTextFile(join(dir, "ready")).catch(() => ""));
+      if (pid > 0 && await Deno.stat(`/proc/${pid}`).then(() => true, () => false)) ready++;
     }
   } catch { /* no state directory: no sandboxer ran here */ }
   return {

@@ -81,14 +81,20 @@ Deno.test("doctor: the pool's ready VMs counted, not those being made or taken",
     let c = await pool();
     assert.equal(c.status, "warn");
     assert.match(c.detail, /^0 of 3 VMs ready/);
+    // `ready` holds the VM's QEMU's pid: here a live process (this one) or a gone one.
     const vm = (name: string, ...files: string[]) =>
       Deno.mkdir(join(dir, `.vm-pool-${name}`)).then(() =>
-        Promise.all(files.map((f) => Deno.writeTextFile(join(dir, `.vm-pool-${name}`, f), "")))
+        Promise.all(files.map((f) => {
+          const [file, pid] = f.split("=");
+          return Deno.writeTextFile(join(dir, `.vm-pool-${name}`, file), pid ?? "");
+        }))
       );
-    await vm("0123456789ab", "ready");
+    await vm("0123456789ab", `ready=${Deno.pid}`);
     await vm("0123456789ac"); // being made
-    await vm("0123456789ad", "ready", "taken"); // a pod's now
-    await vm("not-a-pool-vm", "ready");
+    await vm("0123456789ad", `ready=${Deno.pid}`, "taken"); // a pod's now
+    await vm("0123456789ae", "ready=999999999"); // died (the daemon down since)
+    await vm("0123456789af", "ready="); // no pid
+    await vm("not-a-pool-vm", `ready=${Deno.pid}`);
     c = await pool();
     assert.equal(c.status, "ok");
     assert.match(c.detail, /^1 of 3 VMs ready ahead of pods/);

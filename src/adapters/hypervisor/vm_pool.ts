@@ -109,6 +109,12 @@ export class VmPool<T> {
     return true;
   }
 
+  /** Ends the ready VMs that are `stale` (dead, or of an old template), and makes others. */
+  prune(stale: (vm: T) => boolean): void {
+    for (const vm of [...this.#ready]) if (stale(vm)) this.#drop(vm);
+    this.fill();
+  }
+
   /**
    * Ends the pooled VMs and stops making more (the daemon stops; the one being made, if any, is
    * the maker's to end).

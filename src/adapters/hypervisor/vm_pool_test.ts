@@ -118,3 +118,14 @@ Deno.test("VmPool: stale VMs are discarded at a take, and the pool makes current
   assert.equal(p.take((vm) => vm.shape === "new", (vm) => vm.shape !== "new")?.shape, "new");
   await p.close();
 });
+
+Deno.test("VmPool.prune ends the ready VMs it is told of and makes others", async () => {
+  const { p, discarded } = pool(2);
+  p.fill();
+  await until(() => p.size === 2);
+  p.prune((vm) => vm.n === 1);
+  assert.deepEqual(discarded, [1]);
+  await until(() => p.size === 2);
+  assert.equal(p.take()?.n, 2);
+  await p.close();
+});

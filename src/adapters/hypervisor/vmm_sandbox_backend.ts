@@ -71,6 +71,7 @@ import { TaskDefinition as TaskV3 } from "../../gen/containerd/runtime/task/v3/s
 import { unaryClient } from "../ttrpc/typed.ts";
 import {
   guestInterfaces,
+  type MirroredInterface,
   mirroredLinks,
   mirrorInterfaces,
   podRoutes,
@@ -468,8 +469,14 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     await this.#templates?.close();
   }
 
-  /** The template VM of the config's shape, built in the background (pods boot meanwhile). */
+  /**
+   * The template VM of the config's shape, built in the background (pods boot meanwhile); and,
+   * templates on or not, the pool VMs a crashed daemon left go.
+   */
   prepareTemplate(): void {
+    this.#sweepPool().catch((e) =>
+      this.#log.warn("pool VMs of a previous daemon not swept", { error: String(e) })
+    );
     const t = this.#templates;
     if (!t) return;
     const o = this.opts;
@@ -493,8 +500,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         } as Awaited<ReturnType<typeof vmPaths>>),
         ...vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB }),
       };
-      await this.#sweepPool();
-      await t.ensure(vm);
+      const built = await t.ensure(vm);
+      // VMs of an older template (another guest image or QEMU) would never be taken.
+      this.#pool?.prune((v) => v.template.key !== built.key);
       this.#pool?.fill();
     })().catch((e) => {
       this.#templateFailedAt = performance.now();
@@ -589,29 +597,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     this.holders.watch(record.id, h.helperPid, h.pid);
     const restored = performance.now() - t0;
     // Where a clone's start goes (logged with "vm ready"), from the end of its restore.
-    const phases: Record<string, number> = {};
-    let mark = performance.now();
-    const phase = (name: string) => {
-      const now = performance.now();
-      phases[name] = Math.round(now - mark);
-      mark = now;
-    };
+    const { phases, phase } = phaseTimer(performance.now());
     await traced("vm reseed and agent connect", attrs, async () => {
       await this.#reseed(record.id, p.agent, deadline);
       phase("reseedMs");
       this.#bootIds.delete(record.id);
-      const agent = (await this.links.connect(record.id, deadline)).sandbox;
-      record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
-      phase("connectMs");
-      // The template's clock stopped when it was saved.
-      await syncClock(agent);
-      phase("clockMs");
-      await agent.setupSandbox({
-        config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
-        interfaces: [],
-        routes: [],
-      }, { timeoutMs: 10_000 });
-      phase("setupMs");
+      const agent = await this.#identify(record, deadline, phase);
       for (const nic of nics) {
         await o.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! });
       }
@@ -628,6 +619,30 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       agentReadyMs: Math.round(performance.now() - t0),
     });
     return { pid: h.pid };
+  }
+
+  /**
+   * A clone's part as the pod's VM, once its entropy is its own: the links' connection (its boot
+   * id recorded), its clock set (the template's stopped when it was saved; a pool VM's waited),
+   * the pod's hostname, DNS and /dev/shm. Each step is timed by `phase`.
+   */
+  async #identify(
+    record: SandboxRecord<VmmPodState>,
+    deadline: number,
+    phase: (name: string) => void,
+  ): Promise<AgentLink["sandbox"]> {
+    const agent = (await this.links.connect(record.id, deadline)).sandbox;
+    record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
+    phase("connectMs");
+    await syncClock(agent, { alwaysSet: true });
+    phase("clockMs");
+    await agent.setupSandbox({
+      config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
+      interfaces: [],
+      routes: [],
+    }, { timeoutMs: 10_000 });
+    phase("setupMs");
+    return agent;
   }
 
   /**
@@ -653,7 +668,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
 
   /** The pool's VMs not taken by a pod (being made, or ready). */
   #poolVms = new Set<PoolVm>();
-  #poolSwept = false;
+  #poolSwept: Promise<void> | undefined;
   #pool = this.#templates && (this.opts.templatePool ?? 0) > 0
     ? new VmPool<PoolVm>({
       size: this.opts.templatePool!,
@@ -699,34 +714,33 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         cgroupProcs: await (async () => {
           const procs = await makeCgroup(join(POOL_CGROUP, name));
           // Made in the background: pods starting meanwhile (the one that took the last VM,
-          // its first container) come first. A pod that takes it moves it into its own cgroup.
-          await leastCpuWeight(join(POOL_CGROUP, name));
+          // its first container) come first. The weight is the parent's, which competes with
+          // the pods' parents; a pod that takes the VM moves it into its own cgroup.
+          await leastCpuWeight(POOL_CGROUP);
           return procs;
         })(),
       });
       pv = { name, id, token, template, helperPid: h.helperPid, pid: h.pid, dead: false };
       const vmOf = pv;
       this.#poolVms.add(vmOf);
-      o.supervisor.exits.expect(token, h.helperPid, {
-        exited: () => {
-          vmOf.dead = true;
-        },
-        lost: () => {
-          vmOf.dead = true;
-        },
-      });
+      // Dead while pooled: out of the pool, ended, and another made.
+      const died = () => {
+        vmOf.dead = true;
+        this.#pool?.prune((v) => v === vmOf);
+      };
+      o.supervisor.exits.expect(token, h.helperPid, { exited: died, lost: died });
       await templating.restore(vm, template.state, deadline);
       await this.#reseed(id, p.agent, deadline);
       this.#bootIds.delete(id);
       await this.links.connect(id, deadline);
       await this.#warmUp(id, deadline);
       if (vmOf.dead) throw new UnavailableError("the VM exited while being made");
-      // For `kuasar doctor`: the pool holds it (until a take writes `taken`).
-      await Deno.writeTextFile(join(this.#poolDir(name), "ready"), "", { mode: 0o600 });
+      // For `kuasar doctor`: the pool holds it (until a take writes `taken`); its QEMU's pid.
+      await Deno.writeTextFile(join(this.#poolDir(name), "ready"), String(h.pid), { mode: 0o600 });
       return vmOf;
     } catch (e) {
       if (pv) await this.#endPoolVm(pv);
-      else await Deno.remove(this.#poolDir(name), { recursive: true }).catch(() => {});
+      else await this.#removePoolFiles(name);
       throw e;
     }
   }
@@ -832,9 +846,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
    * Once per daemon, before its first pool VM: the pool VMs a previous daemon left (it crashed)
    * go, but not one a pod took (`taken` names it) whose pod is still there: that is the pod's.
    */
-  async #sweepPool(): Promise<void> {
-    if (this.#poolSwept) return;
-    this.#poolSwept = true;
+  #sweepPool(): Promise<void> {
+    // Once: the pool's first VM waits for it (a sweep still listing would take it for a leftover).
+    return this.#poolSwept ??= this.#sweepPoolOnce();
+  }
+
+  async #sweepPoolOnce(): Promise<void> {
     for await (const e of Deno.readDir(this.opts.dir)) {
       const name = /^\.vm-pool-([0-9a-f]{12})$/.exec(e.name)?.[1];
       if (!name) continue;
@@ -873,13 +890,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const cgroupsPath = vmCgroup(record);
     const queues = vm.vcpus;
     // Where the hand-over goes (logged with "vm ready").
-    const phases: Record<string, number> = {};
-    let mark = t0;
-    const phase = (name: string) => {
-      const now = performance.now();
-      phases[name] = Math.round(now - mark);
-      mark = now;
-    };
+    const { phases, phase } = phaseTimer(t0);
     try {
       o.supervisor.exits.cancel(pv.token);
       // Whose it is, should the daemon stop before the pod's record says (#sweepPool).
@@ -918,17 +929,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       const bootId = this.#bootIds.get(pv.id);
       this.#bootIds.delete(pv.id);
       if (bootId) this.#bootIds.set(record.id, bootId);
-      const agent = (await this.links.connect(record.id, deadline)).sandbox;
-      record.backend = { ...record.backend, guestBootId: this.#bootIds.get(record.id) };
-      phase("connectMs");
-      await syncClock(agent, { alwaysSet: true });
-      phase("clockMs");
-      await agent.setupSandbox({
-        config: { typeUrl: "PodSandboxConfig", value: podSandboxJson(record) },
-        interfaces: [],
-        routes: [],
-      }, { timeoutMs: 10_000 });
-      phase("setupMs");
+      const agent = await this.#identify(record, deadline, phase);
       if (record.netnsPath) {
         const nics = await mirrorInterfaces(record.netnsPath, queues, 0, vm.nicSlots, {
           netns: `/proc/${pv.pid}/ns/net`,
@@ -945,8 +946,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
         phase("nicsMs");
       }
       // Followed as the pod's from here (had it died meanwhile, its exit is delivered at once).
+      // Its pool directory stays, `taken`, until the pod goes: should the daemon die before the
+      // pod's record says whose VM it is, a restart finds it there (abandonStart).
       this.holders.watch(record.id, pv.helperPid, pv.pid, pv.token);
-      await Deno.remove(this.#poolDir(pv.name), { recursive: true }).catch(() => {});
     } catch (e) {
       await this.#killPoolVm(pv.name);
       // Its sockets under the pod's names, for the VM the pod restores instead.
@@ -1055,7 +1057,6 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   /** Also ends a pool VM the unfinished Start had taken (its `taken` file names the pod). */
   protected override async abandonStart(record: SandboxRecord<VmmPodState>): Promise<void> {
     await super.abandonStart(record);
-    if (!this.#pool) return;
     for await (const e of Deno.readDir(this.opts.dir)) {
       const name = /^\.vm-pool-([0-9a-f]{12})$/.exec(e.name)?.[1];
       if (!name) continue;
@@ -1091,19 +1092,39 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       const firstSlot = Math.max(-1, ...before.map((l) => l.slot ?? -1)) + 1;
       const queues = record.backend.vcpus ?? this.opts.vcpus;
       const vm = await this.#described(record.id);
+      const plug = (nic: MirroredInterface) =>
+        this.opts.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! });
+      // A VM made ahead of its pod runs in a netns of its own: its taps are made there, plugged
+      // and moved into the pod's (as at its hand-over).
+      const qemu = this.holders.runningPid(record.id);
+      const via = record.backend.pooled && qemu
+        ? { netns: `/proc/${qemu}/ns/net`, plug }
+        : undefined;
       // Only the interfaces the VM has slots for are mirrored: a tap records its interface as
       // done, and one without a NIC would be skipped silently from then on.
-      const fresh = await mirrorInterfaces(netns, queues, firstSlot, vm.nicSlots - firstSlot);
-      const left = await unmirrored(netns);
-      if (fresh.length) {
-        for (const [i, nic] of fresh.entries()) {
-          try {
-            await this.opts.hypervisor.attachNic(vm, { ...nic, queues, slot: nic.slot! });
-          } catch (e) {
-            for (const n of fresh.slice(i)) await unmirror(netns, n);
-            throw e;
-          }
+      let fresh: MirroredInterface[];
+      try {
+        fresh = await mirrorInterfaces(netns, queues, firstSlot, vm.nicSlots - firstSlot, via);
+      } catch (e) {
+        // The taps of this round (plugged or not) go, so that the next look finds them again.
+        const now = await mirroredLinks(netns).catch(() => []);
+        const old = new Set(before.map((l) => l.tap));
+        for (const l of now) {
+          if (!old.has(l.tap)) await unmirror(netns, { name: l.ifname, tap: l.tap });
         }
+        throw e;
+      }
+      const left = await unmirrored(netns);
+      // Taps made in the pod's netns are plugged now (with `via` they were as they were made).
+      for (const [i, nic] of (via ? [] : fresh).entries()) {
+        try {
+          await plug(nic);
+        } catch (e) {
+          for (const n of fresh.slice(i)) await unmirror(netns, n);
+          throw e;
+        }
+      }
+      if (fresh.length) {
         const agent = (await this.links.get(record.id)).sandbox;
         await agent.updateInterfaces({ interfaces: guestInterfaces(fresh) }, {
           timeoutMs: 30_000,
@@ -1203,8 +1224,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
           .catch(() => {});
       }
     }
-    if (typeof record.backend.cgroupsPath === "string") {
-      await removeCgroup(record.backend.cgroupsPath);
+    // The record may predate the Start that made it (the daemon died in it): the path is the
+    // pod's own either way.
+    for (const path of new Set([record.backend.cgroupsPath, vmCgroup(record)])) {
+      if (typeof path === "string") await removeCgroup(path);
     }
     // virtiofsd leaves with the VMM's connection; whatever is left of it goes: its monitor, and
     // a virtiofsd no VMM ever connected to (a VMM that failed first), known by its own socket.
@@ -1216,6 +1239,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const bundles = podBundleDisks(record);
     if (bundles) {
       await Deno.remove(podBundleDir(bundles, record.id), { recursive: true }).catch(() => {});
+    }
+    const pooled = record.backend.pooled;
+    if (typeof pooled === "string" && /^[0-9a-f]{12}$/.test(pooled)) {
+      await this.#removePoolFiles(pooled);
     }
   }
 
@@ -1368,6 +1395,18 @@ async function warmAgent(client: TtrpcClient, deadline: number): Promise<void> {
  * Kuasar's two-step clock sync: measure the offset, then have the guest apply it (when it is
  * over 10 ms, or `alwaysSet`).
  */
+/** Durations of named steps, each from the end of the one before (the first from `start`). */
+function phaseTimer(start: number) {
+  const phases: Record<string, number> = {};
+  let mark = start;
+  const phase = (name: string) => {
+    const now = performance.now();
+    phases[name] = Math.round(now - mark);
+    mark = now;
+  };
+  return { phases, phase };
+}
+
 async function syncClock(
   agent: AgentLink["sandbox"],
   o: { alwaysSet?: boolean; timeoutMs?: number } = {},
