@@ -359,6 +359,11 @@ templateTest(
     await pooled(d, before + 1, 300_000);
     assert.ok((await poolQemus(d.dir)).length > 0);
     await d.stop();
+    assert.deepEqual(await poolQemus(d.dir), []);
+    assert.deepEqual(
+      (await Array.fromAsync(Deno.readDir(d.dir))).filter((e) => e.name.startsWith(".vm-pool-")),
+      [],
+    );
     assert.deepEqual(await leftovers(d, [a.id, b.id, podC.id]), []);
   },
 );

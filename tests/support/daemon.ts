@@ -335,6 +335,8 @@ export async function startVmmDaemon(
     extraArgs: ["--config", config, ...extraArgs],
   });
   // A test with its own templates waits for them itself.
-  if (!hypervisorToml.some((l) => l.startsWith("template"))) await suiteTemplateBuilt();
+  if (!hypervisorToml.some((l) => l.startsWith("template"))) {
+    await suiteTemplateBuilt(() => d.logs());
+  }
   return d;
 }

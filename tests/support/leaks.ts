@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { TestDaemon } from "./daemon.ts";
 import { DEFAULT_CGROUP_PARENT } from "./oci.ts";
+import { socketPath } from "../../src/adapters/supervisor/process_tokens.ts";
 
 const CGROUP_ROOT = "/sys/fs/cgroup";
 
@@ -41,7 +42,28 @@ async function walk(dir: string, out: string[]): Promise<void> {
   }
 }
 
-/** Everything of `pods` still present: processes, mounts, cgroups, files under --dir. */
+/**
+ * What names the VMs the vmm sandboxer keeps in its pool (`template_pool`): the daemon's own
+ * while it runs, no pod's. Not one a pod took (its directory says `taken`; its sockets have
+ * the pod's names): that is the pod's, and a leak once the pod is gone.
+ */
+async function poolVmsOwnNames(d: TestDaemon): Promise<string[]> {
+  const names: string[] = [];
+  for (const e of await Array.fromAsync(Deno.readDir(d.dir)).catch(() => [])) {
+    if (!/^\.vm-pool-[0-9a-f]{12}$/.test(e.name)) continue;
+    if (await Deno.stat(join(d.dir, e.name, "taken")).then(() => true, () => false)) continue;
+    names.push(`${join(d.dir, e.name)}/`);
+    for (const suffix of ["qmp", "agent", "debug"]) {
+      names.push(await socketPath(join(d.dir, ".s"), `vm@${e.name}`, suffix));
+    }
+  }
+  return names;
+}
+
+/**
+ * Everything of `pods` still present: processes, mounts, cgroups, files under --dir (the VMs
+ * the daemon keeps in its pool, and their files, are its own).
+ */
 export async function leftovers(d: TestDaemon, pods: string[]): Promise<string[]> {
   // The tests' containers live under the daemon's own cgroup parent; specs
   // made without one use the shared default of tests/support/oci.ts.
@@ -86,7 +108,8 @@ export async function leftovers(d: TestDaemon, pods: string[]): Promise<string[]
   const files: string[] = [];
   await walk(d.dir, files);
   found.push(...files.map((f) => `file ${f}`));
-  return found;
+  const pool = await poolVmsOwnNames(d);
+  return found.filter((f) => !pool.some((n) => f.includes(n)));
 }
 
 /** Shuts `pods` down (Controller.Shutdown) and asserts nothing of them is left on the node. */

@@ -31,9 +31,19 @@ export async function templateBuilt(dir: string, timeoutMs: number): Promise<str
   throw new Error(`no template in ${dir} after ${timeoutMs} ms`);
 }
 
-/** In the suites' template mode, waits for their template: then pods of their shape are clones. */
-export async function suiteTemplateBuilt(): Promise<void> {
-  if (TEST_VM_TEMPLATE) await templateBuilt(TEST_TEMPLATE_DIR, 240_000);
+/**
+ * In the suites' template mode, waits for their template (then pods of their shape are clones)
+ * and for the first VM of the sandboxer's pool (whose `logs` are given): its first pod takes
+ * that one, later ones restore their own or take the next, as the pool keeps up.
+ */
+export async function suiteTemplateBuilt(logs?: () => Promise<string>): Promise<void> {
+  if (!TEST_VM_TEMPLATE) return;
+  await templateBuilt(TEST_TEMPLATE_DIR, 240_000);
+  const end = Date.now() + 120_000;
+  while (logs && !(await logs()).includes('"vm pooled"')) {
+    if (Date.now() > end) throw new Error("the sandboxer's pool made no VM in 120 s");
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 /** Whether the pod's VM was restored (its QEMU waits for a migration stream, not a boot). */
