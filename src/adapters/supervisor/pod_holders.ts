@@ -12,7 +12,7 @@ import type { RecoveredSandbox } from "../../ports/sandbox_backend.ts";
 import { Latch, withTimeout } from "../../lib/sync.ts";
 import { log } from "../../lib/log.ts";
 import type { Supervisor } from "../../ports/supervisor.ts";
-import { holderToken } from "./process_tokens.ts";
+import { holderToken, isPoolVmToken } from "./process_tokens.ts";
 
 const KILL_WAIT_MS = 10_000;
 
@@ -27,10 +27,13 @@ export interface PodProcessState {
   holderToken?: string;
 }
 
-/** The exit-record token of the pod's process. */
-function tokenOf(record: SandboxRecord<PodProcessState>): string {
-  const t = record.backend.holderToken;
-  return typeof t === "string" && t ? t : holderToken(record.id);
+/**
+ * The exit-record token of pod `id`'s process: `recorded` (from its record, read back from disk:
+ * checked, not trusted, as it names a file and what is killed) when it is a pool VM's, else the
+ * pod's own.
+ */
+function tokenOf(id: string, recorded: unknown): string {
+  return typeof recorded === "string" && isPoolVmToken(recorded) ? recorded : holderToken(id);
 }
 
 /** Signals the pod's process `pid` ("SIGTERM" to ask, "SIGKILL" to force). */
@@ -114,10 +117,7 @@ export class PodHolders {
    * supervisor's token as its record says (`holderToken`), for a pod no longer followed.
    */
   async forget(id: string, token?: string): Promise<number> {
-    const tokens = new Set([
-      holderToken(id),
-      this.#pods.get(id)?.token ?? token ?? holderToken(id),
-    ]);
+    const tokens = new Set([holderToken(id), this.#pods.get(id)?.token ?? tokenOf(id, token)]);
     let killed = 0;
     for (const token of tokens) killed += await this.#supervisor.killOrphans(token);
     this.#pods.delete(id);
@@ -130,7 +130,7 @@ export class PodHolders {
    * again; one that ended while the daemon was down reports how.
    */
   async recoverRunning(record: SandboxRecord<PodProcessState>): Promise<RecoveredSandbox> {
-    const token = tokenOf(record);
+    const token = tokenOf(record.id, record.backend.holderToken);
     const helperPid = Number(record.backend.holderPid ?? 0);
     const rec = await this.#supervisor.exits.read(token);
     if (rec) return { alive: false, exit: { status: rec.status, at: rec.at } };

@@ -23,6 +23,11 @@ export function poolVmToken(name: string): string {
   return `p@${name}`;
 }
 
+/** Whether `token` is a pool VM's (`p@` and the 12 hex digits of its name). */
+export function isPoolVmToken(token: string): boolean {
+  return /^p@[0-9a-f]{12}$/.test(token);
+}
+
 /** Exit-record token of a pod's shared-file-system daemon (a VM's virtiofsd). */
 export function sharedFsToken(sandboxId: string): string {
   return `v@${sandboxId}`;
