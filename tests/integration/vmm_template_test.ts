@@ -8,18 +8,16 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  K8S_NS,
   mkfifo,
   readFifo,
   startVmmDaemon,
-  taskClient,
   type TestDaemon,
   withDaemon,
 } from "../support/daemon.ts";
 import { qemuOnly, skipUnless, TEST_VMM, vmUnavailable } from "../support/env.ts";
 import { blockToolsMissing } from "../support/block.ts";
 import { assertShutdownLeavesNothing, leftovers } from "../support/leaks.ts";
-import { createContainer, startPod } from "../support/pod.ts";
+import { createContainer, runToExit, startPod, type TestPod } from "../support/pod.ts";
 import { restored, templateBuilt } from "../support/vm_template.ts";
 
 const MAIN = fileURLToPath(new URL("../../src/main.ts", import.meta.url));
@@ -63,6 +61,16 @@ async function waitGone(pid: number, timeoutMs: number): Promise<void> {
 async function ip(...args: string[]): Promise<void> {
   const r = await new Deno.Command("ip", { args, stderr: "piped" }).output();
   if (!r.success) throw new Error(`ip ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+}
+
+/** What a container in `pod` running `script` (to exit 0) writes to its stdout, whole. */
+async function containerOutput(d: TestDaemon, pod: TestPod, script: string): Promise<string> {
+  const out = join(d.base, `out-${crypto.randomUUID().slice(0, 8)}`);
+  await mkfifo(out);
+  const text = readFifo(out);
+  const c = await createContainer(d, pod, { args: ["sh", "-c", script], stdout: out });
+  assert.equal(await runToExit(pod, c.id), 0);
+  return (await text.text).trim();
 }
 
 /** What tells a guest apart: boot id, random bytes, hostname, clock (s), its IPv4 addresses. */
@@ -188,23 +196,10 @@ templateTest(
     }
     assert.match(addrA.join("\n"), /10\.242\.0\.2\/24/, "the pod's NIC, hot-plugged");
     // A container in a restored VM (its bundle on a disk), with its output whole.
-    const t = await taskClient(a.address);
-    try {
-      const out = join(d.base, "out");
-      await mkfifo(out);
-      const text = readFifo(out);
-      const c = await createContainer(d, a, {
-        args: ["sh", "-c", "echo from-a-clone; cat /etc/hostname"],
-        stdout: out,
-      });
-      const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-      assert.equal((await w).exitStatus, 0);
-      assert.equal((await text.text).trim(), "from-a-clone\ntpl-a");
-      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-    } finally {
-      t.close();
-    }
+    assert.equal(
+      await containerOutput(d, a, "echo from-a-clone; cat /etc/hostname"),
+      "from-a-clone\ntpl-a",
+    );
 
     // A restarted sandboxer finds restored VMs as it finds booted ones.
     await d.kill9();
@@ -297,23 +292,10 @@ templateTest(
     await ip("-n", ns, "addr", "add", "10.243.1.2/24", "dev", "eth1");
     await ip("-n", ns, "link", "set", "eth1", "up");
     // A container (its bundle on a disk), with its output whole.
-    const t = await taskClient(a.address);
-    try {
-      const out = join(d.base, "out");
-      await mkfifo(out);
-      const text = readFifo(out);
-      const c = await createContainer(d, a, {
-        args: ["sh", "-c", "echo from-the-pool; cat /etc/hostname"],
-        stdout: out,
-      });
-      const w = t.task.wait({ id: c.id, execId: "" }, K8S_NS);
-      await t.task.start({ id: c.id, execId: "" }, K8S_NS);
-      assert.equal((await w).exitStatus, 0);
-      assert.equal((await text.text).trim(), "from-the-pool\npool-a");
-      await t.task.delete({ id: c.id, execId: "" }, K8S_NS);
-    } finally {
-      t.close();
-    }
+    assert.equal(
+      await containerOutput(d, a, "echo from-the-pool; cat /etc/hostname"),
+      "from-the-pool\npool-a",
+    );
     const links = new TextDecoder().decode(
       (await new Deno.Command("ip", { args: ["-n", ns, "-o", "link", "show"], stdout: "piped" })
         .output()).stdout,
