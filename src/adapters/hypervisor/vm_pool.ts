@@ -44,13 +44,12 @@ export class VmPool<T> {
 
   /**
    * A ready VM that `fits`, out of the pool (the pool makes another); undefined when none is
-   * ready. Dead ones met on the way are discarded, and `stale` ones (made from a template no
-   * longer current: none would fit again).
+   * ready. Dead ones met on the way are discarded.
    */
-  take(fits: (vm: T) => boolean = () => true, stale: (vm: T) => boolean = () => false) {
+  take(fits: (vm: T) => boolean = () => true): T | undefined {
     let found: T | undefined;
     for (const vm of [...this.#ready]) {
-      if (!this.#o.alive(vm) || stale(vm)) {
+      if (!this.#o.alive(vm)) {
         this.#drop(vm);
         continue;
       }

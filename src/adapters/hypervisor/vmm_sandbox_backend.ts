@@ -874,12 +874,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     vm: VmDescription,
     template: VmTemplate,
   ): Promise<StartedProcess | undefined> {
-    // `template` is the current one of the config's shape (the only one pools are made of):
-    // VMs of an older one (another guest image or QEMU) would never be taken.
-    const pv = this.#pool?.take(
-      (v) => v.template.key === template.key,
-      (v) => v.template.key !== template.key,
-    );
+    const pv = this.#pool?.take((v) => v.template.key === template.key);
     if (!pv) return undefined;
     this.#poolVms.delete(pv);
     const o = this.opts;
