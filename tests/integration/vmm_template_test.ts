@@ -225,6 +225,62 @@ templateTest(
   },
 );
 
+/** The "vm template built" log lines of the sandboxer, with the shape of each. */
+async function templatesBuilt(d: TestDaemon): Promise<{ key: string; memoryMiB: number }[]> {
+  return (await d.logs()).split("\n").filter((l) => l.includes('"vm template built"'))
+    .map((l) => JSON.parse(l));
+}
+
+/** Waits until the sandboxer has built a template of `memoryMiB`: its key. */
+async function shapeBuilt(d: TestDaemon, memoryMiB: number, timeoutMs: number): Promise<string> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const t = (await templatesBuilt(d)).find((l) => l.memoryMiB === memoryMiB);
+    if (t) return t.key;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error(`no template of ${memoryMiB} MiB built after ${timeoutMs} ms`);
+}
+
+/** A pod whose memory limit makes its VM `limitMiB` + the guest's 256 MiB. */
+function limited(limitMiB: number) {
+  return { resources: { memoryLimitInBytes: limitMiB * 1024 * 1024 } };
+}
+
+templateTest(
+  "vmm: template_shapes gives pods with limits templates of their own shape, built once one has booted; the least recently used goes, the config's stays",
+  "10.244.0.2/24",
+  ["template_shapes = 2"],
+  async (d, { templates }) => {
+    const config = (await templateBuilt(templates, 240_000)).split("/").at(-1)!;
+    // A pod of another shape (512 MiB of limit: a 768 MiB VM) boots; then its template is built.
+    const a = await startPod(d, { hostname: "shape-a", ...limited(512) });
+    assert.ok(!restored(a.pid), "no template of its shape yet: it boots");
+    const k768 = await shapeBuilt(d, 768, 240_000);
+    const b = await startPod(d, { hostname: "shape-b", ...limited(512) });
+    assert.ok(restored(b.pid), "the next one of that shape is a clone");
+    const memTotal = async (pod: string) =>
+      Number(/MemTotal:\s+(\d+)/.exec(await guestSh(d, pod, "cat /proc/meminfo"))?.[1]);
+    assert.ok(await memTotal(b.id) > 600 * 1024, "the clone has its shape's memory");
+    assert.equal(await containerOutput(d, b, "echo in-shape-b; hostname"), "in-shape-b\nshape-b");
+    const plain = await startPod(d, { hostname: "shape-plain" });
+    assert.ok(restored(plain.pid), "the config's shape keeps its template");
+    assert.ok(await memTotal(plain.id) < 600 * 1024);
+    // A third shape: with room for two, the least recently used of the others goes (768), not
+    // the config's; the clone of it keeps running.
+    const c = await startPod(d, { hostname: "shape-c", ...limited(768) });
+    assert.ok(!restored(c.pid));
+    const k1024 = await shapeBuilt(d, 1024, 240_000);
+    const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
+    assert.deepEqual(left, [config, k1024].sort(), `${k768} went`);
+    assert.match(await d.logs(), new RegExp(`"vm template removed.*${k768}`));
+    assert.equal((await guestSh(d, b.id, "hostname")).trim(), "shape-b");
+    const e = await startPod(d, { hostname: "shape-e", ...limited(768) });
+    assert.ok(restored(e.pid), "a clone of the third shape");
+    await assertShutdownLeavesNothing(d, [a.id, b.id, plain.id, c.id, e.id]);
+  },
+);
+
 /** Pids of QEMUs made for the pool of the sandboxer at `dir` (taken by a pod or not). */
 async function poolQemus(dir: string): Promise<number[]> {
   const out: number[] = [];

@@ -19,6 +19,7 @@ import {
   bundlesOnDisks,
   DEFAULT_BUNDLE_DISK_DIR,
   DEFAULT_GUEST_DIR,
+  DEFAULT_TEMPLATE_SHAPES,
   guestKernelParams,
   type HypervisorSettings,
   hypervisorSettings,
@@ -272,12 +273,13 @@ export const vmmKind: HostKind = {
         "deno task guest-image builds the guest image (or set [hypervisor] initrd_path)",
       ),
     );
-    if (s.template || s.template_pool) {
+    if (s.template || s.template_pool || s.template_shapes) {
       checks.push(
         ...await templateChecks({
           refusal: templateRefusal(s),
           dir: s.template_dir ?? join(dir, entryName("vmTemplates")),
           memoryMiB: s.memory_in_mb ?? 1024,
+          shapes: s.template_shapes ?? DEFAULT_TEMPLATE_SHAPES,
           image: [
             s.kernel_path || defaultKernel(vmm),
             s.initrd_path || join(DEFAULT_GUEST_DIR, "initramfs.img"),
@@ -342,6 +344,7 @@ export const vmmKind: HostKind = {
         bundleDisks,
         templateDir: s.template ? s.template_dir ?? ctx.layout.path("vmTemplates") : undefined,
         templatePool: s.template_pool ?? 0,
+        templateShapes: s.template_shapes ?? DEFAULT_TEMPLATE_SHAPES,
       });
       backend.prepareTemplate();
       const unused = unusedKeys(s);

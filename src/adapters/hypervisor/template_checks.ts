@@ -28,6 +28,8 @@ export interface TemplateCheckOptions {
   readonly memoryMiB: number;
   /** The guest image: a template older than either is rebuilt at the next start. */
   readonly image: readonly string[];
+  /** How many templates (shapes) the sandboxer keeps there (`template_shapes`). */
+  readonly shapes: number;
   /** The sandboxer's state directory and `template_pool`, when it keeps a pool of VMs. */
   readonly pool?: { readonly stateDir: string; readonly size: number };
 }
@@ -99,7 +101,8 @@ async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
     const freeMiB = Math.floor(Number(f[4]) / 1024);
     if (r.code !== 0 || !Number.isFinite(freeMiB)) throw new Error(r.stderr.trim() || r.stdout);
     const detail = `${o.dir} on ${f[6] ?? "?"} (${f[1] ?? "?"}), ${freeMiB} MiB free; a ` +
-      `template's RAM file takes ${o.memoryMiB} MiB`;
+      `template's RAM file takes ${o.memoryMiB} MiB (more for pods with a memory limit), ` +
+      `up to ${o.shapes} template${o.shapes > 1 ? "s" : ""} (template_shapes)`;
     const why = unfit(o.dir);
     if (why) {
       return {

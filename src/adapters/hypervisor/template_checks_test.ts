@@ -9,6 +9,7 @@ Deno.test("doctor: a config that cannot have templates fails with the reason", a
     refusal: 'templates need share_fs = "None" (bundles on disks)',
     dir: "/nonexistent",
     memoryMiB: 512,
+    shapes: 4,
     image: [],
   });
   assert.deepEqual(rest, []);
@@ -24,17 +25,27 @@ Deno.test("doctor: templates listed, unfinished and stale ones said so", async (
     let [space, built] = await templateChecks({
       dir: join(dir, "t"),
       memoryMiB: 1,
+      shapes: 4,
       image: [image],
     });
     // The space check runs df on what exists of the path.
     assert.deepEqual(space.id, "template.dir");
-    assert.ok(space.status === "skip" || /MiB free/.test(space.detail), space.detail);
+    assert.ok(
+      space.status === "skip" ||
+        /MiB free.*up to 4 templates \(template_shapes\)/.test(space.detail),
+      space.detail,
+    );
     assert.deepEqual(built.status, "ok");
     assert.match(built.detail, /none in .* yet/);
 
     await Deno.mkdir(join(dir, "t", KEY), { recursive: true });
     await Deno.mkdir(join(dir, "t", "not-a-template"));
-    [, built] = await templateChecks({ dir: join(dir, "t"), memoryMiB: 1, image: [image] });
+    [, built] = await templateChecks({
+      dir: join(dir, "t"),
+      memoryMiB: 1,
+      shapes: 4,
+      image: [image],
+    });
     assert.match(built.detail, new RegExp(`${KEY} \\(unfinished`));
     assert.ok(!built.detail.includes("not-a-template"));
 
@@ -42,13 +53,23 @@ Deno.test("doctor: templates listed, unfinished and stale ones said so", async (
     const write = (built: string) =>
       Deno.writeTextFile(join(dir, "t", KEY, "template.json"), JSON.stringify({ ...info, built }));
     await write(new Date(Date.now() + 60_000).toISOString());
-    [, built] = await templateChecks({ dir: join(dir, "t"), memoryMiB: 1, image: [image] });
+    [, built] = await templateChecks({
+      dir: join(dir, "t"),
+      memoryMiB: 1,
+      shapes: 4,
+      image: [image],
+    });
     assert.deepEqual(built.status, "ok");
     assert.match(built.detail, /1 vCPU, 512 MiB, built .* in 9000 ms, device state 371 KiB\)/);
 
     // The guest image is newer than the template.
     await write(new Date(Date.now() - 3_600_000).toISOString());
-    [, built] = await templateChecks({ dir: join(dir, "t"), memoryMiB: 1, image: [image] });
+    [, built] = await templateChecks({
+      dir: join(dir, "t"),
+      memoryMiB: 1,
+      shapes: 4,
+      image: [image],
+    });
     assert.deepEqual(built.status, "warn");
     assert.match(built.detail, /older than the guest image/);
   } finally {
@@ -60,7 +81,7 @@ Deno.test("doctor: a template directory others can write to fails", async () => 
   const dir = await Deno.makeTempDir();
   try {
     await Deno.chmod(dir, 0o1777);
-    const [space] = await templateChecks({ dir, memoryMiB: 1, image: [] });
+    const [space] = await templateChecks({ dir, memoryMiB: 1, shapes: 1, image: [] });
     assert.equal(space.status, "fail");
     assert.match(space.detail, /writable by others/);
   } finally {
@@ -75,6 +96,7 @@ Deno.test("doctor: the pool's ready VMs counted, not those being made or taken",
       (await templateChecks({
         dir: join(dir, "t"),
         memoryMiB: 1,
+        shapes: 1,
         image: [],
         pool: { stateDir: dir, size: 3 },
       })).find((c) => c.id === "template.pool")!;

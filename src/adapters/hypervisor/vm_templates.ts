@@ -9,8 +9,11 @@
  * `template.json`, written last (a template without it is unfinished and rebuilt). The key
  * is a hash of everything the saved state depends on: the VMM's build, the VM's argv with its
  * own paths left out (shape, devices, kernel command line) and the kernel and initramfs
- * (path, size, time). A different key (a new guest image, another QEMU) is a new template;
- * older ones are removed when it is built (clones running from them keep their mapping).
+ * (path, size, time). Templates of one **lineage** (the same key but for the shape) are kept
+ * side by side, up to `shapes` of them; a new lineage (a new guest image, another QEMU, another
+ * config) makes the older ones go when its first template is built, and beyond `shapes` the
+ * least recently used goes (never a pinned one, the config's shape). Clones running from a
+ * removed template keep their mapping.
  *
  * The template never reads anything random that clones must not share: its agent is asked
  * Check only (never the boot id, drawn by the kernel on first read), and each clone is
@@ -53,6 +56,8 @@ export interface VmTemplatesOptions {
   readonly withoutDaemonFds: (argv: readonly string[]) => string[];
   /** Who builds here (the sandboxer's state directory): others' templates are left alone. */
   readonly owner: string;
+  /** How many templates of one lineage (shapes) are kept; default 1. */
+  readonly shapes?: number;
 }
 
 /** What makes a template's directory or file unfit: not ours, or writable by others. */
@@ -72,6 +77,9 @@ const OWN_PATHS = [
   "debugSocket",
 ] as const;
 
+/** The fields of a VM description that are its shape. */
+const SHAPE = ["vcpus", "memoryMiB", "maxVcpus", "maxMemoryMiB", "memorySlots"] as const;
+
 export class VmTemplates {
   #o: VmTemplatesOptions;
   #log = log.with({ component: "vm-templates" });
@@ -80,15 +88,31 @@ export class VmTemplates {
   /** Their VMs, ended when the daemon stops. */
   #vms = new Set<Deno.ChildProcess>();
   #closed = false;
+  /** Keys never removed to make room for another shape's (the config's shape). */
+  #pinned = new Set<string>();
+  /** When each key was last found ready (monotonic ms): the least recently used goes first. */
+  #used = new Map<string, number>();
 
   constructor(o: VmTemplatesOptions) {
     this.#o = o;
   }
 
   /** The key of the template for VMs like `vm` (its paths and id do not count). */
-  async key(vm: VmDescription): Promise<string> {
+  key(vm: VmDescription): Promise<string> {
+    return this.#digest(vm, false);
+  }
+
+  /** The key with the shape left out: templates of one lineage are kept side by side. */
+  lineage(vm: VmDescription): Promise<string> {
+    return this.#digest(vm, true);
+  }
+
+  async #digest(vm: VmDescription, shapeless: boolean): Promise<string> {
     const canonical = { ...vm, id: "template", name: "kuasar-template" } as Record<string, unknown>;
     for (const k of OWN_PATHS) if (canonical[k] !== undefined) canonical[k] = `/${k}`;
+    if (shapeless) {
+      for (const k of SHAPE) if (canonical[k] !== undefined) canonical[k] = 1;
+    }
     const t = this.#o.templating;
     const image = await Promise.all([vm.kernel, vm.initrd].map(async (f) => {
       const st = await Deno.stat(f);
@@ -98,6 +122,7 @@ export class VmTemplates {
       vmm: await t.identity(),
       argv: t.argv(canonical as unknown as VmDescription, "/memory", "template"),
       image,
+      ...shapeless ? { shapeless } : {},
     });
     const h = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text)));
     return Array.from(h.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
@@ -128,15 +153,17 @@ export class VmTemplates {
       this.#log.warn("vm template not used: pods boot", { template: t.key, why });
       return undefined;
     }
+    this.#used.set(t.key, performance.now());
     return { ...t, built };
   }
 
   /**
    * Builds the template for VMs like `vm` (with the template VM's own sockets) unless it is
-   * there; one build per key at a time.
+   * there; one build per key at a time. A `pinned` one is never removed for another shape's.
    */
-  async ensure(vm: VmDescription): Promise<VmTemplate> {
+  async ensure(vm: VmDescription, pinned = false): Promise<VmTemplate> {
     const key = await this.key(vm);
+    if (pinned) this.#pinned.add(key);
     const ready = await this.ready(vm);
     if (ready) return ready;
     let b = this.#building.get(key);
@@ -173,16 +200,50 @@ export class VmTemplates {
   }
 
   /**
-   * Whether another key's template `d` is for this sandboxer to remove: its own, or one whose
-   * sandboxer is gone (its state directory too), or one without an owner (unfinished, or from
-   * an older version) that nobody touched for ten minutes.
+   * What becomes of another key's template `d` when one of `lineage` is built: "keep" it
+   * (another sandboxer's), "remove" it (this sandboxer's of another lineage or unfinished, or
+   * one whose sandboxer is gone, its state directory too, or one without an owner, unfinished
+   * or from an older version, that nobody touched for ten minutes), or it is a "shape" of this
+   * lineage, kept while there is room.
    */
-  async #stale(d: string): Promise<boolean> {
+  async #fate(d: string, lineage: string): Promise<"keep" | "remove" | "shape"> {
     const owner = await Deno.readTextFile(join(d, "owner")).catch(() => undefined);
-    if (owner === this.#o.owner) return true;
-    if (owner !== undefined) return !(await Deno.stat(owner).then(() => true, () => false));
+    if (owner === this.#o.owner) {
+      const meta = await Deno.readTextFile(join(d, "template.json"))
+        .then((j) => JSON.parse(j), () => undefined);
+      return meta?.lineage === lineage ? "shape" : "remove";
+    }
+    if (owner !== undefined) {
+      return await Deno.stat(owner).then(() => "keep", () => "remove");
+    }
     const st = await Deno.stat(d).catch(() => undefined);
-    return !!st && Date.now() - (st.mtime?.getTime() ?? 0) > 10 * 60_000;
+    return st && Date.now() - (st.mtime?.getTime() ?? 0) > 10 * 60_000 ? "remove" : "keep";
+  }
+
+  /**
+   * Removes what `#fate` says goes before a template of `key` is built, and of the other shapes
+   * of its lineage the least recently used beyond `shapes` (pinned ones stay). Templates being
+   * built stay.
+   */
+  async #sweep(key: string, lineage: string): Promise<void> {
+    const o = this.#o;
+    const shapes: string[] = [];
+    for await (const e of Deno.readDir(o.dir)) {
+      if (e.name === key || this.#building.has(e.name) || !/^[0-9a-f]{32}$/.test(e.name)) continue;
+      const fate = await this.#fate(join(o.dir, e.name), lineage);
+      if (fate === "remove") await Deno.remove(join(o.dir, e.name), { recursive: true });
+      else if (fate === "shape" && !this.#pinned.has(e.name)) shapes.push(e.name);
+    }
+    const room = Math.max(
+      0,
+      (o.shapes ?? 1) - 1 - this.#pinned.size + (this.#pinned.has(key) ? 1 : 0),
+    );
+    shapes.sort((a, b) => (this.#used.get(a) ?? -Infinity) - (this.#used.get(b) ?? -Infinity));
+    for (const k of shapes.slice(0, Math.max(0, shapes.length - room))) {
+      this.#log.info("vm template removed: room for another shape's", { template: k });
+      this.#used.delete(k);
+      await Deno.remove(join(o.dir, k), { recursive: true });
+    }
   }
 
   #paths(key: string): VmTemplate {
@@ -196,15 +257,10 @@ export class VmTemplates {
     await Deno.mkdir(o.dir, { recursive: true, mode: 0o700 });
     const unfit = unsafe(await Deno.stat(o.dir), `template_dir ${o.dir}`);
     if (unfit) throw new FailedPreconditionError(`${unfit}: no VM template is built there`);
-    // This sandboxer's older templates (another image or QEMU) and unfinished ones go; clones
-    // keep their maps. Only what is named like a template and is ours: the directory may be an
-    // operator's, and other sandboxers may keep theirs there.
-    for await (const e of Deno.readDir(o.dir)) {
-      if (e.name === key || !/^[0-9a-f]{32}$/.test(e.name)) continue;
-      if (await this.#stale(join(o.dir, e.name))) {
-        await Deno.remove(join(o.dir, e.name), { recursive: true });
-      }
-    }
+    // Only what is named like a template and is ours goes: the directory may be an operator's,
+    // and other sandboxers may keep theirs there.
+    const lineage = await this.lineage(vm);
+    await this.#sweep(key, lineage);
     const dir = join(o.dir, key);
     vm = {
       ...vm,
@@ -250,6 +306,7 @@ export class VmTemplates {
         join(dir, "template.json"),
         JSON.stringify({
           key,
+          lineage,
           vcpus: vm.vcpus,
           memoryMiB: vm.memoryMiB,
           bootMs: Math.round(booted - t0),
@@ -259,7 +316,14 @@ export class VmTemplates {
         }) + "\n",
         { mode: 0o600 },
       );
-      this.#log.info("vm template built", { key, dir, ms: Math.round(performance.now() - t0) });
+      this.#log.info("vm template built", {
+        key,
+        dir,
+        vcpus: vm.vcpus,
+        memoryMiB: vm.memoryMiB,
+        ms: Math.round(performance.now() - t0),
+      });
+      this.#used.set(key, performance.now());
       return t;
     } catch (e) {
       await Deno.remove(dir, { recursive: true }).catch(() => {});

@@ -69,7 +69,7 @@ Deno.test("VM templates: the key is the VM's shape, image and VMM, not its own p
 });
 
 /** A VmTemplates on `dir` whose template VM is `argv` (never QEMU here). */
-async function fixture(dir: string, argv: string[] = ["false"]) {
+async function fixture(dir: string, argv: string[] = ["false"], shapes?: number) {
   const kernel = join(dir, "vmlinuz"), initrd = join(dir, "initramfs.img");
   await Deno.writeTextFile(kernel, "k");
   await Deno.writeTextFile(initrd, "i");
@@ -77,7 +77,9 @@ async function fixture(dir: string, argv: string[] = ["false"]) {
   const templating: VmTemplating = {
     ...qemu.templating!,
     identity: () => Promise.resolve("QEMU emulator version 7.2"),
-    argv: () => argv,
+    // QEMU's for keys (the VM "template"), `argv` for the template VMs built.
+    argv: (vm, memory, mode) =>
+      vm.id === "template" ? qemu.templating!.argv(vm, memory, mode) : argv,
   };
   const templates = join(dir, "t");
   const t = new VmTemplates({
@@ -87,6 +89,7 @@ async function fixture(dir: string, argv: string[] = ["false"]) {
     agentAnswers: () => new Promise(() => {}),
     withoutDaemonFds: (a) => [...a],
     owner: "/run/kuasar-vmm",
+    shapes,
   });
   const vm: VmDescription = {
     id: "a",
@@ -109,17 +112,26 @@ async function fixture(dir: string, argv: string[] = ["false"]) {
   return { t, vm, templates, key: await t.key(vm) };
 }
 
-/** A built template as the sandboxer leaves one. */
-async function built(templates: string, key: string, when: string): Promise<string> {
+/** A built template as the sandboxer leaves one (of `lineage` when given). */
+async function built(
+  templates: string,
+  key: string,
+  when: string,
+  lineage?: string,
+): Promise<string> {
   const d = join(templates, key);
   await Deno.mkdir(d, { recursive: true, mode: 0o700 });
   await Deno.chmod(templates, 0o700);
   for (const f of ["memory", "state", "owner"]) {
     await Deno.writeTextFile(join(d, f), "x", { mode: 0o600 });
   }
-  await Deno.writeTextFile(join(d, "template.json"), JSON.stringify({ key, built: when }), {
-    mode: 0o600,
-  });
+  await Deno.writeTextFile(
+    join(d, "template.json"),
+    JSON.stringify({ key, built: when, lineage }),
+    {
+      mode: 0o600,
+    },
+  );
   return d;
 }
 
@@ -193,6 +205,43 @@ Deno.test("VM templates: a build removes its sandboxer's older templates and aba
     const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
     // Another sandboxer's (its state directory is there), and one being built now, stay.
     assert.deepEqual(left, ["1".repeat(32), "3".repeat(32), "operator-notes"]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("VM templates: other shapes of a lineage stay up to `shapes`, the least recently used going first, the pinned one always", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates, key } = await fixture(dir, ["false"], 3);
+    const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
+    const lineage = await t.lineage(vm);
+    assert.equal(await t.lineage({ ...vm, vcpus: 2, memoryMiB: 768 }), lineage, "a shape");
+    assert.notEqual(await t.key(shape(768)), key);
+    assert.notEqual(await t.lineage({ ...vm, kernelParams: "kuasar.oci_runtime=runc" }), lineage);
+    const ours = async (k: string, l = lineage) => {
+      const d = await built(templates, k, "2026-12-08T00:00:00.000Z", l);
+      await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
+    };
+    await ours(key);
+    for (const m of [600, 700]) await ours(await t.key(shape(m)));
+    const oldLineage = "5".repeat(32);
+    await ours(oldLineage, "f".repeat(32));
+    // The config's shape pinned (built: found ready), then 700 used before 600.
+    assert.ok(await t.ensure(vm, true));
+    assert.ok(await t.ready(shape(700)));
+    assert.ok(await t.ready(shape(600)));
+    // A fourth shape: room for 3 in all, the pinned one among them; its VM (`false`) fails.
+    await assert.rejects(t.ensure(shape(800)), /exited \(1\) while booting/);
+    const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
+    assert.deepEqual(left, [key, await t.key(shape(600))].sort(), "700 (least recent) went");
+    // Building the pinned one's key again (its RAM file gone) keeps the other shape.
+    await Deno.remove(join(templates, key, "template.json"));
+    await assert.rejects(t.ensure(vm, true), /exited \(1\) while booting/);
+    assert.deepEqual(
+      (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name),
+      [await t.key(shape(600))],
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

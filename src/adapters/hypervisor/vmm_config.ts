@@ -81,6 +81,12 @@ export const hypervisorSettings = z.strictObject({
    * pods (each costs a clone's memory while it waits); default 0, none.
    */
   template_pool: z.number().int().min(0).max(64).optional(),
+  /**
+   * Ours: how many shapes of VM have a template: the config's, and those of pods with CPU or
+   * memory limits, each built once such a pod has booted (the least recently used goes when
+   * there is no room). Each costs a guest's touched RAM in template_dir. Default 4.
+   */
+  template_shapes: z.number().int().min(1).max(16).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).
   /** QEMU: pc or q35; StratoVirt: e.g. "q35,mem-share=on" (checked per VMM). */
   machine_type: z.string().optional(),
@@ -205,6 +211,7 @@ const USED = new Set([
   "template",
   "template_dir",
   "template_pool",
+  "template_shapes",
 ]);
 
 /** Keys read for one VMM only. */
@@ -258,13 +265,19 @@ export function guestKernelParams(s: HypervisorSettings): string {
   return [`${OCI_RUNTIME_PARAM}=${runtime}`, s.kernel_params ?? ""].filter(Boolean).join(" ");
 }
 
+/** Shapes of VM with a template when `template_shapes` is not set. */
+export const DEFAULT_TEMPLATE_SHAPES = 4;
+
 /**
  * Why this config cannot have VM templates, or undefined when it can: templates are QEMU's,
  * with bundles on disks (virtiofs needs guest memory shared with virtiofsd, which a clone's
  * copy-on-write mapping is not) and the agent on virtio-serial (use_vsock = false).
  */
 export function templateRefusal(s: HypervisorSettings): string | undefined {
-  if (!s.template) return s.template_pool ? "template_pool needs template = true" : undefined;
+  if (!s.template) {
+    if (s.template_pool) return "template_pool needs template = true";
+    return s.template_shapes ? "template_shapes needs template = true" : undefined;
+  }
   if (vmmOf(s) !== "qemu") return `templates are QEMU's, not ${vmmOf(s)}'s`;
   if (!bundlesOnDisks(s)) return 'templates need share_fs = "None" (bundles on disks)';
   if (s.use_vsock !== false) return "templates need use_vsock = false (the agent on virtio-serial)";

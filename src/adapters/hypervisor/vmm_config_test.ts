@@ -127,4 +127,10 @@ Deno.test("vmm config: templates are QEMU's, with bundles on disks and the agent
   assert.throws(() => hypervisorSettings.parse({ ...ok, template_pool: -1 }));
   assert.throws(() => hypervisorSettings.parse({ ...ok, template_pool: 1.5 }));
   assert.deepEqual(unusedKeys(hypervisorSettings.parse({ ...ok, template_pool: 1 })), []);
+  assert.equal(refusal({ ...ok, template_shapes: 3 }), undefined);
+  assert.match(refusal({ template_shapes: 3 })!, /template_shapes needs template = true/);
+  for (const bad of [0, 17, 2.5, "2"]) {
+    assert.throws(() => hypervisorSettings.parse({ ...ok, template_shapes: bad }), String(bad));
+  }
+  assert.deepEqual(unusedKeys(hypervisorSettings.parse({ ...ok, template_shapes: 1 })), []);
 });

@@ -124,6 +124,8 @@ export interface VmmBackendOptions {
   readonly templateDir?: string;
   /** VMs kept restored and warmed ahead of pods (`template_pool`, with templates); 0: none. */
   readonly templatePool?: number;
+  /** Shapes of VM with a template (`template_shapes`): the config's and others; default 1. */
+  readonly templateShapes?: number;
 }
 
 /** A VM of the pool: restored from `template`, run through a throwaway container, no pod's. */
@@ -223,6 +225,22 @@ function vmShape(o: VmmBackendOptions, size: { vcpus: number; memoryMiB: number 
     memorySlots,
   };
 }
+
+/** The shape of the config's VMs (`vcpus`, `memory_in_mb`), pods without limits have. */
+function configShape(o: VmmBackendOptions) {
+  return vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB });
+}
+
+/** Whether VMs `a` and `b` have one shape (so one template). */
+function sameShape(a: Partial<ReturnType<typeof vmShape>>, b: ReturnType<typeof vmShape>): boolean {
+  return a.vcpus === b.vcpus && a.memoryMiB === b.memoryMiB && a.maxVcpus === b.maxVcpus &&
+    a.maxMemoryMiB === b.maxMemoryMiB && a.memorySlots === b.memorySlots;
+}
+
+/** The sockets' token of the config's shape's template VM, while it is built. */
+const TEMPLATE_TOKEN = "vm-template";
+/** The same for other shapes' (`template_shapes`), built one at a time. */
+const SHAPE_TEMPLATE_TOKEN = "vm-template-shape";
 
 /** `argv` run in the pod's netns when it has one, so that its devices (taps) are the pod's. */
 function inPodNetns(record: SandboxRecord<VmmPodState>, argv: string[]): string[] {
@@ -368,6 +386,19 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       const cloned = await this.#startClone(record, shape, template);
       if (cloned) return cloned;
     }
+    const started = await this.#boot(record, p, size);
+    // The next pod of this shape starts from a template (built once this one runs).
+    if (!template) this.#buildShapeTemplate(size);
+    return started;
+  }
+
+  /** Boots the pod's VM: no template, or its restore failed. */
+  async #boot(
+    record: SandboxRecord<VmmPodState>,
+    p: Awaited<ReturnType<typeof vmPaths>>,
+    size: ReturnType<typeof vmShape>,
+  ): Promise<StartedProcess> {
+    const o = this.opts;
     // The CNI interfaces, mirrored onto taps the VM's NICs use (a queue per vCPU).
     const nics = record.netnsPath ? await mirrorInterfaces(record.netnsPath, size.vcpus) : [];
     record.backend = { ...record.backend, taps: nics.map((n) => n.tap) };
@@ -455,12 +486,35 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       },
       withoutDaemonFds: (argv) => [this.opts.supervisor.binary, "exec", "--", ...argv],
       owner: this.opts.dir,
+      shapes: this.opts.templateShapes,
     })
     : undefined;
 
   #templateSwept = false;
   /** When the last template build failed: the next is not tried before a minute has passed. */
   #templateFailedAt = -Infinity;
+  /** The build of another shape's template under way, if any: one at a time. */
+  #shapeBuild: Promise<void> | undefined;
+  /** When each other shape's build last failed (by "vcpus/memoryMiB"): once a minute at most. */
+  #shapeFailedAt = new Map<string, number>();
+
+  /** The template VM of `size` with the sockets of `token` (one VM at a time per token). */
+  async #templateVm(token: string, size: ReturnType<typeof vmShape>): Promise<VmDescription> {
+    const o = this.opts;
+    const sockets = o.layout.path("sockets");
+    await Deno.mkdir(sockets, { recursive: true, mode: 0o700 });
+    return {
+      ...describe(o, "template", {
+        control: await socketPath(sockets, token, "qmp"),
+        agent: await socketPath(sockets, token, "agent"),
+        debug: await socketPath(sockets, token, "debug"),
+        // The template's own, in its directory (VmTemplates).
+        console: "",
+        events: "",
+      } as Awaited<ReturnType<typeof vmPaths>>),
+      ...size,
+    };
+  }
 
   /** Ends the template VM being built, if any, and the pool's VMs (the daemon stops). */
   async closeTemplates(): Promise<void> {
@@ -481,26 +535,17 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     if (!t) return;
     const o = this.opts;
     (async () => {
-      const sockets = o.layout.path("sockets");
-      await Deno.mkdir(sockets, { recursive: true, mode: 0o700 });
-      const token = "vm-template";
-      const control = await socketPath(sockets, token, "qmp");
-      // A template VM left by a daemon that crashed while building it (at start only: later,
-      // the one this daemon builds could be running).
-      if (!this.#templateSwept) await killByCommandLine(`unix:${control},`);
+      const vm = await this.#templateVm(TEMPLATE_TOKEN, configShape(o));
+      // Template VMs left by a daemon that crashed while building them (at start only: later,
+      // the ones this daemon builds could be running).
+      if (!this.#templateSwept) {
+        for (const token of [TEMPLATE_TOKEN, SHAPE_TEMPLATE_TOKEN]) {
+          const sockets = o.layout.path("sockets");
+          await killByCommandLine(`unix:${await socketPath(sockets, token, "qmp")},`);
+        }
+      }
       this.#templateSwept = true;
-      const vm = {
-        ...describe(o, "template", {
-          control,
-          agent: await socketPath(sockets, token, "agent"),
-          debug: await socketPath(sockets, token, "debug"),
-          // The template's own, in its directory (VmTemplates).
-          console: "",
-          events: "",
-        } as Awaited<ReturnType<typeof vmPaths>>),
-        ...vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB }),
-      };
-      const built = await t.ensure(vm);
+      const built = await t.ensure(vm, true);
       // VMs of an older template (another guest image or QEMU) would never be taken.
       this.#pool?.prune((v) => v.template.key !== built.key);
       this.#pool?.fill();
@@ -508,6 +553,31 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       this.#templateFailedAt = performance.now();
       this.#log.warn("no VM template: pods boot", { error: String(e), dir: o.templateDir });
     });
+  }
+
+  /**
+   * Builds the template of `size`, another shape than the config's (a pod's CPU and memory
+   * limits), in the background, when `template_shapes` leaves room for one: one such build at
+   * a time, each shape's retried a minute after it failed.
+   */
+  #buildShapeTemplate(size: ReturnType<typeof vmShape>): void {
+    const t = this.#templates;
+    const o = this.opts;
+    if (!t || (o.templateShapes ?? 1) < 2 || this.#shapeBuild || !this.#templateSwept) return;
+    if (sameShape(size, configShape(o))) return;
+    const name = `${size.vcpus}/${size.memoryMiB}`;
+    if (performance.now() - (this.#shapeFailedAt.get(name) ?? -Infinity) < 60_000) return;
+    this.#shapeBuild = (async () => {
+      await t.ensure(await this.#templateVm(SHAPE_TEMPLATE_TOKEN, size));
+      this.#shapeFailedAt.delete(name);
+    })().catch((e) => {
+      this.#shapeFailedAt.set(name, performance.now());
+      this.#log.warn("no VM template of a pod's shape: its pods boot", {
+        vcpus: size.vcpus,
+        memoryMiB: size.memoryMiB,
+        error: String(e),
+      });
+    }).finally(() => this.#shapeBuild = undefined);
   }
 
   /**
@@ -521,8 +591,12 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     }
     const ready = await this.#templates.ready(shape).catch(() => undefined);
     // None for the config's shape (the guest image or QEMU changed, or it was dropped): built
-    // again in the background, at most once a minute after a failure.
-    if (!ready && performance.now() - this.#templateFailedAt > 60_000) this.prepareTemplate();
+    // again in the background, at most once a minute after a failure. Other shapes' are built
+    // once their pod runs.
+    if (
+      !ready && sameShape(shape, configShape(this.opts)) &&
+      performance.now() - this.#templateFailedAt > 60_000
+    ) this.prepareTemplate();
     return ready;
   }
 
@@ -698,7 +772,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     ).join("");
     const id = poolVmId(name);
     const p = await vmPaths(o, id);
-    const vm = { ...describe(o, id, p), ...vmShape(o, { vcpus: o.vcpus, memoryMiB: o.memoryMiB }) };
+    const vm = { ...describe(o, id, p), ...configShape(o) };
     const template = await this.#templates!.ready(vm);
     if (!template) throw new UnavailableError("no VM template built yet");
     await Deno.mkdir(this.#poolDir(name), { mode: 0o700 });
