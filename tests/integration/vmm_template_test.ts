@@ -248,28 +248,45 @@ function limited(limitMiB: number) {
 }
 
 templateTest(
-  "vmm: template_shapes gives pods with limits templates of their own shape, built once one has booted; the least recently used goes, the config's stays",
+  "vmm: template_shapes gives pods with limits templates of their own shape, built once two have booted and filled whole; the least recently used goes, the config's stays",
   "10.244.0.2/24",
   ["template_shapes = 2"],
   async (d, { templates }) => {
     const config = (await templateBuilt(templates, 240_000)).split("/").at(-1)!;
-    // A pod of another shape (512 MiB of limit: a 768 MiB VM) boots; then its template is built.
+    // Pods of another shape (512 MiB of limit: a 768 MiB VM) boot; once two have, its template
+    // is built (a shape seen once builds none).
     const a = await startPod(d, { hostname: "shape-a", ...limited(512) });
     assert.ok(!restored(a.pid), "no template of its shape yet: it boots");
+    await new Promise((r) => setTimeout(r, 2000));
+    assert.deepEqual((await templatesBuilt(d)).map((t) => t.memoryMiB), [512]);
+    const a2 = await startPod(d, { hostname: "shape-a2", ...limited(512) });
+    assert.ok(!restored(a2.pid));
     const k768 = await shapeBuilt(d, 768, 240_000);
+    // Its RAM file is filled whole: what clones touch never grows it (on tmpfs, a fault on a
+    // hole allocates the page in the file, copy-on-write mapping or not).
+    const usedKiB = async () => {
+      const r = await new Deno.Command("du", { args: ["-sk", join(templates, k768, "memory")] })
+        .output();
+      return Number(new TextDecoder().decode(r.stdout).split(/\s/)[0]);
+    };
+    const before = await usedKiB();
+    assert.ok(before >= 768 * 1024, `${before} KiB`);
     const b = await startPod(d, { hostname: "shape-b", ...limited(512) });
     assert.ok(restored(b.pid), "the next one of that shape is a clone");
     const memTotal = async (pod: string) =>
       Number(/MemTotal:\s+(\d+)/.exec(await guestSh(d, pod, "cat /proc/meminfo"))?.[1]);
     assert.ok(await memTotal(b.id) > 600 * 1024, "the clone has its shape's memory");
     assert.equal(await containerOutput(d, b, "echo in-shape-b; hostname"), "in-shape-b\nshape-b");
+    await guestSh(d, b.id, "dd if=/dev/zero of=/tmp/fill bs=1048576 count=100 2>&1; rm /tmp/fill");
+    assert.equal(await usedKiB(), before, "the clone's writes are its own");
     const plain = await startPod(d, { hostname: "shape-plain" });
     assert.ok(restored(plain.pid), "the config's shape keeps its template");
     assert.ok(await memTotal(plain.id) < 600 * 1024);
     // A third shape: with room for two, the least recently used of the others goes (768), not
     // the config's; the clone of it keeps running.
     const c = await startPod(d, { hostname: "shape-c", ...limited(768) });
-    assert.ok(!restored(c.pid));
+    const c2 = await startPod(d, { hostname: "shape-c2", ...limited(768) });
+    assert.ok(!restored(c.pid) && !restored(c2.pid));
     const k1024 = await shapeBuilt(d, 1024, 240_000);
     const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
     assert.deepEqual(left, [config, k1024].sort(), `${k768} went`);
@@ -277,7 +294,7 @@ templateTest(
     assert.equal((await guestSh(d, b.id, "hostname")).trim(), "shape-b");
     const e = await startPod(d, { hostname: "shape-e", ...limited(768) });
     assert.ok(restored(e.pid), "a clone of the third shape");
-    await assertShutdownLeavesNothing(d, [a.id, b.id, plain.id, c.id, e.id]);
+    await assertShutdownLeavesNothing(d, [a.id, a2.id, b.id, plain.id, c.id, c2.id, e.id]);
   },
 );
 

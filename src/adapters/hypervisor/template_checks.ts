@@ -158,7 +158,7 @@ async function listCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
       try {
         t = JSON.parse(await Deno.readTextFile(join(o.dir, e.name, "template.json")));
       } catch {
-        found.push(`${e.name} (unfinished: rebuilt at the next start)`);
+        found.push(`${e.name} (unfinished: being built, or removed at the next start)`);
         continue;
       }
       const old = imageTime > Date.parse(t.built ?? "") || !t.built;

@@ -26,6 +26,7 @@ import { DeadlineExceededError, FailedPreconditionError } from "../../domain/err
 import { log } from "../../lib/log.ts";
 import type { VmDescription, VmTemplating } from "../../ports/hypervisor.ts";
 import { qmpQuit } from "./qmp.ts";
+import { runCommand } from "../os/command.ts";
 
 /** A template ready to start clones from. */
 export interface VmTemplate {
@@ -68,6 +69,16 @@ function unsafe(st: Deno.FileInfo, what: string): string | undefined {
   return undefined;
 }
 
+/** Room left in the template directory besides a template's RAM file (others use it too). */
+const FREE_MARGIN_MIB = 64;
+
+/** Free space of the file system holding `dir`, MiB; undefined when `df` cannot tell. */
+async function freeMiB(dir: string): Promise<number | undefined> {
+  const r = await runCommand(["df", "-Pk", dir], { timeoutMs: 10_000 }).catch(() => undefined);
+  const kib = Number(r?.stdout.trim().split("\n").at(-1)?.split(/\s+/)[3]);
+  return r?.code === 0 && Number.isFinite(kib) ? Math.floor(kib / 1024) : undefined;
+}
+
 /** The paths of a VM description that are the VM's own, not its shape. */
 const OWN_PATHS = [
   "consoleLog",
@@ -88,10 +99,8 @@ export class VmTemplates {
   /** Their VMs, ended when the daemon stops. */
   #vms = new Set<Deno.ChildProcess>();
   #closed = false;
-  /** Keys never removed to make room for another shape's (the config's shape). */
-  #pinned = new Set<string>();
-  /** When each key was last found ready (monotonic ms): the least recently used goes first. */
-  #used = new Map<string, number>();
+  /** The key never removed to make room for another shape's (the config's shape's). */
+  #pinned: string | undefined;
 
   constructor(o: VmTemplatesOptions) {
     this.#o = o;
@@ -153,7 +162,10 @@ export class VmTemplates {
       this.#log.warn("vm template not used: pods boot", { template: t.key, why });
       return undefined;
     }
-    this.#used.set(t.key, performance.now());
+    // Its last use, in its directory's time: the least recently used goes first, also after
+    // a restart.
+    const now = new Date();
+    await Deno.utime(d, now, now).catch(() => {});
     return { ...t, built };
   }
 
@@ -163,7 +175,7 @@ export class VmTemplates {
    */
   async ensure(vm: VmDescription, pinned = false): Promise<VmTemplate> {
     const key = await this.key(vm);
-    if (pinned) this.#pinned.add(key);
+    if (pinned) this.#pinned = key;
     const ready = await this.ready(vm);
     if (ready) return ready;
     let b = this.#building.get(key);
@@ -221,29 +233,42 @@ export class VmTemplates {
   }
 
   /**
-   * Removes what `#fate` says goes before a template of `key` is built, and of the other shapes
-   * of its lineage the least recently used beyond `shapes` (pinned ones stay). Templates being
-   * built stay.
+   * Removes what `#fate` says goes, and of the other shapes of `lineage` the least recently
+   * used beyond `shapes`, counting the pinned one and `building` (a key about to be built).
+   * Templates being built stay.
    */
-  async #sweep(key: string, lineage: string): Promise<void> {
+  async #sweep(lineage: string, building?: string): Promise<void> {
     const o = this.#o;
-    const shapes: string[] = [];
+    const reserved = new Set([this.#pinned, building].filter((k) => k !== undefined));
+    const shapes: { key: string; used: number }[] = [];
     for await (const e of Deno.readDir(o.dir)) {
-      if (e.name === key || this.#building.has(e.name) || !/^[0-9a-f]{32}$/.test(e.name)) continue;
-      const fate = await this.#fate(join(o.dir, e.name), lineage);
-      if (fate === "remove") await Deno.remove(join(o.dir, e.name), { recursive: true });
-      else if (fate === "shape" && !this.#pinned.has(e.name)) shapes.push(e.name);
+      const d = join(o.dir, e.name);
+      if (reserved.has(e.name) || this.#building.has(e.name)) continue;
+      if (!/^[0-9a-f]{32}$/.test(e.name)) continue;
+      const fate = await this.#fate(d, lineage);
+      if (fate === "remove") await Deno.remove(d, { recursive: true });
+      else if (fate === "shape") {
+        shapes.push({ key: e.name, used: (await Deno.stat(d)).mtime?.getTime() ?? 0 });
+      }
     }
-    const room = Math.max(
-      0,
-      (o.shapes ?? 1) - 1 - this.#pinned.size + (this.#pinned.has(key) ? 1 : 0),
-    );
-    shapes.sort((a, b) => (this.#used.get(a) ?? -Infinity) - (this.#used.get(b) ?? -Infinity));
-    for (const k of shapes.slice(0, Math.max(0, shapes.length - room))) {
-      this.#log.info("vm template removed: room for another shape's", { template: k });
-      this.#used.delete(k);
-      await Deno.remove(join(o.dir, k), { recursive: true });
+    const room = Math.max(0, (o.shapes ?? 1) - reserved.size);
+    shapes.sort((a, b) => a.used - b.used);
+    for (const { key } of shapes.slice(0, Math.max(0, shapes.length - room))) {
+      this.#log.info("vm template removed: room for another shape's", { template: key });
+      await Deno.remove(join(o.dir, key), { recursive: true });
     }
+  }
+
+  /**
+   * At the sandboxer's start, with `vm` of the config's shape (pinned): this sandboxer's
+   * unfinished templates and those of another lineage go, and shapes beyond `shapes` (it may
+   * have been lowered).
+   */
+  async trim(vm: VmDescription): Promise<void> {
+    this.#pinned = await this.key(vm);
+    if (!(await Deno.stat(this.#o.dir).then((s) => s.isDirectory, () => false))) return;
+    if (unsafe(await Deno.stat(this.#o.dir), "template_dir")) return;
+    await this.#sweep(await this.lineage(vm));
   }
 
   #paths(key: string): VmTemplate {
@@ -260,7 +285,7 @@ export class VmTemplates {
     // Only what is named like a template and is ours goes: the directory may be an operator's,
     // and other sandboxers may keep theirs there.
     const lineage = await this.lineage(vm);
-    await this.#sweep(key, lineage);
+    await this.#sweep(lineage, key);
     const dir = join(o.dir, key);
     vm = {
       ...vm,
@@ -269,6 +294,14 @@ export class VmTemplates {
       eventLog: join(dir, "vmm-events.log"),
     };
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+    // Its RAM file is filled whole: a tmpfs filled up would fail others using it.
+    const free = await freeMiB(o.dir);
+    if (free !== undefined && free < vm.memoryMiB + FREE_MARGIN_MIB) {
+      throw new FailedPreconditionError(
+        `no room for a ${vm.memoryMiB} MiB VM template in ${o.dir}: ${free} MiB free ` +
+          `(${FREE_MARGIN_MIB} MiB more are left to others)`,
+      );
+    }
     await Deno.mkdir(dir, { mode: 0o700 });
     await Deno.writeTextFile(join(dir, "owner"), o.owner, { mode: 0o600 });
     const t = this.#paths(key);
@@ -323,7 +356,6 @@ export class VmTemplates {
         memoryMiB: vm.memoryMiB,
         ms: Math.round(performance.now() - t0),
       });
-      this.#used.set(key, performance.now());
       return t;
     } catch (e) {
       await Deno.remove(dir, { recursive: true }).catch(() => {});

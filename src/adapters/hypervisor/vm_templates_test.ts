@@ -71,8 +71,9 @@ Deno.test("VM templates: the key is the VM's shape, image and VMM, not its own p
 /** A VmTemplates on `dir` whose template VM is `argv` (never QEMU here). */
 async function fixture(dir: string, argv: string[] = ["false"], shapes?: number) {
   const kernel = join(dir, "vmlinuz"), initrd = join(dir, "initramfs.img");
-  await Deno.writeTextFile(kernel, "k");
-  await Deno.writeTextFile(initrd, "i");
+  // The same image for a second fixture on `dir` (a restarted sandboxer).
+  await Deno.writeTextFile(kernel, "k", { createNew: true }).catch(() => {});
+  await Deno.writeTextFile(initrd, "i", { createNew: true }).catch(() => {});
   const qemu = new QemuHypervisor({ binary: "qemu-system-x86_64", accel: "tcg" });
   const templating: VmTemplating = {
     ...qemu.templating!,
@@ -230,6 +231,7 @@ Deno.test("VM templates: other shapes of a lineage stay up to `shapes`, the leas
     // The config's shape pinned (built: found ready), then 700 used before 600.
     assert.ok(await t.ensure(vm, true));
     assert.ok(await t.ready(shape(700)));
+    await new Promise((r) => setTimeout(r, 20));
     assert.ok(await t.ready(shape(600)));
     // A fourth shape: room for 3 in all, the pinned one among them; its VM (`false`) fails.
     await assert.rejects(t.ensure(shape(800)), /exited \(1\) while booting/);
@@ -241,6 +243,75 @@ Deno.test("VM templates: other shapes of a lineage stay up to `shapes`, the leas
     assert.deepEqual(
       (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name),
       [await t.key(shape(600))],
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("VM templates: at start, unfinished ones and shapes beyond a lowered `shapes` go, the least recently used (as the directory says) first", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates, key } = await fixture(dir, ["false"], 3);
+    const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
+    const lineage = await t.lineage(vm);
+    for (const k of [key, await t.key(shape(600)), await t.key(shape(700))]) {
+      const d = await built(templates, k, "2026-12-08T00:00:00.000Z", lineage);
+      await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
+    }
+    const unfinished = join(templates, "6".repeat(32));
+    await Deno.mkdir(unfinished);
+    await Deno.writeTextFile(join(unfinished, "owner"), "/run/kuasar-vmm");
+    assert.ok(await t.ready(shape(600)));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.ok(await t.ready(shape(700)));
+    // A restarted sandboxer (a new VmTemplates) with room for two.
+    const { t: t2 } = await fixture(dir, ["false"], 2);
+    await t2.trim(vm);
+    const names = async () => (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name);
+    assert.deepEqual((await names()).sort(), [key, await t.key(shape(700))].sort());
+    // And with room for one: the config's alone.
+    const { t: t1 } = await fixture(dir, ["false"], 1);
+    await t1.trim(vm);
+    assert.deepEqual(await names(), [key]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("VM templates: a new guest image's config template takes the old one's place, not another shape's room", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates, key } = await fixture(dir, ["false"], 3);
+    const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
+    const ours = async (k: string, l: string) => {
+      const d = await built(templates, k, "2026-12-08T00:00:00.000Z", l);
+      await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
+    };
+    await ours(key, await t.lineage(vm));
+    assert.ok(await t.ensure(vm, true));
+    // A new image: a new key and lineage for the config's shape; its build fails here.
+    await Deno.writeTextFile(vm.initrd, "a new image");
+    const key2 = await t.key(vm);
+    await assert.rejects(t.ensure(vm, true), /exited \(1\)/);
+    await ours(key2, await t.lineage(vm));
+    await ours(await t.key(shape(600)), await t.lineage(vm));
+    // A third shape: with the config's and 600, three in all: 600 stays.
+    await assert.rejects(t.ensure(shape(700)), /exited \(1\)/);
+    const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
+    assert.deepEqual(left, [key2, await t.key(shape(600))].sort());
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("VM templates: no build without room for the whole RAM file", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm } = await fixture(dir, ["true"]);
+    await assert.rejects(
+      t.ensure({ ...vm, memoryMiB: 1 << 30 }),
+      /no room for a 1073741824 MiB VM template in .*MiB free/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });

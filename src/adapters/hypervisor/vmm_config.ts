@@ -83,8 +83,8 @@ export const hypervisorSettings = z.strictObject({
   template_pool: z.number().int().min(0).max(64).optional(),
   /**
    * Ours: how many shapes of VM have a template: the config's, and those of pods with CPU or
-   * memory limits, each built once such a pod has booted (the least recently used goes when
-   * there is no room). Each costs a guest's touched RAM in template_dir. Default 4.
+   * memory limits, each built once two such pods have booted (the least recently used goes
+   * when there is no room). Each takes its VM's memory in template_dir. Default 4.
    */
   template_shapes: z.number().int().min(1).max(16).optional(),
   // Kuasar's, accepted so its files load; not used (a warning at start names those set).

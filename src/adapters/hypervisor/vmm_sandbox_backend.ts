@@ -237,6 +237,8 @@ function sameShape(a: Partial<ReturnType<typeof vmShape>>, b: ReturnType<typeof 
     a.maxMemoryMiB === b.maxMemoryMiB && a.memorySlots === b.memorySlots;
 }
 
+/** Other shapes whose booted pods are counted (a template is built at the second). */
+const SHAPES_COUNTED = 64;
 /** The sockets' token of the config's shape's template VM, while it is built. */
 const TEMPLATE_TOKEN = "vm-template";
 /** The same for other shapes' (`template_shapes`), built one at a time. */
@@ -379,7 +381,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     };
     if (o.bundleDisks) record.backend = { ...record.backend, bundleDisks: o.bundleDisks };
     const shape = { ...describe(o, record.id, p), ...size };
-    const template = await this.#templateFor(record, shape);
+    // A VM whose netns has more interfaces than a clone has NIC slots boots.
+    const fits = !this.#templates || !record.netnsPath ||
+      (await unmirrored(record.netnsPath)).length <= shape.nicSlots;
+    const template = fits ? await this.#templateFor(shape) : undefined;
     if (template) {
       const taken = await this.#takePooled(record, shape, template);
       if (taken) return taken;
@@ -387,8 +392,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       if (cloned) return cloned;
     }
     const started = await this.#boot(record, p, size);
-    // The next pod of this shape starts from a template (built once this one runs).
-    if (!template) this.#buildShapeTemplate(size);
+    // The next pods of this shape start from a template (built once this one runs), or from
+    // the one rebuilt after its restore failed.
+    if (fits && this.#templates) this.#buildShapeTemplate(size, template !== undefined);
     return started;
   }
 
@@ -495,8 +501,10 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
   #templateFailedAt = -Infinity;
   /** The build of another shape's template under way, if any: one at a time. */
   #shapeBuild: Promise<void> | undefined;
-  /** When each other shape's build last failed (by "vcpus/memoryMiB"): once a minute at most. */
+  /** When each other shape's build last failed: once a minute at most. */
   #shapeFailedAt = new Map<string, number>();
+  /** Pods of each other shape booted (the last `SHAPES_COUNTED` shapes seen). */
+  #shapeBoots = new Map<string, number>();
 
   /** The template VM of `size` with the sockets of `token` (one VM at a time per token). */
   async #templateVm(token: string, size: ReturnType<typeof vmShape>): Promise<VmDescription> {
@@ -531,20 +539,25 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     this.#sweepPool().catch((e) =>
       this.#log.warn("pool VMs of a previous daemon not swept", { error: String(e) })
     );
-    const t = this.#templates;
-    if (!t) return;
     const o = this.opts;
     (async () => {
-      const vm = await this.#templateVm(TEMPLATE_TOKEN, configShape(o));
-      // Template VMs left by a daemon that crashed while building them (at start only: later,
-      // the ones this daemon builds could be running).
+      // Template VMs left by a daemon that crashed while building them, templates on or not (at
+      // start only: later, the ones this daemon builds could be running).
       if (!this.#templateSwept) {
+        const sockets = o.layout.path("sockets");
         for (const token of [TEMPLATE_TOKEN, SHAPE_TEMPLATE_TOKEN]) {
-          const sockets = o.layout.path("sockets");
           await killByCommandLine(`unix:${await socketPath(sockets, token, "qmp")},`);
+          for (const kind of ["qmp", "agent", "debug"] as const) {
+            await Deno.remove(await socketPath(sockets, token, kind)).catch(() => {});
+          }
         }
+        this.#templateSwept = true;
       }
-      this.#templateSwept = true;
+      const t = this.#templates;
+      if (!t) return;
+      const vm = await this.#templateVm(TEMPLATE_TOKEN, configShape(o));
+      // Unfinished templates, and shapes beyond template_shapes (it may have been lowered).
+      await t.trim(vm);
       const built = await t.ensure(vm, true);
       // VMs of an older template (another guest image or QEMU) would never be taken.
       this.#pool?.prune((v) => v.template.key !== built.key);
@@ -560,12 +573,21 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
    * limits), in the background, when `template_shapes` leaves room for one: one such build at
    * a time, each shape's retried a minute after it failed.
    */
-  #buildShapeTemplate(size: ReturnType<typeof vmShape>): void {
+  #buildShapeTemplate(size: ReturnType<typeof vmShape>, restoreFailed: boolean): void {
     const t = this.#templates;
     const o = this.opts;
-    if (!t || (o.templateShapes ?? 1) < 2 || this.#shapeBuild || !this.#templateSwept) return;
+    if (!t || (o.templateShapes ?? 1) < 2 || !this.#templateSwept) return;
     if (sameShape(size, configShape(o))) return;
-    const name = `${size.vcpus}/${size.memoryMiB}`;
+    const name = `${size.vcpus}/${size.memoryMiB}/${size.maxVcpus}/${size.maxMemoryMiB}`;
+    // A shape seen once may never come back: its template would only push out another's.
+    const boots = (this.#shapeBoots.get(name) ?? 0) + 1;
+    this.#shapeBoots.delete(name);
+    this.#shapeBoots.set(name, boots);
+    for (const k of this.#shapeBoots.keys()) {
+      if (this.#shapeBoots.size <= SHAPES_COUNTED) break;
+      this.#shapeBoots.delete(k);
+    }
+    if (this.#shapeBuild || (boots < 2 && !restoreFailed)) return;
     if (performance.now() - (this.#shapeFailedAt.get(name) ?? -Infinity) < 60_000) return;
     this.#shapeBuild = (async () => {
       await t.ensure(await this.#templateVm(SHAPE_TEMPLATE_TOKEN, size));
@@ -580,15 +602,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     }).finally(() => this.#shapeBuild = undefined);
   }
 
-  /**
-   * The template a pod's VM can start from: one is built for its shape, and its netns has no
-   * more interfaces than the VM has NIC slots. Otherwise the VM boots.
-   */
-  async #templateFor(record: SandboxRecord<VmmPodState>, shape: VmDescription) {
+  /** The template a pod's VM of `shape` can start from, if one is built. */
+  async #templateFor(shape: VmDescription) {
     if (!this.#templates) return undefined;
-    if (record.netnsPath && (await unmirrored(record.netnsPath)).length > shape.nicSlots) {
-      return undefined;
-    }
     const ready = await this.#templates.ready(shape).catch(() => undefined);
     // None for the config's shape (the guest image or QEMU changed, or it was dropped): built
     // again in the background, at most once a minute after a failure. Other shapes' are built
@@ -1020,8 +1036,13 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       this.holders.watch(record.id, pv.helperPid, pv.pid, pv.token);
     } catch (e) {
       await this.#killPoolVm(pv.name);
-      // Its sockets under the pod's names, for the VM the pod restores instead.
+      // Its sockets under the pod's names, for the VM the pod restores instead; its logs kept
+      // beside that VM's, for the operator to see why (the pod's directory goes with the pod).
       for (const f of [to.control, to.agent, to.debug]) await Deno.remove(f).catch(() => {});
+      const kept = `pool-${pv.name}`;
+      for (const f of [to.console, to.events, join(o.dir, record.id, "monitor.log")]) {
+        await Deno.rename(f, `${f}.${kept}`).catch(() => {});
+      }
       await this.links.drop(record.id);
       this.#bootIds.delete(record.id);
       if (record.netnsPath) {
@@ -1034,6 +1055,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
       this.#log.warn("vm of the pool not handed over: the pod restores its own", {
         sandbox: record.id,
         pooled: pv.name,
+        logs: `${to.console}.${kept}`,
         error: String(e),
       });
       return undefined;

@@ -111,10 +111,13 @@ export function qemuArgv(vm: QemuVmSpec): string[] {
   });
   if (vm.memoryFile) {
     if (vm.virtiofs?.length) throw new Error("a VM template's memory cannot be virtiofs's");
+    // The template's file is filled whole before the guest runs: a clone's fault on a hole of a
+    // tmpfs file, copy-on-write or not, would allocate the page in the file (kept after the
+    // clone is gone, and a SIGBUS for the clone when the tmpfs is full).
     a.push(
       "-object",
-      `memory-backend-file,id=mem,size=${vm.memoryMiB}M,mem-path=${vm.memoryFile.path},share=${
-        vm.memoryFile.shared ? "on" : "off"
+      `memory-backend-file,id=mem,size=${vm.memoryMiB}M,mem-path=${vm.memoryFile.path},${
+        vm.memoryFile.shared ? "share=on,prealloc=on" : "share=off"
       }`,
     );
   }

@@ -65,11 +65,11 @@ Deno.test("qemuArgv: a multi-queue NIC gets its queues and a vector per queue pa
   assert.ok(one.includes("virtio-net-pci,netdev=net0,mac=02:00:00:00:00:01"));
 });
 
-Deno.test("qemuArgv: a template's RAM is a shared file; a clone maps it privately and waits for its state", () => {
+Deno.test("qemuArgv: a template's RAM is a shared file, filled whole; a clone maps it privately and waits for its state", () => {
   const tpl = qemuArgv({ ...base, memoryFile: { path: "/t/memory", shared: true } });
   assert.deepEqual(after(tpl, "-machine"), ["q35,accel=tcg,memory-backend=mem"]);
   assert.deepEqual(after(tpl, "-object"), [
-    "memory-backend-file,id=mem,size=512M,mem-path=/t/memory,share=on",
+    "memory-backend-file,id=mem,size=512M,mem-path=/t/memory,share=on,prealloc=on",
   ]);
   assert.ok(!tpl.includes("-incoming"));
   const clone = qemuArgv({
