@@ -260,7 +260,9 @@ const sections: Record<string, () => Promise<void>> = {
       `The template: built once in ${ms(tpl.template?.bootMs ?? NaN)} (boot to agent ready) + ` +
       `${ms(tpl.template?.saveMs ?? NaN)} (save); its device state ${
         Math.round((tpl.template?.stateBytes ?? 0) / 1024)
-      } KiB, its RAM a 512 MiB file the clones map.`,
+      } KiB, its RAM a 512 MiB file the clones map, filled whole when it is built: 512 MiB of ` +
+      `tmpfs whatever the number of pods, besides the PSS above (which counts the pages of it ` +
+      `the clones map); spread over ${n} pods, at most ${Math.round(512 / n)} MiB each.`,
       "",
     ];
     await writeReport("vmm.md", lines);

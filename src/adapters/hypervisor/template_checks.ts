@@ -9,6 +9,7 @@ import type { NodeCheck } from "../../domain/doctor.ts";
 import { messageOf } from "../../domain/errors.ts";
 import { existingAncestor } from "../doctor/probes.ts";
 import { runCommand } from "../os/command.ts";
+import { FREE_MARGIN_MIB } from "./vm_templates.ts";
 
 /** What a template's `template.json` says (`VmTemplates`). */
 interface TemplateInfo {
@@ -98,9 +99,12 @@ async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
     const r = await runCommand(["df", "-PkT", at], { timeoutMs: 10_000 });
     // Filesystem Type 1024-blocks Used Available Capacity Mounted-on
     const f = r.stdout.trim().split("\n").at(-1)?.split(/\s+/) ?? [];
-    const freeMiB = Math.floor(Number(f[4]) / 1024);
-    if (r.code !== 0 || !Number.isFinite(freeMiB)) throw new Error(r.stderr.trim() || r.stdout);
-    const detail = `${o.dir} on ${f[6] ?? "?"} (${f[1] ?? "?"}), ${freeMiB} MiB free; a ` +
+    // A tmpfs with size=0 has no limit (and says 0 of everything).
+    const unlimited = Number(f[2]) === 0;
+    const freeMiB = unlimited ? Infinity : Math.floor(Number(f[4]) / 1024);
+    if (r.code !== 0 || Number.isNaN(freeMiB)) throw new Error(r.stderr.trim() || r.stdout);
+    const room = unlimited ? "no size limit" : `${freeMiB} MiB free`;
+    const detail = `${o.dir} on ${f[6] ?? "?"} (${f[1] ?? "?"}), ${room}; a ` +
       `template's RAM file takes ${o.memoryMiB} MiB (more for pods with a memory limit), ` +
       `up to ${o.shapes} template${o.shapes > 1 ? "s" : ""} (template_shapes)`;
     const why = unfit(o.dir);
@@ -113,7 +117,7 @@ async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
         fix: "a template_dir of its own, owned by the sandboxer's user, mode 0700",
       };
     }
-    if (freeMiB < o.memoryMiB) {
+    if (freeMiB < o.memoryMiB + FREE_MARGIN_MIB) {
       return {
         id,
         kind: "vmm",

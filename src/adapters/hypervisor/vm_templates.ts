@@ -70,13 +70,45 @@ function unsafe(st: Deno.FileInfo, what: string): string | undefined {
 }
 
 /** Room left in the template directory besides a template's RAM file (others use it too). */
-const FREE_MARGIN_MIB = 64;
+export const FREE_MARGIN_MIB = 64;
 
-/** Free space of the file system holding `dir`, MiB; undefined when `df` cannot tell. */
+/**
+ * Free space of the file system holding `dir`, MiB; undefined when `df` cannot tell, or the
+ * file system has no size (a tmpfs with `size=0` has no limit).
+ */
 async function freeMiB(dir: string): Promise<number | undefined> {
   const r = await runCommand(["df", "-Pk", dir], { timeoutMs: 10_000 }).catch(() => undefined);
-  const kib = Number(r?.stdout.trim().split("\n").at(-1)?.split(/\s+/)[3]);
-  return r?.code === 0 && Number.isFinite(kib) ? Math.floor(kib / 1024) : undefined;
+  const f = r?.stdout.trim().split("\n").at(-1)?.split(/\s+/) ?? [];
+  const [total, kib] = [Number(f[1]), Number(f[3])];
+  if (r?.code !== 0 || !Number.isFinite(kib) || !(total > 0)) return undefined;
+  return Math.floor(kib / 1024);
+}
+
+/** Throws when `free` MiB leave no room for a template of `memoryMiB` and the margin. */
+function noRoom(dir: string, memoryMiB: number, free: number | undefined): void {
+  if (free === undefined || free >= memoryMiB + FREE_MARGIN_MIB) return;
+  throw new FailedPreconditionError(
+    `no room for a ${memoryMiB} MiB VM template in ${dir}: ${free} MiB free ` +
+      `(${FREE_MARGIN_MIB} MiB more are left to others)`,
+  );
+}
+
+/** The host's available memory, MiB (`MemAvailable`); undefined when unknown. */
+async function memAvailableMiB(): Promise<number | undefined> {
+  const m = /^MemAvailable:\s+(\d+) kB/m.exec(
+    await Deno.readTextFile("/proc/meminfo").catch(() => ""),
+  );
+  return m ? Math.floor(Number(m[1]) / 1024) : undefined;
+}
+
+/** Whether a process maps `file` (a clone's QEMU its template's RAM). */
+async function mapped(file: string): Promise<boolean> {
+  for await (const e of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    const maps = await Deno.readTextFile(`/proc/${e.name}/maps`).catch(() => "");
+    if (maps.includes(file)) return true;
+  }
+  return false;
 }
 
 /** The paths of a VM description that are the VM's own, not its shape. */
@@ -101,6 +133,8 @@ export class VmTemplates {
   #closed = false;
   /** The key never removed to make room for another shape's (the config's shape's). */
   #pinned: string | undefined;
+  /** The builds, one after the other. */
+  #queue: Promise<unknown> = Promise.resolve();
 
   constructor(o: VmTemplatesOptions) {
     this.#o = o;
@@ -180,7 +214,9 @@ export class VmTemplates {
     if (ready) return ready;
     let b = this.#building.get(key);
     if (!b) {
-      b = this.#build(key, vm);
+      // One build at a time: each checks the room left after the one before.
+      b = this.#queue.then(() => this.#build(key, vm));
+      this.#queue = b.catch(() => {});
       this.#building.set(key, b);
       b.finally(() => this.#building.delete(key)).catch(() => {});
     }
@@ -237,25 +273,41 @@ export class VmTemplates {
    * used beyond `shapes`, counting the pinned one and `building` (a key about to be built).
    * Templates being built stay.
    */
-  async #sweep(lineage: string, building?: string): Promise<void> {
+  async #sweep(lineage: string, building?: { key: string; memoryMiB: number }): Promise<void> {
     const o = this.#o;
-    const reserved = new Set([this.#pinned, building].filter((k) => k !== undefined));
+    const reserved = new Set([this.#pinned, building?.key].filter((k) => k !== undefined));
     const shapes: { key: string; used: number }[] = [];
     for await (const e of Deno.readDir(o.dir)) {
       const d = join(o.dir, e.name);
       if (reserved.has(e.name) || this.#building.has(e.name)) continue;
       if (!/^[0-9a-f]{32}$/.test(e.name)) continue;
       const fate = await this.#fate(d, lineage);
-      if (fate === "remove") await Deno.remove(d, { recursive: true });
+      if (fate === "remove") await Deno.remove(d, { recursive: true }).catch(() => {});
       else if (fate === "shape") {
-        shapes.push({ key: e.name, used: (await Deno.stat(d)).mtime?.getTime() ?? 0 });
+        const st = await Deno.stat(d).catch(() => undefined);
+        if (st) shapes.push({ key: e.name, used: st.mtime?.getTime() ?? 0 });
       }
     }
     const room = Math.max(0, (o.shapes ?? 1) - reserved.size);
     shapes.sort((a, b) => a.used - b.used);
-    for (const { key } of shapes.slice(0, Math.max(0, shapes.length - room))) {
+    const going = shapes.slice(0, Math.max(0, shapes.length - room));
+    if (building) {
+      // No template goes for a build that would find no room: a RAM file that a clone still maps
+      // frees nothing when it is removed.
+      let free = await freeMiB(o.dir);
+      for (const { key } of going) {
+        const memory = join(o.dir, key, "memory");
+        if (free !== undefined && !(await mapped(memory))) {
+          free += Math.floor(
+            ((await Deno.stat(memory).catch(() => undefined))?.blocks ?? 0) / 2048,
+          );
+        }
+      }
+      noRoom(o.dir, building.memoryMiB, free);
+    }
+    for (const { key } of going) {
       this.#log.info("vm template removed: room for another shape's", { template: key });
-      await Deno.remove(join(o.dir, key), { recursive: true });
+      await Deno.remove(join(o.dir, key), { recursive: true }).catch(() => {});
     }
   }
 
@@ -285,7 +337,14 @@ export class VmTemplates {
     // Only what is named like a template and is ours goes: the directory may be an operator's,
     // and other sandboxers may keep theirs there.
     const lineage = await this.lineage(vm);
-    await this.#sweep(lineage, key);
+    const available = await memAvailableMiB();
+    if (available !== undefined && vm.memoryMiB > available / 4) {
+      throw new FailedPreconditionError(
+        `a ${vm.memoryMiB} MiB VM template would hold more than a quarter of the host's ` +
+          `available memory (${available} MiB): none is built for that shape`,
+      );
+    }
+    await this.#sweep(lineage, { key, memoryMiB: vm.memoryMiB });
     const dir = join(o.dir, key);
     vm = {
       ...vm,
@@ -295,13 +354,7 @@ export class VmTemplates {
     };
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     // Its RAM file is filled whole: a tmpfs filled up would fail others using it.
-    const free = await freeMiB(o.dir);
-    if (free !== undefined && free < vm.memoryMiB + FREE_MARGIN_MIB) {
-      throw new FailedPreconditionError(
-        `no room for a ${vm.memoryMiB} MiB VM template in ${o.dir}: ${free} MiB free ` +
-          `(${FREE_MARGIN_MIB} MiB more are left to others)`,
-      );
-    }
+    noRoom(o.dir, vm.memoryMiB, await freeMiB(o.dir));
     await Deno.mkdir(dir, { mode: 0o700 });
     await Deno.writeTextFile(join(dir, "owner"), o.owner, { mode: 0o600 });
     const t = this.#paths(key);

@@ -305,15 +305,95 @@ Deno.test("VM templates: a new guest image's config template takes the old one's
   }
 });
 
-Deno.test("VM templates: no build without room for the whole RAM file", async () => {
+Deno.test("VM templates: none bigger than a quarter of the host's available memory", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
   try {
     const { t, vm } = await fixture(dir, ["true"]);
     await assert.rejects(
       t.ensure({ ...vm, memoryMiB: 1 << 30 }),
-      /no room for a 1073741824 MiB VM template in .*MiB free/,
+      /a 1073741824 MiB VM template would hold more than a quarter of the host's available memory/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test({
+  name:
+    "VM templates: no build without room for its whole RAM file; a template a clone still maps frees nothing, so it is not removed for one",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+    const templates = join(dir, "t");
+    await Deno.mkdir(templates, { mode: 0o700 });
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=300m,mode=0700", "tmpfs", templates],
+    }).output();
+    assert.ok(mount.success);
+    let clone: Deno.ChildProcess | undefined;
+    try {
+      const { t, vm, key } = await fixture(dir, ["false"], 2);
+      const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
+      const ours = async (k: string, fill = 0) => {
+        const d = await built(templates, k, "2026-12-08T00:00:00.000Z", await t.lineage(vm));
+        await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
+        await Deno.writeFile(join(d, "memory"), new Uint8Array(fill << 20).fill(1));
+      };
+      await ours(key);
+      const k150 = await t.key(shape(150));
+      await ours(k150, 150);
+      assert.ok(await t.ensure(vm, true));
+      // 150 MiB free: a 100 MiB one needs 164. The 150 MiB template must go for it, but a
+      // clone maps it.
+      clone = new Deno.Command("python3", {
+        args: [
+          "-c",
+          "import mmap,sys,time; f=open(sys.argv[1],'rb'); " +
+          "m=mmap.mmap(f.fileno(),0,prot=mmap.PROT_READ); print('mapped',flush=True); time.sleep(120)",
+          join(templates, k150, "memory"),
+        ],
+        stdout: "piped",
+      }).spawn();
+      const reader = clone.stdout.getReader();
+      assert.match(new TextDecoder().decode((await reader.read()).value), /mapped/);
+      await assert.rejects(t.ensure(shape(100)), /no room for a 100 MiB VM template/);
+      assert.ok(await t.ready(shape(150)), "kept: removing it would have freed nothing");
+      clone.kill("SIGKILL");
+      await clone.status;
+      reader.releaseLock();
+      clone = undefined;
+      // Not mapped: it goes, and the build goes on (its VM, `false`, then fails).
+      await assert.rejects(t.ensure(shape(100)), /exited \(1\) while booting/);
+      assert.equal(await t.ready(shape(150)), undefined);
+    } finally {
+      if (clone) {
+        clone.kill("SIGKILL");
+        await clone.status;
+      }
+      await new Deno.Command("umount", { args: [templates] }).output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "VM templates: a tmpfs without a size limit has room",
+  ignore: Deno.uid() !== 0,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+    const templates = join(dir, "t");
+    await Deno.mkdir(templates, { mode: 0o700 });
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=0,mode=0700", "tmpfs", templates],
+    }).output();
+    assert.ok(mount.success);
+    try {
+      const { t, vm } = await fixture(dir, ["false"]);
+      // Past the room check: the template VM (`false`) runs and exits.
+      await assert.rejects(t.ensure(vm), /exited \(1\) while booting/);
+    } finally {
+      await new Deno.Command("umount", { args: [templates] }).output();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

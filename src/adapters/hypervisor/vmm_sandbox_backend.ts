@@ -570,8 +570,9 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
 
   /**
    * Builds the template of `size`, another shape than the config's (a pod's CPU and memory
-   * limits), in the background, when `template_shapes` leaves room for one: one such build at
-   * a time, each shape's retried a minute after it failed.
+   * limits), in the background, once two of its pods have booted (or its restore failed) and
+   * `template_shapes` leaves room for it: one such build at a time, each shape's retried a
+   * minute after it failed.
    */
   #buildShapeTemplate(size: ReturnType<typeof vmShape>, restoreFailed: boolean): void {
     const t = this.#templates;
@@ -608,7 +609,7 @@ export class VmmSandboxBackend extends PodProcessBackend<VmmBackendOptions, VmmP
     const ready = await this.#templates.ready(shape).catch(() => undefined);
     // None for the config's shape (the guest image or QEMU changed, or it was dropped): built
     // again in the background, at most once a minute after a failure. Other shapes' are built
-    // once their pod runs.
+    // once their pods have booted (start).
     if (
       !ready && sameShape(shape, configShape(this.opts)) &&
       performance.now() - this.#templateFailedAt > 60_000
