@@ -136,6 +136,18 @@ async function built(
   return d;
 }
 
+/** `vm` with another memory size: another shape of it. */
+function shaped(vm: VmDescription, memoryMiB: number): VmDescription {
+  return { ...vm, id: `pod-${memoryMiB}`, memoryMiB };
+}
+
+/** A template of `lineage` built by the fixture's sandboxer, its RAM file `fillMiB` written. */
+async function builtOurs(templates: string, key: string, lineage: string, fillMiB = 0) {
+  const d = await built(templates, key, "2026-12-08T00:00:00.000Z", lineage);
+  await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
+  if (fillMiB) await Deno.writeFile(join(d, "memory"), new Uint8Array(fillMiB << 20).fill(1));
+}
+
 Deno.test("VM templates: one not the sandboxer's alone is not used", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
   try {
@@ -215,15 +227,12 @@ Deno.test("VM templates: other shapes of a lineage stay up to `shapes`, the leas
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
   try {
     const { t, vm, templates, key } = await fixture(dir, ["false"], 3);
-    const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
+    const shape = (memoryMiB: number) => shaped(vm, memoryMiB);
     const lineage = await t.lineage(vm);
     assert.equal(await t.lineage({ ...vm, vcpus: 2, memoryMiB: 768 }), lineage, "a shape");
     assert.notEqual(await t.key(shape(768)), key);
     assert.notEqual(await t.lineage({ ...vm, kernelParams: "kuasar.oci_runtime=runc" }), lineage);
-    const ours = async (k: string, l = lineage) => {
-      const d = await built(templates, k, "2026-12-08T00:00:00.000Z", l);
-      await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
-    };
+    const ours = (k: string, l = lineage) => builtOurs(templates, k, l);
     await ours(key);
     for (const m of [600, 700]) await ours(await t.key(shape(m)));
     const oldLineage = "5".repeat(32);
@@ -253,11 +262,10 @@ Deno.test("VM templates: at start, unfinished ones and shapes beyond a lowered `
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
   try {
     const { t, vm, templates, key } = await fixture(dir, ["false"], 3);
-    const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
+    const shape = (memoryMiB: number) => shaped(vm, memoryMiB);
     const lineage = await t.lineage(vm);
     for (const k of [key, await t.key(shape(600)), await t.key(shape(700))]) {
-      const d = await built(templates, k, "2026-12-08T00:00:00.000Z", lineage);
-      await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
+      await builtOurs(templates, k, lineage);
     }
     const unfinished = join(templates, "6".repeat(32));
     await Deno.mkdir(unfinished);
@@ -283,11 +291,8 @@ Deno.test("VM templates: a new guest image's config template takes the old one's
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
   try {
     const { t, vm, templates, key } = await fixture(dir, ["false"], 3);
-    const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
-    const ours = async (k: string, l: string) => {
-      const d = await built(templates, k, "2026-12-08T00:00:00.000Z", l);
-      await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
-    };
+    const shape = (memoryMiB: number) => shaped(vm, memoryMiB);
+    const ours = (k: string, l: string) => builtOurs(templates, k, l);
     await ours(key, await t.lineage(vm));
     assert.ok(await t.ensure(vm, true));
     // A new image: a new key and lineage for the config's shape; its build fails here.
@@ -333,12 +338,9 @@ Deno.test({
     let clone: Deno.ChildProcess | undefined;
     try {
       const { t, vm, key } = await fixture(dir, ["false"], 2);
-      const shape = (memoryMiB: number) => ({ ...vm, id: `pod-${memoryMiB}`, memoryMiB });
-      const ours = async (k: string, fill = 0) => {
-        const d = await built(templates, k, "2026-12-08T00:00:00.000Z", await t.lineage(vm));
-        await Deno.writeTextFile(join(d, "owner"), "/run/kuasar-vmm");
-        await Deno.writeFile(join(d, "memory"), new Uint8Array(fill << 20).fill(1));
-      };
+      const shape = (memoryMiB: number) => shaped(vm, memoryMiB);
+      const ours = async (k: string, fill = 0) =>
+        builtOurs(templates, k, await t.lineage(vm), fill);
       await ours(key);
       const k150 = await t.key(shape(150));
       await ours(k150, 150);
