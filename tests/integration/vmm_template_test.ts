@@ -295,6 +295,21 @@ templateTest(
     const e = await startPod(d, { hostname: "shape-e", ...limited(768) });
     assert.ok(restored(e.pid), "a clone of the third shape");
     await assertShutdownLeavesNothing(d, [a.id, a2.id, b.id, plain.id, c.id, c2.id, e.id]);
+    // Templates turned off: at its next start, the sandboxer removes its own.
+    await d.kill9();
+    const toml = join(d.base, "vmm.toml");
+    await Deno.writeTextFile(
+      toml,
+      (await Deno.readTextFile(toml)).replace("template = true", "template = false")
+        .replace("template_shapes = 2", ""),
+    );
+    await d.spawn();
+    const end = Date.now() + 30_000;
+    while ((await Array.fromAsync(Deno.readDir(templates))).length) {
+      assert.ok(Date.now() < end, "templates left after they were turned off");
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.match(await d.logs(), /"vm templates removed: templates are off".*"removed":2/);
   },
 );
 

@@ -35,6 +35,7 @@ import { unaryMethods } from "../ttrpc/typed.ts";
 import type { AgentLinks } from "./agent_links.ts";
 import { VmContainerRuntime } from "./vm_container_runtime.ts";
 import { templateChecks } from "./template_checks.ts";
+import { removeOwnTemplates } from "./vm_templates.ts";
 import { entryName } from "../os/state_layout.ts";
 import { podBundleDisks, VmmSandboxBackend } from "./vmm_sandbox_backend.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
@@ -347,6 +348,14 @@ export const vmmKind: HostKind = {
         templateShapes: s.template_shapes ?? DEFAULT_TEMPLATE_SHAPES,
       });
       backend.prepareTemplate();
+      if (!s.template) {
+        // Templates were on before, maybe: this sandboxer's go, with what they hold.
+        const dir = s.template_dir ?? ctx.layout.path("vmTemplates");
+        removeOwnTemplates(dir, ctx.dir).then(
+          (n) => n && log.info("vm templates removed: templates are off", { dir, removed: n }),
+          (e) => log.warn("vm templates not removed", { dir, error: String(e) }),
+        );
+      }
       const unused = unusedKeys(s);
       if (unused.length) {
         log.warn("hypervisor keys accepted for Kuasar's config files but not used", {

@@ -111,6 +111,25 @@ async function mapped(file: string): Promise<boolean> {
   return false;
 }
 
+/**
+ * Removes the templates sandboxer `owner` built in `dir` (templates are off now: their RAM files
+ * would hold tmpfs for nothing; clones running from them keep their mapping). Nothing is
+ * touched in a directory that is not the sandboxer's own. Resolves with how many went.
+ */
+export async function removeOwnTemplates(dir: string, owner: string): Promise<number> {
+  const st = await Deno.lstat(dir).catch(() => undefined);
+  if (!st?.isDirectory || unsafe(st, dir)) return 0;
+  let n = 0;
+  for await (const e of Deno.readDir(dir)) {
+    if (!/^[0-9a-f]{32}$/.test(e.name)) continue;
+    const d = join(dir, e.name);
+    if (await Deno.readTextFile(join(d, "owner")).catch(() => undefined) !== owner) continue;
+    await Deno.remove(d, { recursive: true }).catch(() => {});
+    n++;
+  }
+  return n;
+}
+
 /** The paths of a VM description that are the VM's own, not its shape. */
 const OWN_PATHS = [
   "consoleLog",

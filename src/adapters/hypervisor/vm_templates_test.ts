@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import type { VmDescription, VmTemplating } from "../../ports/hypervisor.ts";
 import { QemuHypervisor } from "./qemu/qemu_hypervisor.ts";
-import { VmTemplates } from "./vm_templates.ts";
+import { removeOwnTemplates, VmTemplates } from "./vm_templates.ts";
 
 Deno.test("VM templates: the key is the VM's shape, image and VMM, not its own paths", async () => {
   const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
@@ -398,4 +398,25 @@ Deno.test({
       await Deno.remove(dir, { recursive: true });
     }
   },
+});
+
+Deno.test("VM templates: turned off, the sandboxer's own go, others' stay; a directory not its own is left alone", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kuasar-tpl-" });
+  try {
+    const { t, vm, templates, key } = await fixture(dir);
+    await builtOurs(templates, key, await t.lineage(vm));
+    await builtOurs(templates, "7".repeat(32), "x");
+    const theirs = await built(templates, "1".repeat(32), "2026-12-08T00:00:00.000Z");
+    await Deno.writeTextFile(join(theirs, "owner"), "/run/kuasar-vmm-other");
+    await Deno.mkdir(join(templates, "operator-notes"));
+    await Deno.chmod(templates, 0o777);
+    assert.equal(await removeOwnTemplates(templates, "/run/kuasar-vmm"), 0, "anyone writes there");
+    await Deno.chmod(templates, 0o700);
+    assert.equal(await removeOwnTemplates(templates, "/run/kuasar-vmm"), 2);
+    const left = (await Array.fromAsync(Deno.readDir(templates))).map((e) => e.name).sort();
+    assert.deepEqual(left, ["1".repeat(32), "operator-notes"]);
+    assert.equal(await removeOwnTemplates(join(dir, "none"), "/run/kuasar-vmm"), 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
