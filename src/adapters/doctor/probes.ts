@@ -13,7 +13,6 @@ import type { CheckStatus, NodeCheck } from "../../domain/doctor.ts";
 import { messageOf } from "../../domain/errors.ts";
 import { runCommand } from "../os/command.ts";
 import { findExecutable } from "../os/executables.ts";
-import { fileSystemSpace } from "../os/disk_space.ts";
 
 /** A tool found and the first line of its version output, or why not. */
 export async function toolVersion(
@@ -220,10 +219,13 @@ export async function freeSpaceCheck(kind: string, dir: string): Promise<NodeChe
   const at = existingAncestor(dir);
   const id = "state-dir.space";
   try {
-    const fs = await fileSystemSpace(at);
-    const mib = fs.unlimited ? Infinity : Math.floor(fs.freeKiB / 1024);
-    const detail = `${dir}${at === dir ? "" : ` (not created yet; ${at})`}: ` +
-      `${fs.unlimited ? "no size limit" : `${mib} MiB free`} on ${fs.mountedOn}`;
+    const r = await runCommand(["df", "-Pk", at], { timeoutMs: 10_000 });
+    const fields = r.stdout.trim().split("\n").at(-1)?.split(/\s+/) ?? [];
+    const freeKiB = Number(fields[3]);
+    if (r.code !== 0 || !Number.isFinite(freeKiB)) throw new Error(r.stderr.trim() || r.stdout);
+    const mib = Math.floor(freeKiB / 1024);
+    const detail = `${dir}${at === dir ? "" : ` (not created yet; ${at})`}: ${mib} MiB free on ` +
+      `${fields[5] ?? "?"}`;
     let status: CheckStatus = "ok";
     if (mib < MIN_FREE_MIB) status = "fail";
     else if (mib < 2 * MIN_FREE_MIB) status = "warn";
@@ -232,7 +234,7 @@ export async function freeSpaceCheck(kind: string, dir: string): Promise<NodeChe
       kind,
       status,
       detail,
-      fix: `free space on ${fs.mountedOn} or choose another --dir`,
+      fix: `free space on ${fields[5] ?? at} or choose another --dir`,
     };
   } catch (e) {
     return { id, kind, status: "skip", detail: `df ${at}: ${messageOf(e)}` };

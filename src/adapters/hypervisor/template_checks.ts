@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { NodeCheck } from "../../domain/doctor.ts";
 import { messageOf } from "../../domain/errors.ts";
 import { existingAncestor } from "../doctor/probes.ts";
-import { fileSystemSpace } from "../os/disk_space.ts";
+import { runCommand } from "../os/command.ts";
 import { FREE_MARGIN_MIB } from "./vm_templates.ts";
 
 /** What a template's `template.json` says (`VmTemplates`). */
@@ -96,10 +96,15 @@ async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
   const id = "template.dir";
   const at = existingAncestor(o.dir);
   try {
-    const fs = await fileSystemSpace(at);
-    const freeMiB = fs.unlimited ? Infinity : Math.floor(fs.freeKiB / 1024);
-    const room = fs.unlimited ? "no size limit" : `${freeMiB} MiB free`;
-    const detail = `${o.dir} on ${fs.mountedOn} (${fs.type}), ${room}; a ` +
+    const r = await runCommand(["df", "-PkT", at], { timeoutMs: 10_000 });
+    // Filesystem Type 1024-blocks Used Available Capacity Mounted-on
+    const f = r.stdout.trim().split("\n").at(-1)?.split(/\s+/) ?? [];
+    // A tmpfs with size=0 has no limit (and says 0 of everything).
+    const unlimited = Number(f[2]) === 0;
+    const freeMiB = unlimited ? Infinity : Math.floor(Number(f[4]) / 1024);
+    if (r.code !== 0 || Number.isNaN(freeMiB)) throw new Error(r.stderr.trim() || r.stdout);
+    const room = unlimited ? "no size limit" : `${freeMiB} MiB free`;
+    const detail = `${o.dir} on ${f[6] ?? "?"} (${f[1] ?? "?"}), ${room}; a ` +
       `template's RAM file takes ${o.memoryMiB} MiB (more for pods with a memory limit), ` +
       `up to ${o.shapes} template${o.shapes > 1 ? "s" : ""} (template_shapes)`;
     const why = unfit(o.dir);
@@ -121,7 +126,7 @@ async function spaceCheck(o: TemplateCheckOptions): Promise<NodeCheck> {
         fix: "free space there or set [hypervisor] template_dir: pods boot without a template",
       };
     }
-    if (fs.type !== "tmpfs") {
+    if (f[1] !== "tmpfs") {
       return {
         id,
         kind: "vmm",

@@ -26,7 +26,7 @@ import { DeadlineExceededError, FailedPreconditionError } from "../../domain/err
 import { log } from "../../lib/log.ts";
 import type { VmDescription, VmTemplating } from "../../ports/hypervisor.ts";
 import { qmpQuit } from "./qmp.ts";
-import { fileSystemSpace } from "../os/disk_space.ts";
+import { runCommand } from "../os/command.ts";
 
 /** A template ready to start clones from. */
 export interface VmTemplate {
@@ -77,8 +77,11 @@ export const FREE_MARGIN_MIB = 64;
  * file system has no size (a tmpfs with `size=0` has no limit).
  */
 async function freeMiB(dir: string): Promise<number | undefined> {
-  const s = await fileSystemSpace(dir).catch(() => undefined);
-  return s && !s.unlimited ? Math.floor(s.freeKiB / 1024) : undefined;
+  const r = await runCommand(["df", "-Pk", dir], { timeoutMs: 10_000 }).catch(() => undefined);
+  const f = r?.stdout.trim().split("\n").at(-1)?.split(/\s+/) ?? [];
+  const [total, kib] = [Number(f[1]), Number(f[3])];
+  if (r?.code !== 0 || !Number.isFinite(kib) || !(total > 0)) return undefined;
+  return Math.floor(kib / 1024);
 }
 
 /** Throws when `free` MiB leave no room for a template of `memoryMiB` and the margin. */
